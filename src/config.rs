@@ -1,0 +1,298 @@
+//! Configuration is the environment.
+//!
+//! Every variable is read and checked once at start. All problems are reported together, one
+//! line each naming the variable and what is wrong, and the program exits non-zero instead of
+//! starting half-configured. Operators' scripts depend on these names: keep them.
+//!
+//! | Variable | Default | Meaning |
+//! |---|---|---|
+//! | `BINANCE_API_KEY` | required for `run`/`check` | API key, sent as `X-MBX-APIKEY` |
+//! | `BINANCE_API_SECRET` | required for `run`/`check` | HMAC-SHA256 secret; never logged |
+//! | `SYNCD_REST_URL` | `https://api.binance.us` | REST base; `/api/v3/...` is appended |
+//! | `SYNCD_WS_URL` | `wss://stream.binance.us:9443` | stream base; `/ws/<listenKey>` is appended |
+//! | `SYNCD_SYMBOLS` | required for `run`/`check` | comma-separated, e.g. `BTCUSD,ETHUSD` |
+//! | `SYNCD_STATE_DIR` | `./syncd-state` | cursors and other state |
+//! | `SYNCD_FILL_LOG` | `$SYNCD_STATE_DIR/fills.jsonl` | the JSON Lines fill log |
+//! | `SYNCD_KEEPALIVE_S` | `1800` | listen-key renewal interval; the key lives 3600 s |
+//! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory watched for strategy `.so` files |
+//! | `SYNCD_RECV_WINDOW_MS` | `5000` | `recvWindow` on signed requests (1..=60000) |
+//! | `SYNCD_FSYNC` | `always` | `always`: fsync each fill line; `never`: leave it to the OS |
+//! | `SYNCD_CLOCK_SYNC_S` | `600` | how often the server-time offset is re-measured |
+//! | `SYNCD_HTTP_TIMEOUT_MS` | `10000` | whole-request timeout for REST calls |
+//! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
+
+use crate::secret::Secret;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_REST_URL: &str = "https://api.binance.us";
+pub const DEFAULT_WS_URL: &str = "wss://stream.binance.us:9443";
+
+/// When the fill log is flushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every line: a line that was logged survives a power cut.
+    Always,
+    /// Leave it to the OS: survives a crash of the daemon, not of the machine.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_key: Option<Secret>,
+    pub api_secret: Option<Secret>,
+    pub rest_url: String,
+    pub ws_url: String,
+    pub symbols: Vec<String>,
+    pub state_dir: PathBuf,
+    pub fill_log: PathBuf,
+    pub keepalive: Duration,
+    pub plugin_dir: Option<PathBuf>,
+    pub recv_window_ms: u64,
+    pub fsync: FsyncPolicy,
+    pub clock_sync: Duration,
+    pub http_timeout: Duration,
+}
+
+/// What a command needs beyond the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    pub credentials: bool,
+    pub symbols: bool,
+}
+
+impl Config {
+    pub fn from_env(needs: Needs) -> Result<Config, Vec<String>> {
+        Config::from_lookup(|name| std::env::var(name).ok(), needs)
+    }
+
+    /// Builds a config from any variable source, so tests need not touch the process env.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>, needs: Needs) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        // An empty variable is treated as unset: `FOO= binance-syncd` is a common way to clear one.
+        let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        let api_key = var("BINANCE_API_KEY").map(Secret::new);
+        let api_secret = var("BINANCE_API_SECRET").map(Secret::new);
+        if needs.credentials {
+            if api_key.is_none() {
+                problems.push("BINANCE_API_KEY: not set (the API key of the account)".to_string());
+            }
+            if api_secret.is_none() {
+                problems.push("BINANCE_API_SECRET: not set (the secret that signs requests)".to_string());
+            }
+        }
+        for (name, value) in [("BINANCE_API_KEY", &api_key), ("BINANCE_API_SECRET", &api_secret)] {
+            if let Some(v) = value {
+                // Header values and HMAC keys must be plain printable ASCII; say so without echoing it.
+                if !v.expose().bytes().all(|b| b.is_ascii_graphic()) {
+                    problems.push(format!("{name}: contains spaces or non-ASCII characters"));
+                }
+            }
+        }
+
+        let rest_url = url_var(&var, "SYNCD_REST_URL", DEFAULT_REST_URL, &["http://", "https://"], &mut problems);
+        let ws_url = url_var(&var, "SYNCD_WS_URL", DEFAULT_WS_URL, &["ws://", "wss://"], &mut problems);
+
+        let mut symbols = Vec::new();
+        match var("SYNCD_SYMBOLS") {
+            Some(list) => {
+                for raw in list.split(',') {
+                    let s = raw.trim().to_ascii_uppercase();
+                    if s.is_empty() {
+                        continue;
+                    }
+                    if s.len() > 20 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        problems.push(format!("SYNCD_SYMBOLS: {raw:?} is not a symbol like BTCUSD"));
+                    } else if !symbols.contains(&s) {
+                        symbols.push(s);
+                    }
+                }
+                if list.split(',').all(|s| s.trim().is_empty()) && needs.symbols {
+                    problems.push("SYNCD_SYMBOLS: no symbols listed (e.g. BTCUSD,ETHUSD)".to_string());
+                }
+            }
+            None if needs.symbols => {
+                problems.push("SYNCD_SYMBOLS: not set (comma-separated symbols, e.g. BTCUSD,ETHUSD)".to_string())
+            }
+            None => {}
+        }
+
+        let state_dir = PathBuf::from(var("SYNCD_STATE_DIR").unwrap_or_else(|| "./syncd-state".into()));
+        let fill_log = var("SYNCD_FILL_LOG").map(PathBuf::from).unwrap_or_else(|| state_dir.join("fills.jsonl"));
+        if fill_log.is_dir() {
+            problems.push(format!("SYNCD_FILL_LOG: {} is a directory, not a file", fill_log.display()));
+        }
+        if state_dir.exists() && !state_dir.is_dir() {
+            problems.push(format!("SYNCD_STATE_DIR: {} exists and is not a directory", state_dir.display()));
+        }
+
+        let keepalive = int_var(&var, "SYNCD_KEEPALIVE_S", 1800, 1, 3599, &mut problems);
+        let plugin_dir = var("SYNCD_PLUGIN_DIR").map(PathBuf::from);
+        if let Some(dir) = &plugin_dir {
+            if !dir.is_dir() {
+                problems.push(format!("SYNCD_PLUGIN_DIR: {} is not a directory", dir.display()));
+            }
+        }
+        let recv_window_ms = int_var(&var, "SYNCD_RECV_WINDOW_MS", 5000, 1, 60_000, &mut problems);
+        let fsync = match var("SYNCD_FSYNC").as_deref() {
+            None | Some("always") => FsyncPolicy::Always,
+            Some("never") => FsyncPolicy::Never,
+            Some(other) => {
+                problems.push(format!("SYNCD_FSYNC: {other:?} is not one of always, never"));
+                FsyncPolicy::Always
+            }
+        };
+        let clock_sync = int_var(&var, "SYNCD_CLOCK_SYNC_S", 600, 1, 86_400, &mut problems);
+        let http_timeout = int_var(&var, "SYNCD_HTTP_TIMEOUT_MS", 10_000, 100, 120_000, &mut problems);
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            api_key,
+            api_secret,
+            rest_url,
+            ws_url,
+            symbols,
+            state_dir,
+            fill_log,
+            keepalive: Duration::from_secs(keepalive),
+            plugin_dir,
+            recv_window_ms,
+            fsync,
+            clock_sync: Duration::from_secs(clock_sync),
+            http_timeout: Duration::from_millis(http_timeout),
+        })
+    }
+}
+
+fn url_var(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: &str,
+    schemes: &[&str],
+    problems: &mut Vec<String>,
+) -> String {
+    let value = var(name).unwrap_or_else(|| default.to_string());
+    // The daemon appends paths itself, so a trailing slash would double up.
+    let value = value.trim_end_matches('/').to_string();
+    let host = schemes.iter().find_map(|s| value.strip_prefix(s));
+    match host {
+        None => problems.push(format!("{name}: {value:?} must start with {}", schemes.join(" or "))),
+        Some(rest) if rest.is_empty() || rest.contains(['?', '#', ' ']) => {
+            problems.push(format!("{name}: {value:?} is not a base URL like {default}"))
+        }
+        Some(_) => {}
+    }
+    value
+}
+
+fn int_var(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+    problems: &mut Vec<String>,
+) -> u64 {
+    match var(name) {
+        None => default,
+        Some(text) => match text.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => v,
+            _ => {
+                problems.push(format!("{name}: {text:?} is not a whole number from {min} to {max}"));
+                default
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+    const ALL: Needs = Needs { credentials: true, symbols: true };
+
+    fn load(vars: &[(&str, &str)], needs: Needs) -> Result<Config, Vec<String>> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned(), needs)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = load(
+            &[("BINANCE_API_KEY", "k"), ("BINANCE_API_SECRET", "s"), ("SYNCD_SYMBOLS", "btcusd, ETHUSD,BTCUSD")],
+            ALL,
+        )
+        .unwrap();
+        assert_eq!(c.rest_url, DEFAULT_REST_URL);
+        assert_eq!(c.ws_url, DEFAULT_WS_URL);
+        assert_eq!(c.symbols, ["BTCUSD", "ETHUSD"]);
+        assert_eq!(c.keepalive, Duration::from_secs(1800));
+        assert_eq!(c.recv_window_ms, 5000);
+        assert_eq!(c.fill_log, PathBuf::from("./syncd-state/fills.jsonl"));
+        assert_eq!(c.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn every_problem_is_reported_once_by_name() {
+        let errs = load(
+            &[
+                ("SYNCD_REST_URL", "ftp://x"),
+                ("SYNCD_WS_URL", "http://x"),
+                ("SYNCD_KEEPALIVE_S", "3600"),
+                ("SYNCD_RECV_WINDOW_MS", "60001"),
+                ("SYNCD_FSYNC", "sometimes"),
+                ("SYNCD_SYMBOLS", "BTC-USD"),
+            ],
+            ALL,
+        )
+        .unwrap_err();
+        for name in [
+            "BINANCE_API_KEY",
+            "BINANCE_API_SECRET",
+            "SYNCD_REST_URL",
+            "SYNCD_WS_URL",
+            "SYNCD_KEEPALIVE_S",
+            "SYNCD_RECV_WINDOW_MS",
+            "SYNCD_FSYNC",
+            "SYNCD_SYMBOLS",
+        ] {
+            assert_eq!(errs.iter().filter(|e| e.starts_with(&format!("{name}:"))).count(), 1, "{name} in {errs:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_optional_when_not_needed() {
+        let c = load(&[], Needs { credentials: false, symbols: false }).unwrap();
+        assert!(c.api_key.is_none() && c.symbols.is_empty());
+    }
+
+    #[test]
+    fn trailing_slash_is_dropped() {
+        let c = load(&[("SYNCD_REST_URL", "http://127.0.0.1:9000/")], Needs { credentials: false, symbols: false })
+            .unwrap();
+        assert_eq!(c.rest_url, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn config_debug_hides_the_secret() {
+        let c = load(&[("BINANCE_API_KEY", "key"), ("BINANCE_API_SECRET", SECRET), ("SYNCD_SYMBOLS", "BTCUSD")], ALL)
+            .unwrap();
+        for text in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!text.contains(SECRET), "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_never_echo_a_bad_secret() {
+        let bad = "abc def SECRETPART";
+        let errs = load(&[("BINANCE_API_KEY", "k"), ("BINANCE_API_SECRET", bad), ("SYNCD_SYMBOLS", "BTCUSD")], ALL)
+            .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(!errs[0].contains("SECRETPART"), "{errs:?}");
+    }
+}

@@ -1,0 +1,337 @@
+//! The fill log: append-only JSON Lines, one line per fill, each line written whole.
+//!
+//! `tail -f`, `jq` and scripts read it while it grows. Each fill is formatted into one buffer
+//! and written with a single `write` to an `O_APPEND` file, so a reader never sees half a line
+//! except after a crash mid-write; such a torn tail is cut on the next open (only the torn
+//! bytes, never more). A write that fails part-way (disk full) is rolled back to the last whole
+//! line before the error is returned, so a retry never glues a fill onto a fragment.
+//!
+//! # Line format
+//! Fields may be added in later versions but are never renamed or removed:
+//!
+//! | Field | JSON type | Meaning |
+//! |---|---|---|
+//! | `symbol` | string | e.g. `"BTCUSD"` |
+//! | `trade_id` | integer | the exchange's trade id (per symbol) |
+//! | `order_id` | integer | the exchange's order id |
+//! | `client_order_id` | string | the order's client id (`""` if the exchange did not say) |
+//! | `side` | string | `"BUY"` or `"SELL"` |
+//! | `price` | string | fill price, the exchange's exact decimal string |
+//! | `qty` | string | filled base quantity, exact decimal string |
+//! | `quote_qty` | string | price × qty as the exchange reported it |
+//! | `commission` | string | commission charged, exact decimal string |
+//! | `commission_asset` | string | asset the commission was charged in (`""` if none) |
+//! | `maker` | bool | whether this side was the maker |
+//! | `time` | integer | trade time, ms since the epoch |
+//!
+//! A fill's identity is `(symbol, trade_id)`: the log never holds the same pair twice.
+
+use crate::config::FsyncPolicy;
+use crate::decimal::Decimal;
+use crate::error::Error;
+use crate::model::Side;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// One fill, as a line of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FillRecord {
+    pub symbol: String,
+    pub trade_id: u64,
+    pub order_id: u64,
+    pub client_order_id: String,
+    pub side: Side,
+    pub price: Decimal,
+    pub qty: Decimal,
+    pub quote_qty: Decimal,
+    pub commission: Decimal,
+    pub commission_asset: String,
+    pub maker: bool,
+    pub time: i64,
+}
+
+/// Remembers which trade ids were logged, per symbol, in bounded memory.
+///
+/// The newest `capacity` ids of each symbol are kept exactly. Older ones are summarised by a
+/// floor: an id at or below it counts as seen. Trade ids only grow, so this is exact as long as
+/// no fill arrives more than `capacity` fills late, which the reconciler's paging guarantees.
+#[derive(Debug, Clone)]
+pub struct Dedupe {
+    capacity: usize,
+    symbols: HashMap<String, SymbolIds>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SymbolIds {
+    recent: BTreeSet<u64>,
+    floor: Option<u64>,
+}
+
+impl Dedupe {
+    pub fn new(capacity: usize) -> Dedupe {
+        Dedupe { capacity: capacity.max(1), symbols: HashMap::new() }
+    }
+
+    pub fn contains(&self, symbol: &str, trade_id: u64) -> bool {
+        self.symbols.get(symbol).is_some_and(|s| s.recent.contains(&trade_id) || s.floor.is_some_and(|f| trade_id <= f))
+    }
+
+    /// Records an id; returns false if it was already seen.
+    pub fn insert(&mut self, symbol: &str, trade_id: u64) -> bool {
+        if self.contains(symbol, trade_id) {
+            return false;
+        }
+        let ids = match self.symbols.get_mut(symbol) {
+            Some(ids) => ids,
+            None => self.symbols.entry(symbol.to_string()).or_default(),
+        };
+        ids.recent.insert(trade_id);
+        if ids.recent.len() > self.capacity {
+            if let Some(oldest) = ids.recent.pop_first() {
+                ids.floor = Some(ids.floor.map_or(oldest, |f| f.max(oldest)));
+            }
+        }
+        true
+    }
+
+    /// The highest id seen per symbol: where REST reconciliation resumes.
+    pub fn last_ids(&self) -> HashMap<String, u64> {
+        self.symbols
+            .iter()
+            .filter_map(|(s, ids)| ids.recent.last().copied().or(ids.floor).map(|id| (s.clone(), id)))
+            .collect()
+    }
+}
+
+/// Per-symbol ids kept exactly by the log's dedupe; see [`Dedupe`].
+pub const DEDUPE_CAPACITY: usize = 10_000;
+
+pub struct FillLog {
+    file: File,
+    path: PathBuf,
+    /// Bytes of whole lines in the file: where the next line starts.
+    len: u64,
+    fsync: FsyncPolicy,
+    seen: Dedupe,
+    buf: Vec<u8>,
+}
+
+/// What `open` found in an existing file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub lines: u64,
+    /// Bytes cut from a torn last line.
+    pub torn_bytes: u64,
+    /// Whole lines that were not fill records (left in place, skipped).
+    pub bad_lines: u64,
+}
+
+impl FillLog {
+    /// Opens (or creates) the log, reads back every fill's identity, and cuts a torn tail.
+    pub fn open(path: &Path, fsync: FsyncPolicy) -> Result<(FillLog, OpenReport), Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        }
+        let existed = path.exists();
+        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(Error::io(path))?;
+        if !existed {
+            // The new directory entry must survive a power cut too, or the first fills could
+            // vanish with the file.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+        }
+        let mut report = OpenReport::default();
+        let mut seen = Dedupe::new(DEDUPE_CAPACITY);
+        let mut good_len = 0u64;
+        let mut line = Vec::new();
+        let mut reader = BufReader::new(&file);
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(Error::io(path))?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break; // end of file, or a last line that a crash cut short
+            }
+            good_len += n as u64;
+            report.lines += 1;
+            match serde_json::from_slice::<FillRecord>(&line) {
+                Ok(rec) => {
+                    seen.insert(&rec.symbol, rec.trade_id);
+                }
+                Err(e) => {
+                    report.bad_lines += 1;
+                    log::error!("{}: line {} is not a fill record ({e}); skipping it", path.display(), report.lines);
+                }
+            }
+        }
+        let file_len = file.metadata().map_err(Error::io(path))?.len();
+        if file_len > good_len {
+            report.torn_bytes = file_len - good_len;
+            log::warn!(
+                "{}: cutting a torn last line of {} bytes at byte {good_len}",
+                path.display(),
+                report.torn_bytes
+            );
+            file.set_len(good_len).map_err(Error::io(path))?;
+            file.sync_all().map_err(Error::io(path))?;
+        }
+        let log = FillLog { file, path: path.to_path_buf(), len: good_len, fsync, seen, buf: Vec::with_capacity(512) };
+        Ok((log, report))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn contains(&self, symbol: &str, trade_id: u64) -> bool {
+        self.seen.contains(symbol, trade_id)
+    }
+
+    /// The highest trade id logged per symbol.
+    pub fn last_ids(&self) -> HashMap<String, u64> {
+        self.seen.last_ids()
+    }
+
+    /// Appends one fill as one line; durable (per the fsync policy) before it returns.
+    /// `Ok(false)`: this fill was already logged, nothing written.
+    pub fn append(&mut self, fill: &FillRecord) -> Result<bool, Error> {
+        if self.seen.contains(&fill.symbol, fill.trade_id) {
+            return Ok(false);
+        }
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, fill)
+            .map_err(|e| Error::Io { path: self.path.clone(), source: e.into() })?;
+        self.buf.push(b'\n');
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // Part of the line may be on disk. Cut back to the last whole line so that the
+            // retry starts clean; if even that fails, the next open cuts it.
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(&self.path)(e));
+        }
+        if self.fsync == FsyncPolicy::Always {
+            if let Err(e) = self.file.sync_data() {
+                // Not known to be durable: take it back so the caller retries it whole.
+                let _ = self.file.set_len(self.len);
+                return Err(Error::io(&self.path)(e));
+            }
+        }
+        self.len += self.buf.len() as u64;
+        self.seen.insert(&fill.symbol, fill.trade_id);
+        Ok(true)
+    }
+
+    /// Forces everything written so far to disk (for `FsyncPolicy::Never` at shutdown).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.file.sync_data().map_err(Error::io(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn fill(symbol: &str, trade_id: u64) -> FillRecord {
+        FillRecord {
+            symbol: symbol.into(),
+            trade_id,
+            order_id: 123456789,
+            client_order_id: "syncd-7f3a-000041".into(),
+            side: Side::Buy,
+            price: "60000.00000000".parse().unwrap(),
+            qty: "0.00400000".parse().unwrap(),
+            quote_qty: "240.00000000".parse().unwrap(),
+            commission: "0.00000400".parse().unwrap(),
+            commission_asset: "BTC".into(),
+            maker: true,
+            time: 1788540400100,
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("syncd-filllog-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("fills.jsonl")
+    }
+
+    #[test]
+    fn line_format_is_stable() {
+        let path = tmp("format");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Always).unwrap();
+        assert!(log.append(&fill("BTCUSD", 555001)).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "{\"symbol\":\"BTCUSD\",\"trade_id\":555001,\"order_id\":123456789,\"client_order_id\":\"syncd-7f3a-000041\",\
+             \"side\":\"BUY\",\"price\":\"60000.00000000\",\"qty\":\"0.00400000\",\"quote_qty\":\"240.00000000\",\
+             \"commission\":\"0.00000400\",\"commission_asset\":\"BTC\",\"maker\":true,\"time\":1788540400100}\n"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_refused_across_reopen() {
+        let path = tmp("dupes");
+        {
+            let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+            assert!(log.append(&fill("BTCUSD", 1)).unwrap());
+            assert!(!log.append(&fill("BTCUSD", 1)).unwrap());
+            assert!(log.append(&fill("ETHUSD", 1)).unwrap(), "identity includes the symbol");
+        }
+        let (mut log, report) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(report.lines, 2);
+        assert!(!log.append(&fill("BTCUSD", 1)).unwrap());
+        assert_eq!(log.last_ids()["BTCUSD"], 1);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_nothing_else() {
+        let path = tmp("torn");
+        {
+            let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+            log.append(&fill("BTCUSD", 1)).unwrap();
+            log.append(&fill("BTCUSD", 2)).unwrap();
+        }
+        let whole = std::fs::read(&path).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let torn = b"{\"symbol\":\"BTCUSD\",\"trade_id\":3,\"pri";
+        f.write_all(torn).unwrap();
+        drop(f);
+        let (mut log, report) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(report.torn_bytes, torn.len() as u64);
+        assert_eq!(report.lines, 2);
+        assert_eq!(std::fs::read(&path).unwrap(), whole, "only the torn bytes were cut");
+        assert!(log.append(&fill("BTCUSD", 3)).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<u64> = text.lines().map(|l| serde_json::from_str::<FillRecord>(l).unwrap().trade_id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_foreign_line_is_skipped_not_fatal() {
+        let path = tmp("foreign");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let good = serde_json::to_string(&fill("BTCUSD", 7)).unwrap();
+        std::fs::write(&path, format!("not json\n{good}\n")).unwrap();
+        let (log, report) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!((report.lines, report.bad_lines), (2, 1));
+        assert!(log.contains("BTCUSD", 7));
+    }
+
+    #[test]
+    fn dedupe_memory_is_bounded_and_stays_exact_for_late_fills_within_capacity() {
+        let mut d = Dedupe::new(3);
+        for id in [10, 12, 11, 15] {
+            assert!(d.insert("S", id));
+        }
+        // 10 was evicted into the floor; still counts as seen.
+        assert!(d.contains("S", 10));
+        assert!(!d.insert("S", 9), "below the floor counts as seen");
+        assert!(d.insert("S", 13), "a gap inside the window is still fillable");
+        assert_eq!(d.symbols["S"].recent.len(), 3);
+        assert_eq!(d.last_ids()["S"], 15);
+    }
+}

@@ -1,0 +1,30 @@
+//! binance-syncd: keeps a Binance.US spot account's fills flowing into a JSON Lines log and to
+//! strategy plugins, without missing or repeating one.
+//!
+//! Module map (see `ARCHITECTURE.md` for threads and channels):
+//!
+//! | Module | Role |
+//! |---|---|
+//! | [`config`] | environment → validated [`config::Config`]; one message per problem |
+//! | [`secret`] | [`secret::Secret`]: redacted `Debug`, no `Display`, one `expose()` |
+//! | [`error`] | the one [`error::Error`] enum, grouped by what the caller should do |
+//! | [`decimal`] | exact decimals for every price and quantity; no `f64` on those paths |
+//! | [`model`] | domain enums: side, order type |
+//! | [`rest`] | blocking REST client: signing, server clock, usage headers, error mapping |
+//! | [`ratelimit`] | the process-wide gate: weight and order budgets, 429/418 holds |
+//! | [`filters`] | `exchangeInfo` rules and pure check/round functions, shared with the paper exchange |
+//! | [`filllog`] | the append-only fill log with torn-tail repair |
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod decimal;
+pub mod error;
+pub mod filllog;
+pub mod filters;
+pub mod model;
+pub mod ratelimit;
+pub mod rest;
+pub mod secret;
+
+pub use decimal::Decimal;
+pub use error::Error;

@@ -1,0 +1,126 @@
+//! `binance-syncd`: arguments → config → start roles → wait → exit code.
+//!
+//! Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration.
+
+use binance_syncd::config::{Config, Needs};
+use binance_syncd::ratelimit::{fallback_limits, RateGate};
+use binance_syncd::rest::sign::ServerClock;
+use binance_syncd::rest::{RestClient, RestConfig, ACCOUNT};
+use binance_syncd::Error;
+use log::LevelFilter;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const USAGE: &str = "\
+binance-syncd — keeps a Binance.US account's fills flowing to a JSON Lines log
+
+USAGE:
+    binance-syncd <COMMAND>
+
+COMMANDS:
+    check      Check the configuration and the exchange: clock, rules, signed access
+
+OPTIONS:
+    -h, --help       Print this help
+    -V, --version    Print the version
+
+Configuration is read from the environment (BINANCE_API_KEY, BINANCE_API_SECRET,
+SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_SYMBOLS, SYNCD_FILL_LOG, SYNCD_STATE_DIR,
+SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
+";
+
+fn init_logging() {
+    // RUST_LOG decides, with two caps: at debug tungstenite logs the stream URL (listen key
+    // inside), and at trace ureq logs query strings (signatures inside).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .filter_module("tungstenite", LevelFilter::Info)
+        .filter_module("ureq", LevelFilter::Info)
+        .filter_module("ureq_proto", LevelFilter::Info)
+        .filter_module("rustls", LevelFilter::Info)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().map(String::as_str);
+    match command {
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("-V" | "--version") => {
+            println!("binance-syncd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("check") if args.len() == 1 => {
+            init_logging();
+            check()
+        }
+        None => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+        Some(other) => {
+            eprintln!("binance-syncd: unknown command or extra argument {other:?}; see --help");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(needs: Needs) -> Result<Config, ExitCode> {
+    Config::from_env(needs).map_err(|problems| {
+        for p in &problems {
+            eprintln!("binance-syncd: {p}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+/// Checks what `run` will need, in the order it needs it, and says what failed.
+fn check() -> ExitCode {
+    let config = match load_config(Needs { credentials: true, symbols: true }) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let clock = Arc::new(ServerClock::new());
+    let gate = Arc::new(RateGate::new(fallback_limits(), clock.clone()));
+    let rest = RestClient::new(
+        RestConfig {
+            base_url: config.rest_url.clone(),
+            api_key: config.api_key.clone(),
+            api_secret: config.api_secret.clone(),
+            recv_window_ms: config.recv_window_ms,
+            timeout: config.http_timeout,
+        },
+        clock,
+        gate,
+    );
+    let result = (|| -> Result<(), Error> {
+        let offset = rest.sync_clock()?;
+        println!("clock: offset to the exchange {offset} ms");
+        let rules = rest.exchange_info(&config.symbols)?;
+        for limit in &rules.rate_limits {
+            println!("rate limit: {:?} {} per {} ms", limit.kind, limit.limit, limit.interval_ms);
+        }
+        for symbol in &config.symbols {
+            match rules.symbols.get(symbol) {
+                Some(s) => println!("symbol {symbol}: {} with {} filters", s.status, s.filters.len()),
+                None => return Err(Error::Config(format!("SYNCD_SYMBOLS: {symbol} is not listed by the exchange"))),
+            }
+        }
+        rest.call(&ACCOUNT, &[])?;
+        println!("signed access: ok");
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("binance-syncd: check failed: {e}");
+            if matches!(e, Error::Config(_)) || e.is_auth_failure() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! One rate-limit gate for the whole process.
+//!
+//! Binance limits request weight per IP per minute and new orders per account per 10 s and per
+//! day, in fixed windows aligned to the clock. The limits come from `exchangeInfo.rateLimits` and
+//! the live usage from the `X-MBX-USED-WEIGHT-*` / `X-MBX-ORDER-COUNT-*` response headers; nothing
+//! here is a hard-coded number except the fallback used before `exchangeInfo` has been read.
+//!
+//! [`Budget`] is the pure part: it takes `now` (server-clock ms) and answers "go" or "wait this
+//! long". [`RateGate`] wraps it for threads: a caller that must wait blocks on a condition
+//! variable, which releases the lock, so no thread ever sleeps holding it.
+//!
+//! After a 429 nothing at all is sent from any thread until `Retry-After` has passed (the affected
+//! class only is not enough: Binance escalates continued traffic to a 418 ban). A 418 is waited
+//! out the same way, and logged as an error because an operator should know.
+
+use crate::rest::sign::ServerClock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `REQUEST_WEIGHT`: per IP, every request's weight.
+    Weight,
+    /// `ORDERS`: per account, each new order counts 1.
+    Orders,
+    /// `RAW_REQUESTS`: per IP, every request counts 1.
+    Raw,
+}
+
+/// One limiter from `exchangeInfo.rateLimits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub kind: LimitKind,
+    pub interval_ms: i64,
+    pub limit: u64,
+}
+
+impl RateLimit {
+    /// `("MINUTE", 1)` → 60000. Unknown interval names give `None` (the limiter is skipped).
+    pub fn interval_ms(interval: &str, num: u64) -> Option<i64> {
+        let unit: i64 = match interval {
+            "SECOND" => 1_000,
+            "MINUTE" => 60_000,
+            "HOUR" => 3_600_000,
+            "DAY" => 86_400_000,
+            _ => return None,
+        };
+        unit.checked_mul(num as i64).filter(|&ms| ms > 0)
+    }
+
+    /// The header suffix Binance uses for this interval: 60000 → `1M`, 10000 → `10S`.
+    fn header_suffix(&self) -> String {
+        let ms = self.interval_ms;
+        for (unit, letter) in [(86_400_000, 'D'), (3_600_000, 'H'), (60_000, 'M'), (1_000, 'S')] {
+            if ms % unit == 0 {
+                return format!("{}{}", ms / unit, letter);
+            }
+        }
+        format!("{ms}MS")
+    }
+}
+
+/// Limits assumed until `exchangeInfo` has been read: Binance.US's pre-2026-08-31 numbers, the
+/// lower ones, so a daemon that cannot read them errs on the safe side.
+pub fn fallback_limits() -> Vec<RateLimit> {
+    vec![
+        RateLimit { kind: LimitKind::Weight, interval_ms: 60_000, limit: 1200 },
+        RateLimit { kind: LimitKind::Orders, interval_ms: 10_000, limit: 100 },
+        RateLimit { kind: LimitKind::Orders, interval_ms: 86_400_000, limit: 200_000 },
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Window {
+    limit: RateLimit,
+    header: String,
+    index: i64,
+    used: u64,
+}
+
+impl Window {
+    fn used_at(&self, now_ms: i64) -> u64 {
+        if now_ms.div_euclid(self.limit.interval_ms) == self.index {
+            self.used
+        } else {
+            0
+        }
+    }
+
+    fn add(&mut self, now_ms: i64, amount: u64) {
+        let idx = now_ms.div_euclid(self.limit.interval_ms);
+        if idx != self.index {
+            self.index = idx;
+            self.used = 0;
+        }
+        self.used += amount;
+    }
+
+    fn ms_to_next_window(&self, now_ms: i64) -> i64 {
+        let len = self.limit.interval_ms;
+        (now_ms.div_euclid(len) + 1) * len - now_ms
+    }
+}
+
+/// Why a request may not go yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// After a 429: nothing goes until then.
+    RateLimited { wait_ms: i64 },
+    /// After a 418: nothing goes until the ban ends.
+    Banned { wait_ms: i64 },
+    /// The request would pass a limit's budget in the current window.
+    Budget { wait_ms: i64 },
+}
+
+impl Hold {
+    pub fn wait_ms(self) -> i64 {
+        match self {
+            Hold::RateLimited { wait_ms } | Hold::Banned { wait_ms } | Hold::Budget { wait_ms } => wait_ms,
+        }
+    }
+}
+
+/// The pure accounting behind the gate. Times are server-clock ms.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    windows: Vec<Window>,
+    /// Share of each limit we allow ourselves, in percent: the IP's weight is shared with
+    /// anything else on the machine, and Binance advises headroom.
+    headroom_pct: u64,
+    blocked_until: i64,
+    banned_until: i64,
+    orders_blocked_until: i64,
+    pub stats: GateStats,
+}
+
+/// What the gate has seen, for logs, `/metrics`-style reports and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateStats {
+    pub http_429: u64,
+    pub http_418: u64,
+    pub waits: u64,
+    pub peak_weight: u64,
+}
+
+impl Budget {
+    pub fn new(limits: Vec<RateLimit>) -> Budget {
+        let mut b = Budget {
+            windows: Vec::new(),
+            headroom_pct: 80,
+            blocked_until: 0,
+            banned_until: 0,
+            orders_blocked_until: 0,
+            stats: GateStats::default(),
+        };
+        b.set_limits(limits);
+        b
+    }
+
+    /// Replaces the limits (after each `exchangeInfo`), keeping usage already counted for
+    /// limiters that did not change.
+    pub fn set_limits(&mut self, limits: Vec<RateLimit>) {
+        let old = std::mem::take(&mut self.windows);
+        self.windows = limits
+            .into_iter()
+            .filter(|l| l.limit > 0 && l.interval_ms > 0)
+            .map(|limit| {
+                let prefix = match limit.kind {
+                    LimitKind::Weight => "x-mbx-used-weight-",
+                    LimitKind::Orders => "x-mbx-order-count-",
+                    LimitKind::Raw => "",
+                };
+                let header = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}{}", limit.header_suffix().to_ascii_lowercase())
+                };
+                let (index, used) = old
+                    .iter()
+                    .find(|w| w.limit.kind == limit.kind && w.limit.interval_ms == limit.interval_ms)
+                    .map(|w| (w.index, w.used))
+                    .unwrap_or((i64::MIN, 0));
+                Window { limit, header, index, used }
+            })
+            .collect();
+    }
+
+    pub fn limits(&self) -> Vec<RateLimit> {
+        self.windows.iter().map(|w| w.limit.clone()).collect()
+    }
+
+    /// Whether a request of `weight` that places `orders` new orders may go at `now`.
+    pub fn check(&self, now_ms: i64, weight: u64, orders: u64) -> Result<(), Hold> {
+        if now_ms < self.banned_until {
+            return Err(Hold::Banned { wait_ms: self.banned_until - now_ms });
+        }
+        if now_ms < self.blocked_until {
+            return Err(Hold::RateLimited { wait_ms: self.blocked_until - now_ms });
+        }
+        if orders > 0 && now_ms < self.orders_blocked_until {
+            return Err(Hold::RateLimited { wait_ms: self.orders_blocked_until - now_ms });
+        }
+        let mut wait = 0;
+        for w in &self.windows {
+            let amount = match w.limit.kind {
+                LimitKind::Weight => weight,
+                LimitKind::Orders => orders,
+                LimitKind::Raw => 1,
+            };
+            if amount == 0 {
+                continue;
+            }
+            let budget = (w.limit.limit * self.headroom_pct / 100).max(1);
+            let used = w.used_at(now_ms);
+            // A request bigger than the whole budget may still go into an empty window, or it
+            // could never go at all.
+            if used > 0 && used + amount > budget {
+                wait = wait.max(w.ms_to_next_window(now_ms));
+            }
+        }
+        if wait > 0 {
+            return Err(Hold::Budget { wait_ms: wait });
+        }
+        Ok(())
+    }
+
+    /// Counts a request that is about to be sent.
+    pub fn commit(&mut self, now_ms: i64, weight: u64, orders: u64) {
+        for w in &mut self.windows {
+            let amount = match w.limit.kind {
+                LimitKind::Weight => weight,
+                LimitKind::Orders => orders,
+                LimitKind::Raw => 1,
+            };
+            w.add(now_ms, amount);
+            if w.limit.kind == LimitKind::Weight {
+                self.stats.peak_weight = self.stats.peak_weight.max(w.used);
+            }
+        }
+    }
+
+    /// Takes the server's own count from a usage header (name lower-cased). The server counts
+    /// everything from this IP, so it wins when it says more than we counted.
+    pub fn observe_header(&mut self, now_ms: i64, name: &str, value: &str) {
+        let Ok(value) = value.trim().parse::<u64>() else { return };
+        let name = name.to_ascii_lowercase();
+        for w in &mut self.windows {
+            if !w.header.is_empty() && w.header == name {
+                let idx = now_ms.div_euclid(w.limit.interval_ms);
+                if idx != w.index {
+                    w.index = idx;
+                    w.used = 0;
+                }
+                w.used = w.used.max(value);
+                if w.limit.kind == LimitKind::Weight {
+                    self.stats.peak_weight = self.stats.peak_weight.max(w.used);
+                }
+            }
+        }
+    }
+
+    /// HTTP 429. With no `Retry-After`, wait for the window to roll: the weight window for a
+    /// `-1003`, the shortest order window for a `-1015`.
+    pub fn on_429(&mut self, now_ms: i64, retry_after_ms: Option<i64>, orders_only: bool) {
+        self.stats.http_429 += 1;
+        let fallback = |kind: LimitKind| {
+            self.windows
+                .iter()
+                .filter(|w| w.limit.kind == kind)
+                .map(|w| w.ms_to_next_window(now_ms))
+                .min()
+                .unwrap_or(60_000)
+        };
+        if orders_only {
+            let until = now_ms + retry_after_ms.unwrap_or_else(|| fallback(LimitKind::Orders));
+            self.orders_blocked_until = self.orders_blocked_until.max(until);
+        } else {
+            let until = now_ms + retry_after_ms.unwrap_or_else(|| fallback(LimitKind::Weight));
+            self.blocked_until = self.blocked_until.max(until);
+        }
+    }
+
+    /// HTTP 418: banned. Binance bans start at 2 minutes; without `Retry-After` assume that.
+    pub fn on_418(&mut self, now_ms: i64, retry_after_ms: Option<i64>) {
+        self.stats.http_418 += 1;
+        let until = now_ms + retry_after_ms.unwrap_or(120_000);
+        self.banned_until = self.banned_until.max(until);
+    }
+
+    /// Until when (server ms) all requests are held, if they are.
+    pub fn blocked_until(&self) -> i64 {
+        self.blocked_until.max(self.banned_until)
+    }
+}
+
+/// The shared, thread-safe gate. Clone the `Arc`, not the gate.
+#[derive(Debug)]
+pub struct RateGate {
+    budget: Mutex<Budget>,
+    changed: Condvar,
+    clock: Arc<ServerClock>,
+    closed: AtomicBool,
+}
+
+impl RateGate {
+    pub fn new(limits: Vec<RateLimit>, clock: Arc<ServerClock>) -> RateGate {
+        RateGate {
+            budget: Mutex::new(Budget::new(limits)),
+            changed: Condvar::new(),
+            clock,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Budget> {
+        // A panic while holding this lock cannot leave the counters inconsistent in a way
+        // that matters more than stopping all traffic would.
+        self.budget.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Blocks until a request of `weight` placing `orders` orders may go, then counts it.
+    /// Returns `false` if the gate was closed (shutdown) while waiting.
+    pub fn acquire(&self, weight: u64, orders: u64) -> bool {
+        let mut budget = self.lock();
+        let mut announced = false;
+        loop {
+            if self.closed.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = self.clock.now_ms();
+            match budget.check(now, weight, orders) {
+                Ok(()) => {
+                    budget.commit(now, weight, orders);
+                    return true;
+                }
+                Err(hold) => {
+                    if !announced {
+                        budget.stats.waits += 1;
+                        match hold {
+                            Hold::Banned { wait_ms } => {
+                                log::error!("ip banned by the exchange: holding all requests for {wait_ms} ms")
+                            }
+                            Hold::RateLimited { wait_ms } => {
+                                log::warn!("rate limited: holding requests for {wait_ms} ms")
+                            }
+                            Hold::Budget { wait_ms } => log::debug!("weight budget spent: waiting {wait_ms} ms"),
+                        }
+                        announced = true;
+                    }
+                    // Wake at least every 250 ms so a close() or a limit change is seen promptly.
+                    let wait = Duration::from_millis(hold.wait_ms().clamp(1, 250) as u64);
+                    budget = match self.changed.wait_timeout(budget, wait) {
+                        Ok((guard, _)) => guard,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
+                }
+            }
+        }
+    }
+
+    pub fn observe_header(&self, name: &str, value: &str) {
+        let now = self.clock.now_ms();
+        self.lock().observe_header(now, name, value);
+    }
+
+    pub fn on_429(&self, retry_after: Option<Duration>, orders_only: bool) {
+        let now = self.clock.now_ms();
+        self.lock().on_429(now, retry_after.map(|d| d.as_millis() as i64), orders_only);
+    }
+
+    pub fn on_418(&self, retry_after: Option<Duration>) {
+        let now = self.clock.now_ms();
+        log::error!("http 418: the exchange banned this ip for {retry_after:?}; all requests wait");
+        self.lock().on_418(now, retry_after.map(|d| d.as_millis() as i64));
+    }
+
+    pub fn set_limits(&self, limits: Vec<RateLimit>) {
+        self.lock().set_limits(limits);
+        self.changed.notify_all();
+    }
+
+    pub fn stats(&self) -> GateStats {
+        self.lock().stats.clone()
+    }
+
+    /// Wakes every waiter and makes further `acquire`s fail: the process is stopping.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn limits(weight: u64, orders_10s: u64) -> Vec<RateLimit> {
+        vec![
+            RateLimit { kind: LimitKind::Weight, interval_ms: 60_000, limit: weight },
+            RateLimit { kind: LimitKind::Orders, interval_ms: 10_000, limit: orders_10s },
+        ]
+    }
+
+    #[test]
+    fn interval_names() {
+        assert_eq!(RateLimit::interval_ms("MINUTE", 1), Some(60_000));
+        assert_eq!(RateLimit::interval_ms("SECOND", 10), Some(10_000));
+        assert_eq!(RateLimit::interval_ms("FORTNIGHT", 1), None);
+        let l = RateLimit { kind: LimitKind::Orders, interval_ms: 10_000, limit: 1 };
+        assert_eq!(l.header_suffix(), "10S");
+    }
+
+    #[test]
+    fn weight_budget_keeps_headroom_and_rolls_with_the_window() {
+        let mut b = Budget::new(limits(100, 10)); // budget 80
+        let t0 = 120_000; // start of a minute
+        for _ in 0..4 {
+            assert!(b.check(t0, 20, 0).is_ok());
+            b.commit(t0, 20, 0);
+        }
+        assert_eq!(b.check(t0 + 1_000, 1, 0), Err(Hold::Budget { wait_ms: 59_000 }));
+        assert!(b.check(t0 + 60_000, 20, 0).is_ok(), "a new minute starts empty");
+    }
+
+    #[test]
+    fn usage_header_raises_our_count() {
+        let mut b = Budget::new(limits(100, 10));
+        b.observe_header(0, "X-MBX-USED-WEIGHT-1M", "79");
+        assert!(b.check(0, 1, 0).is_ok());
+        assert!(b.check(0, 2, 0).is_err());
+        b.observe_header(0, "x-mbx-used-weight-1m", "3"); // lower than we know: ignored
+        assert!(b.check(0, 2, 0).is_err());
+        assert_eq!(b.stats.peak_weight, 79);
+    }
+
+    #[test]
+    fn order_windows_count_orders_only() {
+        let mut b = Budget::new(limits(6000, 10)); // 8 orders per 10 s with headroom
+        for _ in 0..8 {
+            b.commit(0, 1, 1);
+        }
+        assert!(b.check(5_000, 1, 0).is_ok(), "a query still goes");
+        assert_eq!(b.check(5_000, 1, 1), Err(Hold::Budget { wait_ms: 5_000 }));
+    }
+
+    #[test]
+    fn after_429_nothing_goes_until_retry_after() {
+        let mut b = Budget::new(limits(6000, 100));
+        b.on_429(1_000, Some(3_000), false);
+        assert_eq!(b.check(1_500, 1, 0), Err(Hold::RateLimited { wait_ms: 2_500 }));
+        assert!(b.check(4_000, 1, 0).is_ok());
+        // An order-count 429 without Retry-After holds orders to the end of the 10 s window.
+        b.on_429(12_000, None, true);
+        assert!(b.check(13_000, 1, 0).is_ok());
+        assert_eq!(b.check(13_000, 1, 1), Err(Hold::RateLimited { wait_ms: 7_000 }));
+    }
+
+    #[test]
+    fn a_ban_holds_everything() {
+        let mut b = Budget::new(limits(6000, 100));
+        b.on_418(0, None);
+        assert_eq!(b.check(60_000, 1, 0), Err(Hold::Banned { wait_ms: 60_000 }));
+        assert!(b.check(120_000, 1, 0).is_ok());
+        assert_eq!(b.stats.http_418, 1);
+    }
+
+    #[test]
+    fn second_thread_really_waits_after_a_429() {
+        let clock = Arc::new(ServerClock::new());
+        let gate = Arc::new(RateGate::new(limits(6000, 100), clock));
+        assert!(gate.acquire(1, 0));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let hit = Instant::now();
+        let first = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                // This thread "received" a 429 with Retry-After 400 ms.
+                gate.on_429(Some(Duration::from_millis(400)), false);
+                let _ = tx.send(());
+            })
+        };
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let second = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let ok = gate.acquire(1, 0);
+                (ok, hit.elapsed())
+            })
+        };
+        first.join().unwrap();
+        let (ok, waited) = second.join().unwrap();
+        assert!(ok);
+        // A lower bound only: a gate that let the request through at once fails this.
+        assert!(waited >= Duration::from_millis(390), "second thread went after {waited:?}");
+        assert_eq!(gate.stats().http_429, 1);
+        assert_eq!(gate.stats().waits, 1);
+    }
+
+    #[test]
+    fn close_releases_waiters() {
+        let gate = Arc::new(RateGate::new(limits(6000, 100), Arc::new(ServerClock::new())));
+        gate.on_418(Some(Duration::from_secs(3600)));
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.acquire(1, 0))
+        };
+        gate.close();
+        assert!(!waiter.join().unwrap());
+    }
+}

@@ -1,0 +1,419 @@
+//! The blocking REST client: one request function for every endpoint.
+//!
+//! Every request goes through the shared [`RateGate`] first and reports the usage headers back
+//! to it. Signed requests carry `recvWindow` and a `timestamp` from the server-synced clock, and
+//! a `-1021` (clock out of window) triggers one clock resync and a bounded retry. Responses map
+//! to [`Error`] by what the caller should do: a 5xx, a `-1006`/`-1007`, a timeout or a reset on
+//! an order endpoint is [`Error::OutcomeUnknown`], never a plain failure, because the order may
+//! exist.
+//!
+//! Nothing here logs a query string: it holds the signature (and, for `userDataStream`, the
+//! listen key). Logs name the method and path only.
+
+pub mod sign;
+
+use crate::error::Error;
+use crate::filters::ExchangeRules;
+use crate::ratelimit::RateGate;
+use crate::secret::Secret;
+use sign::{local_ms, ServerClock, Signer, TimeSample};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// What a request must carry (`../shared/binance-api.md` §1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Nothing.
+    None,
+    /// The API-key header only. `userDataStream` is this: a timestamp or signature gets `-1101`.
+    ApiKey,
+    /// API-key header, `timestamp`, `recvWindow` and `signature`.
+    Signed,
+}
+
+/// One REST endpoint with its conservative weight. The static weights are the Binance.com
+/// column of the reference (Binance.US's 2026 upgrade matched it where announced); the live
+/// `X-MBX-USED-WEIGHT-1M` header corrects them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub security: Security,
+    pub weight: u64,
+    /// New orders this request places (counts toward the ORDERS limits).
+    pub orders: u64,
+    /// A request that changes orders: transport trouble after sending leaves its outcome unknown.
+    pub mutates: bool,
+}
+
+const fn ep(method: Method, path: &'static str, security: Security, weight: u64) -> Endpoint {
+    Endpoint { method, path, security, weight, orders: 0, mutates: false }
+}
+
+pub const PING: Endpoint = ep(Method::Get, "/api/v3/ping", Security::None, 1);
+pub const TIME: Endpoint = ep(Method::Get, "/api/v3/time", Security::None, 1);
+pub const EXCHANGE_INFO: Endpoint = ep(Method::Get, "/api/v3/exchangeInfo", Security::None, 20);
+pub const AVG_PRICE: Endpoint = ep(Method::Get, "/api/v3/avgPrice", Security::None, 2);
+pub const BOOK_TICKER: Endpoint = ep(Method::Get, "/api/v3/ticker/bookTicker", Security::None, 2);
+pub const ACCOUNT: Endpoint = ep(Method::Get, "/api/v3/account", Security::Signed, 20);
+pub const ORDER_NEW: Endpoint = Endpoint {
+    method: Method::Post,
+    path: "/api/v3/order",
+    security: Security::Signed,
+    weight: 1,
+    orders: 1,
+    mutates: true,
+};
+pub const ORDER_TEST: Endpoint = ep(Method::Post, "/api/v3/order/test", Security::Signed, 1);
+pub const ORDER_QUERY: Endpoint = ep(Method::Get, "/api/v3/order", Security::Signed, 4);
+pub const ORDER_CANCEL: Endpoint = Endpoint {
+    method: Method::Delete,
+    path: "/api/v3/order",
+    security: Security::Signed,
+    weight: 1,
+    orders: 0,
+    mutates: true,
+};
+pub const OPEN_ORDERS: Endpoint = ep(Method::Get, "/api/v3/openOrders", Security::Signed, 6);
+pub const CANCEL_ALL: Endpoint = Endpoint {
+    method: Method::Delete,
+    path: "/api/v3/openOrders",
+    security: Security::Signed,
+    weight: 1,
+    orders: 0,
+    mutates: true,
+};
+pub const ALL_ORDERS: Endpoint = ep(Method::Get, "/api/v3/allOrders", Security::Signed, 20);
+pub const MY_TRADES: Endpoint = ep(Method::Get, "/api/v3/myTrades", Security::Signed, 20);
+/// `myTrades` with `orderId`: Binance.US charges 5 instead of 20 since 2026-08-31.
+pub const MY_TRADES_BY_ORDER: Endpoint = ep(Method::Get, "/api/v3/myTrades", Security::Signed, 5);
+pub const LISTEN_KEY_NEW: Endpoint = ep(Method::Post, "/api/v3/userDataStream", Security::ApiKey, 2);
+pub const LISTEN_KEY_KEEPALIVE: Endpoint = ep(Method::Put, "/api/v3/userDataStream", Security::ApiKey, 2);
+pub const LISTEN_KEY_CLOSE: Endpoint = ep(Method::Delete, "/api/v3/userDataStream", Security::ApiKey, 2);
+
+/// How many times a request is re-signed after `-1021` before the error is returned.
+const TIMESTAMP_RETRIES: u32 = 2;
+
+/// Settings of one client; see `config` for the environment variables behind them.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub api_secret: Option<Secret>,
+    pub recv_window_ms: u64,
+    pub timeout: Duration,
+}
+
+/// A blocking REST client. Cheap to share behind an `Arc`; ureq pools connections inside.
+pub struct RestClient {
+    agent: ureq::Agent,
+    base: String,
+    api_key: Option<Secret>,
+    signer: Option<Signer>,
+    recv_window_ms: u64,
+    clock: Arc<ServerClock>,
+    gate: Arc<RateGate>,
+}
+
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient").field("base", &self.base).field("api_key", &self.api_key).finish_non_exhaustive()
+    }
+}
+
+/// Characters sent as they are; everything else is percent-encoded before signing.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+/// `k1=v1&k2=v2`, values percent-encoded (UTF-8) as Binance expects before signing.
+pub fn encode_params(params: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(params.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        for &b in v.as_bytes() {
+            if is_unreserved(b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// The parts of a response the caller and the gate need.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+impl RestClient {
+    pub fn new(config: RestConfig, clock: Arc<ServerClock>, gate: Arc<RateGate>) -> RestClient {
+        let agent_config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(config.timeout))
+            .timeout_connect(Some(config.timeout.min(Duration::from_secs(5))))
+            .max_redirects(0)
+            .user_agent(concat!("binance-syncd/", env!("CARGO_PKG_VERSION")))
+            .build();
+        RestClient {
+            agent: ureq::Agent::new_with_config(agent_config),
+            base: config.base_url.trim_end_matches('/').to_string(),
+            signer: config.api_secret.as_ref().map(Signer::new),
+            api_key: config.api_key,
+            recv_window_ms: config.recv_window_ms,
+            clock,
+            gate,
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<ServerClock> {
+        &self.clock
+    }
+
+    pub fn gate(&self) -> &Arc<RateGate> {
+        &self.gate
+    }
+
+    /// Sends one request and returns the body of a 2xx answer. Signs if the endpoint needs it
+    /// (and re-signs with a resynced clock after `-1021`, at most twice).
+    pub fn call(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
+        let mut attempt = 0;
+        loop {
+            match self.call_once(ep, params) {
+                Err(e)
+                    if e.api_code() == Some(-1021)
+                        && ep.security == Security::Signed
+                        && attempt < TIMESTAMP_RETRIES =>
+                {
+                    attempt += 1;
+                    log::warn!(
+                        "{} {}: -1021 timestamp outside recvWindow; resyncing clock",
+                        ep.method.as_str(),
+                        ep.path
+                    );
+                    self.sync_clock()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`call`](Self::call) and parse the JSON body into `T`.
+    pub fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        ep: &Endpoint,
+        params: &[(&str, &str)],
+    ) -> Result<T, Error> {
+        let body = self.call(ep, params)?;
+        serde_json::from_str(&body).map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)))
+    }
+
+    fn call_once(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
+        if (ep.security != Security::None) && self.api_key.is_none() {
+            return Err(Error::Config("BINANCE_API_KEY is needed for this request".into()));
+        }
+        if !self.gate.acquire(ep.weight, ep.orders) {
+            return Err(Error::Stopped);
+        }
+        let mut query = encode_params(params);
+        if ep.security == Security::Signed {
+            let Some(signer) = &self.signer else {
+                return Err(Error::Config("BINANCE_API_SECRET is needed for this request".into()));
+            };
+            if !query.is_empty() {
+                query.push('&');
+            }
+            // Taken after the gate: a wait there must not eat into the recvWindow.
+            query.push_str(&format!("recvWindow={}&timestamp={}", self.recv_window_ms, self.clock.now_ms()));
+            let signature = signer.sign(&query, "");
+            query.push_str("&signature=");
+            query.push_str(&signature);
+        }
+        let mut url = String::with_capacity(self.base.len() + ep.path.len() + query.len() + 1);
+        url.push_str(&self.base);
+        url.push_str(ep.path);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query);
+        }
+        log::debug!("{} {}", ep.method.as_str(), ep.path);
+        let reply = self.send(ep, &url).map_err(|e| self.transport_error(ep, e))?;
+        self.classify(ep, reply)
+    }
+
+    fn send(&self, ep: &Endpoint, url: &str) -> Result<Reply, ureq::Error> {
+        let key = self.api_key.as_ref().map(|k| k.expose()).unwrap_or("");
+        let mut response = match ep.method {
+            Method::Get => self.agent.get(url).header("X-MBX-APIKEY", key).call()?,
+            Method::Delete => self.agent.delete(url).header("X-MBX-APIKEY", key).call()?,
+            Method::Post => self.agent.post(url).header("X-MBX-APIKEY", key).send_empty()?,
+            Method::Put => self.agent.put(url).header("X-MBX-APIKEY", key).send_empty()?,
+        };
+        let status = response.status().as_u16();
+        let mut retry_after = None;
+        for (name, value) in response.headers() {
+            let name = name.as_str();
+            let Ok(value) = value.to_str() else { continue };
+            if name.starts_with("x-mbx-used-weight-") || name.starts_with("x-mbx-order-count-") {
+                self.gate.observe_header(name, value);
+            } else if name == "retry-after" {
+                retry_after = value.trim().parse::<u64>().ok().map(Duration::from_secs);
+            }
+        }
+        let body = response.body_mut().read_to_string()?;
+        Ok(Reply { status, retry_after, body })
+    }
+
+    fn transport_error(&self, ep: &Endpoint, e: ureq::Error) -> Error {
+        use ureq::Timeout;
+        // These fail before a byte of the request left: the order cannot exist.
+        let before_send = match &e {
+            ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => true,
+            ureq::Error::Timeout(t) => matches!(t, Timeout::Resolve | Timeout::Connect),
+            ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+            _ => false,
+        };
+        let what = match &e {
+            ureq::Error::Io(io) => format!("io: {}", io.kind()),
+            ureq::Error::Timeout(t) => format!("timeout: {t:?}"),
+            ureq::Error::HostNotFound => "host not found".into(),
+            ureq::Error::ConnectionFailed => "connection failed".into(),
+            ureq::Error::Tls(what) => format!("tls: {what}"),
+            _ => "http client error".into(),
+        };
+        let what = format!("{} {}: {what}", ep.method.as_str(), ep.path);
+        if ep.mutates && !before_send {
+            Error::OutcomeUnknown(what)
+        } else {
+            Error::Transport(what)
+        }
+    }
+
+    fn classify(&self, ep: &Endpoint, reply: Reply) -> Result<String, Error> {
+        if (200..300).contains(&reply.status) {
+            return Ok(reply.body);
+        }
+        #[derive(serde::Deserialize)]
+        struct ApiError {
+            code: i64,
+            #[serde(default)]
+            msg: String,
+        }
+        let parsed: Option<ApiError> = serde_json::from_str(&reply.body).ok();
+        let code = parsed.as_ref().map(|p| p.code);
+        match reply.status {
+            429 => {
+                let orders_only = code == Some(-1015);
+                self.gate.on_429(reply.retry_after, orders_only);
+                log::warn!("{} {}: http 429 (retry-after {:?})", ep.method.as_str(), ep.path, reply.retry_after);
+                return Err(Error::RateLimited { retry_after: reply.retry_after.unwrap_or(Duration::ZERO) });
+            }
+            418 => {
+                self.gate.on_418(reply.retry_after);
+                return Err(Error::Banned { retry_after: reply.retry_after.unwrap_or(Duration::from_secs(120)) });
+            }
+            _ => {}
+        }
+        let unknown_code = matches!(code, Some(-1000 | -1001 | -1006 | -1007));
+        if ep.mutates && (reply.status >= 500 || unknown_code) {
+            return Err(Error::OutcomeUnknown(format!(
+                "{} {}: http {} {}",
+                ep.method.as_str(),
+                ep.path,
+                reply.status,
+                code.map(|c| c.to_string()).unwrap_or_default()
+            )));
+        }
+        match parsed {
+            Some(p) => Err(Error::Api { status: reply.status, code: p.code, msg: p.msg }),
+            None => Err(Error::Api {
+                status: reply.status,
+                code: 0,
+                msg: format!("non-JSON body of {} bytes", reply.body.len()),
+            }),
+        }
+    }
+
+    /// Measures the server-time offset from three `GET /api/v3/time` round trips and installs
+    /// the best. Returns the offset in ms.
+    pub fn sync_clock(&self) -> Result<i64, Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Time {
+            server_time: i64,
+        }
+        let mut samples = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let sent_local = local_ms();
+            let t: Time = self.call_json(&TIME, &[])?;
+            samples.push(TimeSample { sent_local, server: t.server_time, received_local: local_ms() });
+        }
+        let offset = ServerClock::estimate(&samples).ok_or_else(|| Error::Decode("no usable time sample".into()))?;
+        let previous = self.clock.offset_ms();
+        self.clock.set_offset(offset);
+        if (offset - previous).abs() > 1000 {
+            log::info!("clock offset to the exchange is now {offset} ms (was {previous} ms)");
+        }
+        Ok(offset)
+    }
+
+    /// Reads `exchangeInfo` for `symbols` (all symbols if empty) and installs its rate limits
+    /// in the gate.
+    pub fn exchange_info(&self, symbols: &[String]) -> Result<ExchangeRules, Error> {
+        let list;
+        let params: Vec<(&str, &str)> = match symbols {
+            [] => vec![],
+            [one] => vec![("symbol", one.as_str())],
+            many => {
+                list = serde_json::to_string(many).map_err(|e| Error::Decode(e.to_string()))?;
+                vec![("symbols", list.as_str())]
+            }
+        };
+        let body: serde_json::Value = self.call_json(&EXCHANGE_INFO, &params)?;
+        let rules = ExchangeRules::from_json(&body).map_err(Error::Decode)?;
+        if !rules.rate_limits.is_empty() {
+            self.gate.set_limits(rules.rate_limits.clone());
+        }
+        Ok(rules)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(encode_params(&[("symbol", "BTCUSD"), ("price", "0.1")]), "symbol=BTCUSD&price=0.1");
+        assert_eq!(encode_params(&[("symbols", "[\"A\",\"B\"]")]), "symbols=%5B%22A%22%2C%22B%22%5D");
+        // The documented V4 vector's symbol, UTF-8 percent-encoded.
+        assert_eq!(encode_params(&[("symbol", "１２３")]), "symbol=%EF%BC%91%EF%BC%92%EF%BC%93");
+    }
+}

@@ -1,0 +1,4 @@
+//! One integration-test binary, a module per area.
+
+mod mock;
+mod rest;
