@@ -111,9 +111,6 @@ fn main() {
         raw.sync_data().expect("fdatasync");
     });
     report("raw write + fdatasync of 260 bytes", raw_sync, None);
-    println!(
-        "fsync append / raw fdatasync = {:.2}",
-        append_sync.as_nanos() as f64 / raw_sync.as_nanos().max(1) as f64
-    );
+    println!("fsync append / raw fdatasync = {:.2}", append_sync.as_nanos() as f64 / raw_sync.as_nanos().max(1) as f64);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod filllog;
 pub mod filters;
 pub mod model;
+pub mod paper;
 pub mod ratelimit;
 pub mod rest;
 pub mod secret;

@@ -9,6 +9,8 @@ use binance_syncd::rest::{RestClient, RestConfig, ACCOUNT};
 use binance_syncd::Error;
 use log::LevelFilter;
 use std::process::ExitCode;
+
+mod paper_cmd;
 use std::sync::Arc;
 
 const USAGE: &str = "\
@@ -19,6 +21,7 @@ USAGE:
 
 COMMANDS:
     check      Check the configuration and the exchange: clock, rules, signed access
+    paper      Run the paper exchange (Binance.US-compatible, loopback); see `paper --help`
 
 OPTIONS:
     -h, --help       Print this help
@@ -55,6 +58,10 @@ fn main() -> ExitCode {
         Some("check") if args.len() == 1 => {
             init_logging();
             check()
+        }
+        Some("paper") => {
+            init_logging();
+            paper_cmd::main(&args[1..])
         }
         None => {
             eprint!("{USAGE}");

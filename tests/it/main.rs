@@ -1,4 +1,6 @@
 //! One integration-test binary, a module per area.
 
 mod mock;
+mod paper_rest;
 mod rest;
+mod util;

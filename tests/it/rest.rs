@@ -101,7 +101,10 @@ fn minus_1021_resyncs_and_retries_with_a_fresh_timestamp() {
 fn persistent_minus_1021_is_bounded() {
     let mock = Mock::start(|req, _| match req.path.as_str() {
         "/api/v3/time" => time_reply(0),
-        _ => Reply::json(400, r#"{"code":-1021,"msg":"Timestamp for this request was 1000ms ahead of the server's time."}"#),
+        _ => Reply::json(
+            400,
+            r#"{"code":-1021,"msg":"Timestamp for this request was 1000ms ahead of the server's time."}"#,
+        ),
     });
     let rest = client(&mock);
     let err = rest.call(&ACCOUNT, &[]).unwrap_err();
@@ -112,10 +115,12 @@ fn persistent_minus_1021_is_bounded() {
 
 #[test]
 fn http_429_holds_every_later_request_until_retry_after() {
-    let mock = Mock::start(|req, i| match (req.path.as_str(), i) {
+    let mock = Mock::start(|req, i| {
+        match (req.path.as_str(), i) {
         (_, 0) => Reply::json(429, r#"{"code":-1003,"msg":"Too much request weight used; current limit is 1200 request weight per 1 MINUTE."}"#)
             .header("Retry-After", "1"),
         _ => time_reply(0),
+    }
     });
     let rest = Arc::new(client(&mock));
     match rest.call(&binance_syncd::rest::TIME, &[]) {
@@ -137,9 +142,10 @@ fn http_429_holds_every_later_request_until_retry_after() {
 #[test]
 fn order_5xx_and_minus_1007_are_outcome_unknown_but_a_query_5xx_is_not() {
     let mock = Mock::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
-        ("POST", "/api/v3/order") if req.param("newClientOrderId").as_deref() == Some("a") => {
-            Reply::json(503, r#"{"code":-1007,"msg":"Timeout waiting for response from backend server. Send status unknown; execution status unknown."}"#)
-        }
+        ("POST", "/api/v3/order") if req.param("newClientOrderId").as_deref() == Some("a") => Reply::json(
+            503,
+            r#"{"code":-1007,"msg":"Timeout waiting for response from backend server. Send status unknown; execution status unknown."}"#,
+        ),
         ("POST", "/api/v3/order") => Reply::json(504, "gateway timeout"),
         ("GET", "/api/v3/time") => time_reply(0),
         _ => Reply::json(502, "bad gateway"),
@@ -189,7 +195,9 @@ fn order_reset_after_sending_is_outcome_unknown_and_refused_connection_is_not() 
 
 #[test]
 fn listen_key_calls_carry_the_key_header_only() {
-    let mock = Mock::start(|_, _| Reply::json(200, r#"{"listenKey":"pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"}"#));
+    let mock = Mock::start(|_, _| {
+        Reply::json(200, r#"{"listenKey":"pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"}"#)
+    });
     let rest = client(&mock);
     rest.call(&LISTEN_KEY_NEW, &[]).unwrap();
     rest.call(&LISTEN_KEY_KEEPALIVE, &[("listenKey", "abc")]).unwrap();
@@ -206,7 +214,9 @@ fn listen_key_calls_carry_the_key_header_only() {
 
 #[test]
 fn api_errors_are_typed() {
-    let mock = Mock::start(|_, _| Reply::json(401, r#"{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}"#));
+    let mock = Mock::start(|_, _| {
+        Reply::json(401, r#"{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}"#)
+    });
     let rest = client(&mock);
     rest.clock().set_offset(0);
     let err = rest.call(&ACCOUNT, &[]).unwrap_err();

@@ -1,0 +1,240 @@
+//! The paper exchange: a Binance.US-compatible REST + WebSocket exchange on loopback, with
+//! fault injection and a ground-truth report.
+//!
+//! It is the demo's default exchange, the ground of every integration test, and a tool in its
+//! own right: point any Binance.US client at it to rehearse outages. It imports none of the
+//! daemon's roles; it shares only the pure rule code (`filters`, `decimal`, request signing),
+//! so each rule has one implementation, while its JSON is its own.
+//!
+//! Threads: `paper-http` (accept) + one per REST connection, `paper-ws` (accept) + one per
+//! stream connection, `paper-market` (moves prices, fills crossed orders, expires keys) and
+//! `paper-timeline` (fires scheduled faults).
+//!
+//! Time: `time_scale` divides every interval (ping, pong timeout, listen-key life, the 24 h cut,
+//! ban length, market tick) so tests run fast; the server clock itself is not scaled, since
+//! clients sign with it.
+
+pub mod control;
+pub mod engine;
+pub mod http;
+pub mod hub;
+pub mod rest;
+pub mod ws;
+
+use crate::rest::sign::local_ms;
+use crate::secret::Secret;
+use crossbeam_channel::{Receiver, Sender};
+use engine::{Engine, EngineSettings};
+use hub::StreamHub;
+use rest::{ErrorRecord, RateState, RestFaults, RestSettings, WeightProfile};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// The documented Binance example key pair (`../shared/binance-api.md` §2.2): the paper
+/// exchange accepts it by default, so the documented signature vectors work against it.
+pub const DEMO_API_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
+pub const DEMO_API_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+
+/// Everything `PaperExchange::start` needs. Intervals are in exchange time (Binance's real
+/// values); `time_scale` divides them.
+#[derive(Debug, Clone)]
+pub struct PaperConfig {
+    pub rest_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    pub time_scale: u32,
+    pub engine: EngineSettings,
+    pub rest: RestSettings,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub connection_life: Duration,
+    pub incoming_per_second: u32,
+    pub market_tick: Duration,
+    pub timeline: Vec<control::TimelineEntry>,
+}
+
+impl Default for PaperConfig {
+    fn default() -> PaperConfig {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        PaperConfig {
+            rest_addr: loopback,
+            ws_addr: loopback,
+            time_scale: 1,
+            engine: EngineSettings::default(),
+            rest: RestSettings {
+                credentials: vec![(DEMO_API_KEY.to_string(), Secret::new(DEMO_API_SECRET))],
+                weight_limit: 6000,
+                orders_per_10s: 100,
+                orders_per_day: 200_000,
+                weights: WeightProfile::Us2026,
+                ban_base: Duration::from_secs(120),
+            },
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(60),
+            connection_life: Duration::from_secs(24 * 3600),
+            incoming_per_second: 5,
+            market_tick: Duration::from_secs(1),
+            timeline: Vec::new(),
+        }
+    }
+}
+
+/// The server clock: local time plus an injectable jump (clock-jump faults).
+#[derive(Debug, Default)]
+pub struct PaperClock {
+    jump_ms: AtomicI64,
+}
+
+impl PaperClock {
+    pub fn now_ms(&self) -> i64 {
+        local_ms() + self.jump_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn jump(&self, ms: i64) {
+        self.jump_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// State shared by every thread of one exchange.
+pub struct Shared {
+    pub engine: Mutex<Engine>,
+    pub hub: StreamHub,
+    pub clock: PaperClock,
+    pub rest: RestSettings,
+    pub rate: Mutex<RateState>,
+    pub rest_faults: Mutex<RestFaults>,
+    pub errors: Mutex<Vec<ErrorRecord>>,
+    pub fault_log: Mutex<Vec<control::FaultRecord>>,
+    pub time_scale: u32,
+    pub(crate) ws: Mutex<Option<Arc<ws::WsServer>>>,
+}
+
+impl Shared {
+    /// An interval in exchange time, as this exchange runs it.
+    pub fn scaled(&self, d: Duration) -> Duration {
+        d / self.time_scale.max(1)
+    }
+}
+
+struct Keys(Weak<Shared>);
+
+impl ws::KeyCheck for Keys {
+    fn live_key(&self, key: &str) -> Option<String> {
+        let shared = self.0.upgrade()?;
+        let now = shared.clock.now_ms();
+        let live = shared.engine.lock().unwrap_or_else(|p| p.into_inner()).live_key(key, now);
+        live.then(|| Secret::new(key).fingerprint())
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.0.upgrade().map(|s| s.clock.now_ms()).unwrap_or_else(local_ms)
+    }
+}
+
+/// A running paper exchange. Dropping it stops every thread and closes every connection.
+pub struct PaperExchange {
+    shared: Arc<Shared>,
+    http: Option<http::HttpServer>,
+    ws_addr: SocketAddr,
+    stop: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl PaperExchange {
+    pub fn start(config: PaperConfig) -> io::Result<PaperExchange> {
+        let scale = config.time_scale.max(1);
+        let mut engine_settings = config.engine.clone();
+        engine_settings.listen_key_ttl /= scale;
+        let mut rest_settings = config.rest.clone();
+        rest_settings.ban_base /= scale;
+        let hub = StreamHub::new();
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(Engine::new(engine_settings, hub.clone())),
+            hub: hub.clone(),
+            clock: PaperClock::default(),
+            rest: rest_settings,
+            rate: Mutex::new(RateState::default()),
+            rest_faults: Mutex::new(RestFaults::default()),
+            errors: Mutex::new(Vec::new()),
+            fault_log: Mutex::new(Vec::new()),
+            time_scale: scale,
+            ws: Mutex::new(None),
+        });
+        let ws_settings = ws::WsSettings {
+            ping_interval: config.ping_interval / scale,
+            pong_timeout: config.pong_timeout / scale,
+            max_connection_life: config.connection_life / scale,
+            incoming_per_second: config.incoming_per_second,
+            max_frame: 64 * 1024,
+        };
+        let ws_server =
+            Arc::new(ws::WsServer::start(config.ws_addr, ws_settings, hub, Arc::new(Keys(Arc::downgrade(&shared))))?);
+        let ws_addr = ws_server.local_addr();
+        *shared.ws.lock().unwrap_or_else(|p| p.into_inner()) = Some(ws_server);
+
+        let handler_shared = shared.clone();
+        let handler: Arc<http::Handler> = Arc::new(move |req| rest::handle(&handler_shared, req));
+        let http = http::HttpServer::start(config.rest_addr, http::HttpLimits::default(), handler)?;
+
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut threads = Vec::new();
+        let tick = config.market_tick / scale;
+        threads.push(spawn_market(shared.clone(), stop_rx.clone(), tick.max(Duration::from_millis(1)))?);
+        if !config.timeline.is_empty() {
+            threads.push(control::spawn_timeline(shared.clone(), stop_rx, config.timeline.clone())?);
+        }
+        Ok(PaperExchange { shared, http: Some(http), ws_addr, stop: Some(stop_tx), threads })
+    }
+
+    pub fn rest_url(&self) -> String {
+        match &self.http {
+            Some(h) => format!("http://{}", h.local_addr()),
+            None => String::new(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.ws_addr)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Applies a fault now, exactly as `POST /paper/fault` does.
+    pub fn fault(&self, name: &str, params: &[(&str, &str)]) -> Result<serde_json::Value, String> {
+        control::apply(&self.shared, name, params)
+    }
+
+    /// The ground-truth report, as `GET /paper/report` returns it.
+    pub fn report(&self) -> serde_json::Value {
+        control::report(&self.shared)
+    }
+}
+
+impl Drop for PaperExchange {
+    fn drop(&mut self) {
+        drop(self.stop.take()); // closes the stop channel for every thread
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        drop(self.http.take());
+        let ws = self.shared.ws.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(ws);
+    }
+}
+
+fn spawn_market(shared: Arc<Shared>, stop: Receiver<()>, tick: Duration) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("paper-market".into()).spawn(move || loop {
+        match stop.recv_timeout(tick) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let now = shared.clock.now_ms();
+                shared.engine.lock().unwrap_or_else(|p| p.into_inner()).tick(now);
+            }
+            _ => return,
+        }
+    })
+}

@@ -1,0 +1,135 @@
+//! `binance-syncd paper`: the paper exchange as a standalone server for any Binance.US client.
+
+use binance_syncd::paper::control::parse_timeline;
+use binance_syncd::paper::rest::WeightProfile;
+use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd::secret::Secret;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+pub const PAPER_USAGE: &str = "\
+binance-syncd paper — a Binance.US-compatible exchange on loopback, with fault injection
+
+USAGE:
+    binance-syncd paper [OPTIONS]
+
+OPTIONS:
+    --rest-port P          REST port (default 0: any free port)
+    --ws-port Q            WebSocket port (default 0: any free port)
+    --bind ADDR            address to bind (default 127.0.0.1; anything else only when asked)
+    --seed N               seed of the market's price path (default 1)
+    --time-scale X         divide every interval (ping, key life, 24 h cut, bans) by X (default 1)
+    --timeline FILE        faults to fire on a schedule (see README)
+    --api-key K            API key to accept (default: the documented Binance example key)
+    --api-secret S         its secret (default: the documented example secret)
+    --weight-limit N       REQUEST_WEIGHT per minute (default 6000; 1200 before 2026-08-31)
+    --weights PROFILE      us-2026 (default) or us-2023 weight table
+    --external-trader PCT  another user trades on the account on PCT % of market ticks (default 0)
+    -h, --help             print this help
+
+It prints its REST and WS URLs and the key pair it accepts, then runs until SIGTERM or Ctrl-C.
+Faults: POST /paper/fault?name=...; ground truth: GET /paper/report.
+";
+
+fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
+    *i += 1;
+    args.get(*i).map(String::as_str).ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn number<T: std::str::FromStr>(text: &str, flag: &str) -> Result<T, String> {
+    text.parse().map_err(|_| format!("{flag}: {text:?} is not a valid number"))
+}
+
+pub fn parse(args: &[String]) -> Result<Option<PaperConfig>, String> {
+    let mut config = PaperConfig::default();
+    let mut bind: IpAddr = IpAddr::from([127, 0, 0, 1]);
+    let (mut rest_port, mut ws_port) = (0u16, 0u16);
+    let (mut key, mut secret) = (None, None);
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].as_str();
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--rest-port" => rest_port = number(value(args, &mut i, flag)?, flag)?,
+            "--ws-port" => ws_port = number(value(args, &mut i, flag)?, flag)?,
+            "--bind" => bind = number(value(args, &mut i, flag)?, flag)?,
+            "--seed" => config.engine.seed = number(value(args, &mut i, flag)?, flag)?,
+            "--time-scale" => {
+                config.time_scale = number(value(args, &mut i, flag)?, flag)?;
+                if config.time_scale == 0 {
+                    return Err("--time-scale must be at least 1".into());
+                }
+            }
+            "--timeline" => {
+                let path = value(args, &mut i, flag)?;
+                let text = std::fs::read_to_string(path).map_err(|e| format!("--timeline {path}: {e}"))?;
+                config.timeline = parse_timeline(&text).map_err(|e| format!("--timeline {path}: {e}"))?;
+            }
+            "--api-key" => key = Some(value(args, &mut i, flag)?.to_string()),
+            "--api-secret" => secret = Some(value(args, &mut i, flag)?.to_string()),
+            "--weight-limit" => config.rest.weight_limit = number(value(args, &mut i, flag)?, flag)?,
+            "--weights" => {
+                let v = value(args, &mut i, flag)?;
+                config.rest.weights =
+                    WeightProfile::parse(v).ok_or_else(|| format!("--weights: {v:?} is not us-2023 or us-2026"))?;
+            }
+            "--external-trader" => {
+                config.engine.external_trader_pct = number::<u64>(value(args, &mut i, flag)?, flag)?.min(100)
+            }
+            other => return Err(format!("unknown option {other:?}; see `binance-syncd paper --help`")),
+        }
+        i += 1;
+    }
+    match (key, secret) {
+        (Some(k), Some(s)) => config.rest.credentials = vec![(k, Secret::new(s))],
+        (None, None) => {}
+        _ => return Err("--api-key and --api-secret go together".into()),
+    }
+    config.rest_addr = SocketAddr::new(bind, rest_port);
+    config.ws_addr = SocketAddr::new(bind, ws_port);
+    Ok(Some(config))
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let config = match parse(args) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            print!("{PAPER_USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("binance-syncd paper: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let demo_pair = config.rest.credentials.first().is_some_and(|(k, _)| k == DEMO_API_KEY);
+    let exchange = match PaperExchange::start(config) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("binance-syncd paper: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut signals =
+        match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("binance-syncd paper: cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
+    println!("SYNCD_REST_URL={}", exchange.rest_url());
+    println!("SYNCD_WS_URL={}", exchange.ws_url());
+    if demo_pair {
+        // Printing the accepted pair is the point: it is the public example pair from Binance's docs.
+        println!("BINANCE_API_KEY={DEMO_API_KEY}");
+        println!("BINANCE_API_SECRET={DEMO_API_SECRET}");
+    } else {
+        println!("BINANCE_API_KEY=<as given with --api-key>");
+    }
+    log::info!("paper exchange running; faults: POST {}/paper/fault?name=...", exchange.rest_url());
+    let signal = signals.forever().next();
+    log::info!("paper exchange stopping on signal {signal:?}");
+    drop(exchange);
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,96 @@
+//! Shared helpers: a paper exchange on ephemeral ports, the daemon's REST client pointed at it,
+//! and a raw HTTP helper for requests the client would never send.
+
+use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd::ratelimit::{fallback_limits, RateGate};
+use binance_syncd::rest::sign::{ServerClock, Signer};
+use binance_syncd::rest::{RestClient, RestConfig};
+use binance_syncd::secret::Secret;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn paper() -> PaperExchange {
+    paper_with(|_| {})
+}
+
+/// A paper exchange whose market stands still unless a test moves it, so tests are exact.
+pub fn paper_with(adjust: impl FnOnce(&mut PaperConfig)) -> PaperExchange {
+    let mut config = PaperConfig { market_tick: Duration::from_secs(3600), ..PaperConfig::default() };
+    adjust(&mut config);
+    PaperExchange::start(config).expect("paper exchange starts on loopback")
+}
+
+pub fn client(ex: &PaperExchange) -> RestClient {
+    let clock = Arc::new(ServerClock::new());
+    let gate = Arc::new(RateGate::new(fallback_limits(), clock.clone()));
+    let rest = RestClient::new(
+        RestConfig {
+            base_url: ex.rest_url(),
+            api_key: Some(Secret::new(DEMO_API_KEY)),
+            api_secret: Some(Secret::new(DEMO_API_SECRET)),
+            recv_window_ms: 5000,
+            timeout: Duration::from_secs(10),
+        },
+        clock,
+        gate,
+    );
+    rest.sync_clock().expect("clock sync");
+    rest
+}
+
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn code(&self) -> i64 {
+        self.body["code"].as_i64().unwrap_or(0)
+    }
+
+    pub fn msg(&self) -> &str {
+        self.body["msg"].as_str().unwrap_or("")
+    }
+}
+
+/// Sends exactly what it is given: `query` and `body` as raw text.
+pub fn raw(method: &str, url: &str, query: &str, body: &str, api_key: Option<&str>) -> RawReply {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let full = if query.is_empty() { url.to_string() } else { format!("{url}?{query}") };
+    let with_key = |r: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match api_key {
+        Some(k) => r.header("X-MBX-APIKEY", k),
+        None => r,
+    };
+    let with_key_body = |r: ureq::RequestBuilder<ureq::typestate::WithBody>| match api_key {
+        Some(k) => r.header("X-MBX-APIKEY", k),
+        None => r,
+    };
+    let form = "application/x-www-form-urlencoded";
+    let result = match method {
+        "GET" => with_key(agent.get(&full)).call(),
+        "DELETE" if body.is_empty() => with_key(agent.delete(&full)).call(),
+        "DELETE" => with_key(agent.delete(&full)).force_send_body().header("Content-Type", form).send(body),
+        "POST" => with_key_body(agent.post(&full)).header("Content-Type", form).send(body),
+        "PUT" => with_key_body(agent.put(&full)).header("Content-Type", form).send(body),
+        other => panic!("method {other}"),
+    };
+    let mut resp = result.expect("http round trip");
+    let status = resp.status().as_u16();
+    let headers =
+        resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    RawReply { status, headers, body }
+}
+
+/// `query` + `timestamp` + `signature` with the demo secret, signed as sent.
+pub fn signed_query(query: &str, timestamp: i64) -> String {
+    let q = if query.is_empty() { format!("timestamp={timestamp}") } else { format!("{query}&timestamp={timestamp}") };
+    let sig = Signer::new(&Secret::new(DEMO_API_SECRET)).sign(&q, "");
+    format!("{q}&signature={sig}")
+}
