@@ -19,6 +19,13 @@
 //! | `SYNCD_FSYNC` | `always` | `always`: fsync each fill line; `never`: leave it to the OS |
 //! | `SYNCD_CLOCK_SYNC_S` | `600` | how often the server-time offset is re-measured |
 //! | `SYNCD_HTTP_TIMEOUT_MS` | `10000` | whole-request timeout for REST calls |
+//! | `SYNCD_WS_PING_S` | `5` | send our own ping after this long without a frame |
+//! | `SYNCD_WS_SILENCE_S` | `15` | replace a stream that sent nothing for this long |
+//! | `SYNCD_BACKOFF_MAX_S` | `8` | longest wait between reconnect attempts |
+//! | `SYNCD_RECONCILE_S` | `60` | REST reconciliation period while the stream is up |
+//! | `SYNCD_RECONCILE_DOWN_S` | `10` | REST reconciliation period while the stream is down |
+//!
+//! Intervals in seconds accept decimals (`0.5`).
 //! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
 
 use crate::secret::Secret;
@@ -52,6 +59,11 @@ pub struct Config {
     pub fsync: FsyncPolicy,
     pub clock_sync: Duration,
     pub http_timeout: Duration,
+    pub ws_ping: Duration,
+    pub ws_silence: Duration,
+    pub backoff_max: Duration,
+    pub reconcile_up: Duration,
+    pub reconcile_down: Duration,
 }
 
 /// What a command needs beyond the defaults.
@@ -146,6 +158,15 @@ impl Config {
         let clock_sync = int_var(&var, "SYNCD_CLOCK_SYNC_S", 600, 1, 86_400, &mut problems);
         let http_timeout = int_var(&var, "SYNCD_HTTP_TIMEOUT_MS", 10_000, 100, 120_000, &mut problems);
 
+        let ws_ping = secs_var(&var, "SYNCD_WS_PING_S", "5", &mut problems);
+        let ws_silence = secs_var(&var, "SYNCD_WS_SILENCE_S", "15", &mut problems);
+        if ws_silence <= ws_ping {
+            problems.push("SYNCD_WS_SILENCE_S: must be longer than SYNCD_WS_PING_S".to_string());
+        }
+        let backoff_max = secs_var(&var, "SYNCD_BACKOFF_MAX_S", "8", &mut problems);
+        let reconcile_up = secs_var(&var, "SYNCD_RECONCILE_S", "60", &mut problems);
+        let reconcile_down = secs_var(&var, "SYNCD_RECONCILE_DOWN_S", "10", &mut problems);
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -163,6 +184,11 @@ impl Config {
             fsync,
             clock_sync: Duration::from_secs(clock_sync),
             http_timeout: Duration::from_millis(http_timeout),
+            ws_ping,
+            ws_silence,
+            backoff_max,
+            reconcile_up,
+            reconcile_down,
         })
     }
 }
@@ -186,6 +212,25 @@ fn url_var(
         Some(_) => {}
     }
     value
+}
+
+/// A positive number of seconds, decimals allowed, at most a day.
+fn secs_var(var: &impl Fn(&str) -> Option<String>, name: &str, default: &str, problems: &mut Vec<String>) -> Duration {
+    let text = var(name).unwrap_or_else(|| default.to_string());
+    let ms = text
+        .parse::<crate::decimal::Decimal>()
+        .ok()
+        .and_then(|d| d.checked_mul(crate::decimal::Decimal::from_int(1000)))
+        .and_then(|d| d.floor_to(crate::decimal::Decimal::ONE))
+        .and_then(|d| d.to_fixed_i64(0))
+        .filter(|ms| (1..=86_400_000).contains(ms));
+    match ms {
+        Some(ms) => Duration::from_millis(ms as u64),
+        None => {
+            problems.push(format!("{name}: {text:?} is not a number of seconds from 0.001 to 86400"));
+            Duration::from_secs(1)
+        }
+    }
 }
 
 fn int_var(

@@ -16,16 +16,22 @@
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
 #![deny(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
+pub mod daemon;
 pub mod decimal;
 pub mod error;
 pub mod filllog;
 pub mod filters;
+pub mod keepalive;
 pub mod model;
 pub mod paper;
 pub mod ratelimit;
 pub mod rest;
 pub mod secret;
+pub mod state;
+pub mod stream;
+pub mod wire;
 
 pub use decimal::Decimal;
 pub use error::Error;

@@ -17,9 +17,10 @@ const USAGE: &str = "\
 binance-syncd — keeps a Binance.US account's fills flowing to a JSON Lines log
 
 USAGE:
-    binance-syncd <COMMAND>
+    binance-syncd [COMMAND]
 
 COMMANDS:
+    run        Run the daemon (the default): fills to SYNCD_FILL_LOG, exactly once
     check      Check the configuration and the exchange: clock, rules, signed access
     paper      Run the paper exchange (Binance.US-compatible, loopback); see `paper --help`
 
@@ -64,8 +65,12 @@ fn main() -> ExitCode {
             paper_cmd::main(&args[1..])
         }
         None => {
-            eprint!("{USAGE}");
-            ExitCode::from(2)
+            init_logging();
+            run()
+        }
+        Some("run") if args.len() == 1 => {
+            init_logging();
+            run()
         }
         Some(other) => {
             eprintln!("binance-syncd: unknown command or extra argument {other:?}; see --help");
@@ -81,6 +86,63 @@ fn load_config(needs: Needs) -> Result<Config, ExitCode> {
         }
         ExitCode::from(2)
     })
+}
+
+/// The daemon: start (retrying while the exchange is unreachable), wait, stop.
+fn run() -> ExitCode {
+    use binance_syncd::daemon::{watch_signals, Daemon, Tuning};
+    use binance_syncd::state::Exit;
+    let config = match load_config(Needs { credentials: true, symbols: true }) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
+    if let Err(e) = watch_signals(exit_tx) {
+        eprintln!("binance-syncd: {e}");
+        return ExitCode::from(1);
+    }
+    let tuning = Tuning::from_config(&config);
+    let mut backoff = binance_syncd::backoff::Backoff::new(
+        std::time::Duration::from_millis(500),
+        config.backoff_max.max(std::time::Duration::from_secs(1)),
+        std::time::Duration::from_secs(60),
+    );
+    let daemon = loop {
+        match Daemon::start(&config, &tuning) {
+            Ok(d) => break d,
+            Err(e) if matches!(e, Error::Config(_) | Error::Io { .. }) || e.is_auth_failure() => {
+                eprintln!("binance-syncd: {e}");
+                return ExitCode::from(if e.is_auth_failure() || matches!(e, Error::Config(_)) { 2 } else { 1 });
+            }
+            Err(e) => {
+                let delay = backoff.next_delay(std::time::Instant::now());
+                log::warn!("daemon: cannot start yet ({e}); retrying in {delay:?}");
+                if exit_rx.recv_timeout(delay).is_ok() {
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    };
+    // Signals now go to the daemon's own exit channel too.
+    let forward = daemon.exit_tx.clone();
+    std::thread::spawn(move || {
+        if let Ok(exit) = exit_rx.recv() {
+            let _ = forward.send(exit);
+        }
+    });
+    let exit = daemon.wait();
+    daemon.stop(std::time::Duration::from_secs(8));
+    match exit {
+        Exit::Signal => ExitCode::SUCCESS,
+        Exit::Fatal(why) => {
+            eprintln!("binance-syncd: {why}");
+            ExitCode::from(2)
+        }
+        Exit::Died(name) => {
+            eprintln!("binance-syncd: thread {name} stopped unexpectedly");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Checks what `run` will need, in the order it needs it, and says what failed.

@@ -322,6 +322,12 @@ impl RateGate {
     /// Blocks until a request of `weight` placing `orders` orders may go, then counts it.
     /// Returns `false` if the gate was closed (shutdown) while waiting.
     pub fn acquire(&self, weight: u64, orders: u64) -> bool {
+        self.acquire_within(weight, orders, None)
+    }
+
+    /// Like [`acquire`](Self::acquire), but gives up (false) once `limit` has passed.
+    pub fn acquire_within(&self, weight: u64, orders: u64, limit: Option<Duration>) -> bool {
+        let deadline = limit.map(|l| std::time::Instant::now() + l);
         let mut budget = self.lock();
         let mut announced = false;
         loop {
@@ -347,6 +353,9 @@ impl RateGate {
                             Hold::Budget { wait_ms } => log::debug!("weight budget spent: waiting {wait_ms} ms"),
                         }
                         announced = true;
+                    }
+                    if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        return false;
                     }
                     // Wake at least every 250 ms so a close() or a limit change is seen promptly.
                     let wait = Duration::from_millis(hold.wait_ms().clamp(1, 250) as u64);
@@ -388,6 +397,12 @@ impl RateGate {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.changed.notify_all();
+    }
+
+    /// Opens a closed gate again, for the last requests of a shutdown (closing the listen key)
+    /// once every other thread has stopped.
+    pub fn reopen(&self) {
+        self.closed.store(false, Ordering::Relaxed);
     }
 }
 

@@ -206,7 +206,7 @@ impl RestClient {
     pub fn call(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
         let mut attempt = 0;
         loop {
-            match self.call_once(ep, params) {
+            match self.call_once(ep, params, None) {
                 Err(e)
                     if e.api_code() == Some(-1021)
                         && ep.security == Security::Signed
@@ -235,11 +235,16 @@ impl RestClient {
         serde_json::from_str(&body).map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)))
     }
 
-    fn call_once(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
+    /// One attempt that waits at most `limit` for the rate gate (shutdown's last requests).
+    pub fn call_within(&self, ep: &Endpoint, params: &[(&str, &str)], limit: Duration) -> Result<String, Error> {
+        self.call_once(ep, params, Some(limit))
+    }
+
+    fn call_once(&self, ep: &Endpoint, params: &[(&str, &str)], limit: Option<Duration>) -> Result<String, Error> {
         if (ep.security != Security::None) && self.api_key.is_none() {
             return Err(Error::Config("BINANCE_API_KEY is needed for this request".into()));
         }
-        if !self.gate.acquire(ep.weight, ep.orders) {
+        if !self.gate.acquire_within(ep.weight, ep.orders, limit) {
             return Err(Error::Stopped);
         }
         let mut query = encode_params(params);

@@ -3,4 +3,5 @@
 mod mock;
 mod paper_rest;
 mod rest;
+mod sync;
 mod util;

@@ -94,3 +94,9 @@ pub fn signed_query(query: &str, timestamp: i64) -> String {
     let sig = Signer::new(&Secret::new(DEMO_API_SECRET)).sign(&q, "");
     format!("{q}&signature={sig}")
 }
+
+/// Daemon logs in test output (shown for failing tests; `RUST_LOG` picks the level).
+pub fn init_log() {
+    let _ =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).is_test(true).try_init();
+}

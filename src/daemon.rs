@@ -1,0 +1,184 @@
+//! `binance-syncd run`: starts the roles, waits for a signal or a failure, stops them all.
+//!
+//! Shutdown (SIGTERM or SIGINT, to the process or its group): the stop channel closes, the rate
+//! gate releases anything waiting in it, the threads end (the stream closes its socket, `state`
+//! flushes the fill log), then the listen key is deleted and the process exits 0, all within
+//! 10 s. A fatal problem (the API key refused) exits 1 with one message; no retry loop.
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::keepalive::Keepalive;
+use crate::ratelimit::{fallback_limits, RateGate};
+use crate::rest::sign::ServerClock;
+use crate::rest::{RestClient, RestConfig, LISTEN_KEY_CLOSE};
+use crate::state::{Exit, State, StateSettings};
+use crate::stream::{KeyCell, Stream, StreamSettings};
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Everything `run` needs beyond `Config`: tests shorten the intervals.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub ws_ping_every: Duration,
+    pub ws_silence_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub reconcile_up: Duration,
+    pub reconcile_down: Duration,
+}
+
+impl Tuning {
+    pub fn from_config(c: &Config) -> Tuning {
+        Tuning {
+            ws_ping_every: c.ws_ping,
+            ws_silence_timeout: c.ws_silence,
+            backoff_min: Duration::from_millis(200),
+            backoff_max: c.backoff_max,
+            reconcile_up: c.reconcile_up,
+            reconcile_down: c.reconcile_down,
+        }
+    }
+}
+
+/// A running daemon. `stop()` (or a signal fed to `exit`) ends it.
+pub struct Daemon {
+    stop: Option<Sender<()>>,
+    exit_rx: Receiver<Exit>,
+    pub exit_tx: Sender<Exit>,
+    threads: Vec<(&'static str, JoinHandle<()>)>,
+    rest: Arc<RestClient>,
+    key: KeyCell,
+}
+
+impl Daemon {
+    /// Starts every role. Errors here are fatal configuration or I/O problems.
+    pub fn start(config: &Config, tuning: &Tuning) -> Result<Daemon, Error> {
+        let clock = Arc::new(ServerClock::new());
+        let gate = Arc::new(RateGate::new(fallback_limits(), clock.clone()));
+        let rest = Arc::new(RestClient::new(
+            RestConfig {
+                base_url: config.rest_url.clone(),
+                api_key: config.api_key.clone(),
+                api_secret: config.api_secret.clone(),
+                recv_window_ms: config.recv_window_ms,
+                timeout: config.http_timeout,
+            },
+            clock,
+            gate,
+        ));
+        // Clock and rules first: every signed call needs the one, the gate the other.
+        rest.sync_clock()?;
+        let rules = rest.exchange_info(&config.symbols)?;
+        for s in &config.symbols {
+            if !rules.symbols.contains_key(s) {
+                return Err(Error::Config(format!("SYNCD_SYMBOLS: {s} is not listed by the exchange")));
+            }
+        }
+        let state = State::open(
+            StateSettings {
+                symbols: config.symbols.clone(),
+                state_dir: config.state_dir.clone(),
+                fill_log: config.fill_log.clone(),
+                fsync: config.fsync,
+                reconcile_up: tuning.reconcile_up,
+                reconcile_down: tuning.reconcile_down,
+            },
+            rest.clone(),
+        )?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<Exit>();
+        let (events_tx, events_rx) = crossbeam_channel::bounded(100_000);
+        let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(16);
+        let key = KeyCell::default();
+        let spawn_err = |e: std::io::Error| Error::Transport(format!("cannot start a thread: {e}"));
+        let mut threads = Vec::new();
+        threads.push(("state", state.spawn(events_rx, stop_rx.clone(), exit_tx.clone()).map_err(spawn_err)?));
+        let stream = Stream {
+            settings: StreamSettings {
+                ws_url: config.ws_url.clone(),
+                connect_timeout: Duration::from_secs(5),
+                ping_every: tuning.ws_ping_every,
+                silence_timeout: tuning.ws_silence_timeout,
+                backoff_min: tuning.backoff_min,
+                backoff_max: tuning.backoff_max,
+                backoff_reset: Duration::from_secs(60),
+                poll: Duration::from_millis(100),
+            },
+            rest: rest.clone(),
+            key: key.clone(),
+            events: events_tx,
+            ctl: ctl_rx,
+            stop: stop_rx.clone(),
+        };
+        threads.push(("stream", stream.spawn().map_err(spawn_err)?));
+        let keepalive = Keepalive {
+            rest: rest.clone(),
+            key: key.clone(),
+            every: config.keepalive,
+            retry: Duration::from_secs(60).min(config.keepalive),
+            ctl: ctl_tx,
+            stop: stop_rx.clone(),
+        };
+        threads.push(("keepalive", keepalive.spawn().map_err(spawn_err)?));
+        // A core thread that ends while we run is a bug or a fatal error: stop everything.
+        let watch_threads: Vec<&'static str> = threads.iter().map(|(n, _)| *n).collect();
+        log::info!("daemon: running threads {watch_threads:?} for {:?}", config.symbols);
+        Ok(Daemon { stop: Some(stop_tx), exit_rx, exit_tx, threads, rest, key })
+    }
+
+    /// Blocks until a signal, a fatal error or a dead core thread.
+    pub fn wait(&self) -> Exit {
+        loop {
+            match self.exit_rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(exit) => return exit,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Exit::Died("main"),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if let Some((name, _)) = self.threads.iter().find(|(_, t)| t.is_finished()) {
+                        // A fatal error is reported before the thread ends; prefer it.
+                        return self.exit_rx.try_recv().unwrap_or(Exit::Died(name));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every thread, flushes, deletes the listen key. Bounded by `deadline`.
+    pub fn stop(mut self, deadline: Duration) {
+        let started = Instant::now();
+        drop(self.stop.take());
+        self.rest.gate().close();
+        for (name, t) in self.threads.drain(..) {
+            if t.join().is_err() {
+                log::error!("daemon: thread {name} panicked");
+            }
+        }
+        if let Some(key) = self.key.get() {
+            self.rest.gate().reopen();
+            let left = deadline.saturating_sub(started.elapsed());
+            match self.rest.call_within(&LISTEN_KEY_CLOSE, &[("listenKey", key.expose())], left) {
+                Ok(_) => log::info!("daemon: listen key {} closed", key.fingerprint()),
+                Err(e) => log::warn!("daemon: could not close listen key {}: {e}", key.fingerprint()),
+            }
+        }
+        log::info!("daemon: stopped in {:?}", started.elapsed());
+    }
+}
+
+/// Feeds SIGTERM/SIGINT into the daemon's exit channel.
+pub fn watch_signals(exit: Sender<Exit>) -> Result<(), Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::Transport(format!("cannot install signal handlers: {e}")))?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("daemon: signal {sig}; stopping");
+                let _ = exit.send(Exit::Signal);
+            }
+        })
+        .map_err(|e| Error::Transport(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! THREAD `stream`: the user-data WebSocket.
+//!
+//! Gets a listen key (`POST /api/v3/userDataStream`, API-key header only), connects
+//! `SYNCD_WS_URL/ws/<listenKey>` with a connect timeout and a short read timeout, and forwards
+//! every parsed event to the `state` thread. It answers the server's pings (same payload), and
+//! because a stream can go silent with TCP still open, it sends its own ping whenever nothing
+//! has arrived for `ping_every` and gives the connection up after `silence_timeout` without a
+//! single frame. On any loss (error, close, `listenKeyExpired`, silence, a keep-alive that found
+//! the key gone) it tells `state` the stream is down (so fills keep coming by REST), asks for
+//! the key again, and reconnects with jittered exponential backoff, never more than 15 attempts
+//! in any 10 s. It never gives up.
+//!
+//! The listen key lives in a [`KeyCell`] shared with the keep-alive thread and shutdown; it is a
+//! [`Secret`] and only its fingerprint is ever logged. URLs are never logged.
+
+use crate::backoff::{Backoff, WindowCap};
+use crate::error::Error;
+use crate::rest::{RestClient, LISTEN_KEY_NEW};
+use crate::secret::Secret;
+use crate::wire::{parse_event, ListenKeyReply, UserEvent};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+/// What the stream tells the `state` thread.
+#[derive(Debug)]
+pub enum StreamMsg {
+    /// Connected; the events that follow are live. Reconcile now.
+    Up {
+        session: u64,
+    },
+    Event(UserEvent),
+    /// The connection is gone; fills must come by REST until the next `Up`.
+    Down {
+        reason: String,
+    },
+    /// A problem no retry can fix (the API key is refused). The daemon must stop.
+    Fatal(String),
+}
+
+/// Requests to the stream thread from elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCtl {
+    /// The keep-alive found the key unknown: get a new one and reconnect.
+    RenewKey,
+}
+
+/// The current listen key, shared by `stream`, `keepalive` and shutdown.
+#[derive(Debug, Default, Clone)]
+pub struct KeyCell(Arc<Mutex<Option<Secret>>>);
+
+impl KeyCell {
+    pub fn get(&self) -> Option<Secret> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, key: Option<Secret>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+}
+
+/// Intervals of the stream; see `config` for the variables behind them.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub ws_url: String,
+    pub connect_timeout: Duration,
+    /// Send our own ping after this long without any frame from the server.
+    pub ping_every: Duration,
+    /// Give the connection up after this long without any frame.
+    pub silence_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// A connection that lasted this long resets the backoff.
+    pub backoff_reset: Duration,
+    /// How often the read loop wakes to look at timers and the stop channel.
+    pub poll: Duration,
+}
+
+/// A stream connection, plain or TLS. Ours rather than tungstenite's so that connect and read
+/// timeouts apply to the TCP socket underneath either way.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Transport(format!("tls setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Connects `base` + `path` (`ws://` or `wss://`), with `timeout` on connect and handshake.
+pub fn connect(base: &str, path: &str, timeout: Duration) -> Result<WebSocket<Conn>, Error> {
+    let (tls, rest) = if let Some(r) = base.strip_prefix("wss://") {
+        (true, r)
+    } else if let Some(r) = base.strip_prefix("ws://") {
+        (false, r)
+    } else {
+        return Err(Error::Config("SYNCD_WS_URL must start with ws:// or wss://".into()));
+    };
+    let (authority, base_path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse::<u16>() {
+            Ok(port) => (h.trim_start_matches('[').trim_end_matches(']'), port),
+            Err(_) => return Err(Error::Config("SYNCD_WS_URL has a bad port".into())),
+        },
+        _ => (authority, if tls { 443 } else { 80 }),
+    };
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Transport(format!("stream host lookup: {}", e.kind())))?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let tcp = tcp.ok_or_else(|| Error::Transport(format!("stream connect: {}", last.kind())))?;
+    tcp.set_read_timeout(Some(timeout)).map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
+    tcp.set_write_timeout(Some(timeout)).map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
+    let _ = tcp.set_nodelay(true);
+    let conn = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| Error::Config("SYNCD_WS_URL host is not a valid TLS name".into()))?;
+        let client =
+            rustls::ClientConnection::new(tls_config()?, name).map_err(|e| Error::Transport(format!("tls: {e}")))?;
+        Conn::Tls(Box::new(rustls::StreamOwned::new(client, tcp)))
+    } else {
+        Conn::Plain(tcp)
+    };
+    let url = format!("{}://{authority}{base_path}{path}", if tls { "wss" } else { "ws" });
+    let config = WebSocketConfig::default().max_message_size(Some(8 << 20)).max_frame_size(Some(8 << 20));
+    match tungstenite::client::client_with_config(url.as_str(), conn, Some(config)) {
+        Ok((ws, _response)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e.into()),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => Err(Error::Transport("stream handshake timed out".into())),
+    }
+}
+
+/// Sleeps `d` unless `stop` closes first; true if stopping.
+fn sleep_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
+    !matches!(stop.recv_timeout(d), Err(crossbeam_channel::RecvTimeoutError::Timeout))
+}
+
+fn is_timeout(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+pub struct Stream {
+    pub settings: StreamSettings,
+    pub rest: Arc<RestClient>,
+    pub key: KeyCell,
+    pub events: Sender<StreamMsg>,
+    pub ctl: Receiver<StreamCtl>,
+    pub stop: Receiver<()>,
+}
+
+/// Why a connection ended.
+enum End {
+    Stop,
+    Lost(String),
+}
+
+impl Stream {
+    pub fn spawn(self) -> io::Result<JoinHandle<()>> {
+        thread::Builder::new().name("stream".into()).spawn(move || self.run())
+    }
+
+    fn run(self) {
+        let s = &self.settings;
+        let mut backoff = Backoff::new(s.backoff_min, s.backoff_max, s.backoff_reset);
+        let mut cap = WindowCap::new(15, Duration::from_secs(10));
+        let mut session = 0u64;
+        let mut delay = Duration::ZERO;
+        loop {
+            if sleep_or_stop(&self.stop, delay) {
+                return;
+            }
+            let hold = cap.wait(Instant::now());
+            if !hold.is_zero() && sleep_or_stop(&self.stop, hold) {
+                return;
+            }
+            cap.record(Instant::now());
+            let key = match self.listen_key() {
+                Ok(k) => k,
+                Err(e) if e.is_auth_failure() => {
+                    let _ = self.events.send(StreamMsg::Fatal(format!("listen key refused: {e}")));
+                    return;
+                }
+                Err(Error::Stopped) => return,
+                Err(e) => {
+                    delay = backoff.next_delay(Instant::now());
+                    log::warn!("stream: cannot get a listen key ({e}); retrying in {delay:?}");
+                    continue;
+                }
+            };
+            let ws = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout) {
+                Ok(ws) => ws,
+                Err(e) => {
+                    delay = backoff.next_delay(Instant::now());
+                    log::warn!("stream: connect failed ({e}); retrying in {delay:?}");
+                    continue;
+                }
+            };
+            session += 1;
+            backoff.connected(Instant::now());
+            log::info!("stream: connected session={session} key={}", key.fingerprint());
+            if self.events.send(StreamMsg::Up { session }).is_err() {
+                return;
+            }
+            match self.read_loop(ws) {
+                End::Stop => return,
+                End::Lost(reason) => {
+                    delay = backoff.next_delay(Instant::now());
+                    log::warn!("stream: session={session} lost ({reason}); reconnecting in {delay:?}");
+                    if self.events.send(StreamMsg::Down { reason }).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// POST returns the live key or a new one (§3.1); either way it is the one to use.
+    fn listen_key(&self) -> Result<Secret, Error> {
+        let reply: ListenKeyReply = self.rest.call_json(&LISTEN_KEY_NEW, &[])?;
+        let key = Secret::new(reply.listen_key);
+        let previous = self.key.get();
+        if previous.as_ref() != Some(&key) {
+            log::info!("stream: listen key {}", key.fingerprint());
+        }
+        self.key.set(Some(key.clone()));
+        Ok(key)
+    }
+
+    fn read_loop(&self, mut ws: WebSocket<Conn>) -> End {
+        let s = &self.settings;
+        if let Err(e) = ws.get_ref().tcp().set_read_timeout(Some(s.poll)) {
+            return End::Lost(format!("socket: {}", e.kind()));
+        }
+        let mut last_rx = Instant::now();
+        let mut last_ping = Instant::now();
+        let mut out_cap = WindowCap::new(5, Duration::from_secs(1));
+        let mut pings = 0u64;
+        loop {
+            match self.stop.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                _ => {
+                    let _ = ws.close(None);
+                    let _ = ws.flush();
+                    return End::Stop;
+                }
+            }
+            if let Ok(StreamCtl::RenewKey) = self.ctl.try_recv() {
+                let _ = ws.close(None);
+                let _ = ws.flush();
+                return End::Lost("keep-alive found the listen key gone".into());
+            }
+            let now = Instant::now();
+            if now.duration_since(last_rx) >= s.silence_timeout {
+                return End::Lost(format!("no frame for {:?}", now.duration_since(last_rx)));
+            }
+            if now.duration_since(last_rx) >= s.ping_every
+                && now.duration_since(last_ping) >= s.ping_every
+                && out_cap.wait(now).is_zero()
+            {
+                pings += 1;
+                if let Err(e) = ws.send(Message::Ping(pings.to_be_bytes().to_vec().into())) {
+                    return End::Lost(format!("ping failed: {}", crate::Error::from(e)));
+                }
+                out_cap.record(now);
+                last_ping = now;
+            }
+            match ws.read() {
+                Ok(msg) => {
+                    last_rx = Instant::now();
+                    match msg {
+                        Message::Text(text) => match parse_event(text.as_str()) {
+                            Ok(UserEvent::ListenKeyExpired) => {
+                                let _ = ws.close(None);
+                                let _ = ws.flush();
+                                self.key.set(None);
+                                return End::Lost("listenKeyExpired".into());
+                            }
+                            Ok(UserEvent::ServerShutdown) => {
+                                let _ = ws.close(None);
+                                let _ = ws.flush();
+                                return End::Lost("serverShutdown".into());
+                            }
+                            Ok(UserEvent::Unknown(kind)) => log::debug!("stream: ignoring event type {kind}"),
+                            Ok(event) => {
+                                if self.events.send(StreamMsg::Event(event)).is_err() {
+                                    return End::Stop;
+                                }
+                            }
+                            Err(e) => log::warn!("stream: skipped a text frame of {} bytes: {e:?}", text.len()),
+                        },
+                        Message::Binary(b) => log::warn!("stream: skipped a binary frame of {} bytes", b.len()),
+                        Message::Close(frame) => {
+                            let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                            let _ = ws.flush();
+                            return End::Lost(format!("server closed with {code}"));
+                        }
+                        // tungstenite queues the pong for a ping; it goes out with the next flush.
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                    if let Err(e) = ws.flush() {
+                        if !is_timeout(&e) {
+                            return End::Lost(format!("flush: {}", crate::Error::from(e)));
+                        }
+                    }
+                }
+                Err(e) if is_timeout(&e) => {
+                    // A queued pong may still be waiting for a write.
+                    let _ = ws.flush();
+                }
+                Err(e) => return End::Lost(crate::Error::from(e).to_string()),
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Serde types spelled like Binance's JSON; no logic beyond turning them into domain values.
+//!
+//! One-letter stream keys stay here (`#[serde(rename = "E")] event_time`). Unknown fields are
+//! ignored everywhere: Binance adds fields regularly (`../shared/binance-api.md` §4).
+
+use crate::decimal::Decimal;
+use crate::filllog::FillRecord;
+use crate::model::Side;
+use serde::Deserialize;
+
+/// `executionReport` (§4.3): the fields the daemon uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecutionReport {
+    #[serde(rename = "E")]
+    pub event_time: i64,
+    #[serde(rename = "s")]
+    pub symbol: String,
+    #[serde(rename = "c")]
+    pub client_order_id: String,
+    #[serde(rename = "S")]
+    pub side: String,
+    #[serde(rename = "o")]
+    pub order_type: String,
+    #[serde(rename = "q")]
+    pub quantity: Decimal,
+    #[serde(rename = "p")]
+    pub price: Decimal,
+    #[serde(rename = "C", default)]
+    pub orig_client_order_id: Option<String>,
+    #[serde(rename = "x")]
+    pub execution_type: String,
+    #[serde(rename = "X")]
+    pub status: String,
+    #[serde(rename = "r", default)]
+    pub reject_reason: String,
+    #[serde(rename = "i")]
+    pub order_id: u64,
+    #[serde(rename = "l")]
+    pub last_qty: Decimal,
+    #[serde(rename = "z")]
+    pub cumulative_qty: Decimal,
+    #[serde(rename = "L")]
+    pub last_price: Decimal,
+    #[serde(rename = "n")]
+    pub commission: Decimal,
+    #[serde(rename = "N")]
+    pub commission_asset: Option<String>,
+    #[serde(rename = "T")]
+    pub transaction_time: i64,
+    #[serde(rename = "t")]
+    pub trade_id: i64,
+    #[serde(rename = "m")]
+    pub maker: bool,
+    #[serde(rename = "Y", default)]
+    pub last_quote_qty: Option<Decimal>,
+}
+
+impl ExecutionReport {
+    /// The fill this report carries, if it is a `TRADE`.
+    pub fn fill(&self) -> Option<FillRecord> {
+        if self.execution_type != "TRADE" || self.trade_id < 0 {
+            return None;
+        }
+        let side = Side::parse(&self.side)?;
+        let quote_qty = match self.last_quote_qty {
+            Some(y) => y,
+            None => self.last_price.checked_mul(self.last_qty)?,
+        };
+        Some(FillRecord {
+            symbol: self.symbol.clone(),
+            trade_id: self.trade_id as u64,
+            order_id: self.order_id,
+            client_order_id: self.client_order_id.clone(),
+            side,
+            price: self.last_price,
+            qty: self.last_qty,
+            quote_qty,
+            commission: self.commission,
+            commission_asset: self.commission_asset.clone().unwrap_or_default(),
+            maker: self.maker,
+            time: self.transaction_time,
+        })
+    }
+
+    /// The order's own client id: on a cancel report `c` is the cancel's id and `C` the order's.
+    pub fn order_client_id(&self) -> &str {
+        match &self.orig_client_order_id {
+            Some(c) if !c.is_empty() => c,
+            _ => &self.client_order_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Balance {
+    #[serde(rename = "a")]
+    pub asset: String,
+    #[serde(rename = "f")]
+    pub free: Decimal,
+    #[serde(rename = "l")]
+    pub locked: Decimal,
+}
+
+/// `outboundAccountPosition` (§4.1): absolute balances of the assets that may have changed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountPosition {
+    #[serde(rename = "E")]
+    pub event_time: i64,
+    #[serde(rename = "B", default)]
+    pub balances: Vec<Balance>,
+}
+
+/// `balanceUpdate` (§4.2): a signed delta from a deposit or withdrawal.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BalanceUpdate {
+    #[serde(rename = "E")]
+    pub event_time: i64,
+    #[serde(rename = "a")]
+    pub asset: String,
+    #[serde(rename = "d")]
+    pub delta: Decimal,
+    #[serde(rename = "T", default)]
+    pub clear_time: i64,
+}
+
+/// `listStatus` (§4.7): kept for completeness; the daemon places no order lists.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListStatus {
+    #[serde(rename = "E")]
+    pub event_time: i64,
+    #[serde(rename = "s")]
+    pub symbol: String,
+    #[serde(rename = "g")]
+    pub order_list_id: i64,
+    #[serde(rename = "L", default)]
+    pub list_order_status: String,
+}
+
+/// One user-data stream message, after unwrapping a combined-stream envelope.
+#[derive(Debug, Clone)]
+pub enum UserEvent {
+    Execution(Box<ExecutionReport>),
+    Position(AccountPosition),
+    BalanceUpdate(BalanceUpdate),
+    ListStatus(ListStatus),
+    /// The listen key lapsed: nothing more will come on it.
+    ListenKeyExpired,
+    /// A planned server shutdown: reconnect now.
+    ServerShutdown,
+    /// An event type we do not know (ignored).
+    Unknown(String),
+}
+
+/// Why a text frame could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    NotJson,
+    NoEventType,
+    /// A known event type whose fields did not parse.
+    BadEvent(String),
+}
+
+/// Parses one text frame: a bare event (`/ws/<key>`) or a combined `{"stream","data"}` one.
+pub fn parse_event(text: &str) -> Result<UserEvent, FrameError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+    let event = match value.get("data") {
+        Some(data) if value.get("stream").is_some() => data,
+        _ => &value,
+    };
+    let kind = event.get("e").and_then(|e| e.as_str()).ok_or(FrameError::NoEventType)?;
+    let bad = |e: serde_json::Error| FrameError::BadEvent(format!("{kind}: {e}"));
+    Ok(match kind {
+        "executionReport" => UserEvent::Execution(Box::new(ExecutionReport::deserialize(event).map_err(bad)?)),
+        "outboundAccountPosition" => UserEvent::Position(AccountPosition::deserialize(event).map_err(bad)?),
+        "balanceUpdate" => UserEvent::BalanceUpdate(BalanceUpdate::deserialize(event).map_err(bad)?),
+        "listStatus" => UserEvent::ListStatus(ListStatus::deserialize(event).map_err(bad)?),
+        "listenKeyExpired" => UserEvent::ListenKeyExpired,
+        "serverShutdown" => UserEvent::ServerShutdown,
+        other => UserEvent::Unknown(other.chars().take(64).collect()),
+    })
+}
+
+/// A row of `GET /api/v3/myTrades` (§5.12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MyTrade {
+    pub symbol: String,
+    pub id: u64,
+    pub order_id: u64,
+    pub price: Decimal,
+    pub qty: Decimal,
+    pub quote_qty: Decimal,
+    pub commission: Decimal,
+    pub commission_asset: String,
+    pub time: i64,
+    pub is_buyer: bool,
+    pub is_maker: bool,
+}
+
+impl MyTrade {
+    pub fn into_fill(self, client_order_id: String) -> FillRecord {
+        FillRecord {
+            symbol: self.symbol,
+            trade_id: self.id,
+            order_id: self.order_id,
+            client_order_id,
+            side: if self.is_buyer { Side::Buy } else { Side::Sell },
+            price: self.price,
+            qty: self.qty,
+            quote_qty: self.quote_qty,
+            commission: self.commission,
+            commission_asset: self.commission_asset,
+            maker: self.is_maker,
+            time: self.time,
+        }
+    }
+}
+
+/// The fields of `GET /api/v3/order` the daemon reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueriedOrder {
+    pub order_id: u64,
+    pub client_order_id: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenKeyReply {
+    pub listen_key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // §4.3's canonical sample and the LIMIT_MAKER partial fill built from its lifecycle lines.
+    const NEW: &str = r#"{"e":"executionReport","E":1788540400101,"s":"BTCUSD","c":"syncd-7f3a-000041","S":"BUY","o":"LIMIT_MAKER","f":"GTC","q":"0.01000000","p":"60000.00000000","P":"0.00000000","F":"0.00000000","g":-1,"C":"","x":"NEW","X":"NEW","r":"NONE","i":123456789,"l":"0.00000000","z":"0.00000000","L":"0.00000000","n":"0","N":null,"T":1788540400100,"t":-1,"I":987654321,"w":true,"m":false,"M":false,"O":1788540400100,"Z":"0.00000000","Y":"0.00000000","Q":"0.00000000","W":1788540400100,"V":"EXPIRE_MAKER"}"#;
+
+    fn trade() -> String {
+        NEW.replace(r#""x":"NEW","X":"NEW""#, r#""x":"TRADE","X":"PARTIALLY_FILLED""#)
+            .replace(
+                r#""l":"0.00000000","z":"0.00000000","L":"0.00000000","n":"0","N":null"#,
+                r#""l":"0.00400000","z":"0.00400000","L":"60000.00000000","n":"0.00000400","N":"BTC""#,
+            )
+            .replace(r#""t":-1"#, r#""t":555001"#)
+            .replace(r#""m":false"#, r#""m":true"#)
+            .replace(r#""Z":"0.00000000","Y":"0.00000000""#, r#""Z":"240.00000000","Y":"240.00000000""#)
+    }
+
+    #[test]
+    fn new_report_is_not_a_fill() {
+        match parse_event(NEW).unwrap() {
+            UserEvent::Execution(r) => assert!(r.fill().is_none()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn trade_report_becomes_a_fill_with_exact_strings() {
+        let UserEvent::Execution(r) = parse_event(&trade()).unwrap() else { panic!() };
+        let f = r.fill().unwrap();
+        assert_eq!((f.symbol.as_str(), f.trade_id, f.order_id), ("BTCUSD", 555001, 123456789));
+        assert_eq!(f.client_order_id, "syncd-7f3a-000041");
+        assert_eq!(f.side, Side::Buy);
+        assert_eq!(
+            (f.price.to_string(), f.qty.to_string(), f.quote_qty.to_string(), f.commission.to_string()),
+            ("60000.00000000".into(), "0.00400000".into(), "240.00000000".into(), "0.00000400".into())
+        );
+        assert!(f.maker);
+        assert_eq!(f.time, 1788540400100);
+    }
+
+    #[test]
+    fn combined_envelope_is_unwrapped() {
+        let wrapped = format!(r#"{{"stream":"somekey","data":{}}}"#, trade());
+        assert!(matches!(parse_event(&wrapped).unwrap(), UserEvent::Execution(_)));
+    }
+
+    #[test]
+    fn documented_account_events_parse() {
+        let pos = r#"{"e":"outboundAccountPosition","E":1564034571105,"u":1564034571073,"B":[{"a":"ETH","f":"10000.000000","l":"0.000000"}]}"#;
+        let UserEvent::Position(p) = parse_event(pos).unwrap() else { panic!() };
+        assert_eq!(p.balances[0].free.to_string(), "10000.000000");
+        let bu = r#"{"e": "balanceUpdate", "E": 1573200697110, "a": "BTC", "d": "100.00000000", "T": 1573200697068}"#;
+        assert!(matches!(parse_event(bu).unwrap(), UserEvent::BalanceUpdate(_)));
+        let ls = r#"{"e":"listStatus","E":1564035303637,"s":"ETHBTC","g":2,"c":"OCO","l":"EXEC_STARTED","L":"EXECUTING","r":"NONE","C":"F4QN4G8DlFATFlIUQ0cjdD","T":1564035303625,"O":[{"s":"ETHBTC","i":17,"c":"AJYsMjErWJesZvqlJCTUgL"}]}"#;
+        assert!(matches!(parse_event(ls).unwrap(), UserEvent::ListStatus(_)));
+        let exp = r#"{"e":"listenKeyExpired","E":1699596037418,"listenKey":"OfYGbUzi3PraNagEkdKuFwUHn48brFsItTdsuiIXrucEvD0rhRXZ7I6URWfE8YE8"}"#;
+        assert!(matches!(parse_event(exp).unwrap(), UserEvent::ListenKeyExpired));
+        assert!(matches!(
+            parse_event(r#"{"e":"serverShutdown","E":1770123456789}"#).unwrap(),
+            UserEvent::ServerShutdown
+        ));
+    }
+
+    #[test]
+    fn garbage_is_classified_not_fatal() {
+        assert_eq!(parse_event("{\"e\":\"executionReport\",\"E\":").unwrap_err(), FrameError::NotJson);
+        assert_eq!(parse_event("[1,2]").unwrap_err(), FrameError::NoEventType);
+        assert!(matches!(parse_event(r#"{"e":"somethingNew","E":1}"#).unwrap(), UserEvent::Unknown(_)));
+        assert!(matches!(parse_event(r#"{"e":"executionReport","E":1}"#).unwrap_err(), FrameError::BadEvent(_)));
+    }
+
+    #[test]
+    fn my_trades_row_becomes_a_fill() {
+        let row = r#"{"symbol":"BNBBTC","id":28457,"orderId":100234,"orderListId":-1,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012","commission":"10.10000000","commissionAsset":"BNB","time":1499865549590,"isBuyer":true,"isMaker":false,"isBestMatch":true}"#;
+        let t: MyTrade = serde_json::from_str(row).unwrap();
+        let f = t.into_fill("abc".into());
+        assert_eq!(
+            (f.trade_id, f.side, f.maker, f.quote_qty.to_string()),
+            (28457, Side::Buy, false, "48.000012".into())
+        );
+    }
+}
