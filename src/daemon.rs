@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::error::Error;
 use crate::keepalive::Keepalive;
-use crate::ratelimit::{fallback_limits, RateGate};
+use crate::ratelimit::RateGate;
 use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, LISTEN_KEY_CLOSE};
 use crate::state::{Exit, State, StateSettings};
@@ -53,21 +53,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts every role. Errors here are fatal configuration or I/O problems.
+    /// Starts every role with its own REST client.
     pub fn start(config: &Config, tuning: &Tuning) -> Result<Daemon, Error> {
-        let clock = Arc::new(ServerClock::new());
-        let gate = Arc::new(RateGate::new(fallback_limits(), clock.clone()));
-        let rest = Arc::new(RestClient::new(
-            RestConfig {
-                base_url: config.rest_url.clone(),
-                api_key: config.api_key.clone(),
-                api_secret: config.api_secret.clone(),
-                recv_window_ms: config.recv_window_ms,
-                timeout: config.http_timeout,
-            },
-            clock,
-            gate,
-        ));
+        Daemon::start_with(config, tuning, rest_client(config))
+    }
+
+    /// Starts every role on `rest`, whose gate the caller may close to abandon a slow start.
+    pub fn start_with(config: &Config, tuning: &Tuning, rest: Arc<RestClient>) -> Result<Daemon, Error> {
         // Clock and rules first: every signed call needs the one, the gate the other.
         rest.sync_clock()?;
         let rules = rest.exchange_info(&config.symbols)?;
@@ -164,6 +156,24 @@ impl Daemon {
         }
         log::info!("daemon: stopped in {:?}", started.elapsed());
     }
+}
+
+/// The process's one REST client. Its gate starts with no budget limits: they are unknown until
+/// `exchangeInfo` has been read (429 and 418 are honoured from the first request on).
+pub fn rest_client(config: &Config) -> Arc<RestClient> {
+    let clock = Arc::new(ServerClock::new());
+    let gate = Arc::new(RateGate::new(Vec::new(), clock.clone()));
+    Arc::new(RestClient::new(
+        RestConfig {
+            base_url: config.rest_url.clone(),
+            api_key: config.api_key.clone(),
+            api_secret: config.api_secret.clone(),
+            recv_window_ms: config.recv_window_ms,
+            timeout: config.http_timeout,
+        },
+        clock,
+        gate,
+    ))
 }
 
 /// Feeds SIGTERM/SIGINT into the daemon's exit channel.

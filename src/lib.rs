@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod decimal;
+pub mod demo;
 pub mod error;
 pub mod filllog;
 pub mod filters;

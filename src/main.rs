@@ -22,6 +22,7 @@ USAGE:
 COMMANDS:
     run        Run the daemon (the default): fills to SYNCD_FILL_LOG, exactly once
     check      Check the configuration and the exchange: clock, rules, signed access
+    demo       Run the daemon against an in-process paper exchange and grade the fill log
     paper      Run the paper exchange (Binance.US-compatible, loopback); see `paper --help`
 
 OPTIONS:
@@ -44,6 +45,81 @@ fn init_logging() {
         .init();
 }
 
+/// The demo prints its own story on stdout; the daemon's log shows warnings and errors only,
+/// unless RUST_LOG says otherwise.
+fn init_logging_quiet() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .filter_module("tungstenite", LevelFilter::Info)
+        .filter_module("ureq", LevelFilter::Info)
+        .filter_module("ureq_proto", LevelFilter::Info)
+        .filter_module("rustls", LevelFilter::Info)
+        .init();
+}
+
+fn demo(args: &[String]) -> ExitCode {
+    use binance_syncd::demo::{run, DemoOptions};
+    let mut opts = DemoOptions { seconds: 30, dir: "syncd-demo".into(), verbose: true };
+    let mut i = 0;
+    while i < args.len() {
+        match (args[i].as_str(), args.get(i + 1)) {
+            ("--seconds", Some(v)) => match v.parse() {
+                Ok(s) => opts.seconds = s,
+                Err(_) => {
+                    eprintln!("binance-syncd demo: --seconds {v:?} is not a whole number");
+                    return ExitCode::from(2);
+                }
+            },
+            ("--dir", Some(v)) => opts.dir = v.into(),
+            ("--quiet", _) => {
+                opts.verbose = false;
+                i += 1;
+                continue;
+            }
+            ("-h" | "--help", _) => {
+                println!("binance-syncd demo [--seconds N (default 30)] [--dir DIR (default ./syncd-demo)] [--quiet]");
+                return ExitCode::SUCCESS;
+            }
+            (other, _) => {
+                eprintln!("binance-syncd demo: unknown option {other:?}; see demo --help");
+                return ExitCode::from(2);
+            }
+        }
+        i += 2;
+    }
+    match run(&opts) {
+        Ok(s) => {
+            println!();
+            println!(
+                "demo: {} trades on the exchange ({} by the external trader), {} lines in {}",
+                s.exchange_trades,
+                s.external_fills,
+                s.log_lines,
+                s.fill_log.display()
+            );
+            println!(
+                "demo: missing {}, duplicates {}, unknown {} -> {}",
+                s.missing,
+                s.duplicates,
+                s.unknown,
+                if s.ok() { "PASS" } else { "FAIL" }
+            );
+            println!(
+                "demo: {} maker orders placed, {} not placed (refused locally or would have crossed)",
+                s.orders_placed, s.orders_not_placed
+            );
+            if s.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("binance-syncd demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = args.first().map(String::as_str);
@@ -59,6 +135,10 @@ fn main() -> ExitCode {
         Some("check") if args.len() == 1 => {
             init_logging();
             check()
+        }
+        Some("demo") => {
+            init_logging_quiet();
+            demo(&args[1..])
         }
         Some("paper") => {
             init_logging();
@@ -102,14 +182,28 @@ fn run() -> ExitCode {
         return ExitCode::from(1);
     }
     let tuning = Tuning::from_config(&config);
+    let rest = binance_syncd::daemon::rest_client(&config);
+    // A signal during start-up must not wait for a slow exchange: closing the gate makes every
+    // pending request give up at once.
+    let (signal_tx, signal_rx) = crossbeam_channel::unbounded::<Exit>();
+    {
+        let rest = rest.clone();
+        std::thread::spawn(move || {
+            if let Ok(exit) = exit_rx.recv() {
+                rest.gate().close();
+                let _ = signal_tx.send(exit);
+            }
+        });
+    }
     let mut backoff = binance_syncd::backoff::Backoff::new(
         std::time::Duration::from_millis(500),
         config.backoff_max.max(std::time::Duration::from_secs(1)),
         std::time::Duration::from_secs(60),
     );
     let daemon = loop {
-        match Daemon::start(&config, &tuning) {
+        match Daemon::start_with(&config, &tuning, rest.clone()) {
             Ok(d) => break d,
+            Err(Error::Stopped) => return ExitCode::SUCCESS,
             Err(e) if matches!(e, Error::Config(_) | Error::Io { .. }) || e.is_auth_failure() => {
                 eprintln!("binance-syncd: {e}");
                 return ExitCode::from(if e.is_auth_failure() || matches!(e, Error::Config(_)) { 2 } else { 1 });
@@ -117,7 +211,7 @@ fn run() -> ExitCode {
             Err(e) => {
                 let delay = backoff.next_delay(std::time::Instant::now());
                 log::warn!("daemon: cannot start yet ({e}); retrying in {delay:?}");
-                if exit_rx.recv_timeout(delay).is_ok() {
+                if signal_rx.recv_timeout(delay).is_ok() {
                     return ExitCode::SUCCESS;
                 }
             }
@@ -126,7 +220,7 @@ fn run() -> ExitCode {
     // Signals now go to the daemon's own exit channel too.
     let forward = daemon.exit_tx.clone();
     std::thread::spawn(move || {
-        if let Ok(exit) = exit_rx.recv() {
+        if let Ok(exit) = signal_rx.recv() {
             let _ = forward.send(exit);
         }
     });

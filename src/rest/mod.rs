@@ -403,7 +403,10 @@ impl RestClient {
         };
         let body: serde_json::Value = self.call_json(&EXCHANGE_INFO, &params)?;
         let rules = ExchangeRules::from_json(&body).map_err(Error::Decode)?;
-        if !rules.rate_limits.is_empty() {
+        if rules.rate_limits.is_empty() {
+            log::warn!("exchangeInfo lists no rate limits; budgeting with Binance.US's older, lower ones");
+            self.gate.set_limits(crate::ratelimit::fallback_limits());
+        } else {
             self.gate.set_limits(rules.rate_limits.clone());
         }
         Ok(rules)

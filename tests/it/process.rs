@@ -1,0 +1,135 @@
+//! The daemon as a process: SIGKILL at random moments and restart loses and repeats nothing;
+//! SIGTERM exits 0 within 10 s and deletes the listen key; a bad key exits non-zero at once.
+
+use crate::sync::{assert_matches_truth, read_log, temp_dir};
+use crate::util::{client, paper_with};
+use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn daemon(ex: &PaperExchange, dir: &Path, key: &str) -> Child {
+    daemon_logging(ex, dir, key, Stdio::piped(), "warn")
+}
+
+fn daemon_logging(ex: &PaperExchange, dir: &Path, key: &str, stderr: Stdio, level: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
+        .arg("run")
+        .env_clear()
+        .env("BINANCE_API_KEY", key)
+        .env("BINANCE_API_SECRET", DEMO_API_SECRET)
+        .env("SYNCD_REST_URL", ex.rest_url())
+        .env("SYNCD_WS_URL", ex.ws_url())
+        .env("SYNCD_SYMBOLS", "BTCUSD,ETHUSD")
+        .env("SYNCD_STATE_DIR", dir.join("state"))
+        .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
+        .env("SYNCD_RECONCILE_S", "1")
+        .env("SYNCD_RECONCILE_DOWN_S", "0.5")
+        .env("SYNCD_WS_PING_S", "0.5")
+        .env("SYNCD_WS_SILENCE_S", "2")
+        .env("SYNCD_BACKOFF_MAX_S", "1")
+        .env("RUST_LOG", level)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn binance-syncd")
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A small xorshift so kill times vary from run to run but the seed is printed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_and_repeats_nothing() {
+    let ex = paper_with(|c| {
+        c.market_tick = Duration::from_millis(20);
+        c.engine.external_trader_pct = 60;
+    });
+    let dir = temp_dir("sigkill");
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("sigkill test seed {seed}");
+    let mut rng = Rng(seed);
+    for _ in 0..22 {
+        let mut child = daemon(&ex, &dir, DEMO_API_KEY);
+        std::thread::sleep(Duration::from_millis(150 + rng.next() % 900));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    let made_while_killing = ex.report()["trades"].as_array().unwrap().len();
+    assert!(made_while_killing > 20, "the market made only {made_while_killing} trades; the test proves nothing");
+    // Let the last run catch up with a still market, then stop it cleanly and grade.
+    ex.fault("quiesce", &[]).unwrap();
+    ex.fault("external", &[("pct", "0")]).unwrap();
+    let log = std::fs::File::create(dir.join("last-run.log")).unwrap();
+    let mut child = daemon_logging(&ex, &dir, DEMO_API_KEY, Stdio::from(log), "info");
+    let expected = ex.report()["trades"].as_array().unwrap().len();
+    let end = Instant::now() + Duration::from_secs(30);
+    while read_log(&dir.join("fills.jsonl")).len() < expected && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = child.kill();
+    let run_log = std::fs::read_to_string(dir.join("last-run.log")).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("no exit within 10 s of SIGTERM; log:\n{run_log}"));
+    assert!(status.success(), "{status:?}\n{run_log}");
+    assert_matches_truth(&read_log(&dir.join("fills.jsonl")), &ex.report());
+}
+
+#[test]
+fn sigterm_exits_zero_quickly_and_deletes_the_listen_key() {
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("sigterm");
+    let mut child = daemon(&ex, &dir, DEMO_API_KEY);
+    // Wait until the stream holds a key.
+    let end = Instant::now() + Duration::from_secs(10);
+    while ex.report()["listen_keys"].as_array().unwrap().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = client(&ex);
+    let started = Instant::now();
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits within 10 s");
+    assert_eq!(status.code(), Some(0));
+    println!("sigterm: exited in {:?}", started.elapsed());
+    let keys = ex.report()["listen_keys"].clone();
+    assert!(keys.as_array().unwrap().iter().any(|k| k["what"] == "closed"), "listen key not deleted: {keys}");
+}
+
+#[test]
+fn a_refused_api_key_exits_non_zero_with_one_message() {
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("badkey");
+    let mut child = daemon(&ex, &dir, "NotTheRightKey");
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits by itself");
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("binance-syncd:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("-2015"), "{err}");
+    assert!(!err.contains(DEMO_API_SECRET));
+}
