@@ -141,6 +141,9 @@ fn tail(path: &Path, offset: &mut u64) -> Vec<FillRecord> {
     out
 }
 
+/// When, which fault, with which parameters.
+type ScheduledFault = (Duration, &'static str, Vec<(&'static str, &'static str)>);
+
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     std::fs::create_dir_all(&opts.dir).map_err(Error::io(&opts.dir))?;
     let fill_log = opts.dir.join("fills.jsonl");
@@ -180,7 +183,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     let rules = rest.exchange_info(&config.symbols)?;
     let total = Duration::from_secs(opts.seconds.max(5));
     let start = Instant::now();
-    let faults: Vec<(Duration, &str, Vec<(&str, &str)>)> = vec![
+    let faults: [ScheduledFault; 4] = [
         (total * 3 / 10, "duplicate_trade", vec![("count", "3")]),
         (total * 4 / 10, "drop", vec![("mode", "rst"), ("refuse_ms", "2000")]),
         (total * 6 / 10, "garbage", vec![]),
