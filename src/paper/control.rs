@@ -164,8 +164,10 @@ fn dec(params: &[(&str, &str)], name: &str) -> Result<Decimal, String> {
 /// Applies one fault. The answer says what it reached.
 pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Value, String> {
     let now = shared.clock.now_ms();
-    let mut engine = shared.engine.lock().unwrap_or_else(|p| p.into_inner());
-    let key = engine.current_key();
+    // Stream faults run without the engine lock: a connection mid-handshake needs it to check
+    // its key, and `refuse_for` waits for the listener to close.
+    let key = shared.engine.lock().unwrap_or_else(|p| p.into_inner()).current_key();
+    let engine = || shared.engine.lock().unwrap_or_else(|p| p.into_inner());
     let result = match name {
         "drop" => {
             let rst = match get(params, "mode").unwrap_or("rst") {
@@ -174,17 +176,18 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
                 other => return Err(format!("mode={other:?}: use rst or fin")),
             };
             let refuse = num(params, "refuse_ms", 0)?;
-            let reached = shared.hub.control(None, StreamItem::Drop { rst });
+            // Close the door first: a client quick to reconnect must find it closed.
             if refuse > 0 {
                 if let Some(ws) = shared.ws.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     ws.refuse_for(Duration::from_millis(refuse as u64));
                 }
             }
+            let reached = shared.hub.control(None, StreamItem::Drop { rst });
             json!({"connections": reached})
         }
         "silent" => json!({"connections": shared.hub.control(None, StreamItem::Silence)}),
         "expire_key" => {
-            engine.expire_key(now, true);
+            engine().expire_key(now, true);
             json!({"expired": key.is_some()})
         }
         "cut" => {
@@ -192,12 +195,14 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
             json!({"connections": shared.hub.control(None, item)})
         }
         "duplicate_trade" => {
-            engine.faults.duplicate_trades += num(params, "count", 1)?.max(0) as u64;
-            json!({"pending": engine.faults.duplicate_trades})
+            let mut e = engine();
+            e.faults.duplicate_trades += num(params, "count", 1)?.max(0) as u64;
+            json!({"pending": e.faults.duplicate_trades})
         }
         "drop_events" => {
-            engine.faults.drop_events += num(params, "count", 1)?.max(0) as u64;
-            json!({"pending": engine.faults.drop_events})
+            let mut e = engine();
+            e.faults.drop_events += num(params, "count", 1)?.max(0) as u64;
+            json!({"pending": e.faults.drop_events})
         }
         "garbage" => {
             let kind = get(params, "kind").unwrap_or("all");
@@ -254,40 +259,43 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
                 Some(v) => Some(v.parse::<u64>().map_err(|_| format!("order_id={v:?} is not a number"))?),
                 None => None,
             };
-            json!({"filled": engine.fill_crossed(symbol, now, Some(order))})
+            json!({"filled": engine().fill_crossed(symbol, now, Some(order))})
         }
         "touch" => {
             let symbol = get(params, "symbol").ok_or("symbol is required")?;
             let bid = dec(params, "bid")?;
-            engine.set_touch(symbol, bid).map_err(|e| e.msg)?;
-            json!({"filled": engine.fill_crossed(symbol, now, None)})
+            let mut e = engine();
+            e.set_touch(symbol, bid).map_err(|e| e.msg)?;
+            json!({"filled": e.fill_crossed(symbol, now, None)})
         }
         "tick" => {
+            let mut e = engine();
             for _ in 0..num(params, "count", 1)?.clamp(0, 100_000) {
-                engine.tick(now);
+                e.tick(now);
             }
             json!({})
         }
         "deposit" => {
             let asset = get(params, "asset").ok_or("asset is required")?;
-            engine.deposit(asset, dec(params, "amount")?, now);
+            let amount = dec(params, "amount")?;
+            engine().deposit(asset, amount, now);
             json!({})
         }
         "quiesce" => {
-            engine.faults.quiesced = true;
+            engine().faults.quiesced = true;
             json!({})
         }
         "resume" => {
-            engine.faults.quiesced = false;
+            engine().faults.quiesced = false;
             json!({})
         }
         "external" => {
-            engine.set_external_pct(num(params, "pct", 0)?.clamp(0, 100) as u64);
+            let pct = num(params, "pct", 0)?.clamp(0, 100) as u64;
+            engine().set_external_pct(pct);
             json!({})
         }
         other => return Err(format!("unknown fault {other:?}; known: {}", FAULTS.join(", "))),
     };
-    drop(engine);
     shared.fault_log.lock().unwrap_or_else(|p| p.into_inner()).push(FaultRecord {
         time_ms: now,
         name: name.to_string(),

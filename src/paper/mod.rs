@@ -167,7 +167,9 @@ impl PaperExchange {
             ping_interval: config.ping_interval / scale,
             pong_timeout: config.pong_timeout / scale,
             max_connection_life: config.connection_life / scale,
-            incoming_per_second: config.incoming_per_second,
+            // The limit counts real seconds; with time compressed, pings (and so pongs) come
+            // `scale` times as often, so the allowance scales with them.
+            incoming_per_second: config.incoming_per_second.saturating_mul(scale),
             max_frame: 64 * 1024,
         };
         let ws_server =

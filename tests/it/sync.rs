@@ -71,6 +71,13 @@ pub fn assert_matches_truth(fills: &[FillRecord], report: &Value) {
     }
     let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dupes.is_empty(), "duplicate lines: {dupes:?}");
+    let missing: Vec<&Value> = trades
+        .iter()
+        .filter(|t| {
+            !seen.contains_key(&(t["symbol"].as_str().unwrap_or("").to_string(), t["id"].as_u64().unwrap_or(0)))
+        })
+        .collect();
+    assert!(missing.is_empty(), "{} of {} trades missing from the log: {missing:?}", missing.len(), trades.len());
     assert_eq!(fills.len(), trades.len(), "log has {} lines, exchange made {} trades", fills.len(), trades.len());
     for t in trades {
         let key = (t["symbol"].as_str().unwrap().to_string(), t["id"].as_u64().unwrap());
