@@ -60,7 +60,7 @@ fn stream_bench(ex: &PaperExchange) {
     let key: serde_json::Value = rest.call_json(&LISTEN_KEY_NEW, &[]).expect("listen key");
     let key = key["listenKey"].as_str().expect("key").to_string();
     let (mut ws, _) = tungstenite::connect(format!("{}/ws/{key}", ex.ws_url())).expect("ws connect");
-    let n = 100_000u64;
+    let n = 1_000_000u64;
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let producer = {
