@@ -204,7 +204,7 @@ fn garbage_frames_are_skipped_and_the_stream_stays_up() {
 
 #[test]
 fn a_429_burst_during_reconciliation_is_waited_out_without_a_ban() {
-    let mut rig = Rig::start("burst", |_| {}, fast());
+    let rig = Rig::start("burst", |_| {}, fast());
     rig.ex.fault("drop_events", &[("count", "1000")]).unwrap(); // only REST can deliver now
     let btc = rest_buy(&rig.ex, &rig.rest, "BTCUSD", "0.01", "burst-1");
     let eth = rest_buy(&rig.ex, &rig.rest, "ETHUSD", "0.01", "burst-2");
