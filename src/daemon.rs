@@ -81,7 +81,10 @@ impl Daemon {
         )?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<Exit>();
-        let (events_tx, events_rx) = crossbeam_channel::bounded(100_000);
+        // Unbounded: a bounded channel preallocates every slot (megabytes of RSS for a queue
+        // that is almost always empty), and the stream must never block on a slow disk or it
+        // stops answering pings. Events arrive at human rates; `state` drains them.
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(16);
         let key = KeyCell::default();
         let spawn_err = |e: std::io::Error| Error::Transport(format!("cannot start a thread: {e}"));

@@ -15,7 +15,7 @@
 //! | `burst_429` [count=1, retry_after=1] | the next `count` REST requests get 429 with `Retry-After` seconds |
 //! | `clock_jump` ms=N | the server clock jumps by N ms (negative: back) |
 //! | `order_error` [mode=503\|504\|reset, count=1] | the next order placements are made but answered with an error or a reset |
-//! | `fill` symbol=S [order_id=N] | fill open orders now (partially, about half the time) |
+//! | `fill` symbol=S [order_id=N, whole=false] | fill open orders now (partially about half the time, unless `whole=true`) |
 //! | `touch` symbol=S bid=P | move the market's bid to P (crossed orders fill) |
 //! | `tick` [count=1] | advance the market now |
 //! | `deposit` asset=A amount=X | a deposit: `balanceUpdate` + `outboundAccountPosition` |
@@ -259,7 +259,8 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
                 Some(v) => Some(v.parse::<u64>().map_err(|_| format!("order_id={v:?} is not a number"))?),
                 None => None,
             };
-            json!({"filled": engine().fill_crossed(symbol, now, Some(order))})
+            let whole = get(params, "whole") == Some("true");
+            json!({"filled": engine().fill_orders(symbol, now, Some(order), whole)})
         }
         "touch" => {
             let symbol = get(params, "symbol").ok_or("symbol is required")?;

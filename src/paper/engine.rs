@@ -1301,6 +1301,11 @@ impl Engine {
     /// Fills resting orders on `symbol` that the market has crossed (or, with `force`, the
     /// given order or all open orders, as a fault). Fills are partial about half the time.
     pub fn fill_crossed(&mut self, symbol: &str, now_ms: i64, force: Option<Option<u64>>) -> usize {
+        self.fill_orders(symbol, now_ms, force, false)
+    }
+
+    /// [`fill_crossed`](Self::fill_crossed), with `whole` filling each order in one trade.
+    pub fn fill_orders(&mut self, symbol: &str, now_ms: i64, force: Option<Option<u64>>, whole: bool) -> usize {
         let Some(m) = self.markets.get(symbol) else { return 0 };
         let (bid, ask, step) = (m.bid, m.ask, m.spec.step);
         let candidates: Vec<u64> = m
@@ -1324,7 +1329,7 @@ impl Engine {
             if remaining <= Decimal::ZERO {
                 continue;
             }
-            let qty = if self.rng.chance(50) {
+            let qty = if whole || self.rng.chance(50) {
                 remaining
             } else {
                 let pct = self.rng.range(20, 80);
