@@ -2,6 +2,7 @@
 
 mod mock;
 mod paper_rest;
+mod python;
 mod rest;
 mod sync;
 mod util;
