@@ -42,7 +42,7 @@ fn python(root: &Path) -> Option<PathBuf> {
         println!("python: installing websocket-client into {}", env.display());
         let ok = Command::new("python3").args(["-m", "venv"]).arg(&env).status().is_ok_and(|s| s.success())
             && Command::new(&py)
-                .args(["-m", "pip", "install", "-q", "websocket-client==1.9.0"])
+                .args(["-m", "pip", "install", "-q", "websocket-client==1.9.2"])
                 .status()
                 .is_ok_and(|s| s.success());
         if !ok || !has(&py) {

@@ -4,6 +4,7 @@ mod faults;
 mod mock;
 mod paper_rest;
 mod process;
+mod python;
 mod rest;
 mod sync;
 mod util;

@@ -1,0 +1,147 @@
+//! The paper exchange judged by others: independent Binance clients from PyPI (python-binance,
+//! binance-connector, ccxt, websocket-client), unchanged, run by `tests/py/clients.py` against
+//! `binance-syncd paper`.
+//!
+//! The clients live in a venv: `$SYNCD_PYENV`, else `target/pyenv` under the crate. When its
+//! Python lacks the pinned packages of `tests/py/requirements.txt`, the venv is created with
+//! `python3 -m venv` and filled with `pip install -r` (this needs PyPI). Missing Python or a
+//! failed install fails the test with the reason; it never passes silently.
+//!
+//! `SYNCD_PYCLIENTS_ARGS` adds arguments to the script, e.g. `--skip ws` or `--only ccxt`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Exits 0 when every `name==version` pin of the requirements file is installed at that version;
+/// otherwise prints what differs and exits 1.
+const PINS_CHECK: &str = r##"
+import sys
+from importlib.metadata import version, PackageNotFoundError
+bad = []
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, _, want = line.partition("==")
+    try:
+        got = version(name)
+    except PackageNotFoundError:
+        got = None
+    if got != want:
+        bad.append(f"{name}: want {want}, have {got}")
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+"##;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_dir() -> PathBuf {
+    match std::env::var_os("SYNCD_PYENV") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => manifest_dir().join("target").join("pyenv"),
+    }
+}
+
+/// `None` when the venv's Python has every pin; otherwise why not.
+fn pins_missing(python: &Path, requirements: &Path) -> Option<String> {
+    if !python.exists() {
+        return Some(format!("{} does not exist", python.display()));
+    }
+    match Command::new(python).arg("-c").arg(PINS_CHECK).arg(requirements).output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run {}: {e}", python.display())),
+    }
+}
+
+fn run_step(what: &str, cmd: &mut Command) {
+    eprintln!("python clients: {what}: {cmd:?}");
+    let status = cmd.status().unwrap_or_else(|e| panic!("python clients: {what}: cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "python clients: {what} failed ({status}); see the output above");
+}
+
+/// The venv's Python, with the pinned clients installed.
+fn ensure_venv() -> PathBuf {
+    let venv = venv_dir();
+    let python = venv.join("bin").join("python");
+    let requirements = manifest_dir().join("tests/py/requirements.txt");
+    let Some(why) = pins_missing(&python, &requirements) else { return python };
+    eprintln!("python clients: venv {} is not ready ({why}); setting it up", venv.display());
+    if !python.exists() {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "venv"]).arg(&venv);
+        if let Err(e) = Command::new("python3").arg("--version").output() {
+            panic!(
+                "python clients: python3 is needed to create the venv {} but cannot be run: {e}. \
+                 Install Python 3.11, or point SYNCD_PYENV at a venv with tests/py/requirements.txt installed.",
+                venv.display()
+            );
+        }
+        run_step("create venv", &mut cmd);
+    }
+    run_step(
+        "install tests/py/requirements.txt (needs PyPI)",
+        Command::new(&python).args(["-m", "pip", "install", "--disable-pip-version-check", "-r"]).arg(&requirements),
+    );
+    if let Some(why) = pins_missing(&python, &requirements) {
+        panic!("python clients: after pip install the venv {} still lacks the pins: {why}", venv.display());
+    }
+    python
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+#[test]
+fn independent_python_clients_agree_with_the_paper_exchange() {
+    let python = ensure_venv();
+    let script = manifest_dir().join("tests/py/clients.py");
+    let binary = env!("CARGO_BIN_EXE_binance-syncd");
+    let started = Instant::now();
+    let extra = std::env::var("SYNCD_PYCLIENTS_ARGS").unwrap_or_default();
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(binary)
+        .args(extra.split_whitespace())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", python.display(), script.display()));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for clients.py") {
+            break Some(status);
+        }
+        if started.elapsed() > SCRIPT_DEADLINE {
+            let _ = child.kill(); // our own child; clients.py makes its paper subprocess die with it (PDEATHSIG)
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    let output = format!("--- clients.py stdout ---\n{out}--- clients.py stderr ---\n{err}");
+    match status {
+        Some(s) if s.success() => eprintln!("{output}python clients: passed in {:.1?}", started.elapsed()),
+        Some(s) => panic!("tests/py/clients.py failed ({s}):\n{output}"),
+        None => panic!("tests/py/clients.py did not finish within {SCRIPT_DEADLINE:?}; killed:\n{output}"),
+    }
+}
