@@ -26,6 +26,7 @@ fn rest(ex: &PaperExchange) -> RestClient {
             api_secret: Some(Secret::new(DEMO_API_SECRET)),
             recv_window_ms: 5000,
             timeout: Duration::from_secs(10),
+            clock_resync: Duration::from_secs(600),
         },
         clock.clone(),
         Arc::new(RateGate::new(unlimited, clock)),

@@ -173,6 +173,7 @@ pub fn rest_client(config: &Config) -> Arc<RestClient> {
             api_secret: config.api_secret.clone(),
             recv_window_ms: config.recv_window_ms,
             timeout: config.http_timeout,
+            clock_resync: config.clock_sync,
         },
         clock,
         gate,

@@ -61,6 +61,7 @@ fn rest_client(ex: &PaperExchange) -> RestClient {
             api_secret: Some(crate::secret::Secret::new(DEMO_API_SECRET)),
             recv_window_ms: 5000,
             timeout: Duration::from_secs(10),
+            clock_resync: Duration::from_secs(600),
         },
         clock,
         gate,

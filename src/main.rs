@@ -254,6 +254,7 @@ fn check() -> ExitCode {
             api_secret: config.api_secret.clone(),
             recv_window_ms: config.recv_window_ms,
             timeout: config.http_timeout,
+            clock_resync: config.clock_sync,
         },
         clock,
         gate,

@@ -537,6 +537,72 @@ impl Engine {
         Value::Array(self.markets.keys().filter_map(|s| self.ticker_price(s).ok()).collect())
     }
 
+    /// `ticker/24hr` (FULL): statistics from the prints the paper market keeps.
+    pub fn ticker_24hr(&self, symbol: &str, now_ms: i64) -> Result<Value, ApiError> {
+        let m = self.market(symbol)?;
+        let last = m.prints.back().map(|(_, p, q)| (*p, *q)).unwrap_or((mid(m), Decimal::ZERO));
+        let open = m.prints.front().map(|(_, p, _)| *p).unwrap_or(last.0);
+        let (mut high, mut low, mut volume, mut quote) = (last.0, last.0, Decimal::ZERO, Decimal::ZERO);
+        for (_, p, q) in &m.prints {
+            high = high.max(*p);
+            low = low.min(*p);
+            volume = volume.checked_add(*q).unwrap_or(volume);
+            quote = quote.checked_add(p.checked_mul(*q).unwrap_or(Decimal::ZERO)).unwrap_or(quote);
+        }
+        let change = last.0.checked_sub(open).unwrap_or(Decimal::ZERO);
+        let pct =
+            change.checked_mul(Decimal::from_int(100)).and_then(|c| c.checked_div(open, 3)).unwrap_or(Decimal::ZERO);
+        let wavg = quote.checked_div(volume, 8).unwrap_or(last.0);
+        Ok(json!({
+            "symbol": symbol, "priceChange": fmt8(change), "priceChangePercent": pct.to_string(),
+            "weightedAvgPrice": fmt8(wavg), "prevClosePrice": fmt8(open), "lastPrice": fmt8(last.0),
+            "lastQty": fmt8(last.1), "bidPrice": fmt8(m.bid), "bidQty": "1.00000000",
+            "askPrice": fmt8(m.ask), "askQty": "1.00000000", "openPrice": fmt8(open),
+            "highPrice": fmt8(high), "lowPrice": fmt8(low), "volume": fmt8(volume),
+            "quoteVolume": fmt8(floor8(quote)), "openTime": now_ms - 86_400_000, "closeTime": now_ms,
+            "firstId": m.next_trade_id.saturating_sub(m.prints.len() as u64), "lastId": m.next_trade_id,
+            "count": m.prints.len(),
+        }))
+    }
+
+    pub fn tickers_24hr(&self, now_ms: i64) -> Value {
+        Value::Array(self.markets.keys().filter_map(|s| self.ticker_24hr(s, now_ms).ok()).collect())
+    }
+
+    /// An `executionReport` with `x=REJECTED` for a cancel-replace whose new order failed.
+    pub fn publish_rejected(&mut self, req: &NewOrder, reason: &str, now_ms: i64) {
+        let reject = match reason {
+            "Order would immediately match and take." => "WOULD_MATCH_IMMEDIATELY",
+            "Account has insufficient balance for requested action." => "INSUFFICIENT_BALANCES",
+            _ => "UNKNOWN",
+        };
+        let order = Order {
+            symbol: req.symbol.clone(),
+            order_id: 0,
+            client_order_id: req.new_client_order_id.clone().unwrap_or_default(),
+            side: req.side,
+            order_type: req.order_type,
+            tif: req.time_in_force.unwrap_or(TimeInForce::Gtc),
+            price: req.price.unwrap_or(Decimal::ZERO),
+            orig_qty: req.quantity.unwrap_or(Decimal::ZERO),
+            executed_qty: Decimal::ZERO,
+            cum_quote: Decimal::ZERO,
+            orig_quote_qty: req.quote_order_qty.unwrap_or(Decimal::ZERO),
+            status: OrderStatus::Rejected,
+            time: now_ms,
+            update_time: now_ms,
+            working_time: None,
+            stp_mode: req.stp_mode.clone().unwrap_or_else(|| "EXPIRE_MAKER".into()),
+            origin: Origin::Api,
+            locked: Decimal::ZERO,
+        };
+        let mut report = Engine::execution_report(&order, now_ms, "REJECTED", &order.client_order_id, "", None, None);
+        if let Some(obj) = report.as_object_mut() {
+            obj.insert("r".into(), json!(reject));
+        }
+        self.publish(&report);
+    }
+
     pub fn depth(&self, symbol: &str, limit: usize) -> Result<Value, ApiError> {
         let m = self.market(symbol)?;
         let levels = limit.clamp(1, 5000).min(20);

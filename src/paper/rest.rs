@@ -274,26 +274,50 @@ struct Route {
     allowed: &'static [&'static str],
 }
 
+const ORDER: &[&str] = &[
+    "symbol",
+    "side",
+    "type",
+    "timeInForce",
+    "quantity",
+    "quoteOrderQty",
+    "price",
+    "newClientOrderId",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+    "stopPrice",
+    "trailingDelta",
+    "icebergQty",
+    "strategyId",
+    "strategyType",
+    "computeCommissionRates",
+];
+
+const CANCEL_REPLACE: &[&str] = &[
+    "symbol",
+    "side",
+    "type",
+    "timeInForce",
+    "quantity",
+    "quoteOrderQty",
+    "price",
+    "newClientOrderId",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+    "stopPrice",
+    "trailingDelta",
+    "icebergQty",
+    "strategyId",
+    "strategyType",
+    "cancelReplaceMode",
+    "cancelOrderId",
+    "cancelOrigClientOrderId",
+    "cancelNewClientOrderId",
+    "cancelRestrictions",
+];
+
 fn route(method: &str, path: &str) -> Option<Route> {
     let r = |sec, allowed| Some(Route { sec, allowed });
-    const ORDER: &[&str] = &[
-        "symbol",
-        "side",
-        "type",
-        "timeInForce",
-        "quantity",
-        "quoteOrderQty",
-        "price",
-        "newClientOrderId",
-        "newOrderRespType",
-        "selfTradePreventionMode",
-        "stopPrice",
-        "trailingDelta",
-        "icebergQty",
-        "strategyId",
-        "strategyType",
-        "computeCommissionRates",
-    ];
     match (method, path) {
         ("GET", "/api/v3/ping") => r(Sec::None, &[]),
         ("GET", "/api/v3/time") => r(Sec::None, &[]),
@@ -317,7 +341,8 @@ fn route(method: &str, path: &str) -> Option<Route> {
         ("GET", "/api/v3/myTrades") => {
             r(Sec::Signed, &["symbol", "orderId", "startTime", "endTime", "fromId", "limit"])
         }
-        ("POST", "/api/v3/order/cancelReplace") => r(Sec::Signed, &[]),
+        ("POST", "/api/v3/order/cancelReplace") => r(Sec::Signed, CANCEL_REPLACE),
+        ("GET", "/api/v3/ticker/24hr") => r(Sec::None, &["symbol", "symbols", "type"]),
         ("GET", "/api/v3/rateLimit/order") => r(Sec::Signed, &[]),
         ("POST" | "PUT" | "DELETE", "/api/v3/userDataStream") => r(Sec::ApiKey, &["listenKey"]),
         _ => None,
@@ -336,6 +361,13 @@ fn weight(profile: WeightProfile, method: &str, path: &str, params: &Params) -> 
                 pick(1, 2)
             } else {
                 pick(2, 4)
+            }
+        }
+        ("GET", "/api/v3/ticker/24hr") => {
+            if has("symbol") {
+                pick(1, 2)
+            } else {
+                pick(40, 80)
             }
         }
         ("GET", "/api/v3/depth") => {
@@ -517,7 +549,8 @@ pub fn handle(shared: &Shared, req: Request) -> Outcome {
         }
     };
     let Some(route) = route(&req.method, &req.path) else {
-        let e = ApiError::new(404, -1000, "Unknown endpoint.");
+        // Not -1000: clients read that as "unknown outcome" and would look for an order.
+        let e = ApiError::new(404, -1020, "This operation is not supported.");
         shared.record_error(&req, &e, format!("no route for {} {}", req.method, req.path));
         return Outcome::Respond(Response::json(404, error_body(&e)));
     };
@@ -820,10 +853,22 @@ fn dispatch(
                 {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": shared.rest.orders_per_day, "count": rate.order_windows[1].1}
             ]))
         }
-        ("POST", "/api/v3/order/cancelReplace") => Err((
-            ApiError::bad(-1020, "This operation is not supported."),
-            "cancelReplace is not simulated by the paper exchange".into(),
-        )),
+        ("POST", "/api/v3/order/cancelReplace") => cancel_replace(shared, params, now, headers),
+        ("GET", "/api/v3/ticker/24hr") => {
+            let engine = shared.engine();
+            match symbol_list_unlocked(&engine, params)? {
+                Some(list) if params.get("symbol").is_some() => {
+                    engine.ticker_24hr(&list[0], now).map(Dispatched::Body).map_err(fail)
+                }
+                Some(list) => list
+                    .iter()
+                    .map(|s| engine.ticker_24hr(s, now))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|v| Dispatched::Body(Value::Array(v)))
+                    .map_err(fail),
+                None => body(engine.tickers_24hr(now)),
+            }
+        }
         ("POST", "/api/v3/userDataStream") => body(json!({"listenKey": shared.engine().listen_key_create(now)})),
         ("PUT", "/api/v3/userDataStream") => {
             let key = params.required("listenKey").map_err(fail)?;
@@ -835,8 +880,94 @@ fn dispatch(
             shared.engine().listen_key_close(key, now).map_err(fail)?;
             body(json!({}))
         }
-        _ => Err(fail(ApiError::new(404, -1000, "Unknown endpoint."))),
+        _ => Err(fail(ApiError::new(404, -1020, "This operation is not supported."))),
     }
+}
+
+/// `POST /api/v3/order/cancelReplace` (§5.13): filters and the order count before the cancel,
+/// then the documented outcome table, with `-2021` (409) and `-2022` (400) carrying `data`.
+fn cancel_replace(
+    shared: &Shared,
+    params: &Params,
+    now: i64,
+    headers: &mut Vec<(String, String)>,
+) -> Result<Dispatched, Failed> {
+    let mode = params.required("cancelReplaceMode").map_err(fail)?;
+    let allow_failure = match mode {
+        "STOP_ON_FAILURE" => false,
+        "ALLOW_FAILURE" => true,
+        _ => return Err(fail(ApiError::bad(-1130, "Data sent for parameter 'cancelReplaceMode' is not valid."))),
+    };
+    let cancel_id = params.uint("cancelOrderId").map_err(fail)?;
+    let cancel_orig = params.get("cancelOrigClientOrderId").map(str::to_string);
+    if cancel_id.is_none() && cancel_orig.is_none() {
+        return Err(fail(ApiError::bad(
+            -1102,
+            "Param 'cancelOrigClientOrderId' or 'cancelOrderId' must be sent, but both were empty/null!",
+        )));
+    }
+    let cancel_new_id = params.client_id("cancelNewClientOrderId").map_err(fail)?;
+    let order = parse_new_order(params, false)?;
+    let mut check = order.clone();
+    check.test = true;
+    // A new order that fails its filters is refused before anything is canceled; one that
+    // would only fail in the engine (balance, crossing) is decided after the cancel.
+    if let Err(e) = shared.engine().new_order(check, now, Origin::Api) {
+        if e.code != -2010 {
+            return Err(fail(e));
+        }
+    }
+    let counts = shared.count_order().map_err(|(e, retry)| {
+        headers.push(("Retry-After".into(), retry.to_string()));
+        fail(e)
+    })?;
+    let symbol = order.symbol.clone();
+    let mut engine = shared.engine();
+    let canceled = engine.cancel_order(&symbol, cancel_id, cancel_orig.as_deref(), cancel_new_id, now);
+    let err_json = |e: &ApiError| json!({"code": e.code, "msg": e.msg});
+    let (status, body) = match canceled {
+        Err(ce) if !allow_failure => (
+            400,
+            json!({"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+                "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+                "cancelResponse": err_json(&ce), "newOrderResponse": null}}),
+        ),
+        Err(ce) => match engine.new_order(order, now, Origin::Api) {
+            Ok(placed) => (
+                409,
+                json!({"code": -2021, "msg": "Order cancel-replace partially failed.", "data": {
+                    "cancelResult": "FAILURE", "newOrderResult": "SUCCESS",
+                    "cancelResponse": err_json(&ce), "newOrderResponse": placed}}),
+            ),
+            Err(ne) => (
+                400,
+                json!({"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+                    "cancelResult": "FAILURE", "newOrderResult": "FAILURE",
+                    "cancelResponse": err_json(&ce), "newOrderResponse": err_json(&ne)}}),
+            ),
+        },
+        Ok(cancel_response) => match engine.new_order(order.clone(), now, Origin::Api) {
+            Ok(placed) => (
+                200,
+                json!({"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS",
+                       "cancelResponse": cancel_response, "newOrderResponse": placed}),
+            ),
+            Err(ne) => {
+                // The one case Binance reports x=REJECTED on the stream (§4.4).
+                engine.publish_rejected(&order, &ne.msg, now);
+                (
+                    409,
+                    json!({"code": -2021, "msg": "Order cancel-replace partially failed.", "data": {
+                        "cancelResult": "SUCCESS", "newOrderResult": "FAILURE",
+                        "cancelResponse": cancel_response, "newOrderResponse": err_json(&ne)}}),
+                )
+            }
+        },
+    };
+    drop(engine);
+    headers.push(("X-MBX-ORDER-COUNT-10S".into(), counts.0.to_string()));
+    headers.push(("X-MBX-ORDER-COUNT-1D".into(), counts.1.to_string()));
+    Ok(Dispatched::Raw(status, body.to_string()))
 }
 
 fn symbol_list_unlocked(engine: &Engine, params: &Params) -> Result<Option<Vec<String>>, Failed> {

@@ -121,6 +121,8 @@ pub struct RestConfig {
     pub api_secret: Option<Secret>,
     pub recv_window_ms: u64,
     pub timeout: Duration,
+    /// Re-measure the server-time offset before a signed request once it is this old.
+    pub clock_resync: Duration,
 }
 
 /// A blocking REST client. Cheap to share behind an `Arc`; ureq pools connections inside.
@@ -130,6 +132,7 @@ pub struct RestClient {
     api_key: Option<Secret>,
     signer: Option<Signer>,
     recv_window_ms: u64,
+    clock_resync: Duration,
     clock: Arc<ServerClock>,
     gate: Arc<RateGate>,
 }
@@ -188,6 +191,7 @@ impl RestClient {
             signer: config.api_secret.as_ref().map(Signer::new),
             api_key: config.api_key,
             recv_window_ms: config.recv_window_ms,
+            clock_resync: config.clock_resync,
             clock,
             gate,
         }
@@ -204,6 +208,12 @@ impl RestClient {
     /// Sends one request and returns the body of a 2xx answer. Signs if the endpoint needs it
     /// (and re-signs with a resynced clock after `-1021`, at most twice).
     pub fn call(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
+        if ep.security == Security::Signed && self.clock.is_stale(self.clock_resync) {
+            // Clocks drift; re-measure before the offset is old enough to cost a -1021.
+            if let Err(e) = self.sync_clock() {
+                log::warn!("clock resync failed ({e}); signing with the last offset");
+            }
+        }
         let mut attempt = 0;
         loop {
             match self.call_once(ep, params, None) {

@@ -82,6 +82,8 @@ pub fn local_ms() -> i64 {
 pub struct ServerClock {
     offset_ms: AtomicI64,
     synced: AtomicBool,
+    /// Local ms of the last sync, so a stale offset can be re-measured.
+    synced_at_ms: AtomicI64,
 }
 
 /// One `GET /api/v3/time` round trip, all in ms.
@@ -112,6 +114,12 @@ impl ServerClock {
     pub fn set_offset(&self, offset_ms: i64) {
         self.offset_ms.store(offset_ms, Ordering::Relaxed);
         self.synced.store(true, Ordering::Relaxed);
+        self.synced_at_ms.store(local_ms(), Ordering::Relaxed);
+    }
+
+    /// Never synced, or synced longer ago than `max_age`.
+    pub fn is_stale(&self, max_age: std::time::Duration) -> bool {
+        !self.is_synced() || local_ms() - self.synced_at_ms.load(Ordering::Relaxed) > max_age.as_millis() as i64
     }
 
     /// The offset from the sample with the shortest round trip: the server read its clock

@@ -3,6 +3,7 @@
 mod faults;
 mod mock;
 mod paper_rest;
+mod paper_stream;
 mod process;
 mod python;
 mod rest;

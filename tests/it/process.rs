@@ -100,16 +100,23 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
 }
 
 #[test]
-fn sigterm_exits_zero_quickly_and_deletes_the_listen_key() {
+fn sigterm_exits_zero_quickly_and_deletes_the_listen_key_and_no_secret_is_ever_printed() {
     let ex = paper_with(|_| {});
     let dir = temp_dir("sigterm");
-    let mut child = daemon(&ex, &dir, DEMO_API_KEY);
-    // Wait until the stream holds a key.
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // Debug level: the most the daemon ever says about its requests.
+    let mut child = daemon_logging(&ex, &dir, DEMO_API_KEY, Stdio::from(log), "debug");
+    // Wait until the stream is connected, then make a fill so every path has run once.
     let end = Instant::now() + Duration::from_secs(10);
-    while ex.report()["listen_keys"].as_array().unwrap().is_empty() && Instant::now() < end {
+    while ex.report()["sessions"].as_array().unwrap().is_empty() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = client(&ex);
+    let listen_key = ex.shared().engine.lock().unwrap().current_key().expect("a live key");
+    let rest = client(&ex);
+    let id = crate::sync::rest_buy(&ex, &rest, "BTCUSD", "0.01", "term-1");
+    crate::sync::fill_all(&ex, "BTCUSD", id);
+    crate::sync::wait_lines(&dir.join("fills.jsonl"), 1, Duration::from_secs(10));
     let started = Instant::now();
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits within 10 s");
@@ -117,6 +124,10 @@ fn sigterm_exits_zero_quickly_and_deletes_the_listen_key() {
     println!("sigterm: exited in {:?}", started.elapsed());
     let keys = ex.report()["listen_keys"].clone();
     assert!(keys.as_array().unwrap().iter().any(|k| k["what"] == "closed"), "listen key not deleted: {keys}");
+    let text = std::fs::read_to_string(&log_path).unwrap() + &std::fs::read_to_string(dir.join("fills.jsonl")).unwrap();
+    assert!(text.contains("fill symbol=BTCUSD"), "the log says nothing: it proves nothing");
+    assert!(!text.contains(DEMO_API_SECRET), "the API secret leaked");
+    assert!(!text.contains(&listen_key), "the listen key leaked");
 }
 
 #[test]

@@ -23,6 +23,7 @@ fn client(mock: &Mock) -> RestClient {
             api_secret: Some(Secret::new(SECRET)),
             recv_window_ms: 5000,
             timeout: Duration::from_secs(5),
+            clock_resync: Duration::from_secs(600),
         },
         clock,
         gate,
