@@ -6,6 +6,7 @@ use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SE
 use binance_syncd::secret::Secret;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 pub const PAPER_USAGE: &str = "\
 binance-syncd paper — a Binance.US-compatible exchange on loopback, with fault injection
@@ -25,6 +26,9 @@ OPTIONS:
     --weight-limit N       REQUEST_WEIGHT per minute (default 6000; 1200 before 2026-08-31)
     --weights PROFILE      us-2026 (default) or us-2023 weight table
     --external-trader PCT  another user trades on the account on PCT % of market ticks (default 0)
+    --ping-interval S      server ping interval in seconds (default 20; 180 before 2026-08-31)
+    --pong-timeout S       disconnect after S seconds without a pong (default 60; 600 before)
+    --key-life S           listen-key lifetime in seconds (default 3600)
     -h, --help             print this help
 
 It prints its REST and WS URLs and the key pair it accepts, then runs until SIGTERM or Ctrl-C.
@@ -75,6 +79,11 @@ pub fn parse(args: &[String]) -> Result<Option<PaperConfig>, String> {
             }
             "--external-trader" => {
                 config.engine.external_trader_pct = number::<u64>(value(args, &mut i, flag)?, flag)?.min(100)
+            }
+            "--ping-interval" => config.ping_interval = Duration::from_secs(number(value(args, &mut i, flag)?, flag)?),
+            "--pong-timeout" => config.pong_timeout = Duration::from_secs(number(value(args, &mut i, flag)?, flag)?),
+            "--key-life" => {
+                config.engine.listen_key_ttl = Duration::from_secs(number(value(args, &mut i, flag)?, flag)?)
             }
             other => return Err(format!("unknown option {other:?}; see `binance-syncd paper --help`")),
         }

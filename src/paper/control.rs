@@ -8,6 +8,7 @@
 //! | `drop` [mode=rst\|fin, refuse_ms=0] | drop every stream connection without a close frame; refuse new connections for `refuse_ms` |
 //! | `silent` | stream connections stay open and send nothing, pings included |
 //! | `expire_key` | the listen key expires now: `listenKeyExpired`, then nothing |
+//! | `forget_key` | the listen key silently stops existing: no event, connections stay open but get nothing, PUT gets `-1125` |
 //! | `cut` | the 24 h cut, now: close frame 1001 on every stream connection |
 //! | `duplicate_trade` [count=1] | the next `count` TRADE events are sent twice |
 //! | `drop_events` [count=1] | the next `count` events reach no stream |
@@ -107,6 +108,7 @@ pub const FAULTS: &[&str] = &[
     "drop",
     "silent",
     "expire_key",
+    "forget_key",
     "cut",
     "duplicate_trade",
     "drop_events",
@@ -189,6 +191,10 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
         "expire_key" => {
             engine().expire_key(now, true);
             json!({"expired": key.is_some()})
+        }
+        "forget_key" => {
+            engine().forget_key(now);
+            json!({"forgotten": key.is_some()})
         }
         "cut" => {
             let item = StreamItem::Close { code: 1001, reason: "24h cut".into() };

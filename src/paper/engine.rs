@@ -750,6 +750,13 @@ impl Engine {
         self.note_key(&k.key, "expired", now_ms);
     }
 
+    /// The key stops existing without a word (§3.7: "a key that silently stops delivering").
+    pub fn forget_key(&mut self, now_ms: i64) {
+        if let Some(k) = self.listen_key.take() {
+            self.note_key(&k.key, "forgotten", now_ms);
+        }
+    }
+
     fn note_key(&mut self, key: &str, what: &str, now_ms: i64) {
         self.key_history.push(ListenKeyEvent {
             time_ms: now_ms,

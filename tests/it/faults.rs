@@ -260,3 +260,28 @@ fn keepalive_keeps_a_short_lived_key_alive() {
     assert!(!whats.contains(&"expired"), "the key lapsed: {whats:?}");
     assert!(whats.iter().filter(|w| **w == "extended").count() >= 5, "{whats:?}");
 }
+
+#[test]
+fn a_key_that_silently_stops_is_caught_by_the_keepalive() {
+    let mut rig = Rig::start("forget", |_| {}, fast());
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+    let mut cfg = rig.cfg.clone();
+    cfg.keepalive = Duration::from_secs(1);
+    rig.daemon = Some(Daemon::start(&cfg, &fast()).unwrap());
+    let before = rig.sessions().len();
+    rig.wait_sessions(before + 1);
+    rig.trade("BTCUSD");
+    // The key vanishes; the open connection still answers pings but will never carry an event.
+    rig.ex.fault("forget_key", &[]).unwrap();
+    rig.trade("ETHUSD");
+    rig.wait_sessions(before + 2);
+    rig.trade("BTCUSD");
+    let report = rig.finish();
+    let whats: Vec<&str> =
+        report["listen_keys"].as_array().unwrap().iter().filter_map(|k| k["what"].as_str()).collect();
+    let forgotten = whats.iter().position(|w| *w == "forgotten").unwrap();
+    assert!(whats[forgotten..].contains(&"keepalive of unknown key"), "{whats:?}");
+    assert!(whats[forgotten..].contains(&"created"), "{whats:?}");
+}

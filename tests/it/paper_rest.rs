@@ -344,3 +344,54 @@ fn bad_http_never_crashes_it() {
     // Still serving.
     assert_eq!(raw("GET", &format!("{}/api/v3/ping", ex.rest_url()), "", "", None).status, 200);
 }
+
+#[test]
+fn order_errors_after_placing_are_outcome_unknown_and_the_order_exists() {
+    use binance_syncd::rest::ORDER_QUERY;
+    use binance_syncd::Error;
+    let ex = paper();
+    let rest = client(&ex);
+    let (bid, _) = ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
+    let price = bid.to_string();
+    for (mode, id) in [("503", "unknown-503"), ("504", "unknown-504"), ("reset", "unknown-reset")] {
+        ex.fault("order_error", &[("mode", mode)]).unwrap();
+        let placed = rest.call(
+            &ORDER_NEW,
+            &[
+                ("symbol", "BTCUSD"),
+                ("side", "BUY"),
+                ("type", "LIMIT_MAKER"),
+                ("quantity", "0.001"),
+                ("price", &price),
+                ("newClientOrderId", id),
+            ],
+        );
+        assert!(matches!(placed, Err(Error::OutcomeUnknown(_))), "{mode}: {placed:?}");
+        // The documented procedure: look it up by client id before doing anything else.
+        let found: Value = rest.call_json(&ORDER_QUERY, &[("symbol", "BTCUSD"), ("origClientOrderId", id)]).unwrap();
+        assert_eq!(found["status"], "NEW", "{mode}");
+    }
+}
+
+#[test]
+fn a_timeline_fires_its_faults_on_schedule() {
+    let timeline = binance_syncd::paper::control::parse_timeline(
+        "# two faults\n100ms deposit asset=BTC amount=1\n300ms clock_jump ms=5000\n",
+    )
+    .unwrap();
+    let ex = paper_with(|c| c.timeline = timeline);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let faults = ex.report()["faults"].as_array().unwrap().len();
+        if faults == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "timeline fired {faults} of 2 faults");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let report = ex.report();
+    assert_eq!(report["faults"][0]["name"], "deposit");
+    assert_eq!(report["faults"][1]["name"], "clock_jump");
+    let skew = report["server_time"].as_i64().unwrap() - binance_syncd::rest::sign::local_ms();
+    assert!((4000..6000).contains(&skew), "clock jumped by {skew}");
+}
