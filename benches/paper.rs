@@ -4,32 +4,13 @@
 //! `cargo bench --bench paper`. Targets on the 2-core machine: ≥ 2,000 signed REST requests/s,
 //! ≥ 20,000 events/s to one stream.
 
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use binance_syncd::ratelimit::{LimitKind, RateGate, RateLimit};
-use binance_syncd::rest::sign::ServerClock;
-use binance_syncd::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_NEW};
-use binance_syncd::secret::Secret;
+use binance_syncd::paper::{PaperConfig, PaperExchange};
+use binance_syncd::rest::{RestClient, ACCOUNT, LISTEN_KEY_NEW};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn client(ex: &PaperExchange) -> RestClient {
-    let clock = Arc::new(ServerClock::new());
-    let unlimited = vec![RateLimit { kind: LimitKind::Weight, interval_ms: 60_000, limit: u64::MAX / 2 }];
-    let gate = Arc::new(RateGate::new(unlimited, clock.clone()));
-    let rest = RestClient::new(
-        RestConfig {
-            base_url: ex.rest_url(),
-            api_key: Some(Secret::new(DEMO_API_KEY)),
-            api_secret: Some(Secret::new(DEMO_API_SECRET)),
-            recv_window_ms: 5000,
-            timeout: Duration::from_secs(10),
-            clock_resync: Duration::from_secs(600),
-        },
-        clock,
-        gate,
-    );
-    rest.sync_clock().expect("clock sync");
-    rest
+    binance_syncd::demo::paper_client(ex, true).expect("clock sync")
 }
 
 fn rest_bench(ex: &PaperExchange) {

@@ -7,32 +7,13 @@
 //! Targets: p99 < 1 ms without fsync, idle RSS < 10 MB, idle CPU < 0.5 % of a core.
 
 use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use binance_syncd::ratelimit::{LimitKind, RateGate, RateLimit};
-use binance_syncd::rest::sign::ServerClock;
-use binance_syncd::rest::{RestClient, RestConfig, ORDER_NEW};
-use binance_syncd::secret::Secret;
+use binance_syncd::rest::{RestClient, ORDER_NEW};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn rest(ex: &PaperExchange) -> RestClient {
-    let clock = Arc::new(ServerClock::new());
-    let unlimited = vec![RateLimit { kind: LimitKind::Weight, interval_ms: 60_000, limit: u64::MAX / 2 }];
-    let r = RestClient::new(
-        RestConfig {
-            base_url: ex.rest_url(),
-            api_key: Some(Secret::new(DEMO_API_KEY)),
-            api_secret: Some(Secret::new(DEMO_API_SECRET)),
-            recv_window_ms: 5000,
-            timeout: Duration::from_secs(10),
-            clock_resync: Duration::from_secs(600),
-        },
-        clock.clone(),
-        Arc::new(RateGate::new(unlimited, clock)),
-    );
-    r.sync_clock().expect("clock");
-    r
+    binance_syncd::demo::paper_client(ex, true).expect("clock sync")
 }
 
 fn python(root: &Path) -> Option<PathBuf> {

@@ -14,7 +14,7 @@ use crate::filllog::FillRecord;
 use crate::filters::{ExchangeRules, MarketContext};
 use crate::model::Side;
 use crate::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use crate::ratelimit::{fallback_limits, RateGate};
+use crate::ratelimit::{fallback_limits, LimitKind, RateGate, RateLimit};
 use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, AVG_PRICE, BOOK_TICKER, CANCEL_ALL, ORDER_NEW};
 use std::collections::{HashMap, HashSet};
@@ -51,10 +51,17 @@ impl DemoSummary {
     }
 }
 
-fn rest_client(ex: &PaperExchange) -> RestClient {
+/// A REST client for a paper exchange with its demo key pair, clock synced. `unlimited` lifts
+/// the client-side weight budget (benchmarks measure the exchange, not our gate).
+pub fn paper_client(ex: &PaperExchange, unlimited: bool) -> Result<RestClient, Error> {
     let clock = Arc::new(ServerClock::new());
-    let gate = Arc::new(RateGate::new(fallback_limits(), clock.clone()));
-    RestClient::new(
+    let limits = if unlimited {
+        vec![RateLimit { kind: LimitKind::Weight, interval_ms: 60_000, limit: u64::MAX / 2 }]
+    } else {
+        fallback_limits()
+    };
+    let gate = Arc::new(RateGate::new(limits, clock.clone()));
+    let rest = RestClient::new(
         RestConfig {
             base_url: ex.rest_url(),
             api_key: Some(crate::secret::Secret::new(DEMO_API_KEY)),
@@ -65,7 +72,9 @@ fn rest_client(ex: &PaperExchange) -> RestClient {
         },
         clock,
         gate,
-    )
+    );
+    rest.sync_clock()?;
+    Ok(rest)
 }
 
 /// Places one maker order a few ticks away from the touch, rounded and checked locally first.
@@ -179,8 +188,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     let daemon = Daemon::start(&config, &Tuning::from_config(&config))?;
     println!("demo: daemon running; fill log {}", fill_log.display());
 
-    let rest = rest_client(&ex);
-    rest.sync_clock()?;
+    let rest = paper_client(&ex, false)?;
     let rules = rest.exchange_info(&config.symbols)?;
     let total = Duration::from_secs(opts.seconds.max(5));
     let start = Instant::now();
@@ -212,21 +220,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
                 Err(e) => log::warn!("demo: order failed: {e}"),
             }
         }
-        for f in tail(&fill_log, &mut offset) {
-            printed += 1;
-            if opts.verbose {
-                println!(
-                    "fill #{printed:<4} {:<7} {:<4} {:>12} @ {:>16}  trade_id={} order={} maker={}",
-                    f.symbol,
-                    f.side.as_str(),
-                    f.qty.to_string(),
-                    f.price.to_string(),
-                    f.trade_id,
-                    if f.client_order_id.is_empty() { "?" } else { f.client_order_id.as_str() },
-                    f.maker
-                );
-            }
-        }
+        printed += show(tail(&fill_log, &mut offset), printed, opts.verbose);
         std::thread::sleep(Duration::from_millis(250));
     }
     // Stop trading, let the last fills arrive, then stop the daemon and grade.
@@ -245,20 +239,28 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         std::thread::sleep(Duration::from_millis(100));
     }
     daemon.stop(Duration::from_secs(8));
-    for f in tail(&fill_log, &mut offset) {
-        printed += 1;
-        if opts.verbose {
+    show(tail(&fill_log, &mut offset), printed, opts.verbose);
+    grade(&ex.report(), &fill_log, placed, refused)
+}
+
+/// Prints fills as they land (numbered after the `before` already shown); returns how many.
+fn show(fills: Vec<FillRecord>, before: usize, verbose: bool) -> usize {
+    if verbose {
+        for (i, f) in fills.iter().enumerate() {
             println!(
-                "fill #{printed:<4} {:<7} {:<4} {:>12} @ {:>16}  trade_id={}",
+                "fill #{:<4} {:<7} {:<4} {:>12} @ {:>16}  trade_id={} order={} maker={}",
+                before + i + 1,
                 f.symbol,
                 f.side.as_str(),
                 f.qty.to_string(),
                 f.price.to_string(),
-                f.trade_id
+                f.trade_id,
+                if f.client_order_id.is_empty() { "?" } else { f.client_order_id.as_str() },
+                f.maker
             );
         }
     }
-    grade(&ex.report(), &fill_log, placed, refused)
+    fills.len()
 }
 
 fn grade(report: &serde_json::Value, fill_log: &Path, placed: usize, refused: usize) -> Result<DemoSummary, Error> {

@@ -3,15 +3,12 @@
 //! Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration.
 
 use binance_syncd::config::{Config, Needs};
-use binance_syncd::ratelimit::{fallback_limits, RateGate};
-use binance_syncd::rest::sign::ServerClock;
-use binance_syncd::rest::{RestClient, RestConfig, ACCOUNT};
+use binance_syncd::rest::ACCOUNT;
 use binance_syncd::Error;
 use log::LevelFilter;
 use std::process::ExitCode;
 
 mod paper_cmd;
-use std::sync::Arc;
 
 const USAGE: &str = "\
 binance-syncd — keeps a Binance.US account's fills flowing to a JSON Lines log
@@ -245,20 +242,7 @@ fn check() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let clock = Arc::new(ServerClock::new());
-    let gate = Arc::new(RateGate::new(fallback_limits(), clock.clone()));
-    let rest = RestClient::new(
-        RestConfig {
-            base_url: config.rest_url.clone(),
-            api_key: config.api_key.clone(),
-            api_secret: config.api_secret.clone(),
-            recv_window_ms: config.recv_window_ms,
-            timeout: config.http_timeout,
-            clock_resync: config.clock_sync,
-        },
-        clock,
-        gate,
-    );
+    let rest = binance_syncd::daemon::rest_client(&config);
     let result = (|| -> Result<(), Error> {
         let offset = rest.sync_clock()?;
         println!("clock: offset to the exchange {offset} ms");

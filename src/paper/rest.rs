@@ -272,6 +272,14 @@ enum Sec {
 struct Route {
     sec: Sec,
     allowed: &'static [&'static str],
+    /// More allowed names (cancelReplace = an order's parameters + its own).
+    also: &'static [&'static str],
+}
+
+impl Route {
+    fn allows(&self, name: &str) -> bool {
+        self.allowed.contains(&name) || self.also.contains(&name)
+    }
 }
 
 const ORDER: &[&str] = &[
@@ -290,34 +298,13 @@ const ORDER: &[&str] = &[
     "icebergQty",
     "strategyId",
     "strategyType",
-    "computeCommissionRates",
 ];
 
-const CANCEL_REPLACE: &[&str] = &[
-    "symbol",
-    "side",
-    "type",
-    "timeInForce",
-    "quantity",
-    "quoteOrderQty",
-    "price",
-    "newClientOrderId",
-    "newOrderRespType",
-    "selfTradePreventionMode",
-    "stopPrice",
-    "trailingDelta",
-    "icebergQty",
-    "strategyId",
-    "strategyType",
-    "cancelReplaceMode",
-    "cancelOrderId",
-    "cancelOrigClientOrderId",
-    "cancelNewClientOrderId",
-    "cancelRestrictions",
-];
+const CANCEL_REPLACE: &[&str] =
+    &["cancelReplaceMode", "cancelOrderId", "cancelOrigClientOrderId", "cancelNewClientOrderId", "cancelRestrictions"];
 
 fn route(method: &str, path: &str) -> Option<Route> {
-    let r = |sec, allowed| Some(Route { sec, allowed });
+    let r = |sec, allowed| Some(Route { sec, allowed, also: &[] });
     match (method, path) {
         ("GET", "/api/v3/ping") => r(Sec::None, &[]),
         ("GET", "/api/v3/time") => r(Sec::None, &[]),
@@ -330,7 +317,9 @@ fn route(method: &str, path: &str) -> Option<Route> {
         ("GET", "/api/v3/depth") => r(Sec::None, &["symbol", "limit"]),
         ("GET", "/api/v3/account") => r(Sec::Signed, &["omitZeroBalances"]),
         ("POST", "/api/v3/order") => r(Sec::Signed, ORDER),
-        ("POST", "/api/v3/order/test") => r(Sec::Signed, ORDER),
+        ("POST", "/api/v3/order/test") => {
+            Some(Route { sec: Sec::Signed, allowed: ORDER, also: &["computeCommissionRates"] })
+        }
         ("GET", "/api/v3/order") => r(Sec::Signed, &["symbol", "orderId", "origClientOrderId"]),
         ("DELETE", "/api/v3/order") => {
             r(Sec::Signed, &["symbol", "orderId", "origClientOrderId", "newClientOrderId", "cancelRestrictions"])
@@ -341,7 +330,9 @@ fn route(method: &str, path: &str) -> Option<Route> {
         ("GET", "/api/v3/myTrades") => {
             r(Sec::Signed, &["symbol", "orderId", "startTime", "endTime", "fromId", "limit"])
         }
-        ("POST", "/api/v3/order/cancelReplace") => r(Sec::Signed, CANCEL_REPLACE),
+        ("POST", "/api/v3/order/cancelReplace") => {
+            Some(Route { sec: Sec::Signed, allowed: ORDER, also: CANCEL_REPLACE })
+        }
         ("GET", "/api/v3/ticker/24hr") => r(Sec::None, &["symbol", "symbols", "type"]),
         ("GET", "/api/v3/rateLimit/order") => r(Sec::Signed, &[]),
         ("POST" | "PUT" | "DELETE", "/api/v3/userDataStream") => r(Sec::ApiKey, &["listenKey"]),
@@ -668,7 +659,7 @@ fn authenticate(shared: &Shared, req: &Request, route: &Route, params: &Params) 
 
 fn check_params(route: &Route, params: &Params) -> Result<(), Failed> {
     const CONTROL: [&str; 3] = ["timestamp", "recvWindow", "signature"];
-    let known = |n: &str| route.allowed.contains(&n) || (route.sec == Sec::Signed && CONTROL.contains(&n));
+    let known = |n: &str| route.allows(n) || (route.sec == Sec::Signed && CONTROL.contains(&n));
     let unknown: Vec<&str> = params.names().filter(|n| !known(n)).collect();
     if !unknown.is_empty() {
         let read = params.len() - unknown.len();

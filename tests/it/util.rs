@@ -1,12 +1,10 @@
 //! Shared helpers: a paper exchange on ephemeral ports, the daemon's REST client pointed at it,
 //! and a raw HTTP helper for requests the client would never send.
 
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use binance_syncd::ratelimit::{fallback_limits, RateGate};
-use binance_syncd::rest::sign::{ServerClock, Signer};
-use binance_syncd::rest::{RestClient, RestConfig};
+use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_SECRET};
+use binance_syncd::rest::sign::Signer;
+use binance_syncd::rest::RestClient;
 use binance_syncd::secret::Secret;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub fn paper() -> PaperExchange {
@@ -21,22 +19,7 @@ pub fn paper_with(adjust: impl FnOnce(&mut PaperConfig)) -> PaperExchange {
 }
 
 pub fn client(ex: &PaperExchange) -> RestClient {
-    let clock = Arc::new(ServerClock::new());
-    let gate = Arc::new(RateGate::new(fallback_limits(), clock.clone()));
-    let rest = RestClient::new(
-        RestConfig {
-            base_url: ex.rest_url(),
-            api_key: Some(Secret::new(DEMO_API_KEY)),
-            api_secret: Some(Secret::new(DEMO_API_SECRET)),
-            recv_window_ms: 5000,
-            timeout: Duration::from_secs(10),
-            clock_resync: Duration::from_secs(600),
-        },
-        clock,
-        gate,
-    );
-    rest.sync_clock().expect("clock sync");
-    rest
+    binance_syncd::demo::paper_client(ex, false).expect("clock sync")
 }
 
 pub struct RawReply {
