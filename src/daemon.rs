@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::keepalive::Keepalive;
 use crate::ratelimit::RateGate;
 use crate::rest::sign::ServerClock;
-use crate::rest::{RestClient, RestConfig, LISTEN_KEY_CLOSE};
+use crate::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_CLOSE};
 use crate::state::{Exit, State, StateSettings};
 use crate::stream::{KeyCell, Stream, StreamSettings};
 use crossbeam_channel::{Receiver, Sender};
@@ -68,6 +68,15 @@ impl Daemon {
                 return Err(Error::Config(format!("SYNCD_SYMBOLS: {s} is not listed by the exchange")));
             }
         }
+        // One signed call before any thread starts: a refused key or a wrong secret is a
+        // configuration problem to report once, not something for every thread to retry.
+        match rest.call(&ACCOUNT, &[]) {
+            Err(e) if e.is_auth_failure() || e.api_code() == Some(-1022) => {
+                return Err(Error::Config(format!("BINANCE_API_KEY/BINANCE_API_SECRET refused: {e}")));
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
         let state = State::open(
             StateSettings {
                 symbols: config.symbols.clone(),
@@ -106,6 +115,7 @@ impl Daemon {
             events: events_tx,
             ctl: ctl_rx,
             stop: stop_rx.clone(),
+            exit: exit_tx.clone(),
         };
         threads.push(("stream", stream.spawn().map_err(spawn_err)?));
         let keepalive = Keepalive {
@@ -131,27 +141,38 @@ impl Daemon {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Exit::Died("main"),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     if let Some((name, _)) = self.threads.iter().find(|(_, t)| t.is_finished()) {
-                        // A fatal error is reported before the thread ends; prefer it.
-                        return self.exit_rx.try_recv().unwrap_or(Exit::Died(name));
+                        // A thread that ends reports why first; give a report in flight a moment.
+                        return self.exit_rx.recv_timeout(Duration::from_millis(500)).unwrap_or(Exit::Died(name));
                     }
                 }
             }
         }
     }
 
-    /// Stops every thread, flushes, deletes the listen key. Bounded by `deadline`.
+    /// Stops every thread, flushes, deletes the listen key. Bounded by `deadline`: a thread
+    /// still inside a slow network call by then is left behind (the process is exiting).
     pub fn stop(mut self, deadline: Duration) {
         let started = Instant::now();
         drop(self.stop.take());
         self.rest.gate().close();
+        // Most of the time for the threads (state flushing the log matters most), the rest for
+        // closing the listen key.
+        let join_by = started + deadline.mul_f32(0.7);
         for (name, t) in self.threads.drain(..) {
+            while !t.is_finished() && Instant::now() < join_by {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if !t.is_finished() {
+                log::warn!("daemon: thread {name} is still busy; not waiting for it");
+                continue;
+            }
             if t.join().is_err() {
                 log::error!("daemon: thread {name} panicked");
             }
         }
         if let Some(key) = self.key.get() {
             self.rest.gate().reopen();
-            let left = deadline.saturating_sub(started.elapsed());
+            let left = deadline.saturating_sub(started.elapsed()).min(Duration::from_secs(2));
             match self.rest.call_within(&LISTEN_KEY_CLOSE, &[("listenKey", key.expose())], left) {
                 Ok(_) => log::info!("daemon: listen key {} closed", key.fingerprint()),
                 Err(e) => log::warn!("daemon: could not close listen key {}: {e}", key.fingerprint()),

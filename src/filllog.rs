@@ -97,7 +97,23 @@ impl Dedupe {
         true
     }
 
-    /// The highest id seen per symbol: where REST reconciliation resumes.
+    /// The lowest id still known exactly per symbol (the floor + 1 once ids were evicted).
+    pub fn first_ids(&self) -> HashMap<String, u64> {
+        self.symbols
+            .iter()
+            .filter_map(|(s, ids)| {
+                let exact = ids.recent.first().copied();
+                let id = match (ids.floor, exact) {
+                    (Some(f), Some(e)) => Some(e.min(f + 1)),
+                    (Some(f), None) => Some(f + 1),
+                    (None, e) => e,
+                };
+                id.map(|id| (s.clone(), id))
+            })
+            .collect()
+    }
+
+    /// The highest id seen per symbol.
     pub fn last_ids(&self) -> HashMap<String, u64> {
         self.symbols
             .iter()
@@ -117,6 +133,8 @@ pub struct FillLog {
     fsync: FsyncPolicy,
     seen: Dedupe,
     buf: Vec<u8>,
+    /// A failed write could not be rolled back: the file may end in a fragment.
+    dirty: bool,
 }
 
 /// What `open` found in an existing file.
@@ -180,7 +198,15 @@ impl FillLog {
             file.set_len(good_len).map_err(Error::io(path))?;
             file.sync_all().map_err(Error::io(path))?;
         }
-        let log = FillLog { file, path: path.to_path_buf(), len: good_len, fsync, seen, buf: Vec::with_capacity(512) };
+        let log = FillLog {
+            file,
+            path: path.to_path_buf(),
+            len: good_len,
+            fsync,
+            seen,
+            buf: Vec::with_capacity(512),
+            dirty: false,
+        };
         Ok((log, report))
     }
 
@@ -197,11 +223,22 @@ impl FillLog {
         self.seen.last_ids()
     }
 
+    /// The lowest trade id the log still knows exactly, per symbol: where a conservative
+    /// rebuild of the cursors starts.
+    pub fn first_ids(&self) -> HashMap<String, u64> {
+        self.seen.first_ids()
+    }
+
     /// Appends one fill as one line; durable (per the fsync policy) before it returns.
     /// `Ok(false)`: this fill was already logged, nothing written.
     pub fn append(&mut self, fill: &FillRecord) -> Result<bool, Error> {
         if self.seen.contains(&fill.symbol, fill.trade_id) {
             return Ok(false);
+        }
+        if self.dirty {
+            // Cut the fragment a failed write left before anything follows it.
+            self.file.set_len(self.len).map_err(Error::io(&self.path))?;
+            self.dirty = false;
         }
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, fill)
@@ -210,13 +247,13 @@ impl FillLog {
         if let Err(e) = self.file.write_all(&self.buf) {
             // Part of the line may be on disk. Cut back to the last whole line so that the
             // retry starts clean; if even that fails, the next open cuts it.
-            let _ = self.file.set_len(self.len);
+            self.dirty = self.file.set_len(self.len).is_err();
             return Err(Error::io(&self.path)(e));
         }
         if self.fsync == FsyncPolicy::Always {
             if let Err(e) = self.file.sync_data() {
                 // Not known to be durable: take it back so the caller retries it whole.
-                let _ = self.file.set_len(self.len);
+                self.dirty = self.file.set_len(self.len).is_err();
                 return Err(Error::io(&self.path)(e));
             }
         }

@@ -41,11 +41,13 @@ impl Keepalive {
             match self.rest.call(&LISTEN_KEY_KEEPALIVE, &[("listenKey", key.expose())]) {
                 Ok(_) => log::debug!("keepalive: renewed key {}", key.fingerprint()),
                 Err(e) if e.api_code() == Some(-1125) => {
-                    log::warn!("keepalive: listen key {} is gone; asking for a new one", key.fingerprint());
+                    // The stream may have moved to a new key meanwhile; only a key still in use
+                    // is cleared, and the stream ends a connection only if its key is gone.
                     if self.key.get().as_ref() == Some(&key) {
+                        log::warn!("keepalive: listen key {} is gone; asking for a new one", key.fingerprint());
                         self.key.set(None);
+                        let _ = self.ctl.try_send(StreamCtl::RenewKey);
                     }
-                    let _ = self.ctl.send(StreamCtl::RenewKey);
                 }
                 Err(crate::Error::Stopped) => return,
                 Err(e) => {

@@ -5,7 +5,6 @@
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::rest::ACCOUNT;
 use binance_syncd::Error;
-use log::LevelFilter;
 use std::process::ExitCode;
 
 mod paper_cmd;
@@ -31,26 +30,50 @@ SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_SYMBOLS, SYNCD_FILL_LOG, SYNCD_STATE_DIR,
 SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
 ";
 
+/// A logger that never lets tungstenite, ureq or rustls speak below info, whatever `RUST_LOG`
+/// says: at debug tungstenite logs the stream URL (listen key inside), and at trace ureq logs
+/// query strings (signatures inside). A filter directive alone can be overridden by a more
+/// specific one (`RUST_LOG=tungstenite::handshake=trace`); this cannot.
+struct Capped(env_logger::Logger);
+
+fn too_chatty(m: &log::Metadata<'_>) -> bool {
+    let t = m.target();
+    (t.starts_with("tungstenite") || t.starts_with("ureq") || t.starts_with("rustls")) && m.level() > log::Level::Info
+}
+
+impl log::Log for Capped {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        !too_chatty(m) && self.0.enabled(m)
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !too_chatty(r.metadata()) {
+            self.0.log(r);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// `RUST_LOG` decides, with `default` when it is unset, under the caps of [`Capped`].
+fn init_logging_at(default: &str) {
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(Capped(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
 fn init_logging() {
-    // RUST_LOG decides, with two caps: at debug tungstenite logs the stream URL (listen key
-    // inside), and at trace ureq logs query strings (signatures inside).
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .filter_module("tungstenite", LevelFilter::Info)
-        .filter_module("ureq", LevelFilter::Info)
-        .filter_module("ureq_proto", LevelFilter::Info)
-        .filter_module("rustls", LevelFilter::Info)
-        .init();
+    init_logging_at("info");
 }
 
 /// The demo prints its own story on stdout; the daemon's log shows warnings and errors only,
 /// unless RUST_LOG says otherwise.
 fn init_logging_quiet() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .filter_module("tungstenite", LevelFilter::Info)
-        .filter_module("ureq", LevelFilter::Info)
-        .filter_module("ureq_proto", LevelFilter::Info)
-        .filter_module("rustls", LevelFilter::Info)
-        .init();
+    init_logging_at("warn");
 }
 
 fn demo(args: &[String]) -> ExitCode {

@@ -103,6 +103,26 @@ impl Window {
     }
 }
 
+/// The two clocks the budget needs: the exchange's (ms since the epoch, for windows aligned to
+/// its minute) and a monotonic one (ms, for holds: a resync of the server offset or a step of
+/// the wall clock must neither lift nor stretch a `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub server_ms: i64,
+    pub mono_ms: i64,
+}
+
+impl Now {
+    /// For tests and pure callers: both clocks read the same.
+    pub fn at(ms: i64) -> Now {
+        Now { server_ms: ms, mono_ms: ms }
+    }
+}
+
+/// Longest hold we accept from a `Retry-After`: Binance bans last up to 3 days; anything longer
+/// is garbage.
+const MAX_HOLD_MS: i64 = 3 * 86_400_000;
+
 /// Why a request may not go yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -129,6 +149,7 @@ pub struct Budget {
     /// Share of each limit we allow ourselves, in percent: the IP's weight is shared with
     /// anything else on the machine, and Binance advises headroom.
     headroom_pct: u64,
+    /// Holds, in monotonic ms (see [`Now`]).
     blocked_until: i64,
     banned_until: i64,
     orders_blocked_until: i64,
@@ -191,15 +212,22 @@ impl Budget {
     }
 
     /// Whether a request of `weight` that places `orders` new orders may go at `now`.
-    pub fn check(&self, now_ms: i64, weight: u64, orders: u64) -> Result<(), Hold> {
-        if now_ms < self.banned_until {
-            return Err(Hold::Banned { wait_ms: self.banned_until - now_ms });
+    pub fn check(&self, now: Now, weight: u64, orders: u64) -> Result<(), Hold> {
+        self.check_share(now, weight, orders, self.headroom_pct)
+    }
+
+    /// [`check`](Self::check) against only `share_pct` % of each limit, so a background task
+    /// (reconciliation) leaves room for the requests that keep the stream alive.
+    pub fn check_share(&self, now: Now, weight: u64, orders: u64, share_pct: u64) -> Result<(), Hold> {
+        let (mono, now_ms) = (now.mono_ms, now.server_ms);
+        if mono < self.banned_until {
+            return Err(Hold::Banned { wait_ms: self.banned_until - mono });
         }
-        if now_ms < self.blocked_until {
-            return Err(Hold::RateLimited { wait_ms: self.blocked_until - now_ms });
+        if mono < self.blocked_until {
+            return Err(Hold::RateLimited { wait_ms: self.blocked_until - mono });
         }
-        if orders > 0 && now_ms < self.orders_blocked_until {
-            return Err(Hold::RateLimited { wait_ms: self.orders_blocked_until - now_ms });
+        if orders > 0 && mono < self.orders_blocked_until {
+            return Err(Hold::RateLimited { wait_ms: self.orders_blocked_until - mono });
         }
         let mut wait = 0;
         for w in &self.windows {
@@ -211,7 +239,9 @@ impl Budget {
             if amount == 0 {
                 continue;
             }
-            let budget = (w.limit.limit * self.headroom_pct / 100).max(1);
+            let budget = (w.limit.limit / 100 * share_pct.min(self.headroom_pct)
+                + w.limit.limit % 100 * share_pct.min(self.headroom_pct) / 100)
+                .max(1);
             let used = w.used_at(now_ms);
             // A request bigger than the whole budget may still go into an empty window, or it
             // could never go at all.
@@ -226,7 +256,8 @@ impl Budget {
     }
 
     /// Counts a request that is about to be sent.
-    pub fn commit(&mut self, now_ms: i64, weight: u64, orders: u64) {
+    pub fn commit(&mut self, now: Now, weight: u64, orders: u64) {
+        let now_ms = now.server_ms;
         for w in &mut self.windows {
             let amount = match w.limit.kind {
                 LimitKind::Weight => weight,
@@ -242,7 +273,8 @@ impl Budget {
 
     /// Takes the server's own count from a usage header (name lower-cased). The server counts
     /// everything from this IP, so it wins when it says more than we counted.
-    pub fn observe_header(&mut self, now_ms: i64, name: &str, value: &str) {
+    pub fn observe_header(&mut self, now: Now, name: &str, value: &str) {
+        let now_ms = now.server_ms;
         let Ok(value) = value.trim().parse::<u64>() else { return };
         let name = name.to_ascii_lowercase();
         for w in &mut self.windows {
@@ -262,35 +294,36 @@ impl Budget {
 
     /// HTTP 429. With no `Retry-After`, wait for the window to roll: the weight window for a
     /// `-1003`, the shortest order window for a `-1015`.
-    pub fn on_429(&mut self, now_ms: i64, retry_after_ms: Option<i64>, orders_only: bool) {
+    pub fn on_429(&mut self, now: Now, retry_after_ms: Option<i64>, orders_only: bool) {
         self.stats.http_429 += 1;
         let fallback = |kind: LimitKind| {
             self.windows
                 .iter()
                 .filter(|w| w.limit.kind == kind)
-                .map(|w| w.ms_to_next_window(now_ms))
+                .map(|w| w.ms_to_next_window(now.server_ms))
                 .min()
                 .unwrap_or(60_000)
         };
+        let kind = if orders_only { LimitKind::Orders } else { LimitKind::Weight };
+        let hold = retry_after_ms.unwrap_or_else(|| fallback(kind)).clamp(0, MAX_HOLD_MS);
+        let until = now.mono_ms + hold;
         if orders_only {
-            let until = now_ms + retry_after_ms.unwrap_or_else(|| fallback(LimitKind::Orders));
             self.orders_blocked_until = self.orders_blocked_until.max(until);
         } else {
-            let until = now_ms + retry_after_ms.unwrap_or_else(|| fallback(LimitKind::Weight));
             self.blocked_until = self.blocked_until.max(until);
         }
     }
 
-    /// HTTP 418: banned. Binance bans start at 2 minutes; without `Retry-After` assume that.
-    pub fn on_418(&mut self, now_ms: i64, retry_after_ms: Option<i64>) {
-        self.stats.http_418 += 1;
-        let until = now_ms + retry_after_ms.unwrap_or(120_000);
-        self.banned_until = self.banned_until.max(until);
+    /// HTTP 403: a firewall rule tripped. Binance gives no `Retry-After`; back off for minutes.
+    pub fn on_403(&mut self, now: Now) {
+        self.blocked_until = self.blocked_until.max(now.mono_ms + 5 * 60_000);
     }
 
-    /// Until when (server ms) all requests are held, if they are.
-    pub fn blocked_until(&self) -> i64 {
-        self.blocked_until.max(self.banned_until)
+    /// HTTP 418: banned. Binance bans start at 2 minutes; without `Retry-After` assume that.
+    pub fn on_418(&mut self, now: Now, retry_after_ms: Option<i64>) {
+        self.stats.http_418 += 1;
+        let until = now.mono_ms + retry_after_ms.unwrap_or(120_000).clamp(0, MAX_HOLD_MS);
+        self.banned_until = self.banned_until.max(until);
     }
 }
 
@@ -300,6 +333,7 @@ pub struct RateGate {
     budget: Mutex<Budget>,
     changed: Condvar,
     clock: Arc<ServerClock>,
+    started: std::time::Instant,
     closed: AtomicBool,
 }
 
@@ -309,7 +343,29 @@ impl RateGate {
             budget: Mutex::new(Budget::new(limits)),
             changed: Condvar::new(),
             clock,
+            started: std::time::Instant::now(),
             closed: AtomicBool::new(false),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now { server_ms: self.clock.now_ms(), mono_ms: self.started.elapsed().as_millis() as i64 }
+    }
+
+    /// Counts the request and returns `Ok` if it may go now within `share_pct` % of each
+    /// limit; otherwise how long it would have to wait. Never blocks.
+    pub fn try_acquire(&self, weight: u64, orders: u64, share_pct: u64) -> Result<(), Duration> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Duration::MAX);
+        }
+        let now = self.now();
+        let mut budget = self.lock();
+        match budget.check_share(now, weight, orders, share_pct) {
+            Ok(()) => {
+                budget.commit(now, weight, orders);
+                Ok(())
+            }
+            Err(hold) => Err(Duration::from_millis(hold.wait_ms().max(1) as u64)),
         }
     }
 
@@ -334,7 +390,7 @@ impl RateGate {
             if self.closed.load(Ordering::Relaxed) {
                 return false;
             }
-            let now = self.clock.now_ms();
+            let now = self.now();
             match budget.check(now, weight, orders) {
                 Ok(()) => {
                     budget.commit(now, weight, orders);
@@ -369,19 +425,25 @@ impl RateGate {
     }
 
     pub fn observe_header(&self, name: &str, value: &str) {
-        let now = self.clock.now_ms();
+        let now = self.now();
         self.lock().observe_header(now, name, value);
     }
 
     pub fn on_429(&self, retry_after: Option<Duration>, orders_only: bool) {
-        let now = self.clock.now_ms();
-        self.lock().on_429(now, retry_after.map(|d| d.as_millis() as i64), orders_only);
+        let now = self.now();
+        self.lock().on_429(now, retry_after.map(|d| d.as_millis().min(i64::MAX as u128) as i64), orders_only);
     }
 
     pub fn on_418(&self, retry_after: Option<Duration>) {
-        let now = self.clock.now_ms();
+        let now = self.now();
         log::error!("http 418: the exchange banned this ip for {retry_after:?}; all requests wait");
-        self.lock().on_418(now, retry_after.map(|d| d.as_millis() as i64));
+        self.lock().on_418(now, retry_after.map(|d| d.as_millis().min(i64::MAX as u128) as i64));
+    }
+
+    pub fn on_403(&self) {
+        let now = self.now();
+        log::error!("http 403: a firewall rule of the exchange tripped; holding all requests for 5 minutes");
+        self.lock().on_403(now);
     }
 
     pub fn set_limits(&self, limits: Vec<RateLimit>) {
@@ -432,21 +494,21 @@ mod tests {
         let mut b = Budget::new(limits(100, 10)); // budget 80
         let t0 = 120_000; // start of a minute
         for _ in 0..4 {
-            assert!(b.check(t0, 20, 0).is_ok());
-            b.commit(t0, 20, 0);
+            assert!(b.check(Now::at(t0), 20, 0).is_ok());
+            b.commit(Now::at(t0), 20, 0);
         }
-        assert_eq!(b.check(t0 + 1_000, 1, 0), Err(Hold::Budget { wait_ms: 59_000 }));
-        assert!(b.check(t0 + 60_000, 20, 0).is_ok(), "a new minute starts empty");
+        assert_eq!(b.check(Now::at(t0 + 1_000), 1, 0), Err(Hold::Budget { wait_ms: 59_000 }));
+        assert!(b.check(Now::at(t0 + 60_000), 20, 0).is_ok(), "a new minute starts empty");
     }
 
     #[test]
     fn usage_header_raises_our_count() {
         let mut b = Budget::new(limits(100, 10));
-        b.observe_header(0, "X-MBX-USED-WEIGHT-1M", "79");
-        assert!(b.check(0, 1, 0).is_ok());
-        assert!(b.check(0, 2, 0).is_err());
-        b.observe_header(0, "x-mbx-used-weight-1m", "3"); // lower than we know: ignored
-        assert!(b.check(0, 2, 0).is_err());
+        b.observe_header(Now::at(0), "X-MBX-USED-WEIGHT-1M", "79");
+        assert!(b.check(Now::at(0), 1, 0).is_ok());
+        assert!(b.check(Now::at(0), 2, 0).is_err());
+        b.observe_header(Now::at(0), "x-mbx-used-weight-1m", "3"); // lower than we know: ignored
+        assert!(b.check(Now::at(0), 2, 0).is_err());
         assert_eq!(b.stats.peak_weight, 79);
     }
 
@@ -454,30 +516,50 @@ mod tests {
     fn order_windows_count_orders_only() {
         let mut b = Budget::new(limits(6000, 10)); // 8 orders per 10 s with headroom
         for _ in 0..8 {
-            b.commit(0, 1, 1);
+            b.commit(Now::at(0), 1, 1);
         }
-        assert!(b.check(5_000, 1, 0).is_ok(), "a query still goes");
-        assert_eq!(b.check(5_000, 1, 1), Err(Hold::Budget { wait_ms: 5_000 }));
+        assert!(b.check(Now::at(5_000), 1, 0).is_ok(), "a query still goes");
+        assert_eq!(b.check(Now::at(5_000), 1, 1), Err(Hold::Budget { wait_ms: 5_000 }));
     }
 
     #[test]
     fn after_429_nothing_goes_until_retry_after() {
         let mut b = Budget::new(limits(6000, 100));
-        b.on_429(1_000, Some(3_000), false);
-        assert_eq!(b.check(1_500, 1, 0), Err(Hold::RateLimited { wait_ms: 2_500 }));
-        assert!(b.check(4_000, 1, 0).is_ok());
+        b.on_429(Now::at(1_000), Some(3_000), false);
+        assert_eq!(b.check(Now::at(1_500), 1, 0), Err(Hold::RateLimited { wait_ms: 2_500 }));
+        assert!(b.check(Now::at(4_000), 1, 0).is_ok());
         // An order-count 429 without Retry-After holds orders to the end of the 10 s window.
-        b.on_429(12_000, None, true);
-        assert!(b.check(13_000, 1, 0).is_ok());
-        assert_eq!(b.check(13_000, 1, 1), Err(Hold::RateLimited { wait_ms: 7_000 }));
+        b.on_429(Now::at(12_000), None, true);
+        assert!(b.check(Now::at(13_000), 1, 0).is_ok());
+        assert_eq!(b.check(Now::at(13_000), 1, 1), Err(Hold::RateLimited { wait_ms: 7_000 }));
+    }
+
+    #[test]
+    fn holds_follow_the_monotonic_clock_not_the_server_clock() {
+        let mut b = Budget::new(limits(6000, 100));
+        b.on_429(Now { server_ms: 1_000_000, mono_ms: 0 }, Some(30_000), false);
+        // The server offset was resynced 60 s forward: the hold must still stand.
+        let later = Now { server_ms: 1_070_000, mono_ms: 10_000 };
+        assert_eq!(b.check(later, 1, 0), Err(Hold::RateLimited { wait_ms: 20_000 }));
+        assert!(b.check(Now { server_ms: 1_000_000, mono_ms: 30_000 }, 1, 0).is_ok());
+    }
+
+    #[test]
+    fn a_share_leaves_room_for_others_and_garbage_retry_after_is_clamped() {
+        let mut b = Budget::new(limits(100, 10));
+        b.commit(Now::at(0), 50, 0);
+        assert!(b.check_share(Now::at(0), 1, 0, 50).is_err(), "half is spent");
+        assert!(b.check(Now::at(0), 1, 0).is_ok(), "the rest of the 80 % is still there");
+        b.on_418(Now::at(0), Some(i64::MAX));
+        assert_eq!(b.check(Now::at(0), 1, 0), Err(Hold::Banned { wait_ms: MAX_HOLD_MS }));
     }
 
     #[test]
     fn a_ban_holds_everything() {
         let mut b = Budget::new(limits(6000, 100));
-        b.on_418(0, None);
-        assert_eq!(b.check(60_000, 1, 0), Err(Hold::Banned { wait_ms: 60_000 }));
-        assert!(b.check(120_000, 1, 0).is_ok());
+        b.on_418(Now::at(0), None);
+        assert_eq!(b.check(Now::at(60_000), 1, 0), Err(Hold::Banned { wait_ms: 60_000 }));
+        assert!(b.check(Now::at(120_000), 1, 0).is_ok());
         assert_eq!(b.stats.http_418, 1);
     }
 

@@ -20,7 +20,7 @@ use crate::config::FsyncPolicy;
 use crate::decimal::Decimal;
 use crate::error::Error;
 use crate::filllog::{FillLog, FillRecord};
-use crate::rest::{RestClient, ACCOUNT, MY_TRADES, ORDER_QUERY};
+use crate::rest::{RestClient, ACCOUNT, ALL_ORDERS, MY_TRADES, ORDER_QUERY};
 use crate::stream::StreamMsg;
 use crate::wire::{MyTrade, QueriedOrder, UserEvent};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 const PAGE: usize = 1000;
 /// Order ids whose client id we remember (from events or lookups).
 const CLIENT_ID_CACHE: usize = 10_000;
+/// Share of each rate limit reconciliation may use, leaving the rest for the listen-key calls
+/// that keep the stream alive.
+const RECONCILE_SHARE: u64 = 50;
 
 #[derive(Debug, Clone)]
 pub struct StateSettings {
@@ -126,8 +129,9 @@ pub struct State {
     log: FillLog,
     cursors: Cursors,
     balances: HashMap<String, (Decimal, Decimal)>,
-    client_ids: HashMap<u64, String>,
-    client_id_order: VecDeque<u64>,
+    /// Client ids of orders, by `(symbol, orderId)`: order ids are per symbol.
+    client_ids: HashMap<(String, u64), String>,
+    client_id_order: VecDeque<(String, u64)>,
     pending: VecDeque<FillRecord>,
     stream_up: bool,
     /// Server time when the daemon started (ms).
@@ -152,14 +156,20 @@ impl State {
                 report.bad_lines
             );
         }
-        let cursors = match Cursors::load(&settings.state_dir) {
-            Some(c) => c,
-            None => {
-                // From the log: resume after the newest fill of each symbol.
-                let next_from_id = log.last_ids().into_iter().map(|(s, id)| (s, id + 1)).collect();
-                Cursors { version: 1, next_from_id }
+        // From the log, conservatively: the oldest fill it still holds exactly. The stream logs
+        // fills ahead of the cursor, so the newest one may sit after a gap REST has yet to fill;
+        // re-reading from the oldest costs a few pages and the dedupe skips what is there.
+        let from_log = log.first_ids();
+        let mut cursors = Cursors::load(&settings.state_dir).unwrap_or_else(|| Cursors {
+            version: 1,
+            next_from_id: from_log.iter().map(|(s, id)| (s.clone(), *id)).collect(),
+        });
+        for symbol in &settings.symbols {
+            // A symbol added since the cursors were saved: its logged fills still count.
+            if let (None, Some(id)) = (cursors.next_from_id.get(symbol), from_log.get(symbol)) {
+                cursors.next_from_id.insert(symbol.clone(), *id);
             }
-        };
+        }
         log::info!(
             "state: fill log {} ({} lines), cursors {:?}",
             settings.fill_log.display(),
@@ -217,14 +227,12 @@ impl State {
     }
 
     fn run(&mut self, events: &Receiver<StreamMsg>, stop: &Receiver<()>) -> Result<(), String> {
-        self.refresh_balances();
         loop {
             if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
                 return Ok(());
             }
             let now = Instant::now();
-            if now >= self.next_reconcile {
-                self.reconcile_all()?;
+            if now >= self.next_reconcile && !self.reconcile_all()? {
                 let every = if self.stream_up { self.settings.reconcile_up } else { self.settings.reconcile_down };
                 self.next_reconcile = Instant::now() + every;
             }
@@ -256,7 +264,6 @@ impl State {
                 self.stream_up = false;
                 self.next_reconcile = self.next_reconcile.min(Instant::now() + self.settings.reconcile_down);
             }
-            StreamMsg::Fatal(why) => return Err(why),
             StreamMsg::Event(event) => self.on_event(event),
         }
         Ok(())
@@ -265,7 +272,7 @@ impl State {
     fn on_event(&mut self, event: UserEvent) {
         match event {
             UserEvent::Execution(report) => {
-                self.remember_client_id(report.order_id, report.order_client_id().to_string());
+                self.remember_client_id(&report.symbol, report.order_id, report.order_client_id().to_string());
                 if let Some(fill) = report.fill() {
                     self.accept(fill);
                 } else {
@@ -295,12 +302,13 @@ impl State {
         }
     }
 
-    fn remember_client_id(&mut self, order_id: u64, client_id: String) {
-        if client_id.is_empty() || self.client_ids.contains_key(&order_id) {
+    fn remember_client_id(&mut self, symbol: &str, order_id: u64, client_id: String) {
+        let key = (symbol.to_string(), order_id);
+        if client_id.is_empty() || self.client_ids.contains_key(&key) {
             return;
         }
-        self.client_ids.insert(order_id, client_id);
-        self.client_id_order.push_back(order_id);
+        self.client_ids.insert(key.clone(), client_id);
+        self.client_id_order.push_back(key);
         while self.client_id_order.len() > CLIENT_ID_CACHE {
             if let Some(old) = self.client_id_order.pop_front() {
                 self.client_ids.remove(&old);
@@ -370,7 +378,7 @@ impl State {
             free: Decimal,
             locked: Decimal,
         }
-        match self.rest.call_json::<Account>(&ACCOUNT, &[]) {
+        match self.rest.call_background::<Account>(&ACCOUNT, &[], RECONCILE_SHARE) {
             Ok(a) => {
                 for b in a.balances {
                     self.balances.insert(b.asset, (b.free, b.locked));
@@ -380,52 +388,108 @@ impl State {
         }
     }
 
-    fn reconcile_all(&mut self) -> Result<(), String> {
+    /// Saves the cursors once every fill they pass is on disk (with `SYNCD_FSYNC=never` that
+    /// takes an explicit sync first).
+    fn save_cursors(&mut self) {
+        if self.settings.fsync == FsyncPolicy::Never {
+            if let Err(e) = self.log.sync() {
+                log::error!("state: cannot sync the fill log ({e}); cursors not saved");
+                return;
+            }
+        }
+        if let Err(e) = self.cursors.save(&self.settings.state_dir) {
+            log::error!("state: cannot save cursors: {e}");
+        }
+    }
+
+    /// One pass over every symbol. `Ok(true)`: it stopped early for the rate gate and set its
+    /// own next time.
+    fn reconcile_all(&mut self) -> Result<bool, String> {
         self.stats.reconciles += 1;
         let symbols = self.settings.symbols.clone();
         let mut changed = false;
+        let mut retry_after = None;
         for symbol in &symbols {
             match self.reconcile(symbol) {
                 Ok(moved) => changed |= moved,
                 Err(e) if e.is_auth_failure() => return Err(format!("API key refused during reconciliation: {e}")),
-                Err(Error::Stopped) => return Ok(()),
-                Err(e) => {
+                Err(Error::Stopped) => break,
+                // The whole exchange is out of reach for now: the other symbols would fare no
+                // better. Come back when the gate allows.
+                Err(Error::RateLimited { retry_after: wait }) | Err(Error::Banned { retry_after: wait }) => {
+                    log::info!("reconcile {symbol}: rate gate holds for {wait:?}; resuming later");
+                    retry_after = Some(wait);
+                    break;
+                }
+                Err(e @ Error::Transport(_)) => {
                     log::warn!("reconcile {symbol}: {e}; will retry");
                     break;
                 }
+                // Anything else concerns this symbol only: the others still get their pass.
+                Err(e) => log::warn!("reconcile {symbol}: {e}; will retry"),
             }
         }
         if changed {
-            if let Err(e) = self.cursors.save(&self.settings.state_dir) {
-                log::error!("state: cannot save cursors: {e}");
-            }
+            self.save_cursors();
         }
-        Ok(())
+        if let Some(wait) = retry_after {
+            let every = if self.stream_up { self.settings.reconcile_up } else { self.settings.reconcile_down };
+            self.next_reconcile = Instant::now() + wait.clamp(Duration::from_millis(100), every.max(wait));
+            return Ok(true);
+        }
+        Ok(false)
     }
 
-    /// One REST pass for `symbol`. Returns whether the cursor moved.
+    /// One REST pass for `symbol`. Returns whether the cursor moved. Never waits in the rate
+    /// gate: a hold ends the pass with `RateLimited`, and stream fills keep being logged.
     fn reconcile(&mut self, symbol: &str) -> Result<bool, Error> {
         let start = self.cursors.next_from_id.get(symbol).copied();
         let mut from = match start {
             Some(f) => f,
-            None => self.first_cursor(symbol)?,
+            None => {
+                let first = self.first_cursor(symbol)?;
+                // Saved at once: a restart before the first pass ends must not move the anchor.
+                self.save_cursors();
+                first
+            }
         };
-        let mut moved = start != Some(from);
+        let mut moved = false;
         loop {
             let from_text = from.to_string();
             let limit = PAGE.to_string();
-            let page: Vec<MyTrade> = self.rest.call_json(
+            let rows: Vec<serde_json::Value> = self.rest.call_background(
                 &MY_TRADES,
                 &[("symbol", symbol), ("fromId", from_text.as_str()), ("limit", limit.as_str())],
+                RECONCILE_SHARE,
             )?;
-            let count = page.len();
+            let count = rows.len();
+            let mut page = Vec::with_capacity(count);
+            for row in rows {
+                // Row by row: one row we cannot read stops the pass before it, loudly, instead of
+                // costing the whole page.
+                match serde_json::from_value::<MyTrade>(row) {
+                    Ok(t) => page.push(t),
+                    Err(e) => {
+                        log::error!("reconcile {symbol}: a myTrades row could not be read ({e}); stopping before it");
+                        break;
+                    }
+                }
+            }
+            let complete = page.len() == count;
+            let fresh: Vec<&MyTrade> = page.iter().filter(|t| !self.log.contains(symbol, t.id)).collect();
+            let unknown: Vec<u64> = fresh
+                .iter()
+                .map(|t| t.order_id)
+                .filter(|o| !self.client_ids.contains_key(&(symbol.to_string(), *o)))
+                .collect();
+            self.learn_client_ids(symbol, &unknown)?;
             let mut last = None;
             for trade in page {
-                last = Some(trade.id);
+                last = Some(last.map_or(trade.id, |l: u64| l.max(trade.id)));
                 if self.log.contains(symbol, trade.id) {
                     continue;
                 }
-                let client_id = self.client_id_for(symbol, trade.order_id);
+                let client_id = self.client_ids.get(&(symbol.to_string(), trade.order_id)).cloned().unwrap_or_default();
                 log::info!("reconcile {symbol}: trade {} came by REST", trade.id);
                 self.accept(trade.into_fill(client_id));
             }
@@ -438,10 +502,7 @@ impl State {
                 self.cursors.next_from_id.insert(symbol.to_string(), from);
                 moved = true;
             }
-            if count < PAGE {
-                if moved {
-                    self.cursors.next_from_id.insert(symbol.to_string(), from);
-                }
+            if count < PAGE || !complete {
                 return Ok(moved);
             }
         }
@@ -453,13 +514,16 @@ impl State {
     fn first_cursor(&mut self, symbol: &str) -> Result<u64, Error> {
         let since = self.started_ms - 60_000;
         let since_text = since.to_string();
-        let recent: Vec<MyTrade> = self
-            .rest
-            .call_json(&MY_TRADES, &[("symbol", symbol), ("startTime", since_text.as_str()), ("limit", "1")])?;
+        let recent: Vec<MyTrade> = self.rest.call_background(
+            &MY_TRADES,
+            &[("symbol", symbol), ("startTime", since_text.as_str()), ("limit", "1")],
+            RECONCILE_SHARE,
+        )?;
         let next = match recent.first() {
             Some(t) => t.id,
             None => {
-                let latest: Vec<MyTrade> = self.rest.call_json(&MY_TRADES, &[("symbol", symbol), ("limit", "1")])?;
+                let latest: Vec<MyTrade> =
+                    self.rest.call_background(&MY_TRADES, &[("symbol", symbol), ("limit", "1")], RECONCILE_SHARE)?;
                 // A trade made between the two requests is newer than `since`: include it.
                 latest.last().map_or(0, |t| if t.time >= since { t.id } else { t.id + 1 })
             }
@@ -469,20 +533,40 @@ impl State {
         Ok(next)
     }
 
-    fn client_id_for(&mut self, symbol: &str, order_id: u64) -> String {
-        if let Some(id) = self.client_ids.get(&order_id) {
-            return id.clone();
+    /// Learns the client ids of `orders` (REST trades carry none): one `allOrders` page from
+    /// the oldest of them (weight 20 for up to 1000 orders), then single lookups for any it did
+    /// not cover. A transient failure aborts the pass so no fill is logged without its id; an
+    /// order the exchange no longer knows (`-2013`, `-2026`) is logged with `""`.
+    fn learn_client_ids(&mut self, symbol: &str, orders: &[u64]) -> Result<(), Error> {
+        let Some(oldest) = orders.iter().min() else { return Ok(()) };
+        let from = oldest.to_string();
+        let listed: Vec<QueriedOrder> = self.rest.call_background(
+            &ALL_ORDERS,
+            &[("symbol", symbol), ("orderId", from.as_str()), ("limit", "1000")],
+            RECONCILE_SHARE,
+        )?;
+        for o in listed {
+            self.remember_client_id(symbol, o.order_id, o.client_order_id);
         }
-        let id_text = order_id.to_string();
-        match self.rest.call_json::<QueriedOrder>(&ORDER_QUERY, &[("symbol", symbol), ("orderId", id_text.as_str())]) {
-            Ok(o) => {
-                self.remember_client_id(o.order_id, o.client_order_id.clone());
-                o.client_order_id
+        for order_id in orders {
+            let key = (symbol.to_string(), *order_id);
+            if self.client_ids.contains_key(&key) {
+                continue;
             }
-            Err(e) => {
-                log::warn!("reconcile {symbol}: client id of order {order_id} unknown ({e})");
-                String::new()
+            let id_text = order_id.to_string();
+            match self.rest.call_background::<QueriedOrder>(
+                &ORDER_QUERY,
+                &[("symbol", symbol), ("orderId", id_text.as_str())],
+                RECONCILE_SHARE,
+            ) {
+                Ok(o) => self.remember_client_id(symbol, o.order_id, o.client_order_id),
+                Err(e) if matches!(e.api_code(), Some(-2013 | -2026)) => {
+                    log::warn!("reconcile {symbol}: order {order_id} is unknown to the exchange; logging its fills without a client id");
+                    self.client_ids.insert(key, String::new());
+                }
+                Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 }

@@ -39,8 +39,6 @@ pub enum StreamMsg {
     Down {
         reason: String,
     },
-    /// A problem no retry can fix (the API key is refused). The daemon must stop.
-    Fatal(String),
 }
 
 /// Requests to the stream thread from elsewhere.
@@ -206,12 +204,27 @@ pub struct Stream {
     pub events: Sender<StreamMsg>,
     pub ctl: Receiver<StreamCtl>,
     pub stop: Receiver<()>,
+    /// Straight to `main` for problems no retry can fix.
+    pub exit: Sender<crate::state::Exit>,
 }
 
 /// Why a connection ended.
 enum End {
     Stop,
-    Lost(String),
+    /// Lost. `quick`: the server was reachable moments ago (silence, expiry, shutdown, a
+    /// renewed key), so reconnect after the shortest delay rather than the grown backoff.
+    Lost {
+        reason: String,
+        quick: bool,
+    },
+}
+
+fn lost(reason: impl Into<String>) -> End {
+    End::Lost { reason: reason.into(), quick: false }
+}
+
+fn lost_quick(reason: impl Into<String>) -> End {
+    End::Lost { reason: reason.into(), quick: true }
 }
 
 impl Stream {
@@ -237,7 +250,7 @@ impl Stream {
             let key = match self.listen_key() {
                 Ok(k) => k,
                 Err(e) if e.is_auth_failure() => {
-                    let _ = self.events.send(StreamMsg::Fatal(format!("listen key refused: {e}")));
+                    let _ = self.exit.send(crate::state::Exit::Fatal(format!("listen key refused: {e}")));
                     return;
                 }
                 Err(Error::Stopped) => return,
@@ -261,10 +274,15 @@ impl Stream {
             if self.events.send(StreamMsg::Up { session }).is_err() {
                 return;
             }
-            match self.read_loop(ws) {
+            // A renewal asked for before this key was fetched is already answered.
+            while self.ctl.try_recv().is_ok() {}
+            match self.read_loop(ws, &key) {
                 End::Stop => return,
-                End::Lost(reason) => {
+                End::Lost { reason, quick } => {
                     delay = backoff.next_delay(Instant::now());
+                    if quick {
+                        delay = s.backoff_min;
+                    }
                     log::warn!("stream: session={session} lost ({reason}); reconnecting in {delay:?}");
                     if self.events.send(StreamMsg::Down { reason }).is_err() {
                         return;
@@ -286,10 +304,10 @@ impl Stream {
         Ok(key)
     }
 
-    fn read_loop(&self, mut ws: WebSocket<Conn>) -> End {
+    fn read_loop(&self, mut ws: WebSocket<Conn>, key: &Secret) -> End {
         let s = &self.settings;
         if let Err(e) = ws.get_ref().tcp().set_read_timeout(Some(s.poll)) {
-            return End::Lost(format!("socket: {}", e.kind()));
+            return lost(format!("socket: {}", e.kind()));
         }
         let mut last_rx = Instant::now();
         let mut last_ping = Instant::now();
@@ -305,13 +323,16 @@ impl Stream {
                 }
             }
             if let Ok(StreamCtl::RenewKey) = self.ctl.try_recv() {
-                let _ = ws.close(None);
-                let _ = ws.flush();
-                return End::Lost("keep-alive found the listen key gone".into());
+                // Only a renewal for the key this connection uses ends it.
+                if self.key.get().as_ref() != Some(key) {
+                    let _ = ws.close(None);
+                    let _ = ws.flush();
+                    return lost_quick("keep-alive found the listen key gone");
+                }
             }
             let now = Instant::now();
             if now.duration_since(last_rx) >= s.silence_timeout {
-                return End::Lost(format!("no frame for {:?}", now.duration_since(last_rx)));
+                return lost_quick(format!("no frame for {:?}", now.duration_since(last_rx)));
             }
             if now.duration_since(last_rx) >= s.ping_every
                 && now.duration_since(last_ping) >= s.ping_every
@@ -319,7 +340,7 @@ impl Stream {
             {
                 pings += 1;
                 if let Err(e) = ws.send(Message::Ping(pings.to_be_bytes().to_vec().into())) {
-                    return End::Lost(format!("ping failed: {}", crate::Error::from(e)));
+                    return lost(format!("ping failed: {}", crate::Error::from(e)));
                 }
                 out_cap.record(now);
                 last_ping = now;
@@ -333,12 +354,12 @@ impl Stream {
                                 let _ = ws.close(None);
                                 let _ = ws.flush();
                                 self.key.set(None);
-                                return End::Lost("listenKeyExpired".into());
+                                return lost_quick("listenKeyExpired");
                             }
                             Ok(UserEvent::ServerShutdown) => {
                                 let _ = ws.close(None);
                                 let _ = ws.flush();
-                                return End::Lost("serverShutdown".into());
+                                return lost_quick("serverShutdown");
                             }
                             Ok(UserEvent::Unknown(kind)) => log::debug!("stream: ignoring event type {kind}"),
                             Ok(event) => {
@@ -352,14 +373,14 @@ impl Stream {
                         Message::Close(frame) => {
                             let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
                             let _ = ws.flush();
-                            return End::Lost(format!("server closed with {code}"));
+                            return lost(format!("server closed with {code}"));
                         }
                         // tungstenite queues the pong for a ping; it goes out with the next flush.
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                     if let Err(e) = ws.flush() {
                         if !is_timeout(&e) {
-                            return End::Lost(format!("flush: {}", crate::Error::from(e)));
+                            return lost(format!("flush: {}", crate::Error::from(e)));
                         }
                     }
                 }
@@ -367,7 +388,7 @@ impl Stream {
                     // A queued pong may still be waiting for a write.
                     let _ = ws.flush();
                 }
-                Err(e) => return End::Lost(crate::Error::from(e).to_string()),
+                Err(e) => return lost(crate::Error::from(e).to_string()),
             }
         }
     }

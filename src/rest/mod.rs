@@ -168,6 +168,17 @@ pub fn encode_params(params: &[(&str, &str)]) -> String {
     out
 }
 
+/// How a request gets past the rate gate.
+#[derive(Debug, Clone, Copy)]
+enum Admission {
+    /// Wait as long as the gate says.
+    Wait,
+    /// Wait at most this long, and bound the request by what is left.
+    Within(Duration),
+    /// Go now within this share of the limits, or not at all.
+    Share(u64),
+}
+
 /// The parts of a response the caller and the gate need.
 #[derive(Debug)]
 struct Reply {
@@ -216,7 +227,7 @@ impl RestClient {
         }
         let mut attempt = 0;
         loop {
-            match self.call_once(ep, params, None) {
+            match self.call_once(ep, params, Admission::Wait) {
                 Err(e)
                     if e.api_code() == Some(-1021)
                         && ep.security == Security::Signed
@@ -245,17 +256,71 @@ impl RestClient {
         serde_json::from_str(&body).map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)))
     }
 
-    /// One attempt that waits at most `limit` for the rate gate (shutdown's last requests).
+    /// One attempt bounded by `limit` in all: the gate wait and the request itself
+    /// (shutdown's last request).
     pub fn call_within(&self, ep: &Endpoint, params: &[(&str, &str)], limit: Duration) -> Result<String, Error> {
-        self.call_once(ep, params, Some(limit))
+        self.call_once(ep, params, Admission::Within(limit))
     }
 
-    fn call_once(&self, ep: &Endpoint, params: &[(&str, &str)], limit: Option<Duration>) -> Result<String, Error> {
+    /// For background work (reconciliation): never waits in the gate. If the request may not go
+    /// now within `share_pct` % of the limits, it is not sent and `RateLimited` says how long
+    /// to wait, so the caller can do other work meanwhile (log stream fills) and try later.
+    pub fn call_background<T: serde::de::DeserializeOwned>(
+        &self,
+        ep: &Endpoint,
+        params: &[(&str, &str)],
+        share_pct: u64,
+    ) -> Result<T, Error> {
+        let mut attempt = 0;
+        loop {
+            let body = match self.call_once(ep, params, Admission::Share(share_pct)) {
+                Err(e)
+                    if e.api_code() == Some(-1021)
+                        && ep.security == Security::Signed
+                        && attempt < TIMESTAMP_RETRIES =>
+                {
+                    attempt += 1;
+                    log::warn!(
+                        "{} {}: -1021 timestamp outside recvWindow; resyncing clock",
+                        ep.method.as_str(),
+                        ep.path
+                    );
+                    self.sync_clock()?;
+                    continue;
+                }
+                other => other?,
+            };
+            return serde_json::from_str(&body)
+                .map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)));
+        }
+    }
+
+    fn call_once(&self, ep: &Endpoint, params: &[(&str, &str)], admission: Admission) -> Result<String, Error> {
         if (ep.security != Security::None) && self.api_key.is_none() {
             return Err(Error::Config("BINANCE_API_KEY is needed for this request".into()));
         }
-        if !self.gate.acquire_within(ep.weight, ep.orders, limit) {
-            return Err(Error::Stopped);
+        let mut request_timeout = None;
+        match admission {
+            Admission::Wait => {
+                if !self.gate.acquire(ep.weight, ep.orders) {
+                    return Err(Error::Stopped);
+                }
+            }
+            Admission::Within(limit) => {
+                let start = std::time::Instant::now();
+                if !self.gate.acquire_within(ep.weight, ep.orders, Some(limit)) {
+                    return Err(Error::Stopped);
+                }
+                request_timeout = Some(limit.saturating_sub(start.elapsed()).max(Duration::from_millis(100)));
+            }
+            Admission::Share(pct) => {
+                if let Err(wait) = self.gate.try_acquire(ep.weight, ep.orders, pct) {
+                    if wait == Duration::MAX {
+                        return Err(Error::Stopped);
+                    }
+                    return Err(Error::RateLimited { retry_after: wait });
+                }
+            }
         }
         let mut query = encode_params(params);
         if ep.security == Security::Signed {
@@ -279,17 +344,33 @@ impl RestClient {
             url.push_str(&query);
         }
         log::debug!("{} {}", ep.method.as_str(), ep.path);
-        let reply = self.send(ep, &url).map_err(|e| self.transport_error(ep, e))?;
+        let reply = self.send(ep, &url, request_timeout).map_err(|e| self.transport_error(ep, e))?;
         self.classify(ep, reply)
     }
 
-    fn send(&self, ep: &Endpoint, url: &str) -> Result<Reply, ureq::Error> {
-        let key = self.api_key.as_ref().map(|k| k.expose()).unwrap_or("");
+    fn send(&self, ep: &Endpoint, url: &str, timeout: Option<Duration>) -> Result<Reply, ureq::Error> {
+        // Public endpoints get no key: it has no business travelling where it is not needed.
+        let key = match ep.security {
+            Security::None => None,
+            _ => self.api_key.as_ref().map(|k| k.expose()),
+        };
+        macro_rules! prepare {
+            ($builder:expr) => {{
+                let mut b = $builder;
+                if let Some(k) = key {
+                    b = b.header("X-MBX-APIKEY", k);
+                }
+                if let Some(t) = timeout {
+                    b = b.config().timeout_global(Some(t)).build();
+                }
+                b
+            }};
+        }
         let mut response = match ep.method {
-            Method::Get => self.agent.get(url).header("X-MBX-APIKEY", key).call()?,
-            Method::Delete => self.agent.delete(url).header("X-MBX-APIKEY", key).call()?,
-            Method::Post => self.agent.post(url).header("X-MBX-APIKEY", key).send_empty()?,
-            Method::Put => self.agent.put(url).header("X-MBX-APIKEY", key).send_empty()?,
+            Method::Get => prepare!(self.agent.get(url)).call()?,
+            Method::Delete => prepare!(self.agent.delete(url)).call()?,
+            Method::Post => prepare!(self.agent.post(url)).send_empty()?,
+            Method::Put => prepare!(self.agent.put(url)).send_empty()?,
         };
         let status = response.status().as_u16();
         let mut retry_after = None;
@@ -353,6 +434,10 @@ impl RestClient {
             418 => {
                 self.gate.on_418(reply.retry_after);
                 return Err(Error::Banned { retry_after: reply.retry_after.unwrap_or(Duration::from_secs(120)) });
+            }
+            403 => {
+                self.gate.on_403();
+                return Err(Error::RateLimited { retry_after: Duration::from_secs(300) });
             }
             _ => {}
         }

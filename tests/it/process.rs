@@ -116,8 +116,14 @@ fn sigterm_exits_zero_quickly_and_deletes_the_listen_key_and_no_secret_is_ever_p
     let dir = temp_dir("sigterm");
     let log_path = dir.join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    // Debug level: the most the daemon ever says about its requests.
-    let mut child = daemon_logging(&ex, &dir, DEMO_API_KEY, Stdio::from(log), "debug");
+    // Debug, and the libraries asked for trace: the caps must hold even then.
+    let mut child = daemon_logging(
+        &ex,
+        &dir,
+        DEMO_API_KEY,
+        Stdio::from(log),
+        "debug,tungstenite::handshake::client=trace,ureq=trace",
+    );
     // Wait until the stream is connected, then make a fill so every path has run once.
     let end = Instant::now() + Duration::from_secs(10);
     while ex.report()["sessions"].as_array().unwrap().is_empty() && Instant::now() < end {
