@@ -120,7 +120,6 @@ pub struct StateStats {
     pub duplicates: u64,
     pub reconciles: u64,
     pub write_failures: u64,
-    pub bad_frames: u64,
 }
 
 pub struct State {
@@ -514,19 +513,19 @@ impl State {
     fn first_cursor(&mut self, symbol: &str) -> Result<u64, Error> {
         let since = self.started_ms - 60_000;
         let since_text = since.to_string();
+        // The newest trade first, then the first one since `since`: a trade made between the
+        // two requests is then either found by the second or newer than the first.
+        let latest: Vec<MyTrade> =
+            self.rest.call_background(&MY_TRADES, &[("symbol", symbol), ("limit", "1")], RECONCILE_SHARE)?;
         let recent: Vec<MyTrade> = self.rest.call_background(
             &MY_TRADES,
             &[("symbol", symbol), ("startTime", since_text.as_str()), ("limit", "1")],
             RECONCILE_SHARE,
         )?;
-        let next = match recent.first() {
-            Some(t) => t.id,
-            None => {
-                let latest: Vec<MyTrade> =
-                    self.rest.call_background(&MY_TRADES, &[("symbol", symbol), ("limit", "1")], RECONCILE_SHARE)?;
-                // A trade made between the two requests is newer than `since`: include it.
-                latest.last().map_or(0, |t| if t.time >= since { t.id } else { t.id + 1 })
-            }
+        let next = match (recent.first(), latest.last()) {
+            (Some(first_since), _) => first_since.id,
+            (None, Some(newest)) => newest.id + 1,
+            (None, None) => 0,
         };
         log::info!("reconcile {symbol}: first start; following trades from id {next}");
         self.cursors.next_from_id.insert(symbol.to_string(), next);

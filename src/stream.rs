@@ -132,7 +132,14 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
 }
 
 /// Connects `base` + `path` (`ws://` or `wss://`), with `timeout` on connect and handshake.
-pub fn connect(base: &str, path: &str, timeout: Duration) -> Result<WebSocket<Conn>, Error> {
+/// `on_attempt` runs before each TCP connect: a host with several addresses costs one
+/// attempt each against the connection-rate cap.
+pub fn connect(
+    base: &str,
+    path: &str,
+    timeout: Duration,
+    on_attempt: &mut dyn FnMut(),
+) -> Result<WebSocket<Conn>, Error> {
     let (tls, rest) = if let Some(r) = base.strip_prefix("wss://") {
         (true, r)
     } else if let Some(r) = base.strip_prefix("ws://") {
@@ -158,6 +165,7 @@ pub fn connect(base: &str, path: &str, timeout: Duration) -> Result<WebSocket<Co
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     let mut tcp = None;
     for addr in addrs {
+        on_attempt();
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 tcp = Some(s);
@@ -246,7 +254,6 @@ impl Stream {
             if !hold.is_zero() && sleep_or_stop(&self.stop, hold) {
                 return;
             }
-            cap.record(Instant::now());
             let key = match self.listen_key() {
                 Ok(k) => k,
                 Err(e) if e.is_auth_failure() => {
@@ -260,7 +267,8 @@ impl Stream {
                     continue;
                 }
             };
-            let ws = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout) {
+            let mut record = || cap.record(Instant::now());
+            let ws = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &mut record) {
                 Ok(ws) => ws,
                 Err(e) => {
                     delay = backoff.next_delay(Instant::now());

@@ -288,23 +288,32 @@ fn a_key_that_silently_stops_is_caught_by_the_keepalive() {
 
 #[test]
 fn lost_state_is_rebuilt_from_the_log_without_skipping_a_gap() {
-    // REST passes far apart, so only the stream logs fills during the test.
-    let slow = Tuning { reconcile_up: Duration::from_secs(600), ..fast() };
-    let mut rig = Rig::start("rebuild", |_| {}, slow.clone());
-    rig.trade("BTCUSD");
-    rig.ex.fault("drop_events", &[("count", "1000")]).unwrap();
-    rig.trade("BTCUSD"); // its TRADE events never arrive: a gap in the log
-    rig.ex.shared().engine.lock().unwrap().faults.drop_events = 0;
-    rig.trade("BTCUSD");
-    let streamed = rig.report()["trades"].as_array().unwrap().iter().filter(|t| t["streamed"] == true).count();
-    wait_lines(&rig.cfg.fill_log, streamed, Duration::from_secs(10));
-    if let Some(d) = rig.daemon.take() {
-        d.stop(Duration::from_secs(8));
+    init_log();
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("rebuild");
+    let cfg = config(&ex, &dir);
+    let rest = client(&ex);
+    for i in 0..3 {
+        let id = rest_buy(&ex, &rest, "BTCUSD", "0.01", &format!("gap-{i}"));
+        ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).unwrap();
     }
-    let logged = read_log(&rig.cfg.fill_log).len();
-    assert!(logged < rig.trades(), "the gap was filled before the state was lost; the test proves nothing");
-    // The state file is lost; the next start must rebuild cursors that still reach the gap.
-    std::fs::remove_file(rig.cfg.state_dir.join("cursors.json")).unwrap();
-    rig.daemon = Some(Daemon::start(&rig.cfg, &slow).unwrap());
-    rig.finish();
+    // The log a previous run left: the first and last fills, the middle one missed (its event
+    // was lost), and no state file.
+    let trades = ex.report()["trades"].as_array().unwrap().clone();
+    assert_eq!(trades.len(), 3);
+    let line = |t: &Value| {
+        serde_json::json!({
+            "symbol": t["symbol"], "trade_id": t["id"], "order_id": t["order_id"],
+            "client_order_id": t["client_order_id"], "side": t["side"], "price": t["price"], "qty": t["qty"],
+            "quote_qty": t["quote_qty"], "commission": t["commission"], "commission_asset": t["commission_asset"],
+            "maker": t["maker"], "time": t["time"],
+        })
+        .to_string()
+    };
+    std::fs::write(&cfg.fill_log, format!("{}\n{}\n", line(&trades[0]), line(&trades[2]))).unwrap();
+    let daemon = Daemon::start(&cfg, &fast()).unwrap();
+    let fills = wait_lines(&cfg.fill_log, 3, Duration::from_secs(15));
+    daemon.stop(Duration::from_secs(8));
+    assert_matches_truth(&fills, &ex.report());
+    assert_eq!(fills[2].trade_id, trades[1]["id"].as_u64().unwrap(), "the gap fill was appended");
 }

@@ -12,8 +12,12 @@ pub fn paper() -> PaperExchange {
 }
 
 /// A paper exchange whose market stands still unless a test moves it, so tests are exact.
+/// Its weight limit is raised: the daemons under test reconcile every half second (a hundred
+/// times the production pace), and the SIGKILL test starts 23 of them in a minute, all on one
+/// IP; a test of the limit itself sets its own.
 pub fn paper_with(adjust: impl FnOnce(&mut PaperConfig)) -> PaperExchange {
     let mut config = PaperConfig { market_tick: Duration::from_secs(3600), ..PaperConfig::default() };
+    config.rest.weight_limit = 120_000;
     adjust(&mut config);
     PaperExchange::start(config).expect("paper exchange starts on loopback")
 }
