@@ -10,6 +10,7 @@
 //! | `expire_key` | the listen key expires now: `listenKeyExpired`, then nothing |
 //! | `forget_key` | the listen key silently stops existing: no event, connections stay open but get nothing, PUT gets `-1125` |
 //! | `cut` | the 24 h cut, now: close frame 1001 on every stream connection |
+//! | `server_shutdown` | a `serverShutdown` event (§3.6) on every stream connection |
 //! | `duplicate_trade` [count=1] | the next `count` TRADE events are sent twice |
 //! | `drop_events` [count=1] | the next `count` events reach no stream |
 //! | `garbage` [kind=all\|invalid_json\|unknown_event\|big\|binary] | frames a client must survive |
@@ -110,6 +111,7 @@ pub const FAULTS: &[&str] = &[
     "expire_key",
     "forget_key",
     "cut",
+    "server_shutdown",
     "duplicate_trade",
     "drop_events",
     "garbage",
@@ -195,6 +197,10 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
         "forget_key" => {
             engine().forget_key(now);
             json!({"forgotten": key.is_some()})
+        }
+        "server_shutdown" => {
+            let event = format!("{{\"e\":\"serverShutdown\",\"E\":{now}}}");
+            json!({"connections": shared.hub.control(None, StreamItem::Event(Arc::from(event)))})
         }
         "cut" => {
             let item = StreamItem::Close { code: 1001, reason: "24h cut".into() };

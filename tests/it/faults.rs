@@ -317,3 +317,14 @@ fn lost_state_is_rebuilt_from_the_log_without_skipping_a_gap() {
     assert_matches_truth(&fills, &ex.report());
     assert_eq!(fills[2].trade_id, trades[1]["id"].as_u64().unwrap(), "the gap fill was appended");
 }
+
+#[test]
+fn server_shutdown_event_moves_to_a_new_connection() {
+    let mut rig = Rig::start("shutdown", |_| {}, fast());
+    rig.trade("BTCUSD");
+    let reply = rig.ex.fault("server_shutdown", &[]).unwrap();
+    assert_eq!(reply["connections"], 1);
+    rig.wait_sessions(2);
+    rig.trade("ETHUSD");
+    rig.finish();
+}

@@ -13,9 +13,22 @@ fn daemon(ex: &PaperExchange, dir: &Path, key: &str) -> Child {
 }
 
 fn daemon_logging(ex: &PaperExchange, dir: &Path, key: &str, stderr: Stdio, level: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
-        .arg("run")
-        .env_clear()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("run");
+    configure(&mut cmd, ex, dir, key, stderr, level).spawn().expect("spawn binance-syncd")
+}
+
+/// The daemon's environment for these tests, on any command that ends up running it.
+fn configure<'a>(
+    cmd: &'a mut Command,
+    ex: &PaperExchange,
+    dir: &Path,
+    key: &str,
+    stderr: Stdio,
+    level: &str,
+) -> &'a mut Command {
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("BINANCE_API_KEY", key)
         .env("BINANCE_API_SECRET", DEMO_API_SECRET)
         .env("SYNCD_REST_URL", ex.rest_url())
@@ -31,8 +44,6 @@ fn daemon_logging(ex: &PaperExchange, dir: &Path, key: &str, stderr: Stdio, leve
         .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(stderr)
-        .spawn()
-        .expect("spawn binance-syncd")
 }
 
 fn sigterm(child: &Child) {
@@ -160,4 +171,56 @@ fn a_refused_api_key_exits_non_zero_with_one_message() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("-2015"), "{err}");
     assert!(!err.contains(DEMO_API_SECRET));
+}
+
+#[test]
+fn a_full_disk_holds_fills_in_memory_and_writes_them_when_space_returns() {
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("diskfull");
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // An 8 KiB (soft) file-size limit stands in for a full disk: writes past it fail (EFBIG) instead of
+    // killing the process, because SIGXFSZ is ignored, and an ignored signal stays ignored
+    // across exec. The limit is lifted later from outside with prlimit, as freeing space would.
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "trap '' XFSZ; ulimit -S -f 8; exec \"$0\" run", env!("CARGO_BIN_EXE_binance-syncd")]);
+    let mut child = configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::from(log), "info").spawn().expect("spawn");
+    let end = Instant::now() + Duration::from_secs(10);
+    while ex.report()["sessions"].as_array().unwrap().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rest = client(&ex);
+    for i in 0..40 {
+        let id = crate::sync::rest_buy(&ex, &rest, "BTCUSD", "0.01", &format!("full-{i}"));
+        ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("cannot write the fill log") {
+        assert!(Instant::now() < end, "the daemon never reported the full disk");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Whole lines only (read_log parses every line), fewer than the fills made.
+    let written = read_log(&dir.join("fills.jsonl"));
+    assert!(written.len() < 40, "{} lines: the limit did not bite", written.len());
+    // The cursor has not passed the first fill that is not on disk.
+    let trades = ex.report()["trades"].as_array().unwrap().clone();
+    let first_unwritten = trades[written.len()]["id"].as_u64().unwrap();
+    let cursors: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/cursors.json")).unwrap()).unwrap();
+    assert!(cursors["next_from_id"]["BTCUSD"].as_u64().unwrap() <= first_unwritten, "{cursors}");
+    // Space comes back: every held fill is written, in order, once.
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &child.id().to_string(), "--fsize=unlimited:"])
+        .status()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(lifted.success());
+    let fills = crate::sync::wait_lines(&dir.join("fills.jsonl"), 40, Duration::from_secs(20));
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert_matches_truth(&fills, &ex.report());
+    let ids: Vec<u64> = fills.iter().map(|f| f.trade_id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "held fills were written in order");
 }
