@@ -219,6 +219,8 @@ pub struct Stream {
 /// Why a connection ended.
 enum End {
     Stop,
+    /// `serverShutdown`: a new connection is already open on the same key (§3.6).
+    Handover(Box<WebSocket<Conn>>),
     /// Lost. `quick`: the server was reachable moments ago (silence, expiry, shutdown, a
     /// renewed key), so reconnect after the shortest delay rather than the grown backoff.
     Lost {
@@ -284,16 +286,28 @@ impl Stream {
             }
             // A renewal asked for before this key was fetched is already answered.
             while self.ctl.try_recv().is_ok() {}
-            match self.read_loop(ws, &key) {
-                End::Stop => return,
-                End::Lost { reason, quick } => {
-                    delay = backoff.next_delay(Instant::now());
-                    if quick {
-                        delay = s.backoff_min;
+            let mut ws = ws;
+            loop {
+                match self.read_loop(ws, &key, &mut cap) {
+                    End::Stop => return,
+                    End::Handover(next) => {
+                        session += 1;
+                        log::info!("stream: serverShutdown; moved to session={session} with no gap");
+                        if self.events.send(StreamMsg::Up { session }).is_err() {
+                            return;
+                        }
+                        ws = *next;
                     }
-                    log::warn!("stream: session={session} lost ({reason}); reconnecting in {delay:?}");
-                    if self.events.send(StreamMsg::Down { reason }).is_err() {
-                        return;
+                    End::Lost { reason, quick } => {
+                        delay = backoff.next_delay(Instant::now());
+                        if quick {
+                            delay = s.backoff_min;
+                        }
+                        log::warn!("stream: session={session} lost ({reason}); reconnecting in {delay:?}");
+                        if self.events.send(StreamMsg::Down { reason }).is_err() {
+                            return;
+                        }
+                        break;
                     }
                 }
             }
@@ -312,7 +326,41 @@ impl Stream {
         Ok(key)
     }
 
-    fn read_loop(&self, mut ws: WebSocket<Conn>, key: &Secret) -> End {
+    /// §3.6: on `serverShutdown`, open a new connection on the same key first, then read what
+    /// the old one still holds and close it, so no event falls between the two. `None` if the
+    /// new connection cannot be had now (the caller then reconnects the ordinary way).
+    fn handover(&self, old: &mut WebSocket<Conn>, key: &Secret, cap: &mut WindowCap) -> Option<WebSocket<Conn>> {
+        if !cap.wait(Instant::now()).is_zero() {
+            return None;
+        }
+        let mut record = || cap.record(Instant::now());
+        let s = &self.settings;
+        let next = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &mut record) {
+            Ok(ws) => ws,
+            Err(e) => {
+                log::warn!("stream: serverShutdown handover failed ({e})");
+                return None;
+            }
+        };
+        let _ = old.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(50)));
+        // Until the old connection has nothing more (a read times out) or closes.
+        while let Ok(msg) = old.read() {
+            if let Message::Text(text) = msg {
+                if let Ok(event) = parse_event(text.as_str()) {
+                    if !matches!(event, UserEvent::ServerShutdown | UserEvent::ListenKeyExpired | UserEvent::Unknown(_))
+                        && self.events.send(StreamMsg::Event(event)).is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = old.close(None);
+        let _ = old.flush();
+        Some(next)
+    }
+
+    fn read_loop(&self, mut ws: WebSocket<Conn>, key: &Secret, cap: &mut WindowCap) -> End {
         let s = &self.settings;
         if let Err(e) = ws.get_ref().tcp().set_read_timeout(Some(s.poll)) {
             return lost(format!("socket: {}", e.kind()));
@@ -365,6 +413,9 @@ impl Stream {
                                 return lost_quick("listenKeyExpired");
                             }
                             Ok(UserEvent::ServerShutdown) => {
+                                if let Some(next) = self.handover(&mut ws, key, cap) {
+                                    return End::Handover(Box::new(next));
+                                }
                                 let _ = ws.close(None);
                                 let _ = ws.flush();
                                 return lost_quick("serverShutdown");
