@@ -168,6 +168,10 @@ pub fn encode_params(params: &[(&str, &str)]) -> String {
     out
 }
 
+fn decode<T: serde::de::DeserializeOwned>(ep: &Endpoint, body: &str) -> Result<T, Error> {
+    serde_json::from_str(body).map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)))
+}
+
 /// How a request gets past the rate gate.
 #[derive(Debug, Clone, Copy)]
 enum Admission {
@@ -219,31 +223,7 @@ impl RestClient {
     /// Sends one request and returns the body of a 2xx answer. Signs if the endpoint needs it
     /// (and re-signs with a resynced clock after `-1021`, at most twice).
     pub fn call(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
-        if ep.security == Security::Signed && self.clock.is_stale(self.clock_resync) {
-            // Clocks drift; re-measure before the offset is old enough to cost a -1021.
-            if let Err(e) = self.sync_clock() {
-                log::warn!("clock resync failed ({e}); signing with the last offset");
-            }
-        }
-        let mut attempt = 0;
-        loop {
-            match self.call_once(ep, params, Admission::Wait) {
-                Err(e)
-                    if e.api_code() == Some(-1021)
-                        && ep.security == Security::Signed
-                        && attempt < TIMESTAMP_RETRIES =>
-                {
-                    attempt += 1;
-                    log::warn!(
-                        "{} {}: -1021 timestamp outside recvWindow; resyncing clock",
-                        ep.method.as_str(),
-                        ep.path
-                    );
-                    self.sync_clock()?;
-                }
-                other => return other,
-            }
-        }
+        self.call_with(ep, params, Admission::Wait)
     }
 
     /// [`call`](Self::call) and parse the JSON body into `T`.
@@ -252,8 +232,7 @@ impl RestClient {
         ep: &Endpoint,
         params: &[(&str, &str)],
     ) -> Result<T, Error> {
-        let body = self.call(ep, params)?;
-        serde_json::from_str(&body).map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)))
+        decode(ep, &self.call(ep, params)?)
     }
 
     /// One attempt bounded by `limit` in all: the gate wait and the request itself
@@ -271,14 +250,23 @@ impl RestClient {
         params: &[(&str, &str)],
         share_pct: u64,
     ) -> Result<T, Error> {
+        decode(ep, &self.call_with(ep, params, Admission::Share(share_pct))?)
+    }
+
+    /// The clock discipline around [`call_once`](Self::call_once): resync a stale offset before
+    /// signing, and after a `-1021` resync and re-sign, at most twice.
+    fn call_with(&self, ep: &Endpoint, params: &[(&str, &str)], admission: Admission) -> Result<String, Error> {
+        let signed = ep.security == Security::Signed;
+        if signed && self.clock.is_stale(self.clock_resync) {
+            // Clocks drift; re-measure before the offset is old enough to cost a -1021.
+            if let Err(e) = self.sync_clock() {
+                log::warn!("clock resync failed ({e}); signing with the last offset");
+            }
+        }
         let mut attempt = 0;
         loop {
-            let body = match self.call_once(ep, params, Admission::Share(share_pct)) {
-                Err(e)
-                    if e.api_code() == Some(-1021)
-                        && ep.security == Security::Signed
-                        && attempt < TIMESTAMP_RETRIES =>
-                {
+            match self.call_once(ep, params, admission) {
+                Err(e) if signed && e.api_code() == Some(-1021) && attempt < TIMESTAMP_RETRIES => {
                     attempt += 1;
                     log::warn!(
                         "{} {}: -1021 timestamp outside recvWindow; resyncing clock",
@@ -286,12 +274,9 @@ impl RestClient {
                         ep.path
                     );
                     self.sync_clock()?;
-                    continue;
                 }
-                other => other?,
-            };
-            return serde_json::from_str(&body)
-                .map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)));
+                other => return other,
+            }
         }
     }
 
