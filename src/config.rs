@@ -24,6 +24,7 @@
 //! | `SYNCD_BACKOFF_MAX_S` | `8` | longest wait between reconnect attempts |
 //! | `SYNCD_RECONCILE_S` | `60` | REST reconciliation period while the stream is up |
 //! | `SYNCD_RECONCILE_DOWN_S` | `10` | REST reconciliation period while the stream is down |
+//! | `SYNCD_RULES_REFRESH_S` | `600` | how often `exchangeInfo` (rate limits, filters) is re-read |
 //!
 //! Intervals in seconds accept decimals (`0.5`).
 //! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
@@ -64,6 +65,7 @@ pub struct Config {
     pub backoff_max: Duration,
     pub reconcile_up: Duration,
     pub reconcile_down: Duration,
+    pub rules_refresh: Duration,
 }
 
 /// What a command needs beyond the defaults.
@@ -166,6 +168,7 @@ impl Config {
         let backoff_max = secs_var(&var, "SYNCD_BACKOFF_MAX_S", "8", &mut problems);
         let reconcile_up = secs_var(&var, "SYNCD_RECONCILE_S", "60", &mut problems);
         let reconcile_down = secs_var(&var, "SYNCD_RECONCILE_DOWN_S", "10", &mut problems);
+        let rules_refresh = secs_var(&var, "SYNCD_RULES_REFRESH_S", "600", &mut problems);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -189,6 +192,7 @@ impl Config {
             backoff_max,
             reconcile_up,
             reconcile_down,
+            rules_refresh,
         })
     }
 }

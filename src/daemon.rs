@@ -27,6 +27,7 @@ pub struct Tuning {
     pub backoff_max: Duration,
     pub reconcile_up: Duration,
     pub reconcile_down: Duration,
+    pub rules_refresh: Duration,
 }
 
 impl Tuning {
@@ -38,6 +39,7 @@ impl Tuning {
             backoff_max: c.backoff_max,
             reconcile_up: c.reconcile_up,
             reconcile_down: c.reconcile_down,
+            rules_refresh: c.rules_refresh,
         }
     }
 }
@@ -62,7 +64,12 @@ impl Daemon {
     pub fn start_with(config: &Config, tuning: &Tuning, rest: Arc<RestClient>) -> Result<Daemon, Error> {
         // Clock and rules first: every signed call needs the one, the gate the other.
         rest.sync_clock()?;
-        let rules = rest.exchange_info(&config.symbols)?;
+        let rules = match rest.exchange_info(&config.symbols) {
+            Err(e) if e.api_code() == Some(-1121) => {
+                return Err(Error::Config(format!("SYNCD_SYMBOLS: the exchange does not list them all ({e})")));
+            }
+            other => other?,
+        };
         for s in &config.symbols {
             if !rules.symbols.contains_key(s) {
                 return Err(Error::Config(format!("SYNCD_SYMBOLS: {s} is not listed by the exchange")));
@@ -85,6 +92,7 @@ impl Daemon {
                 fsync: config.fsync,
                 reconcile_up: tuning.reconcile_up,
                 reconcile_down: tuning.reconcile_down,
+                rules_refresh: tuning.rules_refresh,
             },
             rest.clone(),
         )?;

@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 const PAGE: usize = 1000;
 /// Order ids whose client id we remember (from events or lookups).
 const CLIENT_ID_CACHE: usize = 10_000;
+/// Longest `startTime`..`endTime` window of one `myTrades` request (Binance caps it at 24 h).
+const WINDOW_MS: i64 = 23 * 3_600_000;
 /// Share of each rate limit reconciliation may use, leaving the rest for the listen-key calls
 /// that keep the stream alive.
 const RECONCILE_SHARE: u64 = 50;
@@ -51,6 +53,8 @@ pub struct StateSettings {
     pub reconcile_up: Duration,
     /// Reconcile this often while the stream is down (fills keep flowing by REST).
     pub reconcile_down: Duration,
+    /// Re-read `exchangeInfo` (rate limits) this often.
+    pub rules_refresh: Duration,
 }
 
 /// Why the daemon must stop, sent to `main`.
@@ -69,6 +73,9 @@ pub enum Exit {
 pub struct Cursors {
     pub version: u32,
     pub next_from_id: BTreeMap<String, u64>,
+    /// Symbols with no trade id yet (first start): read by time from here (server ms).
+    #[serde(default)]
+    pub since_ms: BTreeMap<String, i64>,
 }
 
 impl Cursors {
@@ -133,6 +140,7 @@ pub struct State {
     client_id_order: VecDeque<(String, u64)>,
     pending: VecDeque<FillRecord>,
     stream_up: bool,
+    next_rules: Instant,
     /// Server time when the daemon started (ms).
     started_ms: i64,
     next_reconcile: Instant,
@@ -162,6 +170,7 @@ impl State {
         let mut cursors = Cursors::load(&settings.state_dir).unwrap_or_else(|| Cursors {
             version: 1,
             next_from_id: from_log.iter().map(|(s, id)| (s.clone(), *id)).collect(),
+            since_ms: BTreeMap::new(),
         });
         for symbol in &settings.symbols {
             // A symbol added since the cursors were saved: its logged fills still count.
@@ -175,6 +184,7 @@ impl State {
             report.lines,
             cursors.next_from_id
         );
+        let rules_refresh = settings.rules_refresh;
         Ok(State {
             settings,
             rest: rest.clone(),
@@ -185,6 +195,7 @@ impl State {
             client_id_order: VecDeque::new(),
             pending: VecDeque::new(),
             stream_up: false,
+            next_rules: Instant::now() + rules_refresh,
             started_ms: rest.clock().now_ms(),
             next_reconcile: Instant::now(),
             last_alert: None,
@@ -231,6 +242,16 @@ impl State {
                 return Ok(());
             }
             let now = Instant::now();
+            if now >= self.next_rules {
+                // Limits change (Binance.US raised them on 2026-08-31); the gate follows.
+                match self.rest.exchange_info_background(&self.settings.symbols, RECONCILE_SHARE) {
+                    Ok(_) => self.next_rules = now + self.settings.rules_refresh,
+                    Err(e) => {
+                        log::warn!("state: exchangeInfo refresh failed ({e}); retrying in a minute");
+                        self.next_rules = now + Duration::from_secs(60).min(self.settings.rules_refresh);
+                    }
+                }
+            }
             if now >= self.next_reconcile && !self.reconcile_all()? {
                 let every = if self.stream_up { self.settings.reconcile_up } else { self.settings.reconcile_down };
                 self.next_reconcile = Instant::now() + every;
@@ -441,40 +462,49 @@ impl State {
 
     /// One REST pass for `symbol`. Returns whether the cursor moved. Never waits in the rate
     /// gate: a hold ends the pass with `RateLimited`, and stream fills keep being logged.
+    ///
+    /// The cursor is a trade id (`fromId`) once one is known. Before that (a first start, with
+    /// no log) it is a time: a minute before the daemon started, so fills made while it was
+    /// starting are kept without importing the account's history. Reading by time relies only
+    /// on results being ascending (§5.12), in windows of under 24 h.
     fn reconcile(&mut self, symbol: &str) -> Result<bool, Error> {
-        let start = self.cursors.next_from_id.get(symbol).copied();
-        let mut from = match start {
-            Some(f) => f,
-            None => {
-                let first = self.first_cursor(symbol)?;
-                // Saved at once: a restart before the first pass ends must not move the anchor.
-                self.save_cursors();
-                first
-            }
-        };
         let mut moved = false;
         loop {
-            let from_text = from.to_string();
-            let limit = PAGE.to_string();
-            let rows: Vec<serde_json::Value> = self.rest.call_background(
-                &MY_TRADES,
-                &[("symbol", symbol), ("fromId", from_text.as_str()), ("limit", limit.as_str())],
-                RECONCILE_SHARE,
-            )?;
+            let by_time = !self.cursors.next_from_id.contains_key(symbol);
+            let now = self.rest.clock().now_ms();
+            let mut window_end = now;
+            let mut params: Vec<(&str, String)> = vec![("symbol", symbol.to_string())];
+            match self.cursors.next_from_id.get(symbol) {
+                Some(from) => params.push(("fromId", from.to_string())),
+                None => {
+                    let since = match self.cursors.since_ms.get(symbol) {
+                        Some(s) => *s,
+                        None => {
+                            let s = self.started_ms - 60_000;
+                            self.cursors.since_ms.insert(symbol.to_string(), s);
+                            // Saved at once: a restart before the first trade must not move it.
+                            self.save_cursors();
+                            s
+                        }
+                    };
+                    window_end = now.min(since + WINDOW_MS);
+                    params.push(("startTime", since.to_string()));
+                    params.push(("endTime", window_end.to_string()));
+                }
+            }
+            params.push(("limit", PAGE.to_string()));
+            let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let rows: Vec<serde_json::Value> = self.rest.call_background(&MY_TRADES, &borrowed, RECONCILE_SHARE)?;
             let count = rows.len();
             let mut page = Vec::with_capacity(count);
             for row in rows {
-                // Row by row: one row we cannot read stops the pass before it, loudly, instead of
-                // costing the whole page.
+                // Row by row: a row we cannot read is skipped loudly instead of costing the page
+                // (or, stopping there, every later fill of the symbol).
                 match serde_json::from_value::<MyTrade>(row) {
                     Ok(t) => page.push(t),
-                    Err(e) => {
-                        log::error!("reconcile {symbol}: a myTrades row could not be read ({e}); stopping before it");
-                        break;
-                    }
+                    Err(e) => log::error!("reconcile {symbol}: skipping a myTrades row that could not be read ({e})"),
                 }
             }
-            let complete = page.len() == count;
             let fresh: Vec<&MyTrade> = page.iter().filter(|t| !self.log.contains(symbol, t.id)).collect();
             let unknown: Vec<u64> = fresh
                 .iter()
@@ -496,40 +526,31 @@ impl State {
                 // Not durable yet: the cursor must not pass these fills.
                 return Ok(moved);
             }
-            if let Some(id) = last {
-                from = id + 1;
-                self.cursors.next_from_id.insert(symbol.to_string(), from);
-                moved = true;
+            match last {
+                Some(id) => {
+                    self.cursors.next_from_id.insert(symbol.to_string(), id + 1);
+                    self.cursors.since_ms.remove(symbol);
+                    moved = true;
+                }
+                None if by_time => {
+                    // Nothing in this window. A window that ended before now moves on at once;
+                    // one that reached now leaves a minute's margin for trades still landing.
+                    let next = if window_end < now { window_end } else { now - 60_000 };
+                    let since = self.cursors.since_ms.get(symbol).copied().unwrap_or(next);
+                    if next > since {
+                        self.cursors.since_ms.insert(symbol.to_string(), next);
+                        moved = true;
+                    }
+                    if window_end < now {
+                        continue;
+                    }
+                }
+                None => {}
             }
-            if count < PAGE || !complete {
+            if count < PAGE {
                 return Ok(moved);
             }
         }
-    }
-
-    /// No cursor and nothing in the log for `symbol`: a first start. Follow trades from a
-    /// minute before the daemon started, so fills made while it was starting are not lost,
-    /// without importing the account's whole history.
-    fn first_cursor(&mut self, symbol: &str) -> Result<u64, Error> {
-        let since = self.started_ms - 60_000;
-        let since_text = since.to_string();
-        // The newest trade first, then the first one since `since`: a trade made between the
-        // two requests is then either found by the second or newer than the first.
-        let latest: Vec<MyTrade> =
-            self.rest.call_background(&MY_TRADES, &[("symbol", symbol), ("limit", "1")], RECONCILE_SHARE)?;
-        let recent: Vec<MyTrade> = self.rest.call_background(
-            &MY_TRADES,
-            &[("symbol", symbol), ("startTime", since_text.as_str()), ("limit", "1")],
-            RECONCILE_SHARE,
-        )?;
-        let next = match (recent.first(), latest.last()) {
-            (Some(first_since), _) => first_since.id,
-            (None, Some(newest)) => newest.id + 1,
-            (None, None) => 0,
-        };
-        log::info!("reconcile {symbol}: first start; following trades from id {next}");
-        self.cursors.next_from_id.insert(symbol.to_string(), next);
-        Ok(next)
     }
 
     /// Learns the client ids of `orders` (REST trades carry none): one `allOrders` page from
@@ -539,12 +560,13 @@ impl State {
     fn learn_client_ids(&mut self, symbol: &str, orders: &[u64]) -> Result<(), Error> {
         let Some(oldest) = orders.iter().min() else { return Ok(()) };
         let from = oldest.to_string();
-        let listed: Vec<QueriedOrder> = self.rest.call_background(
+        let listed: Vec<serde_json::Value> = self.rest.call_background(
             &ALL_ORDERS,
             &[("symbol", symbol), ("orderId", from.as_str()), ("limit", "1000")],
             RECONCILE_SHARE,
         )?;
-        for o in listed {
+        // Row by row: an order we cannot read is looked up on its own below.
+        for o in listed.into_iter().filter_map(|row| serde_json::from_value::<QueriedOrder>(row).ok()) {
             self.remember_client_id(symbol, o.order_id, o.client_order_id);
         }
         for order_id in orders {

@@ -246,13 +246,17 @@ impl Stream {
         let s = &self.settings;
         let mut backoff = Backoff::new(s.backoff_min, s.backoff_max, s.backoff_reset);
         let mut cap = WindowCap::new(15, Duration::from_secs(10));
+        // Binance's own ceiling is 300 connection attempts per 5 minutes per IP (§3.5); stay
+        // well under it even when quick reconnects repeat.
+        let mut cap_5m = WindowCap::new(250, Duration::from_secs(300));
         let mut session = 0u64;
         let mut delay = Duration::ZERO;
         loop {
             if sleep_or_stop(&self.stop, delay) {
                 return;
             }
-            let hold = cap.wait(Instant::now());
+            let now = Instant::now();
+            let hold = cap.wait(now).max(cap_5m.wait(now));
             if !hold.is_zero() && sleep_or_stop(&self.stop, hold) {
                 return;
             }
@@ -269,7 +273,10 @@ impl Stream {
                     continue;
                 }
             };
-            let mut record = || cap.record(Instant::now());
+            let mut record = || {
+                cap.record(Instant::now());
+                cap_5m.record(Instant::now());
+            };
             let ws = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &mut record) {
                 Ok(ws) => ws,
                 Err(e) => {

@@ -180,7 +180,9 @@ pub fn parse_event(text: &str) -> Result<UserEvent, FrameError> {
     })
 }
 
-/// A row of `GET /api/v3/myTrades` (§5.12).
+/// A row of `GET /api/v3/myTrades` (§5.12). What identifies and prices the fill is required;
+/// `quoteQty` and `commissionAsset` are tolerated missing or null, since a row we cannot read
+/// would stop reconciliation of its symbol at that row.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MyTrade {
@@ -189,9 +191,11 @@ pub struct MyTrade {
     pub order_id: u64,
     pub price: Decimal,
     pub qty: Decimal,
-    pub quote_qty: Decimal,
+    #[serde(default)]
+    pub quote_qty: Option<Decimal>,
     pub commission: Decimal,
-    pub commission_asset: String,
+    #[serde(default)]
+    pub commission_asset: Option<String>,
     pub time: i64,
     pub is_buyer: bool,
     pub is_maker: bool,
@@ -199,6 +203,7 @@ pub struct MyTrade {
 
 impl MyTrade {
     pub fn into_fill(self, client_order_id: String) -> FillRecord {
+        let quote_qty = self.quote_qty.or_else(|| self.price.checked_mul(self.qty)).unwrap_or(Decimal::ZERO);
         FillRecord {
             symbol: self.symbol,
             trade_id: self.id,
@@ -207,9 +212,9 @@ impl MyTrade {
             side: if self.is_buyer { Side::Buy } else { Side::Sell },
             price: self.price,
             qty: self.qty,
-            quote_qty: self.quote_qty,
+            quote_qty,
             commission: self.commission,
-            commission_asset: self.commission_asset,
+            commission_asset: self.commission_asset.unwrap_or_default(),
             maker: self.is_maker,
             time: self.time,
         }
@@ -312,5 +317,9 @@ mod tests {
             (f.trade_id, f.side, f.maker, f.quote_qty.to_string()),
             (28457, Side::Buy, false, "48.000012".into())
         );
+        // A sparser server: no quoteQty, a null commissionAsset. Still a fill.
+        let sparse = row.replace(r#""quoteQty":"48.000012","#, "").replace(r#""BNB""#, "null");
+        let f = serde_json::from_str::<MyTrade>(&sparse).unwrap().into_fill(String::new());
+        assert_eq!((f.quote_qty.to_string().as_str(), f.commission_asset.as_str()), ("48.000012", ""));
     }
 }

@@ -111,7 +111,9 @@ pub const LISTEN_KEY_KEEPALIVE: Endpoint = ep(Method::Put, "/api/v3/userDataStre
 pub const LISTEN_KEY_CLOSE: Endpoint = ep(Method::Delete, "/api/v3/userDataStream", Security::ApiKey, 2);
 
 /// How many times a request is re-signed after `-1021` before the error is returned.
-const TIMESTAMP_RETRIES: u32 = 2;
+/// Once, as the reference says (§2.4, §9 rule 2): a second -1021 right after a fresh sync
+/// means something else is wrong, and more tries only cost weight.
+const TIMESTAMP_RETRIES: u32 = 1;
 
 /// Settings of one client; see `config` for the environment variables behind them.
 #[derive(Debug, Clone)]
@@ -168,6 +170,13 @@ pub fn encode_params(params: &[(&str, &str)]) -> String {
     out
 }
 
+/// The ms timestamp in "…IP banned until 1659146400000. …" (§7.3).
+fn ban_end_ms(msg: &str) -> Option<i64> {
+    let rest = msg.split("banned until ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 fn decode<T: serde::de::DeserializeOwned>(ep: &Endpoint, body: &str) -> Result<T, Error> {
     serde_json::from_str(body).map_err(|e| Error::Decode(format!("{} {}: {e}", ep.method.as_str(), ep.path)))
 }
@@ -221,7 +230,7 @@ impl RestClient {
     }
 
     /// Sends one request and returns the body of a 2xx answer. Signs if the endpoint needs it
-    /// (and re-signs with a resynced clock after `-1021`, at most twice).
+    /// (and re-signs with a resynced clock after `-1021`, once).
     pub fn call(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
         self.call_with(ep, params, Admission::Wait)
     }
@@ -254,12 +263,13 @@ impl RestClient {
     }
 
     /// The clock discipline around [`call_once`](Self::call_once): resync a stale offset before
-    /// signing, and after a `-1021` resync and re-sign, at most twice.
+    /// signing, and after a `-1021` resync and re-sign, once. The resync goes through the gate
+    /// the same way as the call itself, so a background call never waits there either.
     fn call_with(&self, ep: &Endpoint, params: &[(&str, &str)], admission: Admission) -> Result<String, Error> {
         let signed = ep.security == Security::Signed;
         if signed && self.clock.is_stale(self.clock_resync) {
             // Clocks drift; re-measure before the offset is old enough to cost a -1021.
-            if let Err(e) = self.sync_clock() {
+            if let Err(e) = self.sync_clock_with(admission) {
                 log::warn!("clock resync failed ({e}); signing with the last offset");
             }
         }
@@ -273,7 +283,7 @@ impl RestClient {
                         ep.method.as_str(),
                         ep.path
                     );
-                    self.sync_clock()?;
+                    self.sync_clock_with(admission)?;
                 }
                 other => return other,
             }
@@ -417,8 +427,14 @@ impl RestClient {
                 return Err(Error::RateLimited { retry_after: reply.retry_after.unwrap_or(Duration::ZERO) });
             }
             418 => {
-                self.gate.on_418(reply.retry_after);
-                return Err(Error::Banned { retry_after: reply.retry_after.unwrap_or(Duration::from_secs(120)) });
+                // Without Retry-After the ban's end is in the message: "IP banned until <ms>".
+                let from_msg = parsed
+                    .as_ref()
+                    .and_then(|p| ban_end_ms(&p.msg))
+                    .map(|until| Duration::from_millis(until.saturating_sub(self.clock.now_ms()).max(0) as u64));
+                let retry_after = reply.retry_after.or(from_msg);
+                self.gate.on_418(retry_after);
+                return Err(Error::Banned { retry_after: retry_after.unwrap_or(Duration::from_secs(120)) });
             }
             403 => {
                 self.gate.on_403();
@@ -449,6 +465,10 @@ impl RestClient {
     /// Measures the server-time offset from three `GET /api/v3/time` round trips and installs
     /// the best. Returns the offset in ms.
     pub fn sync_clock(&self) -> Result<i64, Error> {
+        self.sync_clock_with(Admission::Wait)
+    }
+
+    fn sync_clock_with(&self, admission: Admission) -> Result<i64, Error> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Time {
@@ -457,7 +477,7 @@ impl RestClient {
         let mut samples = Vec::with_capacity(3);
         for _ in 0..3 {
             let sent_local = local_ms();
-            let t: Time = self.call_json(&TIME, &[])?;
+            let t: Time = decode(&TIME, &self.call_once(&TIME, &[], admission)?)?;
             samples.push(TimeSample { sent_local, server: t.server_time, received_local: local_ms() });
         }
         let offset = ServerClock::estimate(&samples).ok_or_else(|| Error::Decode("no usable time sample".into()))?;
@@ -472,6 +492,15 @@ impl RestClient {
     /// Reads `exchangeInfo` for `symbols` (all symbols if empty) and installs its rate limits
     /// in the gate.
     pub fn exchange_info(&self, symbols: &[String]) -> Result<ExchangeRules, Error> {
+        self.exchange_info_with(symbols, Admission::Wait)
+    }
+
+    /// [`exchange_info`](Self::exchange_info) for periodic refreshes: never waits in the gate.
+    pub fn exchange_info_background(&self, symbols: &[String], share_pct: u64) -> Result<ExchangeRules, Error> {
+        self.exchange_info_with(symbols, Admission::Share(share_pct))
+    }
+
+    fn exchange_info_with(&self, symbols: &[String], admission: Admission) -> Result<ExchangeRules, Error> {
         let list;
         let params: Vec<(&str, &str)> = match symbols {
             [] => vec![],
@@ -481,7 +510,7 @@ impl RestClient {
                 vec![("symbols", list.as_str())]
             }
         };
-        let body: serde_json::Value = self.call_json(&EXCHANGE_INFO, &params)?;
+        let body: serde_json::Value = decode(&EXCHANGE_INFO, &self.call_with(&EXCHANGE_INFO, &params, admission)?)?;
         let rules = ExchangeRules::from_json(&body).map_err(Error::Decode)?;
         if rules.rate_limits.is_empty() {
             log::warn!("exchangeInfo lists no rate limits; budgeting with Binance.US's older, lower ones");
@@ -496,6 +525,13 @@ impl RestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ban_end_is_read_from_the_documented_message() {
+        let msg = "Way too much request weight used; IP banned until 1659146400000. Please use WebSocket Streams for live updates to avoid bans.";
+        assert_eq!(ban_end_ms(msg), Some(1659146400000));
+        assert_eq!(ban_end_ms("Too many requests queued."), None);
+    }
 
     #[test]
     fn encoding_keeps_unreserved_and_escapes_the_rest() {

@@ -332,3 +332,31 @@ fn server_shutdown_event_moves_to_a_new_connection() {
     rig.trade("ETHUSD");
     rig.finish();
 }
+
+#[test]
+fn a_time_cursor_days_old_walks_forward_in_windows_and_finds_every_fill() {
+    init_log();
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("timecursor");
+    let cfg = config(&ex, &dir);
+    let rest = client(&ex);
+    for i in 0..2 {
+        let id = rest_buy(&ex, &rest, "BTCUSD", "0.01", &format!("old-{i}"));
+        ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).unwrap();
+    }
+    // A first start that never saw a trade, two days ago: the state holds only a time.
+    let two_days_ago = ex.shared().clock.now_ms() - 48 * 3_600_000;
+    std::fs::create_dir_all(&cfg.state_dir).unwrap();
+    std::fs::write(
+        cfg.state_dir.join("cursors.json"),
+        serde_json::json!({"version": 1, "next_from_id": {}, "since_ms": {"BTCUSD": two_days_ago, "ETHUSD": two_days_ago}})
+            .to_string(),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&cfg, &fast()).unwrap();
+    let fills = wait_lines(&cfg.fill_log, 2, Duration::from_secs(15));
+    daemon.stop(Duration::from_secs(8));
+    assert_matches_truth(&fills, &ex.report());
+    let too_long = ex.report()["errors"].as_array().unwrap().iter().filter(|e| e["code"] == -1127).count();
+    assert_eq!(too_long, 0, "a window longer than 24 h was asked for");
+}

@@ -111,7 +111,7 @@ fn persistent_minus_1021_is_bounded() {
     let err = rest.call(&ACCOUNT, &[]).unwrap_err();
     assert_eq!(err.api_code(), Some(-1021));
     let tries = mock.requests().iter().filter(|r| r.path == "/api/v3/account").count();
-    assert_eq!(tries, 3, "one try and two retries, no more");
+    assert_eq!(tries, 2, "one try and one retry after a resync, no more");
 }
 
 #[test]

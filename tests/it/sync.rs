@@ -42,6 +42,7 @@ pub fn fast() -> Tuning {
         backoff_max: Duration::from_millis(1000),
         reconcile_up: Duration::from_secs(2),
         reconcile_down: Duration::from_millis(500),
+        rules_refresh: Duration::from_secs(3),
     }
 }
 
