@@ -395,3 +395,73 @@ fn a_timeline_fires_its_faults_on_schedule() {
     let skew = report["server_time"].as_i64().unwrap() - binance_syncd::rest::sign::local_ms();
     assert!((4000..6000).contains(&skew), "clock jumped by {skew}");
 }
+
+#[test]
+fn market_ioc_and_fok_orders_and_response_types() {
+    let ex = paper();
+    let rest = client(&ex);
+    let (bid, ask) = ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
+    // MARKET by quote quantity, FULL by default for MARKET: filled at the touch, as taker.
+    let market: Value = rest
+        .call_json(&ORDER_NEW, &[("symbol", "BTCUSD"), ("side", "BUY"), ("type", "MARKET"), ("quoteOrderQty", "100")])
+        .unwrap();
+    assert_eq!(market["status"], "FILLED");
+    assert_eq!(market["origQuoteOrderQty"], "100.00000000");
+    let fills = market["fills"].as_array().unwrap();
+    assert_eq!(fills.len(), 1);
+    assert_eq!(fills[0]["price"].as_str().unwrap().parse::<binance_syncd::Decimal>().unwrap(), ask);
+    let executed: binance_syncd::Decimal = market["executedQty"].as_str().unwrap().parse().unwrap();
+    let spent = executed.checked_mul(ask).unwrap();
+    assert!(spent <= "100".parse().unwrap(), "spent {spent} of a 100 quote order");
+    // A LIMIT IOC that cannot fill expires at once; RESULT shows it.
+    let below = bid.checked_sub("10".parse().unwrap()).unwrap().to_string();
+    let ioc: Value = rest
+        .call_json(
+            &ORDER_NEW,
+            &[
+                ("symbol", "BTCUSD"),
+                ("side", "BUY"),
+                ("type", "LIMIT"),
+                ("timeInForce", "IOC"),
+                ("quantity", "0.001"),
+                ("price", &below),
+                ("newOrderRespType", "RESULT"),
+            ],
+        )
+        .unwrap();
+    assert_eq!((ioc["status"].as_str(), ioc["timeInForce"].as_str()), (Some("EXPIRED"), Some("IOC")));
+    assert!(ioc.get("fills").is_none(), "RESULT has no fills");
+    // ACK is the bare acknowledgement.
+    let ack: Value = rest
+        .call_json(
+            &ORDER_NEW,
+            &[
+                ("symbol", "BTCUSD"),
+                ("side", "SELL"),
+                ("type", "LIMIT"),
+                ("timeInForce", "FOK"),
+                ("quantity", "0.001"),
+                ("price", &bid.to_string()),
+                ("newOrderRespType", "ACK"),
+            ],
+        )
+        .unwrap();
+    let keys: Vec<&str> = ack.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    // MARKET with both quantity kinds, or a price, is refused as Binance refuses it.
+    let now = ex.shared().clock.now_ms();
+    let url = format!("{}/api/v3/order", ex.rest_url());
+    let both = raw(
+        "POST",
+        &url,
+        &signed_query("symbol=BTCUSD&side=BUY&type=MARKET&quantity=0.001&quoteOrderQty=10", now),
+        "",
+        Some(DEMO_API_KEY),
+    );
+    assert_eq!(both.code(), -1106);
+    let neither = raw("POST", &url, &signed_query("symbol=BTCUSD&side=BUY&type=MARKET", now), "", Some(DEMO_API_KEY));
+    assert_eq!(
+        (neither.code(), neither.msg()),
+        (-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
+    );
+}
