@@ -295,7 +295,7 @@ fn lost_state_is_rebuilt_from_the_log_without_skipping_a_gap() {
     let rest = client(&ex);
     for i in 0..3 {
         let id = rest_buy(&ex, &rest, "BTCUSD", "0.01", &format!("gap-{i}"));
-        ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).unwrap();
+        crate::sync::fill_whole(&ex, "BTCUSD", id);
     }
     // The log a previous run left: the first and last fills, the middle one missed (its event
     // was lost), and no state file.
@@ -342,7 +342,7 @@ fn a_time_cursor_days_old_walks_forward_in_windows_and_finds_every_fill() {
     let rest = client(&ex);
     for i in 0..2 {
         let id = rest_buy(&ex, &rest, "BTCUSD", "0.01", &format!("old-{i}"));
-        ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).unwrap();
+        crate::sync::fill_whole(&ex, "BTCUSD", id);
     }
     // A first start that never saw a trade, two days ago: the state holds only a time.
     let two_days_ago = ex.shared().clock.now_ms() - 48 * 3_600_000;

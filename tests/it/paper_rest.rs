@@ -1,7 +1,7 @@
 //! The paper exchange's REST side pinned to `../shared/binance-api.md`: the documented signature
 //! vectors, each error code with its documented message, weights and limits.
 
-use crate::util::{client, paper, paper_with, raw, signed_query};
+use crate::util::{client, paper, paper_with, place_maker, raw, signed_query};
 use binance_syncd::paper::DEMO_API_KEY;
 use binance_syncd::rest::{MY_TRADES, ORDER_NEW};
 use serde_json::Value;
@@ -211,20 +211,7 @@ fn a_resting_maker_order_fills_and_shows_in_my_trades_with_from_id_inclusive() {
     let rest = client(&ex);
     let (bid, _) = ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
     let price = bid.to_string();
-    let placed: Value = rest
-        .call_json(
-            &ORDER_NEW,
-            &[
-                ("symbol", "BTCUSD"),
-                ("side", "BUY"),
-                ("type", "LIMIT_MAKER"),
-                ("quantity", "0.01"),
-                ("price", &price),
-                ("newClientOrderId", "t-maker-1"),
-                ("newOrderRespType", "RESULT"),
-            ],
-        )
-        .unwrap();
+    let placed = place_maker(&rest, "BTCUSD", "BUY", "0.01", &price, "t-maker-1").unwrap();
     assert_eq!(placed["status"], "NEW");
     assert_eq!(placed["type"], "LIMIT_MAKER");
     assert_eq!(placed["timeInForce"], "GTC");
@@ -355,17 +342,7 @@ fn order_errors_after_placing_are_outcome_unknown_and_the_order_exists() {
     let price = bid.to_string();
     for (mode, id) in [("503", "unknown-503"), ("504", "unknown-504"), ("reset", "unknown-reset")] {
         ex.fault("order_error", &[("mode", mode)]).unwrap();
-        let placed = rest.call(
-            &ORDER_NEW,
-            &[
-                ("symbol", "BTCUSD"),
-                ("side", "BUY"),
-                ("type", "LIMIT_MAKER"),
-                ("quantity", "0.001"),
-                ("price", &price),
-                ("newClientOrderId", id),
-            ],
-        );
+        let placed = place_maker(&rest, "BTCUSD", "BUY", "0.001", &price, id);
         assert!(matches!(placed, Err(Error::OutcomeUnknown(_))), "{mode}: {placed:?}");
         // The documented procedure: look it up by client id before doing anything else.
         let found: Value = rest.call_json(&ORDER_QUERY, &[("symbol", "BTCUSD"), ("origClientOrderId", id)]).unwrap();

@@ -1,7 +1,7 @@
 //! The paper exchange's user-data stream pinned to the documented events (§4): each event type
 //! carries exactly the documented field set; cancel-replace follows the documented outcomes.
 
-use crate::util::{client, paper, raw, signed_query};
+use crate::util::{client, paper, place_maker, raw, signed_query};
 use binance_syncd::paper::{PaperExchange, DEMO_API_KEY};
 use binance_syncd::rest::{LISTEN_KEY_NEW, ORDER_CANCEL, ORDER_NEW};
 use serde_json::Value;
@@ -74,19 +74,7 @@ fn events_carry_exactly_the_documented_fields() {
     let pos = next_position_balance_keys(&mut ws, &ex, placed["orderId"].as_u64().unwrap());
     assert_eq!(pos, documented(r#"{"a":"ETH","f":"1","l":"0"}"#));
     // A cancel: `c` is the cancel request's id, `C` the order's own.
-    let second: Value = rest
-        .call_json(
-            &ORDER_NEW,
-            &[
-                ("symbol", "BTCUSD"),
-                ("side", "BUY"),
-                ("type", "LIMIT_MAKER"),
-                ("quantity", "0.01"),
-                ("price", &price),
-                ("newClientOrderId", "to-cancel"),
-            ],
-        )
-        .unwrap();
+    let second = place_maker(&rest, "BTCUSD", "BUY", "0.01", &price, "to-cancel").unwrap();
     next(&mut ws, "executionReport");
     let id = second["orderId"].as_u64().unwrap().to_string();
     rest.call(&ORDER_CANCEL, &[("symbol", "BTCUSD"), ("orderId", &id), ("newClientOrderId", "the-cancel")]).unwrap();
@@ -104,7 +92,7 @@ fn events_carry_exactly_the_documented_fields() {
 
 /// Fills the order and checks the TRADE report's fields; returns the key set of one balance.
 fn next_position_balance_keys(ws: &mut Ws, ex: &PaperExchange, order_id: u64) -> BTreeSet<String> {
-    ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &order_id.to_string()), ("whole", "true")]).unwrap();
+    crate::sync::fill_whole(ex, "BTCUSD", order_id);
     let trade = next(ws, "executionReport");
     assert_eq!(keys(&trade), documented(EXECUTION_REPORT), "TRADE: {trade}");
     assert_eq!(

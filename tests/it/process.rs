@@ -192,7 +192,7 @@ fn a_full_disk_holds_fills_in_memory_and_writes_them_when_space_returns() {
     let rest = client(&ex);
     for i in 0..40 {
         let id = crate::sync::rest_buy(&ex, &rest, "BTCUSD", "0.01", &format!("full-{i}"));
-        ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).unwrap();
+        crate::sync::fill_whole(&ex, "BTCUSD", id);
     }
     let end = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("cannot write the fill log") {

@@ -6,7 +6,7 @@ use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
 use binance_syncd::filllog::FillRecord;
 use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use binance_syncd::rest::{RestClient, ORDER_NEW};
+use binance_syncd::rest::RestClient;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,21 +98,13 @@ pub fn assert_matches_truth(fills: &[FillRecord], report: &Value) {
 pub fn rest_buy(ex: &PaperExchange, rest: &RestClient, symbol: &str, qty: &str, id: &str) -> u64 {
     let (bid, _) = ex.shared().engine.lock().unwrap().touch(symbol).unwrap();
     let price = bid.checked_sub("0.05".parse().unwrap()).unwrap().to_string();
-    let v: Value = rest
-        .call_json(
-            &ORDER_NEW,
-            &[
-                ("symbol", symbol),
-                ("side", "BUY"),
-                ("type", "LIMIT_MAKER"),
-                ("quantity", qty),
-                ("price", &price),
-                ("newClientOrderId", id),
-                ("newOrderRespType", "RESULT"),
-            ],
-        )
-        .unwrap();
+    let v = crate::util::place_maker(rest, symbol, "BUY", qty, &price, id).unwrap();
     v["orderId"].as_u64().unwrap()
+}
+
+/// Fills an order completely in one trade.
+pub fn fill_whole(ex: &PaperExchange, symbol: &str, order_id: u64) {
+    ex.fault("fill", &[("symbol", symbol), ("order_id", &order_id.to_string()), ("whole", "true")]).unwrap();
 }
 
 /// Fills an order completely (the paper market fills in random parts).
