@@ -61,10 +61,6 @@ impl Backoff {
     pub fn connected(&mut self, now: Instant) {
         self.up_since = Some(now);
     }
-
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
 }
 
 /// At most `limit` events in any sliding `window`.

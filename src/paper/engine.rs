@@ -472,10 +472,6 @@ impl Engine {
         self.settings.external_trader_pct = pct;
     }
 
-    pub fn settings(&self) -> &EngineSettings {
-        &self.settings
-    }
-
     pub fn trades(&self) -> &[TradeRecord] {
         &self.trades
     }

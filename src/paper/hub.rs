@@ -175,11 +175,6 @@ impl StreamHub {
         reached
     }
 
-    /// Connections currently attached to `key`.
-    pub fn connections(&self, key: &str) -> usize {
-        self.lock().by_key.get(key).map_or(0, Vec::len)
-    }
-
     pub fn sessions(&self) -> Vec<SessionRecord> {
         self.lock().sessions.clone()
     }
