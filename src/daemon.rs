@@ -3,7 +3,7 @@
 //! Shutdown (SIGTERM or SIGINT, to the process or its group): the stop channel closes, the rate
 //! gate releases anything waiting in it, the threads end (the stream closes its socket, `state`
 //! flushes the fill log), then the listen key is deleted and the process exits 0, all within
-//! 10 s. A fatal problem (the API key refused) exits 1 with one message; no retry loop.
+//! 10 s. A fatal problem (the API key refused) exits 2 with one message; no retry loop.
 
 use crate::config::Config;
 use crate::error::Error;
@@ -11,7 +11,8 @@ use crate::keepalive::Keepalive;
 use crate::ratelimit::RateGate;
 use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_CLOSE};
-use crate::state::{Exit, State, StateSettings};
+use crate::exit::Exit;
+use crate::state::{State, StateSettings};
 use crate::stream::{KeyCell, Stream, StreamSettings};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
@@ -144,15 +145,13 @@ impl Daemon {
     /// Blocks until a signal, a fatal error or a dead core thread.
     pub fn wait(&self) -> Exit {
         loop {
-            match self.exit_rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(exit) => return exit,
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Exit::Died("main"),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if let Some((name, _)) = self.threads.iter().find(|(_, t)| t.is_finished()) {
-                        // A thread that ends reports why first; give a report in flight a moment.
-                        return self.exit_rx.recv_timeout(Duration::from_millis(500)).unwrap_or(Exit::Died(name));
-                    }
-                }
+            // `self` holds a sender, so the channel cannot disconnect: a timeout is the only error.
+            if let Ok(exit) = self.exit_rx.recv_timeout(Duration::from_millis(200)) {
+                return exit;
+            }
+            if let Some((name, _)) = self.threads.iter().find(|(_, t)| t.is_finished()) {
+                // A thread that ends reports why first; give a report in flight a moment.
+                return self.exit_rx.recv_timeout(Duration::from_millis(500)).unwrap_or(Exit::Died(name));
             }
         }
     }

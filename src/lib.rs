@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod decimal;
 pub mod demo;
 pub mod error;
+pub mod exit;
 pub mod filllog;
 pub mod filters;
 pub mod keepalive;

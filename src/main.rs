@@ -191,7 +191,7 @@ fn load_config(needs: Needs) -> Result<Config, ExitCode> {
 /// The daemon: start (retrying while the exchange is unreachable), wait, stop.
 fn run() -> ExitCode {
     use binance_syncd::daemon::{watch_signals, Daemon, Tuning};
-    use binance_syncd::state::Exit;
+    use binance_syncd::exit::{error_code, Exit};
     let config = match load_config(Needs { credentials: true, symbols: true }) {
         Ok(c) => c,
         Err(code) => return code,
@@ -226,7 +226,7 @@ fn run() -> ExitCode {
             Err(Error::Stopped) => return ExitCode::SUCCESS,
             Err(e) if matches!(e, Error::Config(_) | Error::Io { .. }) || e.is_auth_failure() => {
                 eprintln!("binance-syncd: {e}");
-                return ExitCode::from(if e.is_auth_failure() || matches!(e, Error::Config(_)) { 2 } else { 1 });
+                return ExitCode::from(error_code(&e));
             }
             Err(e) => {
                 let delay = backoff.next_delay(std::time::Instant::now());
@@ -246,17 +246,12 @@ fn run() -> ExitCode {
     });
     let exit = daemon.wait();
     daemon.stop(std::time::Duration::from_secs(8));
-    match exit {
-        Exit::Signal => ExitCode::SUCCESS,
-        Exit::Fatal(why) => {
-            eprintln!("binance-syncd: {why}");
-            ExitCode::from(2)
-        }
-        Exit::Died(name) => {
-            eprintln!("binance-syncd: thread {name} stopped unexpectedly");
-            ExitCode::from(1)
-        }
+    match &exit {
+        Exit::Signal => {}
+        Exit::Fatal(why) => eprintln!("binance-syncd: {why}"),
+        Exit::Died(name) => eprintln!("binance-syncd: thread {name} stopped unexpectedly"),
     }
+    ExitCode::from(exit.code())
 }
 
 /// Checks what `run` will need, in the order it needs it, and says what failed.

@@ -19,6 +19,7 @@
 use crate::config::FsyncPolicy;
 use crate::decimal::Decimal;
 use crate::error::Error;
+use crate::exit::Exit;
 use crate::filllog::{FillLog, FillRecord};
 use crate::rest::{RestClient, ACCOUNT, ALL_ORDERS, MY_TRADES, ORDER_QUERY};
 use crate::stream::StreamMsg;
@@ -55,17 +56,6 @@ pub struct StateSettings {
     pub reconcile_down: Duration,
     /// Re-read `exchangeInfo` (rate limits) this often.
     pub rules_refresh: Duration,
-}
-
-/// Why the daemon must stop, sent to `main`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
-    /// SIGTERM/SIGINT: a clean stop, exit 0.
-    Signal,
-    /// A problem no retry can fix: one message, exit non-zero.
-    Fatal(String),
-    /// A core thread ended unexpectedly.
-    Died(&'static str),
 }
 
 /// The saved per-symbol cursors: the `fromId` the next reconciliation starts at.

@@ -213,7 +213,7 @@ pub struct Stream {
     pub ctl: Receiver<StreamCtl>,
     pub stop: Receiver<()>,
     /// Straight to `main` for problems no retry can fix.
-    pub exit: Sender<crate::state::Exit>,
+    pub exit: Sender<crate::exit::Exit>,
 }
 
 /// Why a connection ended.
@@ -263,7 +263,7 @@ impl Stream {
             let key = match self.listen_key() {
                 Ok(k) => k,
                 Err(e) if e.is_auth_failure() => {
-                    let _ = self.exit.send(crate::state::Exit::Fatal(format!("listen key refused: {e}")));
+                    let _ = self.exit.send(crate::exit::Exit::Fatal(format!("listen key refused: {e}")));
                     return;
                 }
                 Err(Error::Stopped) => return,
