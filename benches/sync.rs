@@ -7,7 +7,7 @@
 //! Targets: p99 < 1 ms without fsync, idle RSS < 10 MB, idle CPU < 0.5 % of a core.
 
 use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use binance_syncd::rest::{RestClient, ORDER_NEW};
+use binance_syncd::rest::RestClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,26 +68,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn place(ex: &PaperExchange, rest: &RestClient, n: usize, tag: &str) -> Vec<u64> {
+fn place(ex: &PaperExchange, _rest: &RestClient, n: usize, tag: &str) -> Vec<u64> {
     let (bid, _) = ex.shared().engine.lock().expect("engine").touch("BTCUSD").expect("touch");
     let price = bid.checked_sub("1".parse().expect("dec")).expect("price").to_string();
+    // Another client on the account places them: the daemon's own REST client cannot.
+    let trader = binance_syncd::paper::trader::Trader::new(ex);
     (0..n)
         .map(|i| {
             let id = format!("{tag}-{i}");
-            let v: serde_json::Value = rest
-                .call_json(
-                    &ORDER_NEW,
-                    &[
-                        ("symbol", "BTCUSD"),
-                        ("side", "BUY"),
-                        ("type", "LIMIT_MAKER"),
-                        ("quantity", "0.001"),
-                        ("price", &price),
-                        ("newClientOrderId", &id),
-                        ("newOrderRespType", "ACK"),
-                    ],
-                )
-                .expect("order");
+            let v = trader
+                .order(&[
+                    ("symbol", "BTCUSD"),
+                    ("side", "BUY"),
+                    ("type", "LIMIT_MAKER"),
+                    ("quantity", "0.001"),
+                    ("price", &price),
+                    ("newClientOrderId", &id),
+                    ("newOrderRespType", "ACK"),
+                ])
+                .expect("order")
+                .body;
             v["orderId"].as_u64().expect("orderId")
         })
         .collect()

@@ -25,9 +25,18 @@
 //! | `SYNCD_RECONCILE_S` | `60` | REST reconciliation period while the stream is up |
 //! | `SYNCD_RECONCILE_DOWN_S` | `10` | REST reconciliation period while the stream is down |
 //! | `SYNCD_RULES_REFRESH_S` | `600` | how often `exchangeInfo` (rate limits, filters) is re-read |
+//! | `SYNCD_PRICE_POLL_S` | `2` | how often the executor reads best bid/ask (`ticker/bookTicker`) |
+//! | `SYNCD_AVG_PRICE_POLL_S` | `10` | how often it reads `avgPrice` (PERCENT_PRICE filters) |
+//! | `SYNCD_BOOK_REFRESH_S` | `300` | how often the open-order book is rebuilt from REST (also after every reconnect) |
+//! | `SYNCD_CANCEL_ON_EXIT` | `false` | cancel the daemon's own open orders on SIGTERM (never others') |
+//! | `SYNCD_STRATEGY_MAX_OPEN` | `20` | open orders one strategy may have |
+//! | `SYNCD_STRATEGY_MAX_ORDERS_10S` | `10` | new orders one strategy may send in any 10 s |
+//! | `SYNCD_STRATEGY_MAX_ORDER_NOTIONAL` | `1000` | price × qty of one order, quote asset; `0`: no limit |
+//! | `SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL` | `10000` | a strategy's open notional on one symbol; `0`: no limit |
+//! | `SYNCD_STRATEGY_QUEUE` | `64` | intents one strategy may have waiting |
+//! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
 //!
 //! Intervals in seconds accept decimals (`0.5`).
-//! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
 
 use crate::secret::Secret;
 use std::path::PathBuf;
@@ -66,6 +75,12 @@ pub struct Config {
     pub reconcile_up: Duration,
     pub reconcile_down: Duration,
     pub rules_refresh: Duration,
+    pub price_poll: Duration,
+    pub avg_price_poll: Duration,
+    pub book_refresh: Duration,
+    pub cancel_on_exit: bool,
+    pub strategy_limits: crate::executor::StrategyLimits,
+    pub strategy_queue: usize,
 }
 
 /// What a command needs beyond the defaults.
@@ -169,6 +184,24 @@ impl Config {
         let reconcile_up = secs_var(&var, "SYNCD_RECONCILE_S", "60", &mut problems);
         let reconcile_down = secs_var(&var, "SYNCD_RECONCILE_DOWN_S", "10", &mut problems);
         let rules_refresh = secs_var(&var, "SYNCD_RULES_REFRESH_S", "600", &mut problems);
+        let price_poll = secs_var(&var, "SYNCD_PRICE_POLL_S", "2", &mut problems);
+        let avg_price_poll = secs_var(&var, "SYNCD_AVG_PRICE_POLL_S", "10", &mut problems);
+        let book_refresh = secs_var(&var, "SYNCD_BOOK_REFRESH_S", "300", &mut problems);
+        let cancel_on_exit = match var("SYNCD_CANCEL_ON_EXIT").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false" | "0" | "no" | "off") => false,
+            Some("true" | "1" | "yes" | "on") => true,
+            Some(other) => {
+                problems.push(format!("SYNCD_CANCEL_ON_EXIT: {other:?} is not one of true, false"));
+                false
+            }
+        };
+        let strategy_limits = crate::executor::StrategyLimits {
+            max_open: int_var(&var, "SYNCD_STRATEGY_MAX_OPEN", 20, 1, 100_000, &mut problems),
+            max_orders_10s: int_var(&var, "SYNCD_STRATEGY_MAX_ORDERS_10S", 10, 1, 100_000, &mut problems),
+            max_order_notional: notional_var(&var, "SYNCD_STRATEGY_MAX_ORDER_NOTIONAL", "1000", &mut problems),
+            max_symbol_notional: notional_var(&var, "SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "10000", &mut problems),
+        };
+        let strategy_queue = int_var(&var, "SYNCD_STRATEGY_QUEUE", 64, 1, 1024, &mut problems) as usize;
 
         if !problems.is_empty() {
             return Err(problems);
@@ -193,7 +226,31 @@ impl Config {
             reconcile_up,
             reconcile_down,
             rules_refresh,
+            price_poll,
+            avg_price_poll,
+            book_refresh,
+            cancel_on_exit,
+            strategy_limits,
+            strategy_queue,
         })
+    }
+}
+
+/// A non-negative exact amount; `0` means no limit.
+fn notional_var(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: &str,
+    problems: &mut Vec<String>,
+) -> Option<crate::decimal::Decimal> {
+    let text = var(name).unwrap_or_else(|| default.to_string());
+    match text.parse::<crate::decimal::Decimal>() {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) if !d.is_negative() => Some(d),
+        _ => {
+            problems.push(format!("{name}: {text:?} is not an amount like 1000 or 0.5 (0: no limit)"));
+            None
+        }
     }
 }
 
@@ -284,6 +341,31 @@ mod tests {
         assert_eq!(c.recv_window_ms, 5000);
         assert_eq!(c.fill_log, PathBuf::from("./syncd-state/fills.jsonl"));
         assert_eq!(c.fsync, FsyncPolicy::Always);
+        assert_eq!(c.price_poll, Duration::from_secs(2));
+        assert!(!c.cancel_on_exit);
+        assert_eq!(c.strategy_limits, crate::executor::StrategyLimits::default());
+    }
+
+    #[test]
+    fn executor_settings_are_read_and_checked() {
+        let base = [("BINANCE_API_KEY", "k"), ("BINANCE_API_SECRET", "s"), ("SYNCD_SYMBOLS", "BTCUSD")];
+        let mut vars = base.to_vec();
+        vars.extend([
+            ("SYNCD_CANCEL_ON_EXIT", "true"),
+            ("SYNCD_STRATEGY_MAX_ORDER_NOTIONAL", "0"),
+            ("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "250.5"),
+            ("SYNCD_PRICE_POLL_S", "0.5"),
+        ]);
+        let c = load(&vars, ALL).unwrap();
+        assert!(c.cancel_on_exit);
+        assert_eq!(c.strategy_limits.max_order_notional, None);
+        assert_eq!(c.strategy_limits.max_symbol_notional, Some("250.5".parse().unwrap()));
+        assert_eq!(c.price_poll, Duration::from_millis(500));
+        let mut bad = base.to_vec();
+        bad.extend([("SYNCD_CANCEL_ON_EXIT", "maybe"), ("SYNCD_STRATEGY_MAX_ORDER_NOTIONAL", "-5")]);
+        let errs = load(&bad, ALL).unwrap_err();
+        assert!(errs.iter().any(|e| e.starts_with("SYNCD_CANCEL_ON_EXIT:")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("SYNCD_STRATEGY_MAX_ORDER_NOTIONAL:")), "{errs:?}");
     }
 
     #[test]

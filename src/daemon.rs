@@ -7,13 +7,15 @@
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::executor::{Executor, ExecutorLink, ExecutorSettings};
+use crate::exit::Exit;
 use crate::keepalive::Keepalive;
 use crate::ratelimit::RateGate;
 use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_CLOSE};
-use crate::exit::Exit;
+use crate::rules::LiveRules;
 use crate::state::{State, StateSettings};
-use crate::stream::{KeyCell, Stream, StreamSettings};
+use crate::stream::{Fanout, KeyCell, Stream, StreamSettings};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -29,6 +31,9 @@ pub struct Tuning {
     pub reconcile_up: Duration,
     pub reconcile_down: Duration,
     pub rules_refresh: Duration,
+    pub price_poll: Duration,
+    pub avg_price_poll: Duration,
+    pub book_refresh: Duration,
 }
 
 impl Tuning {
@@ -41,6 +46,9 @@ impl Tuning {
             reconcile_up: c.reconcile_up,
             reconcile_down: c.reconcile_down,
             rules_refresh: c.rules_refresh,
+            price_poll: c.price_poll,
+            avg_price_poll: c.avg_price_poll,
+            book_refresh: c.book_refresh,
         }
     }
 }
@@ -53,6 +61,9 @@ pub struct Daemon {
     threads: Vec<(&'static str, JoinHandle<()>)>,
     rest: Arc<RestClient>,
     key: KeyCell,
+    executor: ExecutorLink,
+    /// The executor cancels our orders on exit: it needs the gate open until it is done.
+    cancel_on_exit: bool,
 }
 
 impl Daemon {
@@ -97,12 +108,32 @@ impl Daemon {
             },
             rest.clone(),
         )?;
+        let desk = rest
+            .order_desk()
+            .ok_or_else(|| Error::Config("this REST client's order desk already belongs to another executor".into()))?;
+        let (executor, executor_link, intents) = Executor::open(
+            ExecutorSettings {
+                symbols: config.symbols.clone(),
+                state_dir: config.state_dir.clone(),
+                price_poll: tuning.price_poll,
+                avg_price_poll: tuning.avg_price_poll,
+                rules_refresh: tuning.rules_refresh,
+                book_refresh: tuning.book_refresh,
+                cancel_on_exit: config.cancel_on_exit,
+                exit_budget: Duration::from_secs(5),
+                limits: config.strategy_limits.clone(),
+                queue_per_strategy: config.strategy_queue,
+            },
+            desk,
+            LiveRules::new(rules),
+        )?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<Exit>();
         // Unbounded: a bounded channel preallocates every slot (megabytes of RSS for a queue
         // that is almost always empty), and the stream must never block on a slow disk or it
         // stops answering pings. Events arrive at human rates; `state` drains them.
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let (book_tx, book_rx) = crossbeam_channel::unbounded();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(16);
         let key = KeyCell::default();
         let spawn_err = |e: std::io::Error| Error::Transport(format!("cannot start a thread: {e}"));
@@ -121,7 +152,7 @@ impl Daemon {
             },
             rest: rest.clone(),
             key: key.clone(),
-            events: events_tx,
+            events: Fanout::new(events_tx, vec![book_tx]),
             ctl: ctl_rx,
             stop: stop_rx.clone(),
             exit: exit_tx.clone(),
@@ -136,10 +167,26 @@ impl Daemon {
             stop: stop_rx.clone(),
         };
         threads.push(("keepalive", keepalive.spawn().map_err(spawn_err)?));
+        threads
+            .push(("executor", executor.spawn(intents, book_rx, stop_rx.clone(), exit_tx.clone()).map_err(spawn_err)?));
         // A core thread that ends while we run is a bug or a fatal error: stop everything.
         let watch_threads: Vec<&'static str> = threads.iter().map(|(n, _)| *n).collect();
         log::info!("daemon: running threads {watch_threads:?} for {:?}", config.symbols);
-        Ok(Daemon { stop: Some(stop_tx), exit_rx, exit_tx, threads, rest, key })
+        Ok(Daemon {
+            stop: Some(stop_tx),
+            exit_rx,
+            exit_tx,
+            threads,
+            rest,
+            key,
+            executor: executor_link,
+            cancel_on_exit: config.cancel_on_exit,
+        })
+    }
+
+    /// Where strategies get their handles, and the executor's view of the account.
+    pub fn executor(&self) -> &ExecutorLink {
+        &self.executor
     }
 
     /// Blocks until a signal, a fatal error or a dead core thread.
@@ -161,6 +208,16 @@ impl Daemon {
     pub fn stop(mut self, deadline: Duration) {
         let started = Instant::now();
         drop(self.stop.take());
+        if self.cancel_on_exit {
+            // The executor's cancels go through the gate: it closes once they are done (or
+            // their budget is spent).
+            if let Some((_, t)) = self.threads.iter().find(|(n, _)| *n == "executor") {
+                let by = started + deadline.mul_f32(0.6);
+                while !t.is_finished() && Instant::now() < by {
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
         self.rest.gate().close();
         // Most of the time for the threads (state flushing the log matters most), the rest for
         // closing the listen key.

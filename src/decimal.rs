@@ -62,6 +62,12 @@ impl fmt::Display for ParseDecimalError {
 
 impl std::error::Error for ParseDecimalError {}
 
+impl Default for Decimal {
+    fn default() -> Decimal {
+        Decimal::ZERO
+    }
+}
+
 impl Decimal {
     pub const ZERO: Decimal = Decimal { mantissa: 0, scale: 0 };
     pub const ONE: Decimal = Decimal { mantissa: 1, scale: 0 };

@@ -1,8 +1,8 @@
 //! `binance-syncd demo`: the whole product on the paper exchange, in one process.
 //!
 //! Starts a paper exchange on loopback (with an external trader acting on the same account, as a
-//! web-UI user would), runs the daemon against it, places maker orders through the same filter
-//! and rounding code the executor uses, injects a stream outage and duplicate and garbage
+//! web-UI user would), runs the daemon against it, places maker orders through the daemon's
+//! executor (as a strategy would), injects a stream outage and duplicate and garbage
 //! frames, prints every fill as it lands in the fill log, and at the end grades the log against
 //! the exchange's ground truth: missing and duplicate lines must both be zero.
 
@@ -10,13 +10,14 @@ use crate::config::{Config, Needs};
 use crate::daemon::{Daemon, Tuning};
 use crate::decimal::Decimal;
 use crate::error::Error;
+use crate::executor::{Intent, Outcome, Reply, StrategyHandle};
 use crate::filllog::FillRecord;
-use crate::filters::{ExchangeRules, MarketContext};
 use crate::model::Side;
 use crate::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use crate::ratelimit::{fallback_limits, LimitKind, RateGate, RateLimit};
 use crate::rest::sign::ServerClock;
-use crate::rest::{RestClient, RestConfig, AVG_PRICE, BOOK_TICKER, CANCEL_ALL, ORDER_NEW};
+use crate::rest::{RestClient, RestConfig, BOOK_TICKER};
+use crossbeam_channel::Receiver;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -77,55 +78,41 @@ pub fn paper_client(ex: &PaperExchange, unlimited: bool) -> Result<RestClient, E
     Ok(rest)
 }
 
-/// Places one maker order a few ticks away from the touch, rounded and checked locally first.
-fn place(rest: &RestClient, rules: &ExchangeRules, symbol: &str, side: Side, n: u64) -> Result<bool, Error> {
+/// Asks the executor for one maker order a few ticks away from the touch; it rounds and
+/// checks it (filters, balance, limits) before anything is sent.
+fn place(rest: &RestClient, strategy: &StrategyHandle, symbol: &str, side: Side, n: u64) -> Result<(), Error> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Book {
         bid_price: Decimal,
         ask_price: Decimal,
     }
-    #[derive(serde::Deserialize)]
-    struct Avg {
-        price: Decimal,
-    }
-    let Some(sym) = rules.symbols.get(symbol) else { return Ok(false) };
     let book: Book = rest.call_json(&BOOK_TICKER, &[("symbol", symbol)])?;
-    let avg: Avg = rest.call_json(&AVG_PRICE, &[("symbol", symbol)])?;
     let offset = Decimal::new((n % 7 + 1) as i128 * 3, 2);
-    let raw_price = match side {
+    let price = match side {
         Side::Buy => book.bid_price.checked_sub(offset),
         Side::Sell => book.ask_price.checked_add(offset),
     }
     .unwrap_or(book.bid_price);
-    // Quote about 20 USD so MIN_NOTIONAL passes; let the filters round the quantity down.
-    let qty = Decimal::from_int(20).checked_div(raw_price, 8).unwrap_or(Decimal::ONE);
-    let ctx = MarketContext { avg_price: Some(avg.price), ..MarketContext::default() };
-    let prepared = match sym.prepare_maker(side, raw_price, qty, &ctx, &rules.exchange_filters) {
-        Ok(p) => p,
-        Err(why) => {
-            log::info!("demo: order refused locally: {why}");
-            return Ok(false);
+    // Quote about 20 USD so MIN_NOTIONAL passes; the executor rounds the quantity down.
+    let qty = Decimal::from_int(20).checked_div(price, 8).unwrap_or(Decimal::ONE);
+    strategy
+        .submit(Intent::Place { symbol: symbol.to_string(), side, price, qty })
+        .map_err(|e| Error::Transport(format!("executor: {e}")))?;
+    Ok(())
+}
+
+/// Counts final replies: (placed, not placed).
+fn tally(replies: &Receiver<Reply>, placed: &mut usize, refused: &mut usize) {
+    while let Ok(r) = replies.try_recv() {
+        match &r.outcome {
+            Outcome::Placed(_) => *placed += 1,
+            Outcome::Unknown { .. } | Outcome::CanceledAll { .. } | Outcome::Canceled(_) => {}
+            other => {
+                *refused += 1;
+                log::info!("demo: order not placed: {other:?}");
+            }
         }
-    };
-    let (price, quantity, id) = (prepared.price.to_string(), prepared.quantity.to_string(), format!("demo-{n}"));
-    let placed = rest.call(
-        &ORDER_NEW,
-        &[
-            ("symbol", symbol),
-            ("side", side.as_str()),
-            ("type", "LIMIT_MAKER"),
-            ("quantity", quantity.as_str()),
-            ("price", price.as_str()),
-            ("newClientOrderId", id.as_str()),
-            ("newOrderRespType", "RESULT"),
-        ],
-    );
-    match placed {
-        Ok(_) => Ok(true),
-        // The market moved between the book read and the order: a maker order is refused, not filled.
-        Err(e) if e.api_code() == Some(-2010) => Ok(false),
-        Err(e) => Err(e),
     }
 }
 
@@ -189,7 +176,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     println!("demo: daemon running; fill log {}", fill_log.display());
 
     let rest = paper_client(&ex, false)?;
-    let rules = rest.exchange_info(&config.symbols)?;
+    let (strategy, replies) = daemon.executor().strategy("demo")?;
     let total = Duration::from_secs(opts.seconds.max(5));
     let start = Instant::now();
     let faults: [ScheduledFault; 4] = [
@@ -214,20 +201,30 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         for symbol in &config.symbols {
             n += 1;
             let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
-            match place(&rest, &rules, symbol, side, n) {
-                Ok(true) => placed += 1,
-                Ok(false) => refused += 1,
-                Err(e) => log::warn!("demo: order failed: {e}"),
+            if let Err(e) = place(&rest, &strategy, symbol, side, n) {
+                log::warn!("demo: order failed: {e}");
             }
         }
+        tally(&replies, &mut placed, &mut refused);
         printed += show(tail(&fill_log, &mut offset), printed, opts.verbose);
         std::thread::sleep(Duration::from_millis(250));
     }
     // Stop trading, let the last fills arrive, then stop the daemon and grade.
     let _ = ex.fault("quiesce", &[]);
     ex.shared().engine.lock().unwrap_or_else(|p| p.into_inner()).set_external_pct(0);
+    // Our own orders only: the external trader's stay where they are.
     for symbol in &config.symbols {
-        let _ = rest.call(&CANCEL_ALL, &[("symbol", symbol.as_str())]);
+        let _ = strategy.submit(Intent::CancelAll { symbol: symbol.clone() });
+    }
+    let cancels = Instant::now();
+    while cancels.elapsed() < Duration::from_secs(5) {
+        tally(&replies, &mut placed, &mut refused);
+        let own =
+            daemon.executor().view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-demo-")).count();
+        if own == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let settle = Instant::now();
     let expected = ex.report()["trades"].as_array().map_or(0, Vec::len);

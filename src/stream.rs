@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
-/// What the stream tells the `state` thread.
-#[derive(Debug)]
+/// What the stream tells the `state` and `executor` threads.
+#[derive(Debug, Clone)]
 pub enum StreamMsg {
     /// Connected; the events that follow are live. Reconcile now.
     Up {
@@ -40,6 +40,32 @@ pub enum StreamMsg {
         reason: String,
     },
 }
+
+/// Where the stream's messages go: `state` first (it logs fills, and the stream is useless
+/// without it), then every other listener (the executor's order book), best effort.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    primary: Sender<StreamMsg>,
+    others: Vec<Sender<StreamMsg>>,
+}
+
+impl Fanout {
+    pub fn new(primary: Sender<StreamMsg>, others: Vec<Sender<StreamMsg>>) -> Fanout {
+        Fanout { primary, others }
+    }
+
+    /// `Err` only when `state` is gone: then the stream has no reason to go on.
+    pub fn send(&self, msg: StreamMsg) -> Result<(), StateGone> {
+        for o in &self.others {
+            let _ = o.send(msg.clone());
+        }
+        self.primary.send(msg).map_err(|_| StateGone)
+    }
+}
+
+/// The `state` thread has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateGone;
 
 /// Requests to the stream thread from elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +235,7 @@ pub struct Stream {
     pub settings: StreamSettings,
     pub rest: Arc<RestClient>,
     pub key: KeyCell,
-    pub events: Sender<StreamMsg>,
+    pub events: Fanout,
     pub ctl: Receiver<StreamCtl>,
     pub stop: Receiver<()>,
     /// Straight to `main` for problems no retry can fix.

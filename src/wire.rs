@@ -230,6 +230,59 @@ pub struct QueriedOrder {
     pub status: String,
 }
 
+/// An order as `POST /order` (RESULT), `DELETE /order`, `GET /order` and `GET /openOrders`
+/// return it (§5.5, §5.7, §5.8): the fields the executor keeps. On a cancel reply
+/// `clientOrderId` is the cancel's own id and `origClientOrderId` the order's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderReply {
+    pub symbol: String,
+    pub order_id: u64,
+    pub client_order_id: String,
+    #[serde(default)]
+    pub orig_client_order_id: Option<String>,
+    #[serde(default)]
+    pub price: Option<Decimal>,
+    #[serde(default)]
+    pub orig_qty: Option<Decimal>,
+    #[serde(default)]
+    pub executed_qty: Option<Decimal>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub side: Option<String>,
+    #[serde(rename = "type", default)]
+    pub order_type: Option<String>,
+    #[serde(default)]
+    pub update_time: Option<i64>,
+    #[serde(default)]
+    pub transact_time: Option<i64>,
+}
+
+impl OrderReply {
+    /// Server time of the order's last change, if the reply says (`updateTime`, or
+    /// `transactTime` on a placement or cancel).
+    pub fn changed_ms(&self) -> Option<i64> {
+        self.update_time.or(self.transact_time)
+    }
+
+    /// The order's own client id, whichever reply this is.
+    pub fn order_client_id(&self) -> &str {
+        match &self.orig_client_order_id {
+            Some(c) if !c.is_empty() => c,
+            _ => &self.client_order_id,
+        }
+    }
+}
+
+/// `POST /api/v3/order/cancelReplace` when both halves succeeded (§5.13).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelReplaceReply {
+    pub cancel_response: OrderReply,
+    pub new_order_response: OrderReply,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenKeyReply {

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod rest;
+pub mod trader;
 pub mod ws;
 
 use crate::rest::sign::local_ms;

@@ -7,9 +7,27 @@
 //! an order endpoint is [`Error::OutcomeUnknown`], never a plain failure, because the order may
 //! exist.
 //!
+//! The endpoints that change orders (`POST/DELETE /api/v3/order`, `DELETE /api/v3/openOrders`,
+//! `POST /api/v3/order/cancelReplace`) are private to this module: [`RestClient::call`] and its
+//! siblings refuse them, and the only way to send one is the [`desk::OrderDesk`] that the
+//! executor thread owns. So "only the executor changes orders" is a property of the types:
+//!
+//! ```compile_fail
+//! // The order endpoints cannot even be named outside the crate's REST module.
+//! use binance_syncd::rest::ORDER_NEW;
+//! ```
+//!
+//! ```compile_fail
+//! // Nor can a desk be had without the executor: its constructor is crate-private and one-shot.
+//! fn sneak(rest: &std::sync::Arc<binance_syncd::rest::RestClient>) {
+//!     let _ = rest.order_desk();
+//! }
+//! ```
+//!
 //! Nothing here logs a query string: it holds the signature (and, for `userDataStream`, the
 //! listen key). Logs name the method and path only.
 
+pub mod desk;
 pub mod sign;
 
 use crate::error::Error;
@@ -75,7 +93,7 @@ pub const EXCHANGE_INFO: Endpoint = ep(Method::Get, "/api/v3/exchangeInfo", Secu
 pub const AVG_PRICE: Endpoint = ep(Method::Get, "/api/v3/avgPrice", Security::None, 2);
 pub const BOOK_TICKER: Endpoint = ep(Method::Get, "/api/v3/ticker/bookTicker", Security::None, 2);
 pub const ACCOUNT: Endpoint = ep(Method::Get, "/api/v3/account", Security::Signed, 20);
-pub const ORDER_NEW: Endpoint = Endpoint {
+const ORDER_NEW: Endpoint = Endpoint {
     method: Method::Post,
     path: "/api/v3/order",
     security: Security::Signed,
@@ -85,7 +103,7 @@ pub const ORDER_NEW: Endpoint = Endpoint {
 };
 pub const ORDER_TEST: Endpoint = ep(Method::Post, "/api/v3/order/test", Security::Signed, 1);
 pub const ORDER_QUERY: Endpoint = ep(Method::Get, "/api/v3/order", Security::Signed, 4);
-pub const ORDER_CANCEL: Endpoint = Endpoint {
+const ORDER_CANCEL: Endpoint = Endpoint {
     method: Method::Delete,
     path: "/api/v3/order",
     security: Security::Signed,
@@ -93,15 +111,15 @@ pub const ORDER_CANCEL: Endpoint = Endpoint {
     orders: 0,
     mutates: true,
 };
-pub const OPEN_ORDERS: Endpoint = ep(Method::Get, "/api/v3/openOrders", Security::Signed, 6);
-pub const CANCEL_ALL: Endpoint = Endpoint {
-    method: Method::Delete,
-    path: "/api/v3/openOrders",
+const ORDER_CANCEL_REPLACE: Endpoint = Endpoint {
+    method: Method::Post,
+    path: "/api/v3/order/cancelReplace",
     security: Security::Signed,
     weight: 1,
-    orders: 0,
+    orders: 1,
     mutates: true,
 };
+pub const OPEN_ORDERS: Endpoint = ep(Method::Get, "/api/v3/openOrders", Security::Signed, 6);
 pub const ALL_ORDERS: Endpoint = ep(Method::Get, "/api/v3/allOrders", Security::Signed, 20);
 pub const MY_TRADES: Endpoint = ep(Method::Get, "/api/v3/myTrades", Security::Signed, 20);
 /// `myTrades` with `orderId`: Binance.US charges 5 instead of 20 since 2026-08-31.
@@ -137,6 +155,8 @@ pub struct RestClient {
     clock_resync: Duration,
     clock: Arc<ServerClock>,
     gate: Arc<RateGate>,
+    /// Set once the order desk has been handed out: there is one per client.
+    desk_taken: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -175,6 +195,39 @@ fn ban_end_ms(msg: &str) -> Option<i64> {
     let rest = msg.split("banned until ").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
+}
+
+/// `msg` plus the inner `{code,msg}` of each failed half of a cancelReplace answer.
+fn with_replace_detail(msg: String, body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return msg };
+    let mut out = msg;
+    for (half, key) in [("cancel", "cancelResponse"), ("new order", "newOrderResponse")] {
+        let inner = &v["data"][key];
+        if let (Some(code), Some(text)) = (inner["code"].as_i64(), inner["msg"].as_str()) {
+            out.push_str(&format!(" ({half}: {code} {text})"));
+        }
+    }
+    out
+}
+
+/// The public ways of calling refuse anything that could change an order, however the endpoint
+/// was spelled: the private constants are one guard, the path is the other.
+fn refuse_orders(ep: &Endpoint) -> Result<(), Error> {
+    let order_path = matches!(
+        (ep.method, ep.path.trim_end_matches('/')),
+        (Method::Post, "/api/v3/order")
+            | (Method::Delete, "/api/v3/order")
+            | (Method::Delete, "/api/v3/openOrders")
+            | (Method::Post, "/api/v3/order/cancelReplace")
+    );
+    if ep.mutates || order_path {
+        return Err(Error::Config(format!(
+            "{} {} is reserved for the executor; send it an intent",
+            ep.method.as_str(),
+            ep.path
+        )));
+    }
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(ep: &Endpoint, body: &str) -> Result<T, Error> {
@@ -218,7 +271,15 @@ impl RestClient {
             clock_resync: config.clock_resync,
             clock,
             gate,
+            desk_taken: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The one handle to the order endpoints, for the executor thread. `None` after the first
+    /// call: a second holder would be a second path to the orders.
+    pub(crate) fn order_desk(self: &Arc<Self>) -> Option<desk::OrderDesk> {
+        let taken = self.desk_taken.swap(true, std::sync::atomic::Ordering::SeqCst);
+        (!taken).then(|| desk::OrderDesk::new(self.clone()))
     }
 
     pub fn clock(&self) -> &Arc<ServerClock> {
@@ -232,6 +293,7 @@ impl RestClient {
     /// Sends one request and returns the body of a 2xx answer. Signs if the endpoint needs it
     /// (and re-signs with a resynced clock after `-1021`, once).
     pub fn call(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
+        refuse_orders(ep)?;
         self.call_with(ep, params, Admission::Wait)
     }
 
@@ -247,6 +309,7 @@ impl RestClient {
     /// One attempt bounded by `limit` in all: the gate wait and the request itself
     /// (shutdown's last request).
     pub fn call_within(&self, ep: &Endpoint, params: &[(&str, &str)], limit: Duration) -> Result<String, Error> {
+        refuse_orders(ep)?;
         self.call_once(ep, params, Admission::Within(limit))
     }
 
@@ -259,6 +322,7 @@ impl RestClient {
         params: &[(&str, &str)],
         share_pct: u64,
     ) -> Result<T, Error> {
+        refuse_orders(ep)?;
         decode(ep, &self.call_with(ep, params, Admission::Share(share_pct))?)
     }
 
@@ -453,6 +517,11 @@ impl RestClient {
             )));
         }
         match parsed {
+            // cancelReplace says which half failed, and why, in `data` (-2021/-2022): keep the
+            // reason of each failed half in the message.
+            Some(p) if matches!(p.code, -2021 | -2022) => {
+                Err(Error::Api { status: reply.status, code: p.code, msg: with_replace_detail(p.msg, &reply.body) })
+            }
             Some(p) => Err(Error::Api { status: reply.status, code: p.code, msg: p.msg }),
             None => Err(Error::Api {
                 status: reply.status,
@@ -525,6 +594,20 @@ impl RestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_calls_refuse_order_endpoints_however_spelled() {
+        for ep in [ORDER_NEW, ORDER_CANCEL, ORDER_CANCEL_REPLACE] {
+            assert!(matches!(refuse_orders(&ep), Err(Error::Config(_))), "{ep:?}");
+        }
+        // A hand-made endpoint that claims not to mutate is refused by its path.
+        let disguised = ep(Method::Post, "/api/v3/order", Security::Signed, 1);
+        assert!(refuse_orders(&disguised).is_err());
+        assert!(refuse_orders(&ep(Method::Delete, "/api/v3/openOrders/", Security::Signed, 1)).is_err());
+        for fine in [ORDER_QUERY, OPEN_ORDERS, ORDER_TEST, ACCOUNT, MY_TRADES] {
+            assert!(refuse_orders(&fine).is_ok(), "{fine:?}");
+        }
+    }
 
     #[test]
     fn ban_end_is_read_from_the_documented_message() {

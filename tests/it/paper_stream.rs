@@ -2,8 +2,9 @@
 //! carries exactly the documented field set; cancel-replace follows the documented outcomes.
 
 use crate::util::{client, paper, place_maker, raw, signed_query};
+use binance_syncd::paper::trader::Trader;
 use binance_syncd::paper::{PaperExchange, DEMO_API_KEY};
-use binance_syncd::rest::{LISTEN_KEY_NEW, ORDER_CANCEL, ORDER_NEW};
+use binance_syncd::rest::LISTEN_KEY_NEW;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::TcpStream;
@@ -55,15 +56,19 @@ const KEY_EXPIRED: &str = r#"{"e":"listenKeyExpired","E":1699596037418,"listenKe
 fn events_carry_exactly_the_documented_fields() {
     let ex = paper();
     let mut ws = connect(&ex);
-    let rest = client(&ex);
     let (bid, _) = ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
     let price = bid.to_string();
-    let placed: Value = rest
-        .call_json(
-            &ORDER_NEW,
-            &[("symbol", "BTCUSD"), ("side", "BUY"), ("type", "LIMIT_MAKER"), ("quantity", "0.01"), ("price", &price)],
-        )
-        .unwrap();
+    let trader = Trader::new(&ex);
+    let placed: Value = trader
+        .order(&[
+            ("symbol", "BTCUSD"),
+            ("side", "BUY"),
+            ("type", "LIMIT_MAKER"),
+            ("quantity", "0.01"),
+            ("price", &price),
+        ])
+        .unwrap()
+        .body;
     let new = next(&mut ws, "executionReport");
     assert_eq!(keys(&new), documented(EXECUTION_REPORT), "NEW: {new}");
     assert_eq!(
@@ -74,10 +79,11 @@ fn events_carry_exactly_the_documented_fields() {
     let pos = next_position_balance_keys(&mut ws, &ex, placed["orderId"].as_u64().unwrap());
     assert_eq!(pos, documented(r#"{"a":"ETH","f":"1","l":"0"}"#));
     // A cancel: `c` is the cancel request's id, `C` the order's own.
-    let second = place_maker(&rest, "BTCUSD", "BUY", "0.01", &price, "to-cancel").unwrap();
+    let second = place_maker(&ex, "BTCUSD", "BUY", "0.01", &price, "to-cancel").unwrap();
     next(&mut ws, "executionReport");
     let id = second["orderId"].as_u64().unwrap().to_string();
-    rest.call(&ORDER_CANCEL, &[("symbol", "BTCUSD"), ("orderId", &id), ("newClientOrderId", "the-cancel")]).unwrap();
+    let cancel = trader.cancel(&[("symbol", "BTCUSD"), ("orderId", &id), ("newClientOrderId", "the-cancel")]).unwrap();
+    assert!(cancel.ok(), "{cancel:?}");
     let canceled = next(&mut ws, "executionReport");
     assert_eq!(keys(&canceled), documented(EXECUTION_REPORT));
     assert_eq!(
@@ -107,15 +113,12 @@ fn next_position_balance_keys(ws: &mut Ws, ex: &PaperExchange, order_id: u64) ->
 #[test]
 fn cancel_replace_follows_the_documented_outcomes() {
     let ex = paper();
-    let rest = client(&ex);
     let (bid, ask) = ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
     let (bid, ask) = (bid.to_string(), ask.to_string());
-    let placed: Value = rest
-        .call_json(
-            &ORDER_NEW,
-            &[("symbol", "BTCUSD"), ("side", "BUY"), ("type", "LIMIT_MAKER"), ("quantity", "0.01"), ("price", &bid)],
-        )
-        .unwrap();
+    let placed: Value = Trader::new(&ex)
+        .order(&[("symbol", "BTCUSD"), ("side", "BUY"), ("type", "LIMIT_MAKER"), ("quantity", "0.01"), ("price", &bid)])
+        .unwrap()
+        .body;
     let id = placed["orderId"].as_u64().unwrap();
     let url = format!("{}/api/v3/order/cancelReplace", ex.rest_url());
     let send = |params: String| {

@@ -4,7 +4,7 @@
 use crate::mock::{Mock, Reply, Request};
 use binance_syncd::ratelimit::{fallback_limits, RateGate};
 use binance_syncd::rest::sign::{local_ms, ServerClock, Signer};
-use binance_syncd::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_KEEPALIVE, LISTEN_KEY_NEW, ORDER_NEW};
+use binance_syncd::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_KEEPALIVE, LISTEN_KEY_NEW};
 use binance_syncd::secret::Secret;
 use binance_syncd::Error;
 use std::sync::Arc;
@@ -140,58 +140,27 @@ fn http_429_holds_every_later_request_until_retry_after() {
     assert_eq!(rest.gate().stats().http_429, 1);
 }
 
-#[test]
-fn order_5xx_and_minus_1007_are_outcome_unknown_but_a_query_5xx_is_not() {
-    let mock = Mock::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
-        ("POST", "/api/v3/order") if req.param("newClientOrderId").as_deref() == Some("a") => Reply::json(
-            503,
-            r#"{"code":-1007,"msg":"Timeout waiting for response from backend server. Send status unknown; execution status unknown."}"#,
-        ),
-        ("POST", "/api/v3/order") => Reply::json(504, "gateway timeout"),
-        ("GET", "/api/v3/time") => time_reply(0),
-        _ => Reply::json(502, "bad gateway"),
-    });
-    let rest = client(&mock);
-    for id in ["a", "b"] {
-        match rest.call(&ORDER_NEW, &[("symbol", "BTCUSD"), ("newClientOrderId", id)]) {
-            Err(Error::OutcomeUnknown(what)) => assert!(!what.contains(SECRET)),
-            other => panic!("expected OutcomeUnknown, got {other:?}"),
-        }
-    }
-    match rest.call(&ACCOUNT, &[]) {
-        Err(Error::Api { status: 502, .. }) => {}
-        other => panic!("expected a plain 502, got {other:?}"),
-    }
-}
+// The order endpoints' unknown-outcome mapping is tested beside the only code that can call
+// them, `rest::desk` (the daemon's client refuses them here).
 
 #[test]
-fn order_reset_after_sending_is_outcome_unknown_and_refused_connection_is_not() {
-    // A server that reads the request and hangs up without answering.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = std::io::Read::read(&mut &s, &mut buf);
-            drop(s);
-        }
-    });
-    let mock = Mock { url, ..Mock::start(|_, _| Reply::json(200, "{}")) };
+fn the_public_client_refuses_order_endpoints() {
+    let mock = Mock::start(|_, _| Reply::json(200, "{}"));
     let rest = client(&mock);
     rest.clock().set_offset(0);
-    assert!(matches!(rest.call(&ORDER_NEW, &[("symbol", "BTCUSD")]), Err(Error::OutcomeUnknown(_))));
-
-    // Nothing listens here: the request never left.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let mock = Mock { url, ..Mock::start(|_, _| Reply::json(200, "{}")) };
-    let rest = client(&mock);
-    rest.clock().set_offset(0);
-    match rest.call(&ORDER_NEW, &[("symbol", "BTCUSD")]) {
-        Err(Error::Transport(_)) => {}
-        other => panic!("expected Transport, got {other:?}"),
+    let disguised = binance_syncd::rest::Endpoint {
+        method: binance_syncd::rest::Method::Post,
+        path: "/api/v3/order",
+        security: binance_syncd::rest::Security::Signed,
+        weight: 1,
+        orders: 1,
+        mutates: false,
+    };
+    match rest.call(&disguised, &[("symbol", "BTCUSD")]) {
+        Err(Error::Config(why)) => assert!(why.contains("executor"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
     }
+    assert!(mock.requests().is_empty(), "nothing was sent");
 }
 
 #[test]

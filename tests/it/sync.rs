@@ -43,6 +43,9 @@ pub fn fast() -> Tuning {
         reconcile_up: Duration::from_secs(2),
         reconcile_down: Duration::from_millis(500),
         rules_refresh: Duration::from_secs(3),
+        price_poll: Duration::from_millis(500),
+        avg_price_poll: Duration::from_secs(2),
+        book_refresh: Duration::from_secs(30),
     }
 }
 
@@ -95,10 +98,10 @@ pub fn assert_matches_truth(fills: &[FillRecord], report: &Value) {
 }
 
 /// Places a resting LIMIT_MAKER BUY a few ticks under the bid; returns its order id.
-pub fn rest_buy(ex: &PaperExchange, rest: &RestClient, symbol: &str, qty: &str, id: &str) -> u64 {
+pub fn rest_buy(ex: &PaperExchange, _rest: &RestClient, symbol: &str, qty: &str, id: &str) -> u64 {
     let (bid, _) = ex.shared().engine.lock().unwrap().touch(symbol).unwrap();
     let price = bid.checked_sub("0.05".parse().unwrap()).unwrap().to_string();
-    let v = crate::util::place_maker(rest, symbol, "BUY", qty, &price, id).unwrap();
+    let v = crate::util::place_maker(ex, symbol, "BUY", qty, &price, id).unwrap();
     v["orderId"].as_u64().unwrap()
 }
 

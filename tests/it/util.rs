@@ -89,25 +89,15 @@ pub fn init_log() {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).is_test(true).try_init();
 }
 
-/// Places a LIMIT_MAKER order with a RESULT response: the one order shape these tests need.
+/// Places a LIMIT_MAKER order with a RESULT response as another client on the account would
+/// (the daemon's own REST client cannot place orders: only its executor can).
 pub fn place_maker(
-    rest: &RestClient,
+    ex: &PaperExchange,
     symbol: &str,
     side: &str,
     qty: &str,
     price: &str,
     client_id: &str,
-) -> Result<serde_json::Value, binance_syncd::Error> {
-    rest.call_json(
-        &binance_syncd::rest::ORDER_NEW,
-        &[
-            ("symbol", symbol),
-            ("side", side),
-            ("type", "LIMIT_MAKER"),
-            ("quantity", qty),
-            ("price", price),
-            ("newClientOrderId", client_id),
-            ("newOrderRespType", "RESULT"),
-        ],
-    )
+) -> Result<serde_json::Value, String> {
+    binance_syncd::paper::trader::Trader::new(ex).maker(symbol, side, qty, price, client_id)
 }

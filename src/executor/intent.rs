@@ -1,0 +1,218 @@
+//! What a strategy asks of the executor, and what it gets back.
+//!
+//! A strategy holds a [`StrategyHandle`]: it submits [`Intent`]s and reads [`Reply`]s from its
+//! own channel. Every intent gets exactly one reply, except one whose outcome is
+//! [`Outcome::Unknown`]: a second reply with the same `request` follows once the executor has
+//! found out what happened (placed, or not placed).
+
+use crate::decimal::Decimal;
+use crate::model::Side;
+use crate::rest::desk::OrderRef;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An order action. Every order the executor places is `LIMIT_MAKER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// A new maker order. Price is rounded passive (BUY down, SELL up) to the tick, quantity
+    /// down to the step; the reply says what was rounded.
+    Place { symbol: String, side: Side, price: Decimal, qty: Decimal },
+    /// Cancel one of this strategy's orders.
+    Cancel { symbol: String, order: OrderRef },
+    /// Cancel every open order of this strategy on `symbol` (never anyone else's).
+    CancelAll { symbol: String },
+    /// Replace one of this strategy's orders by a new one in one request (`cancelReplace`,
+    /// `STOP_ON_FAILURE`: nothing is placed unless the cancel succeeded).
+    Replace { symbol: String, order: OrderRef, side: Side, price: Decimal, qty: Decimal },
+}
+
+impl Intent {
+    pub fn symbol(&self) -> &str {
+        match self {
+            Intent::Place { symbol, .. }
+            | Intent::Cancel { symbol, .. }
+            | Intent::CancelAll { symbol }
+            | Intent::Replace { symbol, .. } => symbol,
+        }
+    }
+}
+
+/// A value that was changed on its way to the exchange, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    pub field: &'static str,
+    pub asked: Decimal,
+    pub sent: Decimal,
+    pub why: String,
+}
+
+/// An order the exchange accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub symbol: String,
+    pub order_id: u64,
+    pub client_order_id: String,
+    pub side: Side,
+    /// What was sent (after rounding).
+    pub price: Decimal,
+    pub qty: Decimal,
+    /// The exchange's status at the answer: `NEW` for a resting maker order, or already
+    /// `PARTIALLY_FILLED`/`FILLED` when a resolved unknown outcome had traded meanwhile.
+    pub status: String,
+    /// Empty when the intent went out exactly as asked.
+    pub adjustments: Vec<Adjustment>,
+}
+
+/// An order that is no longer open because of a cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canceled {
+    pub symbol: String,
+    pub order_id: u64,
+    pub client_order_id: String,
+}
+
+/// What became of one intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Placed(Placed),
+    Canceled(Canceled),
+    /// `CancelAll`: the orders cancelled, and those whose cancel failed (with why).
+    CanceledAll {
+        symbol: String,
+        canceled: Vec<Canceled>,
+        failed: Vec<(u64, String)>,
+    },
+    Replaced {
+        canceled: Canceled,
+        placed: Placed,
+    },
+    /// Refused here; nothing was sent. `rule` names the rule in a word or two (a filter name,
+    /// `balance`, `crosses book`, `max open orders`, ...), `reason` says it in full.
+    Refused {
+        rule: String,
+        reason: String,
+    },
+    /// The exchange said no. `taker` marks `-2010 Order would immediately match and take`: the
+    /// price crossed the book by the time it arrived (never retried as a taker). `canceled`:
+    /// for a replace whose cancel succeeded and whose new order failed (`-2021`).
+    Rejected {
+        code: i64,
+        msg: String,
+        taker: bool,
+        canceled: Option<Canceled>,
+    },
+    /// The request may or may not have taken effect (5xx, timeout, reset). A second reply
+    /// follows, once it is known.
+    Unknown {
+        client_order_id: String,
+    },
+    /// A resolved unknown outcome: the exchange never got this order (or this cancel).
+    NotDone {
+        client_order_id: String,
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Whether another reply for the same request is still to come.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Outcome::Unknown { .. })
+    }
+}
+
+/// One answer on a strategy's reply channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The id [`StrategyHandle::submit`] returned.
+    pub request: u64,
+    pub outcome: Outcome,
+    /// Time from submission to this answer: the queue, the rate gate and the round trip.
+    pub waited: Duration,
+    /// This answers an earlier [`Outcome::Unknown`].
+    pub resolved: bool,
+}
+
+/// An intent on its way to the executor thread.
+#[derive(Debug)]
+pub struct Request {
+    pub id: u64,
+    pub tag: String,
+    pub intent: Intent,
+    pub reply: Sender<Reply>,
+    pub submitted: Instant,
+}
+
+/// Why an intent could not even be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The executor's queue is full: the daemon is busy (or held by a 429). Try later.
+    Full,
+    /// The handle was revoked (its strategy stopped) or the executor has stopped.
+    Closed,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Full => f.write_str("executor queue full"),
+            SubmitError::Closed => f.write_str("executor handle closed"),
+        }
+    }
+}
+
+/// A strategy's way to the executor. Cloning shares the tag, the reply channel and the
+/// revocation: a clone is the same strategy.
+#[derive(Debug, Clone)]
+pub struct StrategyHandle {
+    tag: String,
+    requests: Sender<Request>,
+    reply: Sender<Reply>,
+    next_id: Arc<AtomicU64>,
+    revoked: Arc<AtomicBool>,
+}
+
+impl StrategyHandle {
+    pub(crate) fn new(tag: String, requests: Sender<Request>) -> (StrategyHandle, Receiver<Reply>) {
+        // Unbounded: the executor must never block on a strategy that reads its replies late.
+        let (reply, replies) = crossbeam_channel::unbounded();
+        let handle = StrategyHandle {
+            tag,
+            requests,
+            reply,
+            next_id: Arc::new(AtomicU64::new(1)),
+            revoked: Arc::new(AtomicBool::new(false)),
+        };
+        (handle, replies)
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Queues `intent`; returns its request id, which its reply carries.
+    pub fn submit(&self, intent: Intent) -> Result<u64, SubmitError> {
+        if self.revoked.load(Ordering::SeqCst) {
+            return Err(SubmitError::Closed);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request =
+            Request { id, tag: self.tag.clone(), intent, reply: self.reply.clone(), submitted: Instant::now() };
+        match self.requests.try_send(request) {
+            Ok(()) => Ok(id),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Every later `submit` of this handle and its clones fails with [`SubmitError::Closed`].
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A tag must fit in a client order id and be readable back out of it.
+pub fn valid_tag(tag: &str) -> bool {
+    (1..=8).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_alphanumeric())
+}

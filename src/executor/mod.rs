@@ -1,0 +1,1143 @@
+//! THREAD `executor`: the only path to the order endpoints.
+//!
+//! Strategies send [`Intent`]s through a [`StrategyHandle`]; the executor checks each against
+//! everything it knows before anything is sent, and answers with a typed [`Outcome`]:
+//!
+//! 1. **Maker only, by construction.** It holds the one [`OrderDesk`], which can send nothing
+//!    but `LIMIT_MAKER`. A price that crosses the last polled book is refused here; a
+//!    `-2010 Order would immediately match and take` from the exchange is reported as such and
+//!    never retried as anything else.
+//! 2. **Filters and precision** from the live rules ([`LiveRules`]): price rounded passive (BUY
+//!    down, SELL up) to the tick, quantity down to the step, then every filter, with
+//!    PERCENT_PRICE(_BY_SIDE) against a recent `avgPrice` and MAX_NUM_ORDERS /
+//!    EXCHANGE_MAX_NUM_ORDERS against the open-order [`Book`]. A `-1013`/`-1111` answer means our
+//!    rules are stale: they are re-read before the next order.
+//! 3. **The account**: an order the free balance cannot pay for is refused here.
+//! 4. **Per-strategy limits** ([`StrategyLimits`]), and round-robin service of the strategies'
+//!    queues, so one strategy flooding intents cannot starve another.
+//! 5. **Rate limits** through the shared gate: orders wait there as long as it says (the reply's
+//!    `waited` shows it), and after a 429/418 nothing is sent until the hold ends.
+//! 6. **Unknown outcomes** (5xx, `-1006`/`-1007`, a timeout or a reset after sending): the
+//!    order is looked up by its client id (`GET /api/v3/order`, re-asked a few times since
+//!    that path can lag) and watched for on the stream, and nothing else is sent for that
+//!    symbol until it is resolved. It is never sent twice.
+//!
+//! The open-order book is rebuilt from `GET /api/v3/openOrders` at start, after every stream
+//! reconnect and every `SYNCD_BOOK_REFRESH_S`; balances from `GET /api/v3/account` at the same
+//! times and from `outboundAccountPosition`/`balanceUpdate` in between. Best bid/ask is polled
+//! from `ticker/bookTicker` every `SYNCD_PRICE_POLL_S` and `avgPrice` every
+//! `SYNCD_AVG_PRICE_POLL_S`, as background reads that never wait in the gate and use at most
+//! half of it, so orders keep priority.
+//!
+//! Binance.US REST API: "New order (TRADE)", "Cancel order (TRADE)", "Query order (USER_DATA)",
+//! "Filters" and "LIMITS": <https://docs.binance.us/#trade-order-endpoints>.
+
+pub mod book;
+pub mod ids;
+pub mod intent;
+pub mod limits;
+
+pub use book::{Balances, Book, OpenOrder};
+pub use intent::{
+    valid_tag, Adjustment, Canceled, Intent, Outcome, Placed, Reply, Request, StrategyHandle, SubmitError,
+};
+pub use limits::StrategyLimits;
+
+use crate::decimal::Decimal;
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::filters::{MarketContext, PreparedOrder, Rejection, SymbolRules};
+use crate::model::Side;
+use crate::rest::desk::{MakerOrder, OrderDesk, OrderRef};
+use crate::rest::{ACCOUNT, AVG_PRICE, BOOK_TICKER};
+use crate::rules::LiveRules;
+use crate::stream::StreamMsg;
+use crate::wire::{OrderReply, UserEvent};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use ids::{tag_of, ClientIds};
+use limits::{OrderRate, Usage};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Share of each rate limit the background reads (prices, rules, account) may use.
+const READ_SHARE: u64 = 50;
+/// How often an unknown order is looked up before it counts as never placed, and the pauses
+/// between the lookups (the Memory ⇒ Database path can lag behind the engine).
+const RESOLVE_DELAYS: [Duration; 4] =
+    [Duration::from_millis(300), Duration::from_millis(700), Duration::from_millis(1500), Duration::from_secs(3)];
+/// Times a placement that met a 429 is put back in its queue before the intent is rejected.
+const MAX_REQUEUES: u32 = 3;
+
+/// The executor's settings; see `config` for the variables behind them.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    pub symbols: Vec<String>,
+    pub state_dir: PathBuf,
+    pub price_poll: Duration,
+    pub avg_price_poll: Duration,
+    pub rules_refresh: Duration,
+    pub book_refresh: Duration,
+    /// Cancel this daemon's own open orders on shutdown (`SYNCD_CANCEL_ON_EXIT`).
+    pub cancel_on_exit: bool,
+    /// Longest time those cancels may take.
+    pub exit_budget: Duration,
+    pub limits: StrategyLimits,
+    /// Intents one strategy may have waiting (`SYNCD_STRATEGY_QUEUE`).
+    pub queue_per_strategy: usize,
+}
+
+/// Counters, for tests, benchmarks and the status line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutorStats {
+    pub intents: u64,
+    pub placed: u64,
+    pub canceled: u64,
+    pub refused: u64,
+    pub rejected: u64,
+    /// Of `rejected`: `-2010 ... would immediately match and take`.
+    pub taker_rejections: u64,
+    /// Of `rejected`: `-1013` and `-1111` (each one means our rules were wrong).
+    pub filter_rejections: u64,
+    pub unknown: u64,
+    pub resolved: u64,
+    pub book_rebuilds: u64,
+    pub rules_refreshes: u64,
+}
+
+/// What the executor thread shows the rest of the process (updated after every change).
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorView {
+    /// The open-order book, by symbol then order id.
+    pub open_orders: Vec<OpenOrder>,
+    pub stats: ExecutorStats,
+    /// The book has been built from REST at least once.
+    pub ready: bool,
+    pub unresolved: usize,
+}
+
+/// The executor's shared view and the sender strategies' handles are made from.
+#[derive(Debug, Clone)]
+pub struct ExecutorLink {
+    requests: Sender<Request>,
+    view: Arc<Mutex<ExecutorView>>,
+}
+
+impl ExecutorLink {
+    /// A handle for the strategy `tag` (1-8 ASCII letters and digits, carried in every client
+    /// order id it gets) and the channel its replies arrive on.
+    pub fn strategy(&self, tag: &str) -> Result<(StrategyHandle, Receiver<Reply>), Error> {
+        if !valid_tag(tag) {
+            return Err(Error::Config(format!("strategy tag {tag:?} must be 1 to 8 ASCII letters or digits")));
+        }
+        Ok(StrategyHandle::new(tag.to_string(), self.requests.clone()))
+    }
+
+    pub fn view(&self) -> ExecutorView {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Best bid and ask from the last poll.
+#[derive(Debug, Clone, Copy)]
+struct Quote {
+    bid: Decimal,
+    ask: Decimal,
+}
+
+/// An order or cancel whose outcome is not known yet.
+#[derive(Debug)]
+struct Pending {
+    symbol: String,
+    tag: String,
+    /// The client id to look up: the new order's, or for a cancel the order's own.
+    lookup_id: String,
+    what: PendingKind,
+    reply: Option<(u64, Sender<Reply>, Instant)>,
+    tries: usize,
+    next_try: Instant,
+}
+
+#[derive(Debug)]
+enum PendingKind {
+    Place { side: Side, price: Decimal, qty: Decimal, adjustments: Vec<Adjustment> },
+    Cancel { order_id: u64 },
+}
+
+pub struct Executor {
+    settings: ExecutorSettings,
+    desk: OrderDesk,
+    rules: LiveRules,
+    ids: ClientIds,
+    book: Book,
+    balances: Balances,
+    quotes: HashMap<String, Quote>,
+    avg: HashMap<String, (Decimal, Instant)>,
+    queues: BTreeMap<String, VecDeque<(Request, u32)>>,
+    /// The tag served last, for round robin.
+    last_served: Option<String>,
+    rate: OrderRate,
+    pending: Vec<Pending>,
+    need_rebuild: bool,
+    next_rebuild_try: Instant,
+    next_prices: Instant,
+    next_avg: Instant,
+    next_rules: Instant,
+    next_book: Instant,
+    stats: ExecutorStats,
+    ready: bool,
+    view: Arc<Mutex<ExecutorView>>,
+    dirty: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BookTicker {
+    bid_price: Decimal,
+    ask_price: Decimal,
+}
+
+#[derive(Deserialize)]
+struct AvgPrice {
+    price: Decimal,
+}
+
+fn refused(rule: impl Into<String>, reason: impl Into<String>) -> Outcome {
+    Outcome::Refused { rule: rule.into(), reason: reason.into() }
+}
+
+/// A local refusal on its way to becoming an [`Outcome::Refused`].
+#[derive(Debug)]
+struct Refusal {
+    rule: String,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(rule: impl Into<String>, reason: impl Into<String>) -> Refusal {
+        Refusal { rule: rule.into(), reason: reason.into() }
+    }
+
+    fn outcome(self) -> Outcome {
+        Outcome::Refused { rule: self.rule, reason: self.reason }
+    }
+}
+
+/// The filter name, or a short word, for a [`Rejection`].
+fn rule_of(r: &Rejection) -> String {
+    match r {
+        Rejection::Precision { .. } => "precision".into(),
+        Rejection::Filter { filter, .. } => filter.clone(),
+        Rejection::Symbol { .. } => "symbol".into(),
+    }
+}
+
+fn is_taker_rejection(code: i64, msg: &str) -> bool {
+    code == -2010 && msg.contains("immediately match")
+}
+
+impl Executor {
+    /// Picks this run's client-id epoch (saved before any order) and takes the desk.
+    pub fn open(
+        settings: ExecutorSettings,
+        desk: OrderDesk,
+        rules: LiveRules,
+    ) -> Result<(Executor, ExecutorLink, Receiver<Request>), Error> {
+        let ids = ClientIds::open(&settings.state_dir, desk.rest().clock().now_ms())?;
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let view = Arc::new(Mutex::new(ExecutorView::default()));
+        let now = Instant::now();
+        let exec = Executor {
+            next_rules: now + settings.rules_refresh,
+            next_book: now + settings.book_refresh,
+            settings,
+            desk,
+            rules,
+            ids,
+            book: Book::new(),
+            balances: Balances::default(),
+            quotes: HashMap::new(),
+            avg: HashMap::new(),
+            queues: BTreeMap::new(),
+            last_served: None,
+            rate: OrderRate::default(),
+            pending: Vec::new(),
+            need_rebuild: true,
+            next_rebuild_try: now,
+            next_prices: now,
+            next_avg: now,
+            stats: ExecutorStats::default(),
+            ready: false,
+            view: view.clone(),
+            dirty: true,
+        };
+        Ok((exec, ExecutorLink { requests: tx, view }, rx))
+    }
+
+    pub fn spawn(
+        mut self,
+        requests: Receiver<Request>,
+        events: Receiver<StreamMsg>,
+        stop: Receiver<()>,
+        exit: Sender<Exit>,
+    ) -> io::Result<JoinHandle<()>> {
+        thread::Builder::new().name("executor".into()).spawn(move || {
+            if let Err(why) = self.run(&requests, &events, &stop) {
+                let _ = exit.send(Exit::Fatal(why));
+            }
+            self.finish(&requests);
+        })
+    }
+
+    fn stopped(stop: &Receiver<()>) -> bool {
+        !matches!(stop.try_recv(), Err(TryRecvError::Empty))
+    }
+
+    fn run(
+        &mut self,
+        requests: &Receiver<Request>,
+        events: &Receiver<StreamMsg>,
+        stop: &Receiver<()>,
+    ) -> Result<(), String> {
+        loop {
+            if Executor::stopped(stop) {
+                return Ok(());
+            }
+            while let Ok(msg) = events.try_recv() {
+                self.on_stream(msg);
+            }
+            while let Ok(req) = requests.try_recv() {
+                self.enqueue(req);
+            }
+            self.timers()?;
+            self.resolve_due()?;
+            self.publish();
+            // Biased to stop: once it closes, no queued intent goes out as one more order.
+            if Executor::stopped(stop) {
+                return Ok(());
+            }
+            if let Some(next) = self.next_request() {
+                self.serve(next)?;
+                continue;
+            }
+            let wait = self.next_wake().saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+            crossbeam_channel::select_biased! {
+                recv(stop) -> _ => return Ok(()),
+                recv(events) -> msg => if let Ok(msg) = msg { self.on_stream(msg) },
+                recv(requests) -> req => if let Ok(req) = req { self.enqueue(req) },
+                default(wait) => {}
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut t = self.next_prices.min(self.next_avg).min(self.next_rules).min(self.next_book);
+        if self.need_rebuild {
+            t = t.min(self.next_rebuild_try);
+        }
+        for p in &self.pending {
+            t = t.min(p.next_try);
+        }
+        t
+    }
+
+    /// Shutdown: optional cancels of our own orders, then every queued intent is answered.
+    fn finish(&mut self, requests: &Receiver<Request>) {
+        if self.settings.cancel_on_exit {
+            self.cancel_own_orders();
+        }
+        while let Ok(req) = requests.try_recv() {
+            self.enqueue(req);
+        }
+        let queued: Vec<(Request, u32)> = self.queues.values_mut().flat_map(|q| q.drain(..)).collect();
+        for (req, _) in queued {
+            self.answer(&req, refused("shutdown", "the daemon is stopping; nothing was sent"));
+        }
+        self.publish();
+    }
+
+    /// `SYNCD_CANCEL_ON_EXIT`: every open order with one of our ids (this run's or an earlier
+    /// one's), never anyone else's, within the exit budget.
+    fn cancel_own_orders(&mut self) {
+        let started = Instant::now();
+        let own: Vec<OpenOrder> =
+            self.book.orders().filter(|o| tag_of(&o.client_order_id).is_some()).cloned().collect();
+        let (mut done, mut failed) = (0, 0);
+        for o in &own {
+            let left = self.settings.exit_budget.saturating_sub(started.elapsed());
+            if left < Duration::from_millis(100) {
+                break;
+            }
+            let cancel_id = self.ids.next(tag_of(&o.client_order_id).unwrap_or("x"));
+            match self.desk.cancel(&o.symbol, &OrderRef::Id(o.order_id), &cancel_id, Some(left)) {
+                Ok(_) => {
+                    done += 1;
+                    self.book.close(&o.symbol, o.order_id);
+                }
+                Err(e) if e.api_code() == Some(-2011) => self.book.close(&o.symbol, o.order_id),
+                Err(e) => {
+                    failed += 1;
+                    log::warn!("executor: cancel on exit of {} {} failed: {e}", o.symbol, o.client_order_id);
+                }
+            }
+        }
+        log::info!(
+            "executor: cancelled {done} of our {} open orders on exit ({failed} failed, {:?})",
+            own.len(),
+            started.elapsed()
+        );
+    }
+
+    fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.open_orders = self.book.orders().cloned().collect();
+        v.stats = self.stats.clone();
+        v.ready = self.ready;
+        v.unresolved = self.pending.len();
+    }
+
+    fn answer(&mut self, req: &Request, outcome: Outcome) {
+        self.count(&outcome);
+        let _ = req.reply.send(Reply { request: req.id, outcome, waited: req.submitted.elapsed(), resolved: false });
+        self.dirty = true;
+    }
+
+    fn count(&mut self, outcome: &Outcome) {
+        let s = &mut self.stats;
+        match outcome {
+            Outcome::Placed(_) => s.placed += 1,
+            Outcome::Replaced { .. } => {
+                s.placed += 1;
+                s.canceled += 1;
+            }
+            Outcome::Canceled(_) => s.canceled += 1,
+            Outcome::CanceledAll { canceled, .. } => s.canceled += canceled.len() as u64,
+            Outcome::Refused { .. } => s.refused += 1,
+            Outcome::Rejected { code, msg, .. } => {
+                s.rejected += 1;
+                if is_taker_rejection(*code, msg) {
+                    s.taker_rejections += 1;
+                }
+                if matches!(code, -1013 | -1111) {
+                    s.filter_rejections += 1;
+                }
+            }
+            Outcome::Unknown { .. } => s.unknown += 1,
+            Outcome::NotDone { .. } => {}
+        }
+    }
+
+    fn enqueue(&mut self, req: Request) {
+        self.stats.intents += 1;
+        let cap = self.settings.queue_per_strategy;
+        let q = self.queues.entry(req.tag.clone()).or_default();
+        if q.len() >= cap {
+            let why = format!("strategy {} already has {cap} intents waiting", req.tag);
+            self.answer(&req, refused("queue full", why));
+            return;
+        }
+        q.push_back((req, 0));
+    }
+
+    /// Round robin over strategies; a strategy whose next intent is for a symbol with an
+    /// unresolved order waits its turn without holding up the others.
+    fn next_request(&mut self) -> Option<(Request, u32)> {
+        if self.need_rebuild {
+            return None; // the book must be known before counts can be checked
+        }
+        let tags: Vec<String> = self.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(t, _)| t.clone()).collect();
+        if tags.is_empty() {
+            return None;
+        }
+        let start = self.last_served.as_ref().and_then(|l| tags.iter().position(|t| t > l)).unwrap_or(0);
+        for i in 0..tags.len() {
+            let tag = &tags[(start + i) % tags.len()];
+            let Some(q) = self.queues.get_mut(tag) else { continue };
+            let blocked = q.front().is_some_and(|(r, _)| self.pending.iter().any(|p| p.symbol == r.intent.symbol()));
+            if blocked {
+                continue;
+            }
+            if let Some(next) = q.pop_front() {
+                self.last_served = Some(tag.clone());
+                return Some(next);
+            }
+        }
+        None
+    }
+
+    fn timers(&mut self) -> Result<(), String> {
+        let now = Instant::now();
+        if self.rules.is_stale() || now >= self.next_rules {
+            self.refresh_rules();
+        }
+        if self.need_rebuild && now >= self.next_rebuild_try {
+            self.rebuild()?;
+        }
+        if now >= self.next_book {
+            self.next_book = now + self.settings.book_refresh;
+            self.need_rebuild = true;
+        }
+        if now >= self.next_prices {
+            self.next_prices = now + self.settings.price_poll;
+            self.poll_quotes();
+        }
+        if now >= self.next_avg {
+            self.next_avg = now + self.settings.avg_price_poll;
+            for symbol in self.settings.symbols.clone() {
+                self.poll_avg(&symbol, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh_rules(&mut self) {
+        let now = Instant::now();
+        match self.desk.rest().exchange_info_background(&self.settings.symbols, READ_SHARE) {
+            Ok(rules) => {
+                self.rules.install(rules);
+                self.stats.rules_refreshes += 1;
+                self.next_rules = now + self.settings.rules_refresh;
+                self.dirty = true;
+            }
+            Err(e) => {
+                // The last good rules stay; try again soon.
+                log::warn!("executor: exchangeInfo refresh failed ({e}); keeping the last rules");
+                self.next_rules = now + Duration::from_secs(5).min(self.settings.rules_refresh);
+            }
+        }
+    }
+
+    /// Open orders of every symbol and the balances, from REST. Intents wait until it worked.
+    fn rebuild(&mut self) -> Result<(), String> {
+        for symbol in self.settings.symbols.clone() {
+            let mark = self.book.mark();
+            match self.desk.open_orders(&symbol) {
+                Ok(orders) => self.book.replace_symbol(&symbol, &orders, mark),
+                Err(e) => return self.rebuild_failed(&e),
+            }
+        }
+        #[derive(Deserialize)]
+        struct Account {
+            balances: Vec<AccountBalance>,
+        }
+        #[derive(Deserialize)]
+        struct AccountBalance {
+            asset: String,
+            free: Decimal,
+            locked: Decimal,
+        }
+        match self.desk.rest().call_json::<Account>(&ACCOUNT, &[]) {
+            Ok(a) => {
+                for b in a.balances {
+                    self.balances.set(&b.asset, b.free, b.locked);
+                }
+            }
+            Err(e) => return self.rebuild_failed(&e),
+        }
+        self.need_rebuild = false;
+        self.ready = true;
+        self.stats.book_rebuilds += 1;
+        self.dirty = true;
+        log::info!("executor: open-order book rebuilt from REST: {} open orders", self.book.count_total());
+        Ok(())
+    }
+
+    fn rebuild_failed(&mut self, e: &Error) -> Result<(), String> {
+        if e.is_auth_failure() {
+            return Err(format!("API key refused by the executor: {e}"));
+        }
+        if !matches!(e, Error::Stopped) {
+            log::warn!("executor: cannot rebuild the open-order book yet ({e}); intents wait");
+        }
+        self.next_rebuild_try = Instant::now() + Duration::from_secs(1);
+        Ok(())
+    }
+
+    fn poll_quotes(&mut self) {
+        for symbol in self.settings.symbols.clone() {
+            match self.desk.rest().call_background::<BookTicker>(&BOOK_TICKER, &[("symbol", &symbol)], READ_SHARE) {
+                Ok(t) => {
+                    self.quotes.insert(symbol, Quote { bid: t.bid_price, ask: t.ask_price });
+                }
+                Err(e) => log::debug!("executor: bookTicker {symbol}: {e}"),
+            }
+        }
+    }
+
+    /// `wait`: an order is waiting on it, so it may wait in the gate like the order would.
+    fn poll_avg(&mut self, symbol: &str, wait: bool) {
+        let params = [("symbol", symbol)];
+        let got = if wait {
+            self.desk.rest().call_json::<AvgPrice>(&AVG_PRICE, &params)
+        } else {
+            self.desk.rest().call_background::<AvgPrice>(&AVG_PRICE, &params, READ_SHARE)
+        };
+        match got {
+            Ok(a) => {
+                self.avg.insert(symbol.to_string(), (a.price, Instant::now()));
+            }
+            Err(e) => log::debug!("executor: avgPrice {symbol}: {e}"),
+        }
+    }
+
+    fn on_stream(&mut self, msg: StreamMsg) {
+        match msg {
+            StreamMsg::Up { .. } => {
+                // The stream was down: the book may have missed updates.
+                self.need_rebuild = true;
+                self.next_rebuild_try = Instant::now();
+            }
+            StreamMsg::Down { .. } => {}
+            StreamMsg::Event(UserEvent::Execution(r)) => {
+                self.book.apply_report(&r);
+                self.dirty = true;
+                self.resolve_from_stream(&r.symbol, r.order_id, r.order_client_id(), &r.status);
+            }
+            StreamMsg::Event(UserEvent::Position(p)) => {
+                for b in p.balances {
+                    self.balances.set(&b.asset, b.free, b.locked);
+                }
+            }
+            StreamMsg::Event(UserEvent::BalanceUpdate(u)) => self.balances.add_free(&u.asset, u.delta),
+            StreamMsg::Event(_) => {}
+        }
+    }
+
+    fn serve(&mut self, (req, requeues): (Request, u32)) -> Result<(), String> {
+        let outcome = match req.intent.clone() {
+            Intent::Place { symbol, side, price, qty } => self.place(&req, requeues, &symbol, side, price, qty)?,
+            Intent::Cancel { symbol, order } => self.cancel(&req, &symbol, &order)?,
+            Intent::CancelAll { symbol } => self.cancel_all(&req, &symbol)?,
+            Intent::Replace { symbol, order, side, price, qty } => {
+                self.replace(&req, &symbol, &order, side, price, qty)?
+            }
+        };
+        if let Some(outcome) = outcome {
+            self.answer(&req, outcome);
+        }
+        Ok(())
+    }
+
+    /// Rounds and checks a new order; `replacing` is the order the same request cancels.
+    fn prepare(
+        &mut self,
+        tag: &str,
+        symbol: &str,
+        side: Side,
+        price: Decimal,
+        qty: Decimal,
+        replacing: Option<&OpenOrder>,
+    ) -> Result<(PreparedOrder, Vec<Adjustment>), Refusal> {
+        let rules = self.rules.snapshot();
+        let Some(sym) = rules.symbols.get(symbol).filter(|_| self.settings.symbols.iter().any(|s| s == symbol)) else {
+            return Err(Refusal::new("symbol", format!("{symbol} is not one of SYNCD_SYMBOLS")));
+        };
+        let exchange_filters = rules.exchange_filters.clone();
+        let needs_avg = sym.filters.iter().any(|f| {
+            matches!(f, crate::filters::Filter::PercentPrice { .. } | crate::filters::Filter::PercentPriceBySide { .. })
+        });
+        let fresh_enough = self.settings.avg_price_poll.saturating_mul(3);
+        if needs_avg && self.avg.get(symbol).is_none_or(|(_, at)| at.elapsed() > fresh_enough) {
+            self.poll_avg(symbol, true);
+        }
+        let mut ctx = self.context(sym, symbol, replacing);
+        let mut prepared = sym.prepare_maker(side, price, qty, &ctx, &exchange_filters);
+        // The exchange checks against its average at arrival, which may have moved since our
+        // read: an order this close to a band's edge is checked again with a fresh one.
+        if needs_avg && prepared.is_ok() && self.near_band_edge(sym, side, price, qty, &ctx, &exchange_filters) {
+            let stale = self.avg.get(symbol).is_none_or(|(_, at)| at.elapsed() > Duration::from_millis(500));
+            if stale {
+                self.poll_avg(symbol, true);
+                ctx = self.context(sym, symbol, replacing);
+                prepared = sym.prepare_maker(side, price, qty, &ctx, &exchange_filters);
+            }
+        }
+        let prepared = prepared.map_err(|r| Refusal::new(rule_of(&r), r.to_string()))?;
+        if let Some(q) = self.quotes.get(symbol) {
+            let crosses = match side {
+                Side::Buy => prepared.price >= q.ask,
+                Side::Sell => prepared.price <= q.bid,
+            };
+            if crosses {
+                let (name, touch) = if side == Side::Buy { ("ask", q.ask) } else { ("bid", q.bid) };
+                return Err(Refusal::new(
+                    "crosses book",
+                    format!("{side} at {} would cross the best {name} {touch} and take", prepared.price),
+                ));
+            }
+        }
+        let notional = prepared.price.checked_mul(prepared.quantity).unwrap_or(Decimal::ZERO);
+        let usage = self.usage(tag, symbol);
+        let recent = self.rate.count(tag, Instant::now());
+        self.settings
+            .limits
+            .check(tag, notional, usage, recent, replacing.map(OpenOrder::notional))
+            .map_err(|o| Refusal::new(o.limit, o.reason))?;
+        if self.balances.known() {
+            let (asset, need) = match side {
+                Side::Buy => (&sym.quote_asset, notional),
+                Side::Sell => (&sym.base_asset, prepared.quantity),
+            };
+            // What the replaced order holds comes back to free in the same request.
+            let freed = replacing.filter(|o| o.side == side).map_or(Decimal::ZERO, |o| match side {
+                Side::Buy => o.notional(),
+                Side::Sell => o.remaining(),
+            });
+            let free = self.balances.free(asset).checked_add(freed).unwrap_or(Decimal::ZERO);
+            if need > free {
+                return Err(Refusal::new("balance", format!("needs {need} {asset}; {free} {asset} is free")));
+            }
+        }
+        let mut adjustments = Vec::new();
+        if prepared.price != price {
+            let why = if side == Side::Buy {
+                "rounded down to the tick (passive)"
+            } else {
+                "rounded up to the tick (passive)"
+            };
+            adjustments.push(Adjustment { field: "price", asked: price, sent: prepared.price, why: why.into() });
+        }
+        if prepared.quantity != qty {
+            let why = "rounded down to the step".to_string();
+            adjustments.push(Adjustment { field: "qty", asked: qty, sent: prepared.quantity, why });
+        }
+        Ok((prepared, adjustments))
+    }
+
+    fn context(&self, sym: &SymbolRules, symbol: &str, replacing: Option<&OpenOrder>) -> MarketContext {
+        let unresolved = self.pending.iter().filter(|p| matches!(p.what, PendingKind::Place { .. })).count() as u64;
+        let unresolved_here =
+            self.pending.iter().filter(|p| p.symbol == symbol && matches!(p.what, PendingKind::Place { .. })).count()
+                as u64;
+        let freed = u64::from(replacing.is_some());
+        let mut position = self.balances.total(&sym.base_asset).checked_add(self.book.open_buy_qty(symbol));
+        if let (Some(p), Some(o)) = (position, replacing.filter(|o| o.side == Side::Buy)) {
+            position = p.checked_sub(o.remaining());
+        }
+        MarketContext {
+            avg_price: self.avg.get(symbol).map(|(p, _)| *p),
+            open_orders_symbol: (self.book.count_symbol(symbol) + unresolved_here).saturating_sub(freed),
+            open_orders_total: (self.book.count_total() + unresolved).saturating_sub(freed),
+            base_position: if self.balances.known() { position } else { None },
+        }
+    }
+
+    /// True if the order passes with our average but fails with one 1 % away.
+    fn near_band_edge(
+        &self,
+        sym: &SymbolRules,
+        side: Side,
+        price: Decimal,
+        qty: Decimal,
+        ctx: &MarketContext,
+        exchange_filters: &[crate::filters::Filter],
+    ) -> bool {
+        let Some(avg) = ctx.avg_price else { return false };
+        [Decimal::new(99, 2), Decimal::new(101, 2)].iter().any(|k| {
+            let moved = MarketContext { avg_price: avg.checked_mul(*k), ..ctx.clone() };
+            sym.prepare_maker(side, price, qty, &moved, exchange_filters).is_err()
+        })
+    }
+
+    fn usage(&self, tag: &str, symbol: &str) -> Usage {
+        let mine = |o: &&OpenOrder| tag_of(&o.client_order_id) == Some(tag);
+        let unresolved =
+            self.pending.iter().filter(|p| p.tag == tag && matches!(p.what, PendingKind::Place { .. })).count() as u64;
+        Usage {
+            open_orders: self.book.orders().filter(mine).count() as u64 + unresolved,
+            symbol_notional: self
+                .book
+                .orders()
+                .filter(mine)
+                .filter(|o| o.symbol == symbol)
+                .fold(Decimal::ZERO, |acc, o| acc.checked_add(o.notional()).unwrap_or(acc)),
+        }
+    }
+
+    fn reserve(&mut self, symbol: &str, side: Side, price: Decimal, qty: Decimal) {
+        let rules = self.rules.snapshot();
+        let Some(sym) = rules.symbols.get(symbol) else { return };
+        match side {
+            Side::Buy => self.balances.reserve(&sym.quote_asset, price.checked_mul(qty).unwrap_or(Decimal::ZERO)),
+            Side::Sell => self.balances.reserve(&sym.base_asset, qty),
+        }
+    }
+
+    /// The exchange said no. Returns the outcome, after noting what the code means for us.
+    fn rejected(&mut self, symbol: &str, code: i64, msg: String, canceled: Option<Canceled>) -> Outcome {
+        if matches!(code, -1013 | -1111) || msg.contains("-1013") || msg.contains("-1111") {
+            log::warn!(
+                "executor: {symbol}: the exchange refused an order we checked ({code} {msg}); re-reading the rules"
+            );
+            self.rules.mark_stale();
+        }
+        let taker = is_taker_rejection(code, &msg) || msg.contains("-2010 Order would immediately match");
+        Outcome::Rejected { code, msg, taker, canceled }
+    }
+
+    /// `Ok(None)`: the intent went back to its queue (a 429 met it) or is pending.
+    fn place(
+        &mut self,
+        req: &Request,
+        requeues: u32,
+        symbol: &str,
+        side: Side,
+        price: Decimal,
+        qty: Decimal,
+    ) -> Result<Option<Outcome>, String> {
+        let (prepared, adjustments) = match self.prepare(&req.tag, symbol, side, price, qty, None) {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Some(refusal.outcome())),
+        };
+        let client_id = self.ids.next(&req.tag);
+        let order = MakerOrder {
+            symbol,
+            side,
+            price: prepared.price,
+            quantity: prepared.quantity,
+            client_order_id: &client_id,
+        };
+        self.rate.record(&req.tag, Instant::now());
+        match self.desk.place(&order) {
+            Ok(reply) => {
+                self.book.apply_reply(&reply);
+                self.reserve(symbol, side, prepared.price, prepared.quantity);
+                Ok(Some(Outcome::Placed(placed_from(&reply, side, prepared, adjustments))))
+            }
+            Err(Error::OutcomeUnknown(what)) | Err(Error::Decode(what)) => {
+                log::warn!("executor: {symbol} {client_id}: {what}; looking the order up before anything else");
+                self.reserve(symbol, side, prepared.price, prepared.quantity);
+                let kind = PendingKind::Place { side, price: prepared.price, qty: prepared.quantity, adjustments };
+                self.add_pending(req, symbol, client_id.clone(), kind);
+                Ok(Some(Outcome::Unknown { client_order_id: client_id }))
+            }
+            Err(Error::Api { code, msg, .. }) => Ok(Some(self.rejected(symbol, code, msg, None))),
+            Err(e @ (Error::RateLimited { .. } | Error::Banned { .. })) => {
+                // Not processed; the gate now holds every thread. Back to the front of its
+                // queue, to wait there like any other order.
+                if requeues < MAX_REQUEUES {
+                    log::info!("executor: {symbol} {client_id}: {e}; waiting for the rate gate");
+                    self.requeue(req, requeues + 1);
+                    return Ok(None);
+                }
+                Ok(Some(Outcome::Rejected { code: -1003, msg: e.to_string(), taker: false, canceled: None }))
+            }
+            Err(e @ Error::Transport(_)) => {
+                Ok(Some(Outcome::NotDone { client_order_id: client_id, reason: format!("not sent: {e}") }))
+            }
+            Err(e @ Error::Stopped) | Err(e @ Error::Config(_)) | Err(e @ Error::Io { .. }) => {
+                Ok(Some(refused("not sent", e.to_string())))
+            }
+        }
+    }
+
+    fn requeue(&mut self, req: &Request, requeues: u32) {
+        let copy = Request {
+            id: req.id,
+            tag: req.tag.clone(),
+            intent: req.intent.clone(),
+            reply: req.reply.clone(),
+            submitted: req.submitted,
+        };
+        self.queues.entry(req.tag.clone()).or_default().push_front((copy, requeues));
+    }
+
+    fn add_pending(&mut self, req: &Request, symbol: &str, lookup_id: String, what: PendingKind) {
+        self.pending.push(Pending {
+            symbol: symbol.to_string(),
+            tag: req.tag.clone(),
+            lookup_id,
+            what,
+            reply: Some((req.id, req.reply.clone(), req.submitted)),
+            tries: 0,
+            next_try: Instant::now() + RESOLVE_DELAYS[0],
+        });
+        self.dirty = true;
+    }
+
+    /// One of the strategy's open orders, or why not.
+    fn own_order(&self, tag: &str, symbol: &str, order: &OrderRef) -> Result<OpenOrder, Refusal> {
+        let found = match order {
+            OrderRef::Id(id) => self.book.get(symbol, *id),
+            OrderRef::ClientId(c) => self.book.by_client_id(symbol, c),
+        };
+        let Some(o) = found else {
+            return Err(Refusal::new("unknown order", format!("no open order {order:?} on {symbol}")));
+        };
+        if tag_of(&o.client_order_id) != Some(tag) {
+            return Err(Refusal::new(
+                "not its order",
+                format!("order {} on {symbol} is not strategy {tag}'s ({})", o.order_id, o.client_order_id),
+            ));
+        }
+        Ok(o.clone())
+    }
+
+    fn cancel(&mut self, req: &Request, symbol: &str, order: &OrderRef) -> Result<Option<Outcome>, String> {
+        let o = match self.own_order(&req.tag, symbol, order) {
+            Ok(o) => o,
+            Err(refusal) => return Ok(Some(refusal.outcome())),
+        };
+        match self.cancel_one(&req.tag, &o) {
+            CancelResult::Done(c) => Ok(Some(Outcome::Canceled(c))),
+            CancelResult::Failed(outcome) => Ok(Some(outcome)),
+            CancelResult::Unknown => {
+                self.add_pending(req, symbol, o.client_order_id.clone(), PendingKind::Cancel { order_id: o.order_id });
+                Ok(Some(Outcome::Unknown { client_order_id: o.client_order_id }))
+            }
+        }
+    }
+
+    fn cancel_one(&mut self, tag: &str, o: &OpenOrder) -> CancelResult {
+        let cancel_id = self.ids.next(tag);
+        match self.desk.cancel(&o.symbol, &OrderRef::Id(o.order_id), &cancel_id, None) {
+            Ok(_) => {
+                self.book.close(&o.symbol, o.order_id);
+                CancelResult::Done(Canceled {
+                    symbol: o.symbol.clone(),
+                    order_id: o.order_id,
+                    client_order_id: o.client_order_id.clone(),
+                })
+            }
+            Err(Error::OutcomeUnknown(what)) | Err(Error::Decode(what)) => {
+                log::warn!("executor: cancel of {} {}: {what}; looking the order up", o.symbol, o.client_order_id);
+                CancelResult::Unknown
+            }
+            Err(Error::Api { code, msg, .. }) => {
+                if code == -2011 {
+                    // Not open any more (filled or cancelled meanwhile): the book follows.
+                    self.book.close(&o.symbol, o.order_id);
+                }
+                CancelResult::Failed(self.rejected(&o.symbol, code, msg, None))
+            }
+            Err(e) => CancelResult::Failed(refused("not sent", e.to_string())),
+        }
+    }
+
+    fn cancel_all(&mut self, req: &Request, symbol: &str) -> Result<Option<Outcome>, String> {
+        let own: Vec<OpenOrder> = self
+            .book
+            .orders()
+            .filter(|o| o.symbol == symbol && tag_of(&o.client_order_id) == Some(req.tag.as_str()))
+            .cloned()
+            .collect();
+        let (mut canceled, mut failed) = (Vec::new(), Vec::new());
+        for o in own {
+            match self.cancel_one(&req.tag, &o) {
+                CancelResult::Done(c) => canceled.push(c),
+                CancelResult::Failed(outcome) => failed.push((o.order_id, format!("{outcome:?}"))),
+                CancelResult::Unknown => {
+                    failed.push((o.order_id, "outcome unknown; being looked up".into()));
+                    self.pending.push(Pending {
+                        symbol: symbol.to_string(),
+                        tag: req.tag.clone(),
+                        lookup_id: o.client_order_id.clone(),
+                        what: PendingKind::Cancel { order_id: o.order_id },
+                        reply: None,
+                        tries: 0,
+                        next_try: Instant::now() + RESOLVE_DELAYS[0],
+                    });
+                }
+            }
+        }
+        Ok(Some(Outcome::CanceledAll { symbol: symbol.to_string(), canceled, failed }))
+    }
+
+    fn replace(
+        &mut self,
+        req: &Request,
+        symbol: &str,
+        order: &OrderRef,
+        side: Side,
+        price: Decimal,
+        qty: Decimal,
+    ) -> Result<Option<Outcome>, String> {
+        let old = match self.own_order(&req.tag, symbol, order) {
+            Ok(o) => o,
+            Err(refusal) => return Ok(Some(refusal.outcome())),
+        };
+        let (prepared, adjustments) = match self.prepare(&req.tag, symbol, side, price, qty, Some(&old)) {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Some(refusal.outcome())),
+        };
+        let (client_id, cancel_id) = (self.ids.next(&req.tag), self.ids.next(&req.tag));
+        let order = MakerOrder {
+            symbol,
+            side,
+            price: prepared.price,
+            quantity: prepared.quantity,
+            client_order_id: &client_id,
+        };
+        self.rate.record(&req.tag, Instant::now());
+        let canceled = Canceled {
+            symbol: symbol.to_string(),
+            order_id: old.order_id,
+            client_order_id: old.client_order_id.clone(),
+        };
+        match self.desk.cancel_replace(&OrderRef::Id(old.order_id), &order, &cancel_id) {
+            Ok(r) => {
+                self.book.close(symbol, old.order_id);
+                self.book.apply_reply(&r.new_order_response);
+                self.reserve(symbol, side, prepared.price, prepared.quantity);
+                let placed = placed_from(&r.new_order_response, side, prepared, adjustments);
+                Ok(Some(Outcome::Replaced { canceled, placed }))
+            }
+            Err(Error::Api { code: -2021, msg, .. }) => {
+                // STOP_ON_FAILURE: the cancel went through and the new order did not.
+                self.book.close(symbol, old.order_id);
+                Ok(Some(self.rejected(symbol, -2021, msg, Some(canceled))))
+            }
+            Err(Error::Api { code, msg, .. }) => {
+                if code == -2022 && msg.contains("-2011") {
+                    self.book.close(symbol, old.order_id);
+                }
+                Ok(Some(self.rejected(symbol, code, msg, None)))
+            }
+            Err(Error::OutcomeUnknown(what)) | Err(Error::Decode(what)) => {
+                log::warn!("executor: replace on {symbol} ({client_id}): {what}; looking the new order up");
+                // Whatever happened to the old order, the next rebuild shows it.
+                self.need_rebuild = true;
+                let kind = PendingKind::Place { side, price: prepared.price, qty: prepared.quantity, adjustments };
+                self.add_pending(req, symbol, client_id.clone(), kind);
+                Ok(Some(Outcome::Unknown { client_order_id: client_id }))
+            }
+            Err(e @ (Error::RateLimited { .. } | Error::Banned { .. })) => {
+                Ok(Some(Outcome::Rejected { code: -1003, msg: e.to_string(), taker: false, canceled: None }))
+            }
+            Err(e) => Ok(Some(Outcome::NotDone { client_order_id: client_id, reason: format!("not sent: {e}") })),
+        }
+    }
+
+    /// A stream report may settle a pending order at once.
+    fn resolve_from_stream(&mut self, symbol: &str, order_id: u64, client_id: &str, status: &str) {
+        let Some(i) = self.pending.iter().position(|p| {
+            p.symbol == symbol
+                && match p.what {
+                    PendingKind::Place { .. } => p.lookup_id == client_id,
+                    PendingKind::Cancel { order_id: o } => o == order_id && status != "NEW",
+                }
+        }) else {
+            return;
+        };
+        let p = self.pending.remove(i);
+        let outcome = match &p.what {
+            PendingKind::Place { side, price, qty, adjustments } => Outcome::Placed(Placed {
+                symbol: symbol.to_string(),
+                order_id,
+                client_order_id: client_id.to_string(),
+                side: *side,
+                price: *price,
+                qty: *qty,
+                status: status.to_string(),
+                adjustments: adjustments.clone(),
+            }),
+            PendingKind::Cancel { .. } => cancel_outcome(symbol, order_id, client_id, status),
+        };
+        self.settle(p, outcome);
+    }
+
+    fn settle(&mut self, p: Pending, outcome: Outcome) {
+        log::info!("executor: {} {} resolved: {outcome:?}", p.symbol, p.lookup_id);
+        self.stats.resolved += 1;
+        self.dirty = true;
+        if let Some((request, reply, submitted)) = p.reply {
+            let _ = reply.send(Reply { request, outcome, waited: submitted.elapsed(), resolved: true });
+        }
+    }
+
+    /// Looks up pending orders whose turn has come.
+    fn resolve_due(&mut self) -> Result<(), String> {
+        let now = Instant::now();
+        let Some(i) = self.pending.iter().position(|p| p.next_try <= now) else { return Ok(()) };
+        let (symbol, lookup_id) = (self.pending[i].symbol.clone(), self.pending[i].lookup_id.clone());
+        match self.desk.query(&symbol, &lookup_id) {
+            Ok(found) => {
+                self.book.apply_reply(&found);
+                let p = self.pending.remove(i);
+                let status = found.status.clone().unwrap_or_default();
+                let outcome = match &p.what {
+                    PendingKind::Place { side, adjustments, .. } => Outcome::Placed(Placed {
+                        symbol: symbol.clone(),
+                        order_id: found.order_id,
+                        client_order_id: lookup_id.clone(),
+                        side: *side,
+                        price: found.price.unwrap_or(Decimal::ZERO),
+                        qty: found.orig_qty.unwrap_or(Decimal::ZERO),
+                        status,
+                        adjustments: adjustments.clone(),
+                    }),
+                    PendingKind::Cancel { order_id } => cancel_outcome(&symbol, *order_id, &lookup_id, &status),
+                };
+                self.settle(p, outcome);
+            }
+            Err(e) if matches!(e.api_code(), Some(-2013)) => {
+                let p = &mut self.pending[i];
+                p.tries += 1;
+                if p.tries < RESOLVE_DELAYS.len() {
+                    p.next_try = now + RESOLVE_DELAYS[p.tries];
+                } else {
+                    let p = self.pending.remove(i);
+                    let outcome = match p.what {
+                        PendingKind::Place { .. } => Outcome::NotDone {
+                            client_order_id: lookup_id,
+                            reason: "the exchange does not know the order after several lookups: it was not placed"
+                                .into(),
+                        },
+                        // An order we saw open cannot vanish: let the rebuild settle the book.
+                        PendingKind::Cancel { order_id } => {
+                            self.book.close(&symbol, order_id);
+                            Outcome::NotDone { client_order_id: lookup_id, reason: "the order is unknown now".into() }
+                        }
+                    };
+                    self.settle(p, outcome);
+                }
+            }
+            Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
+            Err(e) => {
+                // Could not ask (network, rate gate): ask again later without counting it.
+                log::warn!("executor: lookup of {symbol} {lookup_id} failed ({e}); retrying");
+                self.pending[i].next_try = now + Duration::from_secs(1);
+            }
+        }
+        Ok(())
+    }
+}
+
+enum CancelResult {
+    Done(Canceled),
+    Failed(Outcome),
+    Unknown,
+}
+
+fn cancel_outcome(symbol: &str, order_id: u64, client_id: &str, status: &str) -> Outcome {
+    match status {
+        "CANCELED" => {
+            Outcome::Canceled(Canceled { symbol: symbol.to_string(), order_id, client_order_id: client_id.to_string() })
+        }
+        other => Outcome::NotDone {
+            client_order_id: client_id.to_string(),
+            reason: format!("the cancel did not take: the order is {other}"),
+        },
+    }
+}
+
+fn placed_from(reply: &OrderReply, side: Side, prepared: PreparedOrder, adjustments: Vec<Adjustment>) -> Placed {
+    Placed {
+        symbol: reply.symbol.clone(),
+        order_id: reply.order_id,
+        client_order_id: reply.order_client_id().to_string(),
+        side,
+        price: prepared.price,
+        qty: prepared.quantity,
+        status: reply.status.clone().unwrap_or_else(|| "NEW".into()),
+        adjustments,
+    }
+}
