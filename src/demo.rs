@@ -167,6 +167,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         ("SYNCD_WS_PING_S", "2".into()),
         ("SYNCD_WS_SILENCE_S", "6".into()),
         ("SYNCD_BACKOFF_MAX_S", "2".into()),
+        // The demo market moves every 200 ms and the demo quotes twice a second per symbol.
+        ("SYNCD_PRICE_POLL_S", "0.5".into()),
+        ("SYNCD_STRATEGY_MAX_ORDERS_10S", "40".into()),
+        ("SYNCD_STRATEGY_MAX_OPEN", "60".into()),
     ]
     .into_iter()
     .collect();
@@ -207,7 +211,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         }
         tally(&replies, &mut placed, &mut refused);
         printed += show(tail(&fill_log, &mut offset), printed, opts.verbose);
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(500));
     }
     // Stop trading, let the last fills arrive, then stop the daemon and grade.
     let _ = ex.fault("quiesce", &[]);

@@ -16,7 +16,7 @@
 //! | `garbage` [kind=all\|invalid_json\|unknown_event\|big\|binary] | frames a client must survive |
 //! | `burst_429` [count=1, retry_after=1] | the next `count` REST requests get 429 with `Retry-After` seconds |
 //! | `clock_jump` ms=N | the server clock jumps by N ms (negative: back) |
-//! | `order_error` [mode=503\|504\|reset, count=1] | the next order placements are made but answered with an error or a reset |
+//! | `order_error` [mode=503\|504\|reset, count=1, on=place\|cancel] | the next order placements (or cancels) are carried out but answered with an error or a reset |
 //! | `fill` symbol=S [order_id=N, whole=false] | fill open orders now (partially about half the time, unless `whole=true`) |
 //! | `touch` symbol=S bid=P | move the market's bid to P (crossed orders fill) |
 //! | `tick` [count=1] | advance the market now |
@@ -262,7 +262,12 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
                 other => return Err(format!("mode={other:?}: use 503, 504 or reset")),
             };
             let count = num(params, "count", 1)?.max(0) as u64;
-            shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner()).order_fault = Some((count, mode));
+            let mut faults = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+            match get(params, "on").unwrap_or("place") {
+                "place" => faults.order_fault = Some((count, mode)),
+                "cancel" => faults.cancel_fault = Some((count, mode)),
+                other => return Err(format!("on={other:?}: use place or cancel")),
+            }
             json!({"count": count})
         }
         "fill" => {

@@ -85,6 +85,20 @@ pub struct RestFaults {
     pub burst_429: Option<(u64, u64)>,
     /// The next `.0` order placements misbehave as `.1`.
     pub order_fault: Option<(u64, OrderFault)>,
+    /// The next `.0` cancels (`DELETE /api/v3/order`) are carried out, then misbehave as `.1`.
+    pub cancel_fault: Option<(u64, OrderFault)>,
+}
+
+/// What an order request that was carried out answers under an injected fault.
+fn fault_answer(fault: Option<OrderFault>) -> Option<Dispatched> {
+    Some(match fault? {
+        OrderFault::Status503 => Dispatched::Raw(
+            503,
+            json!({"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; execution status unknown."}).to_string(),
+        ),
+        OrderFault::Status504 => Dispatched::Raw(504, "<html>504 Gateway Time-out</html>".into()),
+        OrderFault::Reset => Dispatched::Hangup,
+    })
 }
 
 /// One error the exchange returned, for the report.
@@ -753,15 +767,7 @@ fn dispatch(
             let result = shared.engine().new_order(order, now, Origin::Api).map_err(fail)?;
             headers.push(("X-MBX-ORDER-COUNT-10S".into(), c10.to_string()));
             headers.push(("X-MBX-ORDER-COUNT-1D".into(), c1d.to_string()));
-            match fault {
-                None => body(result),
-                Some(OrderFault::Status503) => Ok(Dispatched::Raw(
-                    503,
-                    json!({"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; execution status unknown."}).to_string(),
-                )),
-                Some(OrderFault::Status504) => Ok(Dispatched::Raw(504, "<html>504 Gateway Time-out</html>".into())),
-                Some(OrderFault::Reset) => Ok(Dispatched::Hangup),
-            }
+            Ok(fault_answer(fault).unwrap_or(Dispatched::Body(result)))
         }
         ("GET", "/api/v3/order") => {
             let symbol = params.required("symbol").map_err(fail)?;
@@ -785,11 +791,19 @@ fn dispatch(
                     return Err(fail(ApiError::bad(-1145, "Invalid cancelRestrictions")));
                 }
             }
-            shared
-                .engine()
-                .cancel_order(symbol, order_id, orig.as_deref(), new_id, now)
-                .map(Dispatched::Body)
-                .map_err(fail)
+            let canceled =
+                shared.engine().cancel_order(symbol, order_id, orig.as_deref(), new_id, now).map_err(fail)?;
+            let fault = {
+                let mut f = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+                match &mut f.cancel_fault {
+                    Some((n, kind)) if *n > 0 => {
+                        *n -= 1;
+                        Some(*kind)
+                    }
+                    _ => None,
+                }
+            };
+            Ok(fault_answer(fault).unwrap_or(Dispatched::Body(canceled)))
         }
         ("GET", "/api/v3/openOrders") => {
             let symbol = params.get("symbol");

@@ -157,6 +157,54 @@ pub struct RestClient {
     gate: Arc<RateGate>,
     /// Set once the order desk has been handed out: there is one per client.
     desk_taken: std::sync::atomic::AtomicBool,
+    lane: Lane,
+}
+
+/// How long a background request waits for the lane before it gives its turn up.
+const BACKGROUND_LANE_WAIT: Duration = Duration::from_millis(100);
+
+/// One request on the wire at a time, process-wide.
+///
+/// A 429 is answered while another thread's request may already be on its way, and that
+/// request then lands inside the hold the 429 just started: the exchange counts it as not
+/// backing off, the way to a 418 ban. With one request in flight, the gate always knows of a
+/// 429 before the next request leaves. The daemon sends a few requests a second at most, so
+/// the queue this makes is short; orders wait their turn like everything else.
+#[derive(Debug, Default)]
+struct Lane {
+    busy: std::sync::Mutex<bool>,
+    freed: std::sync::Condvar,
+}
+
+struct LaneGuard<'a>(&'a Lane);
+
+impl Lane {
+    /// `None` if the lane stayed busy for `limit`.
+    fn enter(&self, limit: Option<Duration>) -> Option<LaneGuard<'_>> {
+        let deadline = limit.map(|l| std::time::Instant::now() + l);
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            match deadline {
+                None => busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+        *busy = true;
+        Some(LaneGuard(self))
+    }
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.0.freed.notify_one();
+    }
 }
 
 impl std::fmt::Debug for RestClient {
@@ -272,6 +320,7 @@ impl RestClient {
             clock,
             gate,
             desk_taken: std::sync::atomic::AtomicBool::new(false),
+            lane: Lane::default(),
         }
     }
 
@@ -359,6 +408,20 @@ impl RestClient {
             return Err(Error::Config("BINANCE_API_KEY is needed for this request".into()));
         }
         let mut request_timeout = None;
+        // The lane first, the gate second: a 429 that arrived while we waited for the lane
+        // must be seen by the gate before we go.
+        let start = std::time::Instant::now();
+        let lane_limit = match admission {
+            Admission::Wait => None,
+            Admission::Within(limit) => Some(limit),
+            Admission::Share(_) => Some(BACKGROUND_LANE_WAIT),
+        };
+        let Some(_lane) = self.lane.enter(lane_limit) else {
+            return match admission {
+                Admission::Share(_) => Err(Error::RateLimited { retry_after: BACKGROUND_LANE_WAIT }),
+                _ => Err(Error::Stopped),
+            };
+        };
         match admission {
             Admission::Wait => {
                 if !self.gate.acquire(ep.weight, ep.orders) {
@@ -366,8 +429,8 @@ impl RestClient {
                 }
             }
             Admission::Within(limit) => {
-                let start = std::time::Instant::now();
-                if !self.gate.acquire_within(ep.weight, ep.orders, Some(limit)) {
+                let left = limit.saturating_sub(start.elapsed());
+                if !self.gate.acquire_within(ep.weight, ep.orders, Some(left)) {
                     return Err(Error::Stopped);
                 }
                 request_timeout = Some(limit.saturating_sub(start.elapsed()).max(Duration::from_millis(100)));

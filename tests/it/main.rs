@@ -1,5 +1,6 @@
 //! One integration-test binary, a module per area.
 
+mod executor;
 mod faults;
 mod mock;
 mod paper_rest;

@@ -1,0 +1,413 @@
+//! The executor against an in-process paper exchange: random intents never reach the exchange
+//! as a filter, precision or malformed-request failure and never trade as taker; unknown
+//! outcomes resolve to exactly one order; a 429 burst never escalates; one strategy over its
+//! limits is refused while another trades; cancel-on-exit touches only our own orders.
+
+use crate::sync::{config, fast, fill_whole, read_log, temp_dir, wait_lines};
+use crate::util::{init_log, paper_with};
+use binance_syncd::config::Config;
+use binance_syncd::daemon::Daemon;
+use binance_syncd::executor::{Intent, Outcome, Reply, StrategyHandle};
+use binance_syncd::model::Side;
+use binance_syncd::paper::trader::Trader;
+use binance_syncd::paper::{PaperConfig, PaperExchange};
+use binance_syncd::rest::desk::OrderRef;
+use binance_syncd::Decimal;
+use crossbeam_channel::Receiver;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+struct Rig {
+    ex: PaperExchange,
+    cfg: Config,
+    daemon: Daemon,
+}
+
+impl Rig {
+    fn start(name: &str, paper: impl FnOnce(&mut PaperConfig), adjust: impl FnOnce(&mut Config)) -> Rig {
+        init_log();
+        let ex = paper_with(paper);
+        let dir = temp_dir(name);
+        let mut cfg = config(&ex, &dir);
+        adjust(&mut cfg);
+        let daemon = Daemon::start(&cfg, &fast()).unwrap();
+        let rig = Rig { ex, cfg, daemon };
+        rig.wait_ready();
+        rig
+    }
+
+    fn wait_ready(&self) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.daemon.executor().view().ready {
+            assert!(Instant::now() < end, "the executor never built its book");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn strategy(&self, tag: &str) -> (StrategyHandle, Receiver<Reply>) {
+        self.daemon.executor().strategy(tag).unwrap()
+    }
+
+    fn touch(&self, symbol: &str) -> (Decimal, Decimal) {
+        self.ex.shared().engine.lock().unwrap().touch(symbol).unwrap()
+    }
+
+    fn report(&self) -> Value {
+        self.ex.report()
+    }
+}
+
+/// Waits for the final reply of each of `ids`; panics on a second final reply for one id.
+fn finals(replies: &Receiver<Reply>, ids: &[u64], timeout: Duration) -> HashMap<u64, Outcome> {
+    let mut out = HashMap::new();
+    let end = Instant::now() + timeout;
+    while out.len() < ids.len() {
+        let left = end.saturating_duration_since(Instant::now());
+        let r =
+            replies.recv_timeout(left).unwrap_or_else(|_| panic!("{} of {} intents answered", out.len(), ids.len()));
+        if r.outcome.is_final() {
+            assert!(out.insert(r.request, r.outcome.clone()).is_none(), "request {} answered twice", r.request);
+        }
+    }
+    // Nothing more may come: every answer was final and single.
+    assert!(replies.recv_timeout(Duration::from_millis(200)).is_err(), "an extra reply arrived");
+    out
+}
+
+fn place(symbol: &str, side: Side, price: Decimal, qty: &str) -> Intent {
+    Intent::Place { symbol: symbol.into(), side, price, qty: d(qty) }
+}
+
+/// Codes that mean "we sent something the exchange could have told us was wrong".
+fn is_our_mistake(code: i64) -> bool {
+    code == -1013 || code == -1111 || (-1199..=-1100).contains(&code) || code == -1022 || code == -1021
+}
+
+fn our_errors(report: &Value) -> Vec<Value> {
+    report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/api/v3/order")))
+        .filter(|e| is_our_mistake(e["code"].as_i64().unwrap_or(0)))
+        .cloned()
+        .collect()
+}
+
+/// A small deterministic generator: the test replays the same intents every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn a_thousand_random_intents_never_fail_a_filter_and_never_take() {
+    let rig = Rig::start(
+        "exec-random",
+        |c| {
+            c.engine.max_num_orders = 30;
+            c.rest.orders_per_10s = 10_000;
+        },
+        |c| {
+            c.strategy_limits.max_open = 10_000;
+            c.strategy_limits.max_orders_10s = 100_000;
+            c.strategy_limits.max_order_notional = None;
+            c.strategy_limits.max_symbol_notional = None;
+            c.strategy_queue = 1024;
+        },
+    );
+    let (btc_bid, btc_ask) = rig.touch("BTCUSD");
+    let (eth_bid, eth_ask) = rig.touch("ETHUSD");
+    let (strategy, replies) = rig.strategy("fuzz");
+    let mut rng = Lcg(20261201);
+    let mut ids = Vec::new();
+    for i in 0..1000u64 {
+        let (symbol, bid, ask) =
+            if rng.next(2) == 0 { ("BTCUSD", btc_bid, btc_ask) } else { ("ETHUSD", eth_bid, eth_ask) };
+        let side = if rng.next(2) == 0 { Side::Buy } else { Side::Sell };
+        let touch = if side == Side::Buy { bid } else { ask };
+        // Prices: near the touch and off the tick, crossing, and far outside PERCENT_PRICE.
+        let price = match rng.next(6) {
+            0 => touch.checked_mul(d("1.5")).unwrap(),
+            1 => touch.checked_mul(d("0.1")).unwrap(),
+            2 => {
+                if side == Side::Buy {
+                    ask.checked_add(d("0.5")).unwrap()
+                } else {
+                    bid.checked_sub(d("0.5")).unwrap()
+                }
+            }
+            _ => {
+                let off = Decimal::new(rng.next(5000) as i128 + 1, 3); // 0.001 .. 5.000, mostly off-tick
+                if side == Side::Buy {
+                    bid.checked_sub(off).unwrap()
+                } else {
+                    ask.checked_add(off).unwrap()
+                }
+            }
+        };
+        // Quantities: dust, off-step, normal, more than the balance, more than maxQty.
+        let qty = match rng.next(6) {
+            0 => "0.000000011",
+            1 => "0.0123456789",
+            2 => "0.002",
+            3 => "50000",
+            4 => "12",
+            _ => "0.00051",
+        };
+        let intent = place(symbol, side, price, qty);
+        // Submitting faster than the executor serves: the queue (1024) holds them.
+        ids.push(strategy.submit(intent).unwrap_or_else(|e| panic!("intent {i}: {e}")));
+    }
+    let outcomes = finals(&replies, &ids, Duration::from_secs(120));
+    assert_eq!(outcomes.len(), 1000);
+    let mut rules: HashMap<String, usize> = HashMap::new();
+    let mut placed = 0;
+    for o in outcomes.values() {
+        match o {
+            Outcome::Placed(p) => {
+                placed += 1;
+                assert!(p.client_order_id.starts_with("sd-fuzz-"), "{p:?}");
+            }
+            Outcome::Refused { rule, .. } => *rules.entry(rule.clone()).or_default() += 1,
+            Outcome::Rejected { code, msg, .. } => panic!("the exchange rejected an intent: {code} {msg}"),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    // Each kind of bad intent was met, and refused here.
+    for rule in ["MAX_NUM_ORDERS", "balance", "crosses book", "PERCENT_PRICE", "LOT_SIZE"] {
+        assert!(rules.keys().any(|r| r.starts_with(rule)), "no {rule} refusal in {rules:?}");
+    }
+    assert!(placed >= 40, "only {placed} placed: {rules:?}");
+    // Fill what rests, as maker, and check the exchange's own record.
+    for symbol in ["BTCUSD", "ETHUSD"] {
+        for o in rig.daemon.executor().view().open_orders.iter().filter(|o| o.symbol == symbol).take(5) {
+            fill_whole(&rig.ex, symbol, o.order_id);
+        }
+    }
+    let report = rig.report();
+    assert_eq!(our_errors(&report), Vec::<Value>::new());
+    let ours: Vec<&Value> = report["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["client_order_id"].as_str().unwrap().starts_with("sd-"))
+        .collect();
+    assert!(!ours.is_empty(), "some of our orders traded");
+    assert!(ours.iter().all(|t| t["maker"] == true), "a taker fill: {ours:?}");
+    let view = rig.daemon.executor().view();
+    assert_eq!((view.stats.filter_rejections, view.stats.taker_rejections), (0, 0));
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+/// Every order on the exchange with this client id.
+fn orders_with(report_orders: &[Value], client_id: &str) -> usize {
+    report_orders.iter().filter(|o| o["clientOrderId"] == client_id).count()
+}
+
+fn all_orders(rig: &Rig, symbol: &str) -> Vec<Value> {
+    let rest = crate::util::client(&rig.ex);
+    rest.call_json(&binance_syncd::rest::ALL_ORDERS, &[("symbol", symbol), ("limit", "1000")]).unwrap()
+}
+
+#[test]
+fn an_order_answered_503_or_reset_after_placing_is_resolved_once_and_its_fills_logged_once() {
+    let rig = Rig::start("exec-unknown", |_| {}, |_| {});
+    let (strategy, replies) = rig.strategy("unk");
+    let (bid, _) = rig.touch("BTCUSD");
+    for (n, mode) in ["503", "reset"].iter().enumerate() {
+        rig.ex.fault("order_error", &[("mode", mode)]).unwrap();
+        let price = bid.checked_sub(Decimal::new(n as i128 + 1, 2)).unwrap();
+        let id = strategy.submit(place("BTCUSD", Side::Buy, price, "0.001")).unwrap();
+        let first = replies.recv_timeout(Duration::from_secs(10)).unwrap();
+        let client_id = match &first.outcome {
+            Outcome::Unknown { client_order_id } => client_order_id.clone(),
+            other => panic!("{mode}: expected Unknown first, got {other:?}"),
+        };
+        let resolved = replies.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(resolved.resolved && resolved.request == id, "{resolved:?}");
+        let order_id = match &resolved.outcome {
+            Outcome::Placed(p) => {
+                assert_eq!(p.client_order_id, client_id);
+                p.order_id
+            }
+            other => panic!("{mode}: expected the order found, got {other:?}"),
+        };
+        assert_eq!(orders_with(&all_orders(&rig, "BTCUSD"), &client_id), 1, "{mode}: exactly one order");
+        fill_whole(&rig.ex, "BTCUSD", order_id);
+    }
+    let trades = rig.report()["trades"].as_array().unwrap().len();
+    let fills = wait_lines(&rig.cfg.fill_log, trades, Duration::from_secs(10));
+    let keys: HashSet<(String, u64)> = fills.iter().map(|f| (f.symbol.clone(), f.trade_id)).collect();
+    assert_eq!((fills.len(), keys.len()), (trades, trades), "every fill logged once");
+    assert!(fills.iter().all(|f| f.client_order_id.starts_with("sd-unk-")), "{fills:?}");
+    // The same for a cancel: carried out, answered 503.
+    let (bid, _) = rig.touch("BTCUSD");
+    let id = strategy.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("1")).unwrap(), "0.001")).unwrap();
+    let placed = match finals(&replies, &[id], Duration::from_secs(10)).remove(&id) {
+        Some(Outcome::Placed(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    rig.ex.fault("order_error", &[("mode", "503"), ("on", "cancel")]).unwrap();
+    let id = strategy.submit(Intent::Cancel { symbol: "BTCUSD".into(), order: OrderRef::Id(placed.order_id) }).unwrap();
+    assert!(matches!(replies.recv_timeout(Duration::from_secs(10)).unwrap().outcome, Outcome::Unknown { .. }));
+    match replies.recv_timeout(Duration::from_secs(10)).unwrap() {
+        Reply { request, outcome: Outcome::Canceled(c), resolved: true, .. } if request == id => {
+            assert_eq!(c.order_id, placed.order_id)
+        }
+        other => panic!("expected the cancel resolved as done, got {other:?}"),
+    }
+    let orders = all_orders(&rig, "BTCUSD");
+    let order = orders.iter().find(|o| o["orderId"] == placed.order_id).unwrap();
+    assert_eq!(order["status"], "CANCELED");
+    assert!(rig.daemon.executor().view().open_orders.iter().all(|o| o.order_id != placed.order_id));
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn a_429_burst_while_orders_flow_never_escalates_to_a_ban() {
+    let rig = Rig::start(
+        "exec-429",
+        |_| {},
+        |c| {
+            c.strategy_limits.max_orders_10s = 1000;
+            c.strategy_limits.max_open = 1000;
+        },
+    );
+    let (strategy, replies) = rig.strategy("burst");
+    let (bid, _) = rig.touch("BTCUSD");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        if i == 5 {
+            rig.ex.fault("burst_429", &[("count", "3"), ("retry_after", "1")]).unwrap();
+        }
+        let price = bid.checked_sub(Decimal::new(i + 1, 2)).unwrap();
+        ids.push(strategy.submit(place("BTCUSD", Side::Buy, price, "0.001")).unwrap());
+    }
+    let outcomes = finals(&replies, &ids, Duration::from_secs(60));
+    let report = rig.report();
+    assert!(report["http_429"].as_u64().unwrap() >= 1, "the burst fired");
+    assert_eq!(report["http_418"], 0, "nothing was sent inside a hold");
+    let placed = outcomes.values().filter(|o| matches!(o, Outcome::Placed(_))).count();
+    assert!(placed >= 27, "orders waited out the hold and went: {outcomes:?}");
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn a_strategy_over_its_limits_is_refused_while_another_trades() {
+    let rig = Rig::start(
+        "exec-limits",
+        |_| {},
+        |c| {
+            c.strategy_limits.max_orders_10s = 5;
+            c.strategy_limits.max_open = 8;
+            c.strategy_limits.max_order_notional = Some(d("200"));
+        },
+    );
+    let (flood, flood_replies) = rig.strategy("flood");
+    let (calm, calm_replies) = rig.strategy("calm");
+    let (bid, _) = rig.touch("BTCUSD");
+    let price = |i: i128| bid.checked_sub(Decimal::new(i + 1, 2)).unwrap();
+    let flood_ids: Vec<u64> =
+        (0..40).map(|i| flood.submit(place("BTCUSD", Side::Buy, price(i), "0.001")).unwrap()).collect();
+    let calm_ids: Vec<u64> =
+        (0..4).map(|i| calm.submit(place("BTCUSD", Side::Buy, price(100 + i), "0.001")).unwrap()).collect();
+    let big = calm.submit(place("BTCUSD", Side::Buy, price(200), "0.01")).unwrap(); // ~600 USD
+    let mut all_calm = calm_ids.clone();
+    all_calm.push(big);
+    let calm_out = finals(&calm_replies, &all_calm, Duration::from_secs(30));
+    let flood_out = finals(&flood_replies, &flood_ids, Duration::from_secs(30));
+    for id in &calm_ids {
+        assert!(matches!(calm_out[id], Outcome::Placed(_)), "calm was starved: {:?}", calm_out[id]);
+    }
+    match &calm_out[&big] {
+        Outcome::Refused { rule, .. } => assert_eq!(rule, "max order notional"),
+        other => panic!("{other:?}"),
+    }
+    let placed = flood_out.values().filter(|o| matches!(o, Outcome::Placed(_))).count();
+    assert_eq!(placed, 5, "flood gets its 5 per 10 s");
+    let refused_by_rate = flood_out
+        .values()
+        .filter(|o| matches!(o, Outcome::Refused { rule, .. } if rule == "max orders per 10 s"))
+        .count();
+    assert_eq!(refused_by_rate, 35);
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn replace_and_cancel_all_touch_only_the_strategys_own_orders() {
+    let rig = Rig::start("exec-own", |_| {}, |c| c.cancel_on_exit = true);
+    let (bid, _) = rig.touch("BTCUSD");
+    // Someone else's order on the same account.
+    let other = crate::util::place_maker(
+        &rig.ex,
+        "BTCUSD",
+        "BUY",
+        "0.001",
+        &bid.checked_sub(d("2")).unwrap().to_string(),
+        "web_1",
+    )
+    .unwrap();
+    let other_id = other["orderId"].as_u64().unwrap();
+    let (a, a_replies) = rig.strategy("a");
+    let (b, b_replies) = rig.strategy("b");
+    let ids: Vec<u64> = (0..3)
+        .map(|i| {
+            a.submit(place("BTCUSD", Side::Buy, bid.checked_sub(Decimal::new(i + 3, 1)).unwrap(), "0.001")).unwrap()
+        })
+        .collect();
+    let mine: Vec<u64> = finals(&a_replies, &ids, Duration::from_secs(10))
+        .values()
+        .map(|o| match o {
+            Outcome::Placed(p) => p.order_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // b may not cancel a's order, nor the other user's.
+    let r1 = b.submit(Intent::Cancel { symbol: "BTCUSD".into(), order: OrderRef::Id(mine[0]) }).unwrap();
+    let r2 = b.submit(Intent::Cancel { symbol: "BTCUSD".into(), order: OrderRef::Id(other_id) }).unwrap();
+    let out = finals(&b_replies, &[r1, r2], Duration::from_secs(10));
+    assert!(out.values().all(|o| matches!(o, Outcome::Refused { rule, .. } if rule == "not its order")), "{out:?}");
+    // a replaces one of its orders, then cancels all of its own.
+    let new_price = bid.checked_sub(d("0.9")).unwrap();
+    let r = a
+        .submit(Intent::Replace {
+            symbol: "BTCUSD".into(),
+            order: OrderRef::Id(mine[0]),
+            side: Side::Buy,
+            price: new_price,
+            qty: d("0.002"),
+        })
+        .unwrap();
+    match finals(&a_replies, &[r], Duration::from_secs(10)).remove(&r) {
+        Some(Outcome::Replaced { canceled, placed }) => {
+            assert_eq!(canceled.order_id, mine[0]);
+            assert_eq!((placed.price, placed.qty), (new_price, d("0.002")));
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = a.submit(Intent::CancelAll { symbol: "BTCUSD".into() }).unwrap();
+    match finals(&a_replies, &[r], Duration::from_secs(10)).remove(&r) {
+        Some(Outcome::CanceledAll { canceled, failed, .. }) => assert_eq!((canceled.len(), failed.len()), (3, 0)),
+        other => panic!("{other:?}"),
+    }
+    // One more of b's, then shutdown with SYNCD_CANCEL_ON_EXIT: b's goes, the other user's stays.
+    let r = b.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("1.5")).unwrap(), "0.001")).unwrap();
+    assert!(matches!(finals(&b_replies, &[r], Duration::from_secs(10))[&r], Outcome::Placed(_)));
+    rig.daemon.stop(Duration::from_secs(8));
+    let open: Vec<Value> =
+        crate::util::client(&rig.ex).call_json(&binance_syncd::rest::OPEN_ORDERS, &[("symbol", "BTCUSD")]).unwrap();
+    let open_ids: Vec<u64> = open.iter().map(|o| o["orderId"].as_u64().unwrap()).collect();
+    assert_eq!(open_ids, [other_id], "only the other user's order is left");
+    let _ = Trader::new(&rig.ex).cancel_all("BTCUSD");
+    let _ = read_log(&rig.cfg.fill_log);
+}
