@@ -411,3 +411,126 @@ fn replace_and_cancel_all_touch_only_the_strategys_own_orders() {
     let _ = Trader::new(&rig.ex).cancel_all("BTCUSD");
     let _ = read_log(&rig.cfg.fill_log);
 }
+
+/// The embedding example (`tests/embed/trader.rs`), which `cargo test` builds beside this binary.
+fn trader_exe() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    debug.join("examples").join(format!("trader{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Kills the child when dropped, so a failing test leaves no trader behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_trader(ex: &PaperExchange, dir: &std::path::Path) -> Killed {
+    use binance_syncd::paper::{DEMO_API_KEY, DEMO_API_SECRET};
+    std::process::Command::new(trader_exe())
+        .env_clear()
+        .env("BINANCE_API_KEY", DEMO_API_KEY)
+        .env("BINANCE_API_SECRET", DEMO_API_SECRET)
+        .env("SYNCD_REST_URL", ex.rest_url())
+        .env("SYNCD_WS_URL", ex.ws_url())
+        .env("SYNCD_SYMBOLS", "BTCUSD,ETHUSD")
+        .env("SYNCD_STATE_DIR", dir.join("state"))
+        .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
+        .env("SYNCD_STRATEGY_MAX_ORDERS_10S", "1000")
+        .env("SYNCD_STRATEGY_MAX_OPEN", "1000")
+        .env("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0")
+        .env("SYNCD_PRICE_POLL_S", "0.2")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map(Killed)
+        .expect("spawn the trader example (built by cargo test)")
+}
+
+/// Reads the trader's lines on a thread, so the test can wait on a channel with a timeout.
+fn lines_of(child: &mut Killed) -> Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn sigkill_and_restart_never_reuse_a_client_id_and_rebuild_the_book_from_rest() {
+    init_log();
+    let ex = paper_with(|c| c.rest.orders_per_10s = 10_000);
+    let dir = temp_dir("exec-kill");
+    let seed = std::env::var("SYNCD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    let mut rng = Lcg(seed);
+    let mut seen_ids: Vec<String> = Vec::new();
+    for run in 0..4 {
+        let mut child = spawn_trader(&ex, &dir);
+        let lines = lines_of(&mut child);
+        let book = lines.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("run {run}: no book line"));
+        let mut rebuilt: Vec<u64> =
+            book.strip_prefix("book").unwrap().split_whitespace().map(|t| t.parse().unwrap()).collect();
+        rebuilt.sort_unstable();
+        let mut open: Vec<u64> = Vec::new();
+        for symbol in ["BTCUSD", "ETHUSD"] {
+            let rows: Vec<Value> = binance_syncd::demo::paper_client(&ex, true)
+                .unwrap()
+                .call_json(&binance_syncd::rest::OPEN_ORDERS, &[("symbol", symbol)])
+                .unwrap();
+            open.extend(rows.iter().map(|o| o["orderId"].as_u64().unwrap()));
+        }
+        open.sort_unstable();
+        assert_eq!(rebuilt, open, "run {run} (seed {seed}): the rebuilt book is the exchange's");
+        if let Some(stdin) = child.0.stdin.as_mut() {
+            std::io::Write::write_all(stdin, b"go\n").unwrap();
+        }
+        // Let it place a few orders, then kill it at a random moment after that.
+        let want = 3 + rng.next(6) as usize;
+        let mut placed = 0;
+        while placed < want {
+            let line = lines.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("run {run}: stalled"));
+            if let Some(rest) = line.strip_prefix("placed ") {
+                seen_ids.push(rest.split_whitespace().next().unwrap().to_string());
+                placed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.next(60)));
+        drop(child); // SIGKILL
+                     // Fill some of what rests, so ids of filled orders (which Binance would accept again)
+                     // are part of the history too.
+                     // Bound first: the engine lock must be released before the fault asks for it.
+        let open_now = ex.shared().engine.lock().unwrap().open_orders(Some("BTCUSD")).unwrap();
+        if let Some(id) = open_now.as_array().and_then(|a| a.first()).and_then(|o| o["orderId"].as_u64()) {
+            fill_whole(&ex, "BTCUSD", id);
+        }
+    }
+    let mut all: Vec<String> = Vec::new();
+    for symbol in ["BTCUSD", "ETHUSD"] {
+        let rows: Vec<Value> = binance_syncd::demo::paper_client(&ex, true)
+            .unwrap()
+            .call_json(&binance_syncd::rest::ALL_ORDERS, &[("symbol", symbol), ("limit", "1000")])
+            .unwrap();
+        all.extend(rows.iter().map(|o| o["clientOrderId"].as_str().unwrap().to_string()));
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "seed {seed}: a client order id was used twice: {all:?}");
+    assert!(seen_ids.iter().all(|id| all.contains(id)), "seed {seed}");
+    assert!(all.len() >= 12, "seed {seed}: only {} orders in 4 runs", all.len());
+    let duplicates =
+        ex.report()["errors"].as_array().unwrap().iter().filter(|e| e["msg"] == "Duplicate order sent.").count();
+    assert_eq!(duplicates, 0, "seed {seed}");
+}
