@@ -7,11 +7,11 @@
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::exit::Exit;
 use crate::keepalive::Keepalive;
 use crate::ratelimit::RateGate;
 use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_CLOSE};
-use crate::exit::Exit;
 use crate::state::{State, StateSettings};
 use crate::stream::{KeyCell, Stream, StreamSettings};
 use crossbeam_channel::{Receiver, Sender};
