@@ -176,8 +176,9 @@ impl State {
                 recv(asks) -> ask => match ask {
                     Ok(ask) => {
                         let answer = self.on_ask(ask);
-                        // The reconciler may have gone (stopping): nobody to answer.
-                        let _ = link.answers.send(answer);
+                        // Never blocks: the reconciler waits for each answer before it asks
+                        // again, so the one slot is free unless it has gone (stopping).
+                        let _ = link.answers.try_send(answer);
                     }
                     // The reconciler ended; `Daemon::wait` sees that. Keep logging the stream.
                     Err(_) => asks = crossbeam_channel::never(),
