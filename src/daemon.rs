@@ -11,6 +11,7 @@ use crate::executor::{Executor, ExecutorLink, ExecutorSettings};
 use crate::exit::Exit;
 use crate::keepalive::Keepalive;
 use crate::ratelimit::RateGate;
+use crate::reconcile::{ReconcileSettings, Reconciler};
 use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_CLOSE};
 use crate::rules::LiveRules;
@@ -96,18 +97,21 @@ impl Daemon {
             Err(e) => return Err(e),
             Ok(_) => {}
         }
-        let state = State::open(
-            StateSettings {
+        let state = State::open(StateSettings {
+            symbols: config.symbols.clone(),
+            state_dir: config.state_dir.clone(),
+            fill_log: config.fill_log.clone(),
+            fsync: config.fsync,
+        })?;
+        let reconciler = Reconciler::new(
+            ReconcileSettings {
                 symbols: config.symbols.clone(),
-                state_dir: config.state_dir.clone(),
-                fill_log: config.fill_log.clone(),
-                fsync: config.fsync,
                 reconcile_up: tuning.reconcile_up,
                 reconcile_down: tuning.reconcile_down,
-                rules_refresh: tuning.rules_refresh,
             },
             rest.clone(),
-        )?;
+            state.cursors().clone(),
+        );
         let desk = rest
             .order_desk()
             .ok_or_else(|| Error::Config("this REST client's order desk already belongs to another executor".into()))?;
@@ -127,6 +131,8 @@ impl Daemon {
             desk,
             LiveRules::new(rules),
         )?;
+        // The writer and the reconciler: pages and cursor moves one way, answers the other.
+        let (writer_link, reconciler_link) = crate::reconcile::link();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<Exit>();
         // Unbounded: a bounded channel preallocates every slot (megabytes of RSS for a queue
@@ -138,7 +144,7 @@ impl Daemon {
         let key = KeyCell::default();
         let spawn_err = |e: std::io::Error| Error::Transport(format!("cannot start a thread: {e}"));
         let mut threads = Vec::new();
-        threads.push(("state", state.spawn(events_rx, stop_rx.clone(), exit_tx.clone()).map_err(spawn_err)?));
+        threads.push(("state", state.spawn(events_rx, writer_link, stop_rx.clone()).map_err(spawn_err)?));
         let stream = Stream {
             settings: StreamSettings {
                 ws_url: config.ws_url.clone(),
@@ -169,6 +175,10 @@ impl Daemon {
         threads.push(("keepalive", keepalive.spawn().map_err(spawn_err)?));
         threads
             .push(("executor", executor.spawn(intents, book_rx, stop_rx.clone(), exit_tx.clone()).map_err(spawn_err)?));
+        // Last, so that `stop` joins the others first: a reconciler inside a slow request is
+        // the one thread shutdown may have to leave behind.
+        let reconcile = reconciler.spawn(reconciler_link, stop_rx.clone(), exit_tx.clone()).map_err(spawn_err)?;
+        threads.push(("reconcile", reconcile));
         // A core thread that ends while we run is a bug or a fatal error: stop everything.
         let watch_threads: Vec<&'static str> = threads.iter().map(|(n, _)| *n).collect();
         log::info!("daemon: running threads {watch_threads:?} for {:?}", config.symbols);

@@ -14,6 +14,8 @@
 //! | [`ratelimit`] | the process-wide gate: weight and order budgets, 429/418 holds |
 //! | [`filters`] | `exchangeInfo` rules and pure check/round functions, shared with the paper exchange |
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
+//! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
+//! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 #![deny(unsafe_code)]
 
 pub mod backoff;
@@ -30,6 +32,7 @@ pub mod keepalive;
 pub mod model;
 pub mod paper;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod rest;
 pub mod rules;
 pub mod secret;

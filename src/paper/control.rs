@@ -17,6 +17,9 @@
 //! | `burst_429` [count=1, retry_after=1] | the next `count` REST requests get 429 with `Retry-After` seconds |
 //! | `clock_jump` ms=N | the server clock jumps by N ms (negative: back) |
 //! | `order_error` [mode=503\|504\|reset, count=1, on=place\|cancel] | the next order placements (or cancels) are carried out but answered with an error or a reset |
+//! | `rest_delay` ms=N [api_key=K] | every REST request and every answer takes N ms more each way (only those carrying API key K, if given); `ms=0` ends it |
+//! | `hold_rest` path=P [ms=30000] | REST requests to path P wait, unanswered, until `release_rest` (or `ms` pass); the report counts them as `rest_held` |
+//! | `release_rest` | answer every held request and stop holding |
 //! | `fill` symbol=S [order_id=N, whole=false] | fill open orders now (partially about half the time, unless `whole=true`) |
 //! | `touch` symbol=S bid=P | move the market's bid to P (crossed orders fill) |
 //! | `tick` [count=1] | advance the market now |
@@ -43,7 +46,7 @@ use crossbeam_channel::Receiver;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,78 @@ pub struct FaultRecord {
     pub time_ms: i64,
     pub name: String,
     pub params: Vec<(String, String)>,
+}
+
+/// REST requests held open by `hold_rest`, so a test can keep a client's request in flight for
+/// as long as it needs (the HTTP server is thread-per-connection: the other connections go on).
+#[derive(Debug, Default)]
+pub struct RestHold {
+    state: Mutex<HoldState>,
+    released: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct HoldState {
+    path: Option<String>,
+    until: Option<Instant>,
+    /// Requests waiting right now.
+    held: u64,
+    /// Bumped by every release: a waiter leaves when it changes, even if a new hold started.
+    generation: u64,
+}
+
+impl RestHold {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, path: &str, limit: Duration) {
+        let mut s = self.lock();
+        s.path = Some(path.to_string());
+        s.until = Some(Instant::now() + limit);
+    }
+
+    /// Ends the hold; returns how many requests it lets go.
+    pub fn release(&self) -> u64 {
+        let mut s = self.lock();
+        s.path = None;
+        s.until = None;
+        s.generation += 1;
+        self.released.notify_all();
+        s.held
+    }
+
+    pub fn held(&self) -> u64 {
+        self.lock().held
+    }
+
+    /// Blocks while requests to `path` are held: until a release or the hold's time limit.
+    pub fn wait(&self, path: &str) {
+        let mut s = self.lock();
+        if s.path.as_deref() != Some(path) {
+            return;
+        }
+        let (generation, until) = (s.generation, s.until.unwrap_or_else(Instant::now));
+        s.held += 1;
+        while s.generation == generation {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self.released.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        s.held -= 1;
+    }
+}
+
+/// How long a REST request (and then its answer) is delayed on its way, by `rest_delay`.
+pub fn rest_delay(shared: &Shared, req: &Request) -> Duration {
+    let faults = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+    match &faults.delay {
+        Some((each_way, None)) => *each_way,
+        Some((each_way, Some(key))) if req.header("x-mbx-apikey") == Some(key.as_str()) => *each_way,
+        _ => Duration::ZERO,
+    }
 }
 
 /// One scheduled fault.
@@ -118,6 +193,9 @@ pub const FAULTS: &[&str] = &[
     "burst_429",
     "clock_jump",
     "order_error",
+    "rest_delay",
+    "hold_rest",
+    "release_rest",
     "fill",
     "touch",
     "tick",
@@ -270,6 +348,20 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
             }
             json!({"count": count})
         }
+        "rest_delay" => {
+            let ms = num(params, "ms", 0)?.max(0) as u64;
+            let key = get(params, "api_key").map(str::to_string);
+            let delay = (ms > 0).then(|| (Duration::from_millis(ms), key));
+            shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner()).delay = delay;
+            json!({"ms": ms})
+        }
+        "hold_rest" => {
+            let path = get(params, "path").ok_or("path is required")?;
+            let ms = num(params, "ms", 30_000)?.max(0) as u64;
+            shared.rest_hold.hold(path, Duration::from_millis(ms));
+            json!({"path": path, "ms": ms})
+        }
+        "release_rest" => json!({"released": shared.rest_hold.release()}),
         "fill" => {
             let symbol = get(params, "symbol").ok_or("symbol is required")?;
             let order = match get(params, "order_id") {
@@ -336,6 +428,7 @@ pub fn report(shared: &Shared) -> Value {
         "http_418": rate.http_418,
         "peak_weight_1m": rate.peak_weight,
         "requests": rate.requests,
+        "rest_held": shared.rest_hold.held(),
         "listen_keys": engine.key_history,
         "sessions": shared.hub.sessions(),
         "faults": *faults,

@@ -107,6 +107,7 @@ pub struct Shared {
     pub rest: RestSettings,
     pub rate: Mutex<RateState>,
     pub rest_faults: Mutex<RestFaults>,
+    pub rest_hold: control::RestHold,
     pub errors: Mutex<Vec<ErrorRecord>>,
     pub fault_log: Mutex<Vec<control::FaultRecord>>,
     pub time_scale: u32,
@@ -159,6 +160,7 @@ impl PaperExchange {
             rest: rest_settings,
             rate: Mutex::new(RateState::default()),
             rest_faults: Mutex::new(RestFaults::default()),
+            rest_hold: control::RestHold::default(),
             errors: Mutex::new(Vec::new()),
             fault_log: Mutex::new(Vec::new()),
             time_scale: scale,
@@ -221,6 +223,7 @@ impl PaperExchange {
 impl Drop for PaperExchange {
     fn drop(&mut self) {
         drop(self.stop.take()); // closes the stop channel for every thread
+        self.shared.rest_hold.release(); // a held request's thread must not outlive us
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -15,6 +15,7 @@ use crate::rest::sign::Signer;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::thread;
 use std::time::Duration;
 
 /// Which weight table the exchange charges (§5.1).
@@ -87,6 +88,8 @@ pub struct RestFaults {
     pub order_fault: Option<(u64, OrderFault)>,
     /// The next `.0` cancels (`DELETE /api/v3/order`) are carried out, then misbehave as `.1`.
     pub cancel_fault: Option<(u64, OrderFault)>,
+    /// Every request and every answer is delayed by `.0` (only those with API key `.1`, if set).
+    pub delay: Option<(Duration, Option<String>)>,
 }
 
 /// What an order request that was carried out answers under an injected fault.
@@ -546,6 +549,17 @@ pub fn handle(shared: &Shared, req: Request) -> Outcome {
     if req.path.starts_with("/paper/") {
         return Outcome::Respond(super::control::handle(shared, &req));
     }
+    // A far exchange: the request arrives late, and so does the answer. Each connection has its
+    // own thread, so the wait costs nobody else anything.
+    let delay = super::control::rest_delay(shared, &req);
+    thread::sleep(delay);
+    shared.rest_hold.wait(&req.path);
+    let outcome = answer(shared, req);
+    thread::sleep(delay);
+    outcome
+}
+
+fn answer(shared: &Shared, req: Request) -> Outcome {
     let params = match parse_params(&req) {
         Ok(p) => p,
         Err(e) => {

@@ -7,6 +7,7 @@ mod paper_rest;
 mod paper_stream;
 mod process;
 mod python;
+mod reconcile;
 mod rest;
 mod sync;
 mod util;

@@ -1,0 +1,423 @@
+//! THREAD `reconcile`: reads over REST the fills the stream may have missed, and hands them to
+//! the `state` thread, the fill log's one writer, which does no network I/O (issue 14).
+//!
+//! A pass reads `myTrades?symbol=S&fromId=<cursor>` in pages of 1000 for each symbol, through
+//! the shared rate gate with [`RestClient::call_background`]: it never waits in the gate and uses
+//! at most half of each limit, so a 429 hold or a ban ends the pass early instead of starving the
+//! listen-key calls. Passes run after every stream `Up`, every `reconcile_up` while the stream is
+//! up and every `reconcile_down` while it is down, so fills keep flowing during an outage.
+//!
+//! Per page, over the [`link`] between the two threads:
+//! 1. [`Ask::Unknown`]: the writer says which of the page's trade ids it neither logged nor
+//!    holds, so only those cost client-id lookups (REST trades carry none).
+//! 2. Client ids: from the stream (the writer forwards every `executionReport`'s as
+//!    [`Heard::ClientId`]), else one `allOrders` page, else single `GET /order` lookups.
+//! 3. [`Ask::Commit`]: the fills, and the cursor move the page allows ([`cursor::after_page`]).
+//!    The writer dedupes, appends and syncs, and moves the cursor only if no fill is held (disk
+//!    full); [`Answer::Committed`] says whether it did, and this thread's copy of the cursors
+//!    follows only then. So the cursor never passes a fill that is not durable, and a pass never
+//!    runs ahead of a writer that cannot write.
+//!
+//! While a request is on the wire the writer goes on logging stream fills; a request still
+//! running at shutdown is left behind (`Daemon::stop` bounds the wait), which costs nothing:
+//! the cursor did not move, so the next start reads the page again.
+
+pub mod cursor;
+
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::filllog::FillRecord;
+use crate::rest::{RestClient, ALL_ORDERS, MY_TRADES, ORDER_QUERY};
+use crate::wire::{MyTrade, QueriedOrder};
+use crossbeam_channel::{Receiver, Sender};
+use cursor::{Advance, Cursors, Read, PAGE};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Order ids whose client id we remember (from events or lookups).
+const CLIENT_ID_CACHE: usize = 10_000;
+/// Share of each rate limit reconciliation may use, leaving the rest for the listen-key calls
+/// that keep the stream alive.
+const RECONCILE_SHARE: u64 = 50;
+
+/// What the writer passes on from the stream, unasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// The stream (re)connected: reconcile now, and at the up cadence.
+    Up,
+    /// The stream is gone: fills come by REST only, at the down cadence.
+    Down,
+    /// An order's client id, from an `executionReport`.
+    ClientId { symbol: String, order_id: u64, client_id: String },
+}
+
+/// A question from the reconciler to the writer; each gets exactly one [`Answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Which of these trade ids of `symbol` are neither logged nor held?
+    Unknown { symbol: String, ids: Vec<u64> },
+    /// Log `fills`; then, if no fill is held, move `symbol`'s cursor as `advance` says, and
+    /// save the cursors if `save` (the symbol's pass ends here).
+    Commit { symbol: String, fills: Vec<FillRecord>, advance: Advance, save: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Unknown(Vec<u64>),
+    /// `durable`: every fill is in the log and the cursor moved as asked.
+    Committed {
+        durable: bool,
+    },
+}
+
+/// The writer's end of the link.
+pub struct WriterLink {
+    pub asks: Receiver<Ask>,
+    pub answers: Sender<Answer>,
+    pub heard: Sender<Heard>,
+}
+
+/// The reconciler's end of the link.
+pub struct ReconcilerLink {
+    asks: Sender<Ask>,
+    answers: Receiver<Answer>,
+    heard: Receiver<Heard>,
+}
+
+/// The channels between `state` and `reconcile`. Asks and answers hold one message each: the
+/// reconciler waits for every answer, so there is never more than one in flight. `Heard` is
+/// unbounded, like the stream's own channel, because the writer must never block on a
+/// reconciler busy in a slow request; it carries a few small messages per order.
+pub fn link() -> (WriterLink, ReconcilerLink) {
+    let (asks_tx, asks_rx) = crossbeam_channel::bounded(1);
+    let (answers_tx, answers_rx) = crossbeam_channel::bounded(1);
+    let (heard_tx, heard_rx) = crossbeam_channel::unbounded();
+    (
+        WriterLink { asks: asks_rx, answers: answers_tx, heard: heard_tx },
+        ReconcilerLink { asks: asks_tx, answers: answers_rx, heard: heard_rx },
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    pub symbols: Vec<String>,
+    /// Reconcile this often while the stream is up (a safety net for dropped events).
+    pub reconcile_up: Duration,
+    /// Reconcile this often while the stream is down (fills keep flowing by REST).
+    pub reconcile_down: Duration,
+}
+
+/// Client ids of orders by `(symbol, orderId)` (order ids are per symbol), in bounded memory:
+/// every id learned is queued for eviction, however it was learned.
+#[derive(Debug)]
+struct ClientIds {
+    ids: HashMap<(String, u64), String>,
+    order: VecDeque<(String, u64)>,
+    capacity: usize,
+}
+
+impl ClientIds {
+    fn new(capacity: usize) -> ClientIds {
+        ClientIds { ids: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    fn get(&self, symbol: &str, order_id: u64) -> Option<&str> {
+        self.ids.get(&(symbol.to_string(), order_id)).map(String::as_str)
+    }
+
+    /// `""` is remembered too: an order the exchange no longer knows is not asked about again.
+    fn remember(&mut self, symbol: &str, order_id: u64, client_id: String) {
+        let key = (symbol.to_string(), order_id);
+        if self.ids.contains_key(&key) {
+            return;
+        }
+        self.ids.insert(key.clone(), client_id);
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
+pub struct Reconciler {
+    settings: ReconcileSettings,
+    rest: Arc<RestClient>,
+    /// A copy of the writer's cursors, moved only when the writer says it moved them.
+    cursors: Cursors,
+    client_ids: ClientIds,
+    /// Server time when the daemon started (ms): where a first start reads from.
+    started_ms: i64,
+    stream_up: bool,
+    next: Instant,
+    /// An `Up` came during a pass: start another as soon as it ends.
+    again: bool,
+}
+
+impl Reconciler {
+    /// `cursors`: the writer's, as it opened them (`State::cursors`).
+    pub fn new(settings: ReconcileSettings, rest: Arc<RestClient>, cursors: Cursors) -> Reconciler {
+        Reconciler {
+            settings,
+            started_ms: rest.clock().now_ms(),
+            rest,
+            cursors,
+            client_ids: ClientIds::new(CLIENT_ID_CACHE),
+            stream_up: false,
+            next: Instant::now(),
+            again: false,
+        }
+    }
+
+    pub fn spawn(mut self, link: ReconcilerLink, stop: Receiver<()>, exit: Sender<Exit>) -> io::Result<JoinHandle<()>> {
+        thread::Builder::new().name("reconcile".into()).spawn(move || {
+            if let Err(e) = self.run(&link, &stop) {
+                let _ = exit.send(Exit::Fatal(e));
+            }
+        })
+    }
+
+    /// Returns when `stop` closes or the writer is gone; `Err` for a problem no retry fixes.
+    fn run(&mut self, link: &ReconcilerLink, stop: &Receiver<()>) -> Result<(), String> {
+        loop {
+            let wait = self.next.saturating_duration_since(Instant::now());
+            crossbeam_channel::select_biased! {
+                recv(stop) -> _ => return Ok(()),
+                recv(link.heard) -> msg => match msg {
+                    Ok(msg) => self.hear(msg),
+                    Err(_) => return Ok(()), // the writer is gone: nowhere to hand fills
+                },
+                default(wait) => {}
+            }
+            if Instant::now() >= self.next {
+                self.reconcile_all(link, stop)?;
+            }
+        }
+    }
+
+    fn hear(&mut self, msg: Heard) {
+        match msg {
+            Heard::Up => {
+                self.stream_up = true;
+                self.next = Instant::now();
+                self.again = true;
+            }
+            Heard::Down => {
+                self.stream_up = false;
+                self.next = self.next.min(Instant::now() + self.settings.reconcile_down);
+            }
+            Heard::ClientId { symbol, order_id, client_id } => self.client_ids.remember(&symbol, order_id, client_id),
+        }
+    }
+
+    /// What the writer passed on while this thread was busy.
+    fn drain(&mut self, link: &ReconcilerLink) {
+        while let Ok(msg) = link.heard.try_recv() {
+            self.hear(msg);
+        }
+    }
+
+    fn every(&self) -> Duration {
+        if self.stream_up {
+            self.settings.reconcile_up
+        } else {
+            self.settings.reconcile_down
+        }
+    }
+
+    /// One pass over every symbol, then sets the time of the next.
+    fn reconcile_all(&mut self, link: &ReconcilerLink, stop: &Receiver<()>) -> Result<(), String> {
+        self.again = false;
+        let mut retry_after = None;
+        for symbol in self.settings.symbols.clone() {
+            match self.reconcile(&symbol, link, stop) {
+                Ok(()) => {}
+                Err(e) if e.is_auth_failure() => return Err(format!("API key refused during reconciliation: {e}")),
+                Err(Error::Stopped) => return Ok(()),
+                // The whole exchange is out of reach for now: the other symbols would fare no
+                // better. Come back when the gate allows.
+                Err(Error::RateLimited { retry_after: wait }) | Err(Error::Banned { retry_after: wait }) => {
+                    log::info!("reconcile {symbol}: rate gate holds for {wait:?}; resuming later");
+                    retry_after = Some(wait);
+                    break;
+                }
+                Err(e @ Error::Transport(_)) => {
+                    log::warn!("reconcile {symbol}: {e}; will retry");
+                    break;
+                }
+                // Anything else concerns this symbol only: the others still get their pass.
+                Err(e) => log::warn!("reconcile {symbol}: {e}; will retry"),
+            }
+        }
+        self.drain(link);
+        let every = self.every();
+        self.next = match retry_after {
+            Some(wait) => Instant::now() + wait.clamp(Duration::from_millis(100), every.max(wait)),
+            None if self.again => Instant::now(),
+            None => Instant::now() + every,
+        };
+        Ok(())
+    }
+
+    /// Sends one question to the writer and waits for its answer (or for `stop`).
+    fn ask(&self, link: &ReconcilerLink, stop: &Receiver<()>, ask: Ask) -> Result<Answer, Error> {
+        link.asks.send(ask).map_err(|_| Error::Stopped)?;
+        crossbeam_channel::select_biased! {
+            recv(stop) -> _ => Err(Error::Stopped),
+            recv(link.answers) -> answer => answer.map_err(|_| Error::Stopped),
+        }
+    }
+
+    /// Hands fills and a cursor move to the writer; true if all are durable and it moved.
+    fn commit(
+        &mut self,
+        link: &ReconcilerLink,
+        stop: &Receiver<()>,
+        symbol: &str,
+        fills: Vec<FillRecord>,
+        advance: Advance,
+        save: bool,
+    ) -> Result<bool, Error> {
+        let ask = Ask::Commit { symbol: symbol.to_string(), fills, advance, save };
+        match self.ask(link, stop, ask)? {
+            Answer::Committed { durable: true } => {
+                self.cursors.apply(symbol, advance);
+                Ok(true)
+            }
+            Answer::Committed { durable: false } => Ok(false),
+            Answer::Unknown(_) => Err(Error::Decode("writer answered a commit with a lookup".into())),
+        }
+    }
+
+    /// One REST pass for `symbol`, page by page, until a short page or a held fill.
+    fn reconcile(&mut self, symbol: &str, link: &ReconcilerLink, stop: &Receiver<()>) -> Result<(), Error> {
+        loop {
+            let now = self.rest.clock().now_ms();
+            let plan = cursor::plan(&self.cursors, symbol, self.started_ms, now);
+            if let Some(since) = plan.init {
+                // Saved at once: a restart before the first trade must not move it.
+                if !self.commit(link, stop, symbol, Vec::new(), Advance::Since(since), true)? {
+                    return Ok(());
+                }
+            }
+            let mut params: Vec<(&str, String)> = vec![("symbol", symbol.to_string())];
+            match plan.read {
+                Read::FromId(from) => params.push(("fromId", from.to_string())),
+                Read::Window(start, end) => {
+                    params.push(("startTime", start.to_string()));
+                    params.push(("endTime", end.to_string()));
+                }
+            }
+            params.push(("limit", PAGE.to_string()));
+            let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let rows: Vec<serde_json::Value> = self.rest.call_background(&MY_TRADES, &borrowed, RECONCILE_SHARE)?;
+            let count = rows.len();
+            let mut page = Vec::with_capacity(count);
+            for row in rows {
+                // Row by row: a row we cannot read is skipped loudly instead of costing the page
+                // (or, stopping there, every later fill of the symbol).
+                match serde_json::from_value::<MyTrade>(row) {
+                    Ok(t) => page.push(t),
+                    Err(e) => log::error!("reconcile {symbol}: skipping a myTrades row that could not be read ({e})"),
+                }
+            }
+            let ids: Vec<u64> = page.iter().map(|t| t.id).collect();
+            let step = cursor::after_page(plan.read, &ids, count, now);
+            let unknown: HashSet<u64> = if ids.is_empty() {
+                HashSet::new()
+            } else {
+                match self.ask(link, stop, Ask::Unknown { symbol: symbol.to_string(), ids })? {
+                    Answer::Unknown(ids) => ids.into_iter().collect(),
+                    Answer::Committed { .. } => {
+                        return Err(Error::Decode("writer answered a lookup with a commit".into()));
+                    }
+                }
+            };
+            let fresh: Vec<MyTrade> = page.into_iter().filter(|t| unknown.contains(&t.id)).collect();
+            // Client ids the stream brought while the request was on the wire.
+            self.drain(link);
+            let orders: Vec<u64> =
+                fresh.iter().map(|t| t.order_id).filter(|o| self.client_ids.get(symbol, *o).is_none()).collect();
+            self.learn_client_ids(symbol, &orders)?;
+            let fills: Vec<FillRecord> = fresh
+                .into_iter()
+                .map(|t| {
+                    log::info!("reconcile {symbol}: trade {} came by REST", t.id);
+                    let client_id = self.client_ids.get(symbol, t.order_id).unwrap_or_default().to_string();
+                    t.into_fill(client_id)
+                })
+                .collect();
+            if !self.commit(link, stop, symbol, fills, step.advance, !step.more)? {
+                // Not durable yet: the cursor stays behind these fills; the next pass reads
+                // them again.
+                return Ok(());
+            }
+            if !step.more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Learns the client ids of `orders`: one `allOrders` page from the oldest of them (weight 20
+    /// for up to 1000 orders), then single lookups for any it did not cover. A transient failure
+    /// aborts the pass so no fill is logged without its id; an order the exchange no longer knows
+    /// (`-2013`, `-2026`) is logged with `""`.
+    fn learn_client_ids(&mut self, symbol: &str, orders: &[u64]) -> Result<(), Error> {
+        let Some(oldest) = orders.iter().min() else { return Ok(()) };
+        let from = oldest.to_string();
+        let listed: Vec<serde_json::Value> = self.rest.call_background(
+            &ALL_ORDERS,
+            &[("symbol", symbol), ("orderId", from.as_str()), ("limit", "1000")],
+            RECONCILE_SHARE,
+        )?;
+        // Row by row: an order we cannot read is looked up on its own below.
+        for o in listed.into_iter().filter_map(|row| serde_json::from_value::<QueriedOrder>(row).ok()) {
+            self.client_ids.remember(symbol, o.order_id, o.client_order_id);
+        }
+        for order_id in orders {
+            if self.client_ids.get(symbol, *order_id).is_some() {
+                continue;
+            }
+            let id_text = order_id.to_string();
+            match self.rest.call_background::<QueriedOrder>(
+                &ORDER_QUERY,
+                &[("symbol", symbol), ("orderId", id_text.as_str())],
+                RECONCILE_SHARE,
+            ) {
+                Ok(o) => self.client_ids.remember(symbol, o.order_id, o.client_order_id),
+                Err(e) if matches!(e.api_code(), Some(-2013 | -2026)) => {
+                    log::warn!("reconcile {symbol}: order {order_id} is unknown to the exchange; logging its fills without a client id");
+                    self.client_ids.remember(symbol, *order_id, String::new());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_stay_bounded_however_they_were_learned() {
+        let mut ids = ClientIds::new(3);
+        for order in 0..10 {
+            // Unknown orders ("") used to be inserted without being queued for eviction.
+            let client = if order % 2 == 0 { String::new() } else { format!("c-{order}") };
+            ids.remember("BTCUSD", order, client);
+        }
+        assert_eq!((ids.ids.len(), ids.order.len()), (3, 3));
+        assert_eq!(ids.get("BTCUSD", 9), Some("c-9"));
+        assert_eq!(ids.get("BTCUSD", 8), Some(""), "an unknown order is not asked about again");
+        assert_eq!(ids.get("BTCUSD", 6), None, "the oldest went first");
+        ids.remember("BTCUSD", 9, "other".into());
+        assert_eq!(ids.get("BTCUSD", 9), Some("c-9"), "the first answer stands");
+        assert_eq!(ids.get("ETHUSD", 9), None, "order ids are per symbol");
+    }
+}
