@@ -461,6 +461,11 @@ impl RateGate {
         self.changed.notify_all();
     }
 
+    /// Whether [`close`](Self::close) was called (and not undone).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Opens a closed gate again, for the last requests of a shutdown (closing the listen key)
     /// once every other thread has stopped.
     pub fn reopen(&self) {

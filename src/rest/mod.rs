@@ -179,21 +179,22 @@ struct Lane {
 struct LaneGuard<'a>(&'a Lane);
 
 impl Lane {
-    /// `None` if the lane stayed busy for `limit`.
-    fn enter(&self, limit: Option<Duration>) -> Option<LaneGuard<'_>> {
+    /// `None` if the lane stayed busy for `limit`, or `stopping` said so while we waited (a
+    /// request can hold the lane for a whole HTTP timeout; shutdown must not wait that long).
+    fn enter(&self, limit: Option<Duration>, stopping: impl Fn() -> bool) -> Option<LaneGuard<'_>> {
         let deadline = limit.map(|l| std::time::Instant::now() + l);
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         while *busy {
-            match deadline {
-                None => busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
-                }
+            if stopping() {
+                return None;
             }
+            let left = deadline.map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(100))
+            });
+            if left.is_zero() {
+                return None;
+            }
+            busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
         }
         *busy = true;
         Some(LaneGuard(self))
@@ -416,7 +417,7 @@ impl RestClient {
             Admission::Within(limit) => Some(limit),
             Admission::Share(_) => Some(BACKGROUND_LANE_WAIT),
         };
-        let Some(_lane) = self.lane.enter(lane_limit) else {
+        let Some(_lane) = self.lane.enter(lane_limit, || self.gate.is_closed()) else {
             return match admission {
                 Admission::Share(_) => Err(Error::RateLimited { retry_after: BACKGROUND_LANE_WAIT }),
                 _ => Err(Error::Stopped),
@@ -657,6 +658,16 @@ impl RestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lane_admits_one_request_at_a_time() {
+        let lane = Lane::default();
+        let first = lane.enter(None, || false).unwrap();
+        assert!(lane.enter(Some(Duration::from_millis(30)), || false).is_none(), "busy: the second gives up");
+        assert!(lane.enter(None, || true).is_none(), "shutdown ends a wait");
+        drop(first);
+        assert!(lane.enter(Some(Duration::ZERO), || false).is_some(), "free again");
+    }
 
     #[test]
     fn public_calls_refuse_order_endpoints_however_spelled() {
