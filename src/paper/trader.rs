@@ -4,7 +4,7 @@
 //! the executor can). This one sends whatever it is given, like any third-party client would,
 //! so tests and benchmarks can place LIMIT/MARKET/IOC orders, orders the executor would refuse,
 //! and orders "from someone else" on the same account. Signing is the shared
-//! [`Signer`](crate::rest::sign::Signer); the server clock is the exchange's own.
+//! [`Signer`]; the server clock is the exchange's own.
 
 use super::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use crate::rest::sign::Signer;

@@ -1,6 +1,6 @@
 //! The order desk: the only code that can send a request that changes an order.
 //!
-//! [`RestClient::order_desk`] hands out one per client, to the executor thread, which is
+//! `RestClient::order_desk` (crate-private) hands out one per client, to the executor thread, which is
 //! therefore the one path to `POST/DELETE /api/v3/order`, `DELETE /api/v3/openOrders` and
 //! `POST /api/v3/order/cancelReplace` (the desk never uses `DELETE /api/v3/openOrders`: it
 //! would cancel other users' orders on the account too). The desk speaks `LIMIT_MAKER` only: there is no method
