@@ -90,17 +90,18 @@ fn main() {
         commission_asset: "BTC".into(),
         maker: true,
         time: 1788540400100,
+        seq: 0,
     };
     let (mut log, _) = FillLog::open(&dir.join("nosync.jsonl"), FsyncPolicy::Never).expect("open");
-    let fills: Vec<FillRecord> = (0..250_000u64).map(fill).collect();
+    let mut fills: Vec<FillRecord> = (0..250_000u64).map(fill).collect();
     let append = measure(50_000, |i| {
-        black_box(log.append(&fills[i as usize]).expect("append"));
+        black_box(log.append(&mut fills[i as usize]).expect("append"));
     });
     report("format + append one fill (no fsync)", append, Some(Duration::from_micros(10)));
 
     let (mut log, _) = FillLog::open(&dir.join("sync.jsonl"), FsyncPolicy::Always).expect("open");
     let append_sync = measure(200, |i| {
-        black_box(log.append(&fills[i as usize]).expect("append"));
+        black_box(log.append(&mut fills[i as usize]).expect("append"));
     });
     report("format + append one fill (fsync)", append_sync, None);
 

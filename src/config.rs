@@ -14,7 +14,7 @@
 //! | `SYNCD_STATE_DIR` | `./syncd-state` | cursors and other state |
 //! | `SYNCD_FILL_LOG` | `$SYNCD_STATE_DIR/fills.jsonl` | the JSON Lines fill log |
 //! | `SYNCD_KEEPALIVE_S` | `1800` | listen-key renewal interval; the key lives 3600 s |
-//! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory watched for strategy `.so` files |
+//! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory of strategy `.so` files, scanned every `SYNCD_PLUGIN_SCAN_S` |
 //! | `SYNCD_RECV_WINDOW_MS` | `5000` | `recvWindow` on signed requests (1..=60000) |
 //! | `SYNCD_FSYNC` | `always` | `always`: fsync each fill line; `never`: leave it to the OS |
 //! | `SYNCD_CLOCK_SYNC_S` | `600` | how often the server-time offset is re-measured |
@@ -34,6 +34,9 @@
 //! | `SYNCD_STRATEGY_MAX_ORDER_NOTIONAL` | `1000` | price × qty of one order, quote asset; `0`: no limit |
 //! | `SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL` | `10000` | a strategy's open notional on one symbol; `0`: no limit |
 //! | `SYNCD_STRATEGY_QUEUE` | `64` | intents one strategy may have waiting |
+//! | `SYNCD_PLUGIN_SCAN_S` | `1` | how often `SYNCD_PLUGIN_DIR` is scanned for new, changed or removed `.so` files |
+//! | `SYNCD_PLUGIN_STALL_S` | `5` | a plugin callback running longer than this marks the plugin stalled |
+//! | `SYNCD_PLUGIN_TICK_S` | `1` | how often each plugin gets its tick (and price/balance updates) |
 //! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
 //!
 //! Intervals in seconds accept decimals (`0.5`).
@@ -81,6 +84,9 @@ pub struct Config {
     pub cancel_on_exit: bool,
     pub strategy_limits: crate::executor::StrategyLimits,
     pub strategy_queue: usize,
+    pub plugin_scan: Duration,
+    pub plugin_stall: Duration,
+    pub plugin_tick: Duration,
 }
 
 /// What a command needs beyond the defaults.
@@ -202,6 +208,9 @@ impl Config {
             max_symbol_notional: notional_var(&var, "SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "10000", &mut problems),
         };
         let strategy_queue = int_var(&var, "SYNCD_STRATEGY_QUEUE", 64, 1, 1024, &mut problems) as usize;
+        let plugin_scan = secs_var(&var, "SYNCD_PLUGIN_SCAN_S", "1", &mut problems);
+        let plugin_stall = secs_var(&var, "SYNCD_PLUGIN_STALL_S", "5", &mut problems);
+        let plugin_tick = secs_var(&var, "SYNCD_PLUGIN_TICK_S", "1", &mut problems);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -232,6 +241,9 @@ impl Config {
             cancel_on_exit,
             strategy_limits,
             strategy_queue,
+            plugin_scan,
+            plugin_stall,
+            plugin_tick,
         })
     }
 }

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::executor::{Executor, ExecutorLink, ExecutorSettings};
 use crate::exit::Exit;
 use crate::keepalive::Keepalive;
+use crate::plugin::{PluginHost, PluginSettings, PluginView};
 use crate::ratelimit::RateGate;
 use crate::reconcile::{ReconcileSettings, Reconciler};
 use crate::rest::sign::ServerClock;
@@ -65,6 +66,7 @@ pub struct Daemon {
     executor: ExecutorLink,
     /// The executor cancels our orders on exit: it needs the gate open until it is done.
     cancel_on_exit: bool,
+    plugins: Option<PluginView>,
 }
 
 impl Daemon {
@@ -97,12 +99,16 @@ impl Daemon {
             Err(e) => return Err(e),
             Ok(_) => {}
         }
-        let state = State::open(StateSettings {
-            symbols: config.symbols.clone(),
-            state_dir: config.state_dir.clone(),
-            fill_log: config.fill_log.clone(),
-            fsync: config.fsync,
-        })?;
+        let tap = crate::filllog::FillTap::default();
+        let state = State::open(
+            StateSettings {
+                symbols: config.symbols.clone(),
+                state_dir: config.state_dir.clone(),
+                fill_log: config.fill_log.clone(),
+                fsync: config.fsync,
+            },
+            tap.clone(),
+        )?;
         let reconciler = Reconciler::new(
             ReconcileSettings {
                 symbols: config.symbols.clone(),
@@ -112,6 +118,7 @@ impl Daemon {
             rest.clone(),
             state.cursors().clone(),
         );
+        let live_rules = LiveRules::new(rules);
         let desk = rest
             .order_desk()
             .ok_or_else(|| Error::Config("this REST client's order desk already belongs to another executor".into()))?;
@@ -129,7 +136,7 @@ impl Daemon {
                 queue_per_strategy: config.strategy_queue,
             },
             desk,
-            LiveRules::new(rules),
+            live_rules.clone(),
         )?;
         // The writer and the reconciler: pages and cursor moves one way, answers the other.
         let (writer_link, reconciler_link) = crate::reconcile::link();
@@ -179,6 +186,24 @@ impl Daemon {
         // the one thread shutdown may have to leave behind.
         let reconcile = reconciler.spawn(reconciler_link, stop_rx.clone(), exit_tx.clone()).map_err(spawn_err)?;
         threads.push(("reconcile", reconcile));
+        let mut plugins = None;
+        if let Some(dir) = &config.plugin_dir {
+            let host = PluginHost::new(
+                PluginSettings {
+                    dir: dir.clone(),
+                    state_dir: config.state_dir.clone(),
+                    fill_log: config.fill_log.clone(),
+                    scan_every: config.plugin_scan,
+                    stall_after: config.plugin_stall,
+                    tick_every: config.plugin_tick,
+                },
+                executor_link.clone(),
+                live_rules.clone(),
+                tap.clone(),
+            );
+            plugins = Some(host.view());
+            threads.push(("plugins", host.spawn(stop_rx.clone()).map_err(spawn_err)?));
+        }
         // A core thread that ends while we run is a bug or a fatal error: stop everything.
         let watch_threads: Vec<&'static str> = threads.iter().map(|(n, _)| *n).collect();
         log::info!("daemon: running threads {watch_threads:?} for {:?}", config.symbols);
@@ -191,7 +216,13 @@ impl Daemon {
             key,
             executor: executor_link,
             cancel_on_exit: config.cancel_on_exit,
+            plugins,
         })
+    }
+
+    /// The plugins' status, if `SYNCD_PLUGIN_DIR` is set.
+    pub fn plugins(&self) -> Option<&PluginView> {
+        self.plugins.as_ref()
     }
 
     /// Where strategies get their handles, and the executor's view of the account.

@@ -23,6 +23,7 @@
 //! | `commission_asset` | string | asset the commission was charged in (`""` if none) |
 //! | `maker` | bool | whether this side was the maker |
 //! | `time` | integer | trade time, ms since the epoch |
+//! | `seq` | integer | the line's sequence number: 1, 2, 3, ... with no gap (a line written before this field existed counts by its position) |
 //!
 //! A fill's identity is `(symbol, trade_id)`: the log never holds the same pair twice.
 
@@ -51,6 +52,9 @@ pub struct FillRecord {
     pub commission_asset: String,
     pub maker: bool,
     pub time: i64,
+    /// Assigned by [`FillLog::append`]; 0 until then (and in lines older than the field).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Remembers which trade ids were logged, per symbol, in bounded memory.
@@ -135,6 +139,8 @@ pub struct FillLog {
     buf: Vec<u8>,
     /// A failed write could not be rolled back: the file may end in a fragment.
     dirty: bool,
+    /// The sequence number of the next line.
+    next_seq: u64,
 }
 
 /// What `open` found in an existing file.
@@ -167,6 +173,7 @@ impl FillLog {
         let mut report = OpenReport::default();
         let mut seen = Dedupe::new(DEDUPE_CAPACITY);
         let mut good_len = 0u64;
+        let mut last_seq = 0u64;
         let mut line = Vec::new();
         let mut reader = BufReader::new(&file);
         loop {
@@ -180,6 +187,7 @@ impl FillLog {
             match serde_json::from_slice::<FillRecord>(&line) {
                 Ok(rec) => {
                     seen.insert(&rec.symbol, rec.trade_id);
+                    last_seq = last_seq.max(if rec.seq == 0 { report.lines } else { rec.seq });
                 }
                 Err(e) => {
                     report.bad_lines += 1;
@@ -206,6 +214,7 @@ impl FillLog {
             seen,
             buf: Vec::with_capacity(512),
             dirty: false,
+            next_seq: last_seq + 1,
         };
         Ok((log, report))
     }
@@ -229,9 +238,14 @@ impl FillLog {
         self.seen.first_ids()
     }
 
-    /// Appends one fill as one line; durable (per the fsync policy) before it returns.
-    /// `Ok(false)`: this fill was already logged, nothing written.
-    pub fn append(&mut self, fill: &FillRecord) -> Result<bool, Error> {
+    /// The sequence number of the last line written (0 for an empty log).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Appends one fill as one line, numbering it (`fill.seq`); durable (per the fsync policy)
+    /// before it returns. `Ok(false)`: this fill was already logged, nothing written.
+    pub fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
         if self.seen.contains(&fill.symbol, fill.trade_id) {
             return Ok(false);
         }
@@ -241,6 +255,7 @@ impl FillLog {
             self.dirty = false;
         }
         self.buf.clear();
+        fill.seq = self.next_seq;
         serde_json::to_writer(&mut self.buf, fill)
             .map_err(|e| Error::Io { path: self.path.clone(), source: e.into() })?;
         self.buf.push(b'\n');
@@ -259,12 +274,102 @@ impl FillLog {
         }
         self.len += self.buf.len() as u64;
         self.seen.insert(&fill.symbol, fill.trade_id);
+        self.next_seq += 1;
         Ok(true)
     }
 
     /// Forces everything written so far to disk (for `FsyncPolicy::Never` at shutdown).
     pub fn sync(&mut self) -> Result<(), Error> {
         self.file.sync_data().map_err(Error::io(&self.path))
+    }
+}
+
+/// The fill log's followers (plugins): every line the writer makes durable is offered to each
+/// with `try_send`, and [`durable`](Self::durable) says how far the log is. A follower whose
+/// channel was full sees a gap in the sequence numbers (or `durable` ahead of it) and reads
+/// what it missed with a [`Reader`]: the writer never waits for a follower, and no follower
+/// misses a line.
+#[derive(Debug, Clone, Default)]
+pub struct FillTap {
+    followers: std::sync::Arc<std::sync::Mutex<Vec<crossbeam_channel::Sender<FillRecord>>>>,
+    durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FillTap {
+    /// A new follower with room for `capacity` lines before it must read the file.
+    pub fn follow(&self, capacity: usize) -> crossbeam_channel::Receiver<FillRecord> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        self.followers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
+    }
+
+    /// The sequence number of the last durable line.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called by the writer once `fill` (numbered) is durable.
+    pub fn publish(&self, fill: &FillRecord) {
+        self.durable.fetch_max(fill.seq, std::sync::atomic::Ordering::Release);
+        let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        followers
+            .retain(|f| !matches!(f.try_send(fill.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
+    }
+
+    /// Where the log stood when it was opened.
+    pub fn set_durable(&self, seq: u64) {
+        self.durable.fetch_max(seq, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Reads the fill log from a given sequence number on, while the writer appends (a plugin that
+/// fell behind catches up here). Only whole lines are read; a line still being written is left
+/// for the next call.
+#[derive(Debug)]
+pub struct Reader {
+    path: PathBuf,
+    /// Byte offset of the next unread line and the number of lines before it.
+    offset: u64,
+    lines: u64,
+}
+
+impl Reader {
+    pub fn new(path: &Path) -> Reader {
+        Reader { path: path.to_path_buf(), offset: 0, lines: 0 }
+    }
+
+    /// Fills with `seq > after`, in order, up to `max` of them.
+    pub fn read_after(&mut self, after: u64, max: usize) -> Result<Vec<FillRecord>, Error> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = File::open(&self.path).map_err(Error::io(&self.path))?;
+        let len = file.metadata().map_err(Error::io(&self.path))?.len();
+        if len < self.offset {
+            // Shorter than where we were (a torn tail cut, or a rotated file): start over.
+            self.offset = 0;
+            self.lines = 0;
+        }
+        file.seek(SeekFrom::Start(self.offset)).map_err(Error::io(&self.path))?;
+        let mut reader = BufReader::new(file);
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        while out.len() < max {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(Error::io(&self.path))?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            self.lines += 1;
+            if let Ok(mut rec) = serde_json::from_slice::<FillRecord>(&line) {
+                if rec.seq == 0 {
+                    rec.seq = self.lines;
+                }
+                if rec.seq > after {
+                    out.push(rec);
+                }
+            }
+            self.offset += n as u64;
+        }
+        Ok(out)
     }
 }
 
@@ -286,6 +391,7 @@ mod tests {
             commission_asset: "BTC".into(),
             maker: true,
             time: 1788540400100,
+            seq: 0,
         }
     }
 
@@ -296,16 +402,48 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_numbered_without_gaps_across_reopen_and_old_lines_count_by_position() {
+        let path = tmp("seq");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Two lines from before the field existed.
+        let old: String = [1, 2]
+            .iter()
+            .map(|id| serde_json::to_string(&fill("BTCUSD", *id)).unwrap().replace(",\"seq\":0", "") + "\n")
+            .collect();
+        std::fs::write(&path, old).unwrap();
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(log.last_seq(), 2);
+        let mut f = fill("BTCUSD", 3);
+        assert!(log.append(&mut f).unwrap());
+        assert_eq!(f.seq, 3);
+        assert!(!log.append(&mut fill("BTCUSD", 3)).unwrap(), "a duplicate takes no number");
+        drop(log);
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        let mut g = fill("ETHUSD", 1);
+        log.append(&mut g).unwrap();
+        assert_eq!(g.seq, 4);
+        let mut reader = Reader::new(&path);
+        let seqs: Vec<u64> = reader.read_after(1, 10).unwrap().iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        assert!(reader.read_after(4, 10).unwrap().is_empty());
+        let mut h = fill("ETHUSD", 2);
+        log.append(&mut h).unwrap();
+        // A reader picks up where it was.
+        assert_eq!(reader.read_after(4, 10).unwrap().iter().map(|f| f.seq).collect::<Vec<_>>(), [5]);
+        assert_eq!(Reader::new(&path).read_after(0, 2).unwrap().len(), 2, "max is honoured");
+    }
+
+    #[test]
     fn line_format_is_stable() {
         let path = tmp("format");
         let (mut log, _) = FillLog::open(&path, FsyncPolicy::Always).unwrap();
-        assert!(log.append(&fill("BTCUSD", 555001)).unwrap());
+        assert!(log.append(&mut fill("BTCUSD", 555001)).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
             "{\"symbol\":\"BTCUSD\",\"trade_id\":555001,\"order_id\":123456789,\"client_order_id\":\"syncd-7f3a-000041\",\
              \"side\":\"BUY\",\"price\":\"60000.00000000\",\"qty\":\"0.00400000\",\"quote_qty\":\"240.00000000\",\
-             \"commission\":\"0.00000400\",\"commission_asset\":\"BTC\",\"maker\":true,\"time\":1788540400100}\n"
+             \"commission\":\"0.00000400\",\"commission_asset\":\"BTC\",\"maker\":true,\"time\":1788540400100,\"seq\":1}\n"
         );
     }
 
@@ -314,13 +452,13 @@ mod tests {
         let path = tmp("dupes");
         {
             let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
-            assert!(log.append(&fill("BTCUSD", 1)).unwrap());
-            assert!(!log.append(&fill("BTCUSD", 1)).unwrap());
-            assert!(log.append(&fill("ETHUSD", 1)).unwrap(), "identity includes the symbol");
+            assert!(log.append(&mut fill("BTCUSD", 1)).unwrap());
+            assert!(!log.append(&mut fill("BTCUSD", 1)).unwrap());
+            assert!(log.append(&mut fill("ETHUSD", 1)).unwrap(), "identity includes the symbol");
         }
         let (mut log, report) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(report.lines, 2);
-        assert!(!log.append(&fill("BTCUSD", 1)).unwrap());
+        assert!(!log.append(&mut fill("BTCUSD", 1)).unwrap());
         assert_eq!(log.last_ids()["BTCUSD"], 1);
     }
 
@@ -329,8 +467,8 @@ mod tests {
         let path = tmp("torn");
         {
             let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
-            log.append(&fill("BTCUSD", 1)).unwrap();
-            log.append(&fill("BTCUSD", 2)).unwrap();
+            log.append(&mut fill("BTCUSD", 1)).unwrap();
+            log.append(&mut fill("BTCUSD", 2)).unwrap();
         }
         let whole = std::fs::read(&path).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -341,7 +479,7 @@ mod tests {
         assert_eq!(report.torn_bytes, torn.len() as u64);
         assert_eq!(report.lines, 2);
         assert_eq!(std::fs::read(&path).unwrap(), whole, "only the torn bytes were cut");
-        assert!(log.append(&fill("BTCUSD", 3)).unwrap());
+        assert!(log.append(&mut fill("BTCUSD", 3)).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         let ids: Vec<u64> = text.lines().map(|l| serde_json::from_str::<FillRecord>(l).unwrap().trade_id).collect();
         assert_eq!(ids, [1, 2, 3]);

@@ -352,6 +352,8 @@ pub struct ExchangeRules {
     pub rate_limits: Vec<RateLimit>,
     pub exchange_filters: Vec<Filter>,
     pub symbols: HashMap<String, SymbolRules>,
+    /// Each symbol's object exactly as `exchangeInfo` sent it, for strategies (as JSON).
+    pub raw_symbols: HashMap<String, Value>,
 }
 
 impl ExchangeRules {
@@ -383,6 +385,7 @@ impl ExchangeRules {
             .unwrap_or_default();
         let list = obj.get("symbols").and_then(Value::as_array).ok_or("exchangeInfo has no symbols array")?;
         let mut symbols = HashMap::new();
+        let mut raw_symbols = HashMap::new();
         for s in list {
             let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             let precision = |k: &str, fallback: &str| {
@@ -407,10 +410,11 @@ impl ExchangeRules {
                     .unwrap_or_default(),
             };
             if !rules.symbol.is_empty() {
+                raw_symbols.insert(rules.symbol.clone(), s.clone());
                 symbols.insert(rules.symbol.clone(), rules);
             }
         }
-        Ok(ExchangeRules { rate_limits, exchange_filters, symbols })
+        Ok(ExchangeRules { rate_limits, exchange_filters, symbols, raw_symbols })
     }
 }
 

@@ -31,6 +31,7 @@ pub mod filters;
 pub mod keepalive;
 pub mod model;
 pub mod paper;
+pub mod plugin;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod rest;

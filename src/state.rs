@@ -16,12 +16,12 @@
 
 use crate::config::FsyncPolicy;
 use crate::error::Error;
-use crate::filllog::{FillLog, FillRecord};
+use crate::filllog::{FillLog, FillRecord, FillTap};
 use crate::reconcile::cursor::{Cursors, Journal, Ledger};
 use crate::reconcile::{Answer, Ask, Heard, WriterLink};
 use crate::stream::StreamMsg;
 use crate::wire::UserEvent;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ impl Journal for FillLog {
         FillLog::contains(self, symbol, trade_id)
     }
 
-    fn append(&mut self, fill: &FillRecord) -> Result<bool, Error> {
+    fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
         FillLog::append(self, fill)
     }
 }
@@ -92,14 +92,13 @@ pub struct State {
     /// The cursors moved since they were last saved.
     unsaved: bool,
     last_alert: Option<Instant>,
-    /// Where each logged fill goes next (plugins, tests). A full or closed receiver never
-    /// holds up the log.
-    pub observers: Vec<Sender<FillRecord>>,
+    /// Where each durable fill goes next (plugins): never waits for a follower.
+    tap: FillTap,
 }
 
 impl State {
     /// Opens the fill log (repairing a torn tail) and loads or rebuilds the cursors.
-    pub fn open(settings: StateSettings) -> Result<State, Error> {
+    pub fn open(settings: StateSettings, tap: FillTap) -> Result<State, Error> {
         let (log, report) = FillLog::open(&settings.fill_log, settings.fsync)?;
         if report.torn_bytes > 0 || report.bad_lines > 0 {
             log::warn!(
@@ -110,19 +109,14 @@ impl State {
             );
         }
         let cursors = Cursors::rebuild(load_cursors(&settings.state_dir), &log.first_ids(), &settings.symbols);
+        tap.set_durable(log.last_seq());
         log::info!(
             "state: fill log {} ({} lines), cursors {:?}",
             settings.fill_log.display(),
             report.lines,
             cursors.next_from_id
         );
-        Ok(State {
-            settings,
-            ledger: Ledger::new(log, cursors),
-            unsaved: false,
-            last_alert: None,
-            observers: Vec::new(),
-        })
+        Ok(State { settings, ledger: Ledger::new(log, cursors), unsaved: false, last_alert: None, tap })
     }
 
     /// The cursors as opened: the reconciler starts from a copy.
@@ -281,7 +275,7 @@ impl State {
                 fill.order_id,
                 fill.maker
             );
-            self.observers.retain(|o| !matches!(o.try_send(fill.clone()), Err(TrySendError::Disconnected(_))));
+            self.tap.publish(&fill);
         }
         if let Some(e) = flushed.failed {
             let loud = self.last_alert.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));

@@ -79,6 +79,7 @@ impl ExecutionReport {
             commission_asset: self.commission_asset.clone().unwrap_or_default(),
             maker: self.maker,
             time: self.transaction_time,
+            seq: 0,
         })
     }
 
@@ -217,6 +218,7 @@ impl MyTrade {
             commission_asset: self.commission_asset.unwrap_or_default(),
             maker: self.is_maker,
             time: self.time,
+            seq: 0,
         }
     }
 }

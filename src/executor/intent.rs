@@ -151,6 +151,8 @@ pub enum SubmitError {
     Full,
     /// The handle was revoked (its strategy stopped) or the executor has stopped.
     Closed,
+    /// The strategy is paused (a plugin stalled in a callback): try again once it recovers.
+    Paused,
 }
 
 impl std::fmt::Display for SubmitError {
@@ -158,6 +160,7 @@ impl std::fmt::Display for SubmitError {
         match self {
             SubmitError::Full => f.write_str("executor queue full"),
             SubmitError::Closed => f.write_str("executor handle closed"),
+            SubmitError::Paused => f.write_str("strategy paused"),
         }
     }
 }
@@ -171,6 +174,7 @@ pub struct StrategyHandle {
     reply: Sender<Reply>,
     next_id: Arc<AtomicU64>,
     revoked: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
 }
 
 impl StrategyHandle {
@@ -183,6 +187,7 @@ impl StrategyHandle {
             reply,
             next_id: Arc::new(AtomicU64::new(1)),
             revoked: Arc::new(AtomicBool::new(false)),
+            paused: Arc::new(AtomicBool::new(false)),
         };
         (handle, replies)
     }
@@ -195,6 +200,9 @@ impl StrategyHandle {
     pub fn submit(&self, intent: Intent) -> Result<u64, SubmitError> {
         if self.revoked.load(Ordering::SeqCst) {
             return Err(SubmitError::Closed);
+        }
+        if self.paused.load(Ordering::SeqCst) {
+            return Err(SubmitError::Paused);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request =
@@ -209,6 +217,11 @@ impl StrategyHandle {
     /// Every later `submit` of this handle and its clones fails with [`SubmitError::Closed`].
     pub fn revoke(&self) {
         self.revoked.store(true, Ordering::SeqCst);
+    }
+
+    /// While paused, `submit` fails with [`SubmitError::Paused`].
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
     }
 }
 

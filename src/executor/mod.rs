@@ -118,6 +118,10 @@ pub struct ExecutorView {
     /// The book has been built from REST at least once.
     pub ready: bool,
     pub unresolved: usize,
+    /// Last polled best bid and ask per symbol.
+    pub quotes: Vec<(String, Decimal, Decimal)>,
+    /// Free and locked per asset, as the executor sees them.
+    pub balances: Vec<(String, Decimal, Decimal)>,
 }
 
 /// The executor's shared view and the sender strategies' handles are made from.
@@ -402,6 +406,10 @@ impl Executor {
         v.stats = self.stats.clone();
         v.ready = self.ready;
         v.unresolved = self.pending.len();
+        v.quotes = self.quotes.iter().map(|(s, q)| (s.clone(), q.bid, q.ask)).collect();
+        v.quotes.sort();
+        v.balances = self.balances.all().map(|(a, (f, l))| (a.clone(), *f, *l)).collect();
+        v.balances.sort();
     }
 
     fn answer(&mut self, req: &Request, outcome: Outcome) {
@@ -565,7 +573,10 @@ impl Executor {
         for symbol in self.settings.symbols.clone() {
             match self.desk.rest().call_background::<BookTicker>(&BOOK_TICKER, &[("symbol", &symbol)], READ_SHARE) {
                 Ok(t) => {
-                    self.quotes.insert(symbol, Quote { bid: t.bid_price, ask: t.ask_price });
+                    let q = Quote { bid: t.bid_price, ask: t.ask_price };
+                    let changed = self.quotes.get(&symbol).is_none_or(|old| old.bid != q.bid || old.ask != q.ask);
+                    self.quotes.insert(symbol, q);
+                    self.dirty |= changed;
                 }
                 Err(e) => log::debug!("executor: bookTicker {symbol}: {e}"),
             }
@@ -605,8 +616,12 @@ impl Executor {
                 for b in p.balances {
                     self.balances.set(&b.asset, b.free, b.locked);
                 }
+                self.dirty = true;
             }
-            StreamMsg::Event(UserEvent::BalanceUpdate(u)) => self.balances.add_free(&u.asset, u.delta),
+            StreamMsg::Event(UserEvent::BalanceUpdate(u)) => {
+                self.balances.add_free(&u.asset, u.delta);
+                self.dirty = true;
+            }
             StreamMsg::Event(_) => {}
         }
     }

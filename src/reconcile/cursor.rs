@@ -161,7 +161,8 @@ pub trait Journal {
     fn contains(&self, symbol: &str, trade_id: u64) -> bool;
     /// Writes one fill, durable (per the log's fsync policy) before it returns. `Ok(false)`:
     /// already there.
-    fn append(&mut self, fill: &FillRecord) -> Result<bool, Error>;
+    /// Numbers the fill (`fill.seq`) as it writes it.
+    fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error>;
 }
 
 /// What [`Ledger::flush`] did.
@@ -222,7 +223,7 @@ impl<J: Journal> Ledger<J> {
     /// Writes held fills in order; stops at the first failure, so order is kept.
     pub fn flush(&mut self) -> Flushed {
         let mut out = Flushed::default();
-        while let Some(fill) = self.held.front() {
+        while let Some(fill) = self.held.front_mut() {
             match self.journal.append(fill) {
                 Ok(written) => {
                     let Some(fill) = self.held.pop_front() else { break };
@@ -265,7 +266,7 @@ mod tests {
             self.ids.contains(&(symbol.to_string(), trade_id))
         }
 
-        fn append(&mut self, fill: &FillRecord) -> Result<bool, Error> {
+        fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
             if self.full {
                 return Err(Error::Transport("no space left on device".into()));
             }
@@ -292,6 +293,7 @@ mod tests {
             commission_asset: "BTC".into(),
             maker: true,
             time: 1788540400100,
+            seq: 0,
         }
     }
 

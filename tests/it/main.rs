@@ -5,6 +5,7 @@ mod faults;
 mod mock;
 mod paper_rest;
 mod paper_stream;
+mod plugins;
 mod process;
 mod python;
 mod reconcile;

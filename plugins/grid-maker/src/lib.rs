@@ -1,0 +1,146 @@
+//! grid-maker: a small maker-only grid on each symbol.
+//!
+//! On the first price of a symbol it quotes `levels` BUYs under the bid and `levels` SELLs over
+//! the ask, `spacing` ticks apart, each worth about `quote` in the quote asset. When one of its
+//! orders fills it quotes the other side `spacing` ticks away from the fill, so the grid keeps
+//! capturing the spread. Every order goes through the daemon's executor, which rounds it onto
+//! the exchange's grid, refuses anything that would cross the book, and holds the strategy to
+//! its limits; all arithmetic here is exact ([`Dec`]).
+//!
+//! Settings (`grid_maker.conf`): `levels` (3), `spacing` (ticks, 10), `quote` (20),
+//! `symbols` (comma-separated; default: every symbol the daemon trades).
+
+use binance_syncd_plugin::{
+    export_strategy, Dec, Fill, Host, Level, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
+};
+use std::collections::{HashMap, HashSet};
+
+struct Grid {
+    host: Host,
+    tag: String,
+    levels: i64,
+    spacing: i64,
+    quote: Dec,
+    symbols: HashSet<String>,
+    /// tickSize and stepSize per symbol, from the exchange rules.
+    grids: HashMap<String, (Dec, Dec)>,
+    quoted: HashSet<String>,
+    placed: u64,
+}
+
+fn filter_value(rules: &serde_json::Value, filter: &str, field: &str) -> Option<Dec> {
+    rules["filters"].as_array()?.iter().find(|f| f["filterType"] == filter)?[field].as_str().and_then(Dec::parse)
+}
+
+/// Decimals of a step such as `0.00001000` (trailing zeros do not count).
+fn decimals(step: Dec) -> u32 {
+    let text = step.to_string();
+    text.split_once('.').map_or(0, |(_, f)| f.trim_end_matches('0').len() as u32)
+}
+
+impl Grid {
+    fn place(&mut self, symbol: &str, side: Side, price: Dec) {
+        let Some((_, step)) = self.grids.get(symbol).copied() else { return };
+        let Some(qty) = self.quote.div_floor(price, decimals(step)) else { return };
+        if !price.is_positive() || !qty.is_positive() {
+            return;
+        }
+        match self.host.place(symbol, side, &price.to_string(), &qty.to_string()) {
+            Ok(_) => self.placed += 1,
+            Err(e) => self.host.log(Level::Debug, &format!("{symbol}: intent not queued ({e:?})")),
+        }
+    }
+
+    fn offset(&self, symbol: &str, ticks: i64) -> Option<Dec> {
+        let (tick, _) = self.grids.get(symbol)?;
+        tick.checked_mul_int(ticks)
+    }
+}
+
+impl Strategy for Grid {
+    fn start(host: Host, start: &StartInfo<'_>) -> Result<Self, String> {
+        let snapshot: serde_json::Value = serde_json::from_str(start.snapshot).map_err(|e| format!("snapshot: {e}"))?;
+        let int = |key: &str, default: i64| start.setting(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let quote = start.setting("quote").and_then(Dec::parse).unwrap_or(Dec::from_int(20));
+        let wanted: Option<HashSet<String>> = start
+            .setting("symbols")
+            .map(|s| s.split(',').map(|x| x.trim().to_uppercase()).filter(|x| !x.is_empty()).collect());
+        let mut grids = HashMap::new();
+        let mut symbols = HashSet::new();
+        for (symbol, rules) in snapshot["symbols"].as_object().into_iter().flatten() {
+            if wanted.as_ref().is_some_and(|w| !w.contains(symbol)) {
+                continue;
+            }
+            let (Some(tick), Some(step)) =
+                (filter_value(rules, "PRICE_FILTER", "tickSize"), filter_value(rules, "LOT_SIZE", "stepSize"))
+            else {
+                host.warn(&format!("{symbol}: no tick or step in its rules; not trading it"));
+                continue;
+            };
+            grids.insert(symbol.clone(), (tick, step));
+            symbols.insert(symbol.clone());
+        }
+        let tag = snapshot["tag"].as_str().unwrap_or("").to_string();
+        host.info(&format!("grid-maker {} on {:?}", env!("CARGO_PKG_VERSION"), symbols));
+        Ok(Grid {
+            host,
+            tag,
+            levels: int("levels", 3),
+            spacing: int("spacing", 10),
+            quote,
+            symbols,
+            grids,
+            quoted: HashSet::new(),
+            placed: 0,
+        })
+    }
+
+    fn on_price(&mut self, price: &Price<'_>) -> Result<(), String> {
+        if !self.symbols.contains(price.symbol) || self.quoted.contains(price.symbol) {
+            return Ok(());
+        }
+        let (Some(bid), Some(ask)) = (Dec::parse(price.bid), Dec::parse(price.ask)) else { return Ok(()) };
+        self.quoted.insert(price.symbol.to_string());
+        for k in 1..=self.levels {
+            let Some(off) = self.offset(price.symbol, k * self.spacing) else { break };
+            if let Some(p) = bid.checked_sub(off) {
+                self.place(price.symbol, Side::Buy, p);
+            }
+            if let Some(p) = ask.checked_add(off) {
+                self.place(price.symbol, Side::Sell, p);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_fill(&mut self, fill: &Fill<'_>) -> Result<(), String> {
+        let ours = !self.tag.is_empty() && fill.client_order_id.starts_with(&format!("sd-{}-", self.tag));
+        if !ours || fill.replayed || !self.symbols.contains(fill.symbol) {
+            return Ok(());
+        }
+        let (Some(price), Some(off)) = (Dec::parse(fill.price), self.offset(fill.symbol, self.spacing)) else {
+            return Ok(());
+        };
+        let next = match fill.side {
+            Side::Buy => price.checked_add(off),
+            Side::Sell => price.checked_sub(off),
+        };
+        if let Some(p) = next {
+            self.place(fill.symbol, fill.side.opposite(), p);
+        }
+        Ok(())
+    }
+
+    fn on_order(&mut self, update: &OrderUpdate<'_>) -> Result<(), String> {
+        if matches!(update.kind, UpdateKind::Refused | UpdateKind::Rejected) {
+            self.host.log(Level::Debug, &format!("{}: {} ({})", update.symbol, update.status, update.reason));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        self.host.info(&format!("grid-maker stopping after {} orders", self.placed));
+    }
+}
+
+export_strategy!(Grid, env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,217 @@
+//! The plugin ABI, version 1: `#[repr(C)]` types shared by the host and every plugin.
+//!
+//! `plugins/include/binance_syncd_plugin.h` declares the same types for C. Rules:
+//! - Both tables ([`HostV1`], [`PluginV1`]) start with `abi_major`, `abi_minor`, `size`. The host
+//!   refuses another major version; within a major, fields are only ever added at the end (the
+//!   minor grows), and each side reads only the fields inside the other's `size`.
+//! - Strings are UTF-8 pointer + length ([`Str`]), never NUL-terminated, valid for the duration
+//!   of the call that passes them. Prices and quantities are the exchange's exact decimal strings;
+//!   no floating point crosses. Integers are fixed-width.
+//! - Every callback returns a status ([`STATUS_OK`] or a negative error); a panic must never
+//!   unwind out of one (it aborts the process since Rust 1.81): the SDK catches it and returns
+//!   [`STATUS_PANICKED`].
+//! - Memory is freed by the side that allocated it: nothing here transfers ownership.
+
+use std::ffi::c_void;
+
+pub const ABI_MAJOR: u32 = 1;
+pub const ABI_MINOR: u32 = 0;
+/// The one exported symbol: `const PluginV1 *syncd_plugin_entry_v1(const HostV1 *host)`.
+pub const ENTRY_SYMBOL: &[u8] = b"syncd_plugin_entry_v1\0";
+
+pub type Status = i32;
+pub const STATUS_OK: Status = 0;
+/// The plugin panicked; the host disables it.
+pub const STATUS_PANICKED: Status = -1;
+/// The plugin failed (an error it reports); the host disables it.
+pub const STATUS_ERROR: Status = -2;
+/// A host callback refused the request (bad argument, handle revoked, queue full).
+pub const STATUS_REFUSED: Status = -3;
+
+/// Borrowed UTF-8 text.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Str {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl Str {
+    pub const EMPTY: Str = Str { ptr: std::ptr::null(), len: 0 };
+
+    /// Borrows `text` for as long as `text` lives; the caller keeps it alive across the call.
+    pub fn of(text: &str) -> Str {
+        Str { ptr: text.as_ptr(), len: text.len() }
+    }
+}
+
+pub const SIDE_BUY: u8 = 0;
+pub const SIDE_SELL: u8 = 1;
+
+/// One fill from the fill log.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Fill {
+    /// The fill log's sequence number: gap-free and increasing, one per line.
+    pub seq: u64,
+    pub trade_id: u64,
+    pub order_id: u64,
+    pub time_ms: i64,
+    pub symbol: Str,
+    pub client_order_id: Str,
+    pub price: Str,
+    pub qty: Str,
+    pub quote_qty: Str,
+    pub commission: Str,
+    pub commission_asset: Str,
+    pub side: u8,
+    pub maker: u8,
+    /// 1: this fill may have reached the plugin before (a daemon crash came in between).
+    pub replayed: u8,
+    pub _reserved: u8,
+}
+
+pub const UPDATE_PLACED: u8 = 0;
+pub const UPDATE_CANCELED: u8 = 1;
+pub const UPDATE_REPLACED: u8 = 2;
+pub const UPDATE_REFUSED: u8 = 3;
+pub const UPDATE_REJECTED: u8 = 4;
+pub const UPDATE_UNKNOWN: u8 = 5;
+pub const UPDATE_NOT_DONE: u8 = 6;
+pub const UPDATE_CANCELED_ALL: u8 = 7;
+
+/// What became of an intent (the executor's outcome), as an order update.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OrderUpdate {
+    /// The id `submit` returned.
+    pub request: u64,
+    pub order_id: u64,
+    /// The exchange's error code for `UPDATE_REJECTED`, else 0.
+    pub code: i64,
+    pub symbol: Str,
+    pub client_order_id: Str,
+    /// What was sent (after rounding), for placed and replaced orders.
+    pub price: Str,
+    pub qty: Str,
+    /// The exchange's order status (`NEW`, ...), or the rule that refused it.
+    pub status: Str,
+    /// Why, in words, for refusals, rejections and adjustments.
+    pub reason: Str,
+    pub kind: u8,
+    pub side: u8,
+    /// 1: this update answers an earlier `UPDATE_UNKNOWN`.
+    pub resolved: u8,
+    pub _reserved: [u8; 5],
+}
+
+/// Best bid and ask of a symbol, from the executor's poll.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Price {
+    pub symbol: Str,
+    pub bid: Str,
+    pub ask: Str,
+}
+
+/// One asset's balance.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Balance {
+    pub asset: Str,
+    pub free: Str,
+    pub locked: Str,
+}
+
+/// What `start` gets. `snapshot` is JSON: `{"symbols":{...exchangeInfo rules...},
+/// "balances":[{"asset","free","locked"}], "open_orders":[{"symbol","order_id",
+/// "client_order_id","side","price","orig_qty","executed_qty"}]}` with exact decimal strings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Start {
+    pub name: Str,
+    /// The plugin's `NAME.conf`: `key = value` lines, as written.
+    pub settings: Str,
+    pub snapshot: Str,
+}
+
+pub const INTENT_PLACE: u8 = 0;
+pub const INTENT_CANCEL: u8 = 1;
+pub const INTENT_CANCEL_ALL: u8 = 2;
+pub const INTENT_REPLACE: u8 = 3;
+
+/// An intent from the plugin. For cancel and replace, `order_id` (non-zero) or
+/// `client_order_id` (non-empty) names the order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Intent {
+    pub kind: u8,
+    pub side: u8,
+    pub _reserved: [u8; 6],
+    pub order_id: u64,
+    pub symbol: Str,
+    pub price: Str,
+    pub qty: Str,
+    pub client_order_id: Str,
+}
+
+pub const LOG_ERROR: i32 = 1;
+pub const LOG_WARN: i32 = 2;
+pub const LOG_INFO: i32 = 3;
+pub const LOG_DEBUG: i32 = 4;
+
+/// The host's table, valid from `create` to `destroy`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HostV1 {
+    pub abi_major: u32,
+    pub abi_minor: u32,
+    pub size: u32,
+    pub _reserved: u32,
+    pub ctx: *mut c_void,
+    /// Queues an intent; writes its request id. Its outcome arrives as `on_order`.
+    pub submit: unsafe extern "C" fn(ctx: *mut c_void, intent: *const Intent, request: *mut u64) -> Status,
+    /// Logs through the daemon's logger, under the plugin's name.
+    pub log: unsafe extern "C" fn(ctx: *mut c_void, level: i32, msg: Str),
+    /// Calls `sink(user, json)` once with the current rules of `symbol` (exchangeInfo's
+    /// symbol object as JSON) during this call; `STATUS_REFUSED` for an unknown symbol.
+    pub rules: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        symbol: Str,
+        sink: unsafe extern "C" fn(user: *mut c_void, json: Str),
+        user: *mut c_void,
+    ) -> Status,
+}
+
+/// A plugin's table: static data in the plugin. `version`, `create` and `destroy` come first
+/// and are required; every callback after them may be absent (null), and a table from an
+/// older minor version simply ends earlier (its `size` says where).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PluginV1 {
+    pub abi_major: u32,
+    pub abi_minor: u32,
+    pub size: u32,
+    pub _reserved: u32,
+    /// The plugin's version string (static).
+    pub version: Str,
+    /// Makes the plugin's state; null means it could not.
+    pub create: unsafe extern "C" fn(host: *const HostV1) -> *mut c_void,
+    pub destroy: unsafe extern "C" fn(state: *mut c_void),
+    pub start: Option<unsafe extern "C" fn(state: *mut c_void, start: *const Start) -> Status>,
+    pub on_fill: Option<unsafe extern "C" fn(state: *mut c_void, fill: *const Fill) -> Status>,
+    pub on_order: Option<unsafe extern "C" fn(state: *mut c_void, update: *const OrderUpdate) -> Status>,
+    pub on_price: Option<unsafe extern "C" fn(state: *mut c_void, price: *const Price) -> Status>,
+    pub on_balance: Option<unsafe extern "C" fn(state: *mut c_void, balance: *const Balance) -> Status>,
+    pub on_tick: Option<unsafe extern "C" fn(state: *mut c_void, now_ms: i64) -> Status>,
+    pub stop: Option<unsafe extern "C" fn(state: *mut c_void) -> Status>,
+}
+
+/// Bytes of a [`PluginV1`] every plugin must provide: the header, `version`, `create`, `destroy`.
+pub const PLUGIN_REQUIRED_SIZE: usize = std::mem::offset_of!(PluginV1, start);
+
+// SAFETY: a plugin table is immutable static data; the pointers in it are functions and a
+// static string, safe to read from any thread.
+unsafe impl Sync for PluginV1 {}
+// SAFETY: as above; the host copies the table onto the plugin's thread.
+unsafe impl Send for PluginV1 {}

@@ -1,0 +1,867 @@
+//! THREAD `plugins` (the watcher) and one THREAD `plugin:<name>` per loaded strategy.
+//!
+//! The watcher scans `SYNCD_PLUGIN_DIR` every `SYNCD_PLUGIN_SCAN_S` for `*.so` (and each one's
+//! `NAME.conf`). A file counts once it has looked the same (size, mtime) for one scan, so an
+//! install by `rename` is picked up whole. A new or changed file is copied to a private path in
+//! the state dir with a fresh name (`dlopen` hands back an image it already holds for a path or
+//! inode it has seen, so a rebuilt file under the old name could run old code) and loaded on a
+//! new plugin thread; only once it loaded and its ABI checked out is the old version stopped and
+//! its thread joined, and then the new one started from the old one's fill cursor. Two versions
+//! never trade at once, and a file that does not load leaves the running version alone. A
+//! removed file stops its plugin.
+//!
+//! Delivery is exactly once and in order. Every fill-log line has a sequence number; each
+//! plugin's delivered cursor is kept in memory across swaps and in `plugins/NAME.cursor` in the
+//! state dir across restarts. Lines reach a plugin thread through its own bounded channel from
+//! the writer ([`FillTap`]); when that channel was full the thread sees a gap (or the log's
+//! durable number ahead of it) and reads the missing lines from the file ([`Reader`]). A plugin
+//! never delays the writer, the executor or another plugin. After a crash, lines the previous
+//! run may have delivered come again marked `replayed`. A name seen for the first time starts
+//! at the end of the log, unless its settings say `history = all`.
+//!
+//! A plugin that panics or returns an error is disabled until its file changes; one whose
+//! callback runs longer than `SYNCD_PLUGIN_STALL_S` is marked stalled and its intents are
+//! refused until the callback returns. Its open orders stay in the executor's book, under its
+//! tag, for the next version.
+
+pub mod ffi;
+
+use crate::decimal::Decimal;
+use crate::executor::{ExecutorLink, Intent, Outcome, Reply, StrategyHandle};
+use crate::filllog::{FillRecord, FillTap, Reader};
+use crate::model::Side;
+use crate::rest::desk::OrderRef;
+use crate::rules::LiveRules;
+use binance_syncd_plugin::abi;
+use crossbeam_channel::{Receiver, Sender};
+use ffi::{HostServices, IntentIn, Plugin};
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Lines a plugin's channel holds before it reads the file instead.
+const CHANNEL: usize = 1024;
+/// Lines read from the file per batch while catching up.
+const BATCH: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub fill_log: PathBuf,
+    pub scan_every: Duration,
+    pub stall_after: Duration,
+    pub tick_every: Duration,
+}
+
+/// One plugin as the status line and tests see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginStatus {
+    pub name: String,
+    pub version: String,
+    pub tag: String,
+    /// `running`, `stalled`, `disabled`, `refused`, `stopped`.
+    pub state: String,
+    /// The last problem, in words.
+    pub problem: String,
+    /// Sequence number of the last fill delivered.
+    pub delivered: u64,
+    /// Versions loaded since the daemon started.
+    pub loads: u64,
+}
+
+/// The watcher's view, shared with the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct PluginView(Arc<Mutex<HashMap<String, PluginStatus>>>);
+
+impl PluginView {
+    pub fn get(&self, name: &str) -> Option<PluginStatus> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<PluginStatus> {
+        let mut v: Vec<PluginStatus> = self.0.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut PluginStatus)) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(name.to_string())
+            .or_insert_with(|| PluginStatus { name: name.to_string(), ..Default::default() });
+        f(entry);
+    }
+}
+
+/// Size and modification time: what "the file changed" means here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sig(u64, SystemTime);
+
+fn sig(path: &Path) -> Option<Sig> {
+    let m = fs::metadata(path).ok()?;
+    Some(Sig(m.len(), m.modified().ok()?))
+}
+
+/// The settings file's text and the image's signature: either changing restarts the plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    image: Sig,
+    conf: Option<Sig>,
+}
+
+fn conf_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.conf"))
+}
+
+/// `key = value` of a settings text.
+fn setting<'a>(settings: &'a str, key: &str) -> Option<&'a str> {
+    settings.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
+}
+
+/// The strategy tag: the settings' `tag`, else the name's first 8 letters and digits.
+fn tag_for(name: &str, settings: &str) -> String {
+    match setting(settings, "tag") {
+        Some(t) => t.to_string(),
+        None => name.chars().filter(char::is_ascii_alphanumeric).take(8).collect(),
+    }
+}
+
+/// A plugin's saved cursor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct SavedCursor {
+    delivered: u64,
+    /// False while the plugin runs: a file that says false at start means the last run crashed.
+    clean: bool,
+}
+
+fn cursor_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("plugins").join(format!("{name}.cursor"))
+}
+
+fn load_cursor(state_dir: &Path, name: &str) -> Option<SavedCursor> {
+    serde_json::from_str(&fs::read_to_string(cursor_path(state_dir, name)).ok()?).ok()
+}
+
+/// Written with a rename so a crash leaves the old or the new file, never half of one. Not
+/// fsynced: a cursor lost to a power cut only means fills come again marked replayed.
+fn save_cursor(state_dir: &Path, name: &str, c: SavedCursor) {
+    let path = cursor_path(state_dir, name);
+    let tmp = path.with_extension("cursor.tmp");
+    let write = || -> io::Result<()> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::write(&tmp, serde_json::to_vec(&c).unwrap_or_default())?;
+        fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        log::warn!("plugin {name}: cannot save its cursor ({e}); a restart may replay fills");
+    }
+}
+
+/// Where a new version starts.
+#[derive(Debug, Clone, Copy)]
+struct Go {
+    delivered: u64,
+    /// Lines up to here may have been delivered before a crash.
+    replay_until: u64,
+}
+
+/// How a plugin thread ended.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    delivered: u64,
+    failed: bool,
+}
+
+/// A running plugin thread.
+struct Running {
+    seen: Seen,
+    stop: Option<Sender<()>>,
+    thread: JoinHandle<Ended>,
+    handle: StrategyHandle,
+    /// ms since the epoch when the current callback began, 0 when none runs.
+    busy_since: Arc<AtomicU64>,
+    stalled: bool,
+}
+
+/// Everything the watcher owns.
+pub struct PluginHost {
+    settings: PluginSettings,
+    executor: ExecutorLink,
+    rules: LiveRules,
+    tap: FillTap,
+    view: PluginView,
+    running: HashMap<String, Running>,
+    /// Files refused or disabled, by what they looked like: not retried until they change.
+    parked: HashMap<String, Seen>,
+    /// Last scan's observation, for the stability rule.
+    last_scan: HashMap<String, Seen>,
+    generation: u64,
+    /// Cursors of plugins stopped in this process (removed files), for a file put back.
+    cursors: HashMap<String, u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl PluginHost {
+    pub fn new(settings: PluginSettings, executor: ExecutorLink, rules: LiveRules, tap: FillTap) -> PluginHost {
+        PluginHost {
+            settings,
+            executor,
+            rules,
+            tap,
+            view: PluginView::default(),
+            running: HashMap::new(),
+            parked: HashMap::new(),
+            last_scan: HashMap::new(),
+            generation: 0,
+            cursors: HashMap::new(),
+        }
+    }
+
+    pub fn view(&self) -> PluginView {
+        self.view.clone()
+    }
+
+    pub fn spawn(mut self, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
+        thread::Builder::new().name("plugins".into()).spawn(move || {
+            loop {
+                self.scan();
+                self.watch_stalls();
+                if stop.recv_timeout(self.settings.scan_every).is_ok()
+                    || !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
+                {
+                    break;
+                }
+            }
+            let names: Vec<String> = self.running.keys().cloned().collect();
+            for name in names {
+                self.stop_plugin(&name);
+            }
+        })
+    }
+
+    fn scan(&mut self) {
+        let mut now: HashMap<String, Seen> = HashMap::new();
+        match fs::read_dir(&self.settings.dir) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if path.extension().and_then(|x| x.to_str()) != Some("so") {
+                        continue;
+                    }
+                    let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else { continue };
+                    if let Some(image) = sig(&path) {
+                        now.insert(name.clone(), Seen { image, conf: sig(&conf_path(&self.settings.dir, &name)) });
+                    }
+                }
+            }
+            Err(e) => log::warn!("plugins: cannot read {}: {e}", self.settings.dir.display()),
+        }
+        // Removed files stop their plugins.
+        let gone: Vec<String> = self.running.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
+        for name in gone {
+            log::info!("plugin {name}: its file is gone; stopping it");
+            self.stop_plugin(&name);
+        }
+        self.parked.retain(|n, s| now.get(n) == Some(s));
+        // Finished threads: a plugin that failed is parked until its file changes.
+        let finished: Vec<String> =
+            self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(n, _)| n.clone()).collect();
+        for name in finished {
+            if let Some(r) = self.running.remove(&name) {
+                r.handle.revoke();
+                let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true });
+                self.cursors.insert(name.clone(), ended.delivered);
+                self.parked.insert(name.clone(), r.seen);
+                self.view.update(&name, |s| {
+                    s.state = "disabled".into();
+                    s.delivered = ended.delivered;
+                });
+            }
+        }
+        for (name, seen) in &now {
+            let stable = self.last_scan.get(name) == Some(seen);
+            let current = self.running.get(name).map(|r| &r.seen).or(self.parked.get(name));
+            if stable && current != Some(seen) {
+                self.swap(name, seen.clone());
+            }
+        }
+        self.last_scan = now;
+    }
+
+    fn watch_stalls(&mut self) {
+        let limit = self.settings.stall_after.as_millis() as u64;
+        for (name, r) in self.running.iter_mut() {
+            let since = r.busy_since.load(Ordering::Acquire);
+            let stalled = since != 0 && now_ms().saturating_sub(since) > limit;
+            if stalled != r.stalled {
+                r.stalled = stalled;
+                r.handle.set_paused(stalled);
+                if stalled {
+                    log::error!(
+                        "plugin {name}: a callback has run for over {:?}; its intents are refused until it returns",
+                        self.settings.stall_after
+                    );
+                } else {
+                    log::warn!("plugin {name}: recovered from its stall");
+                }
+                self.view.update(name, |s| s.state = if stalled { "stalled".into() } else { "running".into() });
+            }
+        }
+    }
+
+    /// Loads `name`'s current file on a new thread; on success stops the old version and starts
+    /// the new one where the old one stopped.
+    fn swap(&mut self, name: &str, seen: Seen) {
+        let source = self.settings.dir.join(format!("{name}.so"));
+        let settings_text = fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default();
+        let tag = tag_for(name, &settings_text);
+        let refuse = |host: &mut PluginHost, why: String| {
+            log::error!(
+                "plugin {name}: refused: {why}{}",
+                if host.running.contains_key(name) { "; the running version stays" } else { "" }
+            );
+            host.parked.insert(name.to_string(), seen.clone());
+            host.view.update(name, |s| {
+                s.problem = why.clone();
+                if !host.running.contains_key(name) {
+                    s.state = "refused".into();
+                }
+            });
+        };
+        if let Some((other, _)) = self.running.iter().find(|(n, r)| *n != name && r.handle.tag() == tag) {
+            let why = format!("tag {tag} is already used by plugin {other}");
+            return refuse(self, why);
+        }
+        let (handle, replies) = match self.executor.strategy(&tag) {
+            Ok(h) => h,
+            Err(e) => return refuse(self, format!("{e} (set tag = ... in {name}.conf)")),
+        };
+        self.generation += 1;
+        let images = self.settings.state_dir.join("plugins").join("images");
+        let staged = images.join(format!("{name}-{}-{}.so", std::process::id(), self.generation));
+        if let Err(e) = fs::create_dir_all(&images).and_then(|_| fs::copy(&source, &staged)) {
+            return refuse(self, format!("cannot copy it to {}: {e}", staged.display()));
+        }
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<String, String>>(1);
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(1);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let busy_since = Arc::new(AtomicU64::new(0));
+        let runner = Runner {
+            name: name.to_string(),
+            tag: tag.clone(),
+            settings_text,
+            staged: staged.clone(),
+            state_dir: self.settings.state_dir.clone(),
+            fill_log: self.settings.fill_log.clone(),
+            tick_every: self.settings.tick_every,
+            fills: self.tap.follow(CHANNEL),
+            tap: self.tap.clone(),
+            replies,
+            handle: handle.clone(),
+            rules: self.rules.clone(),
+            executor: self.executor.clone(),
+            busy_since: busy_since.clone(),
+            view: self.view.clone(),
+        };
+        let thread = match thread::Builder::new()
+            .name(format!("plugin:{name}"))
+            .spawn(move || runner.run(ready_tx, go_rx, stop_rx))
+        {
+            Ok(t) => t,
+            Err(e) => return refuse(self, format!("cannot start its thread: {e}")),
+        };
+        let loaded = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| Err("it did not load within 10 s".into()));
+        // The image is mapped now (or refused): the private copy's name is no longer needed.
+        let _ = fs::remove_file(&staged);
+        let version = match loaded {
+            Ok(v) => v,
+            Err(why) => {
+                drop(go_tx); // the new thread ends without starting
+                let _ = thread.join();
+                handle.revoke();
+                return refuse(self, why);
+            }
+        };
+        // Stop the old version first: two versions never trade at once.
+        let previous = self.stop_plugin(name).or_else(|| self.cursors.remove(name));
+        let go = match previous {
+            Some(delivered) => Go { delivered, replay_until: 0 },
+            None => match load_cursor(&self.settings.state_dir, name) {
+                Some(c) => Go { delivered: c.delivered, replay_until: if c.clean { 0 } else { self.tap.durable() } },
+                None if setting(
+                    &fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default(),
+                    "history",
+                ) == Some("all") =>
+                {
+                    Go { delivered: 0, replay_until: 0 }
+                }
+                None => Go { delivered: self.tap.durable(), replay_until: 0 },
+            },
+        };
+        log::info!("plugin {name}: version {version:?} (tag {tag}) starts after fill #{}", go.delivered);
+        let _ = go_tx.send(go);
+        self.view.update(name, |s| {
+            s.version = version.clone();
+            s.tag = tag.clone();
+            s.state = "running".into();
+            s.problem.clear();
+            s.loads += 1;
+        });
+        self.running.insert(
+            name.to_string(),
+            Running { seen, stop: Some(stop_tx), thread, handle, busy_since, stalled: false },
+        );
+    }
+
+    /// Stops and joins `name`'s thread; returns its delivered cursor.
+    fn stop_plugin(&mut self, name: &str) -> Option<u64> {
+        let mut r = self.running.remove(name)?;
+        r.handle.revoke();
+        drop(r.stop.take());
+        let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true });
+        self.cursors.insert(name.to_string(), ended.delivered);
+        self.view.update(name, |s| {
+            s.state = if ended.failed { "disabled".into() } else { "stopped".into() };
+            s.delivered = ended.delivered;
+        });
+        Some(ended.delivered)
+    }
+}
+
+/// One plugin's thread: the only thread its code ever runs on.
+struct Runner {
+    name: String,
+    tag: String,
+    settings_text: String,
+    staged: PathBuf,
+    state_dir: PathBuf,
+    fill_log: PathBuf,
+    tick_every: Duration,
+    fills: Receiver<FillRecord>,
+    tap: FillTap,
+    replies: Receiver<Reply>,
+    handle: StrategyHandle,
+    rules: LiveRules,
+    executor: ExecutorLink,
+    busy_since: Arc<AtomicU64>,
+    view: PluginView,
+}
+
+/// What the plugin's host callbacks reach.
+struct Services {
+    name: String,
+    handle: StrategyHandle,
+    rules: LiveRules,
+}
+
+fn parse_side(v: u8) -> Side {
+    if v == abi::SIDE_SELL {
+        Side::Sell
+    } else {
+        Side::Buy
+    }
+}
+
+impl HostServices for Services {
+    fn submit(&mut self, i: IntentIn<'_>) -> Result<u64, i32> {
+        let refused = abi::STATUS_REFUSED;
+        let dec = |s: &str| s.parse::<Decimal>().map_err(|_| refused);
+        let order = || {
+            if i.order_id != 0 {
+                Ok(OrderRef::Id(i.order_id))
+            } else if !i.client_order_id.is_empty() {
+                Ok(OrderRef::ClientId(i.client_order_id.to_string()))
+            } else {
+                Err(refused)
+            }
+        };
+        let symbol = i.symbol.to_string();
+        let intent = match i.kind {
+            abi::INTENT_PLACE => {
+                Intent::Place { symbol, side: parse_side(i.side), price: dec(i.price)?, qty: dec(i.qty)? }
+            }
+            abi::INTENT_CANCEL => Intent::Cancel { symbol, order: order()? },
+            abi::INTENT_CANCEL_ALL => Intent::CancelAll { symbol },
+            abi::INTENT_REPLACE => Intent::Replace {
+                symbol,
+                order: order()?,
+                side: parse_side(i.side),
+                price: dec(i.price)?,
+                qty: dec(i.qty)?,
+            },
+            _ => return Err(refused),
+        };
+        self.handle.submit(intent).map_err(|e| {
+            log::debug!("plugin {}: intent refused: {e}", self.name);
+            refused
+        })
+    }
+
+    fn log(&self, level: i32, msg: &str) {
+        let level = match level {
+            abi::LOG_ERROR => log::Level::Error,
+            abi::LOG_WARN => log::Level::Warn,
+            abi::LOG_INFO => log::Level::Info,
+            _ => log::Level::Debug,
+        };
+        // Bounded: a plugin must not be able to flood the daemon's log with one call.
+        let msg: String = msg.chars().take(2000).collect();
+        log::log!(target: "binance_syncd::plugin", level, "plugin {}: {msg}", self.name);
+    }
+
+    fn rules(&self, symbol: &str) -> Option<String> {
+        self.rules.snapshot().raw_symbols.get(symbol).map(|v| v.to_string())
+    }
+}
+
+/// Fields of a fill as the ABI passes them, kept alive for the call.
+struct FillText {
+    price: String,
+    qty: String,
+    quote_qty: String,
+    commission: String,
+}
+
+impl Runner {
+    fn run(self, ready: Sender<Result<String, String>>, go: Receiver<Go>, stop: Receiver<()>) -> Ended {
+        let services = Services { name: self.name.clone(), handle: self.handle.clone(), rules: self.rules.clone() };
+        let mut plugin = match Plugin::load(&self.staged, Box::new(services)) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return Ended { delivered: 0, failed: true };
+            }
+        };
+        let _ = ready.send(Ok(plugin.version().to_string()));
+        let Ok(go) = go.recv() else {
+            // Refused after loading (the swap was abandoned): never started.
+            return Ended { delivered: 0, failed: false };
+        };
+        let mut run =
+            Delivery { delivered: go.delivered, replay_until: go.replay_until, reader: Reader::new(&self.fill_log) };
+        save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
+        let snapshot = self.snapshot();
+        let started = self.call(|| plugin.start(&self.name, &self.settings_text, &snapshot));
+        if started != abi::STATUS_OK {
+            self.failed(started, "start");
+            self.finish(&run, false);
+            return Ended { delivered: run.delivered, failed: true };
+        }
+        let mut prices: HashMap<String, (Decimal, Decimal)> = HashMap::new();
+        let mut balances: HashMap<String, (Decimal, Decimal)> = HashMap::new();
+        let mut next_tick = Instant::now();
+        let outcome = loop {
+            // Lines the channel could not hold, or that came before this version started.
+            if self.tap.durable() > run.delivered {
+                if let Err(status) = self.catch_up(&mut plugin, &mut run, self.tap.durable()) {
+                    break Err(status);
+                }
+            }
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            crossbeam_channel::select_biased! {
+                recv(stop) -> _ => break Ok(()),
+                recv(self.fills) -> fill => {
+                    let Ok(fill) = fill else { break Ok(()) };
+                    if fill.seq <= run.delivered {
+                        continue;
+                    }
+                    if fill.seq > run.delivered + 1 {
+                        if let Err(status) = self.catch_up(&mut plugin, &mut run, fill.seq - 1) {
+                            break Err(status);
+                        }
+                    }
+                    if let Err(status) = self.deliver(&mut plugin, &mut run, &fill) {
+                        break Err(status);
+                    }
+                    save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
+                }
+                recv(self.replies) -> reply => {
+                    let Ok(reply) = reply else { continue };
+                    let status = self.order_update(&mut plugin, &reply);
+                    if status != abi::STATUS_OK {
+                        break Err(status);
+                    }
+                }
+                default(wait) => {
+                    next_tick = Instant::now() + self.tick_every;
+                    if let Err(status) = self.tick(&mut plugin, &mut prices, &mut balances) {
+                        break Err(status);
+                    }
+                }
+            }
+        };
+        let failed = match outcome {
+            Ok(()) => {
+                let status = self.call(|| plugin.stop());
+                if status != abi::STATUS_OK {
+                    self.failed(status, "stop");
+                }
+                false
+            }
+            Err(status) => {
+                self.failed(status, "a callback");
+                true
+            }
+        };
+        self.handle.revoke();
+        drop(plugin); // destroy, then close the library: this thread is the only one it ran on
+        self.finish(&run, !failed);
+        Ended { delivered: run.delivered, failed }
+    }
+
+    fn finish(&self, run: &Delivery, clean: bool) {
+        save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean });
+        self.view.update(&self.name, |s| s.delivered = run.delivered);
+    }
+
+    fn failed(&self, status: i32, what: &str) {
+        let why =
+            if status == abi::STATUS_PANICKED { "panicked".to_string() } else { format!("returned status {status}") };
+        log::error!("plugin {}: {what} {why}; disabled until its file changes", self.name);
+        self.view.update(&self.name, |s| s.problem = format!("{what} {why}"));
+    }
+
+    /// Runs one callback with the stall clock on.
+    fn call(&self, f: impl FnOnce() -> abi::Status) -> abi::Status {
+        self.busy_since.store(now_ms().max(1), Ordering::Release);
+        let status = f();
+        self.busy_since.store(0, Ordering::Release);
+        status
+    }
+
+    fn catch_up(&self, plugin: &mut Plugin, run: &mut Delivery, until: u64) -> Result<(), i32> {
+        while run.delivered < until {
+            let batch = match run.reader.read_after(run.delivered, BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!("plugin {}: cannot read the fill log ({e}); retrying", self.name);
+                    return Ok(());
+                }
+            };
+            if batch.is_empty() {
+                return Ok(()); // the line is not readable yet; the next wake tries again
+            }
+            for fill in batch.iter().filter(|f| f.seq <= until) {
+                self.deliver(plugin, run, fill)?;
+            }
+            save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
+        }
+        Ok(())
+    }
+
+    fn deliver(&self, plugin: &mut Plugin, run: &mut Delivery, fill: &FillRecord) -> Result<(), i32> {
+        if fill.seq != run.delivered + 1 {
+            return Ok(()); // never out of order: the caller fills the gap first
+        }
+        let text = FillText {
+            price: fill.price.to_string(),
+            qty: fill.qty.to_string(),
+            quote_qty: fill.quote_qty.to_string(),
+            commission: fill.commission.to_string(),
+        };
+        let f = abi::Fill {
+            seq: fill.seq,
+            trade_id: fill.trade_id,
+            order_id: fill.order_id,
+            time_ms: fill.time,
+            symbol: abi::Str::of(&fill.symbol),
+            client_order_id: abi::Str::of(&fill.client_order_id),
+            price: abi::Str::of(&text.price),
+            qty: abi::Str::of(&text.qty),
+            quote_qty: abi::Str::of(&text.quote_qty),
+            commission: abi::Str::of(&text.commission),
+            commission_asset: abi::Str::of(&fill.commission_asset),
+            side: if fill.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
+            maker: u8::from(fill.maker),
+            replayed: u8::from(fill.seq <= run.replay_until),
+            _reserved: 0,
+        };
+        let status = self.call(|| plugin.on_fill(&f));
+        run.delivered = fill.seq;
+        self.view.update(&self.name, |s| s.delivered = fill.seq);
+        if status != abi::STATUS_OK {
+            return Err(status);
+        }
+        Ok(())
+    }
+
+    fn order_update(&self, plugin: &mut Plugin, reply: &Reply) -> abi::Status {
+        let mut u = Update::default();
+        match &reply.outcome {
+            Outcome::Placed(p) => {
+                u.kind = abi::UPDATE_PLACED;
+                u.placed(p);
+            }
+            Outcome::Replaced { placed, .. } => {
+                u.kind = abi::UPDATE_REPLACED;
+                u.placed(placed);
+            }
+            Outcome::Canceled(c) => {
+                u.kind = abi::UPDATE_CANCELED;
+                u.symbol = c.symbol.clone();
+                u.order_id = c.order_id;
+                u.client_order_id = c.client_order_id.clone();
+            }
+            Outcome::CanceledAll { symbol, canceled, failed } => {
+                u.kind = abi::UPDATE_CANCELED_ALL;
+                u.symbol = symbol.clone();
+                u.reason = format!("{} canceled, {} failed", canceled.len(), failed.len());
+            }
+            Outcome::Refused { rule, reason } => {
+                u.kind = abi::UPDATE_REFUSED;
+                u.status = rule.clone();
+                u.reason = reason.clone();
+            }
+            Outcome::Rejected { code, msg, .. } => {
+                u.kind = abi::UPDATE_REJECTED;
+                u.code = *code;
+                u.reason = msg.clone();
+            }
+            Outcome::Unknown { client_order_id } => {
+                u.kind = abi::UPDATE_UNKNOWN;
+                u.client_order_id = client_order_id.clone();
+            }
+            Outcome::NotDone { client_order_id, reason } => {
+                u.kind = abi::UPDATE_NOT_DONE;
+                u.client_order_id = client_order_id.clone();
+                u.reason = reason.clone();
+            }
+        }
+        let raw = abi::OrderUpdate {
+            request: reply.request,
+            order_id: u.order_id,
+            code: u.code,
+            symbol: abi::Str::of(&u.symbol),
+            client_order_id: abi::Str::of(&u.client_order_id),
+            price: abi::Str::of(&u.price),
+            qty: abi::Str::of(&u.qty),
+            status: abi::Str::of(&u.status),
+            reason: abi::Str::of(&u.reason),
+            kind: u.kind,
+            side: u.side,
+            resolved: u8::from(reply.resolved),
+            _reserved: [0; 5],
+        };
+        self.call(|| plugin.on_order(&raw))
+    }
+
+    /// The periodic tick, plus price and balance updates when the executor's view changed.
+    fn tick(
+        &self,
+        plugin: &mut Plugin,
+        prices: &mut HashMap<String, (Decimal, Decimal)>,
+        balances: &mut HashMap<String, (Decimal, Decimal)>,
+    ) -> Result<(), i32> {
+        let view = self.executor.view();
+        for (symbol, bid, ask) in &view.quotes {
+            if prices.get(symbol) == Some(&(*bid, *ask)) {
+                continue;
+            }
+            prices.insert(symbol.clone(), (*bid, *ask));
+            let (b, a) = (bid.to_string(), ask.to_string());
+            let p = abi::Price { symbol: abi::Str::of(symbol), bid: abi::Str::of(&b), ask: abi::Str::of(&a) };
+            let status = self.call(|| plugin.on_price(&p));
+            if status != abi::STATUS_OK {
+                return Err(status);
+            }
+        }
+        for (asset, free, locked) in &view.balances {
+            if balances.get(asset) == Some(&(*free, *locked)) {
+                continue;
+            }
+            balances.insert(asset.clone(), (*free, *locked));
+            let (f, l) = (free.to_string(), locked.to_string());
+            let b = abi::Balance { asset: abi::Str::of(asset), free: abi::Str::of(&f), locked: abi::Str::of(&l) };
+            let status = self.call(|| plugin.on_balance(&b));
+            if status != abi::STATUS_OK {
+                return Err(status);
+            }
+        }
+        let status = self.call(|| plugin.on_tick(now_ms() as i64));
+        if status != abi::STATUS_OK {
+            return Err(status);
+        }
+        Ok(())
+    }
+
+    /// `start`'s JSON: the symbols' rules, balances and the strategy's own open orders.
+    fn snapshot(&self) -> String {
+        let rules = self.rules.snapshot();
+        let view = self.executor.view();
+        let prefix = format!("sd-{}-", self.tag);
+        let orders: Vec<serde_json::Value> = view
+            .open_orders
+            .iter()
+            .filter(|o| o.client_order_id.starts_with(&prefix))
+            .map(|o| {
+                serde_json::json!({"symbol": o.symbol, "order_id": o.order_id, "client_order_id": o.client_order_id,
+                    "side": o.side.as_str(), "price": o.price.to_string(), "orig_qty": o.orig_qty.to_string(),
+                    "executed_qty": o.executed_qty.to_string()})
+            })
+            .collect();
+        let balances: Vec<serde_json::Value> = view
+            .balances
+            .iter()
+            .map(|(a, f, l)| serde_json::json!({"asset": a, "free": f.to_string(), "locked": l.to_string()}))
+            .collect();
+        serde_json::json!({"tag": self.tag, "symbols": rules.raw_symbols, "balances": balances, "open_orders": orders})
+            .to_string()
+    }
+}
+
+/// An order update's text fields, kept alive for the call.
+#[derive(Default)]
+struct Update {
+    kind: u8,
+    side: u8,
+    order_id: u64,
+    code: i64,
+    symbol: String,
+    client_order_id: String,
+    price: String,
+    qty: String,
+    status: String,
+    reason: String,
+}
+
+impl Update {
+    fn placed(&mut self, p: &crate::executor::Placed) {
+        self.symbol = p.symbol.clone();
+        self.order_id = p.order_id;
+        self.client_order_id = p.client_order_id.clone();
+        self.side = if p.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY };
+        self.price = p.price.to_string();
+        self.qty = p.qty.to_string();
+        self.status = p.status.clone();
+        self.reason = p
+            .adjustments
+            .iter()
+            .map(|a| format!("{} {} -> {}: {}", a.field, a.asked, a.sent, a.why))
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+}
+
+/// A plugin's place in the fill log.
+struct Delivery {
+    delivered: u64,
+    replay_until: u64,
+    reader: Reader,
+}

@@ -1,0 +1,298 @@
+//! Strategy plugins against the paper exchange: hot swap with no gap and no repeat in the fills
+//! a plugin sees, two versions never running at once; a panicking, a failing and a sleeping
+//! plugin leave the daemon, the fill log and another plugin complete; files that are not a
+//! plugin of this ABI are refused while the running version stays.
+
+use crate::sync::{assert_matches_truth, config, fast, fill_whole, read_log, rest_buy, temp_dir, wait_lines};
+use crate::util::{client, init_log, paper_with};
+use binance_syncd::config::Config;
+use binance_syncd::daemon::Daemon;
+use binance_syncd::paper::PaperExchange;
+use binance_syncd::plugin::PluginStatus;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The workspace's target directory (this binary lives in `<target>/debug/deps/`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()).unwrap().to_path_buf()
+}
+
+/// Builds plugin crate `name` with `SYNCD_TEST_PLUGIN_VERSION=version` and returns a private
+/// copy of the `.so` (builds of different versions share one output path, hence the lock).
+pub fn build_plugin(name: &str, version: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let target = target_dir();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", name, "--target-dir"])
+        .arg(&target)
+        .env("SYNCD_TEST_PLUGIN_VERSION", version)
+        .status()
+        .expect("run cargo build for a plugin");
+    assert!(status.success(), "cargo build -p {name} failed");
+    let built = target.join("debug").join(format!("lib{}.so", name.replace('-', "_")));
+    let copy = std::env::temp_dir().join(format!("syncd-plugin-{}-{name}-v{version}.so", std::process::id()));
+    std::fs::copy(&built, &copy).unwrap();
+    copy
+}
+
+/// Installs `so` as `dir/NAME.so` the documented way: a temporary file, then `rename`.
+pub fn install(so: &Path, dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.so.tmp"));
+    std::fs::copy(so, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.so"))).unwrap();
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Rig {
+    ex: PaperExchange,
+    cfg: Config,
+    dir: PathBuf,
+    plugins: PathBuf,
+    daemon: Option<Daemon>,
+    orders: u64,
+}
+
+impl Rig {
+    fn start(name: &str, plugins: &[(&str, &Path, &str)]) -> Rig {
+        init_log();
+        let ex = paper_with(|_| {});
+        let dir = temp_dir(name);
+        let plugin_dir = dir.join("plugins");
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        for (pname, so, conf) in plugins {
+            std::fs::write(plugin_dir.join(format!("{pname}.conf")), conf).unwrap();
+            install(so, &plugin_dir, pname);
+        }
+        let mut cfg = config(&ex, &dir);
+        cfg.plugin_dir = Some(plugin_dir.clone());
+        cfg.plugin_scan = Duration::from_millis(100);
+        cfg.plugin_stall = Duration::from_millis(800);
+        cfg.plugin_tick = Duration::from_millis(100);
+        let daemon = Daemon::start(&cfg, &fast()).unwrap();
+        Rig { ex, cfg, dir, plugins: plugin_dir, daemon: Some(daemon), orders: 0 }
+    }
+
+    fn status(&self, name: &str) -> PluginStatus {
+        self.daemon.as_ref().and_then(|d| d.plugins()).and_then(|v| v.get(name)).unwrap_or_default()
+    }
+
+    fn wait_status(&self, name: &str, what: &str, f: impl Fn(&PluginStatus) -> bool) -> PluginStatus {
+        wait_until(&format!("plugin {name}: {what} (now {:?})", self.status(name)), Duration::from_secs(30), || {
+            f(&self.status(name))
+        });
+        self.status(name)
+    }
+
+    /// One order of another user, filled in one trade: one fill-log line.
+    fn fill(&mut self) {
+        self.orders += 1;
+        let rest = client(&self.ex);
+        let id = rest_buy(&self.ex, &rest, "BTCUSD", "0.01", &format!("web-{}", self.orders));
+        fill_whole(&self.ex, "BTCUSD", id);
+    }
+
+    fn record(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(format!("{name}.rec")))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// The `fill V SEQ REPLAYED` lines of a record as (version, seq).
+fn fills_of(record: &[String]) -> Vec<(String, u64)> {
+    record
+        .iter()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            (p.next() == Some("fill"))
+                .then(|| (p.next().unwrap_or("").to_string(), p.next().and_then(|s| s.parse().ok()).unwrap_or(0)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_swap_while_fills_stream_in_has_no_gap_no_repeat_and_never_two_versions_at_once() {
+    let v1 = build_plugin("test-plugin", "1");
+    let v2 = build_plugin("test-plugin", "2");
+    let dir = temp_dir("plugin-swap-conf");
+    let rec_conf = format!("record = {}\nhistory = all\n", dir.join("rec.rec").display());
+    let mut rig = Rig::start("plugin-swap", &[("rec", &v1, &rec_conf)]);
+    rig.dir = dir;
+    rig.wait_status("rec", "version 1 running", |s| s.version == "1" && s.state == "running");
+    for _ in 0..10 {
+        rig.fill();
+    }
+    // Fills keep coming while the new file is picked up, loaded and swapped in.
+    install(&v2, &rig.plugins, "rec");
+    let end = Instant::now() + Duration::from_secs(30);
+    while rig.status("rec").version != "2" {
+        assert!(Instant::now() < end, "version 2 never started: {:?}", rig.status("rec"));
+        rig.fill();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    for _ in 0..10 {
+        rig.fill();
+    }
+    let total = rig.orders as usize;
+    let fills = wait_lines(&rig.cfg.fill_log, total, Duration::from_secs(20));
+    assert_eq!(fills.len(), total);
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("rec", "every fill delivered", |s| s.delivered == last);
+    let record = rig.record("rec");
+    let seen = fills_of(&record);
+    let seqs: Vec<u64> = seen.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<u64>>(), "no gap, no repeat: {record:?}");
+    assert!(
+        seen.iter().any(|(v, _)| v == "1") && seen.iter().any(|(v, _)| v == "2"),
+        "both versions saw fills: {record:?}"
+    );
+    // Never at once: version 1 stopped before version 2 started, and no v1 line comes after.
+    let stop1 = record.iter().position(|l| l == "stop 1").expect("version 1 stopped");
+    let start2 = record.iter().position(|l| l == "start 2").expect("version 2 started");
+    assert!(stop1 < start2, "{record:?}");
+    assert!(record[start2..].iter().all(|l| !l.starts_with("fill 1 ")), "{record:?}");
+    assert_eq!(rig.status("rec").loads, 2);
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_calm_plugin_complete() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-faults-conf");
+    let conf = |name: &str, extra: &str| {
+        format!("record = {}\nhistory = all\n{extra}\n", dir.join(format!("{name}.rec")).display())
+    };
+    let mut rig = Rig::start(
+        "plugin-faults",
+        &[
+            ("panicky", &so, &conf("panicky", "mode = panic")),
+            ("failing", &so, &conf("failing", "mode = fail")),
+            ("sleepy", &so, &conf("sleepy", "mode = sleep\nsleep_ms = 1500")),
+            ("calm", &so, &conf("calm", "")),
+        ],
+    );
+    rig.dir = dir;
+    for name in ["panicky", "failing", "sleepy", "calm"] {
+        rig.wait_status(name, "running", |s| s.state == "running" || s.state == "disabled");
+    }
+    for _ in 0..6 {
+        rig.fill();
+    }
+    let fills = wait_lines(&rig.cfg.fill_log, 6, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    // The calm plugin gets every fill while the sleeper is still on its second one.
+    rig.wait_status("calm", "all fills", |s| s.delivered == last);
+    assert_eq!(
+        fills_of(&rig.record("calm")).iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<u64>>()
+    );
+    assert!(fills_of(&rig.record("sleepy")).len() < 6, "the sleeper is behind, and nobody waited for it");
+    let panicky = rig.wait_status("panicky", "disabled", |s| s.state == "disabled");
+    assert!(panicky.problem.contains("panicked"), "{panicky:?}");
+    let failing = rig.wait_status("failing", "disabled", |s| s.state == "disabled");
+    assert!(failing.problem.contains("status -2"), "{failing:?}");
+    assert_eq!(fills_of(&rig.record("panicky")).len(), 1, "disabled after its first fill");
+    rig.wait_status("sleepy", "stalled", |s| s.state == "stalled");
+    // The daemon goes on: more fills are logged and reach the calm plugin.
+    rig.fill();
+    let fills = wait_lines(&rig.cfg.fill_log, 7, Duration::from_secs(20));
+    rig.wait_status("calm", "the 7th fill", |s| s.delivered == last + 1);
+    let report = rig.ex.report();
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+    assert_matches_truth(&fills, &report);
+    // Behind but complete: the sleeper got every fill up to where it was stopped, in order.
+    let slept: Vec<u64> = fills_of(&rig.record("sleepy")).iter().map(|(_, s)| *s).collect();
+    assert_eq!(slept, (1..=slept.len() as u64).collect::<Vec<u64>>());
+}
+
+/// Compiles a C file into a shared object with the system compiler.
+fn cc(name: &str, source: &str) -> PathBuf {
+    let dir = temp_dir(&format!("cc-{name}"));
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let so = dir.join(format!("{name}.so"));
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/include");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&so)
+        .arg("-I")
+        .arg(&include)
+        .arg(&c)
+        .status()
+        .expect("cc");
+    assert!(status.success(), "cc {name}.c failed");
+    so
+}
+
+#[test]
+fn wrong_abi_missing_entry_and_not_an_elf_are_refused_and_the_running_version_stays() {
+    let good = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-refuse-conf");
+    let conf = format!("record = {}\n", dir.join("good.rec").display());
+    let rig = Rig::start("plugin-refuse", &[("good", &good, &conf)]);
+    rig.wait_status("good", "running", |s| s.state == "running" && s.version == "1");
+    let no_entry = cc("noentry", "int some_other_symbol(void) { return 0; }\n");
+    let bad_abi = cc(
+        "badabi",
+        "#include \"binance_syncd_plugin.h\"\n\
+         static syncd_plugin_v1 table = { 2, 0, sizeof(syncd_plugin_v1), 0 };\n\
+         const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *host) { (void)host; return &table; }\n",
+    );
+    let junk = rig.dir.join("junk.so");
+    std::fs::write(&junk, "this is not a shared object\n").unwrap();
+    install(&no_entry, &rig.plugins, "noentry");
+    install(&bad_abi, &rig.plugins, "badabi");
+    install(&junk, &rig.plugins, "junk");
+    let s = rig.wait_status("noentry", "refused", |s| s.state == "refused");
+    assert!(s.problem.contains("syncd_plugin_entry_v1"), "{s:?}");
+    let s = rig.wait_status("badabi", "refused", |s| s.state == "refused");
+    assert!(s.problem.contains("ABI 2.x") && s.problem.contains("ABI 1.x"), "{s:?}");
+    let s = rig.wait_status("junk", "refused", |s| s.state == "refused");
+    assert!(s.problem.contains("cannot load"), "{s:?}");
+    // A bad file over a running plugin: refused, and version 1 keeps running.
+    install(&junk, &rig.plugins, "good");
+    let s = rig.wait_status("good", "the new file refused", |s| !s.problem.is_empty());
+    assert_eq!((s.state.as_str(), s.version.as_str()), ("running", "1"), "{s:?}");
+    let _ = read_log(&rig.cfg.fill_log);
+}
+
+#[test]
+fn the_c_example_loads_and_receives_fills() {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/c-example/example.c")).unwrap();
+    let so = cc("c_example", &source);
+    let dir = temp_dir("plugin-c-conf");
+    let conf = format!("record = {}\nhistory = all\n", dir.join("c.rec").display());
+    let mut rig = Rig::start("plugin-c", &[("c_example", &so, &conf)]);
+    rig.dir = dir;
+    rig.wait_status("c_example", "running", |s| s.state == "running" && s.version == "c-example 1");
+    for _ in 0..3 {
+        rig.fill();
+    }
+    let fills = wait_lines(&rig.cfg.fill_log, 3, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("c_example", "every fill", |s| s.delivered == last);
+    let seqs: Vec<u64> = std::fs::read_to_string(rig.dir.join("c.rec"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("fill c ")?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+}
