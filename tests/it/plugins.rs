@@ -65,6 +65,10 @@ struct Rig {
 
 impl Rig {
     fn start(name: &str, plugins: &[(&str, &Path, &str)]) -> Rig {
+        Rig::start_with(name, plugins, |_| {})
+    }
+
+    fn start_with(name: &str, plugins: &[(&str, &Path, &str)], adjust: impl FnOnce(&mut Config)) -> Rig {
         init_log();
         let ex = paper_with(|_| {});
         let dir = temp_dir(name);
@@ -79,6 +83,7 @@ impl Rig {
         cfg.plugin_scan = Duration::from_millis(100);
         cfg.plugin_stall = Duration::from_millis(800);
         cfg.plugin_tick = Duration::from_millis(100);
+        adjust(&mut cfg);
         let daemon = Daemon::start(&cfg, &fast()).unwrap();
         Rig { ex, cfg, dir, plugins: plugin_dir, daemon: Some(daemon), orders: 0 }
     }
@@ -295,4 +300,58 @@ fn the_c_example_loads_and_receives_fills() {
         .filter_map(|l| l.strip_prefix("fill c ")?.split_whitespace().next()?.parse().ok())
         .collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+}
+
+#[test]
+fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
+    let so = build_plugin("grid-maker", "1");
+    let mut rig =
+        Rig::start_with("plugin-grid", &[("grid_maker", &so, "levels = 3\nspacing = 5\nquote = 25\n")], |c| {
+            c.strategy_limits.max_orders_10s = 100;
+        });
+    rig.wait_status("grid_maker", "running", |s| s.state == "running");
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let view = || link.view();
+    wait_until("the grid on both symbols", Duration::from_secs(20), || {
+        view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-gridmake-")).count() >= 12
+    });
+    // Fill some of its orders: each fill makes it quote the other side.
+    let mine: Vec<(String, u64)> = view()
+        .open_orders
+        .iter()
+        .filter(|o| o.client_order_id.starts_with("sd-gridmake-"))
+        .take(4)
+        .map(|o| (o.symbol.clone(), o.order_id))
+        .collect();
+    for (symbol, id) in &mine {
+        fill_whole(&rig.ex, symbol, *id);
+    }
+    rig.fill(); // and someone else's fill, which it must see but not act on
+    let expected = rig.ex.report()["trades"].as_array().unwrap().len();
+    let fills = wait_lines(&rig.cfg.fill_log, expected, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("grid_maker", "every fill", |s| s.delivered == last);
+    wait_until("re-quotes after its fills", Duration::from_secs(20), || view().stats.placed >= 16);
+    let report = rig.ex.report();
+    let mistakes: Vec<&serde_json::Value> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/api/v3/order")))
+        .collect();
+    assert!(mistakes.is_empty(), "the exchange rejected grid orders: {mistakes:?}");
+    let ours: Vec<&serde_json::Value> = report["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["client_order_id"].as_str().is_some_and(|c| c.starts_with("sd-gridmake-")))
+        .collect();
+    assert_eq!(ours.len(), 4);
+    assert!(ours.iter().all(|t| t["maker"] == true), "{ours:?}");
+    let stats = view().stats;
+    assert_eq!((stats.filter_rejections, stats.taker_rejections), (0, 0));
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+    assert_matches_truth(&fills, &report);
 }

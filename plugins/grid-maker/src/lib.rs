@@ -25,7 +25,13 @@ struct Grid {
     /// tickSize and stepSize per symbol, from the exchange rules.
     grids: HashMap<String, (Dec, Dec)>,
     quoted: HashSet<String>,
+    /// Last best bid and ask per symbol.
+    touch: HashMap<String, (Dec, Dec)>,
     placed: u64,
+    /// What each request asked, so a refusal for pace can be tried again later.
+    asked: HashMap<u64, (String, Side, Dec)>,
+    /// Orders refused for the strategy's order rate, retried on later ticks.
+    retry: Vec<(String, Side, Dec)>,
 }
 
 fn filter_value(rules: &serde_json::Value, filter: &str, field: &str) -> Option<Dec> {
@@ -46,7 +52,10 @@ impl Grid {
             return;
         }
         match self.host.place(symbol, side, &price.to_string(), &qty.to_string()) {
-            Ok(_) => self.placed += 1,
+            Ok(request) => {
+                self.placed += 1;
+                self.asked.insert(request, (symbol.to_string(), side, price));
+            }
             Err(e) => self.host.log(Level::Debug, &format!("{symbol}: intent not queued ({e:?})")),
         }
     }
@@ -91,15 +100,19 @@ impl Strategy for Grid {
             symbols,
             grids,
             quoted: HashSet::new(),
+            touch: HashMap::new(),
             placed: 0,
+            asked: HashMap::new(),
+            retry: Vec::new(),
         })
     }
 
     fn on_price(&mut self, price: &Price<'_>) -> Result<(), String> {
+        let (Some(bid), Some(ask)) = (Dec::parse(price.bid), Dec::parse(price.ask)) else { return Ok(()) };
+        self.touch.insert(price.symbol.to_string(), (bid, ask));
         if !self.symbols.contains(price.symbol) || self.quoted.contains(price.symbol) {
             return Ok(());
         }
-        let (Some(bid), Some(ask)) = (Dec::parse(price.bid), Dec::parse(price.ask)) else { return Ok(()) };
         self.quoted.insert(price.symbol.to_string());
         for k in 1..=self.levels {
             let Some(off) = self.offset(price.symbol, k * self.spacing) else { break };
@@ -121,9 +134,12 @@ impl Strategy for Grid {
         let (Some(price), Some(off)) = (Dec::parse(fill.price), self.offset(fill.symbol, self.spacing)) else {
             return Ok(());
         };
+        // The other side, `spacing` ticks from the fill, but never through the touch: the
+        // executor would refuse a price that takes.
+        let touch = self.touch.get(fill.symbol).copied();
         let next = match fill.side {
-            Side::Buy => price.checked_add(off),
-            Side::Sell => price.checked_sub(off),
+            Side::Buy => price.checked_add(off).map(|p| touch.map_or(p, |(_, ask)| p.max(ask))),
+            Side::Sell => price.checked_sub(off).map(|p| touch.map_or(p, |(bid, _)| p.min(bid))),
         };
         if let Some(p) = next {
             self.place(fill.symbol, fill.side.opposite(), p);
@@ -132,8 +148,20 @@ impl Strategy for Grid {
     }
 
     fn on_order(&mut self, update: &OrderUpdate<'_>) -> Result<(), String> {
+        let asked = self.asked.remove(&update.request);
         if matches!(update.kind, UpdateKind::Refused | UpdateKind::Rejected) {
-            self.host.log(Level::Debug, &format!("{}: {} ({})", update.symbol, update.status, update.reason));
+            self.host.log(Level::Debug, &format!("request {}: {} ({})", update.request, update.status, update.reason));
+            // Over its pace: the same quote, a little later. Anything else is not retried.
+            if update.status == "max orders per 10 s" {
+                self.retry.extend(asked);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self, _now_ms: i64) -> Result<(), String> {
+        if let Some((symbol, side, price)) = self.retry.pop() {
+            self.place(&symbol, side, price);
         }
         Ok(())
     }
