@@ -30,6 +30,27 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     /// Print each fill as it lands.
     pub verbose: bool,
+    /// The grid-maker plugin; `None`: look beside this program (`cargo build --release
+    /// --workspace` puts `libgrid_maker.so` there), and trade directly if it is not there.
+    pub plugin: Option<PathBuf>,
+}
+
+/// The grid-maker beside the running program, if it was built.
+fn find_plugin(opts: &DemoOptions) -> Option<PathBuf> {
+    if let Some(p) = &opts.plugin {
+        return Some(p.clone());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let beside = exe.parent()?.join("libgrid_maker.so");
+    beside.is_file().then_some(beside)
+}
+
+/// Installs `so` as `dir/grid_maker.so` the way an operator should: copy, then rename.
+fn install_plugin(so: &Path, dir: &Path) -> Result<(), Error> {
+    let tmp = dir.join(".grid_maker.so.tmp");
+    std::fs::copy(so, &tmp).map_err(Error::io(&tmp))?;
+    let target = dir.join("grid_maker.so");
+    std::fs::rename(&tmp, &target).map_err(Error::io(&target))
 }
 
 /// The grade at the end.
@@ -174,6 +195,26 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     ]
     .into_iter()
     .collect();
+    let mut vars = vars;
+    let plugin = find_plugin(opts);
+    let plugin_dir = opts.dir.join("plugins");
+    if let Some(so) = &plugin {
+        let _ = std::fs::remove_dir_all(&plugin_dir);
+        std::fs::create_dir_all(&plugin_dir).map_err(Error::io(&plugin_dir))?;
+        let conf = plugin_dir.join("grid_maker.conf");
+        std::fs::write(&conf, "# the demo's grid: 3 levels a side, 10 ticks apart, about 20 USD each\nlevels = 3\nspacing = 10\nquote = 20\n")
+            .map_err(Error::io(&conf))?;
+        install_plugin(so, &plugin_dir)?;
+        vars.insert("SYNCD_PLUGIN_DIR", plugin_dir.display().to_string());
+        vars.insert("SYNCD_PLUGIN_SCAN_S", "0.5".into());
+        vars.insert("SYNCD_PLUGIN_TICK_S", "0.5".into());
+        vars.insert("SYNCD_CANCEL_ON_EXIT", "true".into());
+        println!("demo: strategy plugin {} (grid-maker) in {}", so.display(), plugin_dir.display());
+    } else {
+        println!(
+            "demo: no grid-maker plugin beside this program (cargo build --release --workspace builds it); the demo places orders itself"
+        );
+    }
     let config = Config::from_lookup(|k| vars.get(k).cloned(), Needs { credentials: true, symbols: true })
         .map_err(|p| Error::Config(p.join("; ")))?;
     let daemon = Daemon::start(&config, &Tuning::from_config(&config))?;
@@ -192,7 +233,29 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     let mut fired = 0;
     let (mut n, mut placed, mut refused, mut offset) = (0u64, 0usize, 0usize, 0u64);
     let mut printed = 0usize;
+    let (mut swapped, mut swap_reported, mut next_status) = (false, false, Instant::now());
     while start.elapsed() < total {
+        if let Some(so) = plugin.as_ref().filter(|_| !swapped && start.elapsed() >= total / 2) {
+            println!(
+                "demo: installing the plugin again (rename over the old file): the daemon swaps it while fills flow"
+            );
+            install_plugin(so, &plugin_dir)?;
+            swapped = true;
+        }
+        if let Some(view) = daemon.plugins() {
+            if let Some(s) = view.get("grid_maker").filter(|s| swapped && !swap_reported && s.loads >= 2) {
+                let pause = s.last_swap_pause_us.map_or("?".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0));
+                println!(
+                    "demo: plugin swapped: version {} now running from fill #{}, pause {pause}",
+                    s.version, s.delivered
+                );
+                swap_reported = true;
+            }
+        }
+        if opts.verbose && Instant::now() >= next_status {
+            next_status = Instant::now() + Duration::from_secs(3);
+            println!("{}", status_line(&daemon, &ex, printed));
+        }
         if let Some((at, name, params)) = faults.get(fired) {
             if start.elapsed() >= *at {
                 println!("demo: injecting fault {name} {params:?}");
@@ -202,7 +265,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
                 fired += 1;
             }
         }
-        for symbol in &config.symbols {
+        // With the plugin, the grid-maker trades; without it, the demo does.
+        for symbol in config.symbols.iter().filter(|_| plugin.is_none()) {
             n += 1;
             let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
             if let Err(e) = place(&rest, &strategy, symbol, side, n) {
@@ -239,9 +303,36 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    if plugin.is_some() {
+        let stats = daemon.executor().view().stats;
+        placed = stats.placed as usize;
+        refused = (stats.refused + stats.rejected) as usize;
+    }
     daemon.stop(Duration::from_secs(8));
     show(tail(&fill_log, &mut offset), printed, opts.verbose);
     grade(&ex.report(), &fill_log, placed, refused)
+}
+
+/// One line: the stream, fills, orders, weight and plugins.
+fn status_line(daemon: &Daemon, ex: &PaperExchange, fills: usize) -> String {
+    let report = ex.report();
+    let stream = match report["sessions"].as_array().and_then(|s| s.last()) {
+        Some(last) if last["closed_ms"].is_null() => "up",
+        _ => "down",
+    };
+    let view = daemon.executor().view();
+    let plugins: Vec<String> = daemon
+        .plugins()
+        .map(|p| p.all().iter().map(|s| format!("{} {} v{} #{}", s.name, s.state, s.version, s.delivered)).collect())
+        .unwrap_or_default();
+    format!(
+        "status: stream {stream} | fills {fills} | orders placed {} refused {} open {} | peak weight {}/min | plugins [{}]",
+        view.stats.placed,
+        view.stats.refused + view.stats.rejected,
+        view.open_orders.len(),
+        report["peak_weight_1m"],
+        plugins.join(", ")
+    )
 }
 
 /// Prints fills as they land (numbered after the `before` already shown); returns how many.

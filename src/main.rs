@@ -78,7 +78,7 @@ fn init_logging_quiet() {
 
 fn demo(args: &[String]) -> ExitCode {
     use binance_syncd::demo::{run, DemoOptions};
-    let mut opts = DemoOptions { seconds: 30, dir: "syncd-demo".into(), verbose: true };
+    let mut opts = DemoOptions { seconds: 30, dir: "syncd-demo".into(), verbose: true, plugin: None };
     let mut i = 0;
     while i < args.len() {
         match (args[i].as_str(), args.get(i + 1)) {
@@ -90,13 +90,14 @@ fn demo(args: &[String]) -> ExitCode {
                 }
             },
             ("--dir", Some(v)) => opts.dir = v.into(),
+            ("--plugin", Some(v)) => opts.plugin = Some(v.into()),
             ("--quiet", _) => {
                 opts.verbose = false;
                 i += 1;
                 continue;
             }
             ("-h" | "--help", _) => {
-                println!("binance-syncd demo [--seconds N (default 30)] [--dir DIR (default ./syncd-demo)] [--quiet]");
+                println!("binance-syncd demo [--seconds N (default 30)] [--dir DIR (default ./syncd-demo)] [--plugin PATH (default: libgrid_maker.so beside this program)] [--quiet]");
                 return ExitCode::SUCCESS;
             }
             (other, _) => {

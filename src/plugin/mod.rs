@@ -73,6 +73,8 @@ pub struct PluginStatus {
     pub delivered: u64,
     /// Versions loaded since the daemon started.
     pub loads: u64,
+    /// The last swap's pause: the old version's last callback to the new one's first (µs).
+    pub last_swap_pause_us: Option<u64>,
 }
 
 /// The watcher's view, shared with the daemon.
@@ -175,6 +177,8 @@ struct Go {
     delivered: u64,
     /// Lines up to here may have been delivered before a crash.
     replay_until: u64,
+    /// When the previous version's last callback returned (a swap).
+    previous_last_call: Option<Instant>,
 }
 
 /// How a plugin thread ended.
@@ -182,6 +186,7 @@ struct Go {
 struct Ended {
     delivered: u64,
     failed: bool,
+    last_call: Option<Instant>,
 }
 
 /// A running plugin thread.
@@ -284,7 +289,7 @@ impl PluginHost {
         for name in finished {
             if let Some(r) = self.running.remove(&name) {
                 r.handle.revoke();
-                let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true });
+                let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true, last_call: None });
                 self.cursors.insert(name.clone(), ended.delivered);
                 self.parked.insert(name.clone(), r.seen);
                 self.view.update(&name, |s| {
@@ -377,6 +382,7 @@ impl PluginHost {
             executor: self.executor.clone(),
             busy_since: busy_since.clone(),
             view: self.view.clone(),
+            last_call: std::cell::Cell::new(None),
         };
         let thread = match thread::Builder::new()
             .name(format!("plugin:{name}"))
@@ -400,19 +406,18 @@ impl PluginHost {
             }
         };
         // Stop the old version first: two versions never trade at once.
-        let previous = self.stop_plugin(name).or_else(|| self.cursors.remove(name));
+        let previous = match self.stop_plugin(name) {
+            Some(ended) => Some((ended.delivered, ended.last_call)),
+            None => self.cursors.remove(name).map(|d| (d, None)),
+        };
+        let fresh = |delivered, replay_until| Go { delivered, replay_until, previous_last_call: None };
+        let history = fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default();
         let go = match previous {
-            Some(delivered) => Go { delivered, replay_until: 0 },
+            Some((delivered, last_call)) => Go { delivered, replay_until: 0, previous_last_call: last_call },
             None => match load_cursor(&self.settings.state_dir, name) {
-                Some(c) => Go { delivered: c.delivered, replay_until: if c.clean { 0 } else { self.tap.durable() } },
-                None if setting(
-                    &fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default(),
-                    "history",
-                ) == Some("all") =>
-                {
-                    Go { delivered: 0, replay_until: 0 }
-                }
-                None => Go { delivered: self.tap.durable(), replay_until: 0 },
+                Some(c) => fresh(c.delivered, if c.clean { 0 } else { self.tap.durable() }),
+                None if setting(&history, "history") == Some("all") => fresh(0, 0),
+                None => fresh(self.tap.durable(), 0),
             },
         };
         log::info!("plugin {name}: version {version:?} (tag {tag}) starts after fill #{}", go.delivered);
@@ -430,18 +435,18 @@ impl PluginHost {
         );
     }
 
-    /// Stops and joins `name`'s thread; returns its delivered cursor.
-    fn stop_plugin(&mut self, name: &str) -> Option<u64> {
+    /// Stops and joins `name`'s thread; returns how it ended.
+    fn stop_plugin(&mut self, name: &str) -> Option<Ended> {
         let mut r = self.running.remove(name)?;
         r.handle.revoke();
         drop(r.stop.take());
-        let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true });
+        let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true, last_call: None });
         self.cursors.insert(name.to_string(), ended.delivered);
         self.view.update(name, |s| {
             s.state = if ended.failed { "disabled".into() } else { "stopped".into() };
             s.delivered = ended.delivered;
         });
-        Some(ended.delivered)
+        Some(ended)
     }
 }
 
@@ -462,6 +467,7 @@ struct Runner {
     executor: ExecutorLink,
     busy_since: Arc<AtomicU64>,
     view: PluginView,
+    last_call: std::cell::Cell<Option<Instant>>,
 }
 
 /// What the plugin's host callbacks reach.
@@ -546,23 +552,27 @@ impl Runner {
             Ok(p) => p,
             Err(e) => {
                 let _ = ready.send(Err(e.to_string()));
-                return Ended { delivered: 0, failed: true };
+                return Ended { delivered: 0, failed: true, last_call: None };
             }
         };
         let _ = ready.send(Ok(plugin.version().to_string()));
         let Ok(go) = go.recv() else {
             // Refused after loading (the swap was abandoned): never started.
-            return Ended { delivered: 0, failed: false };
+            return Ended { delivered: 0, failed: false, last_call: None };
         };
         let mut run =
             Delivery { delivered: go.delivered, replay_until: go.replay_until, reader: Reader::new(&self.fill_log) };
         save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
         let snapshot = self.snapshot();
+        if let Some(previous) = go.previous_last_call {
+            let pause = previous.elapsed().as_micros() as u64;
+            self.view.update(&self.name, |s| s.last_swap_pause_us = Some(pause));
+        }
         let started = self.call(|| plugin.start(&self.name, &self.settings_text, &snapshot));
         if started != abi::STATUS_OK {
             self.failed(started, "start");
             self.finish(&run, false);
-            return Ended { delivered: run.delivered, failed: true };
+            return Ended { delivered: run.delivered, failed: true, last_call: self.last_call.get() };
         }
         let mut prices: HashMap<String, (Decimal, Decimal)> = HashMap::new();
         let mut balances: HashMap<String, (Decimal, Decimal)> = HashMap::new();
@@ -623,7 +633,7 @@ impl Runner {
         self.handle.revoke();
         drop(plugin); // destroy, then close the library: this thread is the only one it ran on
         self.finish(&run, !failed);
-        Ended { delivered: run.delivered, failed }
+        Ended { delivered: run.delivered, failed, last_call: self.last_call.get() }
     }
 
     fn finish(&self, run: &Delivery, clean: bool) {
@@ -643,6 +653,7 @@ impl Runner {
         self.busy_since.store(now_ms().max(1), Ordering::Release);
         let status = f();
         self.busy_since.store(0, Ordering::Release);
+        self.last_call.set(Some(Instant::now()));
         status
     }
 
