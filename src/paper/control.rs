@@ -488,8 +488,15 @@ mod tests {
 
     #[test]
     fn timeline_errors_name_the_line() {
-        assert!(parse_timeline("5s nosuchfault").unwrap_err().starts_with("line 1:"));
-        assert!(parse_timeline("ok\n5x drop").unwrap_err().starts_with("line 1:"));
-        assert!(parse_timeline("5s drop\n1s drop mode").unwrap_err().starts_with("line 2:"));
+        // Each case gets past every check before the one it is about, and the message says
+        // which check refused it, so a case cannot pass by failing somewhere else.
+        let err = parse_timeline("5s nosuchfault").unwrap_err();
+        assert!(err.starts_with("line 1: unknown fault"), "{err}");
+        let err = parse_timeline("ok").unwrap_err();
+        assert!(err.starts_with("line 1: expected `<at> <fault>"), "{err}");
+        let err = parse_timeline("5s drop\n5x drop").unwrap_err();
+        assert!(err.starts_with("line 2: \"5x\" is not a time"), "{err}");
+        let err = parse_timeline("5s drop\n1s drop mode").unwrap_err();
+        assert!(err.starts_with("line 2: \"mode\" is not key=value"), "{err}");
     }
 }

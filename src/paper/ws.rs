@@ -192,6 +192,13 @@ impl WsServer {
     }
 }
 
+// The exchange keeps the server in an `Arc` behind a `Mutex` and drops it from any thread: a
+// field that is not `Send + Sync` must fail the build, not a test run.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<WsServer>();
+};
+
 impl Drop for WsServer {
     fn drop(&mut self) {
         self.stop.take();
@@ -994,61 +1001,6 @@ fn control_reply(text: &str, streams: &mut Vec<String>, format: StreamFormat) ->
     serde_json::to_string(&ControlResult { result, id }).unwrap_or_default()
 }
 
-/// Pushes `events` events of about `event_len` bytes from the hub through a server on loopback
-/// to one tungstenite client, and returns the delivery rate in events per second. For
-/// `--release` runs and profiling (see the ignored test `throughput_one_connection`).
-///
-/// # Errors
-/// The server could not start, or the connection failed before all events arrived.
-pub fn bench_delivery(events: usize, event_len: usize) -> io::Result<f64> {
-    struct AnyKey;
-    impl KeyCheck for AnyKey {
-        fn live_key(&self, _: &str) -> Option<String> {
-            Some("bench".into())
-        }
-        fn now_ms(&self) -> i64 {
-            0
-        }
-    }
-    let hub = StreamHub::new();
-    let server = WsServer::start(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        WsSettings::default(),
-        hub.clone(),
-        Arc::new(AnyKey),
-    )?;
-    let stream = TcpStream::connect(server.local_addr())?;
-    let url = format!("ws://{}/ws/benchkey", server.local_addr());
-    let (mut ws, _) = tungstenite::client(url.as_str(), stream).map_err(|e| io::Error::other(e.to_string()))?;
-    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = received.clone();
-    let pad = "x".repeat(event_len.saturating_sub(30));
-    let started = Instant::now();
-    let publisher = thread::spawn(move || {
-        for n in 0..events {
-            // Stay well below the queue depth, which would cut the connection.
-            while n - seen.load(std::sync::atomic::Ordering::Relaxed) > QUEUE_DEPTH / 2 {
-                thread::yield_now();
-            }
-            hub.publish("benchkey", &format!(r#"{{"e":"bench","E":{n},"p":"{pad}"}}"#));
-        }
-    });
-    let mut count = 0;
-    while count < events {
-        match ws.read() {
-            Ok(Message::Text(_)) => {
-                count += 1;
-                received.store(count, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(_) => {}
-            Err(e) => return Err(io::Error::other(format!("after {count} events: {e}"))),
-        }
-    }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
-    let _ = publisher.join();
-    Ok(rate)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1200,12 +1152,6 @@ mod tests {
         assert_eq!(closed_with(&hub), reason::CLIENT_CLOSED);
         // The close frame is not a message for the rate limit.
         assert_eq!(hub.sessions()[0].messages_received, 0);
-    }
-
-    #[test]
-    fn server_handle_can_be_shared_between_threads() {
-        fn shared<T: Send + Sync>() {}
-        shared::<WsServer>(); // the exchange keeps it in an Arc behind a Mutex
     }
 
     #[test]
@@ -1680,6 +1626,58 @@ mod tests {
         let started = Instant::now();
         drop(server);
         assert!(started.elapsed() < Duration::from_secs(1), "drop took {:?}", started.elapsed());
+    }
+
+    /// Pushes `events` events of about `event_len` bytes from the hub through a server on
+    /// loopback to one tungstenite client, and returns the delivery rate in events per second.
+    /// Test-only: `cargo bench --bench paper` measures the same path through the whole exchange.
+    fn bench_delivery(events: usize, event_len: usize) -> io::Result<f64> {
+        struct AnyKey;
+        impl KeyCheck for AnyKey {
+            fn live_key(&self, _: &str) -> Option<String> {
+                Some("bench".into())
+            }
+            fn now_ms(&self) -> i64 {
+                0
+            }
+        }
+        let hub = StreamHub::new();
+        let server = WsServer::start(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            WsSettings::default(),
+            hub.clone(),
+            Arc::new(AnyKey),
+        )?;
+        let stream = TcpStream::connect(server.local_addr())?;
+        let url = format!("ws://{}/ws/benchkey", server.local_addr());
+        let (mut ws, _) = tungstenite::client(url.as_str(), stream).map_err(|e| io::Error::other(e.to_string()))?;
+        let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = received.clone();
+        let pad = "x".repeat(event_len.saturating_sub(30));
+        let started = Instant::now();
+        let publisher = thread::spawn(move || {
+            for n in 0..events {
+                // Stay well below the queue depth, which would cut the connection.
+                while n - seen.load(std::sync::atomic::Ordering::Relaxed) > QUEUE_DEPTH / 2 {
+                    thread::yield_now();
+                }
+                hub.publish("benchkey", &format!(r#"{{"e":"bench","E":{n},"p":"{pad}"}}"#));
+            }
+        });
+        let mut count = 0;
+        while count < events {
+            match ws.read() {
+                Ok(Message::Text(_)) => {
+                    count += 1;
+                    received.store(count, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(io::Error::other(format!("after {count} events: {e}"))),
+            }
+        }
+        let rate = count as f64 / started.elapsed().as_secs_f64();
+        let _ = publisher.join();
+        Ok(rate)
     }
 
     /// `cargo test --release --lib paper::ws -- --ignored --nocapture`

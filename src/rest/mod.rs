@@ -32,7 +32,7 @@ pub mod sign;
 
 use crate::error::Error;
 use crate::filters::ExchangeRules;
-use crate::ratelimit::RateGate;
+use crate::ratelimit::{Denied, RateGate};
 use crate::secret::Secret;
 use sign::{local_ms, ServerClock, Signer, TimeSample};
 use std::sync::Arc;
@@ -101,7 +101,6 @@ const ORDER_NEW: Endpoint = Endpoint {
     orders: 1,
     mutates: true,
 };
-pub const ORDER_TEST: Endpoint = ep(Method::Post, "/api/v3/order/test", Security::Signed, 1);
 pub const ORDER_QUERY: Endpoint = ep(Method::Get, "/api/v3/order", Security::Signed, 4);
 const ORDER_CANCEL: Endpoint = Endpoint {
     method: Method::Delete,
@@ -122,8 +121,6 @@ const ORDER_CANCEL_REPLACE: Endpoint = Endpoint {
 pub const OPEN_ORDERS: Endpoint = ep(Method::Get, "/api/v3/openOrders", Security::Signed, 6);
 pub const ALL_ORDERS: Endpoint = ep(Method::Get, "/api/v3/allOrders", Security::Signed, 20);
 pub const MY_TRADES: Endpoint = ep(Method::Get, "/api/v3/myTrades", Security::Signed, 20);
-/// `myTrades` with `orderId`: Binance.US charges 5 instead of 20 since 2026-08-31.
-pub const MY_TRADES_BY_ORDER: Endpoint = ep(Method::Get, "/api/v3/myTrades", Security::Signed, 5);
 pub const LISTEN_KEY_NEW: Endpoint = ep(Method::Post, "/api/v3/userDataStream", Security::ApiKey, 2);
 pub const LISTEN_KEY_KEEPALIVE: Endpoint = ep(Method::Put, "/api/v3/userDataStream", Security::ApiKey, 2);
 pub const LISTEN_KEY_CLOSE: Endpoint = ep(Method::Delete, "/api/v3/userDataStream", Security::ApiKey, 2);
@@ -436,14 +433,11 @@ impl RestClient {
                 }
                 request_timeout = Some(limit.saturating_sub(start.elapsed()).max(Duration::from_millis(100)));
             }
-            Admission::Share(pct) => {
-                if let Err(wait) = self.gate.try_acquire(ep.weight, ep.orders, pct) {
-                    if wait == Duration::MAX {
-                        return Err(Error::Stopped);
-                    }
-                    return Err(Error::RateLimited { retry_after: wait });
-                }
-            }
+            Admission::Share(pct) => match self.gate.try_acquire(ep.weight, ep.orders, pct) {
+                Ok(()) => {}
+                Err(Denied::Closed) => return Err(Error::Stopped),
+                Err(Denied::Wait(retry_after)) => return Err(Error::RateLimited { retry_after }),
+            },
         }
         let mut query = encode_params(params);
         if ep.security == Security::Signed {
@@ -678,7 +672,7 @@ mod tests {
         let disguised = ep(Method::Post, "/api/v3/order", Security::Signed, 1);
         assert!(refuse_orders(&disguised).is_err());
         assert!(refuse_orders(&ep(Method::Delete, "/api/v3/openOrders/", Security::Signed, 1)).is_err());
-        for fine in [ORDER_QUERY, OPEN_ORDERS, ORDER_TEST, ACCOUNT, MY_TRADES] {
+        for fine in [ORDER_QUERY, OPEN_ORDERS, ACCOUNT, MY_TRADES] {
             assert!(refuse_orders(&fine).is_ok(), "{fine:?}");
         }
     }
