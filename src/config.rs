@@ -14,7 +14,7 @@
 //! | `SYNCD_STATE_DIR` | `./syncd-state` | cursors and other state |
 //! | `SYNCD_FILL_LOG` | `$SYNCD_STATE_DIR/fills.jsonl` | the JSON Lines fill log |
 //! | `SYNCD_KEEPALIVE_S` | `1800` | listen-key renewal interval; the key lives 3600 s |
-//! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory watched for strategy `.so` files |
+//! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory for strategy `.so` files: read and checked, not yet loaded or watched |
 //! | `SYNCD_RECV_WINDOW_MS` | `5000` | `recvWindow` on signed requests (1..=60000) |
 //! | `SYNCD_FSYNC` | `always` | `always`: fsync each fill line; `never`: leave it to the OS |
 //! | `SYNCD_CLOCK_SYNC_S` | `600` | how often the server-time offset is re-measured |

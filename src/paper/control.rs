@@ -262,7 +262,7 @@ pub static FAULTS: &[FaultSpec] = &[
         name: "silent",
         params: "",
         effect: "stream connections stay open and send nothing, pings included",
-        run: |c, _| Ok(json!({"connections": c.shared.hub.control(None, StreamItem::Silence)})),
+        run: |c, _| Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Silence)})),
     },
     FaultSpec {
         name: "expire_key",
@@ -288,7 +288,7 @@ pub static FAULTS: &[FaultSpec] = &[
         effect: "the 24 h cut, now: close frame 1001 on every stream connection",
         run: |c, _| {
             let item = StreamItem::Close { code: 1001, reason: "24h cut".into() };
-            Ok(json!({"connections": c.shared.hub.control(None, item)}))
+            Ok(json!({"connections": c.shared.hub.command(None, item)}))
         },
     },
     FaultSpec {
@@ -297,7 +297,7 @@ pub static FAULTS: &[FaultSpec] = &[
         effect: "a `serverShutdown` event on every stream connection",
         run: |c, _| {
             let event = format!("{{\"e\":\"serverShutdown\",\"E\":{}}}", c.now);
-            Ok(json!({"connections": c.shared.hub.control(None, StreamItem::Event(Arc::from(event)))}))
+            Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Event(Arc::from(event)))}))
         },
     },
     FaultSpec {
@@ -481,7 +481,7 @@ fn drop_connections(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
             ws.refuse_for(Duration::from_millis(refuse as u64));
         }
     }
-    Ok(json!({"connections": c.shared.hub.control(None, StreamItem::Drop { rst })}))
+    Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Drop { rst })}))
 }
 
 fn garbage(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
@@ -506,7 +506,7 @@ fn garbage(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
     }
     let mut reached = 0;
     for item in items {
-        reached += c.shared.hub.control(c.key.as_deref(), item);
+        reached += c.shared.hub.command(c.key.as_deref(), item);
     }
     Ok(json!({"frames": reached}))
 }

@@ -9,12 +9,12 @@
 //!
 //! Filters and precision are checked with the crate's own `filters` module, the same code the
 //! daemon uses to pre-check, so there is one implementation of each rule. The JSON this module
-//! emits is built here, field by field, from `../shared/binance-api.md`, not from the daemon's
+//! emits is built here, field by field, from the Binance.US API docs, not from the daemon's
 //! types: a misreading of the API must not be able to pass on both sides.
 //!
-//! The parts, each an `impl Engine` of its own: [`market`] (symbols, prices, market data, the
-//! external trader), [`account`] (balances, listen keys), [`matching`] (order checks, fills,
-//! cancels, queries) and [`events`] (every JSON body and event).
+//! The parts, each an `impl Engine` of its own: `market` (symbols, prices, market data, the
+//! external trader), `account` (balances, listen keys), `matching` (order checks, fills,
+//! cancels, queries) and `events` (every JSON body and event).
 
 mod account;
 mod events;

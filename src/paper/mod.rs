@@ -36,7 +36,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// The documented Binance example key pair (`../shared/binance-api.md` §2.2): the paper
+/// The documented Binance example key pair ("SIGNED Endpoint Examples" in the Binance.US API
+/// docs, <https://docs.binance.us/>): the paper
 /// exchange accepts it by default, so the documented signature vectors work against it.
 pub const DEMO_API_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
 pub const DEMO_API_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";

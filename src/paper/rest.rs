@@ -1,7 +1,7 @@
 //! Binance.US REST semantics for the paper exchange: routing, parameters, authentication,
 //! weights and limits, error codes, and acting out the REST fault knobs of [`super::control`].
 //!
-//! Strict where Binance is strict (`../shared/binance-api.md`): the signature is verified over
+//! Strict where Binance is strict (the Binance.US API docs, <https://docs.binance.us/>): the signature is verified over
 //! the raw query and body as received; checks run in the documented order (API key → timestamp
 //! → timing → signature → parameters → precision → filters → order rate → engine); every
 //! response carries the usage headers; a request inside a 429 hold is answered 418.
@@ -19,7 +19,8 @@ use std::net::IpAddr;
 use std::thread;
 use std::time::Duration;
 
-/// Which weight table the exchange charges (§5.1).
+/// Which weight table the exchange charges (each endpoint's "Weight" in the Binance.US docs,
+/// before and after the 2026-08-31 upgrade in its changelog).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightProfile {
     /// Binance.US before 2026-08-31.
@@ -227,7 +228,7 @@ fn parse_params(req: &Request) -> Result<Params, ApiError> {
     let mut list = split_params(&req.query)?;
     if body_is_form(req) {
         for (k, v) in split_params(&req.body)? {
-            // The query string wins when both carry a name (§1.3).
+            // The query string wins when both carry a name ("General API Information").
             if !list.iter().any(|(name, _)| *name == k) {
                 list.push((k, v));
             }
@@ -522,7 +523,7 @@ impl Shared {
     }
 }
 
-/// The Binance API on the REST port: every request but `/paper/*` (see [`super::route`]).
+/// The Binance API on the REST port: every request but `/paper/*` (see `paper::route`).
 pub fn handle(shared: &Shared, req: Request) -> Outcome {
     // A far exchange: the request arrives late, and so does the answer. Each connection has its
     // own thread, so the wait costs nobody else anything.
@@ -820,7 +821,7 @@ fn my_trades(shared: &Shared, params: &Params) -> Result<Dispatched, Failed> {
     let (start, end) = time_range(params)?;
     let order_id = params.uint("orderId").map_err(fail)?;
     let from_id = params.uint("fromId").map_err(fail)?;
-    // Only the documented combinations (§5.12).
+    // Only the documented combinations ("Account Trade List").
     let combo = (order_id.is_some(), start.is_some(), end.is_some(), from_id.is_some());
     let allowed = matches!(
         combo,
@@ -895,7 +896,7 @@ fn take_fault(
     }
 }
 
-/// `POST /api/v3/order/cancelReplace` (§5.13): filters and the order count before the cancel,
+/// `POST /api/v3/order/cancelReplace` ("Cancel an Existing Order and Send a New Order"): filters and the order count before the cancel,
 /// then the documented outcome table, with `-2021` (409) and `-2022` (400) carrying `data`.
 fn cancel_replace(
     shared: &Shared,
@@ -964,7 +965,7 @@ fn cancel_replace(
                        "cancelResponse": cancel_response, "newOrderResponse": placed}),
             ),
             Err(ne) => {
-                // The one case Binance reports x=REJECTED on the stream (§4.4).
+                // The one case Binance reports x=REJECTED on the stream ("Order Update", execution types).
                 engine.publish_rejected(&order, &ne.msg, now);
                 (
                     409,

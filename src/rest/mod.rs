@@ -57,7 +57,8 @@ impl Method {
     }
 }
 
-/// What a request must carry (`../shared/binance-api.md` §1.2).
+/// What a request must carry: the Binance.US API docs' "Endpoint Security Type" (NONE, API key
+/// header, or SIGNED), <https://docs.binance.us/>.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
     /// Nothing.
@@ -126,7 +127,7 @@ pub const LISTEN_KEY_KEEPALIVE: Endpoint = ep(Method::Put, "/api/v3/userDataStre
 pub const LISTEN_KEY_CLOSE: Endpoint = ep(Method::Delete, "/api/v3/userDataStream", Security::ApiKey, 2);
 
 /// How many times a request is re-signed after `-1021` before the error is returned.
-/// Once, as the reference says (§2.4, §9 rule 2): a second -1021 right after a fresh sync
+/// Once ("Timing Security" in the Binance.US API docs): a second -1021 right after a fresh sync
 /// means something else is wrong, and more tries only cost weight.
 const TIMESTAMP_RETRIES: u32 = 1;
 
@@ -236,7 +237,8 @@ pub fn encode_params(params: &[(&str, &str)]) -> String {
     out
 }
 
-/// The ms timestamp in "…IP banned until 1659146400000. …" (§7.3).
+/// The ms timestamp in "…IP banned until 1659146400000. …" (the 418 message of the Binance.US
+/// API docs' "Rate Limits").
 fn ban_end_ms(msg: &str) -> Option<i64> {
     let rest = msg.split("banned until ").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();

@@ -344,7 +344,7 @@ fn server_shutdown_event_moves_to_a_new_connection() {
     rig.wait_sessions(2);
     wait_until("the old session to close", Duration::from_secs(10), || !rig.sessions()[0]["closed_ms"].is_null());
     let s = rig.sessions();
-    // §3.6: the new connection opens before the old one is dropped, so no event falls between.
+    // On `serverShutdown`, the new connection opens before the old one is dropped, so no event falls between.
     assert!(s[1]["opened_ms"].as_i64() <= s[0]["closed_ms"].as_i64(), "{s:?}");
     rig.trade("ETHUSD");
     rig.finish();

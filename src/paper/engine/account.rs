@@ -105,7 +105,7 @@ impl Engine {
             Some(k) if k.key == key && k.expires_ms > now_ms => {
                 self.listen_key = None;
                 self.note_key(key, "closed", now_ms);
-                self.hub.control(Some(key), StreamItem::Close { code: 1000, reason: "listen key closed".into() });
+                self.hub.command(Some(key), StreamItem::Close { code: 1000, reason: "listen key closed".into() });
                 Ok(())
             }
             _ => Err(ApiError::bad(-1125, "This listenKey does not exist.")),
@@ -130,7 +130,8 @@ impl Engine {
         self.note_key(&k.key, "expired", now_ms);
     }
 
-    /// The key stops existing without a word (§3.7: "a key that silently stops delivering").
+    /// The key stops existing without a word: a key that silently stops delivering, which a
+    /// client must notice by itself.
     pub fn forget_key(&mut self, now_ms: i64) {
         if let Some(k) = self.listen_key.take() {
             self.note_key(&k.key, "forgotten", now_ms);

@@ -1,5 +1,5 @@
 //! The JSON the engine emits, built field by field from the Binance.US API documentation
-//! (https://docs.binance.us/, "User Data Streams" and "Trade Endpoints"), not from the daemon's
+//! (<https://docs.binance.us/>, "User Data Streams" and "Trade Endpoints"), not from the daemon's
 //! types: user-data events (`executionReport`, `outboundAccountPosition`, `balanceUpdate`) and
 //! the bodies of order and trade queries.
 
@@ -43,7 +43,7 @@ impl Engine {
         self.publish(&ev);
     }
 
-    /// One `executionReport` with exactly the documented fields (§4.3).
+    /// One `executionReport` with exactly the documented fields ("Order Update").
     #[allow(clippy::too_many_arguments)]
     pub(super) fn execution_report(
         o: &Order,
@@ -170,7 +170,7 @@ pub(super) fn trade_json(t: &TradeRecord) -> Value {
 }
 
 /// The `POST /api/v3/order` body for the requested response type. LIMIT_MAKER (and every type
-/// but LIMIT and MARKET) defaults to ACK (§5.5).
+/// but LIMIT and MARKET) defaults to ACK ("New Order", `newOrderRespType`).
 pub(super) fn order_response(
     o: &Order,
     now_ms: i64,

@@ -60,7 +60,8 @@ impl SymbolSpec {
         }
     }
 
-    /// The `exchangeInfo` entry, shaped like the documented Binance.US BTCUSD sample (§6.5),
+    /// The `exchangeInfo` entry, shaped like the Binance.US BTCUSD sample pinned in
+    /// `tests/fixtures/exchange_info_btcusd.json`,
     /// including filters a client may not know.
     pub(super) fn exchange_info(&self, max_num_orders: u64) -> Value {
         let p8 = |d: Decimal| fmt8(d);
@@ -87,7 +88,7 @@ impl SymbolSpec {
                 {"filterType": "MAX_NUM_ORDER_LISTS", "maxNumOrderLists": 20},
                 {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
                 {"filterType": "MAX_NUM_ORDER_AMENDS", "maxNumOrderAmends": 10},
-                // A filter type no client knows yet: clients must keep working (§6.1).
+                // A filter type no client knows yet: clients must keep working ("Filters").
                 {"filterType": "PAPER_FUTURE_FILTER", "futureLimit": 3}
             ],
             "permissions": [],
