@@ -149,7 +149,7 @@ impl Daemon {
         let (book_tx, book_rx) = crossbeam_channel::unbounded();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(16);
         let key = KeyCell::default();
-        let spawn_err = |e: std::io::Error| Error::Transport(format!("cannot start a thread: {e}"));
+        let spawn_err = |e: std::io::Error| Error::Internal(format!("cannot start a thread: {e}"));
         let mut threads = Vec::new();
         threads.push(("state", state.spawn(events_rx, writer_link, stop_rx.clone()).map_err(spawn_err)?));
         let stream = Stream {
@@ -310,7 +310,7 @@ pub fn rest_client(config: &Config) -> Arc<RestClient> {
 pub fn watch_signals(exit: Sender<Exit>) -> Result<(), Error> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| Error::Transport(format!("cannot install signal handlers: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -319,6 +319,6 @@ pub fn watch_signals(exit: Sender<Exit>) -> Result<(), Error> {
                 let _ = exit.send(Exit::Signal);
             }
         })
-        .map_err(|e| Error::Transport(format!("cannot start the signal thread: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot start the signal thread: {e}")))?;
     Ok(())
 }

@@ -27,6 +27,9 @@ pub enum Error {
     Decode(String),
     /// A local file (fill log, state, plugin) could not be used.
     Io { path: PathBuf, source: io::Error },
+    /// The process could not get something it needs from the OS (a thread, signal handlers).
+    /// Not retried: the same machine will refuse again, so stop with one message.
+    Internal(String),
     /// The daemon is shutting down; the work was not attempted.
     Stopped,
 }
@@ -55,6 +58,12 @@ impl Error {
         }
     }
 
+    /// Ends the start-up loop: retrying cannot fix a bad setting, an unusable file, a refused
+    /// key or an OS that will not start a thread; everything else may clear up.
+    pub fn ends_start(&self) -> bool {
+        matches!(self, Error::Config(_) | Error::Io { .. } | Error::Internal(_)) || self.is_auth_failure()
+    }
+
     /// The API key is malformed or refused (`-2014`, `-2015`, HTTP 401): retrying cannot help.
     pub fn is_auth_failure(&self) -> bool {
         matches!(self, Error::Api { code: -2014 | -2015, .. } | Error::Api { status: 401, .. })
@@ -72,6 +81,7 @@ impl fmt::Display for Error {
             Error::Transport(what) => write!(f, "transport: {what}"),
             Error::Decode(what) => write!(f, "decode: {what}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Internal(what) => write!(f, "internal: {what}"),
             Error::Stopped => f.write_str("stopped"),
         }
     }
@@ -121,6 +131,9 @@ mod tests {
         assert!(Error::Transport("reset".into()).is_retryable());
         assert!(!Error::OutcomeUnknown("503".into()).is_retryable());
         assert!(Error::Api { status: 400, code: -1021, msg: String::new() }.is_retryable());
+        let spawn = Error::Internal("cannot start a thread".into());
+        assert!(!spawn.is_retryable() && spawn.ends_start());
+        assert!(!Error::Transport("reset".into()).ends_start());
     }
 
     #[test]

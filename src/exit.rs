@@ -6,6 +6,13 @@
 
 use crate::error::Error;
 
+/// Done: a clean stop, or the command did what it was asked.
+pub const OK: u8 = 0;
+/// A runtime failure; the fill log and reconciliation make a restart lossless.
+pub const FAILURE: u8 = 1;
+/// Bad usage, configuration or API key: a person must fix something before a retry can help.
+pub const USAGE: u8 = 2;
+
 /// Why the daemon must stop, sent to `main`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -21,9 +28,9 @@ impl Exit {
     /// The documented exit code: 0 done, 1 runtime failure, 2 bad usage, configuration or key.
     pub fn code(&self) -> u8 {
         match self {
-            Exit::Signal => 0,
-            Exit::Fatal(_) => 2,
-            Exit::Died(_) => 1,
+            Exit::Signal => OK,
+            Exit::Fatal(_) => USAGE,
+            Exit::Died(_) => FAILURE,
         }
     }
 }
@@ -31,10 +38,10 @@ impl Exit {
 /// The exit code of an error that ends the program before (or instead of) the daemon running.
 pub fn error_code(e: &Error) -> u8 {
     match e {
-        Error::Stopped => 0,
-        Error::Config(_) => 2,
-        e if e.is_auth_failure() => 2,
-        _ => 1,
+        Error::Stopped => OK,
+        Error::Config(_) => USAGE,
+        e if e.is_auth_failure() => USAGE,
+        _ => FAILURE,
     }
 }
 
@@ -51,5 +58,6 @@ mod tests {
         assert_eq!(error_code(&Error::Api { status: 401, code: -2015, msg: String::new() }), 2);
         assert_eq!(error_code(&Error::Transport("reset".into())), 1);
         assert_eq!(error_code(&Error::Stopped), 0);
+        assert_eq!(error_code(&Error::Internal("cannot start a thread".into())), 1);
     }
 }

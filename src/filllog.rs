@@ -116,14 +116,6 @@ impl Dedupe {
             })
             .collect()
     }
-
-    /// The highest id seen per symbol.
-    pub fn last_ids(&self) -> HashMap<String, u64> {
-        self.symbols
-            .iter()
-            .filter_map(|(s, ids)| ids.recent.last().copied().or(ids.floor).map(|id| (s.clone(), id)))
-            .collect()
-    }
 }
 
 /// Per-symbol ids kept exactly by the log's dedupe; see [`Dedupe`].
@@ -219,17 +211,8 @@ impl FillLog {
         Ok((log, report))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn contains(&self, symbol: &str, trade_id: u64) -> bool {
         self.seen.contains(symbol, trade_id)
-    }
-
-    /// The highest trade id logged per symbol.
-    pub fn last_ids(&self) -> HashMap<String, u64> {
-        self.seen.last_ids()
     }
 
     /// The lowest trade id the log still knows exactly, per symbol: where a conservative
@@ -459,7 +442,7 @@ mod tests {
         let (mut log, report) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(report.lines, 2);
         assert!(!log.append(&mut fill("BTCUSD", 1)).unwrap());
-        assert_eq!(log.last_ids()["BTCUSD"], 1);
+        assert!(log.contains("BTCUSD", 1) && !log.contains("BTCUSD", 2));
     }
 
     #[test]
@@ -507,6 +490,6 @@ mod tests {
         assert!(!d.insert("S", 9), "below the floor counts as seen");
         assert!(d.insert("S", 13), "a gap inside the window is still fillable");
         assert_eq!(d.symbols["S"].recent.len(), 3);
-        assert_eq!(d.last_ids()["S"], 15);
+        assert_eq!(d.symbols["S"].recent.last(), Some(&15));
     }
 }

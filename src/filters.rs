@@ -2,7 +2,7 @@
 //!
 //! One implementation of each rule serves both sides: the executor rounds and pre-checks every
 //! order with it so that `-1013`/`-1111` never reach the exchange, and the paper exchange rejects
-//! with it. Rules follow `../shared/binance-api.md` §6 (e.g. `price % tickSize == 0`, the
+//! with it. Rules follow "Filters" in the Binance.US API docs, <https://docs.binance.us/> (e.g. `price % tickSize == 0`, the
 //! post-2022 formula; a zero parameter disables its rule).
 //!
 //! Binance adds filter types over time. An unknown type is kept as [`Filter::Unknown`], logged
@@ -732,7 +732,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// The documented Binance.US BTCUSD exchangeInfo (§6.5), plus a NOTIONAL filter, an
+    /// The Binance.US BTCUSD exchangeInfo (pinned in `tests/fixtures/`), plus a NOTIONAL filter, an
     /// exchange filter and a filter type nobody has heard of.
     fn rules() -> ExchangeRules {
         let mut body: Value =

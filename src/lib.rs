@@ -8,14 +8,24 @@
 //! | [`config`] | environment → validated [`config::Config`]; one message per problem |
 //! | [`secret`] | [`secret::Secret`]: redacted `Debug`, no `Display`, one `expose()` |
 //! | [`error`] | the one [`error::Error`] enum, grouped by what the caller should do |
+//! | [`exit`] | why the daemon stops, and the one mapping from error or exit reason to exit code |
 //! | [`decimal`] | exact decimals for every price and quantity; no `f64` on those paths |
 //! | [`model`] | domain enums: side, order type |
+//! | [`wire`] | serde types spelled like Binance's JSON; no logic |
 //! | [`rest`] | blocking REST client: signing, server clock, usage headers, error mapping |
 //! | [`ratelimit`] | the process-wide gate: weight and order budgets, 429/418 holds |
+//! | [`backoff`] | reconnect pacing: exponential backoff with jitter, a cap per window; pure |
 //! | [`filters`] | `exchangeInfo` rules and pure check/round functions, shared with the paper exchange |
+//! | [`rules`] | the one owner of the live exchange rules: read at start, refreshed, snapshots |
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
+//! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects, parsed events → `state` |
+//! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
+//! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
+//! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
+//! | [`demo`] | `demo`: the whole product on the paper exchange, in one process |
+//! | [`paper`] | the Binance.US-compatible paper exchange (REST + WS + faults); imports none of the roles |
 #![deny(unsafe_code)]
 
 pub mod backoff;

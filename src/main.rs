@@ -3,6 +3,7 @@
 //! Exit codes: 0 done, 1 runtime failure, 2 bad usage or configuration.
 
 use binance_syncd::config::{Config, Needs};
+use binance_syncd::exit;
 use binance_syncd::rest::ACCOUNT;
 use binance_syncd::Error;
 use std::process::ExitCode;
@@ -86,7 +87,7 @@ fn demo(args: &[String]) -> ExitCode {
                 Ok(s) => opts.seconds = s,
                 Err(_) => {
                     eprintln!("binance-syncd demo: --seconds {v:?} is not a whole number");
-                    return ExitCode::from(2);
+                    return ExitCode::from(exit::USAGE);
                 }
             },
             ("--dir", Some(v)) => opts.dir = v.into(),
@@ -102,7 +103,7 @@ fn demo(args: &[String]) -> ExitCode {
             }
             (other, _) => {
                 eprintln!("binance-syncd demo: unknown option {other:?}; see demo --help");
-                return ExitCode::from(2);
+                return ExitCode::from(exit::USAGE);
             }
         }
         i += 2;
@@ -131,12 +132,12 @@ fn demo(args: &[String]) -> ExitCode {
             if s.ok() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(exit::FAILURE)
             }
         }
         Err(e) => {
             eprintln!("binance-syncd demo: {e}");
-            ExitCode::from(1)
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
@@ -175,7 +176,7 @@ fn main() -> ExitCode {
         }
         Some(other) => {
             eprintln!("binance-syncd: unknown command or extra argument {other:?}; see --help");
-            ExitCode::from(2)
+            ExitCode::from(exit::USAGE)
         }
     }
 }
@@ -185,7 +186,7 @@ fn load_config(needs: Needs) -> Result<Config, ExitCode> {
         for p in &problems {
             eprintln!("binance-syncd: {p}");
         }
-        ExitCode::from(2)
+        ExitCode::from(exit::USAGE)
     })
 }
 
@@ -200,7 +201,7 @@ fn run() -> ExitCode {
     let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
     if let Err(e) = watch_signals(exit_tx) {
         eprintln!("binance-syncd: {e}");
-        return ExitCode::from(1);
+        return ExitCode::from(error_code(&e));
     }
     let tuning = Tuning::from_config(&config);
     let rest = binance_syncd::daemon::rest_client(&config);
@@ -225,7 +226,7 @@ fn run() -> ExitCode {
         match Daemon::start_with(&config, &tuning, rest.clone()) {
             Ok(d) => break d,
             Err(Error::Stopped) => return ExitCode::SUCCESS,
-            Err(e) if matches!(e, Error::Config(_) | Error::Io { .. }) || e.is_auth_failure() => {
+            Err(e) if e.ends_start() => {
                 eprintln!("binance-syncd: {e}");
                 return ExitCode::from(error_code(&e));
             }
@@ -283,11 +284,7 @@ fn check() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("binance-syncd: check failed: {e}");
-            if matches!(e, Error::Config(_)) || e.is_auth_failure() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(exit::error_code(&e))
         }
     }
 }

@@ -327,6 +327,15 @@ impl Budget {
     }
 }
 
+/// Why [`RateGate::try_acquire`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The gate is closed: the process is stopping, so the request must not go at all.
+    Closed,
+    /// The budget (or a 429/418 hold) would let it go after this long.
+    Wait(Duration),
+}
+
 /// The shared, thread-safe gate. Clone the `Arc`, not the gate.
 #[derive(Debug)]
 pub struct RateGate {
@@ -353,10 +362,10 @@ impl RateGate {
     }
 
     /// Counts the request and returns `Ok` if it may go now within `share_pct` % of each
-    /// limit; otherwise how long it would have to wait. Never blocks.
-    pub fn try_acquire(&self, weight: u64, orders: u64, share_pct: u64) -> Result<(), Duration> {
+    /// limit; otherwise why not. Never blocks.
+    pub fn try_acquire(&self, weight: u64, orders: u64, share_pct: u64) -> Result<(), Denied> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Duration::MAX);
+            return Err(Denied::Closed);
         }
         let now = self.now();
         let mut budget = self.lock();
@@ -365,7 +374,7 @@ impl RateGate {
                 budget.commit(now, weight, orders);
                 Ok(())
             }
-            Err(hold) => Err(Duration::from_millis(hold.wait_ms().max(1) as u64)),
+            Err(hold) => Err(Denied::Wait(Duration::from_millis(hold.wait_ms().max(1) as u64))),
         }
     }
 
@@ -604,11 +613,33 @@ mod tests {
     fn close_releases_waiters() {
         let gate = Arc::new(RateGate::new(limits(6000, 100), Arc::new(ServerClock::new())));
         gate.on_418(Some(Duration::from_secs(3600)));
-        let waiter = {
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        {
             let gate = gate.clone();
-            std::thread::spawn(move || gate.acquire(1, 0))
-        };
+            std::thread::spawn(move || {
+                let _ = done_tx.send(gate.acquire(1, 0));
+            });
+        }
+        // `waits` is counted under the lock just before the condvar wait, which gives the lock
+        // up atomically: once we see it, the waiter is parked inside `acquire`, so `close`
+        // below has to wake it (not merely be seen by a waiter that has not started yet).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gate.stats().waits == 0 {
+            assert!(Instant::now() < deadline, "the waiter never reached acquire's wait");
+            std::thread::yield_now();
+        }
         gate.close();
-        assert!(!waiter.join().unwrap());
+        // Bounded: a close that wakes nobody fails here instead of hanging for the 1 h ban.
+        let got = done_rx.recv_timeout(Duration::from_secs(5)).expect("close did not release the waiter");
+        assert!(!got);
+    }
+
+    #[test]
+    fn try_acquire_says_closed_or_how_long() {
+        let gate = RateGate::new(limits(10, 100), Arc::new(ServerClock::new()));
+        assert_eq!(gate.try_acquire(10, 0, 100), Ok(()));
+        assert!(matches!(gate.try_acquire(10, 0, 100), Err(Denied::Wait(d)) if d > Duration::ZERO));
+        gate.close();
+        assert_eq!(gate.try_acquire(1, 0, 100), Err(Denied::Closed));
     }
 }

@@ -245,7 +245,7 @@ pub struct Stream {
 /// Why a connection ended.
 enum End {
     Stop,
-    /// `serverShutdown`: a new connection is already open on the same key (§3.6).
+    /// `serverShutdown`: a new connection is already open on the same key ("User Data Streams", `serverShutdown`).
     Handover(Box<WebSocket<Conn>>),
     /// Lost. `quick`: the server was reachable moments ago (silence, expiry, shutdown, a
     /// renewed key), so reconnect after the shortest delay rather than the grown backoff.
@@ -272,7 +272,7 @@ impl Stream {
         let s = &self.settings;
         let mut backoff = Backoff::new(s.backoff_min, s.backoff_max, s.backoff_reset);
         let mut cap = WindowCap::new(15, Duration::from_secs(10));
-        // Binance's own ceiling is 300 connection attempts per 5 minutes per IP (§3.5); stay
+        // Binance's own ceiling is 300 connection attempts per 5 minutes per IP ("WebSocket Limits"); stay
         // well under it even when quick reconnects repeat.
         let mut cap_5m = WindowCap::new(250, Duration::from_secs(300));
         let mut session = 0u64;
@@ -347,7 +347,7 @@ impl Stream {
         }
     }
 
-    /// POST returns the live key or a new one (§3.1); either way it is the one to use.
+    /// POST returns the live key or a new one ("User Data Streams", listen key); either way it is the one to use.
     fn listen_key(&self) -> Result<Secret, Error> {
         let reply: ListenKeyReply = self.rest.call_json(&LISTEN_KEY_NEW, &[])?;
         let key = Secret::new(reply.listen_key);
@@ -359,7 +359,7 @@ impl Stream {
         Ok(key)
     }
 
-    /// §3.6: on `serverShutdown`, open a new connection on the same key first, then read what
+    /// On `serverShutdown` ("User Data Streams"), open a new connection on the same key first, then read what
     /// the old one still holds and close it, so no event falls between the two. `None` if the
     /// new connection cannot be had now (the caller then reconnects the ordinary way).
     fn handover(&self, old: &mut WebSocket<Conn>, key: &Secret, cap: &mut WindowCap) -> Option<WebSocket<Conn>> {

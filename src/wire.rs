@@ -1,14 +1,15 @@
 //! Serde types spelled like Binance's JSON; no logic beyond turning them into domain values.
 //!
 //! One-letter stream keys stay here (`#[serde(rename = "E")] event_time`). Unknown fields are
-//! ignored everywhere: Binance adds fields regularly (`../shared/binance-api.md` §4).
+//! ignored everywhere: Binance adds fields regularly ("User Data Streams" in the Binance.US API
+//! docs, <https://docs.binance.us/>).
 
 use crate::decimal::Decimal;
 use crate::filllog::FillRecord;
 use crate::model::Side;
 use serde::Deserialize;
 
-/// `executionReport` (§4.3): the fields the daemon uses.
+/// `executionReport` ("Order Update"): the fields the daemon uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ExecutionReport {
     #[serde(rename = "E")]
@@ -102,7 +103,7 @@ pub struct Balance {
     pub locked: Decimal,
 }
 
-/// `outboundAccountPosition` (§4.1): absolute balances of the assets that may have changed.
+/// `outboundAccountPosition` ("Account Update"): absolute balances of the assets that may have changed.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccountPosition {
     #[serde(rename = "E")]
@@ -111,7 +112,7 @@ pub struct AccountPosition {
     pub balances: Vec<Balance>,
 }
 
-/// `balanceUpdate` (§4.2): a signed delta from a deposit or withdrawal.
+/// `balanceUpdate` ("Balance Update"): a signed delta from a deposit or withdrawal.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BalanceUpdate {
     #[serde(rename = "E")]
@@ -124,7 +125,7 @@ pub struct BalanceUpdate {
     pub clear_time: i64,
 }
 
-/// `listStatus` (§4.7): kept for completeness; the daemon places no order lists.
+/// `listStatus` ("Order Update", order lists): kept for completeness; the daemon places no order lists.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ListStatus {
     #[serde(rename = "E")]
@@ -181,7 +182,7 @@ pub fn parse_event(text: &str) -> Result<UserEvent, FrameError> {
     })
 }
 
-/// A row of `GET /api/v3/myTrades` (§5.12). What identifies and prices the fill is required;
+/// A row of `GET /api/v3/myTrades` ("Account Trade List"). What identifies and prices the fill is required;
 /// `quoteQty` and `commissionAsset` are tolerated missing or null, since a row we cannot read
 /// would stop reconciliation of its symbol at that row.
 #[derive(Debug, Clone, Deserialize)]
@@ -233,7 +234,7 @@ pub struct QueriedOrder {
 }
 
 /// An order as `POST /order` (RESULT), `DELETE /order`, `GET /order` and `GET /openOrders`
-/// return it (§5.5, §5.7, §5.8): the fields the executor keeps. On a cancel reply
+/// return it ("New Order", "Query Order", "Cancel Order"): the fields the executor keeps. On a cancel reply
 /// `clientOrderId` is the cancel's own id and `origClientOrderId` the order's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -277,7 +278,7 @@ impl OrderReply {
     }
 }
 
-/// `POST /api/v3/order/cancelReplace` when both halves succeeded (§5.13).
+/// `POST /api/v3/order/cancelReplace` when both halves succeeded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelReplaceReply {
@@ -295,7 +296,7 @@ pub struct ListenKeyReply {
 mod tests {
     use super::*;
 
-    // §4.3's canonical sample and the LIMIT_MAKER partial fill built from its lifecycle lines.
+    // The docs' "Order Update" sample and the LIMIT_MAKER partial fill built from its lifecycle.
     const NEW: &str = r#"{"e":"executionReport","E":1788540400101,"s":"BTCUSD","c":"syncd-7f3a-000041","S":"BUY","o":"LIMIT_MAKER","f":"GTC","q":"0.01000000","p":"60000.00000000","P":"0.00000000","F":"0.00000000","g":-1,"C":"","x":"NEW","X":"NEW","r":"NONE","i":123456789,"l":"0.00000000","z":"0.00000000","L":"0.00000000","n":"0","N":null,"T":1788540400100,"t":-1,"I":987654321,"w":true,"m":false,"M":false,"O":1788540400100,"Z":"0.00000000","Y":"0.00000000","Q":"0.00000000","W":1788540400100,"V":"EXPIRE_MAKER"}"#;
 
     fn trade() -> String {

@@ -848,7 +848,7 @@ impl Executor {
             Err(e @ Error::Transport(_)) => {
                 Ok(Some(Outcome::NotDone { client_order_id: client_id, reason: format!("not sent: {e}") }))
             }
-            Err(e @ Error::Stopped) | Err(e @ Error::Config(_)) | Err(e @ Error::Io { .. }) => {
+            Err(e @ (Error::Stopped | Error::Config(_) | Error::Io { .. } | Error::Internal(_))) => {
                 Ok(Some(refused("not sent", e.to_string())))
             }
         }

@@ -1,31 +1,10 @@
 //! Fault injection and the ground-truth report: `POST /paper/fault?name=...`, `GET
 //! /paper/report`, and the timeline file that schedules faults.
 //!
-//! Faults (parameters in brackets, defaults after `=`):
-//!
-//! | name | effect |
-//! |---|---|
-//! | `drop` [mode=rst\|fin, refuse_ms=0] | drop every stream connection without a close frame; refuse new connections for `refuse_ms` |
-//! | `silent` | stream connections stay open and send nothing, pings included |
-//! | `expire_key` | the listen key expires now: `listenKeyExpired`, then nothing |
-//! | `forget_key` | the listen key silently stops existing: no event, connections stay open but get nothing, PUT gets `-1125` |
-//! | `cut` | the 24 h cut, now: close frame 1001 on every stream connection |
-//! | `server_shutdown` | a `serverShutdown` event (§3.6) on every stream connection |
-//! | `duplicate_trade` [count=1] | the next `count` TRADE events are sent twice |
-//! | `drop_events` [count=1] | the next `count` events reach no stream |
-//! | `garbage` [kind=all\|invalid_json\|unknown_event\|big\|binary] | frames a client must survive |
-//! | `burst_429` [count=1, retry_after=1] | the next `count` REST requests get 429 with `Retry-After` seconds |
-//! | `clock_jump` ms=N | the server clock jumps by N ms (negative: back) |
-//! | `order_error` [mode=503\|504\|reset, count=1, on=place\|cancel] | the next order placements (or cancels) are carried out but answered with an error or a reset |
-//! | `rest_delay` ms=N [api_key=K] | every REST request and every answer takes N ms more each way (only those carrying API key K, if given); `ms=0` ends it |
-//! | `hold_rest` path=P [ms=30000] | REST requests to path P wait, unanswered, until `release_rest` (or `ms` pass); the report counts them as `rest_held` |
-//! | `release_rest` | answer every held request and stop holding |
-//! | `fill` symbol=S [order_id=N, whole=false] | fill open orders now (partially about half the time, unless `whole=true`) |
-//! | `touch` symbol=S bid=P | move the market's bid to P (crossed orders fill) |
-//! | `tick` [count=1] | advance the market now |
-//! | `deposit` asset=A amount=X | a deposit: `balanceUpdate` + `outboundAccountPosition` |
-//! | `quiesce` / `resume` | stop / restart market moves and fills |
-//! | `external` pct=N | the external trader acts on N % of market ticks |
+//! Every fault is one row of [`FAULTS`]: its name, its parameters (in brackets when optional,
+//! defaults after `=`), what it does, and the function that does it. Dispatch, the timeline's
+//! name check and README's fault table all come from that one table (a unit test keeps README's
+//! names equal to it).
 //!
 //! Timeline file: one fault per line, `<at> <name> [key=value ...]`, `at` after start as `500ms`,
 //! `5s` or `2m`; `#` starts a comment. Example:
@@ -37,16 +16,16 @@
 //! 30s burst_429 count=2 retry_after=2
 //! ```
 
+use super::engine::Engine;
 use super::http::{Request, Response};
 use super::hub::StreamItem;
-use super::rest::OrderFault;
 use super::Shared;
 use crate::decimal::Decimal;
 use crossbeam_channel::Receiver;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -56,6 +35,30 @@ pub struct FaultRecord {
     pub time_ms: i64,
     pub name: String,
     pub params: Vec<(String, String)>,
+}
+
+/// How the next order placement misbehaves (fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderFault {
+    /// Placed, answered 503 with `-1007`.
+    Status503,
+    /// Placed, answered 504 with a non-JSON body.
+    Status504,
+    /// Placed, then the connection is closed without an answer.
+    Reset,
+}
+
+/// The fault knobs the REST side reads on every request.
+#[derive(Debug, Default)]
+pub struct RestFaults {
+    /// The next `.0` requests get 429 with `Retry-After: .1` seconds.
+    pub burst_429: Option<(u64, u64)>,
+    /// The next `.0` order placements misbehave as `.1`.
+    pub order_fault: Option<(u64, OrderFault)>,
+    /// The next `.0` cancels (`DELETE /api/v3/order`) are carried out, then misbehave as `.1`.
+    pub cancel_fault: Option<(u64, OrderFault)>,
+    /// Every request and every answer is delayed by `.0` (only those with API key `.1`, if set).
+    pub delay: Option<(Duration, Option<String>)>,
 }
 
 /// REST requests held open by `hold_rest`, so a test can keep a client's request in flight for
@@ -171,39 +174,14 @@ pub fn parse_timeline(text: &str) -> Result<Vec<TimelineEntry>, String> {
             let (k, v) = w.split_once('=').ok_or_else(|| format!("line {}: {w:?} is not key=value", n + 1))?;
             params.push((k.to_string(), v.to_string()));
         }
-        if !FAULTS.contains(&name) {
-            return Err(format!("line {}: unknown fault {name:?}; known: {}", n + 1, FAULTS.join(", ")));
+        if fault(name).is_none() {
+            return Err(format!("line {}: unknown fault {name:?}; known: {}", n + 1, fault_names()));
         }
         out.push(TimelineEntry { at, name: name.to_string(), params });
     }
     out.sort_by_key(|e| e.at);
     Ok(out)
 }
-
-pub const FAULTS: &[&str] = &[
-    "drop",
-    "silent",
-    "expire_key",
-    "forget_key",
-    "cut",
-    "server_shutdown",
-    "duplicate_trade",
-    "drop_events",
-    "garbage",
-    "burst_429",
-    "clock_jump",
-    "order_error",
-    "rest_delay",
-    "hold_rest",
-    "release_rest",
-    "fill",
-    "touch",
-    "tick",
-    "deposit",
-    "quiesce",
-    "resume",
-    "external",
-];
 
 pub fn spawn_timeline(
     shared: Arc<Shared>,
@@ -243,169 +221,321 @@ fn dec(params: &[(&str, &str)], name: &str) -> Result<Decimal, String> {
     v.parse().map_err(|_| format!("{name}={v:?} is not a decimal"))
 }
 
+/// What a fault's function is given: the exchange, the server time, and the live listen key
+/// (read before anything else takes the engine lock).
+struct Ctx<'a> {
+    shared: &'a Shared,
+    now: i64,
+    key: Option<String>,
+}
+
+impl Ctx<'_> {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.shared.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rest_faults(&self) -> MutexGuard<'_, RestFaults> {
+        self.shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Params<'a> = [(&'a str, &'a str)];
+
+/// One fault the exchange can act out.
+pub struct FaultSpec {
+    pub name: &'static str,
+    /// Its parameters as README writes them: `[optional=default]`, `required=VALUE`.
+    pub params: &'static str,
+    pub effect: &'static str,
+    run: fn(&Ctx<'_>, &Params<'_>) -> Result<Value, String>,
+}
+
+/// Every fault, in README's order.
+pub static FAULTS: &[FaultSpec] = &[
+    FaultSpec {
+        name: "drop",
+        params: "[mode=rst|fin, refuse_ms=0]",
+        effect: "drop every stream connection without a close frame; refuse new connections for `refuse_ms`",
+        run: drop_connections,
+    },
+    FaultSpec {
+        name: "silent",
+        params: "",
+        effect: "stream connections stay open and send nothing, pings included",
+        run: |c, _| Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Silence)})),
+    },
+    FaultSpec {
+        name: "expire_key",
+        params: "",
+        effect: "the listen key expires now: `listenKeyExpired`, then nothing",
+        run: |c, _| {
+            c.engine().expire_key(c.now, true);
+            Ok(json!({"expired": c.key.is_some()}))
+        },
+    },
+    FaultSpec {
+        name: "forget_key",
+        params: "",
+        effect: "the listen key silently stops existing: no event, connections stay open but get nothing, PUT gets `-1125`",
+        run: |c, _| {
+            c.engine().forget_key(c.now);
+            Ok(json!({"forgotten": c.key.is_some()}))
+        },
+    },
+    FaultSpec {
+        name: "cut",
+        params: "",
+        effect: "the 24 h cut, now: close frame 1001 on every stream connection",
+        run: |c, _| {
+            let item = StreamItem::Close { code: 1001, reason: "24h cut".into() };
+            Ok(json!({"connections": c.shared.hub.command(None, item)}))
+        },
+    },
+    FaultSpec {
+        name: "server_shutdown",
+        params: "",
+        effect: "a `serverShutdown` event on every stream connection",
+        run: |c, _| {
+            let event = format!("{{\"e\":\"serverShutdown\",\"E\":{}}}", c.now);
+            Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Event(Arc::from(event)))}))
+        },
+    },
+    FaultSpec {
+        name: "duplicate_trade",
+        params: "[count=1]",
+        effect: "the next `count` TRADE events are sent twice",
+        run: |c, p| {
+            let mut e = c.engine();
+            e.faults.duplicate_trades += num(p, "count", 1)?.max(0) as u64;
+            Ok(json!({"pending": e.faults.duplicate_trades}))
+        },
+    },
+    FaultSpec {
+        name: "drop_events",
+        params: "[count=1]",
+        effect: "the next `count` events reach no stream",
+        run: |c, p| {
+            let mut e = c.engine();
+            e.faults.drop_events += num(p, "count", 1)?.max(0) as u64;
+            Ok(json!({"pending": e.faults.drop_events}))
+        },
+    },
+    FaultSpec {
+        name: "garbage",
+        params: "[kind=all|invalid_json|unknown_event|big|binary]",
+        effect: "frames a client must survive",
+        run: garbage,
+    },
+    FaultSpec {
+        name: "burst_429",
+        params: "[count=1, retry_after=1]",
+        effect: "the next `count` REST requests get 429 with `Retry-After` seconds",
+        run: |c, p| {
+            let count = num(p, "count", 1)?.max(0) as u64;
+            let retry = num(p, "retry_after", 1)?.max(0) as u64;
+            c.rest_faults().burst_429 = Some((count, retry));
+            Ok(json!({"count": count, "retry_after": retry}))
+        },
+    },
+    FaultSpec {
+        name: "clock_jump",
+        params: "ms=N",
+        effect: "the server clock jumps by N ms (negative: back)",
+        run: |c, p| {
+            c.shared.clock.jump(num(p, "ms", 0)?);
+            Ok(json!({"server_time": c.shared.clock.now_ms()}))
+        },
+    },
+    FaultSpec {
+        name: "order_error",
+        params: "[mode=503|504|reset, count=1, on=place|cancel]",
+        effect: "the next order placements (or cancels) are carried out but answered with an error or a reset",
+        run: order_error,
+    },
+    FaultSpec {
+        name: "rest_delay",
+        params: "ms=N [api_key=K]",
+        effect: "every REST request and every answer takes N ms more each way (only those carrying API key K, if given); `ms=0` ends it",
+        run: |c, p| {
+            let ms = num(p, "ms", 0)?.max(0) as u64;
+            let key = get(p, "api_key").map(str::to_string);
+            c.rest_faults().delay = (ms > 0).then(|| (Duration::from_millis(ms), key));
+            Ok(json!({"ms": ms}))
+        },
+    },
+    FaultSpec {
+        name: "hold_rest",
+        params: "path=P [ms=30000]",
+        effect: "REST requests to path P wait, unanswered, until `release_rest` (or `ms` pass); the report counts them as `rest_held`",
+        run: |c, p| {
+            let path = get(p, "path").ok_or("path is required")?;
+            let ms = num(p, "ms", 30_000)?.max(0) as u64;
+            c.shared.rest_hold.hold(path, Duration::from_millis(ms));
+            Ok(json!({"path": path, "ms": ms}))
+        },
+    },
+    FaultSpec {
+        name: "release_rest",
+        params: "",
+        effect: "answer every held request and stop holding",
+        run: |c, _| Ok(json!({"released": c.shared.rest_hold.release()})),
+    },
+    FaultSpec {
+        name: "fill",
+        params: "symbol=S [order_id=N, whole=false]",
+        effect: "fill open orders now (partially about half the time, unless `whole=true`)",
+        run: |c, p| {
+            let symbol = get(p, "symbol").ok_or("symbol is required")?;
+            let order = match get(p, "order_id") {
+                Some(v) => Some(v.parse::<u64>().map_err(|_| format!("order_id={v:?} is not a number"))?),
+                None => None,
+            };
+            let whole = get(p, "whole") == Some("true");
+            Ok(json!({"filled": c.engine().fill_orders(symbol, c.now, Some(order), whole)}))
+        },
+    },
+    FaultSpec {
+        name: "touch",
+        params: "symbol=S bid=P",
+        effect: "move the market's bid to P (crossed orders fill)",
+        run: |c, p| {
+            let symbol = get(p, "symbol").ok_or("symbol is required")?;
+            let bid = dec(p, "bid")?;
+            let mut e = c.engine();
+            e.set_touch(symbol, bid).map_err(|e| e.msg)?;
+            Ok(json!({"filled": e.fill_crossed(symbol, c.now, None)}))
+        },
+    },
+    FaultSpec {
+        name: "tick",
+        params: "[count=1]",
+        effect: "advance the market now",
+        run: |c, p| {
+            let mut e = c.engine();
+            for _ in 0..num(p, "count", 1)?.clamp(0, 100_000) {
+                e.tick(c.now);
+            }
+            Ok(json!({}))
+        },
+    },
+    FaultSpec {
+        name: "deposit",
+        params: "asset=A amount=X",
+        effect: "a deposit: `balanceUpdate` + `outboundAccountPosition`",
+        run: |c, p| {
+            let asset = get(p, "asset").ok_or("asset is required")?;
+            let amount = dec(p, "amount")?;
+            c.engine().deposit(asset, amount, c.now);
+            Ok(json!({}))
+        },
+    },
+    FaultSpec {
+        name: "quiesce",
+        params: "",
+        effect: "stop market moves and fills",
+        run: |c, _| {
+            c.engine().faults.quiesced = true;
+            Ok(json!({}))
+        },
+    },
+    FaultSpec {
+        name: "resume",
+        params: "",
+        effect: "restart market moves and fills",
+        run: |c, _| {
+            c.engine().faults.quiesced = false;
+            Ok(json!({}))
+        },
+    },
+    FaultSpec {
+        name: "external",
+        params: "pct=N",
+        effect: "the external trader acts on N % of market ticks",
+        run: |c, p| {
+            let pct = num(p, "pct", 0)?.clamp(0, 100) as u64;
+            c.engine().set_external_pct(pct);
+            Ok(json!({}))
+        },
+    },
+];
+
+/// The fault called `name`, if there is one.
+pub fn fault(name: &str) -> Option<&'static FaultSpec> {
+    FAULTS.iter().find(|f| f.name == name)
+}
+
+fn fault_names() -> String {
+    FAULTS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+}
+
+fn drop_connections(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
+    let rst = match get(p, "mode").unwrap_or("rst") {
+        "rst" => true,
+        "fin" => false,
+        other => return Err(format!("mode={other:?}: use rst or fin")),
+    };
+    let refuse = num(p, "refuse_ms", 0)?;
+    // Close the door first: a client quick to reconnect must find it closed.
+    if refuse > 0 {
+        if let Some(ws) = c.shared.ws.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            ws.refuse_for(Duration::from_millis(refuse as u64));
+        }
+    }
+    Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Drop { rst })}))
+}
+
+fn garbage(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
+    let now = c.now;
+    let kind = get(p, "kind").unwrap_or("all");
+    let mut items = Vec::new();
+    if matches!(kind, "all" | "invalid_json") {
+        items.push(StreamItem::Text(Arc::from("{\"e\":\"executionReport\",\"E\":")));
+    }
+    if matches!(kind, "all" | "unknown_event") {
+        items.push(StreamItem::Text(Arc::from(format!("{{\"e\":\"paperMysteryEvent\",\"E\":{now},\"z\":1}}"))));
+    }
+    if matches!(kind, "all" | "big") {
+        let pad = "x".repeat(1 << 20);
+        items.push(StreamItem::Text(Arc::from(format!("{{\"e\":\"paperPadding\",\"E\":{now},\"pad\":\"{pad}\"}}"))));
+    }
+    if matches!(kind, "all" | "binary") {
+        items.push(StreamItem::Binary(Arc::from(vec![0u8, 159, 146, 150, 255, 1, 2, 3])));
+    }
+    if items.is_empty() {
+        return Err(format!("kind={kind:?}: use all, invalid_json, unknown_event, big or binary"));
+    }
+    let mut reached = 0;
+    for item in items {
+        reached += c.shared.hub.command(c.key.as_deref(), item);
+    }
+    Ok(json!({"frames": reached}))
+}
+
+fn order_error(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
+    let mode = match get(p, "mode").unwrap_or("503") {
+        "503" => OrderFault::Status503,
+        "504" => OrderFault::Status504,
+        "reset" => OrderFault::Reset,
+        other => return Err(format!("mode={other:?}: use 503, 504 or reset")),
+    };
+    let count = num(p, "count", 1)?.max(0) as u64;
+    let mut faults = c.rest_faults();
+    match get(p, "on").unwrap_or("place") {
+        "place" => faults.order_fault = Some((count, mode)),
+        "cancel" => faults.cancel_fault = Some((count, mode)),
+        other => return Err(format!("on={other:?}: use place or cancel")),
+    }
+    Ok(json!({"count": count}))
+}
+
 /// Applies one fault. The answer says what it reached.
 pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+    let spec = fault(name).ok_or_else(|| format!("unknown fault {name:?}; known: {}", fault_names()))?;
     let now = shared.clock.now_ms();
     // Stream faults run without the engine lock: a connection mid-handshake needs it to check
     // its key, and `refuse_for` waits for the listener to close.
     let key = shared.engine.lock().unwrap_or_else(|p| p.into_inner()).current_key();
-    let engine = || shared.engine.lock().unwrap_or_else(|p| p.into_inner());
-    let result = match name {
-        "drop" => {
-            let rst = match get(params, "mode").unwrap_or("rst") {
-                "rst" => true,
-                "fin" => false,
-                other => return Err(format!("mode={other:?}: use rst or fin")),
-            };
-            let refuse = num(params, "refuse_ms", 0)?;
-            // Close the door first: a client quick to reconnect must find it closed.
-            if refuse > 0 {
-                if let Some(ws) = shared.ws.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    ws.refuse_for(Duration::from_millis(refuse as u64));
-                }
-            }
-            let reached = shared.hub.control(None, StreamItem::Drop { rst });
-            json!({"connections": reached})
-        }
-        "silent" => json!({"connections": shared.hub.control(None, StreamItem::Silence)}),
-        "expire_key" => {
-            engine().expire_key(now, true);
-            json!({"expired": key.is_some()})
-        }
-        "forget_key" => {
-            engine().forget_key(now);
-            json!({"forgotten": key.is_some()})
-        }
-        "server_shutdown" => {
-            let event = format!("{{\"e\":\"serverShutdown\",\"E\":{now}}}");
-            json!({"connections": shared.hub.control(None, StreamItem::Event(Arc::from(event)))})
-        }
-        "cut" => {
-            let item = StreamItem::Close { code: 1001, reason: "24h cut".into() };
-            json!({"connections": shared.hub.control(None, item)})
-        }
-        "duplicate_trade" => {
-            let mut e = engine();
-            e.faults.duplicate_trades += num(params, "count", 1)?.max(0) as u64;
-            json!({"pending": e.faults.duplicate_trades})
-        }
-        "drop_events" => {
-            let mut e = engine();
-            e.faults.drop_events += num(params, "count", 1)?.max(0) as u64;
-            json!({"pending": e.faults.drop_events})
-        }
-        "garbage" => {
-            let kind = get(params, "kind").unwrap_or("all");
-            let mut items = Vec::new();
-            if matches!(kind, "all" | "invalid_json") {
-                items.push(StreamItem::Text(Arc::from("{\"e\":\"executionReport\",\"E\":")));
-            }
-            if matches!(kind, "all" | "unknown_event") {
-                items.push(StreamItem::Text(Arc::from(format!("{{\"e\":\"paperMysteryEvent\",\"E\":{now},\"z\":1}}"))));
-            }
-            if matches!(kind, "all" | "big") {
-                let pad = "x".repeat(1 << 20);
-                items.push(StreamItem::Text(Arc::from(format!(
-                    "{{\"e\":\"paperPadding\",\"E\":{now},\"pad\":\"{pad}\"}}"
-                ))));
-            }
-            if matches!(kind, "all" | "binary") {
-                items.push(StreamItem::Binary(Arc::from(vec![0u8, 159, 146, 150, 255, 1, 2, 3])));
-            }
-            if items.is_empty() {
-                return Err(format!("kind={kind:?}: use all, invalid_json, unknown_event, big or binary"));
-            }
-            let mut reached = 0;
-            for item in items {
-                reached += shared.hub.control(key.as_deref(), item);
-            }
-            json!({"frames": reached})
-        }
-        "burst_429" => {
-            let count = num(params, "count", 1)?.max(0) as u64;
-            let retry = num(params, "retry_after", 1)?.max(0) as u64;
-            shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner()).burst_429 = Some((count, retry));
-            json!({"count": count, "retry_after": retry})
-        }
-        "clock_jump" => {
-            let ms = num(params, "ms", 0)?;
-            shared.clock.jump(ms);
-            json!({"server_time": shared.clock.now_ms()})
-        }
-        "order_error" => {
-            let mode = match get(params, "mode").unwrap_or("503") {
-                "503" => OrderFault::Status503,
-                "504" => OrderFault::Status504,
-                "reset" => OrderFault::Reset,
-                other => return Err(format!("mode={other:?}: use 503, 504 or reset")),
-            };
-            let count = num(params, "count", 1)?.max(0) as u64;
-            let mut faults = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
-            match get(params, "on").unwrap_or("place") {
-                "place" => faults.order_fault = Some((count, mode)),
-                "cancel" => faults.cancel_fault = Some((count, mode)),
-                other => return Err(format!("on={other:?}: use place or cancel")),
-            }
-            json!({"count": count})
-        }
-        "rest_delay" => {
-            let ms = num(params, "ms", 0)?.max(0) as u64;
-            let key = get(params, "api_key").map(str::to_string);
-            let delay = (ms > 0).then(|| (Duration::from_millis(ms), key));
-            shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner()).delay = delay;
-            json!({"ms": ms})
-        }
-        "hold_rest" => {
-            let path = get(params, "path").ok_or("path is required")?;
-            let ms = num(params, "ms", 30_000)?.max(0) as u64;
-            shared.rest_hold.hold(path, Duration::from_millis(ms));
-            json!({"path": path, "ms": ms})
-        }
-        "release_rest" => json!({"released": shared.rest_hold.release()}),
-        "fill" => {
-            let symbol = get(params, "symbol").ok_or("symbol is required")?;
-            let order = match get(params, "order_id") {
-                Some(v) => Some(v.parse::<u64>().map_err(|_| format!("order_id={v:?} is not a number"))?),
-                None => None,
-            };
-            let whole = get(params, "whole") == Some("true");
-            json!({"filled": engine().fill_orders(symbol, now, Some(order), whole)})
-        }
-        "touch" => {
-            let symbol = get(params, "symbol").ok_or("symbol is required")?;
-            let bid = dec(params, "bid")?;
-            let mut e = engine();
-            e.set_touch(symbol, bid).map_err(|e| e.msg)?;
-            json!({"filled": e.fill_crossed(symbol, now, None)})
-        }
-        "tick" => {
-            let mut e = engine();
-            for _ in 0..num(params, "count", 1)?.clamp(0, 100_000) {
-                e.tick(now);
-            }
-            json!({})
-        }
-        "deposit" => {
-            let asset = get(params, "asset").ok_or("asset is required")?;
-            let amount = dec(params, "amount")?;
-            engine().deposit(asset, amount, now);
-            json!({})
-        }
-        "quiesce" => {
-            engine().faults.quiesced = true;
-            json!({})
-        }
-        "resume" => {
-            engine().faults.quiesced = false;
-            json!({})
-        }
-        "external" => {
-            let pct = num(params, "pct", 0)?.clamp(0, 100) as u64;
-            engine().set_external_pct(pct);
-            json!({})
-        }
-        other => return Err(format!("unknown fault {other:?}; known: {}", FAULTS.join(", "))),
-    };
+    let result = (spec.run)(&Ctx { shared, now, key }, params)?;
     shared.fault_log.lock().unwrap_or_else(|p| p.into_inner()).push(FaultRecord {
         time_ms: now,
         name: name.to_string(),
@@ -486,10 +616,36 @@ mod tests {
         assert_eq!(t[2].at, Duration::from_secs(120));
     }
 
+    /// README's fault table (first column, each backticked name) lists exactly [`FAULTS`].
+    #[test]
+    fn readme_lists_exactly_the_faults() {
+        let readme = include_str!("../../README.md");
+        let table = readme.split("| name | effect |").nth(1).expect("README has a fault table");
+        let mut listed: Vec<&str> = table
+            .lines()
+            .skip(1) // |---|---|
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split(" | ").next())
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+            .filter(|w| !w.contains('='))
+            .collect();
+        let mut known: Vec<&str> = FAULTS.iter().map(|f| f.name).collect();
+        listed.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(listed, known);
+    }
+
     #[test]
     fn timeline_errors_name_the_line() {
-        assert!(parse_timeline("5s nosuchfault").unwrap_err().starts_with("line 1:"));
-        assert!(parse_timeline("ok\n5x drop").unwrap_err().starts_with("line 1:"));
-        assert!(parse_timeline("5s drop\n1s drop mode").unwrap_err().starts_with("line 2:"));
+        // Each case gets past every check before the one it is about, and the message says
+        // which check refused it, so a case cannot pass by failing somewhere else.
+        let err = parse_timeline("5s nosuchfault").unwrap_err();
+        assert!(err.starts_with("line 1: unknown fault"), "{err}");
+        let err = parse_timeline("ok").unwrap_err();
+        assert!(err.starts_with("line 1: expected `<at> <fault>"), "{err}");
+        let err = parse_timeline("5s drop\n5x drop").unwrap_err();
+        assert!(err.starts_with("line 2: \"5x\" is not a time"), "{err}");
+        let err = parse_timeline("5s drop\n1s drop mode").unwrap_err();
+        assert!(err.starts_with("line 2: \"mode\" is not key=value"), "{err}");
     }
 }

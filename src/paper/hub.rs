@@ -158,8 +158,8 @@ impl StreamHub {
         reached
     }
 
-    /// Sends a control item (fault) to every connection on `key`, or on all keys if `None`.
-    pub fn control(&self, key: Option<&str>, item: StreamItem) -> usize {
+    /// Sends a command (a fault to act out) to every connection on `key`, or on all keys if `None`.
+    pub fn command(&self, key: Option<&str>, item: StreamItem) -> usize {
         let inner = self.lock();
         let mut reached = 0;
         for (k, subs) in &inner.by_key {

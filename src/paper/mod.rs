@@ -24,10 +24,11 @@ pub mod ws;
 
 use crate::rest::sign::local_ms;
 use crate::secret::Secret;
+use control::RestFaults;
 use crossbeam_channel::{Receiver, Sender};
 use engine::{Engine, EngineSettings};
 use hub::StreamHub;
-use rest::{ErrorRecord, RateState, RestFaults, RestSettings, WeightProfile};
+use rest::{ErrorRecord, RateState, RestSettings, WeightProfile};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -35,7 +36,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// The documented Binance example key pair (`../shared/binance-api.md` §2.2): the paper
+/// The documented Binance example key pair ("SIGNED Endpoint Examples" in the Binance.US API
+/// docs, <https://docs.binance.us/>): the paper
 /// exchange accepts it by default, so the documented signature vectors work against it.
 pub const DEMO_API_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
 pub const DEMO_API_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
@@ -181,7 +183,7 @@ impl PaperExchange {
         *shared.ws.lock().unwrap_or_else(|p| p.into_inner()) = Some(ws_server);
 
         let handler_shared = shared.clone();
-        let handler: Arc<http::Handler> = Arc::new(move |req| rest::handle(&handler_shared, req));
+        let handler: Arc<http::Handler> = Arc::new(move |req| route(&handler_shared, req));
         let http = http::HttpServer::start(config.rest_addr, http::HttpLimits::default(), handler)?;
 
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -231,6 +233,15 @@ impl Drop for PaperExchange {
         let ws = self.shared.ws.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(ws);
     }
+}
+
+/// The one router of the REST port: `/paper/*` is the operator's handle (faults, report), not
+/// rate-limited or signed; everything else is the Binance API.
+fn route(shared: &Shared, req: http::Request) -> http::Outcome {
+    if req.path.starts_with("/paper/") {
+        return http::Outcome::Respond(control::handle(shared, &req));
+    }
+    rest::handle(shared, req)
 }
 
 fn spawn_market(shared: Arc<Shared>, stop: Receiver<()>, tick: Duration) -> io::Result<JoinHandle<()>> {

@@ -1,11 +1,12 @@
 //! Binance.US REST semantics for the paper exchange: routing, parameters, authentication,
-//! weights and limits, error codes, the control endpoints and the fault knobs that act on HTTP.
+//! weights and limits, error codes, and acting out the REST fault knobs of [`super::control`].
 //!
-//! Strict where Binance is strict (`../shared/binance-api.md`): the signature is verified over
+//! Strict where Binance is strict (the Binance.US API docs, <https://docs.binance.us/>): the signature is verified over
 //! the raw query and body as received; checks run in the documented order (API key → timestamp
 //! → timing → signature → parameters → precision → filters → order rate → engine); every
 //! response carries the usage headers; a request inside a 429 hold is answered 418.
 
+use super::control::{rest_delay, OrderFault, RestFaults};
 use super::engine::{ApiError, Engine, NewOrder, Origin, RespType, TimeInForce};
 use super::http::{Outcome, Request, Response};
 use super::Shared;
@@ -18,7 +19,8 @@ use std::net::IpAddr;
 use std::thread;
 use std::time::Duration;
 
-/// Which weight table the exchange charges (§5.1).
+/// Which weight table the exchange charges (each endpoint's "Weight" in the Binance.US docs,
+/// before and after the 2026-08-31 upgrade in its changelog).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightProfile {
     /// Binance.US before 2026-08-31.
@@ -67,29 +69,6 @@ pub struct RateState {
     pub http_418: u64,
     pub peak_weight: u64,
     pub requests: u64,
-}
-
-/// How the next order placement misbehaves (fault).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderFault {
-    /// Placed, answered 503 with `-1007`.
-    Status503,
-    /// Placed, answered 504 with a non-JSON body.
-    Status504,
-    /// Placed, then the connection is closed without an answer.
-    Reset,
-}
-
-#[derive(Debug, Default)]
-pub struct RestFaults {
-    /// The next `.0` requests get 429 with `Retry-After: .1` seconds.
-    pub burst_429: Option<(u64, u64)>,
-    /// The next `.0` order placements misbehave as `.1`.
-    pub order_fault: Option<(u64, OrderFault)>,
-    /// The next `.0` cancels (`DELETE /api/v3/order`) are carried out, then misbehave as `.1`.
-    pub cancel_fault: Option<(u64, OrderFault)>,
-    /// Every request and every answer is delayed by `.0` (only those with API key `.1`, if set).
-    pub delay: Option<(Duration, Option<String>)>,
 }
 
 /// What an order request that was carried out answers under an injected fault.
@@ -249,7 +228,7 @@ fn parse_params(req: &Request) -> Result<Params, ApiError> {
     let mut list = split_params(&req.query)?;
     if body_is_form(req) {
         for (k, v) in split_params(&req.body)? {
-            // The query string wins when both carry a name (§1.3).
+            // The query string wins when both carry a name ("General API Information").
             if !list.iter().any(|(name, _)| *name == k) {
                 list.push((k, v));
             }
@@ -544,14 +523,11 @@ impl Shared {
     }
 }
 
-/// The REST entry point: every request on the REST port comes through here.
+/// The Binance API on the REST port: every request but `/paper/*` (see `paper::route`).
 pub fn handle(shared: &Shared, req: Request) -> Outcome {
-    if req.path.starts_with("/paper/") {
-        return Outcome::Respond(super::control::handle(shared, &req));
-    }
     // A far exchange: the request arrives late, and so does the answer. Each connection has its
     // own thread, so the wait costs nobody else anything.
-    let delay = super::control::rest_delay(shared, &req);
+    let delay = rest_delay(shared, &req);
     thread::sleep(delay);
     shared.rest_hold.wait(&req.path);
     let outcome = answer(shared, req);
@@ -729,60 +705,14 @@ fn dispatch(
             let symbol = params.required("symbol").map_err(fail)?;
             shared.engine().avg_price(symbol, now).map(Dispatched::Body).map_err(fail)
         }
-        ("GET", "/api/v3/ticker/bookTicker") | ("GET", "/api/v3/ticker/price") => {
-            let book = req.path.ends_with("bookTicker");
-            let engine = shared.engine();
-            let one = |s: &str| if book { engine.book_ticker(s) } else { engine.ticker_price(s) };
-            match symbol_list_unlocked(&engine, params)? {
-                Some(list) if params.get("symbol").is_some() => one(&list[0]).map(Dispatched::Body).map_err(fail),
-                Some(list) => list
-                    .iter()
-                    .map(|s| one(s))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|v| Dispatched::Body(Value::Array(v)))
-                    .map_err(fail),
-                None => body(if book { engine.book_tickers() } else { engine.ticker_prices() }),
-            }
-        }
+        ("GET", "/api/v3/ticker/bookTicker") | ("GET", "/api/v3/ticker/price") => tickers(shared, req, params),
         ("GET", "/api/v3/depth") => {
             let symbol = params.required("symbol").map_err(fail)?;
             let limit = params.uint("limit").map_err(fail)?.unwrap_or(100) as usize;
             shared.engine().depth(symbol, limit).map(Dispatched::Body).map_err(fail)
         }
         ("GET", "/api/v3/account") => body(shared.engine().account(now)),
-        ("POST", "/api/v3/order") | ("POST", "/api/v3/order/test") => {
-            let test = req.path.ends_with("/test");
-            let order = parse_new_order(params, test)?;
-            // Validate fully (test mode) before counting the order and before a fault fires,
-            // so a rejected order never consumes an injected fault.
-            let mut check = order.clone();
-            check.test = true;
-            shared.engine().new_order(check, now, Origin::Api).map_err(fail)?;
-            if test {
-                return body(json!({}));
-            }
-            let (c10, c1d) = match shared.count_order() {
-                Ok(counts) => counts,
-                Err((e, retry)) => {
-                    headers.push(("Retry-After".into(), retry.to_string()));
-                    return Err(fail(e));
-                }
-            };
-            let fault = {
-                let mut f = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
-                match &mut f.order_fault {
-                    Some((n, kind)) if *n > 0 => {
-                        *n -= 1;
-                        Some(*kind)
-                    }
-                    _ => None,
-                }
-            };
-            let result = shared.engine().new_order(order, now, Origin::Api).map_err(fail)?;
-            headers.push(("X-MBX-ORDER-COUNT-10S".into(), c10.to_string()));
-            headers.push(("X-MBX-ORDER-COUNT-1D".into(), c1d.to_string()));
-            Ok(fault_answer(fault).unwrap_or(Dispatched::Body(result)))
-        }
+        ("POST", "/api/v3/order") | ("POST", "/api/v3/order/test") => place_order(shared, req, params, now, headers),
         ("GET", "/api/v3/order") => {
             let symbol = params.required("symbol").map_err(fail)?;
             let order_id = params.uint("orderId").map_err(fail)?;
@@ -795,30 +725,7 @@ fn dispatch(
             }
             shared.engine().query_order(symbol, order_id, orig).map(Dispatched::Body).map_err(fail)
         }
-        ("DELETE", "/api/v3/order") => {
-            let symbol = params.required("symbol").map_err(fail)?;
-            let order_id = params.uint("orderId").map_err(fail)?;
-            let orig = params.get("origClientOrderId").map(str::to_string);
-            let new_id = params.client_id("newClientOrderId").map_err(fail)?;
-            if let Some(r) = params.get("cancelRestrictions") {
-                if r != "ONLY_NEW" && r != "ONLY_PARTIALLY_FILLED" {
-                    return Err(fail(ApiError::bad(-1145, "Invalid cancelRestrictions")));
-                }
-            }
-            let canceled =
-                shared.engine().cancel_order(symbol, order_id, orig.as_deref(), new_id, now).map_err(fail)?;
-            let fault = {
-                let mut f = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
-                match &mut f.cancel_fault {
-                    Some((n, kind)) if *n > 0 => {
-                        *n -= 1;
-                        Some(*kind)
-                    }
-                    _ => None,
-                }
-            };
-            Ok(fault_answer(fault).unwrap_or(Dispatched::Body(canceled)))
-        }
+        ("DELETE", "/api/v3/order") => cancel_order(shared, params, now),
         ("GET", "/api/v3/openOrders") => {
             let symbol = params.get("symbol");
             shared.engine().open_orders(symbol).map(Dispatched::Body).map_err(fail)
@@ -834,37 +741,7 @@ fn dispatch(
             let order_id = params.uint("orderId").map_err(fail)?;
             shared.engine().all_orders(symbol, order_id, start, end, limit).map(Dispatched::Body).map_err(fail)
         }
-        ("GET", "/api/v3/myTrades") => {
-            let symbol = params.required("symbol").map_err(fail)?;
-            let limit = limit_param(params)?;
-            let (start, end) = time_range(params)?;
-            let order_id = params.uint("orderId").map_err(fail)?;
-            let from_id = params.uint("fromId").map_err(fail)?;
-            // Only the documented combinations (§5.12).
-            let combo = (order_id.is_some(), start.is_some(), end.is_some(), from_id.is_some());
-            let allowed = matches!(
-                combo,
-                (false, false, false, false)
-                    | (true, false, false, false)
-                    | (false, true, false, false)
-                    | (false, false, true, false)
-                    | (false, false, false, true)
-                    | (false, true, true, false)
-                    | (true, false, false, true)
-            );
-            if !allowed {
-                return Err((
-                    ApiError::bad(-1128, "Combination of optional parameters invalid."),
-                    format!("myTrades combination orderId/startTime/endTime/fromId = {combo:?}"),
-                ));
-            }
-            if let (Some(s), Some(e)) = (start, end) {
-                if e - s > 86_400_000 {
-                    return Err(fail(ApiError::bad(-1127, "More than 24 hours between startTime and endTime.")));
-                }
-            }
-            shared.engine().my_trades(symbol, order_id, from_id, start, end, limit).map(Dispatched::Body).map_err(fail)
-        }
+        ("GET", "/api/v3/myTrades") => my_trades(shared, params),
         ("GET", "/api/v3/rateLimit/order") => {
             let rate = shared.rate.lock().unwrap_or_else(|p| p.into_inner());
             body(json!([
@@ -873,21 +750,7 @@ fn dispatch(
             ]))
         }
         ("POST", "/api/v3/order/cancelReplace") => cancel_replace(shared, params, now, headers),
-        ("GET", "/api/v3/ticker/24hr") => {
-            let engine = shared.engine();
-            match symbol_list_unlocked(&engine, params)? {
-                Some(list) if params.get("symbol").is_some() => {
-                    engine.ticker_24hr(&list[0], now).map(Dispatched::Body).map_err(fail)
-                }
-                Some(list) => list
-                    .iter()
-                    .map(|s| engine.ticker_24hr(s, now))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|v| Dispatched::Body(Value::Array(v)))
-                    .map_err(fail),
-                None => body(engine.tickers_24hr(now)),
-            }
-        }
+        ("GET", "/api/v3/ticker/24hr") => ticker_24hr(shared, params, now),
         ("POST", "/api/v3/userDataStream") => body(json!({"listenKey": shared.engine().listen_key_create(now)})),
         ("PUT", "/api/v3/userDataStream") => {
             let key = params.required("listenKey").map_err(fail)?;
@@ -903,7 +766,137 @@ fn dispatch(
     }
 }
 
-/// `POST /api/v3/order/cancelReplace` (§5.13): filters and the order count before the cancel,
+/// `POST /api/v3/order` and `order/test`: validated in full (test mode) before the order is
+/// counted and before an injected fault fires, so a rejected order never consumes a fault.
+fn place_order(
+    shared: &Shared,
+    req: &Request,
+    params: &Params,
+    now: i64,
+    headers: &mut Vec<(String, String)>,
+) -> Result<Dispatched, Failed> {
+    let test = req.path.ends_with("/test");
+    let order = parse_new_order(params, test)?;
+    let mut check = order.clone();
+    check.test = true;
+    shared.engine().new_order(check, now, Origin::Api).map_err(fail)?;
+    if test {
+        return Ok(Dispatched::Body(json!({})));
+    }
+    let (c10, c1d) = match shared.count_order() {
+        Ok(counts) => counts,
+        Err((e, retry)) => {
+            headers.push(("Retry-After".into(), retry.to_string()));
+            return Err(fail(e));
+        }
+    };
+    let fault = take_fault(shared, |f| &mut f.order_fault);
+    let result = shared.engine().new_order(order, now, Origin::Api).map_err(fail)?;
+    headers.push(("X-MBX-ORDER-COUNT-10S".into(), c10.to_string()));
+    headers.push(("X-MBX-ORDER-COUNT-1D".into(), c1d.to_string()));
+    Ok(fault_answer(fault).unwrap_or(Dispatched::Body(result)))
+}
+
+/// `DELETE /api/v3/order`: carried out, then (under an `order_error on=cancel` fault) answered
+/// with an error or a reset.
+fn cancel_order(shared: &Shared, params: &Params, now: i64) -> Result<Dispatched, Failed> {
+    let symbol = params.required("symbol").map_err(fail)?;
+    let order_id = params.uint("orderId").map_err(fail)?;
+    let orig = params.get("origClientOrderId").map(str::to_string);
+    let new_id = params.client_id("newClientOrderId").map_err(fail)?;
+    if let Some(r) = params.get("cancelRestrictions") {
+        if r != "ONLY_NEW" && r != "ONLY_PARTIALLY_FILLED" {
+            return Err(fail(ApiError::bad(-1145, "Invalid cancelRestrictions")));
+        }
+    }
+    let canceled = shared.engine().cancel_order(symbol, order_id, orig.as_deref(), new_id, now).map_err(fail)?;
+    let fault = take_fault(shared, |f| &mut f.cancel_fault);
+    Ok(fault_answer(fault).unwrap_or(Dispatched::Body(canceled)))
+}
+
+/// `GET /api/v3/myTrades`, with only the documented parameter combinations.
+fn my_trades(shared: &Shared, params: &Params) -> Result<Dispatched, Failed> {
+    let symbol = params.required("symbol").map_err(fail)?;
+    let limit = limit_param(params)?;
+    let (start, end) = time_range(params)?;
+    let order_id = params.uint("orderId").map_err(fail)?;
+    let from_id = params.uint("fromId").map_err(fail)?;
+    // Only the documented combinations ("Account Trade List").
+    let combo = (order_id.is_some(), start.is_some(), end.is_some(), from_id.is_some());
+    let allowed = matches!(
+        combo,
+        (false, false, false, false)
+            | (true, false, false, false)
+            | (false, true, false, false)
+            | (false, false, true, false)
+            | (false, false, false, true)
+            | (false, true, true, false)
+            | (true, false, false, true)
+    );
+    if !allowed {
+        return Err((
+            ApiError::bad(-1128, "Combination of optional parameters invalid."),
+            format!("myTrades combination orderId/startTime/endTime/fromId = {combo:?}"),
+        ));
+    }
+    if let (Some(s), Some(e)) = (start, end) {
+        if e - s > 86_400_000 {
+            return Err(fail(ApiError::bad(-1127, "More than 24 hours between startTime and endTime.")));
+        }
+    }
+    shared.engine().my_trades(symbol, order_id, from_id, start, end, limit).map(Dispatched::Body).map_err(fail)
+}
+
+/// `ticker/bookTicker` and `ticker/price`: one symbol, a list, or all.
+fn tickers(shared: &Shared, req: &Request, params: &Params) -> Result<Dispatched, Failed> {
+    let book = req.path.ends_with("bookTicker");
+    let engine = shared.engine();
+    let one = |s: &str| if book { engine.book_ticker(s) } else { engine.ticker_price(s) };
+    match symbol_list_unlocked(&engine, params)? {
+        Some(list) if params.get("symbol").is_some() => one(&list[0]).map(Dispatched::Body).map_err(fail),
+        Some(list) => list
+            .iter()
+            .map(|s| one(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| Dispatched::Body(Value::Array(v)))
+            .map_err(fail),
+        None => Ok(Dispatched::Body(if book { engine.book_tickers() } else { engine.ticker_prices() })),
+    }
+}
+
+/// `ticker/24hr`: one symbol, a list, or all.
+fn ticker_24hr(shared: &Shared, params: &Params, now: i64) -> Result<Dispatched, Failed> {
+    let engine = shared.engine();
+    match symbol_list_unlocked(&engine, params)? {
+        Some(list) if params.get("symbol").is_some() => {
+            engine.ticker_24hr(&list[0], now).map(Dispatched::Body).map_err(fail)
+        }
+        Some(list) => list
+            .iter()
+            .map(|s| engine.ticker_24hr(s, now))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| Dispatched::Body(Value::Array(v)))
+            .map_err(fail),
+        None => Ok(Dispatched::Body(engine.tickers_24hr(now))),
+    }
+}
+
+/// Counts down an order fault knob; the fault, if one is due.
+fn take_fault(
+    shared: &Shared,
+    slot: impl FnOnce(&mut RestFaults) -> &mut Option<(u64, OrderFault)>,
+) -> Option<OrderFault> {
+    let mut f = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+    match slot(&mut f) {
+        Some((n, kind)) if *n > 0 => {
+            *n -= 1;
+            Some(*kind)
+        }
+        _ => None,
+    }
+}
+
+/// `POST /api/v3/order/cancelReplace` ("Cancel an Existing Order and Send a New Order"): filters and the order count before the cancel,
 /// then the documented outcome table, with `-2021` (409) and `-2022` (400) carrying `data`.
 fn cancel_replace(
     shared: &Shared,
@@ -972,7 +965,7 @@ fn cancel_replace(
                        "cancelResponse": cancel_response, "newOrderResponse": placed}),
             ),
             Err(ne) => {
-                // The one case Binance reports x=REJECTED on the stream (§4.4).
+                // The one case Binance reports x=REJECTED on the stream ("Order Update", execution types).
                 engine.publish_rejected(&order, &ne.msg, now);
                 (
                     409,

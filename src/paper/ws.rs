@@ -2,7 +2,7 @@
 //!
 //! Binance.US serves a listen key's events at `/ws/<listenKey>` (bare JSON) and
 //! `/stream?streams=<listenKey>` (wrapped as `{"stream":..,"data":..}`). This server does the same on
-//! loopback, plus the keep-alive and limit rules of `binance-api.md` §3.4–§3.5 that a client has to
+//! loopback, plus the keep-alive and limit rules ("WebSocket Streams" in the Binance.US API docs) that a client has to
 //! survive: a ping with a payload every `ping_interval`, a cut when no pong echoes one within
 //! `pong_timeout`, a cut after `incoming_per_second` messages in one second, and the "24 h cut" at
 //! `max_connection_life`. The engine drives connections through [`StreamHub`]: events, garbage
@@ -37,7 +37,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Bytes, HandshakeError, Message, WebSocket};
 
-/// Timing and limits of the stream, after `binance-api.md` §3.4–§3.5. Tests compress the times.
+/// Timing and limits of the stream, after the docs' "WebSocket Streams". Tests compress the times.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
     /// The server pings this often, with the current time in ms as the payload.
@@ -125,7 +125,7 @@ const MAX_CONNECTIONS: usize = 1024;
 /// the hub while writes block, so this only fills if a single batch outgrows it.
 const MAX_WRITE_BUFFER: usize = 8 << 20;
 
-enum Control {
+enum ListenerCmd {
     Refuse { until: Instant, ack: Sender<()> },
 }
 
@@ -135,7 +135,7 @@ pub struct WsServer {
     addr: SocketAddr,
     /// Never sent on: dropping it tells every thread to stop.
     stop: Option<Sender<()>>,
-    control: Sender<Control>,
+    listener: Sender<ListenerCmd>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -153,12 +153,12 @@ impl WsServer {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let shared = Shared { settings: Arc::new(settings), hub, keys, stop: stop_rx };
+        let (listener_tx, listener_rx) = crossbeam_channel::unbounded();
+        let shared = ServerCtx { settings: Arc::new(settings), hub, keys, stop: stop_rx };
         let accept = thread::Builder::new()
             .name("paper-ws-accept".into())
-            .spawn(move || accept_loop(listener, addr, shared, control_rx))?;
-        Ok(WsServer { addr, stop: Some(stop_tx), control: control_tx, accept: Some(accept) })
+            .spawn(move || accept_loop(listener, addr, shared, listener_rx))?;
+        Ok(WsServer { addr, stop: Some(stop_tx), listener: listener_tx, accept: Some(accept) })
     }
 
     /// The bound address, with the port the OS chose.
@@ -172,7 +172,7 @@ impl WsServer {
     pub fn refuse_for(&self, period: Duration) {
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
         let until = Instant::now() + period;
-        if self.control.send(Control::Refuse { until, ack: ack_tx }).is_err() {
+        if self.listener.send(ListenerCmd::Refuse { until, ack: ack_tx }).is_err() {
             return; // the accept thread is gone: nothing accepts anyway
         }
         self.wake();
@@ -192,6 +192,13 @@ impl WsServer {
     }
 }
 
+// The exchange keeps the server in an `Arc` behind a `Mutex` and drops it from any thread: a
+// field that is not `Send + Sync` must fail the build, not a test run.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<WsServer>();
+};
+
 impl Drop for WsServer {
     fn drop(&mut self) {
         self.stop.take();
@@ -206,7 +213,7 @@ impl Drop for WsServer {
 
 /// What the accept thread hands to every connection thread.
 #[derive(Clone)]
-struct Shared {
+struct ServerCtx {
     settings: Arc<WsSettings>,
     hub: StreamHub,
     keys: Arc<dyn KeyCheck>,
@@ -217,18 +224,18 @@ fn stopped(stop: &Receiver<()>) -> bool {
     matches!(stop.try_recv(), Err(TryRecvError::Disconnected))
 }
 
-fn accept_loop(mut listener: TcpListener, addr: SocketAddr, shared: Shared, control: Receiver<Control>) {
+fn accept_loop(mut listener: TcpListener, addr: SocketAddr, shared: ServerCtx, commands: Receiver<ListenerCmd>) {
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     let mut accepted: u64 = 0;
     loop {
         if stopped(&shared.stop) {
             break;
         }
-        if let Ok(Control::Refuse { until, ack }) = control.try_recv() {
+        if let Ok(ListenerCmd::Refuse { until, ack }) = commands.try_recv() {
             drop(listener);
             let _ = ack.send(());
             log::info!("paper ws: refusing connections for {:?}", until.saturating_duration_since(Instant::now()));
-            match refuse(addr, until, &shared.stop, &control) {
+            match refuse(addr, until, &shared.stop, &commands) {
                 Some(again) => listener = again,
                 None => break,
             }
@@ -240,7 +247,7 @@ fn accept_loop(mut listener: TcpListener, addr: SocketAddr, shared: Shared, cont
                 if stopped(&shared.stop) {
                     break;
                 }
-                // A pending Control came with a wake-up connection; it fails its handshake
+                // A pending ListenerCmd came with a wake-up connection; it fails its handshake
                 // quietly, so it needs no special case here.
                 conns.retain(|h| !h.is_finished());
                 if conns.len() >= MAX_CONNECTIONS {
@@ -278,7 +285,7 @@ fn refuse(
     addr: SocketAddr,
     mut until: Instant,
     stop: &Receiver<()>,
-    control: &Receiver<Control>,
+    commands: &Receiver<ListenerCmd>,
 ) -> Option<TcpListener> {
     let mut warned = false;
     loop {
@@ -299,8 +306,8 @@ fn refuse(
         };
         select_biased! {
             recv(stop) -> _ => return None,
-            recv(control) -> msg => match msg {
-                Ok(Control::Refuse { until: later, ack }) => {
+            recv(commands) -> msg => match msg {
+                Ok(ListenerCmd::Refuse { until: later, ack }) => {
                     until = until.max(later);
                     let _ = ack.send(());
                 }
@@ -328,7 +335,7 @@ impl Drop for Session {
 }
 
 /// Where a handshake request leads.
-struct Route {
+struct Subscription {
     key: String,
     tag: String,
     format: StreamFormat,
@@ -338,16 +345,16 @@ struct Route {
 
 /// Why a handshake is refused: Binance's `{code, msg}`, sent with HTTP 400.
 #[derive(Serialize)]
-struct Rejection {
+struct Refusal {
     code: i64,
     msg: &'static str,
 }
 
-const NO_SUCH_KEY: Rejection = Rejection { code: -1125, msg: "This listenKey does not exist." };
-const UNKNOWN_PATH: Rejection =
-    Rejection { code: -1, msg: "Unknown path; expected /ws/<listenKey> or /stream?streams=<listenKey>." };
+const NO_SUCH_KEY: Refusal = Refusal { code: -1125, msg: "This listenKey does not exist." };
+const UNKNOWN_PATH: Refusal =
+    Refusal { code: -1, msg: "Unknown path; expected /ws/<listenKey> or /stream?streams=<listenKey>." };
 
-fn reject(rejection: &Rejection) -> ErrorResponse {
+fn reject(rejection: &Refusal) -> ErrorResponse {
     let body = serde_json::to_string(rejection).unwrap_or_default();
     let mut response = ErrorResponse::new(Some(body));
     *response.status_mut() = tungstenite::http::StatusCode::BAD_REQUEST;
@@ -358,11 +365,16 @@ fn reject(rejection: &Rejection) -> ErrorResponse {
     response
 }
 
-fn route(request: &Request, keys: &dyn KeyCheck) -> Result<Route, Rejection> {
+fn route(request: &Request, keys: &dyn KeyCheck) -> Result<Subscription, Refusal> {
     let uri = request.uri();
     if let Some(key) = uri.path().strip_prefix("/ws/") {
         let tag = keys.live_key(key).ok_or(NO_SUCH_KEY)?;
-        return Ok(Route { key: key.to_string(), tag, format: StreamFormat::Raw, streams: vec![key.to_string()] });
+        return Ok(Subscription {
+            key: key.to_string(),
+            tag,
+            format: StreamFormat::Raw,
+            streams: vec![key.to_string()],
+        });
     }
     if uri.path() == "/stream" {
         let streams: Vec<String> = uri
@@ -378,7 +390,7 @@ fn route(request: &Request, keys: &dyn KeyCheck) -> Result<Route, Rejection> {
         // A combined URL may mix market streams in; the first live key is the user stream.
         for name in &streams {
             if let Some(tag) = keys.live_key(name) {
-                return Ok(Route { key: name.clone(), tag, format: StreamFormat::Combined, streams });
+                return Ok(Subscription { key: name.clone(), tag, format: StreamFormat::Combined, streams });
             }
         }
         return Err(NO_SUCH_KEY);
@@ -396,7 +408,7 @@ fn not_a_websocket() -> String {
     )
 }
 
-fn serve(stream: TcpStream, shared: Shared) {
+fn serve(stream: TcpStream, shared: ServerCtx) {
     let Ok(raw) = stream.try_clone() else { return };
     let setup = stream
         .set_nodelay(true)
@@ -412,7 +424,7 @@ fn serve(stream: TcpStream, shared: Shared) {
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame));
-    let attached: Cell<Option<(Session, Receiver<StreamItem>, Route)>> = Cell::new(None);
+    let attached: Cell<Option<(Session, Receiver<StreamItem>, Subscription)>> = Cell::new(None);
     // Attaching inside the handshake, before the 101 goes out, means an event published right
     // after the client sees the upgrade is already queued for it.
     #[expect(clippy::result_large_err, reason = "tungstenite's Callback fixes the error type")]
@@ -460,7 +472,7 @@ fn serve(stream: TcpStream, shared: Shared) {
         return;
     }
     let now = Instant::now();
-    let mut conn = Conn {
+    let mut conn = Connection {
         ws,
         raw,
         rx,
@@ -486,20 +498,20 @@ fn serve(stream: TcpStream, shared: Shared) {
 }
 
 /// How a connection ends.
-enum End {
+enum SessionEnd {
     /// Send a close frame, give the client a moment to answer, shut TCP.
     Close(CloseCode, String, &'static str),
     /// The client closed: flush tungstenite's close reply, shut TCP.
     Answer(&'static str),
     /// Shut TCP without a close frame (FIN).
     Fin(&'static str),
-    /// Reset the TCP connection (see [`Conn::reset`]).
+    /// Reset the TCP connection (see [`Connection::reset`]).
     Rst(&'static str),
 }
 
-impl End {
-    fn close(code: CloseCode, reason: &'static str) -> End {
-        End::Close(code, reason.to_string(), reason)
+impl SessionEnd {
+    fn close(code: CloseCode, reason: &'static str) -> SessionEnd {
+        SessionEnd::Close(code, reason.to_string(), reason)
     }
 }
 
@@ -518,7 +530,7 @@ impl Counts {
     }
 }
 
-struct Conn {
+struct Connection {
     ws: WebSocket<TcpStream>,
     /// The same socket, for shutdown and peek past tungstenite.
     raw: TcpStream,
@@ -550,7 +562,7 @@ fn would_block(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
 }
 
-impl Conn {
+impl Connection {
     fn run(&mut self) -> &'static str {
         let end = loop {
             let step = self.step();
@@ -578,11 +590,11 @@ impl Conn {
     }
 
     /// One round: wait for items (or the poll), send them, read the socket, run the timers.
-    fn step(&mut self) -> Result<(), End> {
+    fn step(&mut self) -> Result<(), SessionEnd> {
         // Only this thread takes items out, so a queue that was full when the hub failed to
         // queue an event is still full here: events got lost, as on a real slow connection.
         if self.rx.is_full() {
-            return Err(End::Rst(reason::SLOW_CONSUMER));
+            return Err(SessionEnd::Rst(reason::SLOW_CONSUMER));
         }
         let wait = if self.blocked && !self.silent {
             POLL_BLOCKED
@@ -610,11 +622,11 @@ impl Conn {
         Ok(())
     }
 
-    fn stopping(&self) -> End {
+    fn stopping(&self) -> SessionEnd {
         if self.silent {
-            End::Fin(reason::SERVER_STOPPED)
+            SessionEnd::Fin(reason::SERVER_STOPPED)
         } else {
-            End::close(CloseCode::Away, reason::SERVER_STOPPED)
+            SessionEnd::close(CloseCode::Away, reason::SERVER_STOPPED)
         }
     }
 
@@ -630,11 +642,11 @@ impl Conn {
     }
 
     /// Handles `first` and whatever else is queued, up to [`BATCH`] items.
-    fn batch(&mut self, first: StreamItem) -> Result<(), End> {
+    fn batch(&mut self, first: StreamItem) -> Result<(), SessionEnd> {
         self.item(first)?;
         for _ in 1..BATCH {
             if self.rx.is_full() {
-                return Err(End::Rst(reason::SLOW_CONSUMER));
+                return Err(SessionEnd::Rst(reason::SLOW_CONSUMER));
             }
             match self.rx.try_recv() {
                 Ok(item) => self.item(item)?,
@@ -644,7 +656,7 @@ impl Conn {
         Ok(())
     }
 
-    fn item(&mut self, item: StreamItem) -> Result<(), End> {
+    fn item(&mut self, item: StreamItem) -> Result<(), SessionEnd> {
         match item {
             StreamItem::Event(_) | StreamItem::Text(_) | StreamItem::Binary(_) => {
                 if self.silent {
@@ -652,7 +664,7 @@ impl Conn {
                 }
                 if self.blocked || !self.backlog.is_empty() {
                     if self.backlog.len() >= QUEUE_DEPTH {
-                        return Err(End::Rst(reason::SLOW_CONSUMER));
+                        return Err(SessionEnd::Rst(reason::SLOW_CONSUMER));
                     }
                     self.backlog.push_back(item);
                     return Ok(());
@@ -662,10 +674,10 @@ impl Conn {
             StreamItem::Close { code, reason } => {
                 // Frames queued before the fault go out first, as far as the window allows.
                 self.send_backlog()?;
-                Err(End::Close(CloseCode::from(code), reason, reason::FAULT_CLOSE))
+                Err(SessionEnd::Close(CloseCode::from(code), reason, reason::FAULT_CLOSE))
             }
-            StreamItem::Drop { rst: true } => Err(End::Rst(reason::FAULT_RST)),
-            StreamItem::Drop { rst: false } => Err(End::Fin(reason::FAULT_FIN)),
+            StreamItem::Drop { rst: true } => Err(SessionEnd::Rst(reason::FAULT_RST)),
+            StreamItem::Drop { rst: false } => Err(SessionEnd::Fin(reason::FAULT_FIN)),
             StreamItem::Silence => {
                 if !self.silent {
                     log::info!("paper ws: session={} silent", self.id);
@@ -677,7 +689,7 @@ impl Conn {
         }
     }
 
-    fn send_backlog(&mut self) -> Result<(), End> {
+    fn send_backlog(&mut self) -> Result<(), SessionEnd> {
         while !self.blocked {
             let Some(item) = self.backlog.pop_front() else { break };
             self.send_item(item)?;
@@ -685,7 +697,7 @@ impl Conn {
         Ok(())
     }
 
-    fn send_item(&mut self, item: StreamItem) -> Result<(), End> {
+    fn send_item(&mut self, item: StreamItem) -> Result<(), SessionEnd> {
         match item {
             StreamItem::Event(json) => {
                 self.send(Message::text(&*json))?;
@@ -698,7 +710,7 @@ impl Conn {
         }
     }
 
-    fn send(&mut self, msg: Message) -> Result<(), End> {
+    fn send(&mut self, msg: Message) -> Result<(), SessionEnd> {
         match self.ws.write(msg) {
             Ok(()) => Ok(()),
             // The frame stays in tungstenite's buffer and goes out with a later flush.
@@ -710,7 +722,7 @@ impl Conn {
         }
     }
 
-    fn flush(&mut self) -> Result<(), End> {
+    fn flush(&mut self) -> Result<(), SessionEnd> {
         match self.ws.flush() {
             Ok(()) => {
                 self.blocked = false;
@@ -725,29 +737,29 @@ impl Conn {
     }
 
     /// Maps a tungstenite error on a live connection to how it ends.
-    fn failed(&self, e: tungstenite::Error) -> End {
+    fn failed(&self, e: tungstenite::Error) -> SessionEnd {
         use tungstenite::error::ProtocolError;
         match e {
             tungstenite::Error::ConnectionClosed
             | tungstenite::Error::AlreadyClosed
             | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                End::Fin(reason::CLIENT_CLOSED)
+                SessionEnd::Fin(reason::CLIENT_CLOSED)
             }
             tungstenite::Error::Io(e) => {
                 log::debug!("paper ws: session={} io: {}", self.id, e.kind());
-                End::Fin(reason::IO_ERROR)
+                SessionEnd::Fin(reason::IO_ERROR)
             }
-            tungstenite::Error::Capacity(_) => End::close(CloseCode::Size, reason::FRAME_TOO_LARGE),
-            tungstenite::Error::WriteBufferFull(_) => End::Rst(reason::SLOW_CONSUMER),
+            tungstenite::Error::Capacity(_) => SessionEnd::close(CloseCode::Size, reason::FRAME_TOO_LARGE),
+            tungstenite::Error::WriteBufferFull(_) => SessionEnd::Rst(reason::SLOW_CONSUMER),
             other => {
                 log::debug!("paper ws: session={} protocol: {other}", self.id);
-                End::close(CloseCode::Protocol, reason::PROTOCOL_ERROR)
+                SessionEnd::close(CloseCode::Protocol, reason::PROTOCOL_ERROR)
             }
         }
     }
 
     /// Reads and handles what the client sent.
-    fn read(&mut self) -> Result<(), End> {
+    fn read(&mut self) -> Result<(), SessionEnd> {
         for _ in 0..READS_PER_POLL {
             match self.ws.read() {
                 Ok(msg) => self.message(msg)?,
@@ -760,21 +772,21 @@ impl Conn {
 
     /// While silent, bytes are read and dropped past tungstenite, which would otherwise answer
     /// pings: a silent server says nothing at all.
-    fn read_discard(&mut self) -> Result<(), End> {
+    fn read_discard(&mut self) -> Result<(), SessionEnd> {
         let mut scratch = [0u8; 4096];
         loop {
             match (&self.raw).read(&mut scratch) {
-                Ok(0) => return Err(End::Fin(reason::CLIENT_CLOSED)),
+                Ok(0) => return Err(SessionEnd::Fin(reason::CLIENT_CLOSED)),
                 Ok(_) => {}
                 Err(e) if would_block(&e) => return Ok(()),
-                Err(_) => return Err(End::Fin(reason::IO_ERROR)),
+                Err(_) => return Err(SessionEnd::Fin(reason::IO_ERROR)),
             }
         }
     }
 
-    fn message(&mut self, msg: Message) -> Result<(), End> {
+    fn message(&mut self, msg: Message) -> Result<(), SessionEnd> {
         if matches!(msg, Message::Close(_)) {
-            return Err(End::Answer(reason::CLIENT_CLOSED)); // tungstenite queued the reply
+            return Err(SessionEnd::Answer(reason::CLIENT_CLOSED)); // tungstenite queued the reply
         }
         self.counts.messages_received += 1;
         let now = Instant::now();
@@ -783,16 +795,16 @@ impl Conn {
             self.incoming.pop_front();
         }
         if self.incoming.len() > self.settings.incoming_per_second as usize {
-            return Err(End::close(CloseCode::Policy, reason::TOO_MANY_MESSAGES));
+            return Err(SessionEnd::close(CloseCode::Policy, reason::TOO_MANY_MESSAGES));
         }
         match msg {
             Message::Text(text) => {
-                let reply = control_reply(text.as_str(), &mut self.streams, self.format);
+                let reply = subscribe_reply(text.as_str(), &mut self.streams, self.format);
                 self.send(Message::text(reply))?;
             }
             Message::Pong(payload) => {
                 self.counts.pongs_received += 1;
-                // Binance.com: an unsolicited pong "will not prevent disconnection" (§3.4).
+                // Binance.com's "WebSocket Streams": an unsolicited pong "will not prevent disconnection".
                 if self.outstanding.contains(&payload) {
                     self.outstanding.clear();
                     self.unanswered_since = None;
@@ -805,13 +817,13 @@ impl Conn {
     }
 
     /// Lifetime, pong deadline and the next ping.
-    fn timers(&mut self) -> Result<(), End> {
+    fn timers(&mut self) -> Result<(), SessionEnd> {
         let now = Instant::now();
         if now.duration_since(self.opened) >= self.settings.max_connection_life {
-            return Err(End::close(CloseCode::Away, reason::LIFETIME_CUT));
+            return Err(SessionEnd::close(CloseCode::Away, reason::LIFETIME_CUT));
         }
         if self.unanswered_since.is_some_and(|since| now.duration_since(since) >= self.settings.pong_timeout) {
-            return Err(End::close(CloseCode::Policy, reason::PONG_TIMEOUT));
+            return Err(SessionEnd::close(CloseCode::Policy, reason::PONG_TIMEOUT));
         }
         if now < self.next_ping {
             return Ok(());
@@ -829,28 +841,28 @@ impl Conn {
     }
 
     /// Ends the connection the way `end` says; returns the reason to record.
-    fn finish(&mut self, end: End) -> &'static str {
+    fn finish(&mut self, end: SessionEnd) -> &'static str {
         // Back to blocking with short timeouts: the last frames may wait on a full window.
         let _ = self.raw.set_nonblocking(false);
         let _ = self.raw.set_write_timeout(Some(CLOSE_GRACE));
         match end {
-            End::Close(code, text, why) => {
+            SessionEnd::Close(code, text, why) => {
                 let frame = CloseFrame { code, reason: truncate_reason(text).into() };
                 let _ = self.ws.close(Some(frame));
                 self.linger();
                 let _ = self.raw.shutdown(Shutdown::Both);
                 why
             }
-            End::Answer(why) => {
+            SessionEnd::Answer(why) => {
                 self.linger();
                 let _ = self.raw.shutdown(Shutdown::Both);
                 why
             }
-            End::Fin(why) => {
+            SessionEnd::Fin(why) => {
                 let _ = self.raw.shutdown(Shutdown::Both);
                 why
             }
-            End::Rst(why) => {
+            SessionEnd::Rst(why) => {
                 self.reset();
                 why
             }
@@ -876,9 +888,9 @@ impl Conn {
 
     /// Resets the connection without `SO_LINGER` (`TcpStream::set_linger` is unstable and the
     /// crate has no `unsafe`): Linux answers a `close()` with RST instead of FIN when received
-    /// data is still unread (RFC 2525 §2.17). So we ping, wait up to [`CLOSE_GRACE`] for any
+    /// data is still unread (RFC 2525, section 2.17). So we ping, wait up to [`CLOSE_GRACE`] for any
     /// bytes (the pong) to arrive in the kernel's buffer without reading them, and let the
-    /// socket close when `Conn` drops. A client that sends nothing in that time gets a FIN.
+    /// socket close when `Connection` drops. A client that sends nothing in that time gets a FIN.
     fn reset(&mut self) {
         let _ = self.ws.write(Message::Ping(Bytes::from_static(b"rst")));
         let _ = self.ws.flush();
@@ -922,7 +934,7 @@ enum Method {
 }
 
 #[derive(Deserialize)]
-struct ControlRequest {
+struct SubscribeRequest {
     method: Method,
     #[serde(default)]
     params: Value,
@@ -931,13 +943,13 @@ struct ControlRequest {
 }
 
 #[derive(Serialize)]
-struct ControlResult<'a> {
+struct SubscribeResult<'a> {
     result: Value,
     id: &'a Value,
 }
 
 #[derive(Serialize)]
-struct ControlError<'a> {
+struct SubscribeError<'a> {
     code: i64,
     msg: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -945,14 +957,15 @@ struct ControlError<'a> {
 }
 
 fn error_reply(code: i64, msg: String, id: Option<&Value>) -> String {
-    serde_json::to_string(&ControlError { code, msg, id }).unwrap_or_default()
+    serde_json::to_string(&SubscribeError { code, msg, id }).unwrap_or_default()
 }
 
-/// Answers a text message from the client as Binance's stream host does (§3.3, §8.4).
+/// Answers a text message from the client as Binance's stream host does ("Live Subscribing/
+/// Unsubscribing to streams" and its error messages in the docs' "WebSocket Streams").
 /// Subscriptions are only remembered: the paper exchange has no market streams, and the event
 /// format is fixed at connect time, so SET_PROPERTY changes nothing.
-fn control_reply(text: &str, streams: &mut Vec<String>, format: StreamFormat) -> String {
-    let request: ControlRequest = match serde_json::from_str(text) {
+fn subscribe_reply(text: &str, streams: &mut Vec<String>, format: StreamFormat) -> String {
+    let request: SubscribeRequest = match serde_json::from_str(text) {
         Ok(request) => request,
         Err(e) if e.is_syntax() || e.is_eof() => return error_reply(3, format!("Invalid JSON: {e}"), None),
         Err(e) => return error_reply(2, format!("Invalid request: {e}"), None),
@@ -991,62 +1004,7 @@ fn control_reply(text: &str, streams: &mut Vec<String>, format: StreamFormat) ->
             }
         }
     };
-    serde_json::to_string(&ControlResult { result, id }).unwrap_or_default()
-}
-
-/// Pushes `events` events of about `event_len` bytes from the hub through a server on loopback
-/// to one tungstenite client, and returns the delivery rate in events per second. For
-/// `--release` runs and profiling (see the ignored test `throughput_one_connection`).
-///
-/// # Errors
-/// The server could not start, or the connection failed before all events arrived.
-pub fn bench_delivery(events: usize, event_len: usize) -> io::Result<f64> {
-    struct AnyKey;
-    impl KeyCheck for AnyKey {
-        fn live_key(&self, _: &str) -> Option<String> {
-            Some("bench".into())
-        }
-        fn now_ms(&self) -> i64 {
-            0
-        }
-    }
-    let hub = StreamHub::new();
-    let server = WsServer::start(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        WsSettings::default(),
-        hub.clone(),
-        Arc::new(AnyKey),
-    )?;
-    let stream = TcpStream::connect(server.local_addr())?;
-    let url = format!("ws://{}/ws/benchkey", server.local_addr());
-    let (mut ws, _) = tungstenite::client(url.as_str(), stream).map_err(|e| io::Error::other(e.to_string()))?;
-    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = received.clone();
-    let pad = "x".repeat(event_len.saturating_sub(30));
-    let started = Instant::now();
-    let publisher = thread::spawn(move || {
-        for n in 0..events {
-            // Stay well below the queue depth, which would cut the connection.
-            while n - seen.load(std::sync::atomic::Ordering::Relaxed) > QUEUE_DEPTH / 2 {
-                thread::yield_now();
-            }
-            hub.publish("benchkey", &format!(r#"{{"e":"bench","E":{n},"p":"{pad}"}}"#));
-        }
-    });
-    let mut count = 0;
-    while count < events {
-        match ws.read() {
-            Ok(Message::Text(_)) => {
-                count += 1;
-                received.store(count, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(_) => {}
-            Err(e) => return Err(io::Error::other(format!("after {count} events: {e}"))),
-        }
-    }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
-    let _ = publisher.join();
-    Ok(rate)
+    serde_json::to_string(&SubscribeResult { result, id }).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1200,12 +1158,6 @@ mod tests {
         assert_eq!(closed_with(&hub), reason::CLIENT_CLOSED);
         // The close frame is not a message for the rate limit.
         assert_eq!(hub.sessions()[0].messages_received, 0);
-    }
-
-    #[test]
-    fn server_handle_can_be_shared_between_threads() {
-        fn shared<T: Send + Sync>() {}
-        shared::<WsServer>(); // the exchange keeps it in an Arc behind a Mutex
     }
 
     #[test]
@@ -1376,7 +1328,7 @@ mod tests {
     fn rst_fault_resets_the_connection() {
         let (server, hub) = start(quiet());
         let mut ws = connect(&server, &raw_path());
-        assert_eq!(hub.control(Some(KEY), StreamItem::Drop { rst: true }), 1);
+        assert_eq!(hub.command(Some(KEY), StreamItem::Drop { rst: true }), 1);
         loop {
             match next(&mut ws, Duration::from_secs(2)) {
                 Ok(Message::Ping(_)) => {} // the probe whose pong makes close() send RST
@@ -1394,7 +1346,7 @@ mod tests {
     fn fin_fault_drops_without_close_frame() {
         let (server, hub) = start(quiet());
         let mut ws = connect(&server, &raw_path());
-        hub.control(Some(KEY), StreamItem::Drop { rst: false });
+        hub.command(Some(KEY), StreamItem::Drop { rst: false });
         match next(&mut ws, Duration::from_secs(2)) {
             Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {}
             other => panic!("expected EOF without close frame, got {other:?}"),
@@ -1407,7 +1359,7 @@ mod tests {
         let (server, hub) = start(quiet());
         let mut ws = connect(&server, &raw_path());
         hub.publish(KEY, EVENT);
-        hub.control(Some(KEY), StreamItem::Close { code: 4001, reason: "bye".into() });
+        hub.command(Some(KEY), StreamItem::Close { code: 4001, reason: "bye".into() });
         assert_eq!(next_text(&mut ws), EVENT);
         let frame = next_close(&mut ws);
         assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4001, "bye"));
@@ -1425,7 +1377,7 @@ mod tests {
         let (server, hub) = start(settings);
         let mut ws = connect(&server, &raw_path());
         assert!(matches!(next(&mut ws, Duration::from_secs(2)), Ok(Message::Ping(_))));
-        hub.control(Some(KEY), StreamItem::Silence);
+        hub.command(Some(KEY), StreamItem::Silence);
         let silenced = Instant::now();
         hub.publish(KEY, EVENT);
         ws.send(Message::Ping(Bytes::from_static(b"anyone?"))).unwrap();
@@ -1475,8 +1427,8 @@ mod tests {
     fn garbage_items_are_sent_as_is() {
         let (server, hub) = start(quiet());
         let mut ws = connect(&server, &raw_path());
-        hub.control(Some(KEY), StreamItem::Text(Arc::from("{\"e\":\"executionRep")));
-        hub.control(Some(KEY), StreamItem::Binary(Arc::from(&[0x00u8, 0x9f, 0x92, 0x96][..])));
+        hub.command(Some(KEY), StreamItem::Text(Arc::from("{\"e\":\"executionRep")));
+        hub.command(Some(KEY), StreamItem::Binary(Arc::from(&[0x00u8, 0x9f, 0x92, 0x96][..])));
         assert_eq!(next_text(&mut ws), "{\"e\":\"executionRep");
         match next_data(&mut ws) {
             Message::Binary(bytes) => assert_eq!(&bytes[..], &[0x00, 0x9f, 0x92, 0x96]),
@@ -1512,9 +1464,9 @@ mod tests {
     }
 
     #[test]
-    fn control_reply_covers_the_documented_errors() {
+    fn subscribe_reply_covers_the_documented_errors() {
         let mut streams = vec![KEY.to_string()];
-        let mut ask = |text: &str| control_reply(text, &mut streams, StreamFormat::Combined);
+        let mut ask = |text: &str| subscribe_reply(text, &mut streams, StreamFormat::Combined);
         assert!(ask(r#"{"method":"NOPE","id":1}"#)
             .starts_with(r#"{"code":2,"msg":"Invalid request: unknown variant `NOPE`"#));
         assert!(ask(r#"{"id":1}"#).starts_with(r#"{"code":2,"msg":"Invalid request: missing field `method`"#));
@@ -1645,7 +1597,7 @@ mod tests {
         // By hand: a tungstenite client would try to answer the queued pings and fail.
         let raw = hand_upgrade(&server);
         let mut silent = connect(&server, &format!("/ws/{OTHER_KEY}"));
-        hub.control(Some(OTHER_KEY), StreamItem::Silence);
+        hub.command(Some(OTHER_KEY), StreamItem::Silence);
         // Stopping wins over a queued fault, so wait until the pings stop: silence is in effect.
         let (mut last_ping, deadline) = (Instant::now(), Instant::now() + Duration::from_secs(2));
         while last_ping.elapsed() < Duration::from_millis(50) {
@@ -1680,6 +1632,58 @@ mod tests {
         let started = Instant::now();
         drop(server);
         assert!(started.elapsed() < Duration::from_secs(1), "drop took {:?}", started.elapsed());
+    }
+
+    /// Pushes `events` events of about `event_len` bytes from the hub through a server on
+    /// loopback to one tungstenite client, and returns the delivery rate in events per second.
+    /// Test-only: `cargo bench --bench paper` measures the same path through the whole exchange.
+    fn bench_delivery(events: usize, event_len: usize) -> io::Result<f64> {
+        struct AnyKey;
+        impl KeyCheck for AnyKey {
+            fn live_key(&self, _: &str) -> Option<String> {
+                Some("bench".into())
+            }
+            fn now_ms(&self) -> i64 {
+                0
+            }
+        }
+        let hub = StreamHub::new();
+        let server = WsServer::start(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            WsSettings::default(),
+            hub.clone(),
+            Arc::new(AnyKey),
+        )?;
+        let stream = TcpStream::connect(server.local_addr())?;
+        let url = format!("ws://{}/ws/benchkey", server.local_addr());
+        let (mut ws, _) = tungstenite::client(url.as_str(), stream).map_err(|e| io::Error::other(e.to_string()))?;
+        let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = received.clone();
+        let pad = "x".repeat(event_len.saturating_sub(30));
+        let started = Instant::now();
+        let publisher = thread::spawn(move || {
+            for n in 0..events {
+                // Stay well below the queue depth, which would cut the connection.
+                while n - seen.load(std::sync::atomic::Ordering::Relaxed) > QUEUE_DEPTH / 2 {
+                    thread::yield_now();
+                }
+                hub.publish("benchkey", &format!(r#"{{"e":"bench","E":{n},"p":"{pad}"}}"#));
+            }
+        });
+        let mut count = 0;
+        while count < events {
+            match ws.read() {
+                Ok(Message::Text(_)) => {
+                    count += 1;
+                    received.store(count, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(io::Error::other(format!("after {count} events: {e}"))),
+            }
+        }
+        let rate = count as f64 / started.elapsed().as_secs_f64();
+        let _ = publisher.join();
+        Ok(rate)
     }
 
     /// `cargo test --release --lib paper::ws -- --ignored --nocapture`

@@ -32,7 +32,7 @@ pub mod sign;
 
 use crate::error::Error;
 use crate::filters::ExchangeRules;
-use crate::ratelimit::RateGate;
+use crate::ratelimit::{Denied, RateGate};
 use crate::secret::Secret;
 use sign::{local_ms, ServerClock, Signer, TimeSample};
 use std::sync::Arc;
@@ -57,7 +57,8 @@ impl Method {
     }
 }
 
-/// What a request must carry (`../shared/binance-api.md` §1.2).
+/// What a request must carry: the Binance.US API docs' "Endpoint Security Type" (NONE, API key
+/// header, or SIGNED), <https://docs.binance.us/>.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
     /// Nothing.
@@ -101,7 +102,6 @@ const ORDER_NEW: Endpoint = Endpoint {
     orders: 1,
     mutates: true,
 };
-pub const ORDER_TEST: Endpoint = ep(Method::Post, "/api/v3/order/test", Security::Signed, 1);
 pub const ORDER_QUERY: Endpoint = ep(Method::Get, "/api/v3/order", Security::Signed, 4);
 const ORDER_CANCEL: Endpoint = Endpoint {
     method: Method::Delete,
@@ -122,14 +122,12 @@ const ORDER_CANCEL_REPLACE: Endpoint = Endpoint {
 pub const OPEN_ORDERS: Endpoint = ep(Method::Get, "/api/v3/openOrders", Security::Signed, 6);
 pub const ALL_ORDERS: Endpoint = ep(Method::Get, "/api/v3/allOrders", Security::Signed, 20);
 pub const MY_TRADES: Endpoint = ep(Method::Get, "/api/v3/myTrades", Security::Signed, 20);
-/// `myTrades` with `orderId`: Binance.US charges 5 instead of 20 since 2026-08-31.
-pub const MY_TRADES_BY_ORDER: Endpoint = ep(Method::Get, "/api/v3/myTrades", Security::Signed, 5);
 pub const LISTEN_KEY_NEW: Endpoint = ep(Method::Post, "/api/v3/userDataStream", Security::ApiKey, 2);
 pub const LISTEN_KEY_KEEPALIVE: Endpoint = ep(Method::Put, "/api/v3/userDataStream", Security::ApiKey, 2);
 pub const LISTEN_KEY_CLOSE: Endpoint = ep(Method::Delete, "/api/v3/userDataStream", Security::ApiKey, 2);
 
 /// How many times a request is re-signed after `-1021` before the error is returned.
-/// Once, as the reference says (§2.4, §9 rule 2): a second -1021 right after a fresh sync
+/// Once ("Timing Security" in the Binance.US API docs): a second -1021 right after a fresh sync
 /// means something else is wrong, and more tries only cost weight.
 const TIMESTAMP_RETRIES: u32 = 1;
 
@@ -239,7 +237,8 @@ pub fn encode_params(params: &[(&str, &str)]) -> String {
     out
 }
 
-/// The ms timestamp in "…IP banned until 1659146400000. …" (§7.3).
+/// The ms timestamp in "…IP banned until 1659146400000. …" (the 418 message of the Binance.US
+/// API docs' "Rate Limits").
 fn ban_end_ms(msg: &str) -> Option<i64> {
     let rest = msg.split("banned until ").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -436,14 +435,11 @@ impl RestClient {
                 }
                 request_timeout = Some(limit.saturating_sub(start.elapsed()).max(Duration::from_millis(100)));
             }
-            Admission::Share(pct) => {
-                if let Err(wait) = self.gate.try_acquire(ep.weight, ep.orders, pct) {
-                    if wait == Duration::MAX {
-                        return Err(Error::Stopped);
-                    }
-                    return Err(Error::RateLimited { retry_after: wait });
-                }
-            }
+            Admission::Share(pct) => match self.gate.try_acquire(ep.weight, ep.orders, pct) {
+                Ok(()) => {}
+                Err(Denied::Closed) => return Err(Error::Stopped),
+                Err(Denied::Wait(retry_after)) => return Err(Error::RateLimited { retry_after }),
+            },
         }
         let mut query = encode_params(params);
         if ep.security == Security::Signed {
@@ -678,7 +674,7 @@ mod tests {
         let disguised = ep(Method::Post, "/api/v3/order", Security::Signed, 1);
         assert!(refuse_orders(&disguised).is_err());
         assert!(refuse_orders(&ep(Method::Delete, "/api/v3/openOrders/", Security::Signed, 1)).is_err());
-        for fine in [ORDER_QUERY, OPEN_ORDERS, ORDER_TEST, ACCOUNT, MY_TRADES] {
+        for fine in [ORDER_QUERY, OPEN_ORDERS, ACCOUNT, MY_TRADES] {
             assert!(refuse_orders(&fine).is_ok(), "{fine:?}");
         }
     }

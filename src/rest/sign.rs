@@ -1,7 +1,7 @@
 //! HMAC-SHA256 request signing and the server-synced clock.
 //!
 //! Binance signs `totalParams` = the query string immediately followed by the body, with no
-//! separator, exactly as the bytes travel (see `../shared/binance-api.md` §2). We sign the string
+//! separator, exactly as the bytes travel ("SIGNED Endpoint Security" in the Binance.US API docs). We sign the string
 //! we are about to send and never re-encode it afterwards, so both of Binance's readings of
 //! percent-encoding give the same signature.
 
@@ -137,7 +137,7 @@ impl ServerClock {
 mod tests {
     use super::*;
 
-    // The documented example credentials and vectors, §2.2 of the API reference.
+    // The documented example credentials and vectors ("SIGNED Endpoint Examples" in the API docs).
     const SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
     const ALL: &str = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559";
     const V1: &str = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71";

@@ -90,12 +90,29 @@ fn abrupt_drop_with_refused_connections_and_fills_in_the_gap() {
     rig.trade("BTCUSD");
     let dropped = Instant::now();
     rig.ex.fault("drop", &[("mode", "rst"), ("refuse_ms", "1500")]).unwrap();
+    // The hub counts an event as delivered once it is queued to a connection, so wait until
+    // the dropped connection has left: from then on no stream can carry a TRADE event.
+    wait_until("the dropped session to close", Duration::from_secs(10), || {
+        rig.sessions().first().is_some_and(|s| !s["closed_ms"].is_null())
+    });
+    let before_gap = rig.trades();
     rig.trade("BTCUSD");
     rig.trade("ETHUSD");
     // Fills made while connections are refused arrive over REST, before the stream is back.
     let expected = rig.trades();
     wait_lines(&rig.cfg.fill_log, expected, Duration::from_secs(10));
     assert_eq!(read_log(&rig.cfg.fill_log).len(), expected, "gap fills came by REST");
+    // The source, not the count: the exchange says no stream carried the gap's TRADE events
+    // (`streamed: false`), yet each is in the log, so reconciliation over REST wrote it.
+    let report = rig.report();
+    let gap = &report["trades"].as_array().unwrap()[before_gap..];
+    let logged: Vec<(String, u64)> = read_log(&rig.cfg.fill_log).into_iter().map(|f| (f.symbol, f.trade_id)).collect();
+    assert!(!gap.is_empty(), "no trades in the gap");
+    for t in gap {
+        assert_eq!(t["streamed"], false, "a gap trade went out on a stream, so the test proves nothing: {t}");
+        let id = (t["symbol"].as_str().unwrap().to_string(), t["id"].as_u64().unwrap());
+        assert!(logged.contains(&id), "gap trade {id:?} is not in the log");
+    }
     rig.wait_sessions(2);
     let back = dropped.elapsed();
     // Refused for 1.5 s, backoff capped at 1 s in this tuning: back well within 10 s.
@@ -238,7 +255,7 @@ fn clock_jumps_both_ways_cost_a_handful_of_minus_1021() {
 
 #[test]
 fn keepalive_keeps_a_short_lived_key_alive() {
-    let mut rig = Rig::start("keepalive", |c| c.engine.listen_key_ttl = Duration::from_secs(3), Tuning { ..fast() });
+    let mut rig = Rig::start("keepalive", |c| c.engine.listen_key_ttl = Duration::from_secs(3), fast());
     // The daemon under test renews every SYNCD_KEEPALIVE_S; this one was started with the
     // default 1800 s, so restart it with 1 s.
     if let Some(d) = rig.daemon.take() {
@@ -327,7 +344,7 @@ fn server_shutdown_event_moves_to_a_new_connection() {
     rig.wait_sessions(2);
     wait_until("the old session to close", Duration::from_secs(10), || !rig.sessions()[0]["closed_ms"].is_null());
     let s = rig.sessions();
-    // §3.6: the new connection opens before the old one is dropped, so no event falls between.
+    // On `serverShutdown`, the new connection opens before the old one is dropped, so no event falls between.
     assert!(s[1]["opened_ms"].as_i64() <= s[0]["closed_ms"].as_i64(), "{s:?}");
     rig.trade("ETHUSD");
     rig.finish();

@@ -1,4 +1,4 @@
-//! The paper exchange's REST side pinned to `../shared/binance-api.md`: the documented signature
+//! The paper exchange's REST side pinned to the Binance.US API docs (<https://docs.binance.us/>): the documented signature
 //! vectors, each error code with its documented message, weights and limits.
 
 use crate::util::{client, paper, paper_with, place_maker, raw, signed_query};

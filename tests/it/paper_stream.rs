@@ -1,4 +1,4 @@
-//! The paper exchange's user-data stream pinned to the documented events (§4): each event type
+//! The paper exchange's user-data stream pinned to the documented events ("User Data Streams"): each event type
 //! carries exactly the documented field set; cancel-replace follows the documented outcomes.
 
 use crate::util::{client, paper, place_maker, raw, signed_query};
@@ -41,7 +41,7 @@ fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()
 }
 
-/// Field sets of the documented samples in `../shared/binance-api.md` §4.
+/// Field sets of the documented samples ("User Data Streams" in the Binance.US API docs).
 fn documented(sample: &str) -> BTreeSet<String> {
     keys(&serde_json::from_str(sample).unwrap())
 }

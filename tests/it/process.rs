@@ -62,6 +62,16 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
     None
 }
 
+/// Prints how to replay the run when the test fails, whichever assertion it was.
+struct ReplayHint(u64);
+impl Drop for ReplayHint {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("sigkill test failed with seed {0}; replay with SYNCD_TEST_SEED={0}", self.0);
+        }
+    }
+}
+
 /// A small xorshift so kill times vary from run to run but the seed is printed.
 struct Rng(u64);
 impl Rng {
@@ -80,9 +90,13 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         c.engine.external_trader_pct = 60;
     });
     let dir = temp_dir("sigkill");
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    // SYNCD_TEST_SEED replays a failed run's kill times; otherwise the clock picks them.
+    let seed = std::env::var("SYNCD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
     println!("sigkill test seed {seed}");
-    let mut rng = Rng(seed);
+    let _replay = ReplayHint(seed);
+    let mut rng = Rng(seed | 1); // xorshift stays at 0 for ever from a 0 seed
     let cursors = dir.join("state").join("cursors.json");
     for i in 0..22 {
         // Now and then the state file is lost or damaged too: cursors come back from the log.

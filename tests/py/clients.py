@@ -34,7 +34,7 @@ STEP = Decimal("0.00001")
 QTY = "0.00100"  # 0.001 BTC, a multiple of the step, ~60 USD at the seeded price
 GROUPS = ["pybinance", "connector", "ccxt", "ws", "report"]
 TIME_SCALE = 10
-# The documented field set of an executionReport (../shared/binance-api.md §4.3, canonical sample).
+# The documented field set of an executionReport (Binance.US API docs, "Order Update" sample).
 EXEC_REPORT_KEYS = set("e E s c S o f q p P F g C x X r i l z L n N T t I w m M O Z Y Q W V".split())
 
 RESULTS = []  # (ok, name, detail)
