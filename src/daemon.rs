@@ -67,6 +67,7 @@ pub struct Daemon {
     /// The executor cancels our orders on exit: it needs the gate open until it is done.
     cancel_on_exit: bool,
     plugins: Option<PluginView>,
+    tap: crate::filllog::FillTap,
 }
 
 impl Daemon {
@@ -217,7 +218,14 @@ impl Daemon {
             executor: executor_link,
             cancel_on_exit: config.cancel_on_exit,
             plugins,
+            tap,
         })
+    }
+
+    /// The fill log's followers: a new follower gets every line from now on (see
+    /// [`FillTap`](crate::filllog::FillTap)).
+    pub fn fill_tap(&self) -> &crate::filllog::FillTap {
+        &self.tap
     }
 
     /// The plugins' status, if `SYNCD_PLUGIN_DIR` is set.

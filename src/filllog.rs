@@ -276,7 +276,12 @@ impl FillLog {
 pub struct FillTap {
     followers: std::sync::Arc<std::sync::Mutex<Vec<crossbeam_channel::Sender<FillRecord>>>>,
     durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// When the last lines became durable (bounded), for latency figures and the status line.
+    published: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u64, std::time::SystemTime)>>>,
 }
+
+/// Publish times kept by a [`FillTap`].
+const PUBLISHED_KEPT: usize = 4096;
 
 impl FillTap {
     /// A new follower with room for `capacity` lines before it must read the file.
@@ -293,10 +298,26 @@ impl FillTap {
 
     /// Called by the writer once `fill` (numbered) is durable.
     pub fn publish(&self, fill: &FillRecord) {
-        self.durable.fetch_max(fill.seq, std::sync::atomic::Ordering::Release);
+        {
+            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            if published.len() >= PUBLISHED_KEPT {
+                published.pop_front();
+            }
+            published.push_back((fill.seq, std::time::SystemTime::now()));
+        }
+        // Followers first, the durable mark after: a follower that wakes in between must find
+        // the line in its channel, not take the slow road through the file for it.
         let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
         followers
             .retain(|f| !matches!(f.try_send(fill.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
+        drop(followers);
+        self.durable.fetch_max(fill.seq, std::sync::atomic::Ordering::Release);
+    }
+
+    /// When line `seq` became durable, if it was one of the last few thousand.
+    pub fn published_at(&self, seq: u64) -> Option<std::time::SystemTime> {
+        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        published.iter().rev().find(|(s, _)| *s == seq).map(|(_, t)| *t)
     }
 
     /// Where the log stood when it was opened.

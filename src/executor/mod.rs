@@ -124,6 +124,9 @@ pub struct ExecutorView {
     pub balances: Vec<(String, Decimal, Decimal)>,
 }
 
+/// Quotes (symbol, bid, ask) and balances (asset, free, locked).
+pub type MarketView = (Vec<(String, Decimal, Decimal)>, Vec<(String, Decimal, Decimal)>);
+
 /// The executor's shared view and the sender strategies' handles are made from.
 #[derive(Debug, Clone)]
 pub struct ExecutorLink {
@@ -143,6 +146,12 @@ impl ExecutorLink {
 
     pub fn view(&self) -> ExecutorView {
         self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Quotes and balances only: what a plugin's tick needs, without copying the order book.
+    pub fn market(&self) -> MarketView {
+        let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        (v.quotes.clone(), v.balances.clone())
     }
 }
 

@@ -192,6 +192,8 @@ struct Ended {
 /// A running plugin thread.
 struct Running {
     seen: Seen,
+    /// `cancel_on_stop = true` in its settings: its orders go when its file does.
+    cancel_on_stop: bool,
     stop: Option<Sender<()>>,
     thread: JoinHandle<Ended>,
     handle: StrategyHandle,
@@ -280,6 +282,13 @@ impl PluginHost {
         let gone: Vec<String> = self.running.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
         for name in gone {
             log::info!("plugin {name}: its file is gone; stopping it");
+            if let Some(r) = self.running.get(&name).filter(|r| r.cancel_on_stop) {
+                // Queued before the handle is revoked; the executor carries them out after.
+                for symbol in self.rules.snapshot().symbols.keys() {
+                    let _ = r.handle.submit(Intent::CancelAll { symbol: symbol.clone() });
+                }
+                log::info!("plugin {name}: cancel_on_stop: cancelling its open orders");
+            }
             self.stop_plugin(&name);
         }
         self.parked.retain(|n, s| now.get(n) == Some(s));
@@ -335,6 +344,7 @@ impl PluginHost {
         let source = self.settings.dir.join(format!("{name}.so"));
         let settings_text = fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default();
         let tag = tag_for(name, &settings_text);
+        let cancel_on_stop = setting(&settings_text, "cancel_on_stop") == Some("true");
         let refuse = |host: &mut PluginHost, why: String| {
             log::error!(
                 "plugin {name}: refused: {why}{}",
@@ -431,7 +441,7 @@ impl PluginHost {
         });
         self.running.insert(
             name.to_string(),
-            Running { seen, stop: Some(stop_tx), thread, handle, busy_since, stalled: false },
+            Running { seen, cancel_on_stop, stop: Some(stop_tx), thread, handle, busy_since, stalled: false },
         );
     }
 
@@ -780,8 +790,8 @@ impl Runner {
         prices: &mut HashMap<String, (Decimal, Decimal)>,
         balances: &mut HashMap<String, (Decimal, Decimal)>,
     ) -> Result<(), i32> {
-        let view = self.executor.view();
-        for (symbol, bid, ask) in &view.quotes {
+        let (quotes, assets) = self.executor.market();
+        for (symbol, bid, ask) in &quotes {
             if prices.get(symbol) == Some(&(*bid, *ask)) {
                 continue;
             }
@@ -793,7 +803,7 @@ impl Runner {
                 return Err(status);
             }
         }
-        for (asset, free, locked) in &view.balances {
+        for (asset, free, locked) in &assets {
             if balances.get(asset) == Some(&(*free, *locked)) {
                 continue;
             }

@@ -36,8 +36,9 @@
 //! hands them to [`Strategy::start`] ([`StartInfo::setting`]) and restarts the plugin, with the
 //! same fill cursor, when the file changes. Keys the daemon reads itself: `tag` (1-8 letters or
 //! digits, carried in every client order id; default: the file name's first 8 letters and
-//! digits) and `history = all` (a plugin seen for the first time starts at the start of the fill
-//! log instead of its end).
+//! digits), `history = all` (a plugin seen for the first time starts at the start of the fill
+//! log instead of its end) and `cancel_on_stop = true` (when its file is removed, its open orders
+//! are cancelled; otherwise they stay, and a swapped-in version inherits them).
 //!
 //! # Installing and swapping
 //! Copy the new `.so` beside the directory and `rename` it over the old name (a file is picked
@@ -331,8 +332,8 @@ pub trait Strategy: Sized + 'static {
     fn on_tick(&mut self, _now_ms: i64) -> Result<(), String> {
         Ok(())
     }
-    /// The plugin is being stopped (swap, removal, shutdown). Its open orders stay (unless its
-    /// settings say `cancel_on_stop = true`, which the daemon does for it).
+    /// The plugin is being stopped (swap, removal, shutdown). Its open orders stay; with
+    /// `cancel_on_stop = true` in its settings the daemon cancels them when its file is removed.
     fn stop(&mut self) {}
 }
 

@@ -2,9 +2,14 @@
 //! - `record = PATH`: append `start V`, `fill V SEQ REPLAYED`, `stop V` lines to PATH (V is the
 //!   version this build was made with: `SYNCD_TEST_PLUGIN_VERSION` at build time, else `1`);
 //! - `mode = normal | panic | sleep | fail`: what `on_fill` does besides recording;
-//! - `sleep_ms = N`: how long `sleep` sleeps.
+//! - `sleep_ms = N`: how long `sleep` sleeps;
+//! - `mode = stamp`: record `stamp SEQ UNIX_NS` at the entry of each `on_fill` (benchmark);
+//! - `flood = N`: on the first price of BTCUSD, submit N maker BUYs under the bid at once and
+//!   record `flood N NS` once all N are placed, NS from the first submit to the last answer.
 
-use binance_syncd_plugin::{export_strategy, Fill, Host, StartInfo, Strategy};
+use binance_syncd_plugin::{
+    export_strategy, Dec, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
+};
 use std::io::Write;
 
 const VERSION: &str = match option_env!("SYNCD_TEST_PLUGIN_VERSION") {
@@ -17,6 +22,13 @@ struct Recorder {
     record: Option<std::fs::File>,
     mode: String,
     sleep_ms: u64,
+    flood: u64,
+    flood_started: Option<std::time::Instant>,
+    flood_placed: u64,
+}
+
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 impl Recorder {
@@ -38,13 +50,19 @@ impl Strategy for Recorder {
         };
         let mode = start.setting("mode").unwrap_or("normal").to_string();
         let sleep_ms = start.setting("sleep_ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
-        let mut r = Recorder { host, record, mode, sleep_ms };
+        let flood = start.setting("flood").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut r = Recorder { host, record, mode, sleep_ms, flood, flood_started: None, flood_placed: 0 };
         r.line(&format!("start {VERSION}"));
         r.host.info(&format!("test plugin {VERSION} started in mode {}", r.mode));
         Ok(r)
     }
 
     fn on_fill(&mut self, fill: &Fill<'_>) -> Result<(), String> {
+        if self.mode == "stamp" {
+            let now = unix_ns();
+            self.line(&format!("stamp {} {now}", fill.seq));
+            return Ok(());
+        }
         self.line(&format!("fill {VERSION} {} {}", fill.seq, u8::from(fill.replayed)));
         match self.mode.as_str() {
             "panic" => panic!("test plugin panics on fill {}", fill.seq),
@@ -55,6 +73,37 @@ impl Strategy for Recorder {
             }
             _ => Ok(()),
         }
+    }
+
+    fn on_price(&mut self, price: &Price<'_>) -> Result<(), String> {
+        if self.flood == 0 || self.flood_started.is_some() || price.symbol != "BTCUSD" {
+            return Ok(());
+        }
+        let Some(bid) = Dec::parse(price.bid) else { return Ok(()) };
+        self.flood_started = Some(std::time::Instant::now());
+        for i in 0..self.flood {
+            let Some(p) = Dec::parse("0.01")
+                .and_then(|t| t.checked_mul_int(i as i64 % 400 + 1))
+                .and_then(|off| bid.checked_sub(off))
+            else {
+                continue;
+            };
+            let _ = self.host.place("BTCUSD", Side::Buy, &p.to_string(), "0.0002");
+        }
+        Ok(())
+    }
+
+    fn on_order(&mut self, update: &OrderUpdate<'_>) -> Result<(), String> {
+        if update.kind == UpdateKind::Placed {
+            self.flood_placed += 1;
+            if self.flood_placed == self.flood {
+                if let Some(t) = self.flood_started {
+                    let ns = t.elapsed().as_nanos();
+                    self.line(&format!("flood {} {ns}", self.flood));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn stop(&mut self) {
