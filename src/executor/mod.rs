@@ -196,6 +196,8 @@ pub struct Executor {
     rate: OrderRate,
     pending: Vec<Pending>,
     need_rebuild: bool,
+    /// A stale mark on the rules has been turned into a read.
+    stale_seen: bool,
     next_rebuild_try: Instant,
     next_prices: Instant,
     next_avg: Instant,
@@ -280,6 +282,7 @@ impl Executor {
             rate: OrderRate::default(),
             pending: Vec::new(),
             need_rebuild: true,
+            stale_seen: false,
             next_rebuild_try: now,
             next_prices: now,
             next_avg: now,
@@ -492,7 +495,13 @@ impl Executor {
 
     fn timers(&mut self) -> Result<(), String> {
         let now = Instant::now();
-        if self.rules.is_stale() || now >= self.next_rules {
+        // A stale mark asks for a read now, once: a failed read then waits like any other, so
+        // a refresh that keeps failing cannot turn into a request per loop.
+        if self.rules.is_stale() && !self.stale_seen {
+            self.stale_seen = true;
+            self.next_rules = now;
+        }
+        if now >= self.next_rules {
             self.refresh_rules();
         }
         if self.need_rebuild && now >= self.next_rebuild_try {
@@ -520,6 +529,7 @@ impl Executor {
         match self.desk.rest().exchange_info_background(&self.settings.symbols, READ_SHARE) {
             Ok(rules) => {
                 self.rules.install(rules);
+                self.stale_seen = false;
                 self.stats.rules_refreshes += 1;
                 self.next_rules = now + self.settings.rules_refresh;
                 self.dirty = true;

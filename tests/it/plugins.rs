@@ -498,3 +498,32 @@ fn fifty_swaps_in_a_row_keep_memory_bounded() {
         d.stop(Duration::from_secs(8));
     }
 }
+
+#[test]
+fn a_changed_conf_restarts_with_the_same_cursor_and_cancel_on_stop_cancels_on_removal() {
+    let so = build_plugin("grid-maker", "1");
+    let mut rig = Rig::start_with(
+        "plugin-conf",
+        &[("grid_maker", &so, "levels = 2\nspacing = 5\nquote = 25\ncancel_on_stop = true\n")],
+        |c| c.strategy_limits.max_orders_10s = 100,
+    );
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let own = || link.view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-gridmake-")).count();
+    wait_until("the first grid", Duration::from_secs(20), || own() >= 8);
+    rig.fill();
+    let fills = wait_lines(&rig.cfg.fill_log, 1, Duration::from_secs(20));
+    let delivered = rig.wait_status("grid_maker", "the fill", |s| s.delivered == fills[0].seq).delivered;
+    // A new settings file: the same code restarts, from the same cursor, and keeps its orders.
+    std::fs::write(rig.plugins.join("grid_maker.conf"), "levels = 1\nspacing = 7\nquote = 25\ncancel_on_stop = true\n")
+        .unwrap();
+    let s = rig.wait_status("grid_maker", "restarted", |s| s.loads == 2 && s.state == "running");
+    assert_eq!(s.delivered, delivered, "{s:?}");
+    assert!(own() >= 8, "the first version's orders passed to the second");
+    // Its file removed: stopped, and with cancel_on_stop its orders go (and nobody else's).
+    std::fs::remove_file(rig.plugins.join("grid_maker.so")).unwrap();
+    rig.wait_status("grid_maker", "stopped", |s| s.state == "stopped");
+    wait_until("its orders cancelled", Duration::from_secs(20), || own() == 0);
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
