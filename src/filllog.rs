@@ -335,22 +335,28 @@ pub struct Reader {
     /// Byte offset of the next unread line and the number of lines before it.
     offset: u64,
     lines: u64,
+    /// The highest sequence number read so far.
+    passed: u64,
 }
 
 impl Reader {
     pub fn new(path: &Path) -> Reader {
-        Reader { path: path.to_path_buf(), offset: 0, lines: 0 }
+        Reader { path: path.to_path_buf(), offset: 0, lines: 0, passed: 0 }
     }
 
-    /// Fills with `seq > after`, in order, up to `max` of them.
-    pub fn read_after(&mut self, after: u64, max: usize) -> Result<Vec<FillRecord>, Error> {
+    /// Fills with `after < seq <= until`, in order, up to `max` of them. The reader stops in
+    /// front of the first line past `until`, so a line the writer appends meanwhile is read by
+    /// the next call, never skipped; asking for lines it already passed starts it over.
+    pub fn read_after(&mut self, after: u64, until: u64, max: usize) -> Result<Vec<FillRecord>, Error> {
         use std::io::{Seek, SeekFrom};
         let mut file = File::open(&self.path).map_err(Error::io(&self.path))?;
         let len = file.metadata().map_err(Error::io(&self.path))?.len();
-        if len < self.offset {
-            // Shorter than where we were (a torn tail cut, or a rotated file): start over.
+        if len < self.offset || after < self.passed {
+            // Shorter than where we were (a torn tail cut, a rotated file), or asked for lines
+            // behind us: start over.
             self.offset = 0;
             self.lines = 0;
+            self.passed = 0;
         }
         file.seek(SeekFrom::Start(self.offset)).map_err(Error::io(&self.path))?;
         let mut reader = BufReader::new(file);
@@ -362,16 +368,23 @@ impl Reader {
             if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
-            self.lines += 1;
-            if let Ok(mut rec) = serde_json::from_slice::<FillRecord>(&line) {
+            let parsed = serde_json::from_slice::<FillRecord>(&line).ok().map(|mut rec| {
                 if rec.seq == 0 {
-                    rec.seq = self.lines;
+                    rec.seq = self.lines + 1;
                 }
+                rec
+            });
+            if parsed.as_ref().is_some_and(|rec| rec.seq > until) {
+                break; // not consumed: the next call starts here
+            }
+            self.lines += 1;
+            self.offset += n as u64;
+            if let Some(rec) = parsed {
+                self.passed = self.passed.max(rec.seq);
                 if rec.seq > after {
                     out.push(rec);
                 }
             }
-            self.offset += n as u64;
         }
         Ok(out)
     }
@@ -427,14 +440,20 @@ mod tests {
         log.append(&mut g).unwrap();
         assert_eq!(g.seq, 4);
         let mut reader = Reader::new(&path);
-        let seqs: Vec<u64> = reader.read_after(1, 10).unwrap().iter().map(|f| f.seq).collect();
+        let seqs: Vec<u64> = reader.read_after(1, u64::MAX, 10).unwrap().iter().map(|f| f.seq).collect();
         assert_eq!(seqs, [2, 3, 4]);
-        assert!(reader.read_after(4, 10).unwrap().is_empty());
+        assert!(reader.read_after(4, u64::MAX, 10).unwrap().is_empty());
         let mut h = fill("ETHUSD", 2);
         log.append(&mut h).unwrap();
         // A reader picks up where it was.
-        assert_eq!(reader.read_after(4, 10).unwrap().iter().map(|f| f.seq).collect::<Vec<_>>(), [5]);
-        assert_eq!(Reader::new(&path).read_after(0, 2).unwrap().len(), 2, "max is honoured");
+        assert_eq!(reader.read_after(4, u64::MAX, 10).unwrap().iter().map(|f| f.seq).collect::<Vec<_>>(), [5]);
+        assert_eq!(Reader::new(&path).read_after(0, u64::MAX, 2).unwrap().len(), 2, "max is honoured");
+        // A line past `until` stays for the next call: nothing the writer adds is skipped.
+        let mut bounded = Reader::new(&path);
+        assert_eq!(bounded.read_after(0, 3, 10).unwrap().iter().map(|f| f.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(bounded.read_after(3, 5, 10).unwrap().iter().map(|f| f.seq).collect::<Vec<_>>(), [4, 5]);
+        // Asking again for lines already passed starts over.
+        assert_eq!(bounded.read_after(1, 2, 10).unwrap().iter().map(|f| f.seq).collect::<Vec<_>>(), [2]);
     }
 
     #[test]

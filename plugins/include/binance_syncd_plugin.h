@@ -77,6 +77,7 @@ typedef struct syncd_host_v1 {
     void *ctx;
     syncd_status (*submit)(void *ctx, const syncd_intent *intent, uint64_t *request);
     void (*log)(void *ctx, int32_t level, syncd_str msg);
+    /* sink must not be NULL (NULL is refused). */
     syncd_status (*rules)(void *ctx, syncd_str symbol, void (*sink)(void *user, syncd_str json), void *user);
 } syncd_host_v1;
 

@@ -166,7 +166,10 @@ impl Book {
     }
 
     /// Replaces `symbol`'s orders by a REST snapshot whose request left at stamp `mark`.
-    /// Orders changed locally since then are kept: the snapshot may predate them.
+    /// Orders changed locally since then are kept: the snapshot may predate them. Only a
+    /// terminal report closes an order for good: one the snapshot lacks is dropped but may come
+    /// back with its next report (`openOrders` can lag), and the snapshot never reopens an
+    /// order a terminal report closed.
     pub fn replace_symbol(&mut self, symbol: &str, snapshot: &[OrderReply], mark: u64) {
         let stale: Vec<u64> = self
             .orders
@@ -176,16 +179,15 @@ impl Book {
             .filter(|id| !snapshot.iter().any(|s| s.order_id == *id))
             .collect();
         for id in stale {
-            // Closed while we were not listening: it must not come back from a late event.
-            self.remove(symbol, id);
+            if let Some(o) = self.orders.remove(&(symbol.to_string(), id)) {
+                self.by_client.remove(&(o.symbol.clone(), o.client_order_id.clone()));
+            }
         }
         for o in snapshot.iter().filter(|o| o.symbol == symbol) {
             let fresher_here =
                 self.orders.get(&(symbol.to_string(), o.order_id)).is_some_and(|held| held.changed_at >= mark);
             if !fresher_here {
-                // A snapshot is the exchange's word: an id we thought closed is open after all.
-                self.closed.remove(&(symbol.to_string(), o.order_id));
-                self.apply_reply(o);
+                self.apply_reply(o); // ignores ids a terminal report closed
             }
         }
     }
@@ -221,9 +223,19 @@ impl Book {
 }
 
 /// Free and locked amounts per asset.
+///
+/// The exchange's numbers (`account`, `outboundAccountPosition`) are absolute, but an event
+/// written before one of our placements can arrive after it. So each placement's cost is held
+/// as a reservation, keyed by its client id, until the stream reports that order (the
+/// position event that follows the report includes the lock); free is the exchange's free
+/// minus what is still reserved.
 #[derive(Debug, Default, Clone)]
 pub struct Balances {
     assets: HashMap<String, (Decimal, Decimal)>,
+    reserved: HashMap<String, (String, Decimal)>,
+    /// Orders the stream reported before their placement's answer came back (bounded).
+    reported: HashSet<String>,
+    reported_order: VecDeque<String>,
     known: bool,
 }
 
@@ -240,16 +252,40 @@ impl Balances {
         e.0 = e.0.checked_add(delta).unwrap_or(e.0);
     }
 
-    /// Moves `amount` from free to locked right after a placement, so the next intent sees
-    /// it gone before the account event arrives.
-    pub fn reserve(&mut self, asset: &str, amount: Decimal) {
-        let e = self.assets.entry(asset.to_string()).or_insert((Decimal::ZERO, Decimal::ZERO));
-        e.0 = e.0.checked_sub(amount).unwrap_or(e.0).max(Decimal::ZERO);
-        e.1 = e.1.checked_add(amount).unwrap_or(e.1);
+    /// Holds `amount` of `asset` for the order `client_order_id` until [`release`](Self::release).
+    pub fn reserve(&mut self, client_order_id: &str, asset: &str, amount: Decimal) {
+        if self.reported.contains(client_order_id) {
+            return; // the stream was faster than the answer: the lock is already counted
+        }
+        self.reserved.insert(client_order_id.to_string(), (asset.to_string(), amount));
+    }
+
+    /// The exchange has reported the order (or it never existed): its lock is in the
+    /// exchange's numbers from now on, or there is none.
+    pub fn release(&mut self, client_order_id: &str) {
+        if self.reserved.remove(client_order_id).is_none() && self.reported.insert(client_order_id.to_string()) {
+            self.reported_order.push_back(client_order_id.to_string());
+            while self.reported_order.len() > CLOSED_MEMORY {
+                if let Some(old) = self.reported_order.pop_front() {
+                    self.reported.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// A rebuild read the account: every earlier reservation is in its numbers.
+    pub fn release_all(&mut self) {
+        self.reserved.clear();
     }
 
     pub fn free(&self, asset: &str) -> Decimal {
-        self.assets.get(asset).map_or(Decimal::ZERO, |b| b.0)
+        let free = self.assets.get(asset).map_or(Decimal::ZERO, |b| b.0);
+        let held = self
+            .reserved
+            .values()
+            .filter(|(a, _)| a == asset)
+            .fold(Decimal::ZERO, |acc, (_, amount)| acc.checked_add(*amount).unwrap_or(acc));
+        free.checked_sub(held).unwrap_or(Decimal::ZERO).max(Decimal::ZERO)
     }
 
     pub fn total(&self, asset: &str) -> Decimal {
@@ -332,21 +368,32 @@ mod tests {
         b.replace_symbol("BTCUSD", &[reply(2, "NEW")], mark);
         let ids: Vec<u64> = b.orders().map(|o| o.order_id).collect();
         assert_eq!(ids, [2, 3]);
-        // The order the snapshot dropped stays dropped even if its NEW arrives late.
-        b.apply_report(&report(1, "NEW", "0"));
-        assert!(b.get("BTCUSD", 1).is_none());
+        // A snapshot never reopens an order a terminal report closed.
+        b.apply_report(&report(4, "NEW", "0"));
+        b.apply_report(&report(4, "CANCELED", "0"));
+        let mark = b.mark();
+        b.replace_symbol("BTCUSD", &[reply(2, "NEW"), reply(4, "NEW")], mark);
+        assert!(b.get("BTCUSD", 4).is_none(), "a lagging snapshot brought back a closed order");
+        // One the snapshot merely lacked comes back with its next report.
+        b.apply_report(&report(1, "PARTIALLY_FILLED", "0.5"));
+        assert!(b.get("BTCUSD", 1).is_some());
     }
 
     #[test]
-    fn balances_reserve_and_follow_events() {
+    fn a_reservation_survives_a_stale_event_until_its_order_is_reported() {
         let mut bal = Balances::default();
         assert!(!bal.known());
         bal.set("USD", d("100"), d("0"));
-        bal.reserve("USD", d("30"));
+        bal.reserve("sd-a-1-1", "USD", d("30"));
         assert_eq!((bal.free("USD"), bal.total("USD")), (d("70"), d("100")));
+        // A position written before our order arrives after it: still 100 free at the exchange.
+        bal.set("USD", d("100"), d("0"));
+        assert_eq!(bal.free("USD"), d("70"), "the stale event must not undo the reservation");
         bal.add_free("USD", d("5"));
         assert_eq!(bal.free("USD"), d("75"));
-        bal.set("USD", d("1"), d("2"));
-        assert_eq!(bal.free("USD"), d("1"));
+        // The order's report came; the next position includes its lock.
+        bal.release("sd-a-1-1");
+        bal.set("USD", d("75"), d("30"));
+        assert_eq!(bal.free("USD"), d("75"));
     }
 }

@@ -142,6 +142,15 @@ pub struct Request {
     pub intent: Intent,
     pub reply: Sender<Reply>,
     pub submitted: Instant,
+    /// The submitting handle's revocation: a request still queued when its handle is revoked
+    /// (its plugin stopped or swapped) is refused, never sent.
+    pub revoked: Arc<AtomicBool>,
+}
+
+impl Request {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
 }
 
 /// Why an intent could not even be queued.
@@ -205,8 +214,14 @@ impl StrategyHandle {
             return Err(SubmitError::Paused);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request =
-            Request { id, tag: self.tag.clone(), intent, reply: self.reply.clone(), submitted: Instant::now() };
+        let request = Request {
+            id,
+            tag: self.tag.clone(),
+            intent,
+            reply: self.reply.clone(),
+            submitted: Instant::now(),
+            revoked: self.revoked.clone(),
+        };
         match self.requests.try_send(request) {
             Ok(()) => Ok(id),
             Err(TrySendError::Full(_)) => Err(SubmitError::Full),

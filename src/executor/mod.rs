@@ -70,6 +70,8 @@ const READ_SHARE: u64 = 50;
 /// between the lookups (the Memory ⇒ Database path can lag behind the engine).
 const RESOLVE_DELAYS: [Duration; 4] =
     [Duration::from_millis(300), Duration::from_millis(700), Duration::from_millis(1500), Duration::from_secs(3)];
+/// How long an unknown outcome may hold its symbol while the exchange cannot be asked.
+const RESOLVE_GIVE_UP: Duration = Duration::from_secs(120);
 /// Times a placement that met a 429 is put back in its queue before the intent is rejected.
 const MAX_REQUEUES: u32 = 3;
 
@@ -173,6 +175,10 @@ struct Pending {
     reply: Option<(u64, Sender<Reply>, Instant)>,
     tries: usize,
     next_try: Instant,
+    /// When it became unknown: after `RESOLVE_GIVE_UP` the symbol is no longer held for it.
+    since: Instant,
+    /// A placement already sent again with the same client id.
+    resent: bool,
 }
 
 #[derive(Debug)]
@@ -198,6 +204,8 @@ pub struct Executor {
     need_rebuild: bool,
     /// A stale mark on the rules has been turned into a read.
     stale_seen: bool,
+    rebuild_failing_since: Option<Instant>,
+    last_rebuild_alert: Option<Instant>,
     next_rebuild_try: Instant,
     next_prices: Instant,
     next_avg: Instant,
@@ -283,6 +291,8 @@ impl Executor {
             pending: Vec::new(),
             need_rebuild: true,
             stale_seen: false,
+            rebuild_failing_since: None,
+            last_rebuild_alert: None,
             next_rebuild_try: now,
             next_prices: now,
             next_avg: now,
@@ -401,6 +411,25 @@ impl Executor {
                 }
             }
         }
+        // Placements whose outcome is still unknown may be live too: cancel them by client id.
+        let unknown: Vec<(String, String)> = self
+            .pending
+            .iter()
+            .filter(|p| matches!(p.what, PendingKind::Place { .. }))
+            .map(|p| (p.symbol.clone(), p.lookup_id.clone()))
+            .collect();
+        for (symbol, client_id) in unknown {
+            let left = self.settings.exit_budget.saturating_sub(started.elapsed());
+            if left < Duration::from_millis(100) {
+                break;
+            }
+            let cancel_id = self.ids.next(tag_of(&client_id).unwrap_or("x"));
+            match self.desk.cancel(&symbol, &OrderRef::ClientId(client_id.clone()), &cancel_id, Some(left)) {
+                Ok(_) => done += 1,
+                Err(e) if e.api_code() == Some(-2011) => {}
+                Err(e) => log::warn!("executor: cancel on exit of unresolved {symbol} {client_id} failed: {e}"),
+            }
+        }
         log::info!(
             "executor: cancelled {done} of our {} open orders on exit ({failed} failed, {:?})",
             own.len(),
@@ -459,7 +488,8 @@ impl Executor {
         self.stats.intents += 1;
         let cap = self.settings.queue_per_strategy;
         let q = self.queues.entry(req.tag.clone()).or_default();
-        if q.len() >= cap {
+        let cancel = matches!(req.intent, Intent::Cancel { .. } | Intent::CancelAll { .. });
+        if q.len() >= cap && !cancel {
             let why = format!("strategy {} already has {cap} intents waiting", req.tag);
             self.answer(&req, refused("queue full", why));
             return;
@@ -470,9 +500,9 @@ impl Executor {
     /// Round robin over strategies; a strategy whose next intent is for a symbol with an
     /// unresolved order waits its turn without holding up the others.
     fn next_request(&mut self) -> Option<(Request, u32)> {
-        if self.need_rebuild {
-            return None; // the book must be known before counts can be checked
-        }
+        // Until the book is known, counts cannot be checked: only cancels go (by order id, they
+        // are safe on a stale book, and a strategy must be able to pull its quotes).
+        let cancels_only = self.need_rebuild;
         let tags: Vec<String> = self.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(t, _)| t.clone()).collect();
         if tags.is_empty() {
             return None;
@@ -481,7 +511,10 @@ impl Executor {
         for i in 0..tags.len() {
             let tag = &tags[(start + i) % tags.len()];
             let Some(q) = self.queues.get_mut(tag) else { continue };
-            let blocked = q.front().is_some_and(|(r, _)| self.pending.iter().any(|p| p.symbol == r.intent.symbol()));
+            let blocked = q.front().is_some_and(|(r, _)| {
+                (cancels_only && !matches!(r.intent, Intent::Cancel { .. } | Intent::CancelAll { .. }))
+                    || self.pending.iter().any(|p| p.symbol == r.intent.symbol())
+            });
             if blocked {
                 continue;
             }
@@ -563,6 +596,7 @@ impl Executor {
         }
         match self.desk.rest().call_json::<Account>(&ACCOUNT, &[]) {
             Ok(a) => {
+                self.balances.release_all();
                 for b in a.balances {
                     self.balances.set(&b.asset, b.free, b.locked);
                 }
@@ -570,6 +604,7 @@ impl Executor {
             Err(e) => return self.rebuild_failed(&e),
         }
         self.need_rebuild = false;
+        self.rebuild_failing_since = None;
         self.ready = true;
         self.stats.book_rebuilds += 1;
         self.dirty = true;
@@ -581,8 +616,17 @@ impl Executor {
         if e.is_auth_failure() {
             return Err(format!("API key refused by the executor: {e}"));
         }
-        if !matches!(e, Error::Stopped) {
-            log::warn!("executor: cannot rebuild the open-order book yet ({e}); intents wait");
+        let since = *self.rebuild_failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > Duration::from_secs(60)
+            && self.last_rebuild_alert.is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            log::error!(
+                "executor: the open-order book could not be rebuilt for {:?} ({e}); only cancels go",
+                since.elapsed()
+            );
+            self.last_rebuild_alert = Some(Instant::now());
+        } else if !matches!(e, Error::Stopped) {
+            log::warn!("executor: cannot rebuild the open-order book yet ({e}); only cancels go meanwhile");
         }
         self.next_rebuild_try = Instant::now() + Duration::from_secs(1);
         Ok(())
@@ -627,6 +671,8 @@ impl Executor {
             }
             StreamMsg::Down { .. } => {}
             StreamMsg::Event(UserEvent::Execution(r)) => {
+                // The position event that follows this report includes the order's lock.
+                self.balances.release(r.order_client_id());
                 self.book.apply_report(&r);
                 self.dirty = true;
                 self.resolve_from_stream(&r.symbol, r.order_id, r.order_client_id(), &r.status);
@@ -646,6 +692,10 @@ impl Executor {
     }
 
     fn serve(&mut self, (req, requeues): (Request, u32)) -> Result<(), String> {
+        if req.is_revoked() {
+            self.answer(&req, refused("revoked", "the strategy that asked has stopped; nothing was sent"));
+            return Ok(());
+        }
         let outcome = match req.intent.clone() {
             Intent::Place { symbol, side, price, qty } => self.place(&req, requeues, &symbol, side, price, qty)?,
             Intent::Cancel { symbol, order } => self.cancel(&req, &symbol, &order)?,
@@ -796,12 +846,14 @@ impl Executor {
         }
     }
 
-    fn reserve(&mut self, symbol: &str, side: Side, price: Decimal, qty: Decimal) {
+    fn reserve(&mut self, client_id: &str, symbol: &str, side: Side, price: Decimal, qty: Decimal) {
         let rules = self.rules.snapshot();
         let Some(sym) = rules.symbols.get(symbol) else { return };
         match side {
-            Side::Buy => self.balances.reserve(&sym.quote_asset, price.checked_mul(qty).unwrap_or(Decimal::ZERO)),
-            Side::Sell => self.balances.reserve(&sym.base_asset, qty),
+            Side::Buy => {
+                self.balances.reserve(client_id, &sym.quote_asset, price.checked_mul(qty).unwrap_or(Decimal::ZERO))
+            }
+            Side::Sell => self.balances.reserve(client_id, &sym.base_asset, qty),
         }
     }
 
@@ -843,16 +895,17 @@ impl Executor {
         match self.desk.place(&order) {
             Ok(reply) => {
                 self.book.apply_reply(&reply);
-                self.reserve(symbol, side, prepared.price, prepared.quantity);
+                self.reserve(&client_id, symbol, side, prepared.price, prepared.quantity);
                 Ok(Some(Outcome::Placed(placed_from(&reply, side, prepared, adjustments))))
             }
             Err(Error::OutcomeUnknown(what)) | Err(Error::Decode(what)) => {
                 log::warn!("executor: {symbol} {client_id}: {what}; looking the order up before anything else");
-                self.reserve(symbol, side, prepared.price, prepared.quantity);
+                self.reserve(&client_id, symbol, side, prepared.price, prepared.quantity);
                 let kind = PendingKind::Place { side, price: prepared.price, qty: prepared.quantity, adjustments };
                 self.add_pending(req, symbol, client_id.clone(), kind);
                 Ok(Some(Outcome::Unknown { client_order_id: client_id }))
             }
+            Err(e) if e.is_auth_failure() => Err(format!("API key refused by the executor: {e}")),
             Err(Error::Api { code, msg, .. }) => Ok(Some(self.rejected(symbol, code, msg, None))),
             Err(e @ (Error::RateLimited { .. } | Error::Banned { .. })) => {
                 // Not processed; the gate now holds every thread. Back to the front of its
@@ -880,6 +933,7 @@ impl Executor {
             intent: req.intent.clone(),
             reply: req.reply.clone(),
             submitted: req.submitted,
+            revoked: req.revoked.clone(),
         };
         self.queues.entry(req.tag.clone()).or_default().push_front((copy, requeues));
     }
@@ -893,6 +947,8 @@ impl Executor {
             reply: Some((req.id, req.reply.clone(), req.submitted)),
             tries: 0,
             next_try: Instant::now() + RESOLVE_DELAYS[0],
+            since: Instant::now(),
+            resent: false,
         });
         self.dirty = true;
     }
@@ -923,6 +979,7 @@ impl Executor {
         match self.cancel_one(&req.tag, &o) {
             CancelResult::Done(c) => Ok(Some(Outcome::Canceled(c))),
             CancelResult::Failed(outcome) => Ok(Some(outcome)),
+            CancelResult::Fatal(why) => Err(why),
             CancelResult::Unknown => {
                 self.add_pending(req, symbol, o.client_order_id.clone(), PendingKind::Cancel { order_id: o.order_id });
                 Ok(Some(Outcome::Unknown { client_order_id: o.client_order_id }))
@@ -945,13 +1002,27 @@ impl Executor {
                 log::warn!("executor: cancel of {} {}: {what}; looking the order up", o.symbol, o.client_order_id);
                 CancelResult::Unknown
             }
-            Err(Error::Api { code, msg, .. }) => {
-                if code == -2011 {
-                    // Not open any more (filled or cancelled meanwhile): the book follows.
-                    self.book.close(&o.symbol, o.order_id);
+            Err(Error::Api { code: -2011, msg, .. }) => {
+                // Not open any more: ask how it ended (filled, or cancelled by someone else).
+                match self.desk.query(&o.symbol, &o.client_order_id) {
+                    Ok(found) => {
+                        self.book.apply_reply(&found);
+                        let status = found.status.unwrap_or_default();
+                        if !is_terminal(&status) {
+                            // Open after all (a cancel restriction?): say what the exchange said.
+                            return CancelResult::Failed(self.rejected(&o.symbol, -2011, msg, None));
+                        }
+                        self.book.close(&o.symbol, o.order_id);
+                        CancelResult::Failed(cancel_outcome(&o.symbol, o.order_id, &o.client_order_id, &status))
+                    }
+                    Err(_) => {
+                        self.book.close(&o.symbol, o.order_id);
+                        CancelResult::Failed(self.rejected(&o.symbol, -2011, msg, None))
+                    }
                 }
-                CancelResult::Failed(self.rejected(&o.symbol, code, msg, None))
             }
+            Err(e) if e.is_auth_failure() => CancelResult::Fatal(format!("API key refused by the executor: {e}")),
+            Err(Error::Api { code, msg, .. }) => CancelResult::Failed(self.rejected(&o.symbol, code, msg, None)),
             Err(e) => CancelResult::Failed(refused("not sent", e.to_string())),
         }
     }
@@ -968,6 +1039,7 @@ impl Executor {
             match self.cancel_one(&req.tag, &o) {
                 CancelResult::Done(c) => canceled.push(c),
                 CancelResult::Failed(outcome) => failed.push((o.order_id, format!("{outcome:?}"))),
+                CancelResult::Fatal(why) => return Err(why),
                 CancelResult::Unknown => {
                     failed.push((o.order_id, "outcome unknown; being looked up".into()));
                     self.pending.push(Pending {
@@ -978,6 +1050,8 @@ impl Executor {
                         reply: None,
                         tries: 0,
                         next_try: Instant::now() + RESOLVE_DELAYS[0],
+                        since: Instant::now(),
+                        resent: false,
                     });
                 }
             }
@@ -1020,7 +1094,7 @@ impl Executor {
             Ok(r) => {
                 self.book.close(symbol, old.order_id);
                 self.book.apply_reply(&r.new_order_response);
-                self.reserve(symbol, side, prepared.price, prepared.quantity);
+                self.reserve(&client_id, symbol, side, prepared.price, prepared.quantity);
                 let placed = placed_from(&r.new_order_response, side, prepared, adjustments);
                 Ok(Some(Outcome::Replaced { canceled, placed }))
             }
@@ -1056,23 +1130,15 @@ impl Executor {
             p.symbol == symbol
                 && match p.what {
                     PendingKind::Place { .. } => p.lookup_id == client_id,
-                    PendingKind::Cancel { order_id: o } => o == order_id && status != "NEW",
+                    // Only an end settles a cancel: a partial fill meanwhile says nothing of it.
+                    PendingKind::Cancel { order_id: o } => o == order_id && is_terminal(status),
                 }
         }) else {
             return;
         };
         let p = self.pending.remove(i);
         let outcome = match &p.what {
-            PendingKind::Place { side, price, qty, adjustments } => Outcome::Placed(Placed {
-                symbol: symbol.to_string(),
-                order_id,
-                client_order_id: client_id.to_string(),
-                side: *side,
-                price: *price,
-                qty: *qty,
-                status: status.to_string(),
-                adjustments: adjustments.clone(),
-            }),
+            PendingKind::Place { .. } => place_outcome(&p, symbol, order_id, None, None, status),
             PendingKind::Cancel { .. } => cancel_outcome(symbol, order_id, client_id, status),
         };
         self.settle(p, outcome);
@@ -1080,6 +1146,9 @@ impl Executor {
 
     fn settle(&mut self, p: Pending, outcome: Outcome) {
         log::info!("executor: {} {} resolved: {outcome:?}", p.symbol, p.lookup_id);
+        if matches!(outcome, Outcome::NotDone { .. } | Outcome::Rejected { .. }) {
+            self.balances.release(&p.lookup_id);
+        }
         self.stats.resolved += 1;
         self.dirty = true;
         if let Some((request, reply, submitted)) = p.reply {
@@ -1092,63 +1161,156 @@ impl Executor {
         let now = Instant::now();
         let Some(i) = self.pending.iter().position(|p| p.next_try <= now) else { return Ok(()) };
         let (symbol, lookup_id) = (self.pending[i].symbol.clone(), self.pending[i].lookup_id.clone());
+        if self.pending[i].since.elapsed() > RESOLVE_GIVE_UP {
+            // The exchange would not say, for minutes. Stop holding the symbol; the book's
+            // rebuild will show the order if it exists, and its fills are logged either way.
+            let p = self.pending.remove(i);
+            log::error!("executor: {symbol} {lookup_id}: no answer for {RESOLVE_GIVE_UP:?}; unblocking the symbol");
+            self.need_rebuild = true;
+            let reason = format!(
+                "could not be looked up for {RESOLVE_GIVE_UP:?}; the book's next rebuild shows it if it exists"
+            );
+            self.settle(p, Outcome::NotDone { client_order_id: lookup_id, reason });
+            return Ok(());
+        }
         match self.desk.query(&symbol, &lookup_id) {
             Ok(found) => {
                 self.book.apply_reply(&found);
                 let p = self.pending.remove(i);
                 let status = found.status.clone().unwrap_or_default();
                 let outcome = match &p.what {
-                    PendingKind::Place { side, adjustments, .. } => Outcome::Placed(Placed {
-                        symbol: symbol.clone(),
-                        order_id: found.order_id,
-                        client_order_id: lookup_id.clone(),
-                        side: *side,
-                        price: found.price.unwrap_or(Decimal::ZERO),
-                        qty: found.orig_qty.unwrap_or(Decimal::ZERO),
-                        status,
-                        adjustments: adjustments.clone(),
-                    }),
+                    PendingKind::Place { .. } => {
+                        place_outcome(&p, &symbol, found.order_id, found.price, found.orig_qty, &status)
+                    }
                     PendingKind::Cancel { order_id } => cancel_outcome(&symbol, *order_id, &lookup_id, &status),
                 };
                 self.settle(p, outcome);
             }
-            Err(e) if matches!(e.api_code(), Some(-2013)) => {
+            // Archived: canceled or expired with nothing filled, long ago. An end.
+            Err(e) if e.api_code() == Some(-2026) => {
+                let p = self.pending.remove(i);
+                let outcome = match p.what {
+                    PendingKind::Place { .. } => Outcome::NotDone { client_order_id: lookup_id, reason: e.to_string() },
+                    PendingKind::Cancel { order_id } => cancel_outcome(&symbol, order_id, &lookup_id, "CANCELED"),
+                };
+                self.settle(p, outcome);
+            }
+            Err(e) if e.api_code() == Some(-2013) => {
                 let p = &mut self.pending[i];
                 p.tries += 1;
                 if p.tries < RESOLVE_DELAYS.len() {
                     p.next_try = now + RESOLVE_DELAYS[p.tries];
-                } else {
-                    let p = self.pending.remove(i);
-                    let outcome = match p.what {
-                        PendingKind::Place { .. } => Outcome::NotDone {
-                            client_order_id: lookup_id,
-                            reason: "the exchange does not know the order after several lookups: it was not placed"
-                                .into(),
-                        },
-                        // An order we saw open cannot vanish: let the rebuild settle the book.
-                        PendingKind::Cancel { order_id } => {
-                            self.book.close(&symbol, order_id);
-                            Outcome::NotDone { client_order_id: lookup_id, reason: "the order is unknown now".into() }
-                        }
-                    };
-                    self.settle(p, outcome);
+                    return Ok(());
                 }
+                if matches!(p.what, PendingKind::Cancel { .. }) {
+                    // An order we saw open does not vanish; the rebuild settles the book.
+                    let (p, order_id) = match self.pending.remove(i) {
+                        p @ Pending { what: PendingKind::Cancel { order_id }, .. } => (p, order_id),
+                        p => (p, 0),
+                    };
+                    self.book.close(&symbol, order_id);
+                    self.need_rebuild = true;
+                    let reason = "the order is unknown to the exchange now".to_string();
+                    self.settle(p, Outcome::NotDone { client_order_id: lookup_id, reason });
+                    return Ok(());
+                }
+                return self.resend(i);
             }
             Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
             Err(e) => {
-                // Could not ask (network, rate gate): ask again later without counting it.
+                // Could not ask (network, rate gate, an answer we could not read): again later,
+                // until RESOLVE_GIVE_UP.
                 log::warn!("executor: lookup of {symbol} {lookup_id} failed ({e}); retrying");
                 self.pending[i].next_try = now + Duration::from_secs(1);
             }
         }
         Ok(())
     }
+
+    /// The exchange does not know a placement whose outcome was unknown, after several looks:
+    /// send it again with the same client id (the documented procedure). If the first one did
+    /// land and is open, the exchange refuses the copy as a duplicate, which is safe, and we
+    /// look again; if it filled meanwhile, the lookups would have found it.
+    fn resend(&mut self, i: usize) -> Result<(), String> {
+        let p = &self.pending[i];
+        let PendingKind::Place { side, price, qty, .. } = p.what else { return Ok(()) };
+        let (symbol, client_id) = (p.symbol.clone(), p.lookup_id.clone());
+        if p.resent {
+            // Sent twice, unknown twice: keep looking until RESOLVE_GIVE_UP.
+            self.pending[i].next_try = Instant::now() + Duration::from_secs(2);
+            return Ok(());
+        }
+        let order = MakerOrder { symbol: &symbol, side, price, quantity: qty, client_order_id: &client_id };
+        log::warn!("executor: {symbol} {client_id}: unknown to the exchange after {} lookups; sending it again with the same id", RESOLVE_DELAYS.len());
+        let sent = self.desk.place(&order);
+        let p = &mut self.pending[i];
+        p.resent = true;
+        p.tries = 0;
+        p.next_try = Instant::now() + RESOLVE_DELAYS[0];
+        match sent {
+            Ok(reply) => {
+                self.book.apply_reply(&reply);
+                let p = self.pending.remove(i);
+                let status = reply.status.clone().unwrap_or_else(|| "NEW".into());
+                let outcome = place_outcome(&p, &symbol, reply.order_id, reply.price, reply.orig_qty, &status);
+                self.settle(p, outcome);
+            }
+            // It exists after all: the next lookup finds it.
+            Err(Error::Api { code: -2010, msg, .. }) if msg.contains("Duplicate") => {}
+            Err(Error::Api { code, msg, .. }) => {
+                let p = self.pending.remove(i);
+                let outcome = self.rejected(&symbol, code, msg, None);
+                self.settle(p, outcome);
+            }
+            Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
+            // Unknown again, or not sent: keep looking.
+            Err(e) => log::warn!("executor: {symbol} {client_id}: the second send: {e}; looking it up"),
+        }
+        Ok(())
+    }
+}
+
+/// A status after which an order never changes again.
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "FILLED" | "CANCELED" | "EXPIRED" | "REJECTED" | "EXPIRED_IN_MATCH")
+}
+
+/// What a found order means for a pending placement.
+fn place_outcome(
+    p: &Pending,
+    symbol: &str,
+    order_id: u64,
+    price: Option<Decimal>,
+    qty: Option<Decimal>,
+    status: &str,
+) -> Outcome {
+    let PendingKind::Place { side, price: sent_price, qty: sent_qty, adjustments } = &p.what else {
+        return Outcome::NotDone { client_order_id: p.lookup_id.clone(), reason: "not a placement".into() };
+    };
+    if matches!(status, "REJECTED" | "EXPIRED" | "EXPIRED_IN_MATCH") {
+        return Outcome::NotDone {
+            client_order_id: p.lookup_id.clone(),
+            reason: format!("the exchange has it as {status}: it is not resting"),
+        };
+    }
+    Outcome::Placed(Placed {
+        symbol: symbol.to_string(),
+        order_id,
+        client_order_id: p.lookup_id.clone(),
+        side: *side,
+        price: price.filter(|p| !p.is_zero()).unwrap_or(*sent_price),
+        qty: qty.filter(|q| !q.is_zero()).unwrap_or(*sent_qty),
+        status: status.to_string(),
+        adjustments: adjustments.clone(),
+    })
 }
 
 enum CancelResult {
     Done(Canceled),
     Failed(Outcome),
     Unknown,
+    /// The key was refused: the daemon must stop.
+    Fatal(String),
 }
 
 fn cancel_outcome(symbol: &str, order_id: u64, client_id: &str, status: &str) -> Outcome {

@@ -17,8 +17,9 @@ use std::path::Path;
 
 /// What a plugin may ask of the host, in safe terms.
 pub trait HostServices {
-    /// Queues an intent; `Err` with a negative status when it is refused.
-    fn submit(&mut self, intent: IntentIn<'_>) -> Result<u64, i32>;
+    /// Queues an intent; `Err` with a negative status when it is refused. `&self`: a plugin may
+    /// call back in while another host callback of it is running.
+    fn submit(&self, intent: IntentIn<'_>) -> Result<u64, i32>;
     fn log(&self, level: i32, msg: &str);
     /// The rules of `symbol` as JSON.
     fn rules(&self, symbol: &str) -> Option<String>;
@@ -86,9 +87,10 @@ unsafe extern "C" fn host_submit(ctx: *mut c_void, intent: *const abi::Intent, r
     if ctx.is_null() || intent.is_null() || request.is_null() {
         return abi::STATUS_REFUSED;
     }
-    // SAFETY: `ctx` is our boxed `Ctx`, alive while the plugin exists, and only its own
-    // thread calls in; `intent` is live for this call.
-    let (ctx, i) = unsafe { (&mut *(ctx as *mut Ctx), &*intent) };
+    // SAFETY: `ctx` is our `Ctx` (from `Box::into_raw`), alive while the plugin exists, only
+    // its own thread calls in, and it is only ever borrowed shared; `intent` is live for this
+    // call.
+    let (ctx, i) = unsafe { (&*(ctx as *const Ctx), &*intent) };
     let (Some(symbol), Some(price), Some(qty), Some(client_order_id)) =
         (text(i.symbol), text(i.price), text(i.qty), text(i.client_order_id))
     else {
@@ -119,9 +121,10 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, level: i32, msg: abi::Str) {
 unsafe extern "C" fn host_rules(
     ctx: *mut c_void,
     symbol: abi::Str,
-    sink: unsafe extern "C" fn(user: *mut c_void, json: abi::Str),
+    sink: Option<unsafe extern "C" fn(user: *mut c_void, json: abi::Str)>,
     user: *mut c_void,
 ) -> abi::Status {
+    let Some(sink) = sink else { return abi::STATUS_REFUSED };
     if ctx.is_null() {
         return abi::STATUS_REFUSED;
     }
@@ -138,10 +141,10 @@ pub struct Plugin {
     table: abi::PluginV1,
     state: *mut c_void,
     version: String,
-    // Declared in drop order: the state is destroyed in `Drop::drop`, then the host table and
-    // the context it points at, then the library itself.
+    // Declared in drop order: the state is destroyed in `Drop::drop` (which also frees `ctx`),
+    // then the host table, then the library itself.
+    ctx: *mut Ctx,
     _host: Box<abi::HostV1>,
-    _ctx: Box<Ctx>,
     _lib: Library,
 }
 
@@ -158,7 +161,9 @@ unsafe fn read_table(ptr: *const abi::PluginV1) -> Result<abi::PluginV1, LoadErr
     if size < abi::PLUGIN_REQUIRED_SIZE {
         return Err(LoadError::Table(format!("{size} bytes, fewer than the {} required", abi::PLUGIN_REQUIRED_SIZE)));
     }
-    let take = size.min(size_of::<abi::PluginV1>());
+    // Whole fields only: a size that ends inside a callback must not leave half a pointer.
+    let optional = size.min(size_of::<abi::PluginV1>()) - abi::PLUGIN_REQUIRED_SIZE;
+    let take = abi::PLUGIN_REQUIRED_SIZE + optional / size_of::<usize>() * size_of::<usize>();
     let mut buf = MaybeUninit::<abi::PluginV1>::zeroed();
     // SAFETY: `take` bytes are readable (the plugin says `size`, we take at most ours) and the
     // buffer holds `size_of::<PluginV1>()`; the fields past `take` stay zero, which for the
@@ -190,13 +195,18 @@ impl Plugin {
         let entry: Entry = unsafe { lib.get::<Entry>(abi::ENTRY_SYMBOL) }
             .map(|s| *s)
             .map_err(|e| LoadError::NoEntry(e.to_string()))?;
-        let mut ctx = Box::new(Ctx { services });
+        let ctx = Box::into_raw(Box::new(Ctx { services }));
+        // Until the `Plugin` owns it, every early return must free it.
+        let free_ctx = |ctx: *mut Ctx| {
+            // SAFETY: `ctx` came from `Box::into_raw` above and no plugin state refers to it.
+            drop(unsafe { Box::from_raw(ctx) });
+        };
         let host = Box::new(abi::HostV1 {
             abi_major: abi::ABI_MAJOR,
             abi_minor: abi::ABI_MINOR,
             size: size_of::<abi::HostV1>() as u32,
             _reserved: 0,
-            ctx: &mut *ctx as *mut Ctx as *mut c_void,
+            ctx: ctx as *mut c_void,
             submit: host_submit,
             log: host_log,
             rules: host_rules,
@@ -204,17 +214,25 @@ impl Plugin {
         // SAFETY: `entry` has the ABI's type; the host table outlives the plugin (owned below).
         let ptr = unsafe { entry(&*host) };
         if ptr.is_null() {
+            free_ctx(ctx);
             return Err(LoadError::Init("the entry returned no table"));
         }
         // SAFETY: non-null, and the ABI says the table is static data of the library.
-        let table = unsafe { read_table(ptr) }?;
+        let table = match unsafe { read_table(ptr) } {
+            Ok(t) => t,
+            Err(e) => {
+                free_ctx(ctx);
+                return Err(e);
+            }
+        };
         // SAFETY: `create` is present (checked) and gets the host table it may keep.
         let state = unsafe { (table.create)(&*host) };
         if state.is_null() {
+            free_ctx(ctx);
             return Err(LoadError::Init("create returned no state"));
         }
         let version = text(table.version).unwrap_or("").to_string();
-        Ok(Plugin { table, state, version, _host: host, _ctx: ctx, _lib: lib })
+        Ok(Plugin { table, state, version, ctx, _host: host, _lib: lib })
     }
 
     pub fn version(&self) -> &str {
@@ -283,7 +301,9 @@ impl Plugin {
 impl Drop for Plugin {
     fn drop(&mut self) {
         // SAFETY: `state` came from this table's `create` and is destroyed exactly once, before
-        // the host table, the context and the library go.
+        // the context, the host table and the library go.
         unsafe { (self.table.destroy)(self.state) };
+        // SAFETY: `ctx` came from `Box::into_raw` in `load`; the state that used it is gone.
+        drop(unsafe { Box::from_raw(self.ctx) });
     }
 }

@@ -48,6 +48,22 @@ use std::time::{Duration, Instant, SystemTime};
 const CHANNEL: usize = 1024;
 /// Lines read from the file per batch while catching up.
 const BATCH: usize = 256;
+/// How long a stop waits for a plugin thread to end.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Joins `t` if it ends within `limit`; otherwise leaves it running (detached).
+fn join_within<T>(t: JoinHandle<T>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while !t.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    if t.is_finished() {
+        let _ = t.join();
+        true
+    } else {
+        false
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
@@ -217,6 +233,8 @@ pub struct PluginHost {
     generation: u64,
     /// Cursors of plugins stopped in this process (removed files), for a file put back.
     cursors: HashMap<String, u64>,
+    /// Plugins whose thread did not stop: never restarted in this process.
+    stuck: std::collections::HashSet<String>,
 }
 
 fn now_ms() -> u64 {
@@ -236,6 +254,7 @@ impl PluginHost {
             last_scan: HashMap::new(),
             generation: 0,
             cursors: HashMap::new(),
+            stuck: std::collections::HashSet::new(),
         }
     }
 
@@ -282,14 +301,18 @@ impl PluginHost {
         let gone: Vec<String> = self.running.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
         for name in gone {
             log::info!("plugin {name}: its file is gone; stopping it");
-            if let Some(r) = self.running.get(&name).filter(|r| r.cancel_on_stop) {
-                // Queued before the handle is revoked; the executor carries them out after.
-                for symbol in self.rules.snapshot().symbols.keys() {
-                    let _ = r.handle.submit(Intent::CancelAll { symbol: symbol.clone() });
-                }
-                log::info!("plugin {name}: cancel_on_stop: cancelling its open orders");
-            }
+            let cancel = self.running.get(&name).filter(|r| r.cancel_on_stop).map(|r| r.handle.tag().to_string());
             self.stop_plugin(&name);
+            if let Some(tag) = cancel {
+                // After the stop: the plugin's own handle is revoked (whatever it still had
+                // queued is refused), so nothing it sent can land after these cancels.
+                if let Ok((host_handle, _replies)) = self.executor.strategy(&tag) {
+                    for symbol in self.rules.snapshot().symbols.keys() {
+                        let _ = host_handle.submit(Intent::CancelAll { symbol: symbol.clone() });
+                    }
+                    log::info!("plugin {name}: cancel_on_stop: cancelling its open orders");
+                }
+            }
         }
         self.parked.retain(|n, s| now.get(n) == Some(s));
         // Finished threads: a plugin that failed is parked until its file changes.
@@ -341,6 +364,12 @@ impl PluginHost {
     /// Loads `name`'s current file on a new thread; on success stops the old version and starts
     /// the new one where the old one stopped.
     fn swap(&mut self, name: &str, seen: Seen) {
+        if self.stuck.contains(name) {
+            return; // its old thread may still run plugin code: never two at once
+        }
+        if self.running.get(name).is_some_and(|r| r.stalled) {
+            return; // stopping it now would wait on the stall; try again on a later scan
+        }
         let source = self.settings.dir.join(format!("{name}.so"));
         let settings_text = fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default();
         let tag = tag_for(name, &settings_text);
@@ -366,6 +395,9 @@ impl PluginHost {
             Ok(h) => h,
             Err(e) => return refuse(self, format!("{e} (set tag = ... in {name}.conf)")),
         };
+        // Paused until `go`: code that runs while loading (initialisers, `create`) must not
+        // trade beside the old version.
+        handle.set_paused(true);
         self.generation += 1;
         let images = self.settings.state_dir.join("plugins").join("images");
         let staged = images.join(format!("{name}-{}-{}.so", std::process::id(), self.generation));
@@ -410,13 +442,26 @@ impl PluginHost {
             Ok(v) => v,
             Err(why) => {
                 drop(go_tx); // the new thread ends without starting
-                let _ = thread.join();
                 handle.revoke();
+                // A thread still inside dlopen or create is left to finish on its own: joining it
+                // could hang the watcher, and it can never start (its `go` is gone).
+                if !join_within(thread, Duration::from_secs(1)) {
+                    log::error!("plugin {name}: its loading thread is stuck; left behind");
+                }
                 return refuse(self, why);
             }
         };
         // Stop the old version first: two versions never trade at once.
-        let previous = match self.stop_plugin(name) {
+        let had_old = self.running.contains_key(name);
+        let stopped = self.stop_plugin(name);
+        if had_old && stopped.is_none() {
+            // The old version would not stop: the new one must not start beside it.
+            drop(go_tx);
+            handle.revoke();
+            let _ = join_within(thread, Duration::from_secs(1));
+            return;
+        }
+        let previous = match stopped {
             Some(ended) => Some((ended.delivered, ended.last_call)),
             None => self.cursors.remove(name).map(|d| (d, None)),
         };
@@ -430,6 +475,15 @@ impl PluginHost {
                 None => fresh(self.tap.durable(), 0),
             },
         };
+        let mut go = go;
+        if go.delivered > self.tap.durable() {
+            log::error!(
+                "plugin {name}: its cursor (#{}) is past the fill log's end (#{}): was the log replaced? starting at the end",
+                go.delivered,
+                self.tap.durable()
+            );
+            go.delivered = self.tap.durable();
+        }
         log::info!("plugin {name}: version {version:?} (tag {tag}) starts after fill #{}", go.delivered);
         let _ = go_tx.send(go);
         self.view.update(name, |s| {
@@ -450,7 +504,32 @@ impl PluginHost {
         let mut r = self.running.remove(name)?;
         r.handle.revoke();
         drop(r.stop.take());
-        let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true, last_call: None });
+        // Bounded: a plugin stuck in a callback must not freeze the watcher for every plugin.
+        let deadline = Instant::now() + STOP_WAIT;
+        while !r.thread.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if !r.thread.is_finished() {
+            log::error!("plugin {name}: did not stop within {STOP_WAIT:?} (stuck in a callback); left behind, its intents refused");
+            self.view.update(name, |s| {
+                s.state = "stuck".into();
+                s.problem = format!("did not stop within {STOP_WAIT:?}");
+            });
+            // Parked so that no new version starts beside code that may still run.
+            self.parked.insert(name.to_string(), r.seen.clone());
+            self.stuck.insert(name.to_string());
+            return None;
+        }
+        let ended = match r.thread.join() {
+            Ok(e) => e,
+            // The thread itself panicked (not the plugin: that is a status): fall back to the
+            // saved cursor, with replay marking, rather than to the start of the log.
+            Err(_) => Ended {
+                delivered: load_cursor(&self.settings.state_dir, name).map_or(0, |c| c.delivered),
+                failed: true,
+                last_call: None,
+            },
+        };
         self.cursors.insert(name.to_string(), ended.delivered);
         self.view.update(name, |s| {
             s.state = if ended.failed { "disabled".into() } else { "stopped".into() };
@@ -487,16 +566,16 @@ struct Services {
     rules: LiveRules,
 }
 
-fn parse_side(v: u8) -> Side {
-    if v == abi::SIDE_SELL {
-        Side::Sell
-    } else {
-        Side::Buy
+fn parse_side(v: u8) -> Result<Side, i32> {
+    match v {
+        abi::SIDE_BUY => Ok(Side::Buy),
+        abi::SIDE_SELL => Ok(Side::Sell),
+        _ => Err(abi::STATUS_REFUSED),
     }
 }
 
 impl HostServices for Services {
-    fn submit(&mut self, i: IntentIn<'_>) -> Result<u64, i32> {
+    fn submit(&self, i: IntentIn<'_>) -> Result<u64, i32> {
         let refused = abi::STATUS_REFUSED;
         let dec = |s: &str| s.parse::<Decimal>().map_err(|_| refused);
         let order = || {
@@ -511,14 +590,14 @@ impl HostServices for Services {
         let symbol = i.symbol.to_string();
         let intent = match i.kind {
             abi::INTENT_PLACE => {
-                Intent::Place { symbol, side: parse_side(i.side), price: dec(i.price)?, qty: dec(i.qty)? }
+                Intent::Place { symbol, side: parse_side(i.side)?, price: dec(i.price)?, qty: dec(i.qty)? }
             }
             abi::INTENT_CANCEL => Intent::Cancel { symbol, order: order()? },
             abi::INTENT_CANCEL_ALL => Intent::CancelAll { symbol },
             abi::INTENT_REPLACE => Intent::Replace {
                 symbol,
                 order: order()?,
-                side: parse_side(i.side),
+                side: parse_side(i.side)?,
                 price: dec(i.price)?,
                 qty: dec(i.qty)?,
             },
@@ -566,12 +645,18 @@ impl Runner {
             }
         };
         let _ = ready.send(Ok(plugin.version().to_string()));
-        let Ok(go) = go.recv() else {
+        let go = go.recv();
+        self.handle.set_paused(false);
+        let Ok(go) = go else {
             // Refused after loading (the swap was abandoned): never started.
             return Ended { delivered: 0, failed: false, last_call: None };
         };
-        let mut run =
-            Delivery { delivered: go.delivered, replay_until: go.replay_until, reader: Reader::new(&self.fill_log) };
+        let mut run = Delivery {
+            delivered: go.delivered,
+            replay_until: go.replay_until,
+            reader: Reader::new(&self.fill_log),
+            reader_stuck_logged: None,
+        };
         save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
         let snapshot = self.snapshot();
         if let Some(previous) = go.previous_last_call {
@@ -587,7 +672,15 @@ impl Runner {
         let mut prices: HashMap<String, (Decimal, Decimal)> = HashMap::new();
         let mut balances: HashMap<String, (Decimal, Decimal)> = HashMap::new();
         let mut next_tick = Instant::now();
+        let mut last_save = Instant::now();
         let outcome = loop {
+            // Ticks (and prices, balances) keep their pace even while fills keep arriving.
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.tick_every;
+                if let Err(status) = self.tick(&mut plugin, &mut prices, &mut balances) {
+                    break Err(status);
+                }
+            }
             // Lines the channel could not hold, or that came before this version started.
             if self.tap.durable() > run.delivered {
                 if let Err(status) = self.catch_up(&mut plugin, &mut run, self.tap.durable()) {
@@ -610,7 +703,13 @@ impl Runner {
                     if let Err(status) = self.deliver(&mut plugin, &mut run, &fill) {
                         break Err(status);
                     }
-                    save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
+                    // Once per burst (or every 100 ms of a steady flow), not per line: the next
+                    // line's callback must not wait for a file write. A crash in between only
+                    // means lines come again, marked.
+                    if self.fills.is_empty() || last_save.elapsed() >= Duration::from_millis(100) {
+                        save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
+                        last_save = Instant::now();
+                    }
                 }
                 recv(self.replies) -> reply => {
                     let Ok(reply) = reply else { continue };
@@ -619,12 +718,7 @@ impl Runner {
                         break Err(status);
                     }
                 }
-                default(wait) => {
-                    next_tick = Instant::now() + self.tick_every;
-                    if let Err(status) = self.tick(&mut plugin, &mut prices, &mut balances) {
-                        break Err(status);
-                    }
-                }
+                default(wait) => {}
             }
         };
         let failed = match outcome {
@@ -669,17 +763,26 @@ impl Runner {
 
     fn catch_up(&self, plugin: &mut Plugin, run: &mut Delivery, until: u64) -> Result<(), i32> {
         while run.delivered < until {
-            let batch = match run.reader.read_after(run.delivered, BATCH) {
+            let batch = match run.reader.read_after(run.delivered, until, BATCH) {
                 Ok(b) => b,
                 Err(e) => {
                     log::warn!("plugin {}: cannot read the fill log ({e}); retrying", self.name);
                     return Ok(());
                 }
             };
-            if batch.is_empty() {
-                return Ok(()); // the line is not readable yet; the next wake tries again
+            if batch.first().is_none_or(|f| f.seq != run.delivered + 1) {
+                let quiet = run.reader_stuck_logged.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+                if !batch.is_empty() && !quiet {
+                    log::error!(
+                        "plugin {}: fill #{} is not in the fill log where it should be; waiting for it",
+                        self.name,
+                        run.delivered + 1
+                    );
+                    run.reader_stuck_logged = Some(Instant::now());
+                }
+                return Ok(()); // not readable yet (or a log that was replaced); the next wake tries again
             }
-            for fill in batch.iter().filter(|f| f.seq <= until) {
+            for fill in &batch {
                 self.deliver(plugin, run, fill)?;
             }
             save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
@@ -885,4 +988,6 @@ struct Delivery {
     delivered: u64,
     replay_until: u64,
     reader: Reader,
+    /// When a missing line was last complained about.
+    reader_stuck_logged: Option<Instant>,
 }

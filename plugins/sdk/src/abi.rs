@@ -178,7 +178,7 @@ pub struct HostV1 {
     pub rules: unsafe extern "C" fn(
         ctx: *mut c_void,
         symbol: Str,
-        sink: unsafe extern "C" fn(user: *mut c_void, json: Str),
+        sink: Option<unsafe extern "C" fn(user: *mut c_void, json: Str)>,
         user: *mut c_void,
     ) -> Status,
 }

@@ -300,7 +300,7 @@ impl Host {
             ((*self.raw).rules)(
                 (*self.raw).ctx,
                 abi::Str::of(symbol),
-                sink,
+                Some(sink),
                 &mut out as *mut Option<String> as *mut c_void,
             )
         };
