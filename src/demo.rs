@@ -243,7 +243,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
             swapped = true;
         }
         if let Some(view) = daemon.plugins() {
-            if let Some(s) = view.get("grid_maker").filter(|s| swapped && !swap_reported && s.loads >= 2) {
+            if let Some(s) = view
+                .get("grid_maker")
+                .filter(|s| swapped && !swap_reported && s.loads >= 2 && s.last_swap_pause_us.is_some())
+            {
                 let pause = s.last_swap_pause_us.map_or("?".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0));
                 println!(
                     "demo: plugin swapped: version {} now running from fill #{}, pause {pause}",
