@@ -520,7 +520,13 @@ mod tests {
 
         /// Opens `bytes` as a log and checks it holds exactly `kept` (numbered 1..), and that
         /// the next append is one whole line with the next number.
-        fn reopen_and_append(path: &Path, bytes: &[u8], kept: &[FillRecord], lost: &[FillRecord], next: &FillRecord) -> Result<(), TestCaseError> {
+        fn reopen_and_append(
+            path: &Path,
+            bytes: &[u8],
+            kept: &[FillRecord],
+            lost: &[FillRecord],
+            next: &FillRecord,
+        ) -> Result<(), TestCaseError> {
             std::fs::write(path, bytes).unwrap();
             let whole: Vec<u8> = kept.iter().enumerate().flat_map(|(i, f)| line(f, i as u64 + 1)).collect();
             let (mut log, report) = FillLog::open(path, FsyncPolicy::Never).unwrap();

@@ -387,17 +387,27 @@ mod tests {
         use serde_json::{Map, Value};
 
         const POSITION: &str = r#"{"e":"outboundAccountPosition","E":1564034571105,"u":1564034571073,"B":[{"a":"ETH","f":"10000.000000","l":"0.000000"}]}"#;
-        const BALANCE: &str = r#"{"e":"balanceUpdate","E":1573200697110,"a":"BTC","d":"100.00000000","T":1573200697068}"#;
+        const BALANCE: &str =
+            r#"{"e":"balanceUpdate","E":1573200697110,"a":"BTC","d":"100.00000000","T":1573200697068}"#;
         const LIST: &str = r#"{"e":"listStatus","E":1564035303637,"s":"ETHBTC","g":2,"c":"OCO","l":"EXEC_STARTED","L":"EXECUTING","r":"NONE","C":"F4QN4G8DlFATFlIUQ0cjdD","T":1564035303625,"O":[{"s":"ETHBTC","i":17,"c":"AJYsMjErWJesZvqlJCTUgL"}]}"#;
         const EXPIRED: &str = r#"{"e":"listenKeyExpired","E":1699596037418,"listenKey":"OfYGbUzi3PraNagEkdKuFwUHn48brFsItTdsuiIXrucEvD0rhRXZ7I6URWfE8YE8"}"#;
         const MY_TRADE: &str = r#"{"symbol":"BNBBTC","id":28457,"orderId":100234,"orderListId":-1,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012","commission":"10.10000000","commissionAsset":"BNB","time":1499865549590,"isBuyer":true,"isMaker":false,"isBestMatch":true}"#;
 
         fn samples() -> Vec<Value> {
             let trade = trade();
-            [NEW, trade.as_str(), POSITION, BALANCE, LIST, EXPIRED, r#"{"e":"serverShutdown","E":1770123456789}"#, MY_TRADE]
-                .iter()
-                .map(|s| serde_json::from_str(s).unwrap())
-                .collect()
+            [
+                NEW,
+                trade.as_str(),
+                POSITION,
+                BALANCE,
+                LIST,
+                EXPIRED,
+                r#"{"e":"serverShutdown","E":1770123456789}"#,
+                MY_TRADE,
+            ]
+            .iter()
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect()
         }
 
         /// Replacement values: other types, huge and odd numbers, nesting.
