@@ -132,4 +132,85 @@ mod tests {
         assert_eq!(cap.wait(t0 + Duration::from_secs(1)), Duration::from_secs(9));
         assert_eq!(cap.wait(t0 + Duration::from_secs(10)), Duration::ZERO);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(256))]
+
+            /// Every delay is inside its jitter bounds [ceiling/2, ceiling], where the ceiling is
+            /// min·2^attempt capped at max; so no delay ever exceeds max. Attempts count from the
+            /// last healthy spell (a connection that stayed up `reset_after`).
+            #[test]
+            fn delays_stay_inside_the_jitter_bounds_and_under_the_max(
+                min_ms in 1u64..5_000,
+                extra_ms in 0u64..120_000,
+                reset_s in 1u64..120,
+                steps in prop::collection::vec((0u64..200_000, any::<bool>()), 1..60),
+            ) {
+                let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(min_ms + extra_ms));
+                let reset_after = Duration::from_secs(reset_s);
+                let mut b = Backoff::new(min, max, reset_after);
+                let mut now = Instant::now();
+                let mut attempt = 0u32; // the model's count
+                let mut up_since = None;
+                for (gap_ms, connects) in steps {
+                    now += Duration::from_millis(gap_ms);
+                    if connects {
+                        b.connected(now);
+                        up_since = Some(now);
+                        continue;
+                    }
+                    if let Some(since) = up_since.take() {
+                        if now - since >= reset_after {
+                            attempt = 0;
+                        }
+                    }
+                    let ceiling = min.saturating_mul(1u32 << attempt.min(20)).min(max);
+                    attempt += 1;
+                    let d = b.next_delay(now);
+                    prop_assert!(d <= max, "{:?} above max {:?}", d, max);
+                    prop_assert!(d >= ceiling / 2 && d <= ceiling, "{:?} outside [{:?}, {:?}]", d, ceiling / 2, ceiling);
+                }
+            }
+
+            /// A caller that waits what `wait` says and records only when it says zero never has
+            /// more than `limit` events in any window, and never waits longer than the window
+            /// requires: a moment before the wait ends it is still full, at its end it is not.
+            #[test]
+            fn window_cap_never_passes_the_limit_nor_waits_too_long(
+                limit in 1usize..20,
+                window_ms in 1u64..20_000,
+                gaps in prop::collection::vec(0u64..5_000, 1..120),
+            ) {
+                let window = Duration::from_millis(window_ms);
+                let mut cap = WindowCap::new(limit, window);
+                let t0 = Instant::now();
+                let mut now = t0;
+                let mut events: Vec<Instant> = Vec::new();
+                for gap in gaps {
+                    now += Duration::from_millis(gap);
+                    let wait = cap.wait(now);
+                    let in_window = |at: Instant, events: &[Instant]| {
+                        events.iter().filter(|&&e| at.duration_since(e) < window).count()
+                    };
+                    if wait.is_zero() {
+                        prop_assert!(in_window(now, &events) < limit);
+                    } else {
+                        prop_assert!(wait <= window, "waits {:?}, longer than the window", wait);
+                        prop_assert_eq!(in_window(now + wait - Duration::from_nanos(1), &events), limit);
+                        prop_assert!(in_window(now + wait, &events) < limit);
+                        now += wait;
+                        prop_assert_eq!(cap.wait(now), Duration::ZERO);
+                    }
+                    cap.record(now);
+                    events.push(now);
+                    let n = events.iter().filter(|&&e| now.duration_since(e) < window).count();
+                    prop_assert!(n <= limit, "{} events within {:?}", n, window);
+                }
+            }
+        }
+    }
 }

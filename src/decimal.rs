@@ -166,7 +166,8 @@ impl Decimal {
         if b == 0 {
             return None;
         }
-        Some(Decimal { mantissa: a % b, scale })
+        // `%` panics on i128::MIN % -1 (its quotient overflows); the remainder is 0 (issue 12).
+        Some(Decimal { mantissa: a.wrapping_rem(b), scale })
     }
 
     /// Whether `self` is a whole multiple of `step`. A zero step disables the rule (true).
@@ -174,7 +175,9 @@ impl Decimal {
         if step.is_zero() {
             return true;
         }
-        match self.checked_rem(step) {
+        // The step's trailing zeros do not change its grid; dropping them keeps the alignment
+        // from overflowing on large values ("0.0000000000000000010" is 19 digits, 18 needed).
+        match self.checked_rem(step.normalized()) {
             Some(r) => r.is_zero(),
             None => false,
         }
@@ -198,7 +201,8 @@ impl Decimal {
         }
         let step = step.normalized();
         let (a, b, scale) = self.aligned(step)?;
-        let b = b.abs();
+        // checked: a step of i128::MIN has no positive counterpart (issue 12).
+        let b = b.checked_abs()?;
         let mut q = a.div_euclid(b);
         if up && a.rem_euclid(b) != 0 {
             q += 1;
@@ -214,6 +218,10 @@ impl Decimal {
     pub fn checked_div(self, other: Decimal, scale: u8) -> Option<Decimal> {
         if other.is_zero() {
             return None;
+        }
+        if self.is_zero() {
+            // Zero at any scale, even where 10^exp below would not fit (issue 12).
+            return Some(Decimal { mantissa: 0, scale });
         }
         // self/other = (ma × 10^-sa) / (mb × 10^-sb); scale result to 10^-scale.
         let exp = scale as i32 + other.scale as i32 - self.scale as i32;
@@ -272,14 +280,15 @@ impl FromStr for Decimal {
             return Err(ParseDecimalError::Malformed);
         }
         let frac_part = frac_part.unwrap_or(&[]);
+        // Garbage is malformed whatever its length; only digits can be too long (issue 12).
+        if !int_part.iter().chain(frac_part).all(u8::is_ascii_digit) {
+            return Err(ParseDecimalError::Malformed);
+        }
         if int_part.len() > 20 || frac_part.len() > MAX_SCALE as usize {
             return Err(ParseDecimalError::TooLong);
         }
         let mut mantissa: i128 = 0;
         for &b in int_part.iter().chain(frac_part) {
-            if !b.is_ascii_digit() {
-                return Err(ParseDecimalError::Malformed);
-            }
             // 40 digits can pass i128; reject rather than wrap.
             mantissa = mantissa
                 .checked_mul(10)
@@ -471,5 +480,233 @@ mod tests {
     fn serde_uses_strings() {
         let v: Decimal = serde_json::from_str("\"0.00400000\"").unwrap();
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"0.00400000\"");
+    }
+
+    /// Shrunk cases the properties below found (issue 12): each panicked or misreported.
+    #[test]
+    fn extremes_answer_none_and_garbage_is_malformed_whatever_its_length() {
+        // `floor_to` took `abs()` of the step: a step of i128::MIN panicked.
+        assert_eq!(Decimal::ZERO.floor_to(Decimal::new(i128::MIN, 0)), None);
+        // `i128::MIN % -1` panicked (the quotient overflows); the remainder is plainly 0.
+        assert_eq!(Decimal::new(i128::MIN, 0).checked_rem(Decimal::new(-1, 0)), Some(Decimal::ZERO));
+        assert!(Decimal::new(i128::MIN, 0).is_multiple_of(Decimal::new(-1, 0)));
+        // Lengths were checked before characters: 21 bytes of garbage were "too long".
+        assert_eq!("0A00𝒞0 00  ".parse::<Decimal>(), Err(ParseDecimalError::Malformed));
+        assert_eq!("1".repeat(21).parse::<Decimal>(), Err(ParseDecimalError::TooLong));
+        // A step's trailing zeros made the remainder's alignment overflow: floor_to's own
+        // answer was "not a multiple" of the step it was floored to.
+        let (x, step) = (d("20000000000000000000"), d("0.0000000000000000010"));
+        assert!(x.floor_to(step).unwrap().is_multiple_of(step));
+        // 0 / 1e-19 at 20 decimals needed 10^39 for the alignment and answered None.
+        assert_eq!(
+            Decimal::ZERO.checked_div(d("0.0000000000000000001"), 20).unwrap().to_string(),
+            "0.00000000000000000000"
+        );
+    }
+
+    /// Properties (issue 12) against an exact oracle: `num_bigint::BigInt`, which cannot
+    /// overflow, so any disagreement is ours.
+    mod props {
+        use super::*;
+        use num_bigint::BigInt;
+        use proptest::prelude::*;
+
+        /// The value as `(mantissa, scale)` in the oracle.
+        fn big(x: Decimal) -> (BigInt, u32) {
+            (BigInt::from(x.mantissa()), x.scale() as u32)
+        }
+
+        fn ten(exp: u32) -> BigInt {
+            BigInt::from(10u8).pow(exp)
+        }
+
+        /// Both values at a common scale in the oracle.
+        fn at(x: Decimal, scale: u32) -> BigInt {
+            let (m, s) = big(x);
+            m * ten(scale - s)
+        }
+
+        fn fits(v: &BigInt) -> bool {
+            i128::try_from(v.clone()).is_ok()
+        }
+
+        /// Strings the pattern allows (`^-?[0-9]{1,20}(\.[0-9]{1,20})?$`).
+        const WIRE: &str = "-?[0-9]{1,20}(\\.[0-9]{1,20})?";
+        /// The ones the exchange sends: no leading zeros ("007" is the pattern's, not Binance's).
+        const CANONICAL: &str = "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,20})?";
+
+        /// Any decimal a parse can produce.
+        fn parsed() -> impl Strategy<Value = Decimal> {
+            WIRE.prop_filter_map("too many significant digits", |s| s.parse::<Decimal>().ok())
+        }
+
+        /// Any decimal at all, including the extremes `new` and arithmetic can reach.
+        fn any_decimal() -> impl Strategy<Value = Decimal> {
+            let mantissa = prop_oneof![
+                any::<i128>(),
+                Just(i128::MIN),
+                Just(i128::MAX),
+                -1000i128..1000,
+                any::<i64>().prop_map(i128::from),
+            ];
+            (mantissa, 0u8..=38).prop_map(|(m, s)| Decimal::new(m, s))
+        }
+
+        /// Pairs near i128::MAX at different scales with the same whole part: aligning them
+        /// overflows, so `cmp` takes its fallback path and must still compare the fractions.
+        fn too_wide_to_align() -> impl Strategy<Value = (Decimal, Decimal)> {
+            (0i128..1_000_000, 0i128..1_000_000, 1u32..18, any::<bool>(), any::<bool>()).prop_map(
+                |(da, db, k, neg, swap)| {
+                    let sign = if neg { -1 } else { 1 };
+                    let b = Decimal::new(sign * (i128::MAX - db), 20);
+                    // Just above i128::MAX once brought to scale 20.
+                    let a = Decimal::new(sign * (i128::MAX / POW10[k as usize] + 1 + da % 7), 20 - k as u8);
+                    if swap {
+                        (b, a)
+                    } else {
+                        (a, b)
+                    }
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(512))]
+
+            /// parse ∘ format is the identity on what the exchange sends, and any string of the
+            /// pattern is read as its exact value or refused exactly when its digits do not fit
+            /// an `i128` (never wrapped). Spellings that do not survive are leading zeros
+            /// ("007.50" formats as "7.50") and a negative zero, which has no sign in an integer
+            /// mantissa ("-0.00" formats as "0.00"): the same value either way.
+            #[test]
+            fn parse_format_round_trips_and_refuses_only_what_does_not_fit(s in prop_oneof![CANONICAL, WIRE]) {
+                let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
+                let exact: BigInt = digits.parse().unwrap();
+                let exact = if s.starts_with('-') { -exact } else { exact };
+                match s.parse::<Decimal>() {
+                    Ok(x) => {
+                        prop_assert_eq!(BigInt::from(x.mantissa()), exact.clone());
+                        let canonical = !s.trim_start_matches('-').starts_with("0") || s.trim_start_matches('-').starts_with("0.") || s.trim_start_matches('-') == "0";
+                        if canonical {
+                            let expected = if exact == BigInt::from(0) { s.trim_start_matches('-') } else { s.as_str() };
+                            prop_assert_eq!(x.to_string(), expected);
+                        }
+                        prop_assert_eq!(x.to_string().parse::<Decimal>().map(|y| (y.mantissa(), y.scale())), Ok((x.mantissa(), x.scale())));
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e, ParseDecimalError::TooLong);
+                        prop_assert!(!fits(&exact), "{} fits an i128 but was refused", s);
+                    }
+                }
+            }
+
+            /// Nothing the network can send makes the parser panic; anything outside the
+            /// pattern is an error, and more than 20 digits on a side is `TooLong`.
+            #[test]
+            fn parse_never_panics_and_refuses_what_binance_refuses(s in prop_oneof!["\\PC{0,48}", "[-+0-9.e ]{0,48}"]) {
+                let pattern = s.strip_prefix('-').unwrap_or(&s);
+                let (int, frac) = match pattern.split_once('.') {
+                    Some((i, f)) => (i, Some(f)),
+                    None => (pattern, None),
+                };
+                let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+                let well_formed = digits(int) && frac.is_none_or(digits);
+                match s.parse::<Decimal>() {
+                    Ok(_) => prop_assert!(well_formed && int.len() <= 20 && frac.is_none_or(|f| f.len() <= 20), "{:?} parsed", s),
+                    Err(ParseDecimalError::TooLong) => prop_assert!(well_formed, "{:?}", s),
+                    Err(_) => prop_assert!(!well_formed, "{:?} is well formed", s),
+                }
+                if well_formed && (int.len() > 20 || frac.is_some_and(|f| f.len() > 20)) {
+                    prop_assert_eq!(s.parse::<Decimal>(), Err(ParseDecimalError::TooLong));
+                }
+            }
+
+            /// Ordering, equality and hashing agree with the exact values, across scales and
+            /// for values too wide to align in an `i128`.
+            #[test]
+            fn ordering_agrees_with_the_oracle((a, b) in prop_oneof![(any_decimal(), any_decimal()), too_wide_to_align()]) {
+                prop_assert_eq!(a.cmp(&b), at(a, 38).cmp(&at(b, 38)));
+                if a == b {
+                    use std::hash::{BuildHasher, RandomState};
+                    let h = RandomState::new();
+                    prop_assert_eq!(h.hash_one(a), h.hash_one(b));
+                }
+            }
+
+            /// add, sub, mul, rem and div are exact when they answer, and answer `None` only
+            /// when the exact result (or an operand brought to the result's scale) does not
+            /// fit: no wrap-around, no rounding.
+            #[test]
+            fn arithmetic_agrees_with_the_oracle(a in parsed(), b in parsed(), scale in 0u8..=20) {
+                let s = a.scale().max(b.scale()) as u32;
+                let aligned_fit = fits(&at(a, s)) && fits(&at(b, s));
+                for (got, exact) in [(a.checked_add(b), at(a, s) + at(b, s)), (a.checked_sub(b), at(a, s) - at(b, s))] {
+                    match got {
+                        Some(r) => prop_assert_eq!(at(r, 38), exact * ten(38 - s)),
+                        None => prop_assert!(!aligned_fit || !fits(&exact)),
+                    }
+                }
+                let (na, nb) = (a.normalized(), b.normalized());
+                let product = big(na).0 * big(nb).0;
+                let product_scale = (na.scale() + nb.scale()) as u32;
+                match a.checked_mul(b) {
+                    Some(r) => prop_assert_eq!(at(r, 76), product.clone() * ten(76 - product_scale)),
+                    None => prop_assert!(!fits(&product) || product_scale > 38),
+                }
+                if !b.is_zero() {
+                    match a.checked_rem(b) {
+                        Some(r) => prop_assert_eq!(at(r, 38), (at(a, s) % at(b, s)) * ten(38 - s)),
+                        None => prop_assert!(!aligned_fit),
+                    }
+                    // Truncating division: r = trunc(a / b) at `scale` decimals.
+                    let (ma, sa) = big(a);
+                    let (mb, sb) = big(b);
+                    let exp = scale as i64 + sb as i64 - sa as i64;
+                    let (num, den) = if exp >= 0 { (ma * ten(exp as u32), mb) } else { (ma, mb * ten((-exp) as u32)) };
+                    match a.checked_div(b, scale) {
+                        Some(r) => {
+                            prop_assert_eq!(r.scale(), scale);
+                            prop_assert_eq!(BigInt::from(r.mantissa()), num / den);
+                        }
+                        None => prop_assert!(!fits(&num) || !fits(&den)),
+                    }
+                }
+            }
+
+            /// floor_to and ceil_to land on the step's grid, on the right side of the value, less
+            /// than one step away, with no more decimals than the step or the value needs.
+            #[test]
+            fn rounding_to_a_step_is_exact(x in parsed(), step in parsed().prop_map(Decimal::abs)) {
+                prop_assume!(!step.is_zero());
+                for up in [false, true] {
+                    let got = if up { x.ceil_to(step) } else { x.floor_to(step) };
+                    let Some(r) = got else { continue }; // overflow is refused, checked below
+                    prop_assert!(r.is_multiple_of(step), "{} not on {}", r, step);
+                    let (rv, xv, sv) = (at(r, 38), at(x, 38), at(step, 38));
+                    if up {
+                        prop_assert!(rv >= xv && rv.clone() - xv < sv, "ceil {} of {} on {}", r, x, step);
+                    } else {
+                        prop_assert!(rv <= xv && xv - rv.clone() < sv, "floor {} of {} on {}", r, x, step);
+                    }
+                    prop_assert!(r.scale() <= step.significant_scale().max(x.significant_scale()));
+                }
+                // Values that fit an i128 at the step's scale always round.
+                let step = step.normalized();
+                let s = x.scale().max(step.scale()) as u32;
+                if fits(&(at(x, s) + at(step, s))) && fits(&(at(x, s) - at(step, s))) {
+                    prop_assert!(x.floor_to(step).is_some() && x.ceil_to(step).is_some());
+                }
+            }
+
+            /// No operation panics on any representable decimal (the extremes included); each
+            /// answers or says `None`.
+            #[test]
+            fn no_operation_panics(a in any_decimal(), b in any_decimal(), scale in 0u8..=20) {
+                let _ = (a.checked_add(b), a.checked_sub(b), a.checked_mul(b), a.checked_rem(b));
+                let _ = (a.checked_div(b, scale), a.floor_to(b), a.ceil_to(b), a.is_multiple_of(b));
+                let _ = (a.with_scale(scale), a.normalized(), a.significant_scale(), a.to_fixed_i64(8));
+                let _ = (a.to_string(), a.max(b), a.min(b));
+            }
+        }
     }
 }

@@ -532,4 +532,131 @@ mod tests {
         assert_eq!(d.symbols["S"].recent.len(), 3);
         assert_eq!(d.symbols["S"].recent.last(), Some(&15));
     }
+
+    /// Crash repair against every cut (issue 12): a torn tail loses only its own bytes.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn record(symbol: usize, trade_id: u64) -> FillRecord {
+            fill(["BTCUSD", "ETHUSD", "SOLUSD"][symbol % 3], trade_id)
+        }
+
+        /// Distinct fills (a symbol and trade id each).
+        fn fills(max: usize) -> impl Strategy<Value = Vec<FillRecord>> {
+            prop::collection::btree_set((0usize..3, 1u64..1_000_000), 1..max)
+                .prop_map(|ids| ids.into_iter().collect::<Vec<_>>())
+                .prop_shuffle()
+                .prop_map(|ids| ids.into_iter().map(|(s, t)| record(s, t)).collect())
+        }
+
+        fn line(f: &FillRecord, seq: u64) -> Vec<u8> {
+            let mut f = f.clone();
+            f.seq = seq;
+            let mut l = serde_json::to_vec(&f).unwrap();
+            l.push(b'\n');
+            l
+        }
+
+        /// Opens `bytes` as a log and checks it holds exactly `kept` (numbered 1..), and that
+        /// the next append is one whole line with the next number.
+        fn reopen_and_append(
+            path: &Path,
+            bytes: &[u8],
+            kept: &[FillRecord],
+            lost: &[FillRecord],
+            next: &FillRecord,
+        ) -> Result<(), TestCaseError> {
+            std::fs::write(path, bytes).unwrap();
+            let whole: Vec<u8> = kept.iter().enumerate().flat_map(|(i, f)| line(f, i as u64 + 1)).collect();
+            let (mut log, report) = FillLog::open(path, FsyncPolicy::Never).unwrap();
+            prop_assert_eq!(report.torn_bytes, (bytes.len() - whole.len()) as u64);
+            prop_assert_eq!(report.lines, kept.len() as u64);
+            prop_assert_eq!(std::fs::read(path).unwrap(), whole.clone(), "more than the torn bytes were cut");
+            prop_assert_eq!(log.last_seq(), kept.len() as u64);
+            for f in kept {
+                prop_assert!(log.contains(&f.symbol, f.trade_id));
+            }
+            for f in lost {
+                prop_assert!(!log.contains(&f.symbol, f.trade_id), "a torn line counts as logged");
+            }
+            let mut n = next.clone();
+            prop_assert!(log.append(&mut n).unwrap());
+            prop_assert_eq!(n.seq, kept.len() as u64 + 1);
+            drop(log);
+            let mut expected = whole;
+            expected.extend(line(next, kept.len() as u64 + 1));
+            prop_assert_eq!(std::fs::read(path).unwrap(), expected);
+            // The dedupe after a second reopen is the one before it.
+            let (log, _) = FillLog::open(path, FsyncPolicy::Never).unwrap();
+            for f in kept.iter().chain([next]) {
+                prop_assert!(log.contains(&f.symbol, f.trade_id));
+            }
+            for f in lost.iter().filter(|l| (l.symbol.as_str(), l.trade_id) != (next.symbol.as_str(), next.trade_id)) {
+                prop_assert!(!log.contains(&f.symbol, f.trade_id));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(6))]
+
+            /// Cut at every byte offset of the last line: every whole line before it stays, the
+            /// torn bytes go, and the next append gets the next number.
+            #[test]
+            fn a_cut_anywhere_in_the_last_line_loses_only_that_line(fs in fills(5), next in (0usize..3, 1_000_000u64..2_000_000)) {
+                let path = tmp("prop-cut");
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let (kept, last) = fs.split_at(fs.len() - 1);
+                let mut bytes: Vec<u8> = fs.iter().enumerate().flat_map(|(i, f)| line(f, i as u64 + 1)).collect();
+                let start = bytes.len() - line(&last[0], fs.len() as u64).len();
+                let next = record(next.0, next.1);
+                let full = bytes.clone();
+                for cut in start..full.len() {
+                    bytes.truncate(cut);
+                    reopen_and_append(&path, &bytes, kept, last, &next)?;
+                    bytes = full.clone();
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(24))]
+
+            /// Appends with crashes mid-write at random points (a partial line, then a reopen):
+            /// the log ends up with exactly the fills whose lines were written whole, numbered
+            /// without a gap.
+            #[test]
+            fn partial_writes_at_random_points_are_repaired(fs in fills(12), crashes in prop::collection::vec(any::<Option<usize>>(), 12)) {
+                let path = tmp("prop-partial");
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let _ = std::fs::remove_file(&path);
+                let mut logged: Vec<FillRecord> = Vec::new();
+                let mut lost: Vec<FillRecord> = Vec::new();
+                let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+                for (f, crash) in fs.iter().zip(crashes) {
+                    match crash {
+                        Some(at) => {
+                            // The crash leaves `at` bytes of this fill's line, short of its end.
+                            drop(log);
+                            let l = line(f, logged.len() as u64 + 1);
+                            let mut bytes = std::fs::read(&path).unwrap();
+                            bytes.extend_from_slice(&l[..at % l.len()]);
+                            lost.push(f.clone());
+                            let probe = record(0, 3_000_000 + logged.len() as u64);
+                            reopen_and_append(&path, &bytes, &logged, &lost, &probe)?;
+                            logged.push(probe);
+                            log = FillLog::open(&path, FsyncPolicy::Never).unwrap().0;
+                        }
+                        None => {
+                            let mut f = f.clone();
+                            prop_assert!(log.append(&mut f).unwrap());
+                            prop_assert_eq!(f.seq, logged.len() as u64 + 1);
+                            logged.push(f);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

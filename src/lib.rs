@@ -53,3 +53,22 @@ pub mod wire;
 
 pub use decimal::Decimal;
 pub use error::Error;
+
+/// Case counts for the property tests (issue 12), sized so that all of them together add well
+/// under 30 s to `cargo test` on the 2-core CI machine.
+///
+/// `PROPTEST_CASES=N` sets every property's count to N, as proptest itself does;
+/// `SYNCD_PROPTEST_SCALE=K` multiplies each property's own default by K instead, which keeps
+/// the cheap and the expensive ones in proportion for a long run (README, "Long property runs").
+/// Failures are not persisted to files: a shrunk case that found a bug is kept as a plain
+/// example test beside the property.
+#[cfg(test)]
+pub(crate) fn proptest_config(default_cases: u32) -> proptest::test_runner::Config {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u32>().ok());
+    let cases = match (env("PROPTEST_CASES"), env("SYNCD_PROPTEST_SCALE")) {
+        (Some(n), _) => n,
+        (None, Some(k)) => default_cases.saturating_mul(k),
+        (None, None) => default_cases,
+    };
+    proptest::test_runner::Config { cases, failure_persistence: None, ..proptest::test_runner::Config::default() }
+}

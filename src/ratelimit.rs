@@ -79,27 +79,36 @@ struct Window {
     used: u64,
 }
 
+// The window index never moves back. The exchange's clock does not, but our estimate of it
+// does when the offset is resynced; stepping back into an older window would forget what was
+// spent in it, and stepping forward again would forget the newer one (issue 12). So an older
+// index counts as the newest window seen.
 impl Window {
     fn used_at(&self, now_ms: i64) -> u64 {
-        if now_ms.div_euclid(self.limit.interval_ms) == self.index {
+        if now_ms.div_euclid(self.limit.interval_ms) <= self.index {
             self.used
         } else {
             0
         }
     }
 
-    fn add(&mut self, now_ms: i64, amount: u64) {
+    /// Moves to the window of `now_ms` if it is newer; the usage starts from zero there.
+    fn roll(&mut self, now_ms: i64) {
         let idx = now_ms.div_euclid(self.limit.interval_ms);
-        if idx != self.index {
+        if idx > self.index {
             self.index = idx;
             self.used = 0;
         }
-        self.used += amount;
+    }
+
+    fn add(&mut self, now_ms: i64, amount: u64) {
+        self.roll(now_ms);
+        self.used = self.used.saturating_add(amount);
     }
 
     fn ms_to_next_window(&self, now_ms: i64) -> i64 {
         let len = self.limit.interval_ms;
-        (now_ms.div_euclid(len) + 1) * len - now_ms
+        (now_ms.div_euclid(len).max(self.index) + 1) * len - now_ms
     }
 }
 
@@ -245,7 +254,8 @@ impl Budget {
             let used = w.used_at(now_ms);
             // A request bigger than the whole budget may still go into an empty window, or it
             // could never go at all.
-            if used > 0 && used + amount > budget {
+            // Saturating: a usage header is the server's number and may be anything (issue 12).
+            if used > 0 && used.saturating_add(amount) > budget {
                 wait = wait.max(w.ms_to_next_window(now_ms));
             }
         }
@@ -279,11 +289,7 @@ impl Budget {
         let name = name.to_ascii_lowercase();
         for w in &mut self.windows {
             if !w.header.is_empty() && w.header == name {
-                let idx = now_ms.div_euclid(w.limit.interval_ms);
-                if idx != w.index {
-                    w.index = idx;
-                    w.used = 0;
-                }
+                w.roll(now_ms);
                 w.used = w.used.max(value);
                 if w.limit.kind == LimitKind::Weight {
                     self.stats.peak_weight = self.stats.peak_weight.max(w.used);
@@ -641,5 +647,211 @@ mod tests {
         assert!(matches!(gate.try_acquire(10, 0, 100), Err(Denied::Wait(d)) if d > Duration::ZERO));
         gate.close();
         assert_eq!(gate.try_acquire(1, 0, 100), Err(Denied::Closed));
+    }
+
+    /// Shrunk cases the property below found (issue 12).
+    #[test]
+    fn a_huge_usage_header_holds_instead_of_overflowing() {
+        let mut b = Budget::new(vec![RateLimit { kind: LimitKind::Weight, interval_ms: 1000, limit: 1 }]);
+        b.observe_header(Now::at(0), "X-MBX-USED-WEIGHT-1S", "18446744073709551615");
+        // `used + amount` overflowed: a panic in debug, a wrap to "admitted" in release.
+        assert_eq!(b.check(Now::at(0), 1, 0), Err(Hold::Budget { wait_ms: 1000 }));
+    }
+
+    #[test]
+    fn a_server_clock_stepping_back_does_not_forget_what_was_spent() {
+        let mut b = Budget::new(vec![RateLimit { kind: LimitKind::Weight, interval_ms: 1000, limit: 1 }]);
+        // Spent the budget at 1999 ms; a resync moves the server clock to 2000, a weight-0
+        // request rolls the window, then the offset moves back to 1999.
+        b.commit(Now::at(1_999), 1, 0);
+        b.commit(Now::at(2_000), 0, 0);
+        b.commit(Now::at(1_999), 1, 0);
+        // Stepping back used to start a fresh window at 1999, and forward again another at
+        // 2000: the weight spent at "1999" after the step was forgotten.
+        assert!(b.check(Now::at(2_000), 1, 0).is_err());
+    }
+
+    /// The budget against a small model (issue 12): what the model knows was spent in each
+    /// window is a lower bound on what the exchange counts, so an admitted request must fit
+    /// under it, and every hold the model knows of must have passed.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Request {
+                weight: u64,
+                orders: u64,
+            },
+            Header {
+                limit: usize,
+                value: u64,
+            },
+            TooMany {
+                retry_after_ms: Option<i64>,
+                orders_only: bool,
+            },
+            Banned {
+                retry_after_ms: Option<i64>,
+            },
+            Advance {
+                ms: i64,
+            },
+            /// The server-time offset is resynced: the server clock jumps, the monotonic does not.
+            Offset {
+                delta_ms: i64,
+            },
+        }
+
+        fn limit() -> impl Strategy<Value = RateLimit> {
+            prop_oneof![
+                (prop::sample::select(vec![1_000i64, 10_000, 60_000]), 1u64..300)
+                    .prop_map(|(interval_ms, limit)| RateLimit { kind: LimitKind::Weight, interval_ms, limit }),
+                (prop::sample::select(vec![10_000i64, 60_000, 86_400_000]), 1u64..50)
+                    .prop_map(|(interval_ms, limit)| RateLimit { kind: LimitKind::Orders, interval_ms, limit }),
+                (1u64..100).prop_map(|limit| RateLimit { kind: LimitKind::Raw, interval_ms: 60_000, limit }),
+            ]
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            let retry = prop::option::of(prop_oneof![0i64..120_000, Just(-5), Just(i64::MAX / 4)]);
+            prop_oneof![
+                6 => (prop_oneof![0u64..40, 100u64..400], 0u64..3).prop_map(|(weight, orders)| Step::Request { weight, orders }),
+                2 => (0usize..4, prop_oneof![0u64..400, Just(u64::MAX), Just(u64::MAX / 2)])
+                    .prop_map(|(limit, value)| Step::Header { limit, value }),
+                1 => (retry.clone(), any::<bool>()).prop_map(|(retry_after_ms, orders_only)| Step::TooMany { retry_after_ms, orders_only }),
+                1 => retry.prop_map(|retry_after_ms| Step::Banned { retry_after_ms }),
+                3 => prop_oneof![0i64..2_000, 0i64..70_000].prop_map(|ms| Step::Advance { ms }),
+                1 => (-3_000i64..3_000).prop_map(|delta_ms| Step::Offset { delta_ms }),
+            ]
+        }
+
+        /// What the model knows: per limit, per window index, the usage lower bound; and holds.
+        struct Model {
+            limits: Vec<RateLimit>,
+            used: Vec<std::collections::HashMap<i64, u128>>,
+            blocked_until: i64,
+            orders_blocked_until: i64,
+            banned_until: i64,
+        }
+
+        impl Model {
+            fn amount(l: &RateLimit, weight: u64, orders: u64) -> u64 {
+                match l.kind {
+                    LimitKind::Weight => weight,
+                    LimitKind::Orders => orders,
+                    LimitKind::Raw => 1,
+                }
+            }
+
+            fn budget(l: &RateLimit) -> u128 {
+                (l.limit as u128 * 80 / 100).max(1)
+            }
+
+            /// From `server_ms` to the end of the newest window seen (`high`'s).
+            fn next_window(l: &RateLimit, high: i64, server_ms: i64) -> i64 {
+                (high.div_euclid(l.interval_ms) + 1) * l.interval_ms - server_ms
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(256))]
+
+            #[test]
+            fn never_admits_past_a_limit_or_a_hold_and_never_waits_longer_than_needed(
+                limits in prop::collection::vec(limit(), 1..4),
+                start in 0i64..1_000_000_000_000,
+                steps in prop::collection::vec(step(), 1..80),
+            ) {
+                let mut b = Budget::new(limits.clone());
+                let mut m = Model {
+                    used: vec![Default::default(); limits.len()],
+                    limits,
+                    blocked_until: 0,
+                    orders_blocked_until: 0,
+                    banned_until: 0,
+                };
+                let (mut mono, mut offset) = (start, 0i64);
+                // The exchange's clock never goes back, though our estimate of it may: the model
+                // counts in the newest window seen.
+                // Per limiter, the newest time the budget counted at.
+                let mut high = vec![i64::MIN; m.limits.len()];
+                for step in steps {
+                    let now = Now { server_ms: mono + offset, mono_ms: mono };
+                    let newest = |h: i64| h.max(now.server_ms);
+                    match step {
+                        Step::Request { weight, orders } => match b.check(now, weight, orders) {
+                            Ok(()) => {
+                                prop_assert!(mono >= m.banned_until && mono >= m.blocked_until, "admitted inside a hold");
+                                prop_assert!(orders == 0 || mono >= m.orders_blocked_until, "order admitted inside a hold");
+                                for ((l, used), h) in m.limits.iter().zip(&mut m.used).zip(&mut high) {
+                                    *h = newest(*h); // a commit counts in every limiter
+                                    let amount = Model::amount(l, weight, orders) as u128;
+                                    let u = used.entry(h.div_euclid(l.interval_ms)).or_default();
+                                    // An empty window takes one request of any size (else it never goes).
+                                    prop_assert!(
+                                        amount == 0 || *u == 0 || *u + amount <= Model::budget(l),
+                                        "{:?}: {} used + {} is over the budget {}", l, u, amount, Model::budget(l)
+                                    );
+                                    *u += amount;
+                                }
+                                b.commit(now, weight, orders);
+                            }
+                            Err(hold) => {
+                                let wait = hold.wait_ms();
+                                prop_assert!(wait > 0);
+                                // Not longer than needed: one ms before the end it still holds.
+                                let before = Now { server_ms: now.server_ms + wait - 1, mono_ms: mono + wait - 1 };
+                                prop_assert!(b.check(before, weight, orders).is_err(), "{:?} was longer than needed", hold);
+                                match hold {
+                                    Hold::Budget { .. } => {
+                                        let longest = m.limits.iter().zip(&high).map(|(l, h)| Model::next_window(l, newest(*h), now.server_ms)).max();
+                                        prop_assert!(Some(wait) <= longest);
+                                        let after = Now { server_ms: now.server_ms + wait, mono_ms: mono + wait };
+                                        prop_assert_eq!(b.check(after, weight, orders), Ok(()));
+                                    }
+                                    Hold::Banned { .. } => prop_assert_eq!(mono + wait, m.banned_until),
+                                    Hold::RateLimited { .. } => {
+                                        prop_assert!(mono + wait == m.blocked_until || mono + wait == m.orders_blocked_until)
+                                    }
+                                }
+                            }
+                        },
+                        Step::Header { limit, value } => {
+                            let Some(l) = m.limits.get(limit) else { continue };
+                            if l.kind == LimitKind::Raw {
+                                continue;
+                            }
+                            let prefix = if l.kind == LimitKind::Weight { "X-MBX-USED-WEIGHT-" } else { "X-MBX-ORDER-COUNT-" };
+                            let name = format!("{prefix}{}", l.header_suffix());
+                            b.observe_header(now, &name, &value.to_string());
+                            // Every limiter with that header (a duplicate limit shares it).
+                            for ((l2, used), h) in m.limits.iter().zip(&mut m.used).zip(&mut high) {
+                                if l2.kind == l.kind && l2.interval_ms == l.interval_ms {
+                                    *h = newest(*h);
+                                    let u = used.entry(h.div_euclid(l2.interval_ms)).or_default();
+                                    *u = (*u).max(value as u128);
+                                }
+                            }
+                        }
+                        Step::TooMany { retry_after_ms, orders_only } => {
+                            b.on_429(now, retry_after_ms, orders_only);
+                            let kind = if orders_only { LimitKind::Orders } else { LimitKind::Weight };
+                            let fallback = m.limits.iter().zip(&high).filter(|(l, _)| l.kind == kind).map(|(l, h)| Model::next_window(l, newest(*h), now.server_ms)).min().unwrap_or(60_000);
+                            let until = mono + retry_after_ms.unwrap_or(fallback).clamp(0, MAX_HOLD_MS);
+                            let hold = if orders_only { &mut m.orders_blocked_until } else { &mut m.blocked_until };
+                            *hold = (*hold).max(until);
+                        }
+                        Step::Banned { retry_after_ms } => {
+                            b.on_418(now, retry_after_ms);
+                            m.banned_until = m.banned_until.max(mono + retry_after_ms.unwrap_or(120_000).clamp(0, MAX_HOLD_MS));
+                        }
+                        Step::Advance { ms } => mono += ms,
+                        Step::Offset { delta_ms } => offset += delta_ms,
+                    }
+                }
+            }
+        }
     }
 }

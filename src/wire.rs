@@ -378,4 +378,164 @@ mod tests {
         let f = serde_json::from_str::<MyTrade>(&sparse).unwrap().into_fill(String::new());
         assert_eq!((f.quote_qty.to_string().as_str(), f.commission_asset.as_str()), ("48.000012", ""));
     }
+
+    /// Decoders against inputs nobody chose (issue 12): never a panic; a decode or an error; an
+    /// unknown `e` is skipped.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        const POSITION: &str = r#"{"e":"outboundAccountPosition","E":1564034571105,"u":1564034571073,"B":[{"a":"ETH","f":"10000.000000","l":"0.000000"}]}"#;
+        const BALANCE: &str =
+            r#"{"e":"balanceUpdate","E":1573200697110,"a":"BTC","d":"100.00000000","T":1573200697068}"#;
+        const LIST: &str = r#"{"e":"listStatus","E":1564035303637,"s":"ETHBTC","g":2,"c":"OCO","l":"EXEC_STARTED","L":"EXECUTING","r":"NONE","C":"F4QN4G8DlFATFlIUQ0cjdD","T":1564035303625,"O":[{"s":"ETHBTC","i":17,"c":"AJYsMjErWJesZvqlJCTUgL"}]}"#;
+        const EXPIRED: &str = r#"{"e":"listenKeyExpired","E":1699596037418,"listenKey":"OfYGbUzi3PraNagEkdKuFwUHn48brFsItTdsuiIXrucEvD0rhRXZ7I6URWfE8YE8"}"#;
+        const MY_TRADE: &str = r#"{"symbol":"BNBBTC","id":28457,"orderId":100234,"orderListId":-1,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012","commission":"10.10000000","commissionAsset":"BNB","time":1499865549590,"isBuyer":true,"isMaker":false,"isBestMatch":true}"#;
+
+        fn samples() -> Vec<Value> {
+            let trade = trade();
+            [
+                NEW,
+                trade.as_str(),
+                POSITION,
+                BALANCE,
+                LIST,
+                EXPIRED,
+                r#"{"e":"serverShutdown","E":1770123456789}"#,
+                MY_TRADE,
+            ]
+            .iter()
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect()
+        }
+
+        /// Replacement values: other types, huge and odd numbers, nesting.
+        fn odd_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                Just(serde_json::json!(1e308)),
+                Just(serde_json::json!(-0.5)),
+                "[0-9]{0,60}(\\.[0-9]{0,30})?".prop_map(Value::String),
+                "\\PC{0,12}".prop_map(Value::String),
+                Just(serde_json::json!([])),
+                Just(serde_json::json!({"e": "executionReport"})),
+            ]
+        }
+
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Drop(usize),
+            Retype(usize, Value),
+            Add(String, Value),
+            Reverse,
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            prop_oneof![
+                any::<usize>().prop_map(Mutation::Drop),
+                (any::<usize>(), odd_value()).prop_map(|(i, v)| Mutation::Retype(i, v)),
+                ("[a-zA-Z]{1,3}", odd_value()).prop_map(|(k, v)| Mutation::Add(k, v)),
+                Just(Mutation::Reverse),
+            ]
+        }
+
+        fn mutate(mut obj: Map<String, Value>, mutations: &[Mutation]) -> Map<String, Value> {
+            for m in mutations {
+                let keys: Vec<String> = obj.keys().cloned().collect();
+                match m {
+                    Mutation::Drop(i) if !keys.is_empty() => {
+                        obj.remove(&keys[i % keys.len()]);
+                    }
+                    Mutation::Retype(i, v) if !keys.is_empty() => {
+                        obj.insert(keys[i % keys.len()].clone(), v.clone());
+                    }
+                    Mutation::Add(k, v) => {
+                        obj.insert(k.clone(), v.clone());
+                    }
+                    // Field order: serde_json's map is sorted, so reorder in the text instead.
+                    Mutation::Reverse => {}
+                    _ => {}
+                }
+            }
+            obj
+        }
+
+        /// The object as text, fields in reverse order when asked (order must not matter).
+        fn text(obj: &Map<String, Value>, reverse: bool) -> String {
+            let mut fields: Vec<String> =
+                obj.iter().map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v)).collect();
+            if reverse {
+                fields.reverse();
+            }
+            format!("{{{}}}", fields.join(","))
+        }
+
+        fn decode_all(text: &str) {
+            let _ = parse_event(text);
+            let _ = serde_json::from_str::<MyTrade>(text).map(|t| t.into_fill(String::new()));
+            let _ = serde_json::from_str::<QueriedOrder>(text);
+            let _ = serde_json::from_str::<OrderReply>(text);
+            let _ = serde_json::from_str::<CancelReplaceReply>(text);
+            let _ = serde_json::from_str::<ListenKeyReply>(text);
+            if let Ok(UserEvent::Execution(r)) = parse_event(text) {
+                let _ = (r.fill(), r.order_client_id());
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(512))]
+
+            /// Arbitrary bytes (as the text a frame would carry) never panic.
+            #[test]
+            fn arbitrary_text_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                decode_all(&String::from_utf8_lossy(&bytes));
+            }
+
+            /// Mutated documented samples never panic: each decodes or returns an error, and the
+            /// combined-stream envelope changes nothing.
+            #[test]
+            fn mutated_samples_decode_or_fail_cleanly(
+                which in 0usize..8,
+                mutations in prop::collection::vec(mutation(), 0..6),
+                cut in prop::option::of(any::<usize>()),
+            ) {
+                let Value::Object(obj) = samples().swap_remove(which) else { unreachable!() };
+                let reverse = mutations.iter().any(|m| matches!(m, Mutation::Reverse));
+                let obj = mutate(obj, &mutations);
+                let mut t = text(&obj, reverse);
+                if let Some(c) = cut {
+                    let c = c % (t.len() + 1);
+                    t.truncate((0..=c).rev().find(|&i| t.is_char_boundary(i)).unwrap_or(0));
+                }
+                decode_all(&t);
+                let wrapped = format!(r#"{{"stream":"k","data":{t}}}"#);
+                decode_all(&wrapped);
+                if cut.is_none() {
+                    prop_assert_eq!(format!("{:?}", parse_event(&t)), format!("{:?}", parse_event(&wrapped)));
+                    // Field order never changes the answer.
+                    prop_assert_eq!(format!("{:?}", parse_event(&t)), format!("{:?}", parse_event(&text(&obj, !reverse))));
+                }
+            }
+
+            /// An event type nobody documented is skipped as `Unknown`, never an error, whatever
+            /// its other fields.
+            #[test]
+            fn an_unknown_event_type_is_skipped(
+                kind in "[a-zA-Z]{1,80}",
+                mutations in prop::collection::vec(mutation(), 0..6),
+            ) {
+                let known = ["executionReport", "outboundAccountPosition", "balanceUpdate", "listStatus", "listenKeyExpired", "serverShutdown"];
+                prop_assume!(!known.contains(&kind.as_str()));
+                let Value::Object(obj) = samples().swap_remove(1) else { unreachable!() };
+                let mut obj = mutate(obj, &mutations);
+                obj.insert("e".into(), Value::String(kind.clone()));
+                let parsed = parse_event(&text(&obj, false));
+                prop_assert!(matches!(&parsed, Ok(UserEvent::Unknown(k)) if kind.starts_with(k.as_str())), "{:?}", parsed);
+            }
+        }
+    }
 }
