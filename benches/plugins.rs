@@ -68,9 +68,7 @@ fn main() {
     let stamps = dir.join("stamp.rec");
     let floods = dir.join("flood.rec");
     std::fs::write(plugins.join("stamp.conf"), format!("record = {}\nmode = stamp\n", stamps.display())).expect("conf");
-    std::fs::write(plugins.join("flood.conf"), format!("record = {}\nflood = 500\n", floods.display())).expect("conf");
     install(&v1, &plugins, "stamp");
-    install(&v1, &plugins, "flood");
 
     let mut paper = PaperConfig { market_tick: Duration::from_secs(3600), ..PaperConfig::default() };
     paper.rest.weight_limit = 1_000_000;
@@ -102,18 +100,7 @@ fn main() {
         Config::from_lookup(|k| vars.get(k).cloned(), Needs { credentials: true, symbols: true }).expect("config");
     let daemon = Daemon::start(&config, &Tuning::from_config(&config)).expect("daemon");
     let view = daemon.plugins().expect("plugins").clone();
-    wait("both plugins running", || {
-        ["stamp", "flood"].iter().all(|n| view.get(n).is_some_and(|s| s.state == "running"))
-    });
-
-    // Intents/s: the flood plugin places 500 orders as soon as it sees a price.
-    wait("the flood", || std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 "));
-    let flood_ns: u128 = std::fs::read_to_string(&floods)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("flood 500 ")?.trim().parse().ok())
-        .expect("flood line");
-    let per_s = 500.0 / (flood_ns as f64 / 1e9);
+    wait("the stamp plugin running", || view.get("stamp").is_some_and(|s| s.state == "running"));
 
     // Latency: 400 fills of another user's orders, a few ms apart.
     let trader = Trader::new(&ex);
@@ -124,6 +111,16 @@ fn main() {
         let v = trader.maker("BTCUSD", "BUY", "0.0001", &price, &format!("web-{i}")).expect("order");
         ids.push(v["orderId"].as_u64().expect("id"));
     }
+    // The floor beside it: a plain thread of this process following the same tap, stamping
+    // each line on receipt. Its latency is the wake-up cost on this machine, without a plugin.
+    let follower = daemon.fill_tap().follow(4096);
+    let baseline = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while let Ok(f) = follower.recv_timeout(Duration::from_secs(5)) {
+            seen.push((f.seq, SystemTime::now()));
+        }
+        seen
+    });
     let first = daemon.fill_tap().durable();
     for id in &ids {
         ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).expect("fill");
@@ -144,6 +141,13 @@ fn main() {
         lat.push(Duration::from_nanos(ns.saturating_sub(published_ns) as u64));
     }
     lat.sort();
+    let mut floor: Vec<Duration> = baseline
+        .join()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(seq, at)| at.duration_since(daemon.fill_tap().published_at(*seq)?).ok())
+        .collect();
+    floor.sort();
 
     // Swap pause: 20 swaps of the stamp plugin.
     let mut pauses = Vec::new();
@@ -156,6 +160,17 @@ fn main() {
         }
     }
     pauses.sort();
+
+    // Intents/s: the flood plugin places 500 orders as soon as it sees a price.
+    std::fs::write(plugins.join("flood.conf"), format!("record = {}\nflood = 500\n", floods.display())).expect("conf");
+    install(&v1, &plugins, "flood");
+    wait("the flood", || std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 "));
+    let flood_ns: u128 = std::fs::read_to_string(&floods)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("flood 500 ")?.trim().parse().ok())
+        .expect("flood line");
+    let per_s = 500.0 / (flood_ns as f64 / 1e9);
     daemon.stop(Duration::from_secs(8));
 
     println!(
@@ -165,6 +180,12 @@ fn main() {
         percentile(&lat, 0.99).as_secs_f64() * 1e6,
         lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
         if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" }
+    );
+    println!(
+        "  beside it, a plain follower thread         p50 {:.1} µs  p99 {:.1} µs  (wake-up floor; plugin/floor p99 {:.2}x)",
+        percentile(&floor, 0.5).as_secs_f64() * 1e6,
+        percentile(&floor, 0.99).as_secs_f64() * 1e6,
+        percentile(&lat, 0.99).as_secs_f64() / percentile(&floor, 0.99).as_secs_f64().max(1e-9)
     );
     println!(
         "hot-swap pause ({} swaps)                  p50 {}  max {}",

@@ -442,15 +442,24 @@ impl Executor {
             return;
         }
         self.dirty = false;
-        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
-        v.open_orders = self.book.orders().cloned().collect();
-        v.stats = self.stats.clone();
-        v.ready = self.ready;
-        v.unresolved = self.pending.len();
-        v.quotes = self.quotes.iter().map(|(s, q)| (s.clone(), q.bid, q.ask)).collect();
-        v.quotes.sort();
-        v.balances = self.balances.all().map(|(a, (f, l))| (a.clone(), *f, *l)).collect();
-        v.balances.sort();
+        // Built before the lock: readers (plugin ticks, the status line) must never wait while
+        // a large book is copied.
+        let mut quotes: Vec<(String, Decimal, Decimal)> =
+            self.quotes.iter().map(|(s, q)| (s.clone(), q.bid, q.ask)).collect();
+        quotes.sort();
+        let mut balances: Vec<(String, Decimal, Decimal)> =
+            self.balances.all().map(|(a, (f, l))| (a.clone(), *f, *l)).collect();
+        balances.sort();
+        let fresh = ExecutorView {
+            open_orders: self.book.orders().cloned().collect(),
+            stats: self.stats.clone(),
+            ready: self.ready,
+            unresolved: self.pending.len(),
+            quotes,
+            balances,
+        };
+        let old = std::mem::replace(&mut *self.view.lock().unwrap_or_else(|p| p.into_inner()), fresh);
+        drop(old); // freed outside the lock too
     }
 
     fn answer(&mut self, req: &Request, outcome: Outcome) {

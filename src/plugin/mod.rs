@@ -507,7 +507,8 @@ impl PluginHost {
         // Bounded: a plugin stuck in a callback must not freeze the watcher for every plugin.
         let deadline = Instant::now() + STOP_WAIT;
         while !r.thread.is_finished() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
+            // Short naps: this wait is most of a swap's pause.
+            thread::sleep(Duration::from_micros(200));
         }
         if !r.thread.is_finished() {
             log::error!("plugin {name}: did not stop within {STOP_WAIT:?} (stuck in a callback); left behind, its intents refused");
