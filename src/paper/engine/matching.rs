@@ -488,7 +488,7 @@ impl Engine {
     pub fn fill_orders(&mut self, symbol: &str, now_ms: i64, force: Option<Option<u64>>, whole: bool) -> usize {
         let Some(m) = self.markets.get(symbol) else { return 0 };
         let (bid, ask, step) = (m.bid, m.ask, m.spec.step);
-        let candidates: Vec<u64> = m
+        let mut crossed: Vec<(Side, Decimal, u64)> = m
             .orders
             .values()
             .filter(|o| o.status.is_open())
@@ -500,8 +500,18 @@ impl Engine {
                     Side::Sell => o.price <= bid,
                 },
             })
-            .map(|o| o.order_id)
+            .map(|o| (o.side, o.price, o.order_id))
             .collect();
+        // Price-time priority: the best bid (highest) and the best ask (lowest) trade first,
+        // then the older order at the same price.
+        crossed.sort_by(|a, b| {
+            let by_price = match a.0 {
+                Side::Buy => b.1.cmp(&a.1),
+                Side::Sell => a.1.cmp(&b.1),
+            };
+            (a.0 == Side::Sell).cmp(&(b.0 == Side::Sell)).then(by_price).then(a.2.cmp(&b.2))
+        });
+        let candidates: Vec<u64> = crossed.into_iter().map(|(_, _, id)| id).collect();
         let mut filled = 0;
         for id in candidates {
             let Some(mut order) = self.markets.get(symbol).and_then(|m| m.orders.get(&id)).cloned() else { continue };
@@ -719,6 +729,18 @@ mod tests {
         e.set_touch("BTCUSD", d("58999.98")).unwrap();
         assert_eq!(e.fill_orders("BTCUSD", NOW, None, true), 1);
         assert_eq!(order(&e, low).status, OrderStatus::Filled);
+    }
+
+    #[test]
+    fn a_better_price_placed_later_trades_before_an_older_worse_one() {
+        let mut e = engine();
+        let worse = place(&mut e, maker(Side::Buy, "0.01", "59200"));
+        let better = place(&mut e, maker(Side::Buy, "0.01", "59500"));
+        // The ask drops through both at once: the best bid trades first.
+        e.set_touch("BTCUSD", d("59000")).unwrap();
+        assert_eq!(e.fill_orders("BTCUSD", NOW, None, true), 2);
+        let ids: Vec<u64> = e.trades().iter().map(|t| t.order_id).collect();
+        assert_eq!(ids, vec![better, worse]);
     }
 
     #[test]
