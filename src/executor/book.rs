@@ -226,13 +226,14 @@ impl Book {
 ///
 /// The exchange's numbers (`account`, `outboundAccountPosition`) are absolute, but an event
 /// written before one of our placements can arrive after it. So each placement's cost is held
-/// as a reservation, keyed by its client id, until the stream reports that order (the
-/// position event that follows the report includes the lock); free is the exchange's free
-/// minus what is still reserved.
+/// as a reservation, keyed by its client id, until the stream has reported that order *and* a
+/// position event of that asset has come after the report (Binance sends the order's report,
+/// then the position with its lock); free is the exchange's free minus what is still reserved.
 #[derive(Debug, Default, Clone)]
 pub struct Balances {
     assets: HashMap<String, (Decimal, Decimal)>,
-    reserved: HashMap<String, (String, Decimal)>,
+    /// client id → (asset, amount, reported by the stream yet).
+    reserved: HashMap<String, (String, Decimal, bool)>,
     /// Orders the stream reported before their placement's answer came back (bounded).
     reported: HashSet<String>,
     reported_order: VecDeque<String>,
@@ -240,10 +241,17 @@ pub struct Balances {
 }
 
 impl Balances {
-    /// Absolute values (`GET /account`, `outboundAccountPosition`).
+    /// Absolute values from `GET /account`.
     pub fn set(&mut self, asset: &str, free: Decimal, locked: Decimal) {
         self.assets.insert(asset.to_string(), (free, locked));
         self.known = true;
+    }
+
+    /// Absolute values from `outboundAccountPosition`: they include the locks of every order
+    /// reported before them, whose reservations end here.
+    pub fn position(&mut self, asset: &str, free: Decimal, locked: Decimal) {
+        self.set(asset, free, locked);
+        self.reserved.retain(|_, (a, _, reported)| !(*reported && a == asset));
     }
 
     /// A deposit or withdrawal (`balanceUpdate`).
@@ -252,25 +260,33 @@ impl Balances {
         e.0 = e.0.checked_add(delta).unwrap_or(e.0);
     }
 
-    /// Holds `amount` of `asset` for the order `client_order_id` until [`release`](Self::release).
+    /// Holds `amount` of `asset` for the order `client_order_id`.
     pub fn reserve(&mut self, client_order_id: &str, asset: &str, amount: Decimal) {
-        if self.reported.contains(client_order_id) {
-            return; // the stream was faster than the answer: the lock is already counted
-        }
-        self.reserved.insert(client_order_id.to_string(), (asset.to_string(), amount));
+        // The stream may be faster than the placement's answer.
+        let reported = self.reported.contains(client_order_id);
+        self.reserved.insert(client_order_id.to_string(), (asset.to_string(), amount, reported));
     }
 
-    /// The exchange has reported the order (or it never existed): its lock is in the
-    /// exchange's numbers from now on, or there is none.
-    pub fn release(&mut self, client_order_id: &str) {
-        if self.reserved.remove(client_order_id).is_none() && self.reported.insert(client_order_id.to_string()) {
-            self.reported_order.push_back(client_order_id.to_string());
-            while self.reported_order.len() > CLOSED_MEMORY {
-                if let Some(old) = self.reported_order.pop_front() {
-                    self.reported.remove(&old);
+    /// The stream reported the order: the next position event of its asset includes its lock.
+    pub fn reported(&mut self, client_order_id: &str) {
+        match self.reserved.get_mut(client_order_id) {
+            Some(r) => r.2 = true,
+            None => {
+                if self.reported.insert(client_order_id.to_string()) {
+                    self.reported_order.push_back(client_order_id.to_string());
+                    while self.reported_order.len() > CLOSED_MEMORY {
+                        if let Some(old) = self.reported_order.pop_front() {
+                            self.reported.remove(&old);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// The order never existed (or is settled otherwise): nothing to hold.
+    pub fn release(&mut self, client_order_id: &str) {
+        self.reserved.remove(client_order_id);
     }
 
     /// A rebuild read the account: every earlier reservation is in its numbers.
@@ -283,8 +299,8 @@ impl Balances {
         let held = self
             .reserved
             .values()
-            .filter(|(a, _)| a == asset)
-            .fold(Decimal::ZERO, |acc, (_, amount)| acc.checked_add(*amount).unwrap_or(acc));
+            .filter(|(a, _, _)| a == asset)
+            .fold(Decimal::ZERO, |acc, (_, amount, _)| acc.checked_add(*amount).unwrap_or(acc));
         free.checked_sub(held).unwrap_or(Decimal::ZERO).max(Decimal::ZERO)
     }
 
@@ -387,13 +403,20 @@ mod tests {
         bal.reserve("sd-a-1-1", "USD", d("30"));
         assert_eq!((bal.free("USD"), bal.total("USD")), (d("70"), d("100")));
         // A position written before our order arrives after it: still 100 free at the exchange.
-        bal.set("USD", d("100"), d("0"));
+        bal.position("USD", d("100"), d("0"));
         assert_eq!(bal.free("USD"), d("70"), "the stale event must not undo the reservation");
         bal.add_free("USD", d("5"));
         assert_eq!(bal.free("USD"), d("75"));
-        // The order's report came; the next position includes its lock.
-        bal.release("sd-a-1-1");
-        bal.set("USD", d("75"), d("30"));
+        // The order's report came: still held until the position that follows it.
+        bal.reported("sd-a-1-1");
         assert_eq!(bal.free("USD"), d("75"));
+        bal.position("USD", d("75"), d("30"));
+        assert_eq!(bal.free("USD"), d("75"), "the position carries the lock now");
+        // A report before the placement's answer: the reservation is already a reported one.
+        bal.reported("sd-a-1-2");
+        bal.reserve("sd-a-1-2", "USD", d("10"));
+        assert_eq!(bal.free("USD"), d("65"));
+        bal.position("USD", d("65"), d("40"));
+        assert_eq!(bal.free("USD"), d("65"));
     }
 }

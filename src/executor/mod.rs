@@ -681,14 +681,14 @@ impl Executor {
             StreamMsg::Down { .. } => {}
             StreamMsg::Event(UserEvent::Execution(r)) => {
                 // The position event that follows this report includes the order's lock.
-                self.balances.release(r.order_client_id());
+                self.balances.reported(r.order_client_id());
                 self.book.apply_report(&r);
                 self.dirty = true;
                 self.resolve_from_stream(&r.symbol, r.order_id, r.order_client_id(), &r.status);
             }
             StreamMsg::Event(UserEvent::Position(p)) => {
                 for b in p.balances {
-                    self.balances.set(&b.asset, b.free, b.locked);
+                    self.balances.position(&b.asset, b.free, b.locked);
                 }
                 self.dirty = true;
             }
