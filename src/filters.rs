@@ -981,4 +981,102 @@ mod tests {
             Err(Rejection::Symbol { .. })
         ));
     }
+
+    /// Properties (issue 12): for any filter set shaped like `exchangeInfo` and any maker
+    /// intent, `prepare_maker` either returns an order every filter accepts, rounded only in
+    /// the passive direction and never to more decimals than the asset allows, or refuses it
+    /// with a reason.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A tick or step: powers of ten and the other grids exchanges use (0.05, 0.25, 5, ...).
+        fn grid() -> impl Strategy<Value = Decimal> {
+            (prop_oneof![Just(1i128), Just(5), Just(25), Just(2), Just(10)], 0u8..=6)
+                .prop_map(|(m, s)| Decimal::new(m, s))
+        }
+
+        fn rules_for(
+            tick: Decimal,
+            step: Decimal,
+            min_qty_steps: i64,
+            min_notional: Decimal,
+            (down, up): (Decimal, Decimal),
+            precision: (u8, u8),
+        ) -> SymbolRules {
+            let min_qty = step.checked_mul(Decimal::from_int(min_qty_steps)).unwrap_or(step);
+            SymbolRules {
+                symbol: "TESTUSD".into(),
+                status: "TRADING".into(),
+                base_asset: "TEST".into(),
+                quote_asset: "USD".into(),
+                base_precision: precision.0,
+                quote_precision: precision.1,
+                order_types: vec!["LIMIT_MAKER".into()],
+                filters: vec![
+                    Filter::Price { min_price: tick, max_price: Decimal::from_int(1_000_000), tick_size: tick },
+                    Filter::LotSize { min_qty, max_qty: Decimal::from_int(100_000), step_size: step },
+                    Filter::Notional {
+                        min_notional,
+                        apply_min_to_market: true,
+                        max_notional: Decimal::from_int(5_000_000),
+                        apply_max_to_market: false,
+                        avg_price_mins: 5,
+                    },
+                    Filter::PercentPriceBySide {
+                        bid_multiplier_up: up,
+                        bid_multiplier_down: down,
+                        ask_multiplier_up: up,
+                        ask_multiplier_down: down,
+                        avg_price_mins: 1,
+                    },
+                ],
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(2000))]
+
+            #[test]
+            fn prepare_maker_accepts_only_what_check_accepts_and_rounds_passively(
+                tick in grid(),
+                step in grid(),
+                min_qty_steps in 1i64..20,
+                min_notional in (0i128..5000).prop_map(|m| Decimal::new(m, 2)),
+                band in (1i128..99, 101i128..500).prop_map(|(d, u)| (Decimal::new(d, 2), Decimal::new(u, 2))),
+                precision in (4u8..=8, 2u8..=8),
+                buy in any::<bool>(),
+                price in (1i128..10_000_000_000).prop_map(|m| Decimal::new(m, 5)),
+                qty in (1i128..10_000_000_000).prop_map(|m| Decimal::new(m, 6)),
+                avg in (1i128..10_000_000).prop_map(|m| Decimal::new(m, 2)),
+                open in 0u64..300,
+            ) {
+                let sym = rules_for(tick, step, min_qty_steps, min_notional, band, precision);
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let ctx = MarketContext { avg_price: Some(avg), open_orders_symbol: open, ..MarketContext::default() };
+                match sym.prepare_maker(side, price, qty, &ctx, &[]) {
+                    Ok(p) => {
+                        let spec = OrderSpec {
+                            side,
+                            order_type: OrderType::LimitMaker,
+                            price: Some(p.price),
+                            quantity: Some(p.quantity),
+                            quote_order_qty: None,
+                        };
+                        prop_assert_eq!(sym.check(&spec, &ctx, &[]), Ok(()));
+                        prop_assert_eq!(sym.check_precision(&spec), Ok(()));
+                        match side {
+                            Side::Buy => prop_assert!(p.price <= price, "a BUY rounded up: {} -> {}", price, p.price),
+                            Side::Sell => prop_assert!(p.price >= price, "a SELL rounded down: {} -> {}", price, p.price),
+                        }
+                        prop_assert!(p.quantity <= qty, "quantity rounded up: {} -> {}", qty, p.quantity);
+                        // Rounding moves less than one grid step.
+                        let moved = p.price.checked_sub(price).map(Decimal::abs);
+                        prop_assert!(moved.is_some_and(|m| m < tick), "price moved {:?} on tick {}", moved, tick);
+                    }
+                    Err(why) => prop_assert!(!why.to_string().is_empty()),
+                }
+            }
+        }
+    }
 }
