@@ -791,4 +791,156 @@ mod tests {
         bad.stp_mode = Some("SOMETIMES".into());
         assert_eq!(e.new_order(bad, NOW, Origin::Api).unwrap_err().code, -1130);
     }
+
+    /// Model-based (issue 12): random flows of maker orders, cancels and market moves against a
+    /// small reference model of the rules the daemon relies on: a crossing LIMIT_MAKER is
+    /// rejected, an order the free balance cannot pay is rejected, resting orders crossed by
+    /// the market fill at their own price best price first then oldest first, and balances are
+    /// conserved with fees accounted.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Place { buy: bool, ticks_off: i64, qty_milli: i64 },
+            Cancel { pick: usize },
+            Move { ticks: i64 },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (any::<bool>(), -5i64..40, prop_oneof![9 => 1i64..50, 1 => 5_000i64..20_000])
+                    .prop_map(|(buy, ticks_off, qty_milli)| Op::Place { buy, ticks_off, qty_milli }),
+                1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+                2 => (-60i64..60).prop_map(|ticks| Op::Move { ticks }),
+            ]
+        }
+
+        #[derive(Debug, Clone)]
+        struct Resting {
+            id: u64,
+            buy: bool,
+            price: Decimal,
+            qty: Decimal,
+        }
+
+        /// The reference: what the engine should hold.
+        struct Model {
+            bid: Decimal,
+            ask: Decimal,
+            usd: (Decimal, Decimal),
+            btc: (Decimal, Decimal),
+            open: Vec<Resting>,
+        }
+
+        fn floor8(x: Decimal) -> Decimal {
+            x.floor_to(Decimal::new(1, 8)).unwrap_or(x)
+        }
+
+        fn add(a: Decimal, b: Decimal) -> Decimal {
+            a.checked_add(b).unwrap()
+        }
+
+        fn sub(a: Decimal, b: Decimal) -> Decimal {
+            a.checked_sub(b).unwrap()
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(64))]
+
+            #[test]
+            fn the_engine_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+                let mut e = engine();
+                let tick = d("0.01");
+                let rate = d("0.001");
+                let mut m = Model {
+                    bid: d("59999.99"),
+                    ask: d("60000.01"),
+                    usd: (d("1000000"), Decimal::ZERO),
+                    btc: (d("10"), Decimal::ZERO),
+                    open: Vec::new(),
+                };
+                for op in ops {
+                    match op {
+                        Op::Place { buy, ticks_off, qty_milli } => {
+                            let off = tick.checked_mul(Decimal::from_int(ticks_off)).unwrap();
+                            let price = if buy { sub(m.bid, off) } else { add(m.ask, off) };
+                            let qty = Decimal::new(qty_milli as i128, 3);
+                            let side = if buy { Side::Buy } else { Side::Sell };
+                            let got = e.new_order(maker(side, &qty.to_string(), &price.to_string()), NOW, Origin::Api);
+                            let crosses = if buy { price >= m.ask } else { price <= m.bid };
+                            let cost = if buy { price.checked_mul(qty).unwrap() } else { qty };
+                            let free = if buy { m.usd.0 } else { m.btc.0 };
+                            if crosses {
+                                let err = got.expect_err("a crossing LIMIT_MAKER must be rejected");
+                                prop_assert_eq!((err.code, err.msg.as_str()), (-2010, "Order would immediately match and take."));
+                            } else if cost > free {
+                                let err = got.expect_err("an order the balance cannot pay must be rejected");
+                                prop_assert_eq!(err.code, -2010);
+                            } else {
+                                let v = got.map_err(|e| TestCaseError::fail(format!("refused: {} {}", e.code, e.msg)))?;
+                                let id = v["orderId"].as_u64().unwrap();
+                                let bal = if buy { &mut m.usd } else { &mut m.btc };
+                                *bal = (sub(bal.0, cost), add(bal.1, cost));
+                                m.open.push(Resting { id, buy, price, qty });
+                            }
+                        }
+                        Op::Cancel { pick } => {
+                            if m.open.is_empty() {
+                                continue;
+                            }
+                            let r = m.open.remove(pick % m.open.len());
+                            e.cancel_order("BTCUSD", Some(r.id), None, None, NOW).unwrap();
+                            let cost = if r.buy { r.price.checked_mul(r.qty).unwrap() } else { r.qty };
+                            let bal = if r.buy { &mut m.usd } else { &mut m.btc };
+                            *bal = (add(bal.0, cost), sub(bal.1, cost));
+                        }
+                        Op::Move { ticks } => {
+                            let bid = add(m.bid, tick.checked_mul(Decimal::from_int(ticks)).unwrap());
+                            e.set_touch("BTCUSD", bid).unwrap();
+                            m.bid = bid;
+                            m.ask = add(bid, d("0.02"));
+                            let before = e.trades().len();
+                            let filled = e.fill_orders("BTCUSD", NOW, None, true);
+                            // Crossed: best bid first, best ask first, then the older order.
+                            let mut crossed: Vec<Resting> = m
+                                .open
+                                .iter()
+                                .filter(|r| if r.buy { r.price >= m.ask } else { r.price <= m.bid })
+                                .cloned()
+                                .collect();
+                            crossed.sort_by(|a, b| {
+                                (!a.buy).cmp(&!b.buy).then(if a.buy { b.price.cmp(&a.price) } else { a.price.cmp(&b.price) }).then(a.id.cmp(&b.id))
+                            });
+                            prop_assert_eq!(filled, crossed.len());
+                            let traded: Vec<u64> = e.trades()[before..].iter().map(|t| t.order_id).collect();
+                            prop_assert_eq!(traded, crossed.iter().map(|r| r.id).collect::<Vec<_>>());
+                            for r in &crossed {
+                                let quote = floor8(r.price.checked_mul(r.qty).unwrap());
+                                if r.buy {
+                                    let fee = floor8(r.qty.checked_mul(rate).unwrap());
+                                    m.usd.1 = sub(m.usd.1, r.price.checked_mul(r.qty).unwrap());
+                                    m.usd.0 = add(m.usd.0, sub(r.price.checked_mul(r.qty).unwrap(), quote));
+                                    m.btc.0 = add(m.btc.0, sub(r.qty, fee));
+                                } else {
+                                    let fee = floor8(quote.checked_mul(rate).unwrap());
+                                    m.btc.1 = sub(m.btc.1, r.qty);
+                                    m.usd.0 = add(m.usd.0, sub(quote, fee));
+                                }
+                            }
+                            m.open.retain(|r| !crossed.iter().any(|c| c.id == r.id));
+                        }
+                    }
+                    prop_assert_eq!(e.balance("USD"), m.usd, "USD");
+                    prop_assert_eq!(e.balance("BTC"), m.btc, "BTC");
+                    let mut open: Vec<u64> = e.markets["BTCUSD"].orders.values().filter(|o| o.status.is_open()).map(|o| o.order_id).collect();
+                    open.sort_unstable();
+                    let mut expected: Vec<u64> = m.open.iter().map(|r| r.id).collect();
+                    expected.sort_unstable();
+                    prop_assert_eq!(open, expected);
+                }
+            }
+        }
+    }
 }
