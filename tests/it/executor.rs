@@ -430,16 +430,8 @@ impl Drop for Killed {
 }
 
 fn spawn_trader(ex: &PaperExchange, dir: &std::path::Path) -> Killed {
-    use binance_syncd::paper::{DEMO_API_KEY, DEMO_API_SECRET};
-    std::process::Command::new(trader_exe())
-        .env_clear()
-        .env("BINANCE_API_KEY", DEMO_API_KEY)
-        .env("BINANCE_API_SECRET", DEMO_API_SECRET)
-        .env("SYNCD_REST_URL", ex.rest_url())
-        .env("SYNCD_WS_URL", ex.ws_url())
-        .env("SYNCD_SYMBOLS", "BTCUSD,ETHUSD")
-        .env("SYNCD_STATE_DIR", dir.join("state"))
-        .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
+    let mut cmd = std::process::Command::new(trader_exe());
+    crate::util::daemon_env(&mut cmd, ex, dir, binance_syncd::paper::DEMO_API_KEY)
         .env("SYNCD_STRATEGY_MAX_ORDERS_10S", "1000")
         .env("SYNCD_STRATEGY_MAX_OPEN", "1000")
         .env("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0")

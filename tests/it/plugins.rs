@@ -358,7 +358,7 @@ fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
 
 #[test]
 fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_cursor() {
-    use binance_syncd::paper::{DEMO_API_KEY, DEMO_API_SECRET};
+    use binance_syncd::paper::DEMO_API_KEY;
     init_log();
     let so = build_plugin("test-plugin", "1");
     let ex = paper_with(|c| {
@@ -376,17 +376,9 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
     });
     let mut rng = seed | 1;
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
-            .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("BINANCE_API_KEY", DEMO_API_KEY)
-            .env("BINANCE_API_SECRET", DEMO_API_SECRET)
-            .env("SYNCD_REST_URL", ex.rest_url())
-            .env("SYNCD_WS_URL", ex.ws_url())
-            .env("SYNCD_SYMBOLS", "BTCUSD,ETHUSD")
-            .env("SYNCD_STATE_DIR", dir.join("state"))
-            .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+        cmd.arg("run");
+        crate::util::daemon_env(&mut cmd, &ex, &dir, DEMO_API_KEY)
             .env("SYNCD_PLUGIN_DIR", &plugin_dir)
             .env("SYNCD_PLUGIN_SCAN_S", "0.05")
             .env("SYNCD_RECONCILE_S", "1")

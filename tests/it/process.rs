@@ -27,15 +27,7 @@ fn configure<'a>(
     stderr: Stdio,
     level: &str,
 ) -> &'a mut Command {
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BINANCE_API_KEY", key)
-        .env("BINANCE_API_SECRET", DEMO_API_SECRET)
-        .env("SYNCD_REST_URL", ex.rest_url())
-        .env("SYNCD_WS_URL", ex.ws_url())
-        .env("SYNCD_SYMBOLS", "BTCUSD,ETHUSD")
-        .env("SYNCD_STATE_DIR", dir.join("state"))
-        .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
+    crate::util::daemon_env(cmd, ex, dir, key)
         .env("SYNCD_RECONCILE_S", "1")
         .env("SYNCD_RECONCILE_DOWN_S", "0.5")
         .env("SYNCD_WS_PING_S", "0.5")

@@ -101,3 +101,22 @@ pub fn place_maker(
 ) -> Result<serde_json::Value, String> {
     binance_syncd::paper::trader::Trader::new(ex).maker(symbol, side, qty, price, client_id)
 }
+
+/// The daemon's environment for a child process against `ex`, with state and the fill log in
+/// `dir`: the variables every process test sets, nothing inherited but `PATH`.
+pub fn daemon_env<'a>(
+    cmd: &'a mut std::process::Command,
+    ex: &PaperExchange,
+    dir: &std::path::Path,
+    key: &str,
+) -> &'a mut std::process::Command {
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BINANCE_API_KEY", key)
+        .env("BINANCE_API_SECRET", DEMO_API_SECRET)
+        .env("SYNCD_REST_URL", ex.rest_url())
+        .env("SYNCD_WS_URL", ex.ws_url())
+        .env("SYNCD_SYMBOLS", "BTCUSD,ETHUSD")
+        .env("SYNCD_STATE_DIR", dir.join("state"))
+        .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
+}
