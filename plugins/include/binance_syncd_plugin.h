@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #define SYNCD_ABI_MAJOR 1
-#define SYNCD_ABI_MINOR 0
+#define SYNCD_ABI_MINOR 1
 
 #define SYNCD_STATUS_OK 0
 #define SYNCD_STATUS_PANICKED (-1)
@@ -33,6 +33,8 @@
 #define SYNCD_UPDATE_UNKNOWN 5
 #define SYNCD_UPDATE_NOT_DONE 6
 #define SYNCD_UPDATE_CANCELED_ALL 7
+/* request 0: the stream's report of one of the plugin's orders (ABI 1.1) */
+#define SYNCD_UPDATE_REPORT 8
 
 #define SYNCD_INTENT_PLACE 0
 #define SYNCD_INTENT_CANCEL 1

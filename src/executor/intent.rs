@@ -122,6 +122,23 @@ impl Outcome {
     }
 }
 
+/// An `executionReport` of one of a strategy's own orders, as the stream delivered it: what
+/// happened to the order after its placement (fills, a cancel by someone else, an expiry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderReport {
+    pub symbol: String,
+    pub order_id: u64,
+    pub client_order_id: String,
+    pub side: Side,
+    pub price: Decimal,
+    pub orig_qty: Decimal,
+    pub executed_qty: Decimal,
+    /// The order's status (`X`): NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED, ...
+    pub status: String,
+    /// What happened (`x`): NEW, TRADE, CANCELED, EXPIRED, REJECTED, ...
+    pub execution: String,
+}
+
 /// One answer on a strategy's reply channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {

@@ -39,7 +39,7 @@ pub mod limits;
 
 pub use book::{Balances, Book, OpenOrder};
 pub use intent::{
-    valid_tag, Adjustment, Canceled, Intent, Outcome, Placed, Reply, Request, StrategyHandle, SubmitError,
+    valid_tag, Adjustment, Canceled, Intent, OrderReport, Outcome, Placed, Reply, Request, StrategyHandle, SubmitError,
 };
 pub use limits::StrategyLimits;
 
@@ -134,7 +134,15 @@ pub type MarketView = (Vec<(String, Decimal, Decimal)>, Vec<(String, Decimal, De
 pub struct ExecutorLink {
     requests: Sender<Request>,
     view: Arc<Mutex<ExecutorView>>,
+    reports: ReportTaps,
 }
+
+/// Who wants the stream's reports of which tag's orders.
+type ReportTaps = Arc<Mutex<Vec<(String, Sender<OrderReport>)>>>;
+
+/// Reports a follower may have waiting; past that they are dropped (the book and REST stay the
+/// truth: a report is news, not state).
+const REPORTS_QUEUED: usize = 4096;
 
 impl ExecutorLink {
     /// A handle for the strategy `tag` (1-8 ASCII letters and digits, carried in every client
@@ -148,6 +156,14 @@ impl ExecutorLink {
 
     pub fn view(&self) -> ExecutorView {
         self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The stream's reports of the orders of strategy `tag` from now on (until the receiver
+    /// is dropped).
+    pub fn reports(&self, tag: &str) -> Receiver<OrderReport> {
+        let (tx, rx) = crossbeam_channel::bounded(REPORTS_QUEUED);
+        self.reports.lock().unwrap_or_else(|p| p.into_inner()).push((tag.to_string(), tx));
+        rx
     }
 
     /// Quotes and balances only: what a plugin's tick needs, without copying the order book.
@@ -215,6 +231,7 @@ pub struct Executor {
     ready: bool,
     view: Arc<Mutex<ExecutorView>>,
     dirty: bool,
+    reports: ReportTaps,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +290,7 @@ impl Executor {
         let ids = ClientIds::open(&settings.state_dir, desk.rest().clock().now_ms())?;
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let view = Arc::new(Mutex::new(ExecutorView::default()));
+        let reports: ReportTaps = Arc::default();
         let now = Instant::now();
         let exec = Executor {
             next_rules: now + settings.rules_refresh,
@@ -300,8 +318,9 @@ impl Executor {
             ready: false,
             view: view.clone(),
             dirty: true,
+            reports: reports.clone(),
         };
-        Ok((exec, ExecutorLink { requests: tx, view }, rx))
+        Ok((exec, ExecutorLink { requests: tx, view, reports }, rx))
     }
 
     pub fn spawn(
@@ -685,6 +704,7 @@ impl Executor {
                 self.book.apply_report(&r);
                 self.dirty = true;
                 self.resolve_from_stream(&r.symbol, r.order_id, r.order_client_id(), &r.status);
+                self.forward_report(&r);
             }
             StreamMsg::Event(UserEvent::Position(p)) => {
                 for b in p.balances {
@@ -698,6 +718,30 @@ impl Executor {
             }
             StreamMsg::Event(_) => {}
         }
+    }
+
+    /// Hands a report of one of a strategy's orders to whoever follows that strategy.
+    fn forward_report(&self, r: &crate::wire::ExecutionReport) {
+        let Some(tag) = tag_of(r.order_client_id()) else { return };
+        let Some(side) = Side::parse(&r.side) else { return };
+        let mut taps = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        if !taps.iter().any(|(t, _)| t == tag) {
+            return;
+        }
+        let report = OrderReport {
+            symbol: r.symbol.clone(),
+            order_id: r.order_id,
+            client_order_id: r.order_client_id().to_string(),
+            side,
+            price: r.price,
+            orig_qty: r.quantity,
+            executed_qty: r.cumulative_qty,
+            status: r.status.clone(),
+            execution: r.execution_type.clone(),
+        };
+        taps.retain(|(t, tx)| {
+            t != tag || !matches!(tx.try_send(report.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_)))
+        });
     }
 
     fn serve(&mut self, (req, requeues): (Request, u32)) -> Result<(), String> {
@@ -873,6 +917,11 @@ impl Executor {
                 "executor: {symbol}: the exchange refused an order we checked ({code} {msg}); re-reading the rules"
             );
             self.rules.mark_stale();
+            if msg.contains("MAX_NUM_ORDERS") {
+                // Our count of open orders was wrong, not the rules: recount from REST.
+                self.need_rebuild = true;
+                self.next_rebuild_try = Instant::now();
+            }
         }
         let taker = is_taker_rejection(code, &msg) || msg.contains("-2010 Order would immediately match");
         Outcome::Rejected { code, msg, taker, canceled }

@@ -27,7 +27,7 @@
 pub mod ffi;
 
 use crate::decimal::Decimal;
-use crate::executor::{ExecutorLink, Intent, Outcome, Reply, StrategyHandle};
+use crate::executor::{ExecutorLink, Intent, OrderReport, Outcome, Reply, StrategyHandle};
 use crate::filllog::{FillRecord, FillTap, Reader};
 use crate::model::Side;
 use crate::rest::desk::OrderRef;
@@ -419,6 +419,7 @@ impl PluginHost {
             fills: self.tap.follow(CHANNEL),
             tap: self.tap.clone(),
             replies,
+            reports: self.executor.reports(&tag),
             handle: handle.clone(),
             rules: self.rules.clone(),
             executor: self.executor.clone(),
@@ -552,6 +553,7 @@ struct Runner {
     fills: Receiver<FillRecord>,
     tap: FillTap,
     replies: Receiver<Reply>,
+    reports: Receiver<OrderReport>,
     handle: StrategyHandle,
     rules: LiveRules,
     executor: ExecutorLink,
@@ -719,6 +721,13 @@ impl Runner {
                         break Err(status);
                     }
                 }
+                recv(self.reports) -> report => {
+                    let Ok(report) = report else { continue };
+                    let status = self.order_report(&mut plugin, &report);
+                    if status != abi::STATUS_OK {
+                        break Err(status);
+                    }
+                }
                 default(wait) => {}
             }
         };
@@ -882,6 +891,28 @@ impl Runner {
             kind: u.kind,
             side: u.side,
             resolved: u8::from(reply.resolved),
+            _reserved: [0; 5],
+        };
+        self.call(|| plugin.on_order(&raw))
+    }
+
+    /// A stream report of one of its orders, as an order update with request 0.
+    fn order_report(&self, plugin: &mut Plugin, r: &OrderReport) -> abi::Status {
+        let (price, qty) = (r.price.to_string(), r.orig_qty.to_string());
+        let reason = format!("{}; executed {} of {}", r.execution, r.executed_qty, r.orig_qty);
+        let raw = abi::OrderUpdate {
+            request: 0,
+            order_id: r.order_id,
+            code: 0,
+            symbol: abi::Str::of(&r.symbol),
+            client_order_id: abi::Str::of(&r.client_order_id),
+            price: abi::Str::of(&price),
+            qty: abi::Str::of(&qty),
+            status: abi::Str::of(&r.status),
+            reason: abi::Str::of(&reason),
+            kind: abi::UPDATE_REPORT,
+            side: if r.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
+            resolved: 0,
             _reserved: [0; 5],
         };
         self.call(|| plugin.on_order(&raw))

@@ -519,3 +519,27 @@ fn a_changed_conf_restarts_with_the_same_cursor_and_cancel_on_stop_cancels_on_re
         d.stop(Duration::from_secs(8));
     }
 }
+
+#[test]
+fn a_plugin_hears_the_streams_reports_of_its_own_orders() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-reports-conf");
+    let conf = format!("record = {}\nplace_one = true\n", dir.join("one.rec").display());
+    let rig = Rig::start("plugin-reports", &[("one", &so, &conf)]);
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let mine = || link.view().open_orders.iter().find(|o| o.client_order_id.starts_with("sd-one-")).map(|o| o.order_id);
+    wait_until("its order", Duration::from_secs(20), || mine().is_some());
+    let id = mine().unwrap();
+    // Someone else's order fills too: its report must not reach this plugin.
+    let rest = client(&rig.ex);
+    let other = rest_buy(&rig.ex, &rest, "BTCUSD", "0.01", "web-other");
+    fill_whole(&rig.ex, "BTCUSD", other);
+    fill_whole(&rig.ex, "BTCUSD", id);
+    let record = dir.join("one.rec");
+    wait_until("the FILLED report", Duration::from_secs(20), || {
+        std::fs::read_to_string(&record).unwrap_or_default().contains(&format!("report FILLED {id}"))
+    });
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains(&format!("report NEW {id}")), "{text}");
+    assert!(!text.contains(&format!(" {other}\n")), "another user's report reached the plugin: {text}");
+}

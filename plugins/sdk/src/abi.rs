@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The one exported symbol: `const PluginV1 *syncd_plugin_entry_v1(const HostV1 *host)`.
 pub const ENTRY_SYMBOL: &[u8] = b"syncd_plugin_entry_v1\0";
 
@@ -79,6 +79,9 @@ pub const UPDATE_REJECTED: u8 = 4;
 pub const UPDATE_UNKNOWN: u8 = 5;
 pub const UPDATE_NOT_DONE: u8 = 6;
 pub const UPDATE_CANCELED_ALL: u8 = 7;
+/// Not an answer to an intent (`request` 0): the stream's report of one of the plugin's orders
+/// (`status` its state, `reason` what happened and how much is filled). Added in ABI 1.1.
+pub const UPDATE_REPORT: u8 = 8;
 
 /// What became of an intent (the executor's outcome), as an order update.
 #[repr(C)]

@@ -124,6 +124,10 @@ pub enum UpdateKind {
     Unknown,
     NotDone,
     CanceledAll,
+    /// Not an answer (`request` is 0): the stream reported one of the plugin's orders:
+    /// `status` is its state (NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED, ...), `reason`
+    /// says what happened and how much is filled.
+    Report,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -320,6 +324,8 @@ pub trait Strategy: Sized + 'static {
     fn on_fill(&mut self, _fill: &Fill<'_>) -> Result<(), String> {
         Ok(())
     }
+    /// What became of an intent (its `request` id), or, with `kind == Report` and request 0,
+    /// the stream's report of one of the plugin's orders (fills, cancels by others, expiries).
     fn on_order(&mut self, _update: &OrderUpdate<'_>) -> Result<(), String> {
         Ok(())
     }
@@ -456,6 +462,7 @@ pub mod __private {
             abi::UPDATE_REJECTED => UpdateKind::Rejected,
             abi::UPDATE_UNKNOWN => UpdateKind::Unknown,
             abi::UPDATE_CANCELED_ALL => UpdateKind::CanceledAll,
+            abi::UPDATE_REPORT => UpdateKind::Report,
             _ => UpdateKind::NotDone,
         },
         order_id: u.order_id,

@@ -4,6 +4,8 @@
 //! - `mode = normal | panic | sleep | fail`: what `on_fill` does besides recording;
 //! - `sleep_ms = N`: how long `sleep` sleeps;
 //! - `mode = stamp`: record `stamp SEQ UNIX_NS` at the entry of each `on_fill` (benchmark);
+//! - `place_one = true`: on the first price of BTCUSD, one maker BUY a dollar under the bid;
+//!   every stream report of its orders is recorded as `report STATUS ORDER_ID`;
 //! - `flood = N`: on the first price of BTCUSD, submit N maker BUYs under the bid at once and
 //!   record `flood N NS` once all N are placed, NS from the first submit to the last answer.
 
@@ -25,6 +27,8 @@ struct Recorder {
     flood: u64,
     flood_started: Option<std::time::Instant>,
     flood_placed: u64,
+    place_one: bool,
+    placed_one: bool,
 }
 
 fn unix_ns() -> u128 {
@@ -51,7 +55,18 @@ impl Strategy for Recorder {
         let mode = start.setting("mode").unwrap_or("normal").to_string();
         let sleep_ms = start.setting("sleep_ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
         let flood = start.setting("flood").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut r = Recorder { host, record, mode, sleep_ms, flood, flood_started: None, flood_placed: 0 };
+        let place_one = start.setting("place_one") == Some("true");
+        let mut r = Recorder {
+            host,
+            record,
+            mode,
+            sleep_ms,
+            flood,
+            flood_started: None,
+            flood_placed: 0,
+            place_one,
+            placed_one: false,
+        };
         r.line(&format!("start {VERSION}"));
         r.host.info(&format!("test plugin {VERSION} started in mode {}", r.mode));
         Ok(r)
@@ -76,6 +91,11 @@ impl Strategy for Recorder {
     }
 
     fn on_price(&mut self, price: &Price<'_>) -> Result<(), String> {
+        if self.place_one && !self.placed_one && price.symbol == "BTCUSD" {
+            if let Some(p) = Dec::parse(price.bid).and_then(|b| b.checked_sub(Dec::from_int(1))) {
+                self.placed_one = self.host.place("BTCUSD", Side::Buy, &p.to_string(), "0.001").is_ok();
+            }
+        }
         if self.flood == 0 || self.flood_started.is_some() || price.symbol != "BTCUSD" {
             return Ok(());
         }
@@ -94,6 +114,9 @@ impl Strategy for Recorder {
     }
 
     fn on_order(&mut self, update: &OrderUpdate<'_>) -> Result<(), String> {
+        if update.kind == UpdateKind::Report {
+            self.line(&format!("report {} {}", update.status, update.order_id));
+        }
         if update.kind == UpdateKind::Placed {
             self.flood_placed += 1;
             if self.flood_placed == self.flood {
