@@ -235,6 +235,8 @@ pub struct PluginHost {
     cursors: HashMap<String, u64>,
     /// Plugins whose thread did not stop: never restarted in this process.
     stuck: std::collections::HashSet<String>,
+    /// The line each failed plugin failed on: its next version gets it marked replayed.
+    failed_at: HashMap<String, u64>,
 }
 
 fn now_ms() -> u64 {
@@ -255,6 +257,7 @@ impl PluginHost {
             generation: 0,
             cursors: HashMap::new(),
             stuck: std::collections::HashSet::new(),
+            failed_at: HashMap::new(),
         }
     }
 
@@ -323,6 +326,10 @@ impl PluginHost {
                 r.handle.revoke();
                 let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true, last_call: None });
                 self.cursors.insert(name.clone(), ended.delivered);
+                if ended.failed {
+                    // The line it failed on reached it: the next version gets it marked replayed.
+                    self.failed_at.insert(name.clone(), ended.delivered + 1);
+                }
                 self.parked.insert(name.clone(), r.seen);
                 self.view.update(&name, |s| {
                     s.state = "disabled".into();
@@ -466,10 +473,11 @@ impl PluginHost {
             Some(ended) => Some((ended.delivered, ended.last_call)),
             None => self.cursors.remove(name).map(|d| (d, None)),
         };
+        let failed_at = self.failed_at.remove(name).unwrap_or(0);
         let fresh = |delivered, replay_until| Go { delivered, replay_until, previous_last_call: None };
         let history = fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default();
         let go = match previous {
-            Some((delivered, last_call)) => Go { delivered, replay_until: 0, previous_last_call: last_call },
+            Some((delivered, last_call)) => Go { delivered, replay_until: failed_at, previous_last_call: last_call },
             None => match load_cursor(&self.settings.state_dir, name) {
                 Some(c) => fresh(c.delivered, if c.clean { 0 } else { self.tap.durable() }),
                 None if setting(&history, "history") == Some("all") => fresh(0, 0),
@@ -533,6 +541,9 @@ impl PluginHost {
             },
         };
         self.cursors.insert(name.to_string(), ended.delivered);
+        if ended.failed {
+            self.failed_at.insert(name.to_string(), ended.delivered + 1);
+        }
         self.view.update(name, |s| {
             s.state = if ended.failed { "disabled".into() } else { "stopped".into() };
             s.delivered = ended.delivered;
@@ -828,11 +839,13 @@ impl Runner {
             _reserved: 0,
         };
         let status = self.call(|| plugin.on_fill(&f));
-        run.delivered = fill.seq;
-        self.view.update(&self.name, |s| s.delivered = fill.seq);
         if status != abi::STATUS_OK {
+            // Not counted: the next version gets this line again (marked replayed: this one
+            // did see it).
             return Err(status);
         }
+        run.delivered = fill.seq;
+        self.view.update(&self.name, |s| s.delivered = fill.seq);
         Ok(())
     }
 

@@ -543,3 +543,23 @@ fn a_plugin_hears_the_streams_reports_of_its_own_orders() {
     assert!(text.contains(&format!("report NEW {id}")), "{text}");
     assert!(!text.contains(&format!(" {other}\n")), "another user's report reached the plugin: {text}");
 }
+
+#[test]
+fn the_line_a_plugin_failed_on_comes_again_marked_replayed_to_its_next_version() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-refail-conf");
+    let record = dir.join("p.rec");
+    let conf = |mode: &str| format!("record = {}\nhistory = all\nmode = {mode}\n", record.display());
+    let mut rig = Rig::start("plugin-refail", &[("p", &so, &conf("panic"))]);
+    rig.wait_status("p", "running", |s| s.state == "running");
+    rig.fill();
+    rig.wait_status("p", "disabled by its panic", |s| s.state == "disabled");
+    // A new settings file is a change: the next version starts, and gets fill #1 again, marked.
+    std::fs::write(rig.plugins.join("p.conf"), conf("normal")).unwrap();
+    rig.wait_status("p", "the next version", |s| s.loads == 2 && s.state == "running" && s.delivered == 1);
+    rig.fill();
+    rig.wait_status("p", "fill 2", |s| s.delivered == 2);
+    let lines: Vec<String> =
+        std::fs::read_to_string(&record).unwrap().lines().filter(|l| l.starts_with("fill")).map(String::from).collect();
+    assert_eq!(lines, ["fill 1 1 0", "fill 1 1 1", "fill 1 2 0"], "the failed line again, marked, then on");
+}
