@@ -393,6 +393,28 @@ mod tests {
         const EXPIRED: &str = r#"{"e":"listenKeyExpired","E":1699596037418,"listenKey":"OfYGbUzi3PraNagEkdKuFwUHn48brFsItTdsuiIXrucEvD0rhRXZ7I6URWfE8YE8"}"#;
         const MY_TRADE: &str = r#"{"symbol":"BNBBTC","id":28457,"orderId":100234,"orderListId":-1,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012","commission":"10.10000000","commissionAsset":"BNB","time":1499865549590,"isBuyer":true,"isMaker":false,"isBestMatch":true}"#;
 
+        // REST replies as the Binance.US REST API documents them ("New order", "Query order",
+        // "Cancel order", "Cancel an existing order and send a new order").
+        const ORDER_RESULT: &str = r#"{"symbol":"BTCUSDT","orderId":28,"orderListId":-1,"clientOrderId":"6gCrw2kRUAF9CvJDGP16IP","transactTime":1507725176595,"price":"0.00000000","origQty":"10.00000000","executedQty":"10.00000000","cummulativeQuoteQty":"10.00000000","status":"FILLED","timeInForce":"GTC","type":"MARKET","side":"SELL","workingTime":1507725176595,"selfTradePreventionMode":"NONE"}"#;
+        const ORDER_QUERY: &str = r#"{"symbol":"LTCBTC","orderId":1,"orderListId":-1,"clientOrderId":"myOrder1","price":"0.1","origQty":"1.0","executedQty":"0.0","cummulativeQuoteQty":"0.0","status":"NEW","timeInForce":"GTC","type":"LIMIT","side":"BUY","stopPrice":"0.0","icebergQty":"0.0","time":1499827319559,"updateTime":1499827319559,"isWorking":true,"origQuoteOrderQty":"0.000000","workingTime":1507725176595,"selfTradePreventionMode":"NONE"}"#;
+        const ORDER_CANCEL: &str = r#"{"symbol":"LTCBTC","origClientOrderId":"myOrder1","orderId":4,"orderListId":-1,"clientOrderId":"cancelMyOrder1","price":"2.00000000","origQty":"1.00000000","executedQty":"0.00000000","cummulativeQuoteQty":"0.00000000","status":"CANCELED","timeInForce":"GTC","type":"LIMIT","side":"BUY","selfTradePreventionMode":"NONE"}"#;
+        const CANCEL_REPLACE: &str = r#"{"cancelResult":"SUCCESS","newOrderResult":"SUCCESS","cancelResponse":{"symbol":"BTCUSDT","origClientOrderId":"DnLo3vTAQcjha43lAZhZ0y","orderId":9,"orderListId":-1,"clientOrderId":"osxN3JXAtJvKvCqGeMWMVR","price":"0.01000000","origQty":"0.000100","executedQty":"0.00000000","cummulativeQuoteQty":"0.00000000","status":"CANCELED","timeInForce":"GTC","type":"LIMIT_MAKER","side":"SELL","selfTradePreventionMode":"NONE"},"newOrderResponse":{"symbol":"BTCUSDT","orderId":10,"orderListId":-1,"clientOrderId":"wOceeeOzNORyLiQfw7jd8S","transactTime":1652928801803,"price":"0.02000000","origQty":"0.040000","executedQty":"0.00000000","cummulativeQuoteQty":"0.00000000","status":"NEW","timeInForce":"GTC","type":"LIMIT_MAKER","side":"BUY","workingTime":1669277163808,"fills":[],"selfTradePreventionMode":"NONE"}}"#;
+
+        #[test]
+        fn the_documented_rest_replies_decode() {
+            let placed: OrderReply = serde_json::from_str(ORDER_RESULT).unwrap();
+            assert_eq!(
+                (placed.order_id, placed.changed_ms(), placed.status.as_deref()),
+                (28, Some(1507725176595), Some("FILLED"))
+            );
+            let queried: OrderReply = serde_json::from_str(ORDER_QUERY).unwrap();
+            assert_eq!((queried.order_client_id(), queried.changed_ms()), ("myOrder1", Some(1499827319559)));
+            let canceled: OrderReply = serde_json::from_str(ORDER_CANCEL).unwrap();
+            assert_eq!(canceled.order_client_id(), "myOrder1", "a cancel's own id is not the order's");
+            let replaced: CancelReplaceReply = serde_json::from_str(CANCEL_REPLACE).unwrap();
+            assert_eq!((replaced.cancel_response.order_id, replaced.new_order_response.order_id), (9, 10));
+        }
+
         fn samples() -> Vec<Value> {
             let trade = trade();
             [
@@ -404,6 +426,10 @@ mod tests {
                 EXPIRED,
                 r#"{"e":"serverShutdown","E":1770123456789}"#,
                 MY_TRADE,
+                ORDER_RESULT,
+                ORDER_QUERY,
+                ORDER_CANCEL,
+                CANCEL_REPLACE,
             ]
             .iter()
             .map(|s| serde_json::from_str(s).unwrap())
