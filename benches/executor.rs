@@ -105,12 +105,7 @@ fn main() {
 
 /// Places orders one at a time through a running daemon and times each reply.
 fn loopback_acks(dir: &std::path::Path) -> (Duration, Duration, Duration, usize) {
-    let mut paper = PaperConfig { market_tick: Duration::from_secs(3600), ..PaperConfig::default() };
-    paper.rest.weight_limit = 1_000_000;
-    paper.rest.orders_per_10s = 100_000;
-    paper.rest.orders_per_day = 10_000_000;
-    paper.engine.max_num_orders = 100_000;
-    let ex = PaperExchange::start(paper).expect("paper exchange");
+    let ex = PaperExchange::start(PaperConfig::unthrottled()).expect("paper exchange");
     let vars: HashMap<&str, String> = [
         ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
         ("BINANCE_API_SECRET", DEMO_API_SECRET.to_string()),

@@ -32,6 +32,20 @@ pub struct OpenOrder {
 }
 
 impl OpenOrder {
+    /// The order as an `executionReport` describes it (`None` for a side we cannot read).
+    pub fn from_report(r: &ExecutionReport) -> Option<OpenOrder> {
+        Some(OpenOrder {
+            symbol: r.symbol.clone(),
+            order_id: r.order_id,
+            client_order_id: r.order_client_id().to_string(),
+            side: Side::parse(&r.side)?,
+            price: r.price,
+            orig_qty: r.quantity,
+            executed_qty: r.cumulative_qty,
+            changed_at: 0,
+        })
+    }
+
     pub fn remaining(&self) -> Decimal {
         self.orig_qty.checked_sub(self.executed_qty).unwrap_or(Decimal::ZERO).max(Decimal::ZERO)
     }
@@ -111,17 +125,7 @@ impl Book {
         if self.closed.contains(&key) {
             return None; // a late report of an order we already saw close
         }
-        let side = crate::model::Side::parse(&r.side)?;
-        let order = OpenOrder {
-            symbol: r.symbol.clone(),
-            order_id: r.order_id,
-            client_order_id: r.order_client_id().to_string(),
-            side,
-            price: r.price,
-            orig_qty: r.quantity,
-            executed_qty: r.cumulative_qty,
-            changed_at: 0,
-        };
+        let order = OpenOrder::from_report(r)?;
         // A report older than what we hold (executed qty only grows) changes nothing.
         if self.orders.get(&key).is_some_and(|o| o.executed_qty > order.executed_qty) {
             return self.orders.get(&key);

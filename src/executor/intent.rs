@@ -126,13 +126,8 @@ impl Outcome {
 /// happened to the order after its placement (fills, a cancel by someone else, an expiry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderReport {
-    pub symbol: String,
-    pub order_id: u64,
-    pub client_order_id: String,
-    pub side: Side,
-    pub price: Decimal,
-    pub orig_qty: Decimal,
-    pub executed_qty: Decimal,
+    /// The order as the report describes it.
+    pub order: super::book::OpenOrder,
     /// The order's status (`X`): NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED, ...
     pub status: String,
     /// What happened (`x`): NEW, TRADE, CANCELED, EXPIRED, REJECTED, ...

@@ -723,22 +723,12 @@ impl Executor {
     /// Hands a report of one of a strategy's orders to whoever follows that strategy.
     fn forward_report(&self, r: &crate::wire::ExecutionReport) {
         let Some(tag) = tag_of(r.order_client_id()) else { return };
-        let Some(side) = Side::parse(&r.side) else { return };
         let mut taps = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         if !taps.iter().any(|(t, _)| t == tag) {
             return;
         }
-        let report = OrderReport {
-            symbol: r.symbol.clone(),
-            order_id: r.order_id,
-            client_order_id: r.order_client_id().to_string(),
-            side,
-            price: r.price,
-            orig_qty: r.quantity,
-            executed_qty: r.cumulative_qty,
-            status: r.status.clone(),
-            execution: r.execution_type.clone(),
-        };
+        let Some(order) = OpenOrder::from_report(r) else { return };
+        let report = OrderReport { order, status: r.status.clone(), execution: r.execution_type.clone() };
         taps.retain(|(t, tx)| {
             t != tag || !matches!(tx.try_send(report.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_)))
         });

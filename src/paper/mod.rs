@@ -59,6 +59,19 @@ pub struct PaperConfig {
     pub timeline: Vec<control::TimelineEntry>,
 }
 
+impl PaperConfig {
+    /// A market that stands still unless moved, with request, order and open-order limits no
+    /// benchmark client reaches: the benchmarks measure the daemon, not the limits.
+    pub fn unthrottled() -> PaperConfig {
+        let mut c = PaperConfig { market_tick: Duration::from_secs(3600), ..PaperConfig::default() };
+        c.rest.weight_limit = 1_000_000;
+        c.rest.orders_per_10s = 100_000;
+        c.rest.orders_per_day = 10_000_000;
+        c.engine.max_num_orders = 100_000;
+        c
+    }
+}
+
 impl Default for PaperConfig {
     fn default() -> PaperConfig {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -911,20 +911,21 @@ impl Runner {
 
     /// A stream report of one of its orders, as an order update with request 0.
     fn order_report(&self, plugin: &mut Plugin, r: &OrderReport) -> abi::Status {
-        let (price, qty) = (r.price.to_string(), r.orig_qty.to_string());
-        let reason = format!("{}; executed {} of {}", r.execution, r.executed_qty, r.orig_qty);
+        let o = &r.order;
+        let (price, qty) = (o.price.to_string(), o.orig_qty.to_string());
+        let reason = format!("{}; executed {} of {}", r.execution, o.executed_qty, o.orig_qty);
         let raw = abi::OrderUpdate {
             request: 0,
-            order_id: r.order_id,
+            order_id: o.order_id,
             code: 0,
-            symbol: abi::Str::of(&r.symbol),
-            client_order_id: abi::Str::of(&r.client_order_id),
+            symbol: abi::Str::of(&o.symbol),
+            client_order_id: abi::Str::of(&o.client_order_id),
             price: abi::Str::of(&price),
             qty: abi::Str::of(&qty),
             status: abi::Str::of(&r.status),
             reason: abi::Str::of(&reason),
             kind: abi::UPDATE_REPORT,
-            side: if r.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
+            side: if o.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
             resolved: 0,
             _reserved: [0; 5],
         };
