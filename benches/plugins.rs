@@ -1,11 +1,14 @@
 //! Plugin figures, in one run, with the test plugin (`plugins/test-plugin`) built here:
 //!
 //! - fill line durable → plugin callback entered: the fill log's publish time (`FillTap`) to
-//!   the plugin's own clock reading at the top of `on_fill`, p50/p99/max (target p99 < 50 µs);
+//!   the plugin's own clock reading at the top of `on_fill`, p50/p99/max (target p99 < 50 µs),
+//!   with `SYNCD_FSYNC` `always` (the default) and `never`, each with the plugin thread told a
+//!   line is coming (`SYNCD_PLUGIN_SPIN_US`, default) and without (`0`: it sleeps), and beside
+//!   each a plain follower thread of the same tap (the machine's wake-up floor);
 //! - hot-swap pause: the old version's last callback to the new one's first, over 20 swaps;
 //! - intents/s from one plugin through the executor to loopback ACKs (500 orders at once).
 //!
-//! `cargo bench --bench plugins` (about 30 s).
+//! `cargo bench --bench plugins` (about 40 s). `PLUGIN_BENCH_FILLS` sets fills per row (400).
 
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
@@ -58,18 +61,23 @@ fn wait(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn main() {
-    let v1 = build("1");
-    let v2 = build("2");
-    let dir = std::env::temp_dir().join(format!("syncd-bench-plugins-{}", std::process::id()));
+/// One daemon with the stamp plugin running, against its own paper exchange.
+struct Rig {
+    dir: PathBuf,
+    plugins: PathBuf,
+    ex: PaperExchange,
+    daemon: Daemon,
+    view: binance_syncd::plugin::PluginView,
+}
+
+fn rig(name: &str, so: &Path, fsync: &str, spin_us: &str) -> Rig {
+    let dir = std::env::temp_dir().join(format!("syncd-bench-plugins-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).expect("dir");
-    let stamps = dir.join("stamp.rec");
-    let floods = dir.join("flood.rec");
-    std::fs::write(plugins.join("stamp.conf"), format!("record = {}\nmode = stamp\n", stamps.display())).expect("conf");
-    install(&v1, &plugins, "stamp");
-
+    std::fs::write(plugins.join("stamp.conf"), format!("record = {}\nmode = stamp\n", dir.join("stamp.rec").display()))
+        .expect("conf");
+    install(so, &plugins, "stamp");
     let ex = PaperExchange::start(PaperConfig::unthrottled()).expect("paper");
     let vars: HashMap<&str, String> = [
         ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
@@ -79,7 +87,8 @@ fn main() {
         ("SYNCD_SYMBOLS", "BTCUSD".into()),
         ("SYNCD_STATE_DIR", dir.join("state").display().to_string()),
         ("SYNCD_FILL_LOG", dir.join("fills.jsonl").display().to_string()),
-        ("SYNCD_FSYNC", "never".into()),
+        ("SYNCD_FSYNC", fsync.into()),
+        ("SYNCD_PLUGIN_SPIN_US", spin_us.into()),
         ("SYNCD_PLUGIN_DIR", plugins.display().to_string()),
         ("SYNCD_PLUGIN_SCAN_S", "0.02".into()),
         ("SYNCD_PLUGIN_TICK_S", "0.05".into()),
@@ -96,19 +105,23 @@ fn main() {
     let daemon = Daemon::start(&config, &Tuning::from_config(&config)).expect("daemon");
     let view = daemon.plugins().expect("plugins").clone();
     wait("the stamp plugin running", || view.get("stamp").is_some_and(|s| s.state == "running"));
+    Rig { dir, plugins, ex, daemon, view }
+}
 
-    // Latency: 400 fills of another user's orders, a few ms apart.
-    let trader = Trader::new(&ex);
-    let (bid, _) = ex.shared().engine.lock().expect("engine").touch("BTCUSD").expect("touch");
+/// `n` fills of another user's orders, a few ms apart: (plugin latencies, floor latencies).
+fn latency(rig: &Rig, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let trader = Trader::new(&rig.ex);
+    let (bid, _) = rig.ex.shared().engine.lock().expect("engine").touch("BTCUSD").expect("touch");
     let price = bid.to_string();
     let mut ids = Vec::new();
-    for i in 0..400 {
+    for i in 0..n {
         let v = trader.maker("BTCUSD", "BUY", "0.0001", &price, &format!("web-{i}")).expect("order");
         ids.push(v["orderId"].as_u64().expect("id"));
     }
     // The floor beside it: a plain thread of this process following the same tap, stamping
-    // each line on receipt. Its latency is the wake-up cost on this machine, without a plugin.
-    let follower = daemon.fill_tap().follow(4096);
+    // each line on receipt, asleep until it is there. Its latency is the wake-up cost on this
+    // machine, without a plugin and without the heads-up.
+    let follower = rig.daemon.fill_tap().follow(4096);
     let baseline = std::thread::spawn(move || {
         let mut seen = Vec::new();
         while let Ok(f) = follower.recv_timeout(Duration::from_secs(5)) {
@@ -116,49 +129,89 @@ fn main() {
         }
         seen
     });
-    let first = daemon.fill_tap().durable();
+    let first = rig.daemon.fill_tap().durable();
     for id in &ids {
-        ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).expect("fill");
+        rig.ex.fault("fill", &[("symbol", "BTCUSD"), ("order_id", &id.to_string()), ("whole", "true")]).expect("fill");
         std::thread::sleep(Duration::from_millis(3));
     }
     let last = first + ids.len() as u64;
-    wait("every fill stamped", || view.get("stamp").is_some_and(|s| s.delivered >= last));
-    let mut lat = Vec::new();
-    for line in std::fs::read_to_string(&stamps).unwrap_or_default().lines() {
-        let mut p = line.split_whitespace().skip(1);
-        let (Some(seq), Some(ns)) =
-            (p.next().and_then(|s| s.parse::<u64>().ok()), p.next().and_then(|s| s.parse::<u128>().ok()))
-        else {
-            continue;
-        };
-        let Some(published) = daemon.fill_tap().published_at(seq) else { continue };
-        let published_ns = published.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        lat.push(Duration::from_nanos(ns.saturating_sub(published_ns) as u64));
-    }
+    wait("every fill stamped", || rig.view.get("stamp").is_some_and(|s| s.delivered >= last));
+    let tap = rig.daemon.fill_tap();
+    let since_publish = |seq: u64, at_ns: u128| {
+        let published = tap.published_at(seq)?.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
+        Some(Duration::from_nanos(at_ns.saturating_sub(published) as u64))
+    };
+    let mut lat: Vec<Duration> = std::fs::read_to_string(rig.dir.join("stamp.rec"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut p = line.split_whitespace().skip(1);
+            let seq = p.next()?.parse::<u64>().ok()?;
+            (seq > first).then_some(())?;
+            since_publish(seq, p.next()?.parse::<u128>().ok()?)
+        })
+        .collect();
     lat.sort();
     let mut floor: Vec<Duration> = baseline
         .join()
         .unwrap_or_default()
         .iter()
-        .filter_map(|(seq, at)| at.duration_since(daemon.fill_tap().published_at(*seq)?).ok())
+        .filter_map(|(seq, at)| since_publish(*seq, at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos()))
         .collect();
     floor.sort();
+    (lat, floor)
+}
+
+fn us(sorted: &[Duration], p: f64) -> f64 {
+    percentile(sorted, p).as_secs_f64() * 1e6
+}
+
+fn main() {
+    let v1 = build("1");
+    let v2 = build("2");
+    let n: usize = std::env::var("PLUGIN_BENCH_FILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+
+    println!("fill durable -> plugin on_fill entered ({n} fills a row, 3 ms apart; target p99 < 50 µs)");
+    println!("  SYNCD_FSYNC  SPIN_US   plugin p50    p99     max   | plain follower p50   p99");
+    let mut rows = Vec::new();
+    for (fsync, spin) in [("always", "300"), ("always", "0"), ("never", "300"), ("never", "0")] {
+        let r = rig(&format!("{fsync}-{spin}"), &v1, fsync, spin);
+        let (lat, floor) = latency(&r, n);
+        r.daemon.stop(Duration::from_secs(8));
+        let _ = std::fs::remove_dir_all(&r.dir);
+        println!(
+            "  {fsync:<11}  {spin:>7}  {:>7.1} µs {:>6.1} {:>7.1}  | {:>11.1} µs {:>6.1}  {}",
+            us(&lat, 0.5),
+            us(&lat, 0.99),
+            lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+            us(&floor, 0.5),
+            us(&floor, 0.99),
+            if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" }
+        );
+        rows.push((fsync, spin, us(&lat, 0.99)));
+    }
+    if let (Some(on), Some(off)) = (rows.first(), rows.get(1)) {
+        println!("  heads-up on/off p99 with the default fsync: {:.2}x", on.2 / off.2.max(1e-9));
+    }
 
     // Swap pause: 20 swaps of the stamp plugin.
+    let r = rig("swaps", &v1, "never", "300");
     let mut pauses = Vec::new();
     for i in 0..20u64 {
-        let loads = view.get("stamp").map_or(0, |s| s.loads);
-        install(if i % 2 == 0 { &v2 } else { &v1 }, &plugins, "stamp");
-        wait("a swap", || view.get("stamp").is_some_and(|s| s.loads > loads && s.state == "running"));
-        if let Some(us) = view.get("stamp").and_then(|s| s.last_swap_pause_us) {
+        let loads = r.view.get("stamp").map_or(0, |s| s.loads);
+        install(if i % 2 == 0 { &v2 } else { &v1 }, &r.plugins, "stamp");
+        wait("a swap", || r.view.get("stamp").is_some_and(|s| s.loads > loads && s.state == "running"));
+        if let Some(us) = r.view.get("stamp").and_then(|s| s.last_swap_pause_us) {
             pauses.push(Duration::from_micros(us));
         }
     }
     pauses.sort();
 
     // Intents/s: the flood plugin places 500 orders as soon as it sees a price.
-    std::fs::write(plugins.join("flood.conf"), format!("record = {}\nflood = 500\n", floods.display())).expect("conf");
-    install(&v1, &plugins, "flood");
+    let floods = r.dir.join("flood.rec");
+    std::fs::write(r.plugins.join("flood.conf"), format!("record = {}\nflood = 500\n", floods.display()))
+        .expect("conf");
+    install(&v1, &r.plugins, "flood");
     wait("the flood", || std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 "));
     let flood_ns: u128 = std::fs::read_to_string(&floods)
         .unwrap_or_default()
@@ -166,22 +219,9 @@ fn main() {
         .find_map(|l| l.strip_prefix("flood 500 ")?.trim().parse().ok())
         .expect("flood line");
     let per_s = 500.0 / (flood_ns as f64 / 1e9);
-    daemon.stop(Duration::from_secs(8));
+    r.daemon.stop(Duration::from_secs(8));
+    let _ = std::fs::remove_dir_all(&r.dir);
 
-    println!(
-        "fill durable -> plugin on_fill ({} fills)   p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs  (target p99 < 50 µs: {})",
-        lat.len(),
-        percentile(&lat, 0.5).as_secs_f64() * 1e6,
-        percentile(&lat, 0.99).as_secs_f64() * 1e6,
-        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
-        if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" }
-    );
-    println!(
-        "  beside it, a plain follower thread         p50 {:.1} µs  p99 {:.1} µs  (wake-up floor; plugin/floor p99 {:.2}x)",
-        percentile(&floor, 0.5).as_secs_f64() * 1e6,
-        percentile(&floor, 0.99).as_secs_f64() * 1e6,
-        percentile(&lat, 0.99).as_secs_f64() / percentile(&floor, 0.99).as_secs_f64().max(1e-9)
-    );
     println!(
         "hot-swap pause ({} swaps)                  p50 {}  max {}",
         pauses.len(),
@@ -192,5 +232,4 @@ fn main() {
         "intents from one plugin to loopback ACKs   {per_s:.0} orders/s (500 at once, {:.1} ms)",
         flood_ns as f64 / 1e6
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

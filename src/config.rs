@@ -37,6 +37,7 @@
 //! | `SYNCD_PLUGIN_SCAN_S` | `1` | how often `SYNCD_PLUGIN_DIR` is scanned for new, changed or removed `.so` files |
 //! | `SYNCD_PLUGIN_STALL_S` | `5` | a plugin callback running longer than this marks the plugin stalled |
 //! | `SYNCD_PLUGIN_TICK_S` | `1` | how often each plugin gets its tick (and price/balance updates) |
+//! | `SYNCD_PLUGIN_SPIN_US` | `300` | how long a plugin thread waits awake (spinning) for a fill being written; 0 or one CPU: asleep |
 //! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
 //!
 //! Intervals in seconds accept decimals (`0.5`).
@@ -87,6 +88,8 @@ pub struct Config {
     pub plugin_scan: Duration,
     pub plugin_stall: Duration,
     pub plugin_tick: Duration,
+    /// How long a plugin thread waits awake for a fill being written (0: asleep).
+    pub plugin_spin: Duration,
 }
 
 /// What a command needs beyond the defaults.
@@ -211,6 +214,7 @@ impl Config {
         let plugin_scan = secs_var(&var, "SYNCD_PLUGIN_SCAN_S", "1", &mut problems);
         let plugin_stall = secs_var(&var, "SYNCD_PLUGIN_STALL_S", "5", &mut problems);
         let plugin_tick = secs_var(&var, "SYNCD_PLUGIN_TICK_S", "1", &mut problems);
+        let plugin_spin = Duration::from_micros(int_var(&var, "SYNCD_PLUGIN_SPIN_US", 300, 0, 10_000, &mut problems));
 
         if !problems.is_empty() {
             return Err(problems);
@@ -244,6 +248,7 @@ impl Config {
             plugin_scan,
             plugin_stall,
             plugin_tick,
+            plugin_spin,
         })
     }
 }

@@ -197,6 +197,7 @@ impl Daemon {
                     scan_every: config.plugin_scan,
                     stall_after: config.plugin_stall,
                     tick_every: config.plugin_tick,
+                    spin: config.plugin_spin,
                 },
                 executor_link.clone(),
                 live_rules.clone(),

@@ -343,6 +343,9 @@ pub struct SymbolRules {
     /// Most decimals allowed in a price (`quoteAssetPrecision`).
     pub quote_precision: u8,
     pub order_types: Vec<String>,
+    /// `cancelReplaceAllowed`; absent counts as false, so a replace is then a cancel and a
+    /// new order, which every symbol takes.
+    pub cancel_replace_allowed: bool,
     pub filters: Vec<Filter>,
 }
 
@@ -403,6 +406,7 @@ impl ExchangeRules {
                     .and_then(Value::as_array)
                     .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
                     .unwrap_or_default(),
+                cancel_replace_allowed: s.get("cancelReplaceAllowed").and_then(Value::as_bool).unwrap_or(false),
                 filters: s
                     .get("filters")
                     .and_then(Value::as_array)
@@ -781,6 +785,15 @@ mod tests {
             tick_size: d("0.01")
         }));
         assert!(s.filters.iter().any(|f| matches!(f, Filter::MaxNumOrderAmends { max: 10 })));
+        assert!(s.cancel_replace_allowed);
+        // Absent or false: no cancelReplace (a replace becomes a cancel and a new order).
+        for flag in [serde_json::json!(null), serde_json::json!(false)] {
+            let mut body: Value =
+                serde_json::from_str(include_str!("../tests/fixtures/exchange_info_btcusd.json")).unwrap();
+            body["symbols"][0]["cancelReplaceAllowed"] = flag.clone();
+            let parsed = ExchangeRules::from_json(&body).unwrap();
+            assert!(!parsed.symbols["BTCUSD"].cancel_replace_allowed, "{flag}");
+        }
     }
 
     #[test]
@@ -1013,6 +1026,7 @@ mod tests {
                 base_precision: precision.0,
                 quote_precision: precision.1,
                 order_types: vec!["LIMIT_MAKER".into()],
+                cancel_replace_allowed: true,
                 filters: vec![
                     Filter::Price { min_price: tick, max_price: Decimal::from_int(1_000_000), tick_size: tick },
                     Filter::LotSize { min_qty, max_qty: Decimal::from_int(100_000), step_size: step },

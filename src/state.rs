@@ -209,6 +209,7 @@ impl State {
                     });
                 }
                 if let Some(fill) = report.fill() {
+                    self.tap.expect();
                     self.accept(fill);
                 } else {
                     log::debug!(
@@ -265,6 +266,9 @@ impl State {
     fn flush(&mut self) {
         let flushed = self.ledger.flush();
         for fill in flushed.written {
+            // Followers before the log line: formatting and writing it to stderr is not theirs
+            // to wait for.
+            self.tap.publish(&fill);
             log::info!(
                 "fill symbol={} side={} qty={} price={} trade_id={} order_id={} maker={}",
                 fill.symbol,
@@ -275,7 +279,6 @@ impl State {
                 fill.order_id,
                 fill.maker
             );
-            self.tap.publish(&fill);
         }
         if let Some(e) = flushed.failed {
             let loud = self.last_alert.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));

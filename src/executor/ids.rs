@@ -1,8 +1,14 @@
 //! Client order ids: valid for Binance, never reused, traceable to the strategy.
 //!
-//! An id is `sd-<tag>-<epoch>-<seq>`: `tag` the strategy's (1-8 alphanumerics), `epoch` this
-//! run's start in server milliseconds and `seq` a counter, both base 36. At most 2+1+8+1+8+1+8
-//! = 29 characters of `[a-zA-Z0-9-]`, inside Binance's `^[a-zA-Z0-9-_]{1,36}$`.
+//! An id is `sd-<tag>-<instance>-<epoch>-<seq>`: `tag` the strategy's (1-8 alphanumerics),
+//! `instance` this daemon's (4 base-36 characters drawn once and kept in the state dir),
+//! `epoch` this run's start in server milliseconds and `seq` a counter, both base 36. At most
+//! 2+1+8+1+4+1+8+1+8 = 34 characters of `[a-z0-9-]` (tags may use capitals), inside Binance's
+//! `^[a-zA-Z0-9-_]{1,36}$`. The tag comes first so that `sd-<tag>-` is a strategy's prefix.
+//!
+//! The instance keeps two daemons on one account (two hosts, a staging copy) out of each
+//! other's orders: an id with another instance is foreign, so it is never cancelled on exit,
+//! handed to a strategy or counted against its limits.
 //!
 //! Binance only refuses an id that an *open* order holds (`-2010 Duplicate order sent.`), so an
 //! id reused for an order that has filled would be accepted and then look like the old one in
@@ -21,6 +27,7 @@ const PREFIX: &str = "sd";
 /// The id generator of one run.
 #[derive(Debug)]
 pub struct ClientIds {
+    instance: String,
     epoch: String,
     seq: u64,
 }
@@ -43,6 +50,53 @@ fn epoch_path(state_dir: &Path) -> PathBuf {
     state_dir.join("order-epoch")
 }
 
+fn instance_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("instance")
+}
+
+const INSTANCE_LEN: usize = 4;
+
+fn valid_instance(s: &str) -> bool {
+    s.len() == INSTANCE_LEN && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+/// This state dir's instance: read, or drawn (from the std hasher's random keys) and saved.
+fn instance(state_dir: &Path) -> Result<String, Error> {
+    let path = instance_path(state_dir);
+    match fs::read_to_string(&path) {
+        Ok(text) if valid_instance(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(text) => {
+            return Err(Error::Config(format!(
+                "{}: {:?} is not a daemon instance id (4 of 0-9a-z); it names this daemon's orders, so it is not replaced silently: restore it or remove the file (orders with the old id then count as another daemon's)",
+                path.display(),
+                text.trim()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&path)(e)),
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    let drawn = format!("{:0>4}", base36(h.finish() % 36u64.pow(INSTANCE_LEN as u32)));
+    write_synced(state_dir, &path, &drawn)?;
+    Ok(drawn)
+}
+
+/// Writes `text` to `path` through a temporary file, synced, so a crash leaves old or new.
+fn write_synced(state_dir: &Path, path: &Path, text: &str) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
+    f.write_all(format!("{text}\n").as_bytes()).map_err(Error::io(&tmp))?;
+    f.sync_all().map_err(Error::io(&tmp))?;
+    fs::rename(&tmp, path).map_err(Error::io(path))?;
+    if let Ok(dir) = File::open(state_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 impl ClientIds {
     /// Picks this run's epoch and saves it before any id is handed out.
     pub fn open(state_dir: &Path, now_ms: i64) -> Result<ClientIds, Error> {
@@ -50,34 +104,34 @@ impl ClientIds {
         let path = epoch_path(state_dir);
         let saved = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok());
         let epoch = (now_ms.max(0) as u64).max(saved.map_or(0, |s| s + 1));
-        let tmp = state_dir.join("order-epoch.tmp");
-        let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-        f.write_all(format!("{epoch}\n").as_bytes()).map_err(Error::io(&tmp))?;
-        f.sync_all().map_err(Error::io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        if let Ok(dir) = File::open(state_dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(ClientIds { epoch: base36(epoch), seq: 0 })
+        let instance = instance(state_dir)?;
+        write_synced(state_dir, &path, &epoch.to_string())?;
+        Ok(ClientIds { instance, epoch: base36(epoch), seq: 0 })
     }
 
     /// A fresh id for `tag` (a valid tag: see [`super::intent::valid_tag`]).
     pub fn next(&mut self, tag: &str) -> String {
         self.seq += 1;
-        format!("{PREFIX}-{tag}-{}-{}", self.epoch, base36(self.seq))
+        format!("{PREFIX}-{tag}-{}-{}-{}", self.instance, self.epoch, base36(self.seq))
     }
-}
 
-/// The strategy tag inside one of our ids; `None` for an id we did not make (another client,
-/// the web UI, an id the exchange generated).
-pub fn tag_of(client_order_id: &str) -> Option<&str> {
-    let mut parts = client_order_id.split('-');
-    let ours = parts.next() == Some(PREFIX);
-    let tag = parts.next()?;
-    let (epoch, seq) = (parts.next()?, parts.next()?);
-    let b36 =
-        |s: &str| !s.is_empty() && s.len() <= 13 && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-    (ours && parts.next().is_none() && super::intent::valid_tag(tag) && b36(epoch) && b36(seq)).then_some(tag)
+    /// The strategy tag inside one of this daemon's ids; `None` for an id it did not make
+    /// (another client, the web UI, an id the exchange generated, another daemon).
+    pub fn tag_of<'a>(&self, client_order_id: &'a str) -> Option<&'a str> {
+        let mut parts = client_order_id.split('-');
+        let ours = parts.next() == Some(PREFIX);
+        let tag = parts.next()?;
+        let (instance, epoch, seq) = (parts.next()?, parts.next()?, parts.next()?);
+        let b36 =
+            |s: &str| !s.is_empty() && s.len() <= 13 && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+        (ours
+            && parts.next().is_none()
+            && super::intent::valid_tag(tag)
+            && instance == self.instance
+            && b36(epoch)
+            && b36(seq))
+        .then_some(tag)
+    }
 }
 
 #[cfg(test)]
@@ -95,13 +149,46 @@ mod tests {
         let mut ids = ClientIds::open(&dir("valid"), 1_788_540_400_100).unwrap();
         let id = ids.next("grid01");
         assert!(id.len() <= 36 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{id}");
-        assert_eq!(tag_of(&id), Some("grid01"));
+        assert_eq!(ids.tag_of(&id), Some("grid01"));
         assert_ne!(ids.next("grid01"), id);
-        let longest = ClientIds { epoch: base36(u64::MAX >> 20), seq: u64::MAX >> 23 }.next("abcdefgh");
+        let longest =
+            ClientIds { instance: "zzzz".into(), epoch: base36(u64::MAX >> 20), seq: u64::MAX >> 23 }.next("abcdefgh");
         assert!(longest.len() <= 36, "{longest}");
-        for foreign in ["web_7f3a", "6gCrw2kRUAF9CvJDGP16IP", "sd-x", "sd-toolongtag-1-1", "sd-a-B-1", "xx-a-1-1"] {
-            assert_eq!(tag_of(foreign), None, "{foreign}");
+        let inst = ids.instance.clone();
+        for foreign in [
+            "web_7f3a".to_string(),
+            "6gCrw2kRUAF9CvJDGP16IP".into(),
+            "sd-x".into(),
+            "sd-a-1-1".into(),
+            format!("sd-toolongtag-{inst}-1-1"),
+            format!("sd-a-{inst}-B-1"),
+            format!("xx-a-{inst}-1-1"),
+            format!("sd-a-{inst}-1-1-1"),
+        ] {
+            assert_eq!(ids.tag_of(&foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn another_daemons_ids_are_foreign_and_the_instance_survives_a_restart() {
+        let (a, b) = (dir("inst-a"), dir("inst-b"));
+        let mut first = ClientIds::open(&a, 5_000).unwrap();
+        let id = first.next("grid");
+        let again = ClientIds::open(&a, 6_000).unwrap();
+        assert_eq!(again.tag_of(&id), Some("grid"), "a restart must still own its orders");
+        // Two state dirs draw two instances (a clash is one chance in 36^4: retry a few).
+        let other = (0..5)
+            .map(|i| {
+                let d = dir(&format!("inst-b{i}"));
+                ClientIds::open(&d, 5_000).unwrap()
+            })
+            .find(|o| o.instance != first.instance)
+            .unwrap();
+        assert_eq!(other.tag_of(&id), None, "another daemon's id with the same tag is foreign");
+        // A damaged instance file is an error, not a silent new identity.
+        let _ = ClientIds::open(&b, 1).unwrap();
+        fs::write(instance_path(&b), "not it\n").unwrap();
+        assert!(ClientIds::open(&b, 2).is_err());
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub enum Intent {
     /// Cancel every open order of this strategy on `symbol` (never anyone else's).
     CancelAll { symbol: String },
     /// Replace one of this strategy's orders by a new one in one request (`cancelReplace`,
-    /// `STOP_ON_FAILURE`: nothing is placed unless the cancel succeeded).
+    /// `STOP_ON_FAILURE`: nothing is placed unless the cancel succeeded). On a symbol whose
+    /// `exchangeInfo` does not say `cancelReplaceAllowed`, a cancel and then a new order: the
+    /// same outcomes, except that a cancel whose outcome is unknown ends as that cancel's
+    /// outcome (`Unknown`, then `Canceled` or why not) with no new order sent.
     Replace { symbol: String, order: OrderRef, side: Side, price: Decimal, qty: Decimal },
 }
 

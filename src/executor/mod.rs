@@ -54,7 +54,7 @@ use crate::rules::LiveRules;
 use crate::stream::StreamMsg;
 use crate::wire::{OrderReply, UserEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use ids::{tag_of, ClientIds};
+use ids::ClientIds;
 use limits::{OrderRate, Usage};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -410,14 +410,14 @@ impl Executor {
     fn cancel_own_orders(&mut self) {
         let started = Instant::now();
         let own: Vec<OpenOrder> =
-            self.book.orders().filter(|o| tag_of(&o.client_order_id).is_some()).cloned().collect();
+            self.book.orders().filter(|o| self.ids.tag_of(&o.client_order_id).is_some()).cloned().collect();
         let (mut done, mut failed) = (0, 0);
         for o in &own {
             let left = self.settings.exit_budget.saturating_sub(started.elapsed());
             if left < Duration::from_millis(100) {
                 break;
             }
-            let cancel_id = self.ids.next(tag_of(&o.client_order_id).unwrap_or("x"));
+            let cancel_id = self.ids.next(self.ids.tag_of(&o.client_order_id).unwrap_or("x"));
             match self.desk.cancel(&o.symbol, &OrderRef::Id(o.order_id), &cancel_id, Some(left)) {
                 Ok(_) => {
                     done += 1;
@@ -442,7 +442,7 @@ impl Executor {
             if left < Duration::from_millis(100) {
                 break;
             }
-            let cancel_id = self.ids.next(tag_of(&client_id).unwrap_or("x"));
+            let cancel_id = self.ids.next(self.ids.tag_of(&client_id).unwrap_or("x"));
             match self.desk.cancel(&symbol, &OrderRef::ClientId(client_id.clone()), &cancel_id, Some(left)) {
                 Ok(_) => done += 1,
                 Err(e) if e.api_code() == Some(-2011) => {}
@@ -722,7 +722,7 @@ impl Executor {
 
     /// Hands a report of one of a strategy's orders to whoever follows that strategy.
     fn forward_report(&self, r: &crate::wire::ExecutionReport) {
-        let Some(tag) = tag_of(r.order_client_id()) else { return };
+        let Some(tag) = self.ids.tag_of(r.order_client_id()) else { return };
         let mut taps = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         if !taps.iter().any(|(t, _)| t == tag) {
             return;
@@ -875,7 +875,7 @@ impl Executor {
     }
 
     fn usage(&self, tag: &str, symbol: &str) -> Usage {
-        let mine = |o: &&OpenOrder| tag_of(&o.client_order_id) == Some(tag);
+        let mine = |o: &&OpenOrder| self.ids.tag_of(&o.client_order_id) == Some(tag);
         let unresolved =
             self.pending.iter().filter(|p| p.tag == tag && matches!(p.what, PendingKind::Place { .. })).count() as u64;
         Usage {
@@ -1010,7 +1010,7 @@ impl Executor {
         let Some(o) = found else {
             return Err(Refusal::new("unknown order", format!("no open order {order:?} on {symbol}")));
         };
-        if tag_of(&o.client_order_id) != Some(tag) {
+        if self.ids.tag_of(&o.client_order_id) != Some(tag) {
             return Err(Refusal::new(
                 "not its order",
                 format!("order {} on {symbol} is not strategy {tag}'s ({})", o.order_id, o.client_order_id),
@@ -1079,7 +1079,7 @@ impl Executor {
         let own: Vec<OpenOrder> = self
             .book
             .orders()
-            .filter(|o| o.symbol == symbol && tag_of(&o.client_order_id) == Some(req.tag.as_str()))
+            .filter(|o| o.symbol == symbol && self.ids.tag_of(&o.client_order_id) == Some(req.tag.as_str()))
             .cloned()
             .collect();
         let (mut canceled, mut failed) = (Vec::new(), Vec::new());
@@ -1124,6 +1124,9 @@ impl Executor {
             Ok(p) => p,
             Err(refusal) => return Ok(Some(refusal.outcome())),
         };
+        if !self.rules.snapshot().symbols.get(symbol).is_some_and(|r| r.cancel_replace_allowed) {
+            return self.replace_in_two(req, symbol, old, side, price, qty);
+        }
         let (client_id, cancel_id) = (self.ids.next(&req.tag), self.ids.next(&req.tag));
         let order = MakerOrder {
             symbol,
@@ -1170,6 +1173,38 @@ impl Executor {
             }
             Err(e) => Ok(Some(Outcome::NotDone { client_order_id: client_id, reason: format!("not sent: {e}") })),
         }
+    }
+
+    /// A replace where the symbol takes no `cancelReplace`: the cancel, then (only once it is
+    /// known to be done) the new order, already checked against the rules by the caller.
+    fn replace_in_two(
+        &mut self,
+        req: &Request,
+        symbol: &str,
+        old: OpenOrder,
+        side: Side,
+        price: Decimal,
+        qty: Decimal,
+    ) -> Result<Option<Outcome>, String> {
+        let canceled = match self.cancel_one(&req.tag, &old) {
+            CancelResult::Done(c) => c,
+            CancelResult::Failed(outcome) => return Ok(Some(outcome)),
+            CancelResult::Fatal(why) => return Err(why),
+            CancelResult::Unknown => {
+                let kind = PendingKind::Cancel { order_id: old.order_id };
+                self.add_pending(req, symbol, old.client_order_id.clone(), kind);
+                return Ok(Some(Outcome::Unknown { client_order_id: old.client_order_id }));
+            }
+        };
+        // Never requeued (the most requeues already): the cancel is done, so running this
+        // request again would look for an order that is gone.
+        Ok(match self.place(req, MAX_REQUEUES, symbol, side, price, qty)? {
+            Some(Outcome::Placed(placed)) => Some(Outcome::Replaced { canceled, placed }),
+            Some(Outcome::Rejected { code, msg, taker, canceled: None }) => {
+                Some(Outcome::Rejected { code, msg, taker, canceled: Some(canceled) })
+            }
+            other => other,
+        })
     }
 
     /// A stream report may settle a pending order at once.

@@ -920,6 +920,13 @@ fn cancel_replace(
     }
     let cancel_new_id = params.client_id("cancelNewClientOrderId").map_err(fail)?;
     let order = parse_new_order(params, false)?;
+    {
+        let engine = shared.engine();
+        if engine.has_symbol(&order.symbol) && !engine.cancel_replace_allowed(&order.symbol) {
+            // Checked before anything else of the order: the symbol's switch, not the order.
+            return Err(fail(ApiError::rejected("Order cancel-replace is not supported for this symbol.")));
+        }
+    }
     let mut check = order.clone();
     check.test = true;
     // A new order that fails its filters is refused before anything is canceled; one that

@@ -73,6 +73,9 @@ pub struct PluginSettings {
     pub scan_every: Duration,
     pub stall_after: Duration,
     pub tick_every: Duration,
+    /// How long a plugin thread, told a fill is being written, waits for it awake
+    /// (`SYNCD_PLUGIN_SPIN_US`); zero: it sleeps until the line is there.
+    pub spin: Duration,
 }
 
 /// One plugin as the status line and tests see it.
@@ -237,6 +240,10 @@ pub struct PluginHost {
     stuck: std::collections::HashSet<String>,
     /// The line each failed plugin failed on: its next version gets it marked replayed.
     failed_at: HashMap<String, u64>,
+}
+
+fn several_cpus() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
 
 fn now_ms() -> u64 {
@@ -424,6 +431,12 @@ impl PluginHost {
             fill_log: self.settings.fill_log.clone(),
             tick_every: self.settings.tick_every,
             fills: self.tap.follow(CHANNEL),
+            heads_up: if self.settings.spin.is_zero() || !several_cpus() {
+                crossbeam_channel::never()
+            } else {
+                self.tap.heads_up()
+            },
+            spin: self.settings.spin,
             tap: self.tap.clone(),
             replies,
             reports: self.executor.reports(&tag),
@@ -562,6 +575,8 @@ struct Runner {
     fill_log: PathBuf,
     tick_every: Duration,
     fills: Receiver<FillRecord>,
+    heads_up: Receiver<()>,
+    spin: Duration,
     tap: FillTap,
     replies: Receiver<Reply>,
     reports: Receiver<OrderReport>,
@@ -723,6 +738,17 @@ impl Runner {
                     if self.fills.is_empty() || last_save.elapsed() >= Duration::from_millis(100) {
                         save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
                         last_save = Instant::now();
+                    }
+                }
+                recv(self.heads_up) -> _ => {
+                    // A line is being written: stay on the CPU for it (bounded, since it may
+                    // be a duplicate that never comes) rather than pay a wake-up once it is
+                    // durable. Not yielding: under load a yield hands the CPU away for a whole
+                    // time slice. With one CPU the spin would only delay the writer, so the
+                    // host subscribes to heads-ups only with two or more (`Runner::heads_up`).
+                    let until = Instant::now() + self.spin;
+                    while self.fills.is_empty() && Instant::now() < until {
+                        std::hint::spin_loop();
                     }
                 }
                 recv(self.replies) -> reply => {

@@ -412,6 +412,106 @@ fn replace_and_cancel_all_touch_only_the_strategys_own_orders() {
     let _ = read_log(&rig.cfg.fill_log);
 }
 
+#[test]
+fn a_second_daemon_on_the_account_never_touches_the_firsts_orders_even_with_the_same_tag() {
+    let rig = Rig::start("exec-twin-a", |_| {}, |_| {});
+    let mut cfg = config(&rig.ex, &temp_dir("exec-twin-b"));
+    cfg.cancel_on_exit = true;
+    let twin = Daemon::start(&cfg, &fast()).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !twin.executor().view().ready {
+        assert!(Instant::now() < end, "the second executor never built its book");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (bid, _) = rig.touch("BTCUSD");
+    let (a, a_replies) = rig.strategy("same");
+    let ids: Vec<u64> = (0..2)
+        .map(|i| {
+            a.submit(place("BTCUSD", Side::Buy, bid.checked_sub(Decimal::new(i + 3, 1)).unwrap(), "0.001")).unwrap()
+        })
+        .collect();
+    let firsts: Vec<u64> = finals(&a_replies, &ids, Duration::from_secs(10))
+        .values()
+        .map(|o| match o {
+            Outcome::Placed(p) => p.order_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // The twin hears those orders on its stream too, with ids that start `sd-same-`.
+    let end = Instant::now() + Duration::from_secs(10);
+    while twin.executor().view().open_orders.len() < 2 {
+        assert!(Instant::now() < end, "the twin never saw the first daemon's orders");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (b, b_replies) = twin.executor().strategy("same").unwrap();
+    let r1 = b.submit(Intent::Cancel { symbol: "BTCUSD".into(), order: OrderRef::Id(firsts[0]) }).unwrap();
+    let r2 = b.submit(Intent::CancelAll { symbol: "BTCUSD".into() }).unwrap();
+    let out = finals(&b_replies, &[r1, r2], Duration::from_secs(10));
+    assert!(matches!(&out[&r1], Outcome::Refused { rule, .. } if rule == "not its order"), "{out:?}");
+    match &out[&r2] {
+        Outcome::CanceledAll { canceled, failed, .. } => assert_eq!((canceled.len(), failed.len()), (0, 0), "{out:?}"),
+        other => panic!("{other:?}"),
+    }
+    // And its SYNCD_CANCEL_ON_EXIT leaves them alone.
+    twin.stop(Duration::from_secs(8));
+    let open: Vec<Value> =
+        crate::util::client(&rig.ex).call_json(&binance_syncd::rest::OPEN_ORDERS, &[("symbol", "BTCUSD")]).unwrap();
+    let mut open_ids: Vec<u64> = open.iter().map(|o| o["orderId"].as_u64().unwrap()).collect();
+    let mut want = firsts.clone();
+    open_ids.sort();
+    want.sort();
+    assert_eq!(open_ids, want, "the first daemon's orders are all still open");
+    rig.daemon.stop(Duration::from_secs(8));
+    let _ = read_log(&rig.cfg.fill_log);
+}
+
+#[test]
+fn a_replace_on_a_symbol_without_cancel_replace_is_a_cancel_then_a_new_order() {
+    let rig = Rig::start(
+        "exec-no-cr",
+        |p| {
+            for s in &mut p.engine.symbols {
+                s.cancel_replace_allowed = false;
+            }
+        },
+        |_| {},
+    );
+    let (bid, _) = rig.touch("BTCUSD");
+    let (a, replies) = rig.strategy("nocr");
+    let r = a.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("3")).unwrap(), "0.001")).unwrap();
+    let old = match finals(&replies, &[r], Duration::from_secs(10)).remove(&r) {
+        Some(Outcome::Placed(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    let new_price = bid.checked_sub(d("2")).unwrap();
+    let r = a
+        .submit(Intent::Replace {
+            symbol: "BTCUSD".into(),
+            order: OrderRef::Id(old.order_id),
+            side: Side::Buy,
+            price: new_price,
+            qty: d("0.002"),
+        })
+        .unwrap();
+    let placed = match finals(&replies, &[r], Duration::from_secs(10)).remove(&r) {
+        Some(Outcome::Replaced { canceled, placed }) => {
+            assert_eq!(canceled.order_id, old.order_id);
+            placed
+        }
+        other => panic!("the exchange takes no cancelReplace here, so the executor must not send one: {other:?}"),
+    };
+    let open: Vec<Value> =
+        crate::util::client(&rig.ex).call_json(&binance_syncd::rest::OPEN_ORDERS, &[("symbol", "BTCUSD")]).unwrap();
+    let open: Vec<(u64, String)> =
+        open.iter().map(|o| (o["orderId"].as_u64().unwrap(), o["price"].as_str().unwrap().to_string())).collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].0, placed.order_id);
+    assert_eq!(open[0].1.parse::<Decimal>().unwrap(), new_price);
+    assert!(our_errors(&rig.report()).is_empty(), "{:?}", our_errors(&rig.report()));
+    rig.daemon.stop(Duration::from_secs(8));
+    let _ = Trader::new(&rig.ex).cancel_all("BTCUSD");
+}
+
 /// The embedding example (`tests/embed/trader.rs`), which `cargo test` builds beside this binary.
 fn trader_exe() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -23,6 +23,8 @@ pub struct SymbolSpec {
     pub start_price: Decimal,
     /// Largest move of the mid price per market tick, in ticks.
     pub volatility_ticks: i64,
+    /// `cancelReplaceAllowed`: when false, `order/cancelReplace` is refused on this symbol.
+    pub cancel_replace_allowed: bool,
 }
 
 impl SymbolSpec {
@@ -42,6 +44,7 @@ impl SymbolSpec {
             min_notional: Self::d("1"),
             start_price: Self::d("60000.00"),
             volatility_ticks: 1500,
+            cancel_replace_allowed: true,
         }
     }
 
@@ -57,6 +60,7 @@ impl SymbolSpec {
             min_notional: Self::d("1"),
             start_price: Self::d("3000.00"),
             volatility_ticks: 150,
+            cancel_replace_allowed: true,
         }
     }
 
@@ -72,7 +76,7 @@ impl SymbolSpec {
             "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
             "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
             "icebergAllowed": true, "ocoAllowed": true, "otoAllowed": true, "opoAllowed": true,
-            "quoteOrderQtyMarketAllowed": true, "allowTrailingStop": true, "cancelReplaceAllowed": true,
+            "quoteOrderQtyMarketAllowed": true, "allowTrailingStop": true, "cancelReplaceAllowed": self.cancel_replace_allowed,
             "amendAllowed": true, "pegInstructionsAllowed": true,
             "isSpotTradingAllowed": true, "isMarginTradingAllowed": false,
             "filters": [
@@ -172,6 +176,11 @@ impl Engine {
 
     pub(super) fn market(&self, symbol: &str) -> Result<&Market, ApiError> {
         self.markets.get(symbol).ok_or_else(|| ApiError::bad(-1121, "Invalid symbol."))
+    }
+
+    /// Whether `symbol` takes `order/cancelReplace` (false for an unknown symbol).
+    pub fn cancel_replace_allowed(&self, symbol: &str) -> bool {
+        self.market(symbol).is_ok_and(|m| m.spec.cancel_replace_allowed)
     }
 
     pub fn has_symbol(&self, symbol: &str) -> bool {
