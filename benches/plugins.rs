@@ -174,7 +174,7 @@ fn main() {
     println!("fill durable -> plugin on_fill entered ({n} fills a row, 3 ms apart; target p99 < 50 µs)");
     println!("  SYNCD_FSYNC  SPIN_US   plugin p50    p99     max   | plain follower p50   p99");
     let mut rows = Vec::new();
-    for (fsync, spin) in [("always", "300"), ("always", "0"), ("never", "300"), ("never", "0")] {
+    for (fsync, spin) in [("always", "1000"), ("always", "0"), ("never", "1000"), ("never", "0")] {
         let r = rig(&format!("{fsync}-{spin}"), &v1, fsync, spin);
         let (lat, floor) = latency(&r, n);
         r.daemon.stop(Duration::from_secs(8));
@@ -195,7 +195,7 @@ fn main() {
     }
 
     // Swap pause: 20 swaps of the stamp plugin.
-    let r = rig("swaps", &v1, "never", "300");
+    let r = rig("swaps", &v1, "never", "1000");
     let mut pauses = Vec::new();
     for i in 0..20u64 {
         let loads = r.view.get("stamp").map_or(0, |s| s.loads);

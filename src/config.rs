@@ -37,7 +37,7 @@
 //! | `SYNCD_PLUGIN_SCAN_S` | `1` | how often `SYNCD_PLUGIN_DIR` is scanned for new, changed or removed `.so` files |
 //! | `SYNCD_PLUGIN_STALL_S` | `5` | a plugin callback running longer than this marks the plugin stalled |
 //! | `SYNCD_PLUGIN_TICK_S` | `1` | how often each plugin gets its tick (and price/balance updates) |
-//! | `SYNCD_PLUGIN_SPIN_US` | `300` | how long a plugin thread waits awake (spinning) for a fill being written; 0 or one CPU: asleep |
+//! | `SYNCD_PLUGIN_SPIN_US` | `1000` | how long a plugin thread waits awake (spinning) for a fill being written; 0 or one CPU: asleep |
 //! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
 //!
 //! Intervals in seconds accept decimals (`0.5`).
@@ -214,7 +214,7 @@ impl Config {
         let plugin_scan = secs_var(&var, "SYNCD_PLUGIN_SCAN_S", "1", &mut problems);
         let plugin_stall = secs_var(&var, "SYNCD_PLUGIN_STALL_S", "5", &mut problems);
         let plugin_tick = secs_var(&var, "SYNCD_PLUGIN_TICK_S", "1", &mut problems);
-        let plugin_spin = Duration::from_micros(int_var(&var, "SYNCD_PLUGIN_SPIN_US", 300, 0, 10_000, &mut problems));
+        let plugin_spin = Duration::from_micros(int_var(&var, "SYNCD_PLUGIN_SPIN_US", 1000, 0, 10_000, &mut problems));
 
         if !problems.is_empty() {
             return Err(problems);

@@ -166,7 +166,7 @@ impl Daemon {
             },
             rest: rest.clone(),
             key: key.clone(),
-            events: Fanout::new(events_tx, vec![book_tx]),
+            events: Fanout::new(events_tx, vec![book_tx]).with_tap(tap.clone()),
             ctl: ctl_rx,
             stop: stop_rx.clone(),
             exit: exit_tx.clone(),

@@ -302,8 +302,8 @@ impl FillTap {
         rx
     }
 
-    /// Called by the writer when a fill is about to be written (it may still turn out to be
-    /// a duplicate: a follower's wait for it is bounded).
+    /// Called when a fill is on its way to the writer (the stream, on a trade report; it may
+    /// still turn out to be a duplicate: a follower's wait for it is bounded).
     pub fn expect(&self) {
         let mut heads_up = self.heads_up.lock().unwrap_or_else(|p| p.into_inner());
         heads_up.retain(|h| !matches!(h.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(_))));

@@ -209,7 +209,6 @@ impl State {
                     });
                 }
                 if let Some(fill) = report.fill() {
-                    self.tap.expect();
                     self.accept(fill);
                 } else {
                     log::debug!(

@@ -47,15 +47,31 @@ pub enum StreamMsg {
 pub struct Fanout {
     primary: Sender<StreamMsg>,
     others: Vec<Sender<StreamMsg>>,
+    /// Told of a trade before anyone else, so the fill log's followers wake while it is
+    /// being written instead of after.
+    tap: Option<crate::filllog::FillTap>,
 }
 
 impl Fanout {
     pub fn new(primary: Sender<StreamMsg>, others: Vec<Sender<StreamMsg>>) -> Fanout {
-        Fanout { primary, others }
+        Fanout { primary, others, tap: None }
     }
 
-    /// `Err` only when `state` is gone: then the stream has no reason to go on.
+    /// Sends a heads-up to `tap`'s followers on every trade report.
+    pub fn with_tap(mut self, tap: crate::filllog::FillTap) -> Fanout {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// `Err` only when `state` is gone: then the stream has no reason to go on. The others
+    /// (the executor) get the message first, so it is queued there before the fill log's
+    /// writer can publish it and a strategy react to the fill.
     pub fn send(&self, msg: StreamMsg) -> Result<(), StateGone> {
+        if let (Some(tap), StreamMsg::Event(UserEvent::Execution(r))) = (&self.tap, &msg) {
+            if r.execution_type == "TRADE" {
+                tap.expect();
+            }
+        }
         for o in &self.others {
             let _ = o.send(msg.clone());
         }
