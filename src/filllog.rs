@@ -475,6 +475,27 @@ mod tests {
     }
 
     #[test]
+    fn a_heads_up_never_blocks_the_sender_and_a_gone_follower_is_dropped() {
+        let tap = FillTap::default();
+        let (kept, gone) = (tap.heads_up(), tap.heads_up());
+        drop(gone);
+        // Many trades before the follower looks: one signal waits, the sender never blocks.
+        for _ in 0..5 {
+            tap.expect();
+        }
+        assert_eq!(kept.try_recv(), Ok(()));
+        assert!(kept.try_recv().is_err(), "one pending heads-up, not a queue of them");
+        assert_eq!(tap.heads_up.lock().unwrap().len(), 1, "the dropped follower is forgotten");
+        // The line itself still comes through the fill channel.
+        let lines = tap.follow(4);
+        let mut f = fill("BTCUSD", 1);
+        f.seq = 1;
+        tap.publish(&f);
+        assert_eq!(lines.try_recv().map(|l| l.seq), Ok(1));
+        assert_eq!(tap.durable(), 1);
+    }
+
+    #[test]
     fn line_format_is_stable() {
         let path = tmp("format");
         let (mut log, _) = FillLog::open(&path, FsyncPolicy::Always).unwrap();
