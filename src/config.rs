@@ -63,6 +63,10 @@ pub struct Config {
     pub api_secret: Option<Secret>,
     pub rest_url: String,
     pub ws_url: String,
+    /// `SYNCD_CA_FILE`, if set: its certificates are trusted beside the web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Built once from the roots above; REST and the stream both use it (`crate::tls`).
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
     pub symbols: Vec<String>,
     pub state_dir: PathBuf,
     pub fill_log: PathBuf,
@@ -128,6 +132,16 @@ impl Config {
 
         let rest_url = url_var(&var, "SYNCD_REST_URL", DEFAULT_REST_URL, &["http://", "https://"], &mut problems);
         let ws_url = url_var(&var, "SYNCD_WS_URL", DEFAULT_WS_URL, &["ws://", "wss://"], &mut problems);
+        let ca_file = var("SYNCD_CA_FILE").map(PathBuf::from);
+        let extra_roots = match &ca_file {
+            Some(path) => crate::tls::read_ca_file(path).unwrap_or_else(|e| {
+                problems.push(format!("SYNCD_CA_FILE: {e}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let tls =
+            crate::tls::client_config(&extra_roots).map_err(|e| problems.push(format!("SYNCD_CA_FILE: {e}"))).ok();
 
         let mut symbols = Vec::new();
         match var("SYNCD_SYMBOLS") {
@@ -215,11 +229,15 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
+        // `None` pushed a problem above; this only keeps the types honest.
+        let Some(tls) = tls else { return Err(vec!["SYNCD_CA_FILE: no TLS configuration".into()]) };
         Ok(Config {
             api_key,
             api_secret,
             rest_url,
             ws_url,
+            ca_file,
+            tls,
             symbols,
             state_dir,
             fill_log,
