@@ -46,11 +46,22 @@ pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<Clie
     Ok(Arc::new(config))
 }
 
+/// rustls's words for a TLS failure, with what to do about an unknown issuer.
+pub fn describe(e: &rustls::Error) -> String {
+    use rustls::CertificateError;
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            format!("tls: {e} (not signed by a trusted root; SYNCD_CA_FILE adds roots)")
+        }
+        _ => format!("tls: {e}"),
+    }
+}
+
 /// What a TLS failure means, for logs: rustls's own words for a refused certificate (unknown
 /// issuer, not valid for the name, expired), and a drop without `close_notify` called a drop.
 pub fn describe_io(e: &io::Error) -> String {
     if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        return format!("tls: {tls}");
+        return describe(tls);
     }
     if e.kind() == io::ErrorKind::UnexpectedEof {
         return "connection closed without a TLS close_notify".into();

@@ -233,6 +233,11 @@ impl PaperExchange {
         self.tls.as_ref().map(|t| t.trust().to_vec()).unwrap_or_default()
     }
 
+    /// [`PaperExchange::trust`] as PEM, for a CA file; `None` when it is plain.
+    pub fn trust_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.trust_pem())
+    }
+
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

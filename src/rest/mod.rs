@@ -521,7 +521,7 @@ impl RestClient {
         };
         let what = match &e {
             ureq::Error::Io(io) => crate::tls::describe_io(io),
-            ureq::Error::Rustls(e) => format!("tls: {e}"),
+            ureq::Error::Rustls(e) => crate::tls::describe(e),
             ureq::Error::Timeout(t) => format!("timeout: {t:?}"),
             ureq::Error::HostNotFound => "host not found".into(),
             ureq::Error::ConnectionFailed => "connection failed".into(),
