@@ -456,4 +456,29 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert!(!errs[0].contains("SECRETPART"), "{errs:?}");
     }
+
+    #[test]
+    fn ca_file_problems_name_the_variable() {
+        let dir = std::env::temp_dir().join(format!("syncd-config-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "# no certificate\n").unwrap();
+        let broken = dir.join("broken.pem");
+        std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap();
+        let missing = dir.join("missing.pem");
+        let none = Needs { credentials: false, symbols: false };
+        for path in [&empty, &broken, &missing] {
+            let errs = load(&[("SYNCD_CA_FILE", &path.display().to_string())], none).unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(errs[0].starts_with("SYNCD_CA_FILE: "), "{errs:?}");
+            assert!(errs[0].contains(&path.display().to_string()), "{errs:?}");
+        }
+        let good = dir.join("good.pem");
+        let paper = crate::paper::tls::PaperTls::generate(&["localhost"]).unwrap();
+        std::fs::write(&good, format!("{}{}", paper.trust_pem(), paper.trust_pem())).unwrap();
+        let c = load(&[("SYNCD_CA_FILE", &good.display().to_string())], none).unwrap();
+        assert_eq!(c.ca_file.as_deref(), Some(good.as_path()));
+        assert_eq!(crate::tls::read_ca_file(&good).map(|certs| certs.len()), Ok(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -48,10 +48,16 @@ fn rst_drop_and_silent_stream_over_tls_recover() {
     rig.trade("ETHUSD");
     rig.wait_sessions(3);
     rig.trade("BTCUSD");
+    // A FIN without close_notify: an ordinary drop, not a reason to stop.
+    rig.ex.fault("drop", &[("mode", "fin")]).unwrap();
+    rig.trade("ETHUSD");
+    rig.wait_sessions(4);
+    rig.trade("BTCUSD");
     let report = rig.finish();
     let sessions = report["sessions"].as_array().cloned().unwrap_or_default();
     assert_eq!(sessions[0]["close_reason"], "fault: rst", "{sessions:?}");
-    assert!(sessions.len() >= 3, "{sessions:?}");
+    assert_eq!(sessions[2]["close_reason"], "fault: fin", "{sessions:?}");
+    assert!(sessions.len() >= 4, "{sessions:?}");
 }
 
 #[test]
@@ -226,4 +232,27 @@ fn stream_fills_survive_the_trickle_on_a_plain_socket_too() {
     wait_until("the trickled fill in the log", Duration::from_secs(20), || !read_log(&rig.cfg.fill_log).is_empty());
     assert_eq!(rig.sessions().len(), 1);
     rig.finish();
+}
+
+#[test]
+fn a_client_that_never_handshakes_holds_up_no_one_else() {
+    let ex = paper_with(tls);
+    let addr = |url: String| url.split_once("://").map(|(_, a)| a.to_string()).unwrap_or_default();
+    // Connected, silent: their handshakes wait on their own threads.
+    let _silent: Vec<std::net::TcpStream> = [addr(ex.rest_url()), addr(ex.ws_url())]
+        .iter()
+        .map(|a| std::net::TcpStream::connect(a).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    let account =
+        binance_syncd::paper::trader::Trader::new(&ex).signed("GET", "/api/v3/account", &[]).expect("account");
+    assert_eq!(account.status, 200, "{:?}", account.body);
+    let config = binance_syncd::tls::client_config(&ex.trust()).unwrap();
+    // The TLS handshake completes; the unknown key is then refused by the WebSocket handshake.
+    match binance_syncd::stream::connect(&ex.ws_url(), "/ws/nokey", Duration::from_secs(3), &config, &mut || {}) {
+        Ok(_) => panic!("an unknown listen key was accepted"),
+        Err(e) => assert!(e.to_string().contains("http 400"), "{e}"),
+    }
+    // The server's handshake limit is 5 s: both answers came well before either silent client timed out.
+    assert!(started.elapsed() < Duration::from_secs(4), "served after {:?}", started.elapsed());
 }
