@@ -64,7 +64,7 @@ pub fn describe_io(e: &io::Error) -> String {
         return describe(tls);
     }
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        return "connection closed without a TLS close_notify".into();
+        return "closed by the peer mid-stream (unexpected end of file; over TLS: no close_notify)".into();
     }
     format!("io: {}", e.kind())
 }
