@@ -64,6 +64,10 @@ pub struct Config {
     pub api_secret: Option<Secret>,
     pub rest_url: String,
     pub ws_url: String,
+    /// `SYNCD_CA_FILE`, if set: its certificates are trusted beside the web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Built once from the roots above; REST and the stream both use it (`crate::tls`).
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
     pub symbols: Vec<String>,
     pub state_dir: PathBuf,
     pub fill_log: PathBuf,
@@ -131,6 +135,16 @@ impl Config {
 
         let rest_url = url_var(&var, "SYNCD_REST_URL", DEFAULT_REST_URL, &["http://", "https://"], &mut problems);
         let ws_url = url_var(&var, "SYNCD_WS_URL", DEFAULT_WS_URL, &["ws://", "wss://"], &mut problems);
+        let ca_file = var("SYNCD_CA_FILE").map(PathBuf::from);
+        let extra_roots = match &ca_file {
+            Some(path) => crate::tls::read_ca_file(path).unwrap_or_else(|e| {
+                problems.push(format!("SYNCD_CA_FILE: {e}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let tls =
+            crate::tls::client_config(&extra_roots).map_err(|e| problems.push(format!("SYNCD_CA_FILE: {e}"))).ok();
 
         let mut symbols = Vec::new();
         match var("SYNCD_SYMBOLS") {
@@ -219,11 +233,15 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
+        // `None` pushed a problem above; this only keeps the types honest.
+        let Some(tls) = tls else { return Err(vec!["SYNCD_CA_FILE: no TLS configuration".into()]) };
         Ok(Config {
             api_key,
             api_secret,
             rest_url,
             ws_url,
+            ca_file,
+            tls,
             symbols,
             state_dir,
             fill_log,
@@ -442,5 +460,30 @@ mod tests {
             .unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(!errs[0].contains("SECRETPART"), "{errs:?}");
+    }
+
+    #[test]
+    fn ca_file_problems_name_the_variable() {
+        let dir = std::env::temp_dir().join(format!("syncd-config-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "# no certificate\n").unwrap();
+        let broken = dir.join("broken.pem");
+        std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap();
+        let missing = dir.join("missing.pem");
+        let none = Needs { credentials: false, symbols: false };
+        for path in [&empty, &broken, &missing] {
+            let errs = load(&[("SYNCD_CA_FILE", &path.display().to_string())], none).unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(errs[0].starts_with("SYNCD_CA_FILE: "), "{errs:?}");
+            assert!(errs[0].contains(&path.display().to_string()), "{errs:?}");
+        }
+        let good = dir.join("good.pem");
+        let paper = crate::paper::tls::PaperTls::generate(&["localhost"]).unwrap();
+        std::fs::write(&good, format!("{}{}", paper.trust_pem(), paper.trust_pem())).unwrap();
+        let c = load(&[("SYNCD_CA_FILE", &good.display().to_string())], none).unwrap();
+        assert_eq!(c.ca_file.as_deref(), Some(good.as_path()));
+        assert_eq!(crate::tls::read_ca_file(&good).map(|certs| certs.len()), Ok(2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

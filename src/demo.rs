@@ -91,6 +91,7 @@ pub fn paper_client(ex: &PaperExchange, unlimited: bool) -> Result<RestClient, E
             recv_window_ms: 5000,
             timeout: Duration::from_secs(10),
             clock_resync: Duration::from_secs(600),
+            tls: crate::tls::client_config(&ex.trust()).map_err(Error::Config)?,
         },
         clock,
         gate,

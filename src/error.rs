@@ -100,7 +100,7 @@ impl From<tungstenite::Error> for Error {
     // tungstenite's URL errors hold the whole URL, listen key included: keep only the kind.
     fn from(e: tungstenite::Error) -> Error {
         Error::Transport(match e {
-            tungstenite::Error::Io(io) => format!("websocket io: {}", io.kind()),
+            tungstenite::Error::Io(io) => format!("websocket {}", crate::tls::describe_io(&io)),
             tungstenite::Error::ConnectionClosed => "websocket closed".into(),
             tungstenite::Error::AlreadyClosed => "websocket already closed".into(),
             tungstenite::Error::Protocol(p) => format!("websocket protocol: {p}"),

@@ -18,6 +18,7 @@
 //! | [`filters`] | `exchangeInfo` rules and pure check/round functions, shared with the paper exchange |
 //! | [`rules`] | the one owner of the live exchange rules: read at start, refreshed, snapshots |
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
+//! | [`tls`] | the one TLS client configuration (roots, versions, provider) for REST and the stream |
 //! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects, parsed events → `state` |
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
@@ -49,6 +50,7 @@ pub mod rules;
 pub mod secret;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod wire;
 
 pub use decimal::Decimal;

@@ -2,10 +2,13 @@
 
 use binance_syncd::paper::control::parse_timeline;
 use binance_syncd::paper::rest::WeightProfile;
+use binance_syncd::paper::tls::PaperTls;
 use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use binance_syncd::secret::Secret;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const PAPER_USAGE: &str = "\
@@ -29,6 +32,13 @@ OPTIONS:
     --ping-interval S      server ping interval in seconds (default 20; 180 before 2026-08-31)
     --pong-timeout S       disconnect after S seconds without a pong (default 60; 600 before)
     --key-life S           listen-key lifetime in seconds (default 3600)
+    --tls                  serve REST (https) and the stream (wss) over TLS
+    --tls-cert FILE        PEM certificate chain for --tls (default: a certificate for localhost
+                           and 127.0.0.1 from a CA generated at start)
+    --tls-key FILE         PEM private key of --tls-cert
+    --tls-dir DIR          where the certificate clients must trust is written, printed as
+                           SYNCD_CA_FILE=DIR/paper-ca.pem (default: a new directory under the
+                           system's temp directory)
     -h, --help             print this help
 
 It prints its REST and WS URLs and the key pair it accepts, then runs until SIGTERM or Ctrl-C.
@@ -44,8 +54,17 @@ fn number<T: std::str::FromStr>(text: &str, flag: &str) -> Result<T, String> {
     text.parse().map_err(|_| format!("{flag}: {text:?} is not a valid number"))
 }
 
-pub fn parse(args: &[String]) -> Result<Option<PaperConfig>, String> {
+/// What `paper` was asked for beyond the exchange's own config.
+pub struct PaperArgs {
+    pub config: PaperConfig,
+    /// With `--tls`: where the certificate clients must trust goes.
+    pub trust_file: Option<PathBuf>,
+}
+
+pub fn parse(args: &[String]) -> Result<Option<PaperArgs>, String> {
     let mut config = PaperConfig::default();
+    let mut tls = false;
+    let (mut tls_cert, mut tls_key, mut tls_dir) = (None, None, None);
     let mut bind: IpAddr = IpAddr::from([127, 0, 0, 1]);
     let (mut rest_port, mut ws_port) = (0u16, 0u16);
     let (mut key, mut secret) = (None, None);
@@ -85,6 +104,10 @@ pub fn parse(args: &[String]) -> Result<Option<PaperConfig>, String> {
             "--key-life" => {
                 config.engine.listen_key_ttl = Duration::from_secs(number(value(args, &mut i, flag)?, flag)?)
             }
+            "--tls" => tls = true,
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value(args, &mut i, flag)?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value(args, &mut i, flag)?)),
+            "--tls-dir" => tls_dir = Some(PathBuf::from(value(args, &mut i, flag)?)),
             other => return Err(format!("unknown option {other:?}; see `binance-syncd paper --help`")),
         }
         i += 1;
@@ -96,11 +119,33 @@ pub fn parse(args: &[String]) -> Result<Option<PaperConfig>, String> {
     }
     config.rest_addr = SocketAddr::new(bind, rest_port);
     config.ws_addr = SocketAddr::new(bind, ws_port);
-    Ok(Some(config))
+    if !tls {
+        if tls_cert.is_some() || tls_key.is_some() || tls_dir.is_some() {
+            return Err("--tls-cert, --tls-key and --tls-dir need --tls".into());
+        }
+        return Ok(Some(PaperArgs { config, trust_file: None }));
+    }
+    let paper_tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => PaperTls::from_pem_files(&cert, &key)?,
+        (None, None) => PaperTls::generate(&["localhost", "127.0.0.1"])?,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let dir =
+        tls_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("binance-syncd-paper-{}", std::process::id())));
+    config.tls = Some(Arc::new(paper_tls));
+    Ok(Some(PaperArgs { config, trust_file: Some(dir.join("paper-ca.pem")) }))
+}
+
+/// Writes the certificate clients must trust, readable by anyone (it is public).
+fn write_trust(path: &Path, pem: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("--tls-dir {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 pub fn main(args: &[String]) -> ExitCode {
-    let config = match parse(args) {
+    let PaperArgs { config, trust_file } = match parse(args) {
         Ok(Some(c)) => c,
         Ok(None) => {
             print!("{PAPER_USAGE}");
@@ -111,6 +156,12 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let (Some(path), Some(tls)) = (&trust_file, &config.tls) {
+        if let Err(e) = write_trust(path, tls.trust_pem()) {
+            eprintln!("binance-syncd paper: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let demo_pair = config.rest.credentials.first().is_some_and(|(k, _)| k == DEMO_API_KEY);
     let exchange = match PaperExchange::start(config) {
         Ok(x) => x,
@@ -129,6 +180,10 @@ pub fn main(args: &[String]) -> ExitCode {
         };
     println!("SYNCD_REST_URL={}", exchange.rest_url());
     println!("SYNCD_WS_URL={}", exchange.ws_url());
+    if let Some(path) = &trust_file {
+        // The daemon's own variable: a client trusts the exchange with exactly this file.
+        println!("SYNCD_CA_FILE={}", path.display());
+    }
     if demo_pair {
         // Printing the accepted pair is the point: it is the public example pair from Binance's docs.
         println!("BINANCE_API_KEY={DEMO_API_KEY}");

@@ -119,6 +119,8 @@ pub struct StreamSettings {
     pub backoff_reset: Duration,
     /// How often the read loop wakes to look at timers and the stop channel.
     pub poll: Duration,
+    /// The process's one TLS client configuration (`crate::tls`), shared with REST.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// A stream connection, plain or TLS. Ours rather than tungstenite's so that connect and read
@@ -162,26 +164,17 @@ impl Write for Conn {
     }
 }
 
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Transport(format!("tls setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Connects `base` + `path` (`ws://` or `wss://`), with `timeout` on connect and handshake.
-/// `on_attempt` runs before each TCP connect: a host with several addresses costs one
-/// attempt each against the connection-rate cap.
+/// Connects `base` + `path` (`ws://` or `wss://`, the latter with `tls`), with `timeout` on
+/// connect and handshakes. `on_attempt` runs before each TCP connect: a host with several
+/// addresses costs one attempt each against the connection-rate cap.
 pub fn connect(
     base: &str,
     path: &str,
     timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
     on_attempt: &mut dyn FnMut(),
 ) -> Result<WebSocket<Conn>, Error> {
+    let tls_config = base.starts_with("wss://").then_some(tls);
     let (tls, rest) = if let Some(r) = base.strip_prefix("wss://") {
         (true, r)
     } else if let Some(r) = base.strip_prefix("ws://") {
@@ -220,11 +213,15 @@ pub fn connect(
     tcp.set_read_timeout(Some(timeout)).map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
     tcp.set_write_timeout(Some(timeout)).map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
     let _ = tcp.set_nodelay(true);
-    let conn = if tls {
+    let conn = if let Some(config) = tls_config {
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|_| Error::Config("SYNCD_WS_URL host is not a valid TLS name".into()))?;
-        let client =
-            rustls::ClientConnection::new(tls_config()?, name).map_err(|e| Error::Transport(format!("tls: {e}")))?;
+        let mut client =
+            rustls::ClientConnection::new(config.clone(), name).map_err(|e| Error::Transport(format!("tls: {e}")))?;
+        let mut tcp = tcp;
+        // Before the WebSocket handshake, so that a refused certificate is reported as one.
+        crate::tls::handshake(&mut client, &mut tcp)
+            .map_err(|e| Error::Transport(format!("stream {}", crate::tls::describe_io(&e))))?;
         Conn::Tls(Box::new(rustls::StreamOwned::new(client, tcp)))
     } else {
         Conn::Plain(tcp)
@@ -319,7 +316,8 @@ impl Stream {
                 cap.record(Instant::now());
                 cap_5m.record(Instant::now());
             };
-            let ws = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &mut record) {
+            let ws = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &s.tls, &mut record)
+            {
                 Ok(ws) => ws,
                 Err(e) => {
                     delay = backoff.next_delay(Instant::now());
@@ -384,7 +382,7 @@ impl Stream {
         }
         let mut record = || cap.record(Instant::now());
         let s = &self.settings;
-        let next = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &mut record) {
+        let next = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &s.tls, &mut record) {
             Ok(ws) => ws,
             Err(e) => {
                 log::warn!("stream: serverShutdown handover failed ({e})");

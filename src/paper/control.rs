@@ -265,6 +265,18 @@ pub static FAULTS: &[FaultSpec] = &[
         run: |c, _| Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Silence)})),
     },
     FaultSpec {
+        name: "trickle",
+        params: "[frames=4, bytes=64, pause_ms=150]",
+        effect: "the next `frames` stream frames go out in writes of `bytes` (over TLS one record each), every write cut in two with `pause_ms` between the halves",
+        run: |c, p| {
+            let frames = num(p, "frames", 4)?.clamp(0, 100_000) as u32;
+            let bytes = num(p, "bytes", 64)?.clamp(1, 16_384) as usize;
+            let pause = Duration::from_millis(num(p, "pause_ms", 150)?.clamp(0, 10_000) as u64);
+            let item = StreamItem::Trickle { frames, bytes, pause };
+            Ok(json!({"connections": c.shared.hub.command(None, item), "frames": frames}))
+        },
+    },
+    FaultSpec {
         name: "expire_key",
         params: "",
         effect: "the listen key expires now: `listenKeyExpired`, then nothing",

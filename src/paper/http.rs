@@ -6,12 +6,18 @@
 //! keep-alive connections. Bad input is answered with a 4xx and a close, never a panic:
 //! oversized request lines, headers or bodies, chunked bodies, garbage.
 
+use super::tls::{Pacing, PaperStream};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A client gets this long for its TLS handshake, read in slices of [`HANDSHAKE_POLL`] so a
+/// stopping server does not wait for it.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_POLL: Duration = Duration::from_millis(100);
 
 /// Limits on what a client may send.
 #[derive(Debug, Clone)]
@@ -105,7 +111,14 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    pub fn start(addr: SocketAddr, limits: HttpLimits, handler: Arc<Handler>) -> io::Result<HttpServer> {
+    /// Serves on `addr`; with `tls`, every connection is TLS (the handshake runs on the
+    /// connection's thread).
+    pub fn start(
+        addr: SocketAddr,
+        limits: HttpLimits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: Arc<Handler>,
+    ) -> io::Result<HttpServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -118,13 +131,17 @@ impl HttpServer {
                 }
                 let Ok(stream) = conn else { continue };
                 if live.load(Ordering::Relaxed) >= limits.max_connections {
-                    let _ = write_response(&stream, &busy(), false);
+                    // Over TLS the answer would need a handshake first: the client just sees a close.
+                    if tls.is_none() {
+                        let _ = write_response(&mut &stream, &busy(), false);
+                    }
                     continue;
                 }
                 live.fetch_add(1, Ordering::Relaxed);
                 let (handler, limits, conn_live, stop) = (handler.clone(), limits.clone(), live.clone(), stop2.clone());
+                let tls = tls.clone();
                 let spawned = thread::Builder::new().name("paper-http-conn".into()).spawn(move || {
-                    serve(stream, &limits, &*handler, &stop);
+                    serve(stream, tls.as_ref(), &limits, &*handler, &stop);
                     conn_live.fetch_sub(1, Ordering::Relaxed);
                 });
                 if spawned.is_err() {
@@ -179,23 +196,55 @@ fn read_line(reader: &mut impl BufRead, max: usize, line: &mut Vec<u8>) -> io::R
     Ok(Some(()))
 }
 
-fn serve(stream: TcpStream, limits: &HttpLimits, handler: &Handler, stop: &AtomicBool) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let _ = stream.set_read_timeout(Some(limits.idle_timeout));
-    let _ = stream.set_nodelay(true);
-    let Ok(read_half) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(read_half);
+fn serve(
+    tcp: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    limits: &HttpLimits,
+    handler: &Handler,
+    stop: &AtomicBool,
+) {
+    let Ok(peer) = tcp.peer_addr() else { return };
+    let _ = tcp.set_nodelay(true);
+    if tcp.set_read_timeout(Some(HANDSHAKE_POLL)).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let give_up = || stop.load(Ordering::Relaxed);
+    let stream = match PaperStream::accept(tcp, tls, Arc::new(Pacing::default()), deadline, &give_up) {
+        Ok(s) => s,
+        Err(e) => {
+            log::debug!("paper http: tls handshake failed: {e}");
+            return;
+        }
+    };
+    if stream.tcp().set_read_timeout(Some(limits.idle_timeout)).is_err() {
+        return;
+    }
+    let mut reader = BufReader::new(stream);
+    if converse(&mut reader, peer, limits, handler, stop) {
+        reader.get_mut().close_notify();
+    }
+}
+
+/// Requests and answers until the connection ends; false when it ended in a hang-up fault.
+fn converse(
+    reader: &mut BufReader<PaperStream>,
+    peer: SocketAddr,
+    limits: &HttpLimits,
+    handler: &Handler,
+    stop: &AtomicBool,
+) -> bool {
     let mut line = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         // Request line.
-        match read_line(&mut reader, limits.max_line, &mut line) {
+        match read_line(reader, limits.max_line, &mut line) {
             Ok(Some(())) => {}
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let _ = write_response(&stream, &bad(414, "Request line too long."), false);
-                return;
+                let _ = write_response(reader.get_mut(), &bad(414, "Request line too long."), false);
+                return true;
             }
-            Err(_) => return,
+            Err(_) => return true,
         }
         if line.is_empty() {
             continue; // stray CRLF between requests is allowed
@@ -205,12 +254,12 @@ fn serve(stream: TcpStream, limits: &HttpLimits, handler: &Handler, stop: &Atomi
         let (Some(method), Some(target), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            let _ = write_response(&stream, &bad(400, "Malformed request line."), false);
-            return;
+            let _ = write_response(reader.get_mut(), &bad(400, "Malformed request line."), false);
+            return true;
         };
         if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
-            let _ = write_response(&stream, &bad(400, "Malformed request line."), false);
-            return;
+            let _ = write_response(reader.get_mut(), &bad(400, "Malformed request line."), false);
+            return true;
         }
         let http10 = version == "HTTP/1.0";
         let (path, query) = match target.split_once('?') {
@@ -220,45 +269,49 @@ fn serve(stream: TcpStream, limits: &HttpLimits, handler: &Handler, stop: &Atomi
         // Headers.
         let mut headers = Vec::new();
         loop {
-            match read_line(&mut reader, limits.max_line, &mut line) {
+            match read_line(reader, limits.max_line, &mut line) {
                 Ok(Some(())) if line.is_empty() => break,
                 Ok(Some(())) => {}
                 _ => {
-                    let _ = write_response(&stream, &bad(400, "Malformed headers."), false);
-                    return;
+                    let _ = write_response(reader.get_mut(), &bad(400, "Malformed headers."), false);
+                    return true;
                 }
             }
             if headers.len() >= limits.max_headers {
-                let _ = write_response(&stream, &bad(431, "Too many headers."), false);
-                return;
+                let _ = write_response(reader.get_mut(), &bad(431, "Too many headers."), false);
+                return true;
             }
             let h = String::from_utf8_lossy(&line);
             let Some((k, v)) = h.split_once(':') else {
-                let _ = write_response(&stream, &bad(400, "Malformed header."), false);
-                return;
+                let _ = write_response(reader.get_mut(), &bad(400, "Malformed header."), false);
+                return true;
             };
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
         let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
         if header("transfer-encoding").is_some() {
-            let _ = write_response(&stream, &bad(411, "Chunked bodies are not supported; send Content-Length."), false);
-            return;
+            let _ = write_response(
+                reader.get_mut(),
+                &bad(411, "Chunked bodies are not supported; send Content-Length."),
+                false,
+            );
+            return true;
         }
         let len = match header("content-length").map(|v| v.parse::<usize>()) {
             None => 0,
             Some(Ok(n)) if n <= limits.max_body => n,
             Some(Ok(_)) => {
-                let _ = write_response(&stream, &bad(413, "Request body too large."), false);
-                return;
+                let _ = write_response(reader.get_mut(), &bad(413, "Request body too large."), false);
+                return true;
             }
             Some(Err(_)) => {
-                let _ = write_response(&stream, &bad(400, "Malformed Content-Length."), false);
-                return;
+                let _ = write_response(reader.get_mut(), &bad(400, "Malformed Content-Length."), false);
+                return true;
             }
         };
         let mut body = vec![0u8; len];
         if reader.read_exact(&mut body).is_err() {
-            return;
+            return true;
         }
         let keep_alive = match header("connection").map(|v| v.to_ascii_lowercase()) {
             Some(v) if v.contains("close") => false,
@@ -275,19 +328,21 @@ fn serve(stream: TcpStream, limits: &HttpLimits, handler: &Handler, stop: &Atomi
         };
         match handler(request) {
             Outcome::Respond(r) => {
-                if write_response(&stream, &r, keep_alive).is_err() || !keep_alive {
-                    return;
+                if write_response(reader.get_mut(), &r, keep_alive).is_err() || !keep_alive {
+                    return true;
                 }
             }
             Outcome::Hangup => {
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
+                // Over TLS too without close_notify: the client sees a bare drop.
+                let _ = reader.get_ref().tcp().shutdown(Shutdown::Both);
+                return false;
             }
         }
     }
+    true
 }
 
-fn write_response(mut stream: &TcpStream, r: &Response, keep_alive: bool) -> io::Result<()> {
+fn write_response(stream: &mut impl Write, r: &Response, keep_alive: bool) -> io::Result<()> {
     let mut out = String::with_capacity(256 + r.body.len());
     out.push_str(&format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status)));
     out.push_str("Content-Type: application/json;charset=UTF-8\r\n");

@@ -25,6 +25,9 @@ pub enum StreamItem {
     Drop { rst: bool },
     /// Stop sending anything, pings included, while keeping TCP open.
     Silence,
+    /// The next `frames` frames go out in writes of at most `bytes` (over TLS, one record
+    /// each), every write cut in two with `pause` between the halves.
+    Trickle { frames: u32, bytes: usize, pause: std::time::Duration },
 }
 
 /// How a connection subscribed, which decides the event format.

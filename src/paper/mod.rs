@@ -19,6 +19,7 @@ pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod rest;
+pub mod tls;
 pub mod trader;
 pub mod ws;
 
@@ -57,6 +58,8 @@ pub struct PaperConfig {
     pub incoming_per_second: u32,
     pub market_tick: Duration,
     pub timeline: Vec<control::TimelineEntry>,
+    /// Serve REST and the stream over TLS (`https://`, `wss://`) with this certificate.
+    pub tls: Option<Arc<tls::PaperTls>>,
 }
 
 impl PaperConfig {
@@ -94,6 +97,7 @@ impl Default for PaperConfig {
             incoming_per_second: 5,
             market_tick: Duration::from_secs(1),
             timeline: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -158,6 +162,7 @@ pub struct PaperExchange {
     ws_addr: SocketAddr,
     stop: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
+    tls: Option<Arc<tls::PaperTls>>,
 }
 
 impl PaperExchange {
@@ -190,14 +195,15 @@ impl PaperExchange {
             incoming_per_second: config.incoming_per_second.saturating_mul(scale),
             max_frame: 64 * 1024,
         };
-        let ws_server =
-            Arc::new(ws::WsServer::start(config.ws_addr, ws_settings, hub, Arc::new(Keys(Arc::downgrade(&shared))))?);
+        let server_tls = config.tls.as_ref().map(|t| t.server_config().clone());
+        let keys = Arc::new(Keys(Arc::downgrade(&shared)));
+        let ws_server = Arc::new(ws::WsServer::start(config.ws_addr, ws_settings, server_tls.clone(), hub, keys)?);
         let ws_addr = ws_server.local_addr();
         *shared.ws.lock().unwrap_or_else(|p| p.into_inner()) = Some(ws_server);
 
         let handler_shared = shared.clone();
         let handler: Arc<http::Handler> = Arc::new(move |req| route(&handler_shared, req));
-        let http = http::HttpServer::start(config.rest_addr, http::HttpLimits::default(), handler)?;
+        let http = http::HttpServer::start(config.rest_addr, http::HttpLimits::default(), server_tls, handler)?;
 
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut threads = Vec::new();
@@ -206,18 +212,30 @@ impl PaperExchange {
         if !config.timeline.is_empty() {
             threads.push(control::spawn_timeline(shared.clone(), stop_rx, config.timeline.clone())?);
         }
-        Ok(PaperExchange { shared, http: Some(http), ws_addr, stop: Some(stop_tx), threads })
+        Ok(PaperExchange { shared, http: Some(http), ws_addr, stop: Some(stop_tx), threads, tls: config.tls })
     }
 
     pub fn rest_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         match &self.http {
-            Some(h) => format!("http://{}", h.local_addr()),
+            Some(h) => format!("{scheme}://{}", h.local_addr()),
             None => String::new(),
         }
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}", self.ws_addr)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.ws_addr)
+    }
+
+    /// The certificates a client must trust to reach this exchange: none when it is plain.
+    pub fn trust(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        self.tls.as_ref().map(|t| t.trust().to_vec()).unwrap_or_default()
+    }
+
+    /// [`PaperExchange::trust`] as PEM, for a CA file; `None` when it is plain.
+    pub fn trust_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.trust_pem())
     }
 
     pub fn shared(&self) -> &Arc<Shared> {

@@ -39,7 +39,12 @@ impl TraderReply {
 
 impl Trader {
     pub fn new(ex: &PaperExchange) -> Trader {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        // A TLS exchange's own certificate is trusted; if it were unusable, requests fail and say why.
+        let agent = match crate::tls::client_config(&ex.trust()) {
+            Ok(tls) => crate::tls::agent(config, tls),
+            Err(_) => config.into(),
+        };
         Trader {
             agent,
             base: ex.rest_url(),

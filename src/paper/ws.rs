@@ -22,6 +22,7 @@
 //! and session records carry the tag [`KeyCheck::live_key`] returns.
 
 use super::hub::{StreamFormat, StreamHub, StreamItem, QUEUE_DEPTH};
+use super::tls::{Pacing, PaperStream};
 use crossbeam_channel::{select_biased, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -147,6 +148,7 @@ impl WsServer {
     pub fn start(
         addr: SocketAddr,
         settings: WsSettings,
+        tls: Option<Arc<rustls::ServerConfig>>,
         hub: StreamHub,
         keys: Arc<dyn KeyCheck>,
     ) -> io::Result<WsServer> {
@@ -154,7 +156,7 @@ impl WsServer {
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (listener_tx, listener_rx) = crossbeam_channel::unbounded();
-        let shared = ServerCtx { settings: Arc::new(settings), hub, keys, stop: stop_rx };
+        let shared = ServerCtx { settings: Arc::new(settings), tls, hub, keys, stop: stop_rx };
         let accept = thread::Builder::new()
             .name("paper-ws-accept".into())
             .spawn(move || accept_loop(listener, addr, shared, listener_rx))?;
@@ -215,6 +217,8 @@ impl Drop for WsServer {
 #[derive(Clone)]
 struct ServerCtx {
     settings: Arc<WsSettings>,
+    /// Every connection is TLS when set.
+    tls: Option<Arc<rustls::ServerConfig>>,
     hub: StreamHub,
     keys: Arc<dyn KeyCheck>,
     stop: Receiver<()>,
@@ -417,6 +421,17 @@ fn serve(stream: TcpStream, shared: ServerCtx) {
     if setup.is_err() {
         return;
     }
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let pacing = Arc::new(Pacing::default());
+    let give_up = || stopped(&shared.stop);
+    let stream = match PaperStream::accept(stream, shared.tls.as_ref(), pacing.clone(), deadline, &give_up) {
+        Ok(s) => s,
+        Err(e) => {
+            log::debug!("paper ws: tls handshake failed: {e}");
+            let _ = raw.shutdown(Shutdown::Both);
+            return;
+        }
+    };
     let max_frame = shared.settings.max_frame;
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
@@ -437,7 +452,6 @@ fn serve(stream: TcpStream, shared: ServerCtx) {
         attached.set(Some((session, rx, route)));
         Ok(response)
     };
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut result = tungstenite::accept_hdr_with_config(stream, callback, Some(config));
     let ws = loop {
         match result {
@@ -457,9 +471,12 @@ fn serve(stream: TcpStream, shared: ServerCtx) {
                     }
                     tungstenite::Error::Io(e) => log::debug!("paper ws: handshake io: {}", e.kind()),
                     other => {
-                        // Plain HTTP, a malformed request: nothing was answered yet.
+                        // Plain HTTP, a malformed request: nothing was answered yet. Over TLS
+                        // the session went down with the handshake, so there it is just a close.
                         log::debug!("paper ws: not a websocket request: {other}");
-                        let _ = (&raw).write_all(not_a_websocket().as_bytes());
+                        if shared.tls.is_none() {
+                            let _ = (&raw).write_all(not_a_websocket().as_bytes());
+                        }
                     }
                 }
                 let _ = raw.shutdown(Shutdown::Both);
@@ -468,13 +485,15 @@ fn serve(stream: TcpStream, shared: ServerCtx) {
         }
     };
     let Some((mut session, rx, route)) = attached.take() else { return };
-    if ws.get_ref().set_nonblocking(true).is_err() {
+    if ws.get_ref().tcp().set_nonblocking(true).is_err() {
         return;
     }
     let now = Instant::now();
     let mut conn = Connection {
         ws,
         raw,
+        pacing,
+        trickle: None,
         rx,
         stop: shared.stop.clone(),
         hub: shared.hub.clone(),
@@ -531,9 +550,13 @@ impl Counts {
 }
 
 struct Connection {
-    ws: WebSocket<TcpStream>,
-    /// The same socket, for shutdown and peek past tungstenite.
+    ws: WebSocket<PaperStream>,
+    /// The same socket, for shutdown, timeouts and peek past tungstenite and TLS.
     raw: TcpStream,
+    /// The socket's write pacing, on while a trickled frame goes out.
+    pacing: Arc<Pacing>,
+    /// A `Trickle` fault's frames still to pace: (frames, bytes, pause).
+    trickle: Option<(u32, usize, Duration)>,
     rx: Receiver<StreamItem>,
     stop: Receiver<()>,
     hub: StreamHub,
@@ -678,6 +701,10 @@ impl Connection {
             }
             StreamItem::Drop { rst: true } => Err(SessionEnd::Rst(reason::FAULT_RST)),
             StreamItem::Drop { rst: false } => Err(SessionEnd::Fin(reason::FAULT_FIN)),
+            StreamItem::Trickle { frames, bytes, pause } => {
+                self.trickle = (frames > 0 && bytes > 0).then_some((frames, bytes, pause));
+                Ok(())
+            }
             StreamItem::Silence => {
                 if !self.silent {
                     log::info!("paper ws: session={} silent", self.id);
@@ -700,14 +727,25 @@ impl Connection {
     fn send_item(&mut self, item: StreamItem) -> Result<(), SessionEnd> {
         match item {
             StreamItem::Event(json) => {
-                self.send(Message::text(&*json))?;
+                self.send_frame(Message::text(&*json))?;
                 self.counts.events_sent += 1;
                 Ok(())
             }
-            StreamItem::Text(text) => self.send(Message::text(&*text)),
-            StreamItem::Binary(bytes) => self.send(Message::binary(Bytes::copy_from_slice(&bytes))),
+            StreamItem::Text(text) => self.send_frame(Message::text(&*text)),
+            StreamItem::Binary(bytes) => self.send_frame(Message::binary(Bytes::copy_from_slice(&bytes))),
             _ => Ok(()), // only frames are ever queued
         }
+    }
+
+    /// Sends a frame, paced while a `Trickle` fault lasts: flushed at once so that the pauses
+    /// fall inside this frame, on this connection's thread only.
+    fn send_frame(&mut self, msg: Message) -> Result<(), SessionEnd> {
+        let Some((frames, bytes, pause)) = self.trickle else { return self.send(msg) };
+        self.trickle = (frames > 1).then_some((frames - 1, bytes, pause));
+        self.pacing.set(bytes, pause);
+        let sent = self.send(msg).and_then(|()| self.flush());
+        self.pacing.off();
+        sent
     }
 
     fn send(&mut self, msg: Message) -> Result<(), SessionEnd> {
@@ -775,7 +813,8 @@ impl Connection {
     fn read_discard(&mut self) -> Result<(), SessionEnd> {
         let mut scratch = [0u8; 4096];
         loop {
-            match (&self.raw).read(&mut scratch) {
+            // Through TLS when there is TLS: raw bytes taken from under rustls would break it.
+            match self.ws.get_mut().read(&mut scratch) {
                 Ok(0) => return Err(SessionEnd::Fin(reason::CLIENT_CLOSED)),
                 Ok(_) => {}
                 Err(e) if would_block(&e) => return Ok(()),
@@ -1045,7 +1084,7 @@ mod tests {
         let hub = StreamHub::new();
         let keys = Arc::new(Keys(Mutex::new(vec![KEY.to_string(), OTHER_KEY.to_string()])));
         let server =
-            WsServer::start("127.0.0.1:0".parse().unwrap(), settings, hub.clone(), keys).expect("bind loopback");
+            WsServer::start("127.0.0.1:0".parse().unwrap(), settings, None, hub.clone(), keys).expect("bind loopback");
         (server, hub)
     }
 
@@ -1651,6 +1690,7 @@ mod tests {
         let server = WsServer::start(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             WsSettings::default(),
+            None,
             hub.clone(),
             Arc::new(AnyKey),
         )?;

@@ -199,6 +199,7 @@ mod tests {
                 recv_window_ms: 5000,
                 timeout: Duration::from_secs(5),
                 clock_resync: Duration::from_secs(3600),
+                tls: crate::tls::client_config(&[]).unwrap(),
             },
             clock,
             gate,

@@ -141,6 +141,8 @@ pub struct RestConfig {
     pub timeout: Duration,
     /// Re-measure the server-time offset before a signed request once it is this old.
     pub clock_resync: Duration,
+    /// The process's one TLS client configuration (`crate::tls::client_config`), shared with the stream.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// A blocking REST client. Cheap to share behind an `Arc`; ureq pools connections inside.
@@ -311,7 +313,7 @@ impl RestClient {
             .user_agent(concat!("binance-syncd/", env!("CARGO_PKG_VERSION")))
             .build();
         RestClient {
-            agent: ureq::Agent::new_with_config(agent_config),
+            agent: crate::tls::agent(agent_config, config.tls.clone()),
             base: config.base_url.trim_end_matches('/').to_string(),
             signer: config.api_secret.as_ref().map(Signer::new),
             api_key: config.api_key,
@@ -513,10 +515,13 @@ impl RestClient {
             ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => true,
             ureq::Error::Timeout(t) => matches!(t, Timeout::Resolve | Timeout::Connect),
             ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+            // Only the handshake reports rustls's errors this way (`tls::SharedTls`).
+            ureq::Error::Rustls(_) => true,
             _ => false,
         };
         let what = match &e {
-            ureq::Error::Io(io) => format!("io: {}", io.kind()),
+            ureq::Error::Io(io) => crate::tls::describe_io(io),
+            ureq::Error::Rustls(e) => crate::tls::describe(e),
             ureq::Error::Timeout(t) => format!("timeout: {t:?}"),
             ureq::Error::HostNotFound => "host not found".into(),
             ureq::Error::ConnectionFailed => "connection failed".into(),

@@ -18,16 +18,17 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
-struct Rig {
-    ex: PaperExchange,
-    cfg: Config,
+/// A paper exchange, a daemon on it and the grading; `tls.rs` runs the same rig over TLS.
+pub struct Rig {
+    pub ex: PaperExchange,
+    pub cfg: Config,
     daemon: Option<Daemon>,
-    rest: RestClient,
+    pub rest: RestClient,
     orders: u64,
 }
 
 impl Rig {
-    fn start(name: &str, adjust: impl FnOnce(&mut PaperConfig), tuning: Tuning) -> Rig {
+    pub fn start(name: &str, adjust: impl FnOnce(&mut PaperConfig), tuning: Tuning) -> Rig {
         init_log();
         let ex = paper_with(adjust);
         let dir = temp_dir(name);
@@ -39,16 +40,16 @@ impl Rig {
         rig
     }
 
-    fn report(&self) -> Value {
+    pub fn report(&self) -> Value {
         self.ex.report()
     }
 
-    fn sessions(&self) -> Vec<Value> {
+    pub fn sessions(&self) -> Vec<Value> {
         self.report()["sessions"].as_array().cloned().unwrap_or_default()
     }
 
     /// Waits until `n` stream sessions have been opened and the last one is open.
-    fn wait_sessions(&self, n: usize) {
+    pub fn wait_sessions(&self, n: usize) {
         wait_until(&format!("stream session {n}"), Duration::from_secs(30), || {
             let s = self.sessions();
             s.len() >= n && s.last().is_some_and(|l| l["closed_ms"].is_null())
@@ -56,13 +57,13 @@ impl Rig {
     }
 
     /// One order, filled completely (in one or more trades).
-    fn trade(&mut self, symbol: &str) {
+    pub fn trade(&mut self, symbol: &str) {
         self.orders += 1;
         let id = rest_buy(&self.ex, &self.rest, symbol, "0.01", &format!("rig-{}", self.orders));
         fill_all(&self.ex, symbol, id);
     }
 
-    fn trades(&self) -> usize {
+    pub fn trades(&self) -> usize {
         self.report()["trades"].as_array().map_or(0, Vec::len)
     }
 
@@ -71,7 +72,7 @@ impl Rig {
     }
 
     /// Waits for every trade to be logged, stops the daemon, grades the log.
-    fn finish(mut self) -> Value {
+    pub fn finish(mut self) -> Value {
         let expected = self.trades();
         let fills = wait_lines(&self.cfg.fill_log, expected, Duration::from_secs(30));
         if let Some(d) = self.daemon.take() {

@@ -11,4 +11,5 @@ mod python;
 mod reconcile;
 mod rest;
 mod sync;
+mod tls;
 mod util;

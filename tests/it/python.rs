@@ -109,6 +109,17 @@ fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
 
 #[test]
 fn independent_python_clients_agree_with_the_paper_exchange() {
+    run_clients(&[]);
+}
+
+/// `paper --tls`: binance-connector (requests) and websocket-client verify the printed
+/// certificate as their CA bundle, over https:// and wss://.
+#[test]
+fn python_clients_trust_the_tls_paper_exchange_by_its_ca_file() {
+    run_clients(&["--tls", "--only", "connector", "--only", "ws"]);
+}
+
+fn run_clients(args: &[&str]) {
     let python = ensure_venv();
     let script = manifest_dir().join("tests/py/clients.py");
     let binary = env!("CARGO_BIN_EXE_binance-syncd");
@@ -117,6 +128,7 @@ fn independent_python_clients_agree_with_the_paper_exchange() {
     let mut child = Command::new(&python)
         .arg(&script)
         .arg(binary)
+        .args(args)
         .args(extra.split_whitespace())
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())

@@ -24,6 +24,7 @@ fn client(mock: &Mock) -> RestClient {
             recv_window_ms: 5000,
             timeout: Duration::from_secs(5),
             clock_resync: Duration::from_secs(600),
+            tls: binance_syncd::tls::client_config(&[]).unwrap(),
         },
         clock,
         gate,

@@ -20,7 +20,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 pub fn config(ex: &PaperExchange, dir: &Path) -> Config {
-    let vars: HashMap<&str, String> = [
+    let mut vars: HashMap<&str, String> = [
         ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
         ("BINANCE_API_SECRET", DEMO_API_SECRET.to_string()),
         ("SYNCD_REST_URL", ex.rest_url()),
@@ -31,6 +31,9 @@ pub fn config(ex: &PaperExchange, dir: &Path) -> Config {
     ]
     .into_iter()
     .collect();
+    if let Some(ca) = crate::util::trust_file(ex, dir) {
+        vars.insert("SYNCD_CA_FILE", ca.display().to_string());
+    }
     Config::from_lookup(|k| vars.get(k).cloned(), Needs { credentials: true, symbols: true }).unwrap()
 }
 

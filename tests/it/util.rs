@@ -102,16 +102,28 @@ pub fn place_maker(
     binance_syncd::paper::trader::Trader::new(ex).maker(symbol, side, qty, price, client_id)
 }
 
+/// A TLS exchange's certificate written to `dir` for `SYNCD_CA_FILE`; `None` for a plain one.
+pub fn trust_file(ex: &PaperExchange, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let pem = ex.trust_pem()?;
+    let path = dir.join("paper-ca.pem");
+    std::fs::write(&path, pem).expect("write the paper exchange's certificate");
+    Some(path)
+}
+
 /// The daemon's environment for a child process against `ex`, with state and the fill log in
-/// `dir`: the variables every process test sets, nothing inherited but `PATH`.
+/// `dir`: the variables every process test sets, nothing inherited but `PATH` (and
+/// `SYNCD_CA_FILE` for a TLS exchange).
 pub fn daemon_env<'a>(
     cmd: &'a mut std::process::Command,
     ex: &PaperExchange,
     dir: &std::path::Path,
     key: &str,
 ) -> &'a mut std::process::Command {
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    cmd.env_clear();
+    if let Some(ca) = trust_file(ex, dir) {
+        cmd.env("SYNCD_CA_FILE", ca);
+    }
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("BINANCE_API_KEY", key)
         .env("BINANCE_API_SECRET", DEMO_API_SECRET)
         .env("SYNCD_REST_URL", ex.rest_url())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Conformance test: independent Binance clients from PyPI, unchanged, against the paper exchange.
 
-    python tests/py/clients.py <path/to/binance-syncd> [--only GROUP ...] [--skip GROUP ...]
+    python tests/py/clients.py <path/to/binance-syncd> [--tls] [--only GROUP ...] [--skip GROUP ...]
 
 Groups: pybinance (python-binance), connector (binance-connector), ccxt (ccxt binanceus),
 ws (websocket-client on /ws/<listenKey>), report (the ground-truth report at the end).
@@ -10,13 +10,19 @@ It starts `binance-syncd paper --time-scale 10`, reads its URLs and key pair fro
 each group, prints one line per check (PASS/FAIL), stops the server with SIGTERM (checking it
 exits 0) and exits 1 if any check failed. Only base URLs are overridden in the clients, as
 documented in each client's source; nothing else is patched.
+
+With --tls the server runs `paper --tls` (https:// and wss://) and every client trusts the
+certificate it prints (SYNCD_CA_FILE) as its CA bundle, the way each documents: requests-based
+clients through REQUESTS_CA_BUNDLE, websocket-client through sslopt, urllib through an SSL context.
 """
 
 import argparse
 import hashlib
 import hmac
 import json
+import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -80,10 +86,12 @@ def die_with_parent():
 
 
 class Paper:
-    def __init__(self, binary):
+    def __init__(self, binary, tls=False):
         self.log = tempfile.TemporaryFile(mode="w+")
+        self.tls_dir = tempfile.TemporaryDirectory() if tls else None
+        extra = ["--tls", "--tls-dir", self.tls_dir.name] if tls else []
         self.proc = subprocess.Popen(
-            [binary, "paper", "--time-scale", str(TIME_SCALE)],
+            [binary, "paper", "--time-scale", str(TIME_SCALE)] + extra,
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
@@ -110,6 +118,12 @@ class Paper:
             raise RuntimeError(f"paper exchange did not print its URLs and keys; stdout={lines!r}; log={self.stderr()}")
         self.rest = self.env["SYNCD_REST_URL"]
         self.ws = self.env["SYNCD_WS_URL"]
+        self.ca = self.env.get("SYNCD_CA_FILE") if tls else None
+        if tls and not self.ca:
+            self.stop()
+            raise RuntimeError(f"paper --tls did not print SYNCD_CA_FILE; stdout={lines!r}")
+        # Verifying, with the printed certificate as the only extra root.
+        self.ssl = ssl.create_default_context(cafile=self.ca) if self.ca else None
         self.key = self.env["BINANCE_API_KEY"]
         self.secret = self.env["BINANCE_API_SECRET"]
 
@@ -134,7 +148,7 @@ class Paper:
         url = self.rest + path + ("?" + urllib.parse.urlencode(query) if query else "")
         req = urllib.request.Request(url, method=method, headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl) as r:
                 return r.status, json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
@@ -168,7 +182,7 @@ class Paper:
         url = f"{self.rest}{path}?{q}&signature={sig}"
         req = urllib.request.Request(url, method=method, headers={"X-MBX-APIKEY": self.key})
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl) as r:
                 return r.status, json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
@@ -548,7 +562,8 @@ def run_ws(px):
     ws = {}
 
     def connect():
-        ws["c"] = websocket.create_connection(f"{px.ws}/ws/{lk}", timeout=2 * ping_every + 1)
+        sslopt = {"ca_certs": px.ca} if px.ca else None
+        ws["c"] = websocket.create_connection(f"{px.ws}/ws/{lk}", timeout=2 * ping_every + 1, sslopt=sslopt)
         return True, f"connected to {px.ws}/ws/<listenKey>"
 
     if not run_check(f"{P}: connect {px.ws}/ws/<listenKey>", connect):
@@ -678,6 +693,7 @@ def main():
     ap.add_argument("binary", help="path of the binance-syncd binary")
     ap.add_argument("--only", action="append", choices=GROUPS + ["rest"], default=[], help="run only these groups")
     ap.add_argument("--skip", action="append", choices=GROUPS + ["rest"], default=[], help="skip these groups")
+    ap.add_argument("--tls", action="store_true", help="run the paper exchange with --tls and trust its certificate")
     args = ap.parse_args()
 
     def expand(gs):
@@ -686,8 +702,12 @@ def main():
     groups = [g for g in GROUPS if (not args.only or g in expand(args.only) or g == "report") and g not in expand(args.skip)]
 
     started = time.monotonic()
-    px = Paper(args.binary)
+    px = Paper(args.binary, tls=args.tls)
     px.expected_errors = []
+    if px.ca:
+        # requests (python-binance, binance-connector, ccxt) reads its CA bundle from here.
+        os.environ["REQUESTS_CA_BUNDLE"] = px.ca
+        check("tls: https:// and wss:// with a CA file", px.rest.startswith("https://") and px.ws.startswith("wss://"), f"{px.rest} {px.ws}")
     print(f"paper exchange: rest={px.rest} ws={px.ws}; groups: {', '.join(groups)}", flush=True)
     try:
         # A still market: prices move only when a check moves them, so "below the bid" and
