@@ -70,6 +70,8 @@ struct Incident {
     last_event: Instant,
     /// An event incident (ends when quiet), or a condition (ends when it clears).
     event: bool,
+    /// Looks that found a new event (event incidents) since it opened.
+    events: u64,
     reminders: u32,
     next_reminder: Instant,
 }
@@ -204,8 +206,15 @@ impl Alerter {
         out
     }
 
-    /// One look: open, remind and resolve incidents.
+    /// One look: open, remind and resolve incidents, then send what that says.
     fn look(&mut self, now: Instant) {
+        for text in self.decide(now) {
+            self.send(now, text);
+        }
+    }
+
+    /// The messages one look at `now` calls for (before the rate gate).
+    fn decide(&mut self, now: Instant) -> Vec<String> {
         let counts = self.counts();
         let mut events = Vec::new();
         if counts.http_418 > self.last.http_418 {
@@ -246,13 +255,14 @@ impl Alerter {
                 Some(i) => {
                     i.text = text;
                     i.last_event = now;
+                    i.events += 1;
                 }
                 None => {
                     out.push(format!("ALERT: {text}"));
                     let next_reminder = now + self.settings.repeat;
                     incidents.insert(
                         key.to_string(),
-                        Incident { text, opened: now, last_event: now, event, reminders: 0, next_reminder },
+                        Incident { text, opened: now, last_event: now, event, events: 1, reminders: 0, next_reminder },
                     );
                 }
             }
@@ -279,7 +289,8 @@ impl Alerter {
             .collect();
         for key in ended {
             if let Some(i) = self.incidents.remove(&key) {
-                outgoing.push(format!("RESOLVED after {}: {}", mins(now.duration_since(i.opened)), i.text));
+                let times = if i.event && i.events > 1 { format!(" ({} times)", i.events) } else { String::new() };
+                outgoing.push(format!("RESOLVED after {}: {}{times}", mins(now.duration_since(i.opened)), i.text));
             }
         }
         for i in self.incidents.values_mut() {
@@ -289,9 +300,7 @@ impl Alerter {
                 outgoing.push(format!("STILL OPEN after {}: {}", mins(now.duration_since(i.opened)), i.text));
             }
         }
-        for text in outgoing {
-            self.send(now, text);
-        }
+        outgoing
     }
 
     fn send(&mut self, now: Instant, text: String) {
@@ -339,6 +348,9 @@ impl Alerter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::RateGate;
+    use crate::rest::sign::ServerClock;
+    use std::sync::Arc;
 
     #[test]
     fn logs_show_only_the_host() {
@@ -346,6 +358,62 @@ mod tests {
         assert_eq!(redacted(&url), "https://hooks.slack.com/…");
         let url = Secret::new("http://user:pw@127.0.0.1:9/x?token=SECRET");
         assert_eq!(redacted(&url), "http://127.0.0.1:9/…");
+    }
+
+    fn alerter() -> Alerter {
+        let clock = Arc::new(ServerClock::new());
+        let sources = Sources {
+            metrics: Arc::default(),
+            gate: Arc::new(RateGate::new(Vec::new(), clock.clone())),
+            clock,
+            executor: None,
+            plugins: None,
+            tap: None,
+        };
+        let settings =
+            AlertSettings::new(Secret::new("http://127.0.0.1:9/"), Duration::from_secs(900), Duration::from_secs(600));
+        Alerter::new(settings, sources)
+    }
+
+    #[test]
+    fn an_hour_long_incident_sends_a_handful_of_messages() {
+        let mut a = alerter();
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        a.sources.metrics.filllog_failed();
+        for s in 0..3600 {
+            sent.extend(a.decide(t0 + Duration::from_secs(s)));
+        }
+        a.sources.metrics.filllog_ok();
+        sent.extend(a.decide(t0 + Duration::from_secs(3600)));
+        sent.extend(a.decide(t0 + Duration::from_secs(3601)));
+        // Open, reminders at 15 and 45 min, resolved.
+        assert_eq!(sent.len(), 4, "{sent:#?}");
+        assert!(sent[0].starts_with("ALERT: cannot write the fill log"), "{sent:?}");
+        assert!(sent[1].starts_with("STILL OPEN after 15 min") && sent[2].starts_with("STILL OPEN after 45 min"));
+        assert!(sent[3].starts_with("RESOLVED after 60 min"), "{sent:?}");
+    }
+
+    #[test]
+    fn events_open_one_incident_and_resolve_when_quiet() {
+        let mut a = alerter();
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        for s in 0..300 {
+            // A taker fill every 10 s for 5 minutes: one incident.
+            if s % 10 == 0 {
+                a.sources.metrics.fill_logged("BTCUSD", crate::metrics::Source::Stream, None, true);
+            }
+            sent.extend(a.decide(t0 + Duration::from_secs(s)));
+        }
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].contains("taker fill"), "{sent:?}");
+        // The last one came at 290 s.
+        sent.extend(a.decide(t0 + Duration::from_secs(290 + 599)));
+        assert_eq!(sent.len(), 1, "not quiet long enough yet: {sent:?}");
+        sent.extend(a.decide(t0 + Duration::from_secs(290 + 600)));
+        assert_eq!(sent.len(), 2);
+        assert!(sent[1].starts_with("RESOLVED") && sent[1].ends_with("(30 times)"), "{sent:?}");
     }
 
     #[test]
