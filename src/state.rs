@@ -272,6 +272,11 @@ impl State {
     fn flush(&mut self) {
         let flushed = self.ledger.flush();
         for fill in flushed.written {
+            // Timed first: durable is now, before the line is logged or handed on.
+            let read_at = self.read_at.remove(&(fill.symbol.clone(), fill.trade_id));
+            let source = if read_at.is_some() { Source::Stream } else { Source::Rest };
+            let own_taker = !fill.maker && crate::executor::ids::tag_of(&fill.client_order_id).is_some();
+            self.settings.metrics.fill_logged(&fill.symbol, source, read_at, own_taker);
             log::info!(
                 "fill symbol={} side={} qty={} price={} trade_id={} order_id={} maker={}",
                 fill.symbol,
@@ -283,10 +288,6 @@ impl State {
                 fill.maker
             );
             self.tap.publish(&fill);
-            let read_at = self.read_at.remove(&(fill.symbol.clone(), fill.trade_id));
-            let source = if read_at.is_some() { Source::Stream } else { Source::Rest };
-            let own_taker = !fill.maker && crate::executor::ids::tag_of(&fill.client_order_id).is_some();
-            self.settings.metrics.fill_logged(&fill.symbol, source, read_at, own_taker);
         }
         if self.ledger.held() == 0 {
             // Fills offered but not written (already in the log) leave nothing behind.

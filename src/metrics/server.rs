@@ -8,7 +8,9 @@
 use super::{render, Sources};
 use crossbeam_channel::Receiver;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -18,30 +20,34 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts serving on `listener` until `stop` closes.
 pub fn spawn(listener: TcpListener, sources: Sources, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
-    // Non-blocking accept so the thread sees `stop` within one poll.
-    listener.set_nonblocking(true)?;
-    thread::Builder::new().name("metrics".into()).spawn(move || loop {
-        match listener.accept() {
-            Ok((conn, _)) => {
-                if let Err(e) = serve(conn, &sources) {
-                    log::debug!("metrics: a request failed: {}", e.kind());
-                }
+    // A blocking accept answers at once (a polled one would add up to a poll's wait to every
+    // scrape); a small waker thread connects once `stop` closes, so the accept returns.
+    let mut wake = listener.local_addr()?;
+    if wake.ip().is_unspecified() {
+        wake.set_ip(if wake.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+    }
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = stopping.clone();
+    thread::Builder::new().name("metrics-stop".into()).spawn(move || {
+        let _ = stop.recv();
+        flag.store(true, Ordering::Release);
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    })?;
+    thread::Builder::new().name("metrics".into()).spawn(move || {
+        for conn in listener.incoming() {
+            if stopping.load(Ordering::Acquire) {
+                return;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !matches!(
-                    stop.recv_timeout(Duration::from_millis(50)),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
-                ) {
-                    return;
+            match conn {
+                Ok(conn) => {
+                    if let Err(e) = serve(conn, &sources) {
+                        log::debug!("metrics: a request failed: {}", e.kind());
+                    }
                 }
-            }
-            Err(e) => {
-                log::warn!("metrics: accept failed: {}", e.kind());
-                if !matches!(
-                    stop.recv_timeout(Duration::from_millis(500)),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
-                ) {
-                    return;
+                Err(e) => {
+                    log::warn!("metrics: accept failed: {}", e.kind());
+                    // Out of descriptors, say: do not spin.
+                    thread::sleep(Duration::from_millis(100));
                 }
             }
         }

@@ -16,12 +16,17 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A loopback address with a port free a moment ago, for a child process to listen on.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// GET `path` from the daemon's metrics server: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut resp = agent.get(format!("http://{addr}{path}")).call().expect("metrics server answers");
     let status = resp.status().as_u16();
@@ -29,7 +34,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
+pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
@@ -94,13 +99,13 @@ fn check_exposition(text: &str) -> bool {
 }
 
 /// A webhook sink on loopback: the JSON bodies it was sent, in order.
-struct Sink {
-    url: String,
+pub struct Sink {
+    pub url: String,
     bodies: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Sink {
-    fn start() -> Sink {
+    pub fn start() -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/services/T000/B000/SECRETTOKEN", listener.local_addr().unwrap());
         let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
@@ -139,7 +144,7 @@ impl Sink {
         Sink { url, bodies }
     }
 
-    fn texts(&self) -> Vec<String> {
+    pub fn texts(&self) -> Vec<String> {
         self.bodies.lock().unwrap().iter().map(|b| b["text"].as_str().unwrap_or("?").to_string()).collect()
     }
 }
