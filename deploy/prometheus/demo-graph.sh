@@ -34,13 +34,13 @@ for q in \
     'sum by (source) (rate(syncd_fills_total[10s])) * 60' \
     'histogram_quantile(0.99, sum by (le) (rate(syncd_fill_latency_seconds_bucket[10s])))' \
     'syncd_stream_up' \
-    'syncd_rest_weight_used'; do
+    'syncd_rest_weight_used{interval="1m"}'; do
     url+="g$i.expr=$(enc "$q")&g$i.tab=0&g$i.range_input=$range&"
     i=$((i + 1))
 done
 mkdir -p "$(dirname "$out")"
 chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
     --disable-sync --no-first-run --user-data-dir="$work/chrome" --hide-scrollbars \
-    --window-size=1400,2200 --virtual-time-budget=15000 --screenshot="$out" "$url" 2>"$work/chrome.log"
+    --window-size=1400,3100 --virtual-time-budget=15000 --screenshot="$out" "$url" 2>"$work/chrome.log"
 wait "$demo"
 echo "saved $out"
