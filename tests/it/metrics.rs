@@ -291,3 +291,38 @@ fn healthz_flips_when_the_stream_is_down_past_its_deadline_and_one_alert_goes_pe
     assert!(value(&m, "syncd_stream_reconnects_total{cause=\"error\"}").unwrap_or(0.0) >= 2.0, "{m}");
     daemon.stop(Duration::from_secs(8));
 }
+
+#[test]
+fn a_418_is_counted_and_alerted_once_and_resolved_when_the_ban_is_over() {
+    init_log();
+    // The ban outlasts the 429's hold, so the daemon meets it whoever took the 429.
+    let ex = paper_with(|c| c.rest.ban_base = Duration::from_secs(4));
+    let dir = temp_dir("metrics-418");
+    let sink = Sink::start();
+    let mut cfg = config(&ex, &dir);
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    cfg.alert_webhook = Some(binance_syncd::secret::Secret::new(sink.url.clone()));
+    cfg.alert_quiet = Duration::from_secs(1);
+    let daemon = Daemon::start(&cfg, &fast()).unwrap();
+    let addr = daemon.metrics_addr().unwrap();
+    wait_until("the stream to be up", Duration::from_secs(20), || {
+        value(&get(addr, "/metrics").1, "syncd_stream_up") == Some(1.0)
+    });
+    // Another client on this IP keeps sending inside a 429 hold: the exchange bans the IP, and
+    // with it the daemon.
+    ex.fault("burst_429", &[("count", "1"), ("retry_after", "1")]).unwrap();
+    let ping = format!("{}/api/v3/ping", ex.rest_url());
+    wait_until("the IP banned", Duration::from_secs(10), || crate::util::raw("GET", &ping, "", "", None).status == 418);
+    wait_until("a 418 in /metrics", Duration::from_secs(10), || {
+        value(&get(addr, "/metrics").1, "syncd_rest_http_418_total").unwrap_or(0.0) >= 1.0
+    });
+    wait_until("the alert", Duration::from_secs(5), || sink.texts().iter().any(|t| t.contains("ALERT: HTTP 418")));
+    // Ban (4 s) over, then a quiet second: resolved, once.
+    wait_until("the resolve", Duration::from_secs(15), || sink.texts().iter().any(|t| t.contains("RESOLVED")));
+    std::thread::sleep(Duration::from_millis(1000));
+    let texts = sink.texts();
+    assert_eq!(texts.len(), 2, "{texts:#?}");
+    assert!(texts[1].contains("RESOLVED") && texts[1].contains("418"), "{texts:#?}");
+    assert_eq!(value(&get(addr, "/metrics").1, "syncd_rest_banned_seconds"), Some(0.0));
+    daemon.stop(Duration::from_secs(8));
+}
