@@ -326,8 +326,15 @@ impl Metrics {
         self.last_frame_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// A line is durable in the fill log. `read_at`: when its frame was read off the socket.
-    pub fn fill_logged(&self, symbol: &str, source: Source, read_at: Option<Instant>, own_taker: bool) {
+    /// `fill` is durable in the fill log; `read_at`: when its frame was read off the socket
+    /// (a stream fill), `None` for one read over REST.
+    pub fn fill_logged(&self, fill: &crate::filllog::FillRecord, read_at: Option<Instant>) {
+        let source = if read_at.is_some() { Source::Stream } else { Source::Rest };
+        let own_taker = !fill.maker && crate::executor::ids::tag_of(&fill.client_order_id).is_some();
+        self.count_fill(&fill.symbol, source, read_at, own_taker);
+    }
+
+    pub fn count_fill(&self, symbol: &str, source: Source, read_at: Option<Instant>, own_taker: bool) {
         self.fills.inc(&[symbol, source.as_str()]);
         if let Some(t) = read_at {
             self.fill_latency.observe(t.elapsed());
@@ -689,11 +696,38 @@ mod tests {
     }
 
     #[test]
+    fn only_our_own_taker_fills_count_as_taker_fills() {
+        let m = Metrics::default();
+        let fill = |client_id: &str, maker: bool| crate::filllog::FillRecord {
+            symbol: "BTCUSD".into(),
+            trade_id: 1,
+            order_id: 2,
+            client_order_id: client_id.into(),
+            side: crate::model::Side::Buy,
+            price: crate::Decimal::ONE,
+            qty: crate::Decimal::ONE,
+            quote_qty: crate::Decimal::ONE,
+            commission: crate::Decimal::ONE,
+            commission_asset: "USD".into(),
+            maker,
+            time: 0,
+            seq: 1,
+        };
+        m.fill_logged(&fill("sd-grid-k2x9-1", true), Some(Instant::now()));
+        m.fill_logged(&fill("web-order-7", false), None);
+        assert_eq!(m.taker_fills.get(), 0, "a maker fill of ours and someone else's taker fill");
+        m.fill_logged(&fill("sd-grid-k2x9-2", false), None);
+        assert_eq!(m.taker_fills.get(), 1);
+        assert_eq!((m.fills.get(&["BTCUSD", "stream"]), m.fills.get(&["BTCUSD", "rest"])), (1, 2));
+        assert_eq!(m.fill_latency.count(), 1, "only stream fills are timed");
+    }
+
+    #[test]
     fn labels_are_escaped_and_registered_series_start_at_zero() {
         let m = Metrics::default();
         m.configure(Duration::from_secs(1), &["BTCUSD".to_string()]);
         assert_eq!(m.fills.get(&["BTCUSD", "stream"]), 0);
-        m.fill_logged("BTCUSD", Source::Stream, Some(Instant::now()), false);
+        m.count_fill("BTCUSD", Source::Stream, Some(Instant::now()), false);
         assert_eq!(m.fills.get(&["BTCUSD", "stream"]), 1);
         assert_eq!(m.fill_latency.count(), 1);
         let mut o = Out(String::new());

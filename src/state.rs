@@ -17,7 +17,6 @@
 use crate::config::FsyncPolicy;
 use crate::error::Error;
 use crate::filllog::{FillLog, FillRecord, FillTap};
-use crate::metrics::Source;
 use crate::reconcile::cursor::{Cursors, Journal, Ledger};
 use crate::reconcile::{Answer, Ask, Heard, WriterLink};
 use crate::stream::StreamMsg;
@@ -273,10 +272,7 @@ impl State {
         let flushed = self.ledger.flush();
         for fill in flushed.written {
             // Timed first: durable is now, before the line is logged or handed on.
-            let read_at = self.read_at.remove(&(fill.symbol.clone(), fill.trade_id));
-            let source = if read_at.is_some() { Source::Stream } else { Source::Rest };
-            let own_taker = !fill.maker && crate::executor::ids::tag_of(&fill.client_order_id).is_some();
-            self.settings.metrics.fill_logged(&fill.symbol, source, read_at, own_taker);
+            self.settings.metrics.fill_logged(&fill, self.read_at.remove(&(fill.symbol.clone(), fill.trade_id)));
             log::info!(
                 "fill symbol={} side={} qty={} price={} trade_id={} order_id={} maker={}",
                 fill.symbol,

@@ -402,7 +402,7 @@ mod tests {
         for s in 0..300 {
             // A taker fill every 10 s for 5 minutes: one incident.
             if s % 10 == 0 {
-                a.sources.metrics.fill_logged("BTCUSD", crate::metrics::Source::Stream, None, true);
+                a.sources.metrics.count_fill("BTCUSD", crate::metrics::Source::Stream, None, true);
             }
             sent.extend(a.decide(t0 + Duration::from_secs(s)));
         }
