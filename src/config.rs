@@ -38,6 +38,12 @@
 //! | `SYNCD_PLUGIN_STALL_S` | `5` | a plugin callback running longer than this marks the plugin stalled |
 //! | `SYNCD_PLUGIN_TICK_S` | `1` | how often each plugin gets its tick (and price/balance updates) |
 //! | `SYNCD_PLUGIN_SPIN_US` | `1000` | how long a plugin thread waits awake (spinning) for a fill being written; 0 or one CPU: asleep |
+//! | `SYNCD_METRICS_ADDR` | unset (no server) | `host:port` serving `/metrics` (Prometheus text) and `/healthz`, e.g. `127.0.0.1:9464` |
+//! | `SYNCD_METRICS_PUBLIC` | `false` | allow a `SYNCD_METRICS_ADDR` that is not a loopback address |
+//! | `SYNCD_STREAM_DEADLINE_S` | `60` | the stream may be down this long before `/healthz` says 503 and an alert goes |
+//! | `SYNCD_ALERT_WEBHOOK` | unset (no alerts) | Slack-compatible webhook URL (JSON `{"text": ...}` POST); a secret, never logged |
+//! | `SYNCD_ALERT_REPEAT_S` | `900` | an open incident is repeated after this long, then after twice that, and so on |
+//! | `SYNCD_ALERT_QUIET_S` | `600` | an incident made of events (418, taker fill, filter rejection) is resolved after this long without one |
 //! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
 //!
 //! Intervals in seconds accept decimals (`0.5`).
@@ -94,6 +100,11 @@ pub struct Config {
     pub plugin_tick: Duration,
     /// How long a plugin thread waits awake for a fill being written (0: asleep).
     pub plugin_spin: Duration,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub stream_deadline: Duration,
+    pub alert_webhook: Option<Secret>,
+    pub alert_repeat: Duration,
+    pub alert_quiet: Duration,
 }
 
 /// What a command needs beyond the defaults.
@@ -210,14 +221,7 @@ impl Config {
         let price_poll = secs_var(&var, "SYNCD_PRICE_POLL_S", "2", &mut problems);
         let avg_price_poll = secs_var(&var, "SYNCD_AVG_PRICE_POLL_S", "10", &mut problems);
         let book_refresh = secs_var(&var, "SYNCD_BOOK_REFRESH_S", "300", &mut problems);
-        let cancel_on_exit = match var("SYNCD_CANCEL_ON_EXIT").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("false" | "0" | "no" | "off") => false,
-            Some("true" | "1" | "yes" | "on") => true,
-            Some(other) => {
-                problems.push(format!("SYNCD_CANCEL_ON_EXIT: {other:?} is not one of true, false"));
-                false
-            }
-        };
+        let cancel_on_exit = bool_var(&var, "SYNCD_CANCEL_ON_EXIT", &mut problems);
         let strategy_limits = crate::executor::StrategyLimits {
             max_open: int_var(&var, "SYNCD_STRATEGY_MAX_OPEN", 20, 1, 100_000, &mut problems),
             max_orders_10s: int_var(&var, "SYNCD_STRATEGY_MAX_ORDERS_10S", 10, 1, 100_000, &mut problems),
@@ -229,6 +233,30 @@ impl Config {
         let plugin_stall = secs_var(&var, "SYNCD_PLUGIN_STALL_S", "5", &mut problems);
         let plugin_tick = secs_var(&var, "SYNCD_PLUGIN_TICK_S", "1", &mut problems);
         let plugin_spin = Duration::from_micros(int_var(&var, "SYNCD_PLUGIN_SPIN_US", 1000, 0, 10_000, &mut problems));
+        let metrics_public = bool_var(&var, "SYNCD_METRICS_PUBLIC", &mut problems);
+        let metrics_addr = var("SYNCD_METRICS_ADDR").and_then(|text| match text.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() || metrics_public => Some(a),
+            Ok(a) => {
+                problems.push(format!(
+                    "SYNCD_METRICS_ADDR: {a} is not a loopback address; set SYNCD_METRICS_PUBLIC=true to serve metrics there"
+                ));
+                None
+            }
+            Err(_) => {
+                problems.push(format!("SYNCD_METRICS_ADDR: {text:?} is not an address like 127.0.0.1:9464"));
+                None
+            }
+        });
+        let stream_deadline = secs_var(&var, "SYNCD_STREAM_DEADLINE_S", "60", &mut problems);
+        let alert_webhook = var("SYNCD_ALERT_WEBHOOK").map(Secret::new);
+        if let Some(url) = &alert_webhook {
+            // Checked without echoing it: the URL carries the webhook's token.
+            if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
+                problems.push("SYNCD_ALERT_WEBHOOK: must start with http:// or https://".to_string());
+            }
+        }
+        let alert_repeat = secs_var(&var, "SYNCD_ALERT_REPEAT_S", "900", &mut problems);
+        let alert_quiet = secs_var(&var, "SYNCD_ALERT_QUIET_S", "600", &mut problems);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -267,7 +295,24 @@ impl Config {
             plugin_stall,
             plugin_tick,
             plugin_spin,
+            metrics_addr,
+            stream_deadline,
+            alert_webhook,
+            alert_repeat,
+            alert_quiet,
         })
+    }
+}
+
+/// `true`/`false` (and 1/0, yes/no, on/off); unset is false.
+fn bool_var(var: &impl Fn(&str) -> Option<String>, name: &str, problems: &mut Vec<String>) -> bool {
+    match var(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no" | "off") => false,
+        Some("true" | "1" | "yes" | "on") => true,
+        Some(other) => {
+            problems.push(format!("{name}: {other:?} is not one of true, false"));
+            false
+        }
     }
 }
 
@@ -429,6 +474,29 @@ mod tests {
         ] {
             assert_eq!(errs.iter().filter(|e| e.starts_with(&format!("{name}:"))).count(), 1, "{name} in {errs:?}");
         }
+    }
+
+    #[test]
+    fn metrics_address_is_loopback_unless_public() {
+        let none = Needs { credentials: false, symbols: false };
+        let c = load(&[("SYNCD_METRICS_ADDR", "127.0.0.1:9464")], none).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.stream_deadline, Duration::from_secs(60));
+        let errs = load(&[("SYNCD_METRICS_ADDR", "0.0.0.0:9464")], none).unwrap_err();
+        assert!(errs.len() == 1 && errs[0].contains("SYNCD_METRICS_PUBLIC=true"), "{errs:?}");
+        let c = load(&[("SYNCD_METRICS_ADDR", "0.0.0.0:9464"), ("SYNCD_METRICS_PUBLIC", "true")], none).unwrap();
+        assert!(c.metrics_addr.is_some_and(|a| !a.ip().is_loopback()));
+        let errs = load(&[("SYNCD_METRICS_ADDR", "localhost")], none).unwrap_err();
+        assert!(errs[0].starts_with("SYNCD_METRICS_ADDR:"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_bad_webhook_is_refused_without_echoing_it() {
+        let none = Needs { credentials: false, symbols: false };
+        let errs = load(&[("SYNCD_ALERT_WEBHOOK", "hooks.example/T0KEN")], none).unwrap_err();
+        assert!(errs.len() == 1 && !errs[0].contains("T0KEN"), "{errs:?}");
+        let c = load(&[("SYNCD_ALERT_WEBHOOK", "https://hooks.example/T0KEN")], none).unwrap();
+        assert!(!format!("{c:?}").contains("T0KEN"));
     }
 
     #[test]

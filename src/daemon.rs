@@ -68,6 +68,7 @@ pub struct Daemon {
     cancel_on_exit: bool,
     plugins: Option<PluginView>,
     tap: crate::filllog::FillTap,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Daemon {
@@ -100,6 +101,17 @@ impl Daemon {
             Err(e) => return Err(e),
             Ok(_) => {}
         }
+        let metrics = rest.metrics().clone();
+        metrics.configure(config.stream_deadline, &config.symbols);
+        // Bound before any thread starts: an address in use is a configuration problem.
+        let listener = match config.metrics_addr {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| Error::Config(format!("SYNCD_METRICS_ADDR: cannot listen on {addr}: {}", e.kind())))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let tap = crate::filllog::FillTap::default();
         let state = State::open(
             StateSettings {
@@ -107,6 +119,7 @@ impl Daemon {
                 state_dir: config.state_dir.clone(),
                 fill_log: config.fill_log.clone(),
                 fsync: config.fsync,
+                metrics: metrics.clone(),
             },
             tap.clone(),
         )?;
@@ -207,6 +220,27 @@ impl Daemon {
             plugins = Some(host.view());
             threads.push(("plugins", host.spawn(stop_rx.clone()).map_err(spawn_err)?));
         }
+        let sources = crate::metrics::Sources {
+            metrics,
+            gate: rest.gate().clone(),
+            clock: rest.clock().clone(),
+            executor: Some(executor_link.clone()),
+            plugins: plugins.clone(),
+            tap: Some(tap.clone()),
+        };
+        if let Some(listener) = listener {
+            threads.push((
+                "metrics",
+                crate::metrics::server::spawn(listener, sources.clone(), stop_rx.clone()).map_err(spawn_err)?,
+            ));
+            log::info!("daemon: metrics on http://{}/metrics", metrics_addr.map_or("?".into(), |a| a.to_string()));
+        }
+        if let Some(webhook) = &config.alert_webhook {
+            let settings =
+                crate::metrics::alerts::AlertSettings::new(webhook.clone(), config.alert_repeat, config.alert_quiet);
+            let alerter = crate::metrics::alerts::Alerter::new(settings, sources);
+            threads.push(("alerts", alerter.spawn(stop_rx.clone()).map_err(spawn_err)?));
+        }
         // A core thread that ends while we run is a bug or a fatal error: stop everything.
         let watch_threads: Vec<&'static str> = threads.iter().map(|(n, _)| *n).collect();
         log::info!("daemon: running threads {watch_threads:?} for {:?}", config.symbols);
@@ -221,7 +255,19 @@ impl Daemon {
             cancel_on_exit: config.cancel_on_exit,
             plugins,
             tap,
+            metrics_addr,
         })
+    }
+
+    /// Where `/metrics` and `/healthz` are served (the bound port when `SYNCD_METRICS_ADDR`
+    /// asked for port 0).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The metrics registry every thread of this daemon reports to.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.rest.metrics()
     }
 
     /// The fill log's followers: a new follower gets every line from now on (see

@@ -65,11 +65,28 @@ pub struct DemoSummary {
     pub orders_placed: usize,
     pub orders_not_placed: usize,
     pub fill_log: PathBuf,
+    /// Stream fills timed (frame read to line durable), and the bounds of the histogram
+    /// buckets holding the median and the 99th percentile.
+    pub latency_samples: u64,
+    pub latency_p50: Option<Duration>,
+    pub latency_p99: Option<Duration>,
 }
 
 impl DemoSummary {
     pub fn ok(&self) -> bool {
         self.missing == 0 && self.duplicates == 0 && self.unknown == 0
+    }
+
+    /// The daemon's own stream fill latency, from its histogram (bucket bounds).
+    pub fn latency_line(&self) -> String {
+        let ms =
+            |d: Option<Duration>| d.map_or("> 10 s".to_string(), |d| format!("<= {:.2} ms", d.as_secs_f64() * 1e3));
+        format!(
+            "demo: fill latency (frame read to line durable) over {} stream fills: p50 {}, p99 {}",
+            self.latency_samples,
+            ms(self.latency_p50),
+            ms(self.latency_p99)
+        )
     }
 }
 
@@ -197,6 +214,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     .into_iter()
     .collect();
     let mut vars = vars;
+    // The operator's metrics and alert settings apply to the demo's daemon too (a Prometheus
+    // can watch the demo).
+    for name in ["SYNCD_METRICS_ADDR", "SYNCD_METRICS_PUBLIC", "SYNCD_STREAM_DEADLINE_S", "SYNCD_ALERT_WEBHOOK"] {
+        if let Ok(v) = std::env::var(name) {
+            vars.insert(name, v);
+        }
+    }
     let plugin = find_plugin(opts);
     let plugin_dir = opts.dir.join("plugins");
     if let Some(so) = &plugin {
@@ -220,6 +244,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         .map_err(|p| Error::Config(p.join("; ")))?;
     let daemon = Daemon::start(&config, &Tuning::from_config(&config))?;
     println!("demo: daemon running; fill log {}", fill_log.display());
+    if let Some(addr) = daemon.metrics_addr() {
+        println!("demo: metrics at http://{addr}/metrics and http://{addr}/healthz");
+    }
 
     let rest = paper_client(&ex, false)?;
     let (strategy, replies) = daemon.executor().strategy("demo")?;
@@ -312,9 +339,14 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         placed = stats.placed as usize;
         refused = (stats.refused + stats.rejected) as usize;
     }
+    let metrics = daemon.metrics().clone();
     daemon.stop(Duration::from_secs(8));
     show(tail(&fill_log, &mut offset), printed, opts.verbose);
-    grade(&ex.report(), &fill_log, placed, refused)
+    let mut summary = grade(&ex.report(), &fill_log, placed, refused)?;
+    summary.latency_samples = metrics.fill_latency.count();
+    summary.latency_p50 = metrics.fill_latency.quantile_bound(0.5);
+    summary.latency_p99 = metrics.fill_latency.quantile_bound(0.99);
+    Ok(summary)
 }
 
 /// One line: the stream, fills, orders, weight and plugins.
@@ -383,5 +415,8 @@ fn grade(report: &serde_json::Value, fill_log: &Path, placed: usize, refused: us
         orders_placed: placed,
         orders_not_placed: refused,
         fill_log: fill_log.to_path_buf(),
+        latency_samples: 0,
+        latency_p50: None,
+        latency_p99: None,
     })
 }

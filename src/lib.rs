@@ -24,6 +24,7 @@
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
+//! | [`metrics`] | the metrics registry (atomics), THREAD `metrics` (`/metrics`, `/healthz`), THREAD `alerts` (webhook) |
 //! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
 //! | [`demo`] | `demo`: the whole product on the paper exchange, in one process |
 //! | [`paper`] | the Binance.US-compatible paper exchange (REST + WS + faults); imports none of the roles |
@@ -40,6 +41,7 @@ pub mod exit;
 pub mod filllog;
 pub mod filters;
 pub mod keepalive;
+pub mod metrics;
 pub mod model;
 pub mod paper;
 pub mod plugin;

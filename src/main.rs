@@ -129,6 +129,7 @@ fn demo(args: &[String]) -> ExitCode {
                 "demo: {} maker orders placed, {} not placed (refused locally or would have crossed)",
                 s.orders_placed, s.orders_not_placed
             );
+            println!("{}", s.latency_line());
             if s.ok() {
                 ExitCode::SUCCESS
             } else {

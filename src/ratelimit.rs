@@ -325,6 +325,20 @@ impl Budget {
         self.blocked_until = self.blocked_until.max(now.mono_ms + 5 * 60_000);
     }
 
+    /// Each limiter's usage at `now`: (interval like `1m`, (used, limit), a weight limiter).
+    pub fn usage(&self, now: Now) -> Vec<(String, (u64, u64), bool)> {
+        let used = |w: &Window| (w.used_at(now.server_ms), w.limit.limit);
+        self.windows
+            .iter()
+            .map(|w| (w.limit.header_suffix().to_ascii_lowercase(), used(w), w.limit.kind == LimitKind::Weight))
+            .collect()
+    }
+
+    /// What is left of a 418 ban at `now`.
+    pub fn banned_ms(&self, now: Now) -> Option<i64> {
+        (now.mono_ms < self.banned_until).then(|| self.banned_until - now.mono_ms)
+    }
+
     /// HTTP 418: banned. Binance bans start at 2 minutes; without `Retry-After` assume that.
     pub fn on_418(&mut self, now: Now, retry_after_ms: Option<i64>) {
         self.stats.http_418 += 1;
@@ -468,6 +482,18 @@ impl RateGate {
 
     pub fn stats(&self) -> GateStats {
         self.lock().stats.clone()
+    }
+
+    /// See [`Budget::usage`]; for `/metrics`.
+    pub fn usage(&self) -> Vec<(String, (u64, u64), bool)> {
+        let now = self.now();
+        self.lock().usage(now)
+    }
+
+    /// What is left of a 418 ban, if one holds.
+    pub fn banned_for(&self) -> Option<Duration> {
+        let now = self.now();
+        self.lock().banned_ms(now).map(|ms| Duration::from_millis(ms.max(0) as u64))
     }
 
     /// Wakes every waiter and makes further `acquire`s fail: the process is stopping.

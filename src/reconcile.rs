@@ -253,6 +253,7 @@ impl Reconciler {
                 Err(e) => log::warn!("reconcile {symbol}: {e}; will retry"),
             }
         }
+        self.rest.metrics().reconcile_pass();
         self.drain(link);
         let every = self.every();
         self.next = match retry_after {

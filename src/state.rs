@@ -22,6 +22,7 @@ use crate::reconcile::{Answer, Ask, Heard, WriterLink};
 use crate::stream::StreamMsg;
 use crate::wire::UserEvent;
 use crossbeam_channel::{Receiver, Sender};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub struct StateSettings {
     pub state_dir: PathBuf,
     pub fill_log: PathBuf,
     pub fsync: FsyncPolicy,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Where the cursors are saved.
@@ -94,6 +96,8 @@ pub struct State {
     last_alert: Option<Instant>,
     /// Where each durable fill goes next (plugins): never waits for a follower.
     tap: FillTap,
+    /// When each stream fill still waiting to be written was read off the socket.
+    read_at: HashMap<(String, u64), Instant>,
 }
 
 impl State {
@@ -116,7 +120,8 @@ impl State {
             report.lines,
             cursors.next_from_id
         );
-        Ok(State { settings, ledger: Ledger::new(log, cursors), unsaved: false, last_alert: None, tap })
+        let read_at = HashMap::new();
+        Ok(State { settings, ledger: Ledger::new(log, cursors), unsaved: false, last_alert: None, tap, read_at })
     }
 
     /// The cursors as opened: the reconciler starts from a copy.
@@ -193,11 +198,11 @@ impl State {
                 log::warn!("state: stream down ({reason}); fills continue over REST");
                 let _ = heard.send(Heard::Down);
             }
-            StreamMsg::Event(event) => self.on_event(event, heard),
+            StreamMsg::Event(event, read_at) => self.on_event(event, heard, read_at),
         }
     }
 
-    fn on_event(&mut self, event: UserEvent, heard: &Sender<Heard>) {
+    fn on_event(&mut self, event: UserEvent, heard: &Sender<Heard>, read_at: Instant) {
         match event {
             UserEvent::Execution(report) => {
                 let client_id = report.order_client_id();
@@ -209,7 +214,7 @@ impl State {
                     });
                 }
                 if let Some(fill) = report.fill() {
-                    self.accept(fill);
+                    self.accept(fill, read_at);
                 } else {
                     log::debug!(
                         "order symbol={} order_id={} status={} exec={}",
@@ -252,9 +257,10 @@ impl State {
     }
 
     /// Logs a fill unless it is already in the log; keeps it in memory if the log fails.
-    fn accept(&mut self, fill: FillRecord) {
+    fn accept(&mut self, fill: FillRecord, read_at: Instant) {
         let (symbol, trade_id) = (fill.symbol.clone(), fill.trade_id);
         if self.ledger.offer(fill) {
+            self.read_at.insert((symbol, trade_id), read_at);
             self.flush();
         } else {
             log::debug!("fill symbol={symbol} trade_id={trade_id} already logged");
@@ -265,8 +271,9 @@ impl State {
     fn flush(&mut self) {
         let flushed = self.ledger.flush();
         for fill in flushed.written {
-            // Followers before the log line: formatting and writing it to stderr is not theirs
-            // to wait for.
+            // Timed first (durable is now), then handed on before the line is logged:
+            // formatting and writing it to stderr is not the followers' to wait for.
+            self.settings.metrics.fill_logged(&fill, self.read_at.remove(&(fill.symbol.clone(), fill.trade_id)));
             self.tap.publish(&fill);
             log::info!(
                 "fill symbol={} side={} qty={} price={} trade_id={} order_id={} maker={}",
@@ -279,7 +286,13 @@ impl State {
                 fill.maker
             );
         }
+        if self.ledger.held() == 0 {
+            // Fills offered but not written (already in the log) leave nothing behind.
+            self.read_at.clear();
+            self.settings.metrics.filllog_ok();
+        }
         if let Some(e) = flushed.failed {
+            self.settings.metrics.filllog_failed();
             let loud = self.last_alert.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
             if loud {
                 log::error!(

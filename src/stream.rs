@@ -31,14 +31,11 @@ use tungstenite::{Message, WebSocket};
 #[derive(Debug, Clone)]
 pub enum StreamMsg {
     /// Connected; the events that follow are live. Reconcile now.
-    Up {
-        session: u64,
-    },
-    Event(UserEvent),
+    Up { session: u64 },
+    /// With the time its frame was read off the socket (the fill-latency histogram starts there).
+    Event(UserEvent, Instant),
     /// The connection is gone; fills must come by REST until the next `Up`.
-    Down {
-        reason: String,
-    },
+    Down { reason: String },
 }
 
 /// Where the stream's messages go: `state` first (it logs fills, and the stream is useless
@@ -67,7 +64,7 @@ impl Fanout {
     /// (the executor) get the message first, so it is queued there before the fill log's
     /// writer can publish it and a strategy react to the fill.
     pub fn send(&self, msg: StreamMsg) -> Result<(), StateGone> {
-        if let (Some(tap), StreamMsg::Event(UserEvent::Execution(r))) = (&self.tap, &msg) {
+        if let (Some(tap), StreamMsg::Event(UserEvent::Execution(r), _)) = (&self.tap, &msg) {
             if r.execution_type == "TRADE" {
                 tap.expect();
             }
@@ -307,6 +304,7 @@ impl Stream {
                 }
                 Err(Error::Stopped) => return,
                 Err(e) => {
+                    self.rest.metrics().stream_connect_failures.inc();
                     delay = backoff.next_delay(Instant::now());
                     log::warn!("stream: cannot get a listen key ({e}); retrying in {delay:?}");
                     continue;
@@ -320,6 +318,7 @@ impl Stream {
             {
                 Ok(ws) => ws,
                 Err(e) => {
+                    self.rest.metrics().stream_connect_failures.inc();
                     delay = backoff.next_delay(Instant::now());
                     log::warn!("stream: connect failed ({e}); retrying in {delay:?}");
                     continue;
@@ -328,6 +327,7 @@ impl Stream {
             session += 1;
             backoff.connected(Instant::now());
             log::info!("stream: connected session={session} key={}", key.fingerprint());
+            self.rest.metrics().stream_up();
             if self.events.send(StreamMsg::Up { session }).is_err() {
                 return;
             }
@@ -340,6 +340,7 @@ impl Stream {
                     End::Handover(next) => {
                         session += 1;
                         log::info!("stream: serverShutdown; moved to session={session} with no gap");
+                        self.rest.metrics().stream_handover();
                         if self.events.send(StreamMsg::Up { session }).is_err() {
                             return;
                         }
@@ -351,6 +352,7 @@ impl Stream {
                             delay = s.backoff_min;
                         }
                         log::warn!("stream: session={session} lost ({reason}); reconnecting in {delay:?}");
+                        self.rest.metrics().stream_down(&reason);
                         if self.events.send(StreamMsg::Down { reason }).is_err() {
                             return;
                         }
@@ -395,7 +397,7 @@ impl Stream {
             if let Message::Text(text) = msg {
                 if let Ok(event) = parse_event(text.as_str()) {
                     if !matches!(event, UserEvent::ServerShutdown | UserEvent::ListenKeyExpired | UserEvent::Unknown(_))
-                        && self.events.send(StreamMsg::Event(event)).is_err()
+                        && self.events.send(StreamMsg::Event(event, Instant::now())).is_err()
                     {
                         break;
                     }
@@ -451,6 +453,7 @@ impl Stream {
             match ws.read() {
                 Ok(msg) => {
                     last_rx = Instant::now();
+                    self.rest.metrics().frame();
                     match msg {
                         Message::Text(text) => match parse_event(text.as_str()) {
                             Ok(UserEvent::ListenKeyExpired) => {
@@ -469,7 +472,7 @@ impl Stream {
                             }
                             Ok(UserEvent::Unknown(kind)) => log::debug!("stream: ignoring event type {kind}"),
                             Ok(event) => {
-                                if self.events.send(StreamMsg::Event(event)).is_err() {
+                                if self.events.send(StreamMsg::Event(event, last_rx)).is_err() {
                                     return End::Stop;
                                 }
                             }

@@ -118,20 +118,32 @@ impl ClientIds {
     /// The strategy tag inside one of this daemon's ids; `None` for an id it did not make
     /// (another client, the web UI, an id the exchange generated, another daemon).
     pub fn tag_of<'a>(&self, client_order_id: &'a str) -> Option<&'a str> {
-        let mut parts = client_order_id.split('-');
-        let ours = parts.next() == Some(PREFIX);
-        let tag = parts.next()?;
-        let (instance, epoch, seq) = (parts.next()?, parts.next()?, parts.next()?);
-        let b36 =
-            |s: &str| !s.is_empty() && s.len() <= 13 && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-        (ours
-            && parts.next().is_none()
-            && super::intent::valid_tag(tag)
-            && instance == self.instance
-            && b36(epoch)
-            && b36(seq))
-        .then_some(tag)
+        tag_in(client_order_id, Some(&self.instance))
     }
+
+    /// This daemon's instance (the part of its ids that tells them from another daemon's).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+/// The strategy tag of an id of the `sd-` shape made by `instance`, or by any daemon when
+/// `instance` is `None`.
+pub fn tag_in<'a>(client_order_id: &'a str, instance: Option<&str>) -> Option<&'a str> {
+    let mut parts = client_order_id.split('-');
+    let ours = parts.next() == Some(PREFIX);
+    let tag = parts.next()?;
+    let (made_by, epoch, seq) = (parts.next()?, parts.next()?, parts.next()?);
+    let b36 =
+        |s: &str| !s.is_empty() && s.len() <= 13 && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+    (ours
+        && parts.next().is_none()
+        && super::intent::valid_tag(tag)
+        && valid_instance(made_by)
+        && instance.is_none_or(|i| i == made_by)
+        && b36(epoch)
+        && b36(seq))
+    .then_some(tag)
 }
 
 #[cfg(test)]

@@ -158,6 +158,11 @@ impl ExecutorLink {
         self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The counters only, without copying the book (for `/metrics`).
+    pub fn stats(&self) -> ExecutorStats {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).stats.clone()
+    }
+
     /// The stream's reports of the orders of strategy `tag` from now on (until the receiver
     /// is dropped).
     pub fn reports(&self, tag: &str) -> Receiver<OrderReport> {
@@ -288,6 +293,7 @@ impl Executor {
         rules: LiveRules,
     ) -> Result<(Executor, ExecutorLink, Receiver<Request>), Error> {
         let ids = ClientIds::open(&settings.state_dir, desk.rest().clock().now_ms())?;
+        desk.rest().metrics().set_instance(ids.instance());
         let (tx, rx) = crossbeam_channel::bounded(1024);
         let view = Arc::new(Mutex::new(ExecutorView::default()));
         let reports: ReportTaps = Arc::default();
@@ -457,6 +463,7 @@ impl Executor {
     }
 
     fn publish(&mut self) {
+        self.desk.rest().metrics().executor_queue.set(self.queues.values().map(VecDeque::len).sum::<usize>() as i64);
         if !self.dirty {
             return;
         }
@@ -499,6 +506,7 @@ impl Executor {
             Outcome::CanceledAll { canceled, .. } => s.canceled += canceled.len() as u64,
             Outcome::Refused { .. } => s.refused += 1,
             Outcome::Rejected { code, msg, .. } => {
+                self.desk.rest().metrics().rejected(*code);
                 s.rejected += 1;
                 if is_taker_rejection(*code, msg) {
                     s.taker_rejections += 1;
@@ -698,7 +706,7 @@ impl Executor {
                 self.next_rebuild_try = Instant::now();
             }
             StreamMsg::Down { .. } => {}
-            StreamMsg::Event(UserEvent::Execution(r)) => {
+            StreamMsg::Event(UserEvent::Execution(r), _) => {
                 // The position event that follows this report includes the order's lock.
                 self.balances.reported(r.order_client_id());
                 self.book.apply_report(&r);
@@ -706,17 +714,17 @@ impl Executor {
                 self.resolve_from_stream(&r.symbol, r.order_id, r.order_client_id(), &r.status);
                 self.forward_report(&r);
             }
-            StreamMsg::Event(UserEvent::Position(p)) => {
+            StreamMsg::Event(UserEvent::Position(p), _) => {
                 for b in p.balances {
                     self.balances.position(&b.asset, b.free, b.locked);
                 }
                 self.dirty = true;
             }
-            StreamMsg::Event(UserEvent::BalanceUpdate(u)) => {
+            StreamMsg::Event(UserEvent::BalanceUpdate(u), _) => {
                 self.balances.add_free(&u.asset, u.delta);
                 self.dirty = true;
             }
-            StreamMsg::Event(_) => {}
+            StreamMsg::Event(..) => {}
         }
     }
 

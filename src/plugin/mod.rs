@@ -90,6 +90,8 @@ pub struct PluginStatus {
     pub problem: String,
     /// Sequence number of the last fill delivered.
     pub delivered: u64,
+    /// Fills waiting in its channel, as of the last delivery.
+    pub queued: u64,
     /// Versions loaded since the daemon started.
     pub loads: u64,
     /// The last swap's pause: the old version's last callback to the new one's first (µs).
@@ -871,7 +873,8 @@ impl Runner {
             return Err(status);
         }
         run.delivered = fill.seq;
-        self.view.update(&self.name, |s| s.delivered = fill.seq);
+        let queued = self.fills.len() as u64;
+        self.view.update(&self.name, |s| (s.delivered, s.queued) = (fill.seq, queued));
         Ok(())
     }
 

@@ -158,6 +158,7 @@ pub struct RestClient {
     /// Set once the order desk has been handed out: there is one per client.
     desk_taken: std::sync::atomic::AtomicBool,
     lane: Lane,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long a background request waits for the lane before it gives its turn up.
@@ -323,6 +324,7 @@ impl RestClient {
             gate,
             desk_taken: std::sync::atomic::AtomicBool::new(false),
             lane: Lane::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -339,6 +341,11 @@ impl RestClient {
 
     pub fn gate(&self) -> &Arc<RateGate> {
         &self.gate
+    }
+
+    /// The daemon's metrics registry: every thread that holds this client reports there.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Sends one request and returns the body of a 2xx answer. Signs if the endpoint needs it

@@ -2,6 +2,7 @@
 
 mod executor;
 mod faults;
+mod metrics;
 mod mock;
 mod paper_rest;
 mod paper_stream;

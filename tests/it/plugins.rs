@@ -182,7 +182,9 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
     let conf = |name: &str, extra: &str| {
         format!("record = {}\nhistory = all\n{extra}\n", dir.join(format!("{name}.rec")).display())
     };
-    let mut rig = Rig::start(
+    let sink = crate::metrics::Sink::start();
+    let webhook = binance_syncd::secret::Secret::new(sink.url.clone());
+    let mut rig = Rig::start_with(
         "plugin-faults",
         &[
             ("panicky", &so, &conf("panicky", "mode = panic")),
@@ -190,6 +192,10 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
             ("sleepy", &so, &conf("sleepy", "mode = sleep\nsleep_ms = 1500")),
             ("calm", &so, &conf("calm", "")),
         ],
+        |cfg| {
+            cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+            cfg.alert_webhook = Some(webhook);
+        },
     );
     rig.dir = dir;
     for name in ["panicky", "failing", "sleepy", "calm"] {
@@ -213,6 +219,24 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
     assert!(failing.problem.contains("status -2"), "{failing:?}");
     assert_eq!(fills_of(&rig.record("panicky")).len(), 1, "disabled after its first fill");
     rig.wait_status("sleepy", "stalled", |s| s.state == "stalled");
+    // The metrics and the alerts see the same: one alert each for the panic and the error.
+    let addr = rig.daemon.as_ref().and_then(|d| d.metrics_addr()).unwrap();
+    let scrape = crate::metrics::get(addr, "/metrics").1;
+    for (plugin, state) in [("panicky", "disabled"), ("failing", "disabled"), ("calm", "running")] {
+        let series = format!("syncd_plugin_state{{plugin=\"{plugin}\",state=\"{state}\"}}");
+        assert_eq!(crate::metrics::value(&scrape, &series), Some(1.0), "{series} in\n{scrape}");
+    }
+    let calm_seq = crate::metrics::value(&scrape, "syncd_plugin_delivered_seq{plugin=\"calm\"}");
+    assert_eq!(calm_seq, Some(last as f64), "{scrape}");
+    wait_until("the plugin alerts", Duration::from_secs(5), || {
+        let t = sink.texts();
+        ["panicky is disabled", "failing is disabled", "sleepy is stalled"]
+            .iter()
+            .all(|w| t.iter().any(|x| x.contains(w)))
+    });
+    let texts = sink.texts();
+    assert_eq!(texts.iter().filter(|t| t.contains("ALERT: plugin panicky is disabled")).count(), 1, "{texts:#?}");
+    assert!(texts.iter().any(|t| t.contains("panicked")), "the problem is in the alert: {texts:#?}");
     // The daemon goes on: more fills are logged and reach the calm plugin.
     rig.fill();
     let fills = wait_lines(&rig.cfg.fill_log, 7, Duration::from_secs(20));

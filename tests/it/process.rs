@@ -190,7 +190,14 @@ fn a_full_disk_holds_fills_in_memory_and_writes_them_when_space_returns() {
     // across exec. The limit is lifted later from outside with prlimit, as freeing space would.
     let mut cmd = Command::new("bash");
     cmd.args(["-c", "trap '' XFSZ; ulimit -S -f 8; exec \"$0\" run", env!("CARGO_BIN_EXE_binance-syncd")]);
-    let mut child = configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::from(log), "info").spawn().expect("spawn");
+    // The metrics and the alerts see it too.
+    let metrics = crate::metrics::free_addr();
+    let sink = crate::metrics::Sink::start();
+    let mut child = configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::from(log), "info")
+        .env("SYNCD_METRICS_ADDR", metrics.to_string())
+        .env("SYNCD_ALERT_WEBHOOK", &sink.url)
+        .spawn()
+        .expect("spawn");
     let end = Instant::now() + Duration::from_secs(10);
     while ex.report()["sessions"].as_array().unwrap().is_empty() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
@@ -205,6 +212,10 @@ fn a_full_disk_holds_fills_in_memory_and_writes_them_when_space_returns() {
         assert!(Instant::now() < end, "the daemon never reported the full disk");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let scrape = crate::metrics::get(metrics, "/metrics").1;
+    assert_eq!(crate::metrics::value(&scrape, "syncd_filllog_failing"), Some(1.0), "{scrape}");
+    assert!(crate::metrics::value(&scrape, "syncd_filllog_write_errors_total").unwrap_or(0.0) >= 1.0);
+    crate::faults::wait_until("the fill-log alert", Duration::from_secs(5), || !sink.texts().is_empty());
     // Whole lines only (read_log parses every line), fewer than the fills made.
     let written = read_log(&dir.join("fills.jsonl"));
     assert!(written.len() < 40, "{} lines: the limit did not bite", written.len());
@@ -228,6 +239,16 @@ fn a_full_disk_holds_fills_in_memory_and_writes_them_when_space_returns() {
         .expect("prlimit (util-linux) is needed for this test");
     assert!(lifted.success());
     let fills = crate::sync::wait_lines(&dir.join("fills.jsonl"), 40, Duration::from_secs(20));
+    crate::faults::wait_until("the resolve", Duration::from_secs(5), || sink.texts().len() >= 2);
+    let texts = sink.texts();
+    assert_eq!(texts.len(), 2, "{texts:#?}");
+    assert!(texts[0].contains("ALERT: cannot write the fill log"), "{texts:#?}");
+    assert!(texts[1].contains("RESOLVED") && texts[1].contains("fill log"), "{texts:#?}");
+    let scrape = crate::metrics::get(metrics, "/metrics").1;
+    assert_eq!(crate::metrics::value(&scrape, "syncd_filllog_failing"), Some(0.0), "{scrape}");
+    // The webhook's path is its secret: the daemon's log names only the host.
+    let daemon_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(daemon_log.contains("alerts: to http://127.0.0.1:") && !daemon_log.contains("SECRETTOKEN"));
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
