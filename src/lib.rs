@@ -24,6 +24,8 @@
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
 //! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
+//! | [`notify`] | systemd's notify protocol: `READY=1`, `WATCHDOG=1`, `STATUS=`, `STOPPING=1`; std only |
+//! | [`utc`] | UTC timestamps printed and parsed, for the CLI and the log |
 //! | [`demo`] | `demo`: the whole product on the paper exchange, in one process |
 //! | [`paper`] | the Binance.US-compatible paper exchange (REST + WS + faults); imports none of the roles |
 #![deny(unsafe_code)]
@@ -40,6 +42,7 @@ pub mod filllog;
 pub mod filters;
 pub mod keepalive;
 pub mod model;
+pub mod notify;
 pub mod paper;
 pub mod plugin;
 pub mod ratelimit;
@@ -49,6 +52,7 @@ pub mod rules;
 pub mod secret;
 pub mod state;
 pub mod stream;
+pub mod utc;
 pub mod wire;
 
 pub use decimal::Decimal;

@@ -199,7 +199,8 @@ fn run() -> ExitCode {
         Err(code) => return code,
     };
     let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
-    if let Err(e) = watch_signals(exit_tx) {
+    let (hangup_tx, hangup_rx) = crossbeam_channel::unbounded::<()>();
+    if let Err(e) = watch_signals(exit_tx, hangup_tx) {
         eprintln!("binance-syncd: {e}");
         return ExitCode::from(error_code(&e));
     }
@@ -239,6 +240,13 @@ fn run() -> ExitCode {
             }
         }
     };
+    // SIGHUPs (queued since start-up too) reopen the fill log.
+    let reopen = daemon.fill_log_reopener();
+    std::thread::spawn(move || {
+        for () in hangup_rx {
+            let _ = reopen.try_send(());
+        }
+    });
     // Signals now go to the daemon's own exit channel too.
     let forward = daemon.exit_tx.clone();
     std::thread::spawn(move || {

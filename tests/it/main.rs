@@ -3,6 +3,7 @@
 mod executor;
 mod faults;
 mod mock;
+mod ops;
 mod paper_rest;
 mod paper_stream;
 mod plugins;
