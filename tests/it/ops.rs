@@ -154,3 +154,78 @@ fn sighup_mid_stream_rotates_the_fill_log_without_loss_or_repeat_and_seq_survive
     let all = assert_rotated_logs(&[&first, &second, &live], &ex);
     assert_eq!(all.len(), total + 1);
 }
+
+/// `binance-syncd check` against `ex` with the daemon's environment plus `extra`: exit status
+/// and stdout + stderr.
+fn check(ex: &PaperExchange, dir: &Path, extra: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("check");
+    crate::util::daemon_env(&mut cmd, ex, dir, DEMO_API_KEY);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run binance-syncd check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}
+
+fn row<'a>(text: &'a str, what: &str) -> &'a str {
+    text.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no row {what:?} in\n{text}"))
+}
+
+#[test]
+fn check_passes_on_a_good_setup_and_reads_each_plugin_abi_without_starting_it() {
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("check-ok");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let so = crate::plugins::build_plugin("test-plugin", "7");
+    crate::plugins::install(&so, &plugins, "probe");
+    let (status, text) = check(&ex, &dir, &[("SYNCD_PLUGIN_DIR", plugins.to_str().unwrap())]);
+    println!("{text}");
+    assert!(status.success(), "{text}");
+    for what in ["clock offset", "API key: signed access", "API key: canTrade", "symbol BTCUSD", "symbol ETHUSD"] {
+        assert!(row(&text, what).contains(" ok "), "{what}: {text}");
+    }
+    assert!(row(&text, "symbol BTCUSD").contains("tick "), "{text}");
+    assert!(row(&text, "state dir").contains(" ok "), "{text}");
+    let plugin = row(&text, "plugin probe.so");
+    assert!(plugin.contains(" ok ") && plugin.contains("ABI 1.") && plugin.contains("\"7\""), "{text}");
+    // Never started: a started test plugin would have written its record or cursor.
+    assert!(!dir.join("state").join("plugins").exists(), "check must not start a plugin");
+    assert!(ex.report()["listen_keys"].as_array().unwrap().is_empty(), "check opened no stream");
+}
+
+#[test]
+fn check_fails_clearly_on_a_wrong_secret_an_unknown_symbol_an_unwritable_state_dir_and_a_bad_plugin() {
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("check-bad");
+    let (status, text) = check(&ex, &dir, &[("BINANCE_API_SECRET", "WrongSecretWrongSecretWrongSecret")]);
+    assert!(!status.success(), "{text}");
+    let signed = row(&text, "API key: signed access");
+    assert!(signed.contains("FAIL") && signed.contains("-1022") && signed.contains("BINANCE_API_SECRET"), "{text}");
+    assert!(!text.contains("WrongSecretWrongSecret"), "the secret is never printed: {text}");
+
+    let (status, text) = check(&ex, &dir, &[("SYNCD_SYMBOLS", "BTCUSD,NOPEUSD")]);
+    assert!(!status.success(), "{text}");
+    assert!(row(&text, "symbol NOPEUSD").contains("FAIL"), "{text}");
+    assert!(row(&text, "symbol BTCUSD").contains(" ok "), "the good symbol still checks out: {text}");
+
+    // A directory under a regular file cannot be made, even by root.
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, "a file\n").unwrap();
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("junk.so"), "not a shared object\n").unwrap();
+    let state = blocker.join("state");
+    let (status, text) = check(
+        &ex,
+        &dir,
+        &[("SYNCD_STATE_DIR", state.to_str().unwrap()), ("SYNCD_PLUGIN_DIR", plugins.to_str().unwrap())],
+    );
+    println!("{text}");
+    assert!(!status.success(), "{text}");
+    assert!(row(&text, "state dir").contains("FAIL"), "{text}");
+    assert!(row(&text, "plugin junk.so").contains("FAIL"), "{text}");
+    assert!(row(&text, "API key: signed access").contains(" ok "), "{text}");
+}
