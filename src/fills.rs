@@ -186,19 +186,39 @@ pub fn summarize(path: &Path, opts: &FillsOptions) -> Result<Summary, Error> {
     scan(io::BufReader::with_capacity(1 << 20, file), opts, |_, _| Ok(()))
 }
 
-const HEADER: &str = "time (UTC)                symbol     side        qty           price            quote            fee              role   trade id";
+/// The row layout, shared by the header and the rows.
+macro_rules! row_format {
+    () => {
+        "{:<24} {:<10} {:<4} {:>14} {:>15} {:>16} {:>16} {:<6} {:<5}  {}"
+    };
+}
 
-fn write_row(out: &mut impl Write, l: &Line<'_>) -> io::Result<()> {
+fn write_header(out: &mut impl Write) -> io::Result<()> {
     writeln!(
         out,
-        "{:<25} {:<10} {:<4} {:>14} {:>15} {:>16} {:>16} {:<6} {:<5}  {}",
+        row_format!(),
+        "time (UTC)", "symbol", "side", "qty", "price", "quote", "fee", "asset", "role", "trade id"
+    )
+}
+
+/// `Decimal`'s `Display` ignores widths: pad its text instead (no allocation).
+fn text<'a>(d: &Decimal, buf: &'a mut [u8; 48]) -> &'a str {
+    d.format_into(buf)
+}
+
+fn write_row(out: &mut impl Write, l: &Line<'_>) -> io::Result<()> {
+    let mut b = [[0u8; 48]; 4];
+    let [b0, b1, b2, b3] = &mut b;
+    writeln!(
+        out,
+        row_format!(),
         crate::utc::format_ms(l.time),
         l.symbol,
         l.side,
-        l.qty,
-        l.price,
-        l.quote_qty,
-        l.commission,
+        text(&l.qty, b0),
+        text(&l.price, b1),
+        text(&l.quote_qty, b2),
+        text(&l.commission, b3),
         l.commission_asset,
         if l.maker { "maker" } else { "TAKER" },
         l.trade_id
@@ -219,10 +239,10 @@ pub fn write_totals(out: &mut impl Write, summary: &Summary) -> io::Result<()> {
             symbol,
             t.fills,
             t.maker_share(),
-            t.bought,
-            t.sold,
-            t.buy_notional,
-            t.sell_notional,
+            t.bought.to_string(),
+            t.sold.to_string(),
+            t.buy_notional.to_string(),
+            t.sell_notional.to_string(),
             t.fees_text()
         )?;
     }
@@ -267,7 +287,7 @@ pub fn run(opts: &FillsOptions, out: &mut impl Write) -> Result<Summary, Error> 
     let input = io::BufReader::with_capacity(1 << 20, file);
     let stdout_err = |e: io::Error| Error::Io { path: PathBuf::from("<stdout>"), source: e };
     if !opts.json && !opts.totals_only {
-        writeln!(out, "{HEADER}").map_err(stdout_err)?;
+        write_header(out).map_err(stdout_err)?;
     }
     let summary = scan(input, opts, |raw, line| match (opts.json, opts.totals_only) {
         (_, true) => Ok(()),

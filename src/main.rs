@@ -62,7 +62,7 @@ its filters; SYNCD_STATE_DIR and SYNCD_FILL_LOG writable; SYNCD_PLUGIN_DIR reada
 .so's ABI version (read from its table; the plugin is not started). Same environment as `run`.
 
 EXAMPLE:
-    sudo -u binance-syncd env $(cat /etc/binance-syncd.env) binance-syncd check
+    sudo sh -c 'set -a; . /etc/binance-syncd/env; SYNCD_STATE_DIR=/tmp/syncd-check binance-syncd check'
 ";
 
 const FILLS_USAGE: &str = "\
