@@ -123,6 +123,131 @@ impl Totals {
     }
 }
 
+/// The log's own lines, read without serde: a flat object of strings (no escapes), integers
+/// and booleans, which is all the writer makes. Anything else (an escape, nesting, a missing
+/// field) answers `None` and the line goes through serde instead, so this is a fast path,
+/// never a second opinion on what a line means. One pass over the bytes.
+fn fast_line(b: &[u8]) -> Option<Line<'_>> {
+    let mut end = b.len();
+    while end > 0 && b[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    if end < 2 || b[0] != b'{' || b[end - 1] != b'}' {
+        return None;
+    }
+    let end = end - 1;
+    let find = |from: usize, byte: u8| b[from..end].iter().position(|&c| c == byte).map(|p| from + p);
+    let (mut symbol, mut trade_id, mut side, mut asset, mut maker, mut time, mut seq) =
+        (None, None, None, None, None, None, 0u64);
+    let (mut price, mut qty, mut quote, mut commission) = (None, None, None, None);
+    let mut i = 1;
+    while i < end {
+        if b[i] != b'"' {
+            return None;
+        }
+        let key_end = find(i + 1, b'"')?;
+        let key = &b[i + 1..key_end];
+        if b.get(key_end + 1) != Some(&b':') {
+            return None;
+        }
+        let v = key_end + 2;
+        let (value, quoted, next) = if b.get(v) == Some(&b'"') {
+            let close = find(v + 1, b'"')?;
+            (&b[v + 1..close], true, close + 1)
+        } else {
+            let close = find(v, b',').unwrap_or(end);
+            (&b[v..close], false, close)
+        };
+        if value.iter().any(|&c| matches!(c, b'\\' | b'{' | b'[' | b'"')) {
+            return None;
+        }
+        i = match b.get(next) {
+            Some(b',') if next < end => next + 1,
+            _ if next == end => end,
+            _ => return None,
+        };
+        match (key, quoted) {
+            (b"symbol", true) => symbol = Some(std::str::from_utf8(value).ok()?),
+            (b"trade_id", false) => trade_id = Some(int(value)?),
+            (b"side", true) => side = Some(std::str::from_utf8(value).ok()?),
+            (b"price", true) => price = Some(decimal(value)?),
+            (b"qty", true) => qty = Some(decimal(value)?),
+            (b"quote_qty", true) => quote = Some(decimal(value)?),
+            (b"commission", true) => commission = Some(decimal(value)?),
+            (b"commission_asset", true) => asset = Some(std::str::from_utf8(value).ok()?),
+            (b"maker", false) => {
+                maker = Some(match value {
+                    b"true" => true,
+                    b"false" => false,
+                    _ => return None,
+                })
+            }
+            (b"time", false) => time = Some(i64::try_from(int(value)?).ok()?),
+            (b"seq", false) => seq = int(value)?,
+            (b"order_id", false) | (b"client_order_id", true) => {}
+            // A known field of an unexpected type: serde decides.
+            (
+                b"symbol" | b"trade_id" | b"side" | b"price" | b"qty" | b"quote_qty" | b"commission"
+                | b"commission_asset" | b"maker" | b"time" | b"seq" | b"order_id" | b"client_order_id",
+                _,
+            ) => return None,
+            // A field a later version added: fine.
+            _ => {}
+        }
+    }
+    Some(Line {
+        symbol: symbol?,
+        trade_id: trade_id?,
+        side: side?,
+        price: price?,
+        qty: qty?,
+        quote_qty: quote?,
+        commission: commission?,
+        commission_asset: asset?,
+        maker: maker?,
+        time: time?,
+        seq,
+    })
+}
+
+/// A non-negative integer of at most 19 digits.
+fn int(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
+}
+
+/// `digits[.digits]` of at most 18 digits in all, exactly as `Decimal::from_str` reads it;
+/// anything else (a sign, more digits) goes to `from_str` itself.
+fn decimal(v: &[u8]) -> Option<Decimal> {
+    let slow = || std::str::from_utf8(v).ok()?.parse::<Decimal>().ok();
+    let (mut mantissa, mut digits, mut scale, mut dot) = (0u64, 0usize, 0u8, None);
+    for (at, &c) in v.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                digits += 1;
+                if dot.is_some() {
+                    scale += 1;
+                }
+            }
+            b'.' if dot.is_none() => dot = Some(at),
+            _ => return slow(),
+        }
+        if digits > 18 {
+            return slow();
+        }
+    }
+    match dot {
+        // Both sides of the dot need digits.
+        Some(at) if at == 0 || at + 1 == v.len() => None,
+        None if v.is_empty() => None,
+        _ if scale > crate::decimal::MAX_SCALE => slow(),
+        _ => Some(Decimal::new(i128::from(mantissa), scale)),
+    }
+}
+
 /// What a read found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -134,6 +259,32 @@ pub struct Summary {
     pub last_seq: u64,
     /// Fills that matched the filters, per symbol.
     pub per_symbol: BTreeMap<String, Totals>,
+}
+
+impl Summary {
+    /// Adds another part of the same log; `None` if a total overflows.
+    fn merge(&mut self, other: Summary) -> Option<()> {
+        self.lines += other.lines;
+        self.skipped += other.skipped;
+        self.last_seq = self.last_seq.max(other.last_seq);
+        for (symbol, t) in other.per_symbol {
+            let mine = self.per_symbol.entry(symbol).or_default();
+            mine.fills += t.fills;
+            mine.maker += t.maker;
+            mine.bought = mine.bought.checked_add(t.bought)?;
+            mine.sold = mine.sold.checked_add(t.sold)?;
+            mine.buy_notional = mine.buy_notional.checked_add(t.buy_notional)?;
+            mine.sell_notional = mine.sell_notional.checked_add(t.sell_notional)?;
+            for (asset, fee) in t.fees {
+                let sum = match mine.fees.get(&asset) {
+                    Some(f) => f.checked_add(fee)?,
+                    None => fee,
+                };
+                mine.fees.insert(asset, sum);
+            }
+        }
+        Some(())
+    }
 }
 
 impl FillsOptions {
@@ -159,7 +310,7 @@ fn scan(
             break; // end, or a line still being written
         }
         summary.lines += 1;
-        let Ok(line) = serde_json::from_slice::<Line<'_>>(&buf) else {
+        let Some(line) = fast_line(&buf).or_else(|| serde_json::from_slice::<Line<'_>>(&buf).ok()) else {
             summary.skipped += 1;
             continue;
         };
@@ -181,9 +332,48 @@ fn scan(
 }
 
 /// The totals of the fill log at `path` (no rows): what the bench measures.
+///
+/// A big log is cut at line boundaries into one part per core, read in parallel, and the parts'
+/// totals added up (totals are sums, so the order of the parts does not matter).
 pub fn summarize(path: &Path, opts: &FillsOptions) -> Result<Summary, Error> {
-    let file = std::fs::File::open(path).map_err(Error::io(path))?;
-    scan(io::BufReader::with_capacity(1 << 20, file), opts, |_, _| Ok(()))
+    use std::io::{Read, Seek, SeekFrom};
+    let len = std::fs::metadata(path).map_err(Error::io(path))?.len();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8) as u64;
+    let parts = if len < 16 << 20 { 1 } else { cores };
+    // Part k starts after the first newline at or past k * len / parts.
+    let mut starts = vec![0u64];
+    for k in 1..parts {
+        let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
+        let mut at = k * len / parts;
+        file.seek(SeekFrom::Start(at)).map_err(Error::io(path))?;
+        let mut reader = io::BufReader::new(file);
+        let mut skipped = Vec::new();
+        at += reader.read_until(b'\n', &mut skipped).map_err(Error::io(path))? as u64;
+        starts.push(at.max(*starts.last().unwrap_or(&0)));
+    }
+    starts.push(len);
+    let summaries: Vec<Result<Summary, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = starts
+            .windows(2)
+            .map(|w| {
+                let (from, to) = (w[0], w[1]);
+                scope.spawn(move || {
+                    let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
+                    file.seek(SeekFrom::Start(from)).map_err(Error::io(path))?;
+                    scan(io::BufReader::with_capacity(1 << 20, file.take(to - from)), opts, |_, _| Ok(()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a fills reader panicked".into()))))
+            .collect()
+    });
+    let mut total = Summary::default();
+    for part in summaries {
+        total.merge(part?).ok_or_else(|| Error::Decode("a total overflows".into()))?;
+    }
+    Ok(total)
 }
 
 /// The row layout, shared by the header and the rows.
@@ -212,7 +402,7 @@ fn write_row(out: &mut impl Write, l: &Line<'_>) -> io::Result<()> {
     writeln!(
         out,
         row_format!(),
-        crate::utc::format_ms(l.time),
+        crate::utc::Utc(l.time),
         l.symbol,
         l.side,
         text(&l.qty, b0),
@@ -289,11 +479,12 @@ pub fn run(opts: &FillsOptions, out: &mut impl Write) -> Result<Summary, Error> 
     if !opts.json && !opts.totals_only {
         write_header(out).map_err(stdout_err)?;
     }
-    let summary = scan(input, opts, |raw, line| match (opts.json, opts.totals_only) {
-        (_, true) => Ok(()),
-        (true, false) => out.write_all(raw),
-        (false, false) => write_row(out, line),
-    })?;
+    let summary = if opts.totals_only {
+        drop(input);
+        summarize(&opts.file, opts)?
+    } else {
+        scan(input, opts, |raw, line| if opts.json { out.write_all(raw) } else { write_row(out, line) })?
+    };
     if opts.json {
         writeln!(out, "{}", totals_json(&summary)).map_err(stdout_err)?;
     } else {
@@ -356,8 +547,9 @@ mod tests {
         )
     }
 
-    fn sample() -> (PathBuf, String) {
-        let dir = std::env::temp_dir().join(format!("syncd-fills-{}", std::process::id()));
+    /// A small log (one file per test: they run in parallel).
+    fn sample(test: &str) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("syncd-fills-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("fills.jsonl");
         let text = [
@@ -376,7 +568,7 @@ mod tests {
 
     #[test]
     fn totals_are_exact_per_symbol_with_fees_by_asset_and_maker_share() {
-        let (path, _) = sample();
+        let (path, _) = sample("totals");
         let s = summarize(&path, &FillsOptions { file: path.clone(), ..FillsOptions::default() }).unwrap();
         assert_eq!((s.lines, s.skipped), (5, 1));
         let btc = &s.per_symbol["BTCUSD"];
@@ -393,8 +585,97 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_reads_what_serde_reads_and_leaves_the_rest_to_it() {
+        let (_, text) = sample("fast");
+        let mut fast_count = 0;
+        for raw in text.lines() {
+            let slow = serde_json::from_str::<Line<'_>>(raw).ok();
+            match fast_line(raw.as_bytes()) {
+                Some(f) => {
+                    fast_count += 1;
+                    let s = slow.expect("serde reads every line the fast path reads");
+                    assert_eq!(
+                        (f.symbol, f.trade_id, f.side, f.price, f.qty, f.quote_qty, f.commission),
+                        (s.symbol, s.trade_id, s.side, s.price, s.qty, s.quote_qty, s.commission)
+                    );
+                    assert_eq!(
+                        (f.commission_asset, f.maker, f.time, f.seq),
+                        (s.commission_asset, s.maker, s.time, s.seq)
+                    );
+                }
+                None => assert!(slow.is_none() || raw.contains('\\'), "fast path missed {raw}"),
+            }
+        }
+        assert_eq!(fast_count, 4);
+        // An escaped string or a field of another type: serde's call.
+        let escaped = text.lines().next().unwrap().replace("\"BTC\"", "\"B\\u0054C\"");
+        assert!(fast_line(escaped.as_bytes()).is_none());
+        assert_eq!(
+            serde_json::from_str::<Line<'_>>(&escaped).ok().map(|l| l.commission_asset),
+            None,
+            "borrowed: serde refuses escapes too"
+        );
+        let odd = text.lines().next().unwrap().replace("\"maker\":true", "\"maker\":\"yes\"");
+        assert!(fast_line(odd.as_bytes()).is_none() && serde_json::from_str::<Line<'_>>(&odd).is_err());
+    }
+
+    #[test]
+    fn fast_decimals_are_from_str_exactly() {
+        for v in [
+            "0",
+            "0.1",
+            "60000.00000000",
+            "0.00400000",
+            "123456789012345678",
+            "1234567890123456789",
+            "0.000000000000000000001",
+            "-1.5",
+            "1.",
+            ".5",
+            "",
+            "1.2.3",
+            "1e5",
+            "+1",
+            "00.10",
+        ] {
+            assert_eq!(decimal(v.as_bytes()), v.parse::<Decimal>().ok(), "{v:?}");
+            if let (Some(a), Ok(b)) = (decimal(v.as_bytes()), v.parse::<Decimal>()) {
+                assert_eq!(a.scale(), b.scale(), "{v:?} keeps its scale");
+            }
+        }
+        assert_eq!(int(b"18446744073709551615"), None, "20 digits: serde's call");
+        assert_eq!(int(b"555001"), Some(555001));
+    }
+
+    #[test]
+    fn a_log_read_in_parallel_parts_has_the_totals_of_one_read() {
+        let dir = std::env::temp_dir().join(format!("syncd-fills-{}-parts", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fills.jsonl");
+        let mut text = String::new();
+        // Over the 16 MiB threshold, with a foreign line and a torn tail.
+        let mut id = 0;
+        while text.len() < 17 << 20 {
+            id += 1;
+            let (symbol, side) = if id % 3 == 0 { ("ETHUSD", "SELL") } else { ("BTCUSD", "BUY") };
+            text += &line(symbol, id, side, "0.001", "60.12345678", ("0.00000100", "BTC"), id % 7 != 0);
+            if id == 5000 {
+                text += "not a fill\n";
+            }
+        }
+        text += "{\"symbol\":\"BTC";
+        std::fs::write(&path, &text).unwrap();
+        let opts = FillsOptions { file: path.clone(), ..FillsOptions::default() };
+        let parallel = summarize(&path, &opts).unwrap();
+        let one = scan(io::BufReader::new(std::fs::File::open(&path).unwrap()), &opts, |_, _| Ok(())).unwrap();
+        assert_eq!(parallel, one);
+        assert_eq!((one.lines, one.skipped), (id + 1, 1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn filters_and_outputs() {
-        let (path, text) = sample();
+        let (path, text) = sample("filters");
         let opts = FillsOptions {
             file: path.clone(),
             symbol: Some("BTCUSD".into()),
