@@ -38,6 +38,8 @@ struct Line<'a> {
     #[serde(borrow)]
     symbol: &'a str,
     trade_id: u64,
+    #[serde(borrow, default)]
+    client_order_id: &'a str,
     #[serde(borrow)]
     side: &'a str,
     price: Decimal,
@@ -57,6 +59,7 @@ impl<'a> From<&'a crate::filllog::FillRecord> for Line<'a> {
         Line {
             symbol: &f.symbol,
             trade_id: f.trade_id,
+            client_order_id: &f.client_order_id,
             side: f.side.as_str(),
             price: f.price,
             qty: f.qty,
@@ -75,6 +78,10 @@ impl<'a> From<&'a crate::filllog::FillRecord> for Line<'a> {
 pub struct Totals {
     pub fills: u64,
     pub maker: u64,
+    /// Fills of the daemon's own orders (client id `sd-<tag>-...`) and how many were maker: the
+    /// account's other clients may take, the daemon never should.
+    pub own: u64,
+    pub own_maker: u64,
     pub bought: Decimal,
     pub sold: Decimal,
     /// Quote spent on buys and received for sells (`quote_qty` summed).
@@ -86,12 +93,23 @@ pub struct Totals {
 impl Totals {
     /// Maker fills per ten thousand, rounded down (so 1 taker in a million never shows 100%).
     pub fn maker_share_bp(&self) -> u64 {
-        (self.maker * 10_000).checked_div(self.fills).unwrap_or(0)
+        share_bp(self.maker, self.fills)
+    }
+
+    /// The same for the daemon's own orders.
+    pub fn own_maker_share_bp(&self) -> u64 {
+        share_bp(self.own_maker, self.own)
     }
 
     fn maker_share(&self) -> String {
-        let bp = self.maker_share_bp();
-        format!("{}.{:02}%", bp / 100, bp % 100)
+        percent(self.maker_share_bp())
+    }
+
+    fn own_share(&self) -> String {
+        if self.own == 0 {
+            return "-".into();
+        }
+        percent(self.own_maker_share_bp())
     }
 
     fn fees_text(&self) -> String {
@@ -104,6 +122,10 @@ impl Totals {
     fn add(&mut self, line: &Line<'_>) -> Option<()> {
         self.fills += 1;
         self.maker += u64::from(line.maker);
+        if crate::executor::ids::tag_of(line.client_order_id).is_some() {
+            self.own += 1;
+            self.own_maker += u64::from(line.maker);
+        }
         if line.side == "SELL" {
             self.sold = self.sold.checked_add(line.qty)?;
             self.sell_notional = self.sell_notional.checked_add(line.quote_qty)?;
@@ -139,6 +161,7 @@ fn fast_line(b: &[u8]) -> Option<Line<'_>> {
     let find = |from: usize, byte: u8| b[from..end].iter().position(|&c| c == byte).map(|p| from + p);
     let (mut symbol, mut trade_id, mut side, mut asset, mut maker, mut time, mut seq) =
         (None, None, None, None, None, None, 0u64);
+    let mut client_order_id = "";
     let (mut price, mut qty, mut quote, mut commission) = (None, None, None, None);
     let mut i = 1;
     while i < end {
@@ -184,7 +207,8 @@ fn fast_line(b: &[u8]) -> Option<Line<'_>> {
             }
             (b"time", false) => time = Some(i64::try_from(int(value)?).ok()?),
             (b"seq", false) => seq = int(value)?,
-            (b"order_id", false) | (b"client_order_id", true) => {}
+            (b"client_order_id", true) => client_order_id = std::str::from_utf8(value).ok()?,
+            (b"order_id", false) => {}
             // A known field of an unexpected type: serde decides.
             (
                 b"symbol" | b"trade_id" | b"side" | b"price" | b"qty" | b"quote_qty" | b"commission"
@@ -198,6 +222,7 @@ fn fast_line(b: &[u8]) -> Option<Line<'_>> {
     Some(Line {
         symbol: symbol?,
         trade_id: trade_id?,
+        client_order_id,
         side: side?,
         price: price?,
         qty: qty?,
@@ -248,6 +273,14 @@ fn decimal(v: &[u8]) -> Option<Decimal> {
     }
 }
 
+fn share_bp(part: u64, whole: u64) -> u64 {
+    (part * 10_000).checked_div(whole).unwrap_or(0)
+}
+
+fn percent(bp: u64) -> String {
+    format!("{}.{:02}%", bp / 100, bp % 100)
+}
+
 /// What a read found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -271,6 +304,8 @@ impl Summary {
             let mine = self.per_symbol.entry(symbol).or_default();
             mine.fills += t.fills;
             mine.maker += t.maker;
+            mine.own += t.own;
+            mine.own_maker += t.own_maker;
             mine.bought = mine.bought.checked_add(t.bought)?;
             mine.sold = mine.sold.checked_add(t.sold)?;
             mine.buy_notional = mine.buy_notional.checked_add(t.buy_notional)?;
@@ -419,16 +454,18 @@ fn write_row(out: &mut impl Write, l: &Line<'_>) -> io::Result<()> {
 pub fn write_totals(out: &mut impl Write, summary: &Summary) -> io::Result<()> {
     writeln!(
         out,
-        "{:<10} {:>8} {:>8} {:>16} {:>16} {:>18} {:>18}  fees",
-        "symbol", "fills", "maker", "bought", "sold", "buy notional", "sell notional"
+        "{:<10} {:>8} {:>8} {:>8} {:>8} {:>16} {:>16} {:>18} {:>18}  fees",
+        "symbol", "fills", "maker", "own", "own mkr", "bought", "sold", "buy notional", "sell notional"
     )?;
     for (symbol, t) in &summary.per_symbol {
         writeln!(
             out,
-            "{:<10} {:>8} {:>8} {:>16} {:>16} {:>18} {:>18}  {}",
+            "{:<10} {:>8} {:>8} {:>8} {:>8} {:>16} {:>16} {:>18} {:>18}  {}",
             symbol,
             t.fills,
             t.maker_share(),
+            t.own,
+            t.own_share(),
             t.bought.to_string(),
             t.sold.to_string(),
             t.buy_notional.to_string(),
@@ -453,11 +490,14 @@ pub fn totals_json(summary: &Summary) -> serde_json::Value {
         .map(|(symbol, t)| {
             let fees: serde_json::Map<String, serde_json::Value> =
                 t.fees.iter().map(|(a, f)| (a.clone(), f.to_string().into())).collect();
-            let bp = t.maker_share_bp();
+            let ratio = |bp: u64| format!("{}.{:04}", bp / 10_000, bp % 10_000);
             let v = serde_json::json!({
                 "fills": t.fills,
                 "maker_fills": t.maker,
-                "maker_share": format!("{}.{:04}", bp / 10_000, bp % 10_000),
+                "maker_share": ratio(t.maker_share_bp()),
+                "own_fills": t.own,
+                "own_maker_fills": t.own_maker,
+                "own_maker_share": ratio(t.own_maker_share_bp()),
                 "bought_qty": t.bought.to_string(),
                 "sold_qty": t.sold.to_string(),
                 "buy_notional": t.buy_notional.to_string(),
@@ -540,9 +580,11 @@ mod tests {
         maker: bool,
     ) -> String {
         format!(
-            "{{\"symbol\":\"{symbol}\",\"trade_id\":{id},\"order_id\":1,\"client_order_id\":\"\",\"side\":\"{side}\",\
+            "{{\"symbol\":\"{symbol}\",\"trade_id\":{id},\"order_id\":1,\"client_order_id\":\"{}\",\"side\":\"{side}\",\
              \"price\":\"1.00\",\"qty\":\"{qty}\",\"quote_qty\":\"{quote}\",\"commission\":\"{fee}\",\
              \"commission_asset\":\"{asset}\",\"maker\":{maker},\"time\":{},\"seq\":{id}}}\n",
+            // Odd ids are the daemon's own orders, even ones another client's.
+            if id % 2 == 1 { format!("sd-grid-1-{id}") } else { "web_1".to_string() },
             1_788_540_400_000 + id as i64 * 1000
         )
     }
@@ -573,6 +615,7 @@ mod tests {
         assert_eq!((s.lines, s.skipped), (5, 1));
         let btc = &s.per_symbol["BTCUSD"];
         assert_eq!((btc.fills, btc.maker, btc.maker_share_bp()), (3, 2, 6666));
+        assert_eq!((btc.own, btc.own_maker, btc.own_maker_share_bp()), (2, 1, 5000), "trades 1 and 3 are ours");
         assert_eq!(btc.bought.to_string(), "0.10400000");
         assert_eq!(btc.sold.to_string(), "0.05000000");
         assert_eq!(btc.buy_notional.to_string(), "6240.10000000");
@@ -703,6 +746,7 @@ mod tests {
         );
         let totals: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
         assert_eq!(totals["totals"]["BTCUSD"]["maker_share"], "0.5000");
+        assert_eq!(totals["totals"]["BTCUSD"]["own_maker_share"], "0.0000", "trade 3, ours, took");
         assert_eq!(totals["totals"]["BTCUSD"]["buy_notional"], "6000.1");
         assert_eq!(totals["totals"]["BTCUSD"]["fees"]["USD"], "3.0005");
     }

@@ -82,7 +82,8 @@ OPTIONS:
     -h, --help    print this help
 
 Totals per symbol: fills, maker share (maker fills / fills, rounded down: 100.00% means no
-taker fill), bought and sold quantity, notional each way (quote_qty summed), fees by asset.
+taker fill), the daemon's own fills (client id sd-<tag>-...) and their maker share, bought and
+sold quantity, notional each way (quote_qty summed), fees by asset.
 All numbers are exact decimals as the log has them.
 
 EXAMPLE:
