@@ -301,3 +301,43 @@ fn dockerfile_builds_an_image_that_runs_as_non_root_with_a_healthcheck() {
     assert!(volumes.contains("/var/lib/binance-syncd") && volumes.contains("/plugins"), "{volumes}");
     let _ = Command::new("docker").args(["image", "rm", "-f", &tag]).status();
 }
+
+/// The image's HEALTHCHECK script against a stand-in `/healthz`: healthy on 200, not on 503
+/// or on a closed port (part B serves the real one behind SYNCD_METRICS_ADDR).
+#[test]
+fn the_container_healthcheck_passes_on_200_only() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for status in ["200 OK", "503 Service Unavailable"] {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            requests.push(first);
+            let body = "{\"status\":\"x\"}";
+            let reply = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            (&stream).write_all(reply.as_bytes()).unwrap();
+        }
+        requests
+    });
+    let probe = |addr: &str| {
+        Command::new("bash")
+            .arg(repo().join("deploy/healthcheck.sh"))
+            .env("SYNCD_METRICS_ADDR", addr)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    assert!(probe(&addr), "200 is healthy");
+    assert!(!probe(&addr), "503 is not");
+    let requests = server.join().unwrap();
+    assert!(requests.iter().all(|r| r.starts_with("GET /healthz HTTP/1.")), "{requests:?}");
+    // Nothing listening: unhealthy, not hung.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert!(!probe(&format!("0.0.0.0:{closed}")));
+}
