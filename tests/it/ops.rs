@@ -99,6 +99,35 @@ fn assert_rotated_logs(files: &[&Path], ex: &PaperExchange) -> Vec<FillRecord> {
     all
 }
 
+/// Makes 40 fills, one every 15 ms or so, from another thread, and runs `rotate` once the log
+/// at `live` holds 10 lines; returns when every fill was made.
+fn fills_while(ex: &PaperExchange, live: &Path, prefix: &str, rotate: impl FnOnce()) {
+    std::thread::scope(|scope| {
+        let feeder = scope.spawn(|| {
+            let rest = client(ex);
+            for i in 0..40 {
+                let symbol = if i % 2 == 0 { "BTCUSD" } else { "ETHUSD" };
+                let id = crate::sync::rest_buy(ex, &rest, symbol, "0.01", &format!("{prefix}-{i}"));
+                crate::sync::fill_whole(ex, symbol, id);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        });
+        wait_lines(live, 10, Duration::from_secs(10));
+        rotate();
+        feeder.join().unwrap();
+    });
+}
+
+/// Waits until `files` together hold every trade the exchange made (or 15 s pass).
+fn wait_all(ex: &PaperExchange, files: &[&Path]) -> usize {
+    let total = ex.report()["trades"].as_array().unwrap().len();
+    let end = Instant::now() + Duration::from_secs(15);
+    while files.iter().map(|f| read_log(f).len()).sum::<usize>() < total && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    total
+}
+
 #[test]
 fn sighup_mid_stream_rotates_the_fill_log_without_loss_or_repeat_and_seq_survives_a_restart() {
     let ex = paper_with(|_| {});
@@ -107,27 +136,12 @@ fn sighup_mid_stream_rotates_the_fill_log_without_loss_or_repeat_and_seq_survive
     let child = run_daemon(&ex, &dir, "daemon.log", &[]);
     wait_for_session(&ex);
     // Fills keep coming from another thread while the log is renamed and the daemon told.
-    std::thread::scope(|scope| {
-        let feeder = scope.spawn(|| {
-            let rest = client(&ex);
-            for i in 0..40 {
-                let symbol = if i % 2 == 0 { "BTCUSD" } else { "ETHUSD" };
-                let id = crate::sync::rest_buy(&ex, &rest, symbol, "0.01", &format!("rot-{i}"));
-                crate::sync::fill_whole(&ex, symbol, id);
-                std::thread::sleep(Duration::from_millis(15));
-            }
-        });
-        wait_lines(&live, 10, Duration::from_secs(10));
+    fills_while(&ex, &live, "rot", || {
         std::fs::rename(&live, &first).unwrap();
         signal(&child, "HUP");
-        feeder.join().unwrap();
     });
-    let total = ex.report()["trades"].as_array().unwrap().len();
+    let total = wait_all(&ex, &[&first, &live]);
     assert!(total >= 40);
-    let end = Instant::now() + Duration::from_secs(15);
-    while read_log(&first).len() + read_log(&live).len() < total && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let (old, new) = (read_log(&first).len(), read_log(&live).len());
     assert!(old >= 10 && new > 0, "old file {old} lines, new file {new}: the rotation did not happen mid-stream");
     assert_rotated_logs(&[&first, &live], &ex);
@@ -340,4 +354,52 @@ fn the_container_healthcheck_passes_on_200_only() {
     // Nothing listening: unhealthy, not hung.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     assert!(!probe(&format!("0.0.0.0:{closed}")));
+}
+
+/// README's logrotate stanza, run by logrotate itself (forced, twice: the second rotation
+/// compresses the first file, `delaycompress`) with the daemon writing; `systemctl kill` is
+/// swapped for a plain `kill -HUP` (no systemd here).
+#[test]
+fn the_logrotate_stanza_rotates_a_live_log_without_loss_or_repeat() {
+    if !have("logrotate", "--version") {
+        println!("SKIPPED: logrotate is not installed (Debian package logrotate); the stanza was not run");
+        return;
+    }
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("logrotate");
+    let live = dir.join("fills.jsonl");
+    let child = run_daemon(&ex, &dir, "daemon.log", &[]);
+    wait_for_session(&ex);
+    let stanza = std::fs::read_to_string(repo().join("deploy/binance-syncd.logrotate")).unwrap();
+    let directives: Vec<&str> = stanza.lines().map(str::trim).collect();
+    assert!(directives.contains(&"nocreate") && !directives.contains(&"copytruncate"), "{stanza}");
+    let stanza = stanza.replace("/var/lib/private/binance-syncd/fills.jsonl", live.to_str().unwrap()).replace(
+        "systemctl kill --signal=HUP --kill-whom=main binance-syncd.service 2>/dev/null || true",
+        &format!("kill -HUP {}", child.id()),
+    );
+    let conf = dir.join("logrotate.conf");
+    std::fs::write(&conf, stanza).unwrap();
+    let rotate = || {
+        let out = Command::new("logrotate")
+            .arg("-f")
+            .arg("-s")
+            .arg(dir.join("logrotate.state"))
+            .arg(&conf)
+            .output()
+            .expect("run logrotate");
+        assert!(out.status.success(), "logrotate: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    fills_while(&ex, &live, "lr1", rotate);
+    fills_while(&ex, &live, "lr2", rotate);
+    let (one, two) = (dir.join("fills.jsonl.1"), dir.join("fills.jsonl.2.gz"));
+    assert!(two.exists() && one.exists(), "two rotations: {:?}", std::fs::read_dir(&dir).unwrap().collect::<Vec<_>>());
+    // Finished at the first SIGHUP, compressed at the second rotation.
+    let unzipped = dir.join("fills.jsonl.2");
+    let out = Command::new("gzip").arg("-dc").arg(&two).output().expect("gzip");
+    std::fs::write(&unzipped, out.stdout).unwrap();
+    let total = wait_all(&ex, &[&unzipped, &one, &live]);
+    stop(child, &dir, "daemon.log");
+    let all = assert_rotated_logs(&[&unzipped, &one, &live], &ex);
+    assert_eq!(all.len(), total);
+    println!("logrotate: {} + {} + {} lines", read_log(&unzipped).len(), read_log(&one).len(), read_log(&live).len());
 }
