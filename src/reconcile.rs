@@ -488,6 +488,31 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decimal::Decimal;
+
+    #[test]
+    fn a_long_pass_reports_pages_trades_and_their_time_span() {
+        let trade = |id: u64, time: i64| MyTrade {
+            symbol: "BTCUSD".into(),
+            id,
+            order_id: 1,
+            price: Decimal::ONE,
+            qty: Decimal::ONE,
+            quote_qty: None,
+            commission: Decimal::ZERO,
+            commission_asset: None,
+            time,
+            is_buyer: true,
+            is_maker: true,
+        };
+        let mut p = Progress::new("BTCUSD");
+        p.page(Read::Window(0, 86_400_000), &[trade(1, 1_788_540_400_100), trade(2, 1_788_540_500_000)]);
+        p.fresh += 2;
+        p.page(Read::FromId(3), &[trade(3, 1_788_626_800_100)]);
+        let text = p.summary();
+        assert!(text.starts_with("2 pages, 3 trades read (2 new) in "), "{text}");
+        assert!(text.ends_with("trades 2026-09-04T16:46:40.100Z .. 2026-09-05T16:46:40.100Z"), "{text}");
+    }
 
     #[test]
     fn client_ids_stay_bounded_however_they_were_learned() {
