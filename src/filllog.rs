@@ -421,7 +421,8 @@ impl FillTap {
 /// The file stays open between calls, as `tail -F` does: when the log is rotated (renamed, and
 /// the writer reopens a new file at the path), the lines still unread in the old file are read
 /// to its end first, then the reader moves on to the new file. A reader that starts after a
-/// rotation sees only the new file.
+/// rotation sees only the new file. (An idle reader keeps the old file open, and so its disk
+/// space in use once logrotate deletes it, until its next read.)
 #[derive(Debug)]
 pub struct Reader {
     path: PathBuf,
