@@ -78,7 +78,7 @@ impl<'a> From<&'a crate::filllog::FillRecord> for Line<'a> {
 pub struct Totals {
     pub fills: u64,
     pub maker: u64,
-    /// Fills of the daemon's own orders (client id `sd-<tag>-...`) and how many were maker: the
+    /// Fills of the daemon's own orders (client id `sd-...`) and how many were maker: the
     /// account's other clients may take, the daemon never should.
     pub own: u64,
     pub own_maker: u64,
@@ -122,7 +122,9 @@ impl Totals {
     fn add(&mut self, line: &Line<'_>) -> Option<()> {
         self.fills += 1;
         self.maker += u64::from(line.maker);
-        if crate::executor::ids::tag_of(line.client_order_id).is_some() {
+        // The daemon's ids all start `sd-` (any instance, any strategy); nothing else on the
+        // account is expected to use the prefix.
+        if line.client_order_id.starts_with("sd-") {
             self.own += 1;
             self.own_maker += u64::from(line.maker);
         }
