@@ -25,8 +25,8 @@ ENV SYNCD_STATE_DIR=/var/lib/binance-syncd \
     SYNCD_METRICS_ADDR=127.0.0.1:9464
 VOLUME ["/var/lib/binance-syncd", "/plugins"]
 USER syncd
-# /healthz is served on SYNCD_METRICS_ADDR (set it to 0.0.0.0:9464 and publish the port for an
-# outside Prometheus); the probe is bash's /dev/tcp, so the image needs no HTTP client.
+# /healthz is served on SYNCD_METRICS_ADDR (for an outside Prometheus: SYNCD_METRICS_ADDR=0.0.0.0:9464
+# with SYNCD_METRICS_PUBLIC=true, and publish the port); the probe is bash's /dev/tcp, so the image needs no HTTP client.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15m --retries=3 \
     CMD ["/usr/local/bin/binance-syncd-healthcheck"]
 # SIGTERM: flush the fill log, close the listen key, exit 0 (docker stop waits 10 s by default).
