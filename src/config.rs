@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `BINANCE_API_KEY` | required for `run`/`check` | API key, sent as `X-MBX-APIKEY` |
 //! | `BINANCE_API_SECRET` | required for `run`/`check` | HMAC-SHA256 secret; never logged |
+//! | `CREDENTIALS_DIRECTORY` | set by systemd's `LoadCredential=` | when the two above are unset, they are read from its files `binance-api-key` and `binance-api-secret` |
 //! | `SYNCD_REST_URL` | `https://api.binance.us` | REST base; `/api/v3/...` is appended |
 //! | `SYNCD_WS_URL` | `wss://stream.binance.us:9443` | stream base; `/ws/<listenKey>` is appended |
 //! | `SYNCD_SYMBOLS` | required for `run`/`check` | comma-separated, e.g. `BTCUSD,ETHUSD` |
@@ -125,8 +126,16 @@ impl Config {
         // An empty variable is treated as unset: `FOO= binance-syncd` is a common way to clear one.
         let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
 
-        let api_key = var("BINANCE_API_KEY").map(Secret::new);
-        let api_secret = var("BINANCE_API_SECRET").map(Secret::new);
+        // systemd's LoadCredential= hands secrets over as files in CREDENTIALS_DIRECTORY, out of
+        // the environment (which the service's own user can read in /proc): a fallback for
+        // both variables.
+        let credential = |file: &str| {
+            let dir = var("CREDENTIALS_DIRECTORY")?;
+            let text = std::fs::read_to_string(std::path::Path::new(&dir).join(file)).ok()?;
+            Some(text.trim().to_string()).filter(|t| !t.is_empty())
+        };
+        let api_key = var("BINANCE_API_KEY").or_else(|| credential("binance-api-key")).map(Secret::new);
+        let api_secret = var("BINANCE_API_SECRET").or_else(|| credential("binance-api-secret")).map(Secret::new);
         if needs.credentials {
             if api_key.is_none() {
                 problems.push("BINANCE_API_KEY: not set (the API key of the account)".to_string());
@@ -397,6 +406,33 @@ fn int_var(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_come_from_load_credential_files_when_the_variables_are_unset() {
+        let dir = std::env::temp_dir().join(format!("syncd-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("binance-api-key"), "filekey\n").unwrap();
+        std::fs::write(dir.join("binance-api-secret"), "filesecret\n").unwrap();
+        let vars = |with_env: bool| {
+            let d = dir.display().to_string();
+            move |k: &str| match k {
+                "CREDENTIALS_DIRECTORY" => Some(d.clone()),
+                "SYNCD_SYMBOLS" => Some("BTCUSD".to_string()),
+                "BINANCE_API_KEY" if with_env => Some("envkey".to_string()),
+                _ => None,
+            }
+        };
+        let needs = Needs { credentials: true, symbols: true };
+        let c = Config::from_lookup(vars(false), needs).unwrap();
+        assert_eq!(c.api_key.as_ref().map(|k| k.expose()), Some("filekey"));
+        assert_eq!(c.api_secret.as_ref().map(|k| k.expose()), Some("filesecret"));
+        let c = Config::from_lookup(vars(true), needs).unwrap();
+        assert_eq!(c.api_key.as_ref().map(|k| k.expose()), Some("envkey"), "the variable wins");
+        std::fs::remove_file(dir.join("binance-api-secret")).unwrap();
+        let problems = Config::from_lookup(vars(true), needs).unwrap_err();
+        assert!(problems.iter().any(|p| p.starts_with("BINANCE_API_SECRET: not set")), "{problems:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use std::collections::HashMap;
 
     const SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::executor::{Executor, ExecutorLink, ExecutorSettings};
 use crate::exit::Exit;
 use crate::keepalive::Keepalive;
+use crate::notify::Notifier;
 use crate::plugin::{PluginHost, PluginSettings, PluginView};
 use crate::ratelimit::RateGate;
 use crate::reconcile::{ReconcileSettings, Reconciler};
@@ -69,6 +70,9 @@ pub struct Daemon {
     plugins: Option<PluginView>,
     tap: crate::filllog::FillTap,
     metrics_addr: Option<std::net::SocketAddr>,
+    /// One message per `SIGHUP`: the `state` thread reopens the fill log.
+    reopen: Sender<()>,
+    notify: Notifier,
 }
 
 impl Daemon {
@@ -113,6 +117,8 @@ impl Daemon {
         };
         let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let tap = crate::filllog::FillTap::default();
+        // Set only when systemd (Type=notify) started us; otherwise every message is a no-op.
+        let notify = Notifier::from_env();
         let state = State::open(
             StateSettings {
                 symbols: config.symbols.clone(),
@@ -122,7 +128,8 @@ impl Daemon {
                 metrics: metrics.clone(),
             },
             tap.clone(),
-        )?;
+        )?
+        .supervised_by(notify.clone());
         let reconciler = Reconciler::new(
             ReconcileSettings {
                 symbols: config.symbols.clone(),
@@ -131,7 +138,8 @@ impl Daemon {
             },
             rest.clone(),
             state.cursors().clone(),
-        );
+        )
+        .supervised_by(notify.clone());
         let live_rules = LiveRules::new(rules);
         let desk = rest
             .order_desk()
@@ -165,7 +173,9 @@ impl Daemon {
         let key = KeyCell::default();
         let spawn_err = |e: std::io::Error| Error::Internal(format!("cannot start a thread: {e}"));
         let mut threads = Vec::new();
-        threads.push(("state", state.spawn(events_rx, writer_link, stop_rx.clone()).map_err(spawn_err)?));
+        // Bounded: SIGHUPs in a burst are one reopen.
+        let (reopen_tx, reopen_rx) = crossbeam_channel::bounded(1);
+        threads.push(("state", state.spawn(events_rx, writer_link, reopen_rx, stop_rx.clone()).map_err(spawn_err)?));
         let stream = Stream {
             settings: StreamSettings {
                 ws_url: config.ws_url.clone(),
@@ -256,6 +266,8 @@ impl Daemon {
             plugins,
             tap,
             metrics_addr,
+            reopen: reopen_tx,
+            notify,
         })
     }
 
@@ -268,6 +280,17 @@ impl Daemon {
     /// The metrics registry every thread of this daemon reports to.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         self.rest.metrics()
+    }
+
+    /// Asks the `state` thread to reopen the fill log (after it was renamed by logrotate);
+    /// never blocks.
+    pub fn reopen_fill_log(&self) {
+        let _ = self.reopen.try_send(());
+    }
+
+    /// A handle that does what [`Daemon::reopen_fill_log`] does, for a signal thread.
+    pub fn fill_log_reopener(&self) -> Sender<()> {
+        self.reopen.clone()
     }
 
     /// The fill log's followers: a new follower gets every line from now on (see
@@ -304,6 +327,7 @@ impl Daemon {
     /// still inside a slow network call by then is left behind (the process is exiting).
     pub fn stop(mut self, deadline: Duration) {
         let started = Instant::now();
+        self.notify.stopping();
         drop(self.stop.take());
         if self.cancel_on_exit {
             // The executor's cancels go through the gate: it closes once they are done (or
@@ -363,17 +387,25 @@ pub fn rest_client(config: &Config) -> Arc<RestClient> {
     ))
 }
 
-/// Feeds SIGTERM/SIGINT into the daemon's exit channel.
-pub fn watch_signals(exit: Sender<Exit>) -> Result<(), Error> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// Feeds SIGTERM/SIGINT into the daemon's exit channel, and each SIGHUP (log rotation) into
+/// `hangup`. Installed before anything else, so an early SIGHUP cannot kill the process (its
+/// default action).
+pub fn watch_signals(exit: Sender<Exit>, hangup: Sender<()>) -> Result<(), Error> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    log::info!("daemon: SIGHUP; reopening the fill log");
+                    let _ = hangup.send(());
+                    continue;
+                }
                 log::info!("daemon: signal {sig}; stopping");
                 let _ = exit.send(Exit::Signal);
+                return;
             }
         })
         .map_err(|e| Error::Internal(format!("cannot start the signal thread: {e}")))?;

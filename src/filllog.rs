@@ -101,6 +101,29 @@ impl Dedupe {
         true
     }
 
+    /// Every symbol's floor and exact ids, for a [`Carry`].
+    pub fn export(&self) -> std::collections::BTreeMap<String, CarriedIds> {
+        self.symbols
+            .iter()
+            .map(|(s, ids)| (s.clone(), CarriedIds { floor: ids.floor, recent: ids.recent.iter().copied().collect() }))
+            .collect()
+    }
+
+    /// Takes in what an earlier file knew (its ids count as seen).
+    pub fn absorb(&mut self, carry: &Carry) {
+        for (symbol, carried) in &carry.ids {
+            if let Some(floor) = carried.floor {
+                let ids = self.symbols.entry(symbol.clone()).or_default();
+                ids.floor = Some(ids.floor.map_or(floor, |f| f.max(floor)));
+                // Exact ids under the new floor are covered by it.
+                ids.recent.retain(|id| *id > floor);
+            }
+            for id in &carried.recent {
+                self.insert(symbol, *id);
+            }
+        }
+    }
+
     /// The lowest id still known exactly per symbol (the floor + 1 once ids were evicted).
     pub fn first_ids(&self) -> HashMap<String, u64> {
         self.symbols
@@ -148,67 +171,58 @@ pub struct OpenReport {
 impl FillLog {
     /// Opens (or creates) the log, reads back every fill's identity, and cuts a torn tail.
     pub fn open(path: &Path, fsync: FsyncPolicy) -> Result<(FillLog, OpenReport), Error> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        }
-        let existed = path.exists();
-        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(Error::io(path))?;
-        if !existed {
-            // The new directory entry must survive a power cut too, or the first fills could
-            // vanish with the file.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
-        }
-        let mut report = OpenReport::default();
+        FillLog::open_after(path, fsync, None)
+    }
+
+    /// As [`FillLog::open`], continuing from what an earlier file left (`carry`, saved at a
+    /// rotation or a shutdown): its ids count as logged and numbering goes on after its last
+    /// `seq`, even when the file at `path` is new and empty.
+    pub fn open_after(path: &Path, fsync: FsyncPolicy, carry: Option<&Carry>) -> Result<(FillLog, OpenReport), Error> {
         let mut seen = Dedupe::new(DEDUPE_CAPACITY);
-        let mut good_len = 0u64;
-        let mut last_seq = 0u64;
-        let mut line = Vec::new();
-        let mut reader = BufReader::new(&file);
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(Error::io(path))?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                break; // end of file, or a last line that a crash cut short
-            }
-            good_len += n as u64;
-            report.lines += 1;
-            match serde_json::from_slice::<FillRecord>(&line) {
-                Ok(rec) => {
-                    seen.insert(&rec.symbol, rec.trade_id);
-                    last_seq = last_seq.max(if rec.seq == 0 { report.lines } else { rec.seq });
-                }
-                Err(e) => {
-                    report.bad_lines += 1;
-                    log::error!("{}: line {} is not a fill record ({e}); skipping it", path.display(), report.lines);
-                }
-            }
+        if let Some(carry) = carry {
+            seen.absorb(carry);
         }
-        let file_len = file.metadata().map_err(Error::io(path))?.len();
-        if file_len > good_len {
-            report.torn_bytes = file_len - good_len;
-            log::warn!(
-                "{}: cutting a torn last line of {} bytes at byte {good_len}",
-                path.display(),
-                report.torn_bytes
-            );
-            file.set_len(good_len).map_err(Error::io(path))?;
-            file.sync_all().map_err(Error::io(path))?;
-        }
+        let (file, scan) = open_file(path, &mut seen)?;
+        let last_seq = scan.last_seq.max(carry.map_or(0, |c| c.last_seq));
         let log = FillLog {
             file,
             path: path.to_path_buf(),
-            len: good_len,
+            len: scan.good_len,
             fsync,
             seen,
             buf: Vec::with_capacity(512),
             dirty: false,
             next_seq: last_seq + 1,
         };
-        Ok((log, report))
+        Ok((log, scan.report))
+    }
+
+    /// After the file was renamed away (log rotation): makes sure the old file is complete on
+    /// disk, then appends to whatever `path` names now (created if missing), keeping the
+    /// dedupe and the numbering. `Ok(false)`: `path` still names the file being written.
+    pub fn reopen(&mut self) -> Result<bool, Error> {
+        use std::os::unix::fs::MetadataExt;
+        if self.dirty && self.file.set_len(self.len).is_ok() {
+            self.dirty = false;
+        }
+        self.file.sync_all().map_err(Error::io(&self.path))?;
+        let current = self.file.metadata().map_err(Error::io(&self.path))?;
+        if let Ok(named) = std::fs::metadata(&self.path) {
+            if (named.dev(), named.ino()) == (current.dev(), current.ino()) {
+                return Ok(false);
+            }
+        }
+        let (file, scan) = open_file(&self.path, &mut self.seen)?;
+        self.file = file;
+        self.len = scan.good_len;
+        self.dirty = false;
+        self.next_seq = self.next_seq.max(scan.last_seq + 1);
+        Ok(true)
+    }
+
+    /// What the next file needs to go on where this one stops (see [`FillLog::open_after`]).
+    pub fn carry(&self) -> Carry {
+        Carry { last_seq: self.last_seq(), ids: self.seen.export() }
     }
 
     pub fn contains(&self, symbol: &str, trade_id: u64) -> bool {
@@ -265,6 +279,80 @@ impl FillLog {
     pub fn sync(&mut self) -> Result<(), Error> {
         self.file.sync_data().map_err(Error::io(&self.path))
     }
+}
+
+/// What [`open_file`] read.
+struct Scan {
+    report: OpenReport,
+    /// Bytes of whole lines.
+    good_len: u64,
+    last_seq: u64,
+}
+
+/// Opens (or creates) the file at `path` for appending, records every fill's identity in
+/// `seen`, and cuts a torn tail.
+fn open_file(path: &Path, seen: &mut Dedupe) -> Result<(File, Scan), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    }
+    let existed = path.exists();
+    let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(Error::io(path))?;
+    if !existed {
+        // The new directory entry must survive a power cut too, or the first fills could
+        // vanish with the file.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+    }
+    let mut report = OpenReport::default();
+    let mut good_len = 0u64;
+    let mut last_seq = 0u64;
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(&file);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(Error::io(path))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break; // end of file, or a last line that a crash cut short
+        }
+        good_len += n as u64;
+        report.lines += 1;
+        match serde_json::from_slice::<FillRecord>(&line) {
+            Ok(rec) => {
+                seen.insert(&rec.symbol, rec.trade_id);
+                last_seq = last_seq.max(if rec.seq == 0 { report.lines } else { rec.seq });
+            }
+            Err(e) => {
+                report.bad_lines += 1;
+                log::error!("{}: line {} is not a fill record ({e}); skipping it", path.display(), report.lines);
+            }
+        }
+    }
+    let file_len = file.metadata().map_err(Error::io(path))?.len();
+    if file_len > good_len {
+        report.torn_bytes = file_len - good_len;
+        log::warn!("{}: cutting a torn last line of {} bytes at byte {good_len}", path.display(), report.torn_bytes);
+        file.set_len(good_len).map_err(Error::io(path))?;
+        file.sync_all().map_err(Error::io(path))?;
+    }
+    Ok((file, Scan { report, good_len, last_seq }))
+}
+
+/// What a fill log hands to the next file at a rotation: the last `seq` written and the
+/// dedupe's ids, so numbering and dedupe go on across files and restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carry {
+    pub last_seq: u64,
+    pub ids: std::collections::BTreeMap<String, CarriedIds>,
+}
+
+/// One symbol's part of a [`Carry`]: see [`Dedupe`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedIds {
+    pub floor: Option<u64>,
+    pub recent: Vec<u64>,
 }
 
 /// The fill log's followers (plugins): every line the writer makes durable is offered to each
@@ -347,9 +435,16 @@ impl FillTap {
 /// Reads the fill log from a given sequence number on, while the writer appends (a plugin that
 /// fell behind catches up here). Only whole lines are read; a line still being written is left
 /// for the next call.
+///
+/// The file stays open between calls, as `tail -F` does: when the log is rotated (renamed, and
+/// the writer reopens a new file at the path), the lines still unread in the old file are read
+/// to its end first, then the reader moves on to the new file. A reader that starts after a
+/// rotation sees only the new file. (An idle reader keeps the old file open, and so its disk
+/// space in use once logrotate deletes it, until its next read.)
 #[derive(Debug)]
 pub struct Reader {
     path: PathBuf,
+    file: Option<File>,
     /// Byte offset of the next unread line and the number of lines before it.
     offset: u64,
     lines: u64,
@@ -359,32 +454,70 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(path: &Path) -> Reader {
-        Reader { path: path.to_path_buf(), offset: 0, lines: 0, passed: 0 }
+        Reader { path: path.to_path_buf(), file: None, offset: 0, lines: 0, passed: 0 }
     }
 
     /// Fills with `after < seq <= until`, in order, up to `max` of them. The reader stops in
     /// front of the first line past `until`, so a line the writer appends meanwhile is read by
     /// the next call, never skipped; asking for lines it already passed starts it over.
     pub fn read_after(&mut self, after: u64, until: u64, max: usize) -> Result<Vec<FillRecord>, Error> {
+        let mut out = Vec::new();
+        // At most one move to a newer file per call: the writer renames rarely.
+        for _ in 0..2 {
+            let file = match self.file.take() {
+                Some(f) => f,
+                None => File::open(&self.path).map_err(Error::io(&self.path))?,
+            };
+            let at_end = self.read_from(&file, after, until, max, &mut out)?;
+            let moved = at_end && out.len() < max && self.path_moved(&file);
+            if !moved {
+                self.file = Some(file);
+                break;
+            }
+            // Everything of the old file is read: go on in the one the path names now.
+            self.offset = 0;
+            self.lines = 0;
+        }
+        Ok(out)
+    }
+
+    /// Whether the log's path now names another file than `file` (a rotation).
+    fn path_moved(&self, file: &File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
+            // Renamed and not yet replaced: stay on the open file until the writer reopens.
+            _ => false,
+        }
+    }
+
+    /// Reads whole lines from `file` into `out`; true if it stopped at the end of the file
+    /// (not at `max` or `until`).
+    fn read_from(
+        &mut self,
+        mut file: &File,
+        after: u64,
+        until: u64,
+        max: usize,
+        out: &mut Vec<FillRecord>,
+    ) -> Result<bool, Error> {
         use std::io::{Seek, SeekFrom};
-        let mut file = File::open(&self.path).map_err(Error::io(&self.path))?;
         let len = file.metadata().map_err(Error::io(&self.path))?.len();
         if len < self.offset || after < self.passed {
-            // Shorter than where we were (a torn tail cut, a rotated file), or asked for lines
-            // behind us: start over.
+            // Shorter than where we were (a torn tail cut), or asked for lines behind us:
+            // start over.
             self.offset = 0;
             self.lines = 0;
             self.passed = 0;
         }
         file.seek(SeekFrom::Start(self.offset)).map_err(Error::io(&self.path))?;
         let mut reader = BufReader::new(file);
-        let mut out = Vec::new();
         let mut line = Vec::new();
         while out.len() < max {
             line.clear();
             let n = reader.read_until(b'\n', &mut line).map_err(Error::io(&self.path))?;
             if n == 0 || line.last() != Some(&b'\n') {
-                break;
+                return Ok(true);
             }
             let parsed = serde_json::from_slice::<FillRecord>(&line).ok().map(|mut rec| {
                 if rec.seq == 0 {
@@ -393,7 +526,7 @@ impl Reader {
                 rec
             });
             if parsed.as_ref().is_some_and(|rec| rec.seq > until) {
-                break; // not consumed: the next call starts here
+                return Ok(false); // not consumed: the next call starts here
             }
             self.lines += 1;
             self.offset += n as u64;
@@ -404,7 +537,7 @@ impl Reader {
                 }
             }
         }
-        Ok(out)
+        Ok(false)
     }
 }
 
@@ -493,6 +626,54 @@ mod tests {
         tap.publish(&f);
         assert_eq!(lines.try_recv().map(|l| l.seq), Ok(1));
         assert_eq!(tap.durable(), 1);
+    }
+
+    #[test]
+    fn rotation_keeps_dedupe_and_numbering_and_a_reader_finishes_the_old_file_first() {
+        let path = tmp("rotate");
+        let rotated = path.with_extension("jsonl.1");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        for id in 1..=3 {
+            log.append(&mut fill("BTCUSD", id)).unwrap();
+        }
+        let mut reader = Reader::new(&path);
+        assert_eq!(reader.read_after(0, 1, 10).unwrap().len(), 1, "the reader holds the file open");
+        assert!(!log.reopen().unwrap(), "nothing was renamed: same file");
+        std::fs::rename(&path, &rotated).unwrap();
+        assert!(log.reopen().unwrap());
+        assert!(!log.append(&mut fill("BTCUSD", 2)).unwrap(), "the dedupe spans the rotation");
+        let mut f = fill("BTCUSD", 4);
+        assert!(log.append(&mut f).unwrap());
+        assert_eq!(f.seq, 4, "numbering goes on in the new file");
+        let seqs = |r: Vec<FillRecord>| r.iter().map(|f| f.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(reader.read_after(1, u64::MAX, 10).unwrap()), [2, 3, 4], "old file to its end, then the new");
+        assert_eq!(seqs(Reader::new(&path).read_after(0, u64::MAX, 10).unwrap()), [4], "a new reader: new file only");
+        // A restart on a new, empty file continues from the carry.
+        let carry = log.carry();
+        drop(log);
+        std::fs::rename(&path, &rotated).unwrap();
+        let carry: Carry = serde_json::from_str(&serde_json::to_string(&carry).unwrap()).unwrap();
+        let (mut log, report) = FillLog::open_after(&path, FsyncPolicy::Never, Some(&carry)).unwrap();
+        assert_eq!((report.lines, log.last_seq()), (0, 4));
+        assert!(!log.append(&mut fill("BTCUSD", 4)).unwrap(), "the carried ids are known");
+        let mut g = fill("BTCUSD", 5);
+        assert!(log.append(&mut g).unwrap());
+        assert_eq!(g.seq, 5);
+        let (log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(log.last_seq(), 5, "the file's own numbers win once it has lines");
+    }
+
+    #[test]
+    fn a_carry_keeps_the_dedupe_floor() {
+        let mut d = Dedupe::new(2);
+        for id in [1, 2, 3, 4] {
+            d.insert("BTCUSD", id);
+        }
+        let carry = Carry { last_seq: 4, ids: d.export() };
+        let mut e = Dedupe::new(2);
+        e.absorb(&carry);
+        assert!(e.contains("BTCUSD", 1) && e.contains("BTCUSD", 4) && !e.contains("BTCUSD", 5));
+        assert_eq!(e.first_ids(), d.first_ids());
     }
 
     #[test]

@@ -19,18 +19,23 @@
 //! | [`rules`] | the one owner of the live exchange rules: read at start, refreshed, snapshots |
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
 //! | [`tls`] | the one TLS client configuration (roots, versions, provider) for REST and the stream |
+//! | [`fills`] | `binance-syncd fills`: the fill log as a table and totals per symbol |
 //! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects, parsed events → `state` |
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
 //! | [`metrics`] | the metrics registry (atomics), THREAD `metrics` (`/metrics`, `/healthz`), THREAD `alerts` (webhook) |
+//! | [`check`] | `binance-syncd check`: clock, key, symbols, state, fill log, plugins as a table |
 //! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
+//! | [`notify`] | systemd's notify protocol: `READY=1`, `WATCHDOG=1`, `STATUS=`, `STOPPING=1`; std only |
+//! | [`utc`] | UTC timestamps printed and parsed, for the CLI and the log |
 //! | [`demo`] | `demo`: the whole product on the paper exchange, in one process |
 //! | [`paper`] | the Binance.US-compatible paper exchange (REST + WS + faults); imports none of the roles |
 #![deny(unsafe_code)]
 
 pub mod backoff;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod decimal;
@@ -39,10 +44,12 @@ pub mod error;
 pub mod executor;
 pub mod exit;
 pub mod filllog;
+pub mod fills;
 pub mod filters;
 pub mod keepalive;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod paper;
 pub mod plugin;
 pub mod ratelimit;
@@ -53,6 +60,7 @@ pub mod secret;
 pub mod state;
 pub mod stream;
 pub mod tls;
+pub mod utc;
 pub mod wire;
 
 pub use decimal::Decimal;

@@ -4,7 +4,6 @@
 
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::exit;
-use binance_syncd::rest::ACCOUNT;
 use binance_syncd::Error;
 use std::process::ExitCode;
 
@@ -18,9 +17,12 @@ USAGE:
 
 COMMANDS:
     run        Run the daemon (the default): fills to SYNCD_FILL_LOG, exactly once
-    check      Check the configuration and the exchange: clock, rules, signed access
+    check      Check clock, API key, symbols, state dir, fill log and plugins; a table
+    fills      Show the fill log as a table with totals per symbol (maker share, fees)
     demo       Run the daemon against an in-process paper exchange and grade the fill log
-    paper      Run the paper exchange (Binance.US-compatible, loopback); see `paper --help`
+    paper      Run the paper exchange (Binance.US-compatible, loopback)
+
+Every command takes --help, e.g. `binance-syncd fills --help`.
 
 OPTIONS:
     -h, --help       Print this help
@@ -29,6 +31,63 @@ OPTIONS:
 Configuration is read from the environment (BINANCE_API_KEY, BINANCE_API_SECRET,
 SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_SYMBOLS, SYNCD_FILL_LOG, SYNCD_STATE_DIR,
 SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
+
+EXAMPLE:
+    export BINANCE_API_KEY=... BINANCE_API_SECRET=... SYNCD_SYMBOLS=BTCUSD,ETHUSD
+    binance-syncd check && binance-syncd run
+";
+
+const RUN_USAGE: &str = "\
+binance-syncd run — the daemon: every fill on the account into SYNCD_FILL_LOG, exactly once
+
+USAGE:
+    binance-syncd run
+
+Configuration is the environment (see README.md, \"Configuration\"). Signals: SIGTERM/SIGINT
+stop it cleanly (exit 0); SIGHUP reopens the fill log after logrotate renamed it. Under systemd
+(Type=notify) it sends READY=1 once the stream is up and reconciled, and watchdog pings.
+
+EXAMPLE:
+    BINANCE_API_KEY=... BINANCE_API_SECRET=... SYNCD_SYMBOLS=BTCUSD binance-syncd run
+";
+
+const CHECK_USAGE: &str = "\
+binance-syncd check — checks what `run` needs, prints a table, exits non-zero on any FAIL
+
+USAGE:
+    binance-syncd check
+
+Rows: clock offset; API key (signed GET /api/v3/account, canTrade); each of SYNCD_SYMBOLS with
+its filters; SYNCD_STATE_DIR and SYNCD_FILL_LOG writable; SYNCD_PLUGIN_DIR readable and each
+.so's ABI version (read from its table; the plugin is not started). Same environment as `run`.
+
+EXAMPLE:
+    sudo sh -c 'set -a; . /etc/binance-syncd/env; SYNCD_STATE_DIR=/tmp/syncd-check binance-syncd check'
+";
+
+const FILLS_USAGE: &str = "\
+binance-syncd fills — the fill log as a table, with totals per symbol
+
+USAGE:
+    binance-syncd fills [--symbol S] [--since T] [--json] [--totals] [--follow] [--file PATH]
+
+OPTIONS:
+    --symbol S    only this symbol (e.g. BTCUSD)
+    --since T     only fills at or after T: 2026-12-01, 2026-12-01T09:30Z, ms since the epoch,
+                  or an age: 90s, 15m, 6h, 2d
+    --json        each fill as its log line (JSON), then one {\"totals\": ...} line
+    --totals      totals only, no row per fill
+    --follow      after the totals, print new fills as they are logged (through rotations)
+    --file PATH   the log to read (default: SYNCD_FILL_LOG, else SYNCD_STATE_DIR/fills.jsonl)
+    -h, --help    print this help
+
+Totals per symbol: fills, maker share (maker fills / fills, rounded down: 100.00% means no
+taker fill), the daemon's own fills (client id sd-<tag>-...) and their maker share, bought and
+sold quantity, notional each way (quote_qty summed), fees by asset.
+All numbers are exact decimals as the log has them.
+
+EXAMPLE:
+    binance-syncd fills --symbol BTCUSD --since 7d --totals
 ";
 
 /// A logger that never lets tungstenite, ureq or rustls speak below info, whatever `RUST_LOG`
@@ -99,6 +158,9 @@ fn demo(args: &[String]) -> ExitCode {
             }
             ("-h" | "--help", _) => {
                 println!("binance-syncd demo [--seconds N (default 30)] [--dir DIR (default ./syncd-demo)] [--plugin PATH (default: libgrid_maker.so beside this program)] [--quiet]");
+                println!();
+                println!("EXAMPLE:");
+                println!("    cargo build --release --workspace && target/release/binance-syncd demo --seconds 60");
                 return ExitCode::SUCCESS;
             }
             (other, _) => {
@@ -155,10 +217,22 @@ fn main() -> ExitCode {
             println!("binance-syncd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Some("run" | "check" | "fills") if matches!(args.get(1).map(String::as_str), Some("-h" | "--help")) => {
+            print!(
+                "{}",
+                match command {
+                    Some("run") => RUN_USAGE,
+                    Some("check") => CHECK_USAGE,
+                    _ => FILLS_USAGE,
+                }
+            );
+            ExitCode::SUCCESS
+        }
         Some("check") if args.len() == 1 => {
-            init_logging();
+            init_logging_quiet();
             check()
         }
+        Some("fills") => fills(&args[1..]),
         Some("demo") => {
             init_logging_quiet();
             demo(&args[1..])
@@ -200,7 +274,8 @@ fn run() -> ExitCode {
         Err(code) => return code,
     };
     let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
-    if let Err(e) = watch_signals(exit_tx) {
+    let (hangup_tx, hangup_rx) = crossbeam_channel::unbounded::<()>();
+    if let Err(e) = watch_signals(exit_tx, hangup_tx) {
         eprintln!("binance-syncd: {e}");
         return ExitCode::from(error_code(&e));
     }
@@ -240,6 +315,13 @@ fn run() -> ExitCode {
             }
         }
     };
+    // SIGHUPs (queued since start-up too) reopen the fill log.
+    let reopen = daemon.fill_log_reopener();
+    std::thread::spawn(move || {
+        for () in hangup_rx {
+            let _ = reopen.try_send(());
+        }
+    });
     // Signals now go to the daemon's own exit channel too.
     let forward = daemon.exit_tx.clone();
     std::thread::spawn(move || {
@@ -257,35 +339,81 @@ fn run() -> ExitCode {
     ExitCode::from(exit.code())
 }
 
-/// Checks what `run` will need, in the order it needs it, and says what failed.
+/// Checks what `run` will need, in the order it needs it, and prints the table.
 fn check() -> ExitCode {
     let config = match load_config(Needs { credentials: true, symbols: true }) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let rest = binance_syncd::daemon::rest_client(&config);
-    let result = (|| -> Result<(), Error> {
-        let offset = rest.sync_clock()?;
-        println!("clock: offset to the exchange {offset} ms");
-        let rules = rest.exchange_info(&config.symbols)?;
-        for limit in &rules.rate_limits {
-            println!("rate limit: {:?} {} per {} ms", limit.kind, limit.limit, limit.interval_ms);
-        }
-        for symbol in &config.symbols {
-            match rules.symbols.get(symbol) {
-                Some(s) => println!("symbol {symbol}: {} with {} filters", s.status, s.filters.len()),
-                None => return Err(Error::Config(format!("SYNCD_SYMBOLS: {symbol} is not listed by the exchange"))),
-            }
-        }
-        rest.call(&ACCOUNT, &[])?;
-        println!("signed access: ok");
-        Ok(())
-    })();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let rows = binance_syncd::check::run(&config, &rest);
+    print!("{}", binance_syncd::check::table(&rows));
+    match binance_syncd::check::failure(&rows) {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
             eprintln!("binance-syncd: check failed: {e}");
             ExitCode::from(exit::error_code(&e))
+        }
+    }
+}
+
+/// `fills [options]`: see `FILLS_USAGE`.
+fn fills(args: &[String]) -> ExitCode {
+    use binance_syncd::fills::FillsOptions;
+    let usage = |msg: String| {
+        eprintln!("binance-syncd fills: {msg}; see fills --help");
+        ExitCode::from(exit::USAGE)
+    };
+    let mut opts = FillsOptions::default();
+    let mut file = None;
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1);
+        match (args[i].as_str(), value) {
+            ("--symbol", Some(v)) => opts.symbol = Some(v.trim().to_ascii_uppercase()),
+            ("--since", Some(v)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                match binance_syncd::utc::parse_ms(v, now) {
+                    Some(t) => opts.since_ms = Some(t),
+                    None => {
+                        return usage(format!("--since {v:?} is not a time (2026-12-01, 2026-12-01T09:30Z, 6h, 2d)"))
+                    }
+                }
+            }
+            ("--file", Some(v)) => file = Some(std::path::PathBuf::from(v)),
+            (flag @ ("--json" | "--totals" | "--follow"), _) => {
+                match flag {
+                    "--json" => opts.json = true,
+                    "--totals" => opts.totals_only = true,
+                    _ => opts.follow = true,
+                }
+                i += 1;
+                continue;
+            }
+            ("--symbol" | "--since" | "--file", None) => return usage(format!("{} needs a value", args[i])),
+            (other, _) => return usage(format!("unknown option {other:?}")),
+        }
+        i += 2;
+    }
+    opts.file = match file {
+        Some(f) => f,
+        None => match load_config(Needs { credentials: false, symbols: false }) {
+            Ok(c) => c.fill_log,
+            Err(code) => return code,
+        },
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    match binance_syncd::fills::run(&opts, &mut out) {
+        Ok(_) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): nothing to report.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            drop(out);
+            eprintln!("binance-syncd fills: {e}");
+            ExitCode::from(exit::FAILURE)
         }
     }
 }

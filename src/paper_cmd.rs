@@ -43,6 +43,10 @@ OPTIONS:
 
 It prints its REST and WS URLs and the key pair it accepts, then runs until SIGTERM or Ctrl-C.
 Faults: POST /paper/fault?name=...; ground truth: GET /paper/report.
+
+EXAMPLE:
+    binance-syncd paper --time-scale 10 --external-trader 20
+    curl -X POST 'http://127.0.0.1:PORT/paper/fault?name=drop&mode=rst&refuse_ms=3000'
 ";
 
 fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {

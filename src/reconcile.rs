@@ -144,6 +144,70 @@ impl ClientIds {
     }
 }
 
+/// Progress of one symbol's pass, logged for long ones (a first start over days of history):
+/// every few seconds while it runs, and a summary at its end if it took more than one page.
+struct Progress<'a> {
+    symbol: &'a str,
+    started: Instant,
+    last_log: Instant,
+    pages: u64,
+    trades: u64,
+    fresh: u64,
+    /// Trade times seen, ms since the epoch.
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+}
+
+/// How often a long pass says how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+impl<'a> Progress<'a> {
+    fn new(symbol: &'a str) -> Progress<'a> {
+        let now = Instant::now();
+        Progress { symbol, started: now, last_log: now, pages: 0, trades: 0, fresh: 0, first_ms: None, last_ms: None }
+    }
+
+    fn page(&mut self, read: Read, page: &[MyTrade]) {
+        self.pages += 1;
+        self.trades += page.len() as u64;
+        for t in page {
+            self.first_ms = Some(self.first_ms.map_or(t.time, |f| f.min(t.time)));
+            self.last_ms = Some(self.last_ms.map_or(t.time, |l| l.max(t.time)));
+        }
+        if self.last_log.elapsed() >= PROGRESS_EVERY {
+            self.last_log = Instant::now();
+            let at = match read {
+                Read::FromId(from) => format!("fromId {from}"),
+                Read::Window(start, end) => {
+                    format!("window {} .. {}", crate::utc::format_ms(start), crate::utc::format_ms(end))
+                }
+            };
+            log::info!("reconcile {}: catching up: {}, now at {at}", self.symbol, self.summary());
+        }
+    }
+
+    /// Pages, trades, time taken and the trades' time span.
+    fn summary(&self) -> String {
+        let span = match (self.first_ms, self.last_ms) {
+            (Some(a), Some(b)) => format!(", trades {} .. {}", crate::utc::format_ms(a), crate::utc::format_ms(b)),
+            _ => String::new(),
+        };
+        format!(
+            "{} pages, {} trades read ({} new) in {:.1?}{span}",
+            self.pages,
+            self.trades,
+            self.fresh,
+            self.started.elapsed()
+        )
+    }
+
+    fn done(&self) {
+        if self.pages > 1 {
+            log::info!("reconcile {}: caught up: {}", self.symbol, self.summary());
+        }
+    }
+}
+
 pub struct Reconciler {
     settings: ReconcileSettings,
     rest: Arc<RestClient>,
@@ -156,6 +220,8 @@ pub struct Reconciler {
     next: Instant,
     /// An `Up` came during a pass: start another as soon as it ends.
     again: bool,
+    /// `READY=1` goes here after the first complete pass with the stream up.
+    notify: crate::notify::Notifier,
 }
 
 impl Reconciler {
@@ -170,7 +236,14 @@ impl Reconciler {
             stream_up: false,
             next: Instant::now(),
             again: false,
+            notify: crate::notify::Notifier::default(),
         }
+    }
+
+    /// The supervisor to tell once the daemon is ready (see [`crate::notify`]).
+    pub fn supervised_by(mut self, notify: crate::notify::Notifier) -> Reconciler {
+        self.notify = notify;
+        self
     }
 
     pub fn spawn(mut self, link: ReconcilerLink, stop: Receiver<()>, exit: Sender<Exit>) -> io::Result<JoinHandle<()>> {
@@ -233,8 +306,12 @@ impl Reconciler {
     fn reconcile_all(&mut self, link: &ReconcilerLink, stop: &Receiver<()>) -> Result<(), String> {
         self.again = false;
         let mut retry_after = None;
+        let up_at_start = self.stream_up;
+        let mut complete = true;
         for symbol in self.settings.symbols.clone() {
-            match self.reconcile(&symbol, link, stop) {
+            let result = self.reconcile(&symbol, link, stop);
+            complete &= result.is_ok();
+            match result {
                 Ok(()) => {}
                 Err(e) if e.is_auth_failure() => return Err(format!("API key refused during reconciliation: {e}")),
                 Err(Error::Stopped) => return Ok(()),
@@ -255,6 +332,10 @@ impl Reconciler {
         }
         self.rest.metrics().reconcile_pass();
         self.drain(link);
+        if complete && up_at_start && self.stream_up {
+            // Stream up and nothing missed before it: what a supervisor may call ready.
+            self.notify.ready(&format!("ready: stream up, {} symbols reconciled", self.settings.symbols.len()));
+        }
         let every = self.every();
         self.next = match retry_after {
             Some(wait) => Instant::now() + wait.clamp(Duration::from_millis(100), every.max(wait)),
@@ -296,6 +377,7 @@ impl Reconciler {
 
     /// One REST pass for `symbol`, page by page, until a short page or a held fill.
     fn reconcile(&mut self, symbol: &str, link: &ReconcilerLink, stop: &Receiver<()>) -> Result<(), Error> {
+        let mut progress = Progress::new(symbol);
         loop {
             let now = self.rest.clock().now_ms();
             let plan = cursor::plan(&self.cursors, symbol, self.started_ms, now);
@@ -328,6 +410,7 @@ impl Reconciler {
             }
             let ids: Vec<u64> = page.iter().map(|t| t.id).collect();
             let step = cursor::after_page(plan.read, &ids, count, now);
+            progress.page(plan.read, &page);
             let unknown: HashSet<u64> = if ids.is_empty() {
                 HashSet::new()
             } else {
@@ -339,6 +422,7 @@ impl Reconciler {
                 }
             };
             let fresh: Vec<MyTrade> = page.into_iter().filter(|t| unknown.contains(&t.id)).collect();
+            progress.fresh += fresh.len() as u64;
             // Client ids the stream brought while the request was on the wire.
             self.drain(link);
             let orders: Vec<u64> =
@@ -358,6 +442,7 @@ impl Reconciler {
                 return Ok(());
             }
             if !step.more {
+                progress.done();
                 return Ok(());
             }
         }
@@ -404,6 +489,31 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decimal::Decimal;
+
+    #[test]
+    fn a_long_pass_reports_pages_trades_and_their_time_span() {
+        let trade = |id: u64, time: i64| MyTrade {
+            symbol: "BTCUSD".into(),
+            id,
+            order_id: 1,
+            price: Decimal::ONE,
+            qty: Decimal::ONE,
+            quote_qty: None,
+            commission: Decimal::ZERO,
+            commission_asset: None,
+            time,
+            is_buyer: true,
+            is_maker: true,
+        };
+        let mut p = Progress::new("BTCUSD");
+        p.page(Read::Window(0, 86_400_000), &[trade(1, 1_788_540_400_100), trade(2, 1_788_540_500_000)]);
+        p.fresh += 2;
+        p.page(Read::FromId(3), &[trade(3, 1_788_626_800_100)]);
+        let text = p.summary();
+        assert!(text.starts_with("2 pages, 3 trades read (2 new) in "), "{text}");
+        assert!(text.ends_with("trades 2026-09-04T16:46:40.100Z .. 2026-09-05T16:46:40.100Z"), "{text}");
+    }
 
     #[test]
     fn client_ids_stay_bounded_however_they_were_learned() {

@@ -16,7 +16,8 @@
 
 use crate::config::FsyncPolicy;
 use crate::error::Error;
-use crate::filllog::{FillLog, FillRecord, FillTap};
+use crate::filllog::{Carry, FillLog, FillRecord, FillTap};
+use crate::notify::Notifier;
 use crate::reconcile::cursor::{Cursors, Journal, Ledger};
 use crate::reconcile::{Answer, Ask, Heard, WriterLink};
 use crate::stream::StreamMsg;
@@ -64,18 +65,50 @@ fn load_cursors(state_dir: &Path) -> Option<Cursors> {
 
 /// Writes the file so that a crash leaves either the old or the new one, never a mix.
 fn save_cursors(cursors: &Cursors, state_dir: &Path) -> Result<(), Error> {
-    fs::create_dir_all(state_dir).map_err(Error::io(state_dir))?;
-    let path = cursors_path(state_dir);
-    let tmp = state_dir.join("cursors.json.tmp");
     let body = serde_json::to_vec_pretty(cursors).map_err(|e| Error::Decode(e.to_string()))?;
+    save_atomic(state_dir, &cursors_path(state_dir), &body)
+}
+
+/// Temp file, fsync, rename, fsync of the directory.
+fn save_atomic(state_dir: &Path, path: &Path, body: &[u8]) -> Result<(), Error> {
+    fs::create_dir_all(state_dir).map_err(Error::io(state_dir))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(&body).map_err(Error::io(&tmp))?;
+    f.write_all(body).map_err(Error::io(&tmp))?;
     f.sync_all().map_err(Error::io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+    fs::rename(&tmp, path).map_err(Error::io(path))?;
     if let Ok(dir) = File::open(state_dir) {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// Where the fill log's [`Carry`] is saved: the last `seq` and the dedupe's ids, written at
+/// every rotation and shutdown, so that a new, empty file after a rotation continues the
+/// numbering (plugin cursors are `seq` numbers) and still knows which fills were logged.
+pub fn carry_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("filllog.json")
+}
+
+fn load_carry(state_dir: &Path) -> Option<Carry> {
+    let path = carry_path(state_dir);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("{}: {e}; numbering from the fill log alone", path.display());
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn!("{}: not a fill-log carry file ({e}); numbering from the fill log alone", path.display());
+            None
+        }
+    }
 }
 
 impl Journal for FillLog {
@@ -98,12 +131,17 @@ pub struct State {
     tap: FillTap,
     /// When each stream fill still waiting to be written was read off the socket.
     read_at: HashMap<(String, u64), Instant>,
+    notify: Notifier,
+    stream_up: bool,
+    /// Fills written by this run.
+    written: u64,
 }
 
 impl State {
     /// Opens the fill log (repairing a torn tail) and loads or rebuilds the cursors.
     pub fn open(settings: StateSettings, tap: FillTap) -> Result<State, Error> {
-        let (log, report) = FillLog::open(&settings.fill_log, settings.fsync)?;
+        let carry = load_carry(&settings.state_dir);
+        let (log, report) = FillLog::open_after(&settings.fill_log, settings.fsync, carry.as_ref())?;
         if report.torn_bytes > 0 || report.bad_lines > 0 {
             log::warn!(
                 "{}: repaired on open (torn bytes {}, foreign lines {})",
@@ -120,8 +158,62 @@ impl State {
             report.lines,
             cursors.next_from_id
         );
-        let read_at = HashMap::new();
-        Ok(State { settings, ledger: Ledger::new(log, cursors), unsaved: false, last_alert: None, tap, read_at })
+        Ok(State {
+            settings,
+            ledger: Ledger::new(log, cursors),
+            unsaved: false,
+            last_alert: None,
+            tap,
+            read_at: HashMap::new(),
+            notify: Notifier::default(),
+            stream_up: false,
+            written: 0,
+        })
+    }
+
+    /// Where the watchdog pings and status lines go (systemd; see [`crate::notify`]).
+    pub fn supervised_by(mut self, notify: Notifier) -> State {
+        self.notify = notify;
+        self
+    }
+
+    /// The one-line status for the supervisor.
+    fn status(&self) -> String {
+        let held = self.ledger.held();
+        format!(
+            "stream {} | fills logged {} this run, last seq {}{}",
+            if self.stream_up { "up" } else { "down" },
+            self.written,
+            self.ledger.journal().last_seq(),
+            if held > 0 { format!(" | {held} fills HELD (fill log not writable)") } else { String::new() }
+        )
+    }
+
+    /// `SIGHUP`: the fill log was renamed (logrotate); write on in a new file at its path. The
+    /// carry is saved first, so a restart before the new file's first line still numbers on.
+    fn reopen(&mut self) {
+        self.save_carry();
+        match self.ledger.journal_mut().reopen() {
+            Ok(true) => log::info!(
+                "state: fill log reopened at {} (rotation); numbering goes on after seq {}",
+                self.settings.fill_log.display(),
+                self.ledger.journal().last_seq()
+            ),
+            Ok(false) => log::info!("state: SIGHUP, but {} is still the same file", self.settings.fill_log.display()),
+            // Still writing to the old file (nothing is lost); the next SIGHUP tries again.
+            Err(e) => log::error!("state: cannot reopen the fill log ({e}); still writing to the old file"),
+        }
+    }
+
+    fn save_carry(&self) {
+        let carry = self.ledger.journal().carry();
+        let path = carry_path(&self.settings.state_dir);
+        let saved = serde_json::to_vec(&carry)
+            .map_err(|e| Error::Decode(e.to_string()))
+            .and_then(|body| save_atomic(&self.settings.state_dir, &path, &body));
+        if let Err(e) = saved {
+            log::error!("state: cannot save {}: {e}", path.display());
+        }
     }
 
     /// The cursors as opened: the reconciler starts from a copy.
@@ -129,14 +221,16 @@ impl State {
         self.ledger.cursors()
     }
 
+    /// `reopen`: one message per `SIGHUP` (log rotation).
     pub fn spawn(
         mut self,
         events: Receiver<StreamMsg>,
         link: WriterLink,
+        reopen: Receiver<()>,
         stop: Receiver<()>,
     ) -> io::Result<JoinHandle<()>> {
         thread::Builder::new().name("state".into()).spawn(move || {
-            self.run(&events, &link, &stop);
+            self.run(&events, &link, &reopen, &stop);
             self.finish();
         })
     }
@@ -156,18 +250,36 @@ impl State {
                 self.ledger.held()
             );
         }
+        self.save_carry();
     }
 
-    fn run(&mut self, events: &Receiver<StreamMsg>, link: &WriterLink, stop: &Receiver<()>) {
+    fn run(&mut self, events: &Receiver<StreamMsg>, link: &WriterLink, reopen: &Receiver<()>, stop: &Receiver<()>) {
         let mut asks = link.asks.clone();
+        let mut reopen = reopen.clone();
+        // The watchdog pings come from this loop, so a writer that stops turning stops them.
+        let beat_every = self.notify.watchdog_every().or(self.notify.enabled().then_some(Duration::from_secs(10)));
+        let mut next_beat = Instant::now();
         loop {
             if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
                 return;
             }
-            let wait = if self.ledger.held() > 0 { Duration::from_secs(1) } else { Duration::from_secs(60) };
+            if let Some(every) = beat_every {
+                if Instant::now() >= next_beat {
+                    self.notify.beat(&self.status());
+                    next_beat = Instant::now() + every;
+                }
+            }
+            let mut wait = if self.ledger.held() > 0 { Duration::from_secs(1) } else { Duration::from_secs(60) };
+            if beat_every.is_some() {
+                wait = wait.min(next_beat.saturating_duration_since(Instant::now()));
+            }
             // Stream events first: they are the fills someone is waiting for.
             crossbeam_channel::select_biased! {
                 recv(stop) -> _ => return,
+                recv(reopen) -> msg => match msg {
+                    Ok(()) => self.reopen(),
+                    Err(_) => reopen = crossbeam_channel::never(),
+                },
                 recv(events) -> msg => match msg {
                     Ok(msg) => self.on_stream(msg, &link.heard),
                     Err(_) => return,
@@ -192,10 +304,14 @@ impl State {
         match msg {
             StreamMsg::Up { session } => {
                 log::info!("state: stream up (session {session}); reconciling");
+                self.stream_up = true;
+                self.notify.status(&self.status());
                 let _ = heard.send(Heard::Up);
             }
             StreamMsg::Down { reason } => {
                 log::warn!("state: stream down ({reason}); fills continue over REST");
+                self.stream_up = false;
+                self.notify.status(&self.status());
                 let _ = heard.send(Heard::Down);
             }
             StreamMsg::Event(event, read_at) => self.on_event(event, heard, read_at),
@@ -285,6 +401,7 @@ impl State {
                 fill.order_id,
                 fill.maker
             );
+            self.written += 1;
         }
         if self.ledger.held() == 0 {
             // Fills offered but not written (already in the log) leave nothing behind.

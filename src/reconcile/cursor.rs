@@ -186,6 +186,10 @@ impl<J: Journal> Ledger<J> {
         Ledger { journal, held: VecDeque::new(), cursors }
     }
 
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
     pub fn journal_mut(&mut self) -> &mut J {
         &mut self.journal
     }

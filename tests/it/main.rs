@@ -4,6 +4,7 @@ mod executor;
 mod faults;
 mod metrics;
 mod mock;
+mod ops;
 mod paper_rest;
 mod paper_stream;
 mod plugins;

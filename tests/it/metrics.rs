@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A loopback address with a port free a moment ago, for a child process to listen on.
 pub fn free_addr() -> SocketAddr {
@@ -177,10 +177,18 @@ fn metrics_pass_promtool_and_move_after_a_fill_and_a_429() {
     let trades = ex.report()["trades"].as_array().map_or(0, Vec::len);
     assert!(trades > 0);
     wait_lines(&cfg.fill_log, trades, Duration::from_secs(10));
-    let after_fill = get(addr, "/metrics").1;
-    let logged = value(&after_fill, stream_fills).unwrap_or(0.0)
-        + value(&after_fill, "syncd_fills_total{symbol=\"BTCUSD\",source=\"rest\"}").unwrap_or(0.0);
-    assert_eq!(logged, trades as f64, "every trade counted once:\n{after_fill}");
+    // The counters move just after the line is durable: a scrape may land in between.
+    let counted = |text: &str| {
+        value(text, stream_fills).unwrap_or(0.0)
+            + value(text, "syncd_fills_total{symbol=\"BTCUSD\",source=\"rest\"}").unwrap_or(0.0)
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut after_fill = get(addr, "/metrics").1;
+    while counted(&after_fill) < trades as f64 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        after_fill = get(addr, "/metrics").1;
+    }
+    assert_eq!(counted(&after_fill), trades as f64, "every trade counted once:\n{after_fill}");
     assert!(value(&after_fill, stream_fills).unwrap_or(0.0) >= 1.0, "the stream carried the fills here");
     assert!(value(&after_fill, "syncd_fill_latency_seconds_count").unwrap_or(0.0) >= 1.0, "{after_fill}");
     assert!(value(&after_fill, "syncd_filllog_seq").unwrap_or(0.0) >= trades as f64);

@@ -19,7 +19,7 @@ fn daemon_logging(ex: &PaperExchange, dir: &Path, key: &str, stderr: Stdio, leve
 }
 
 /// The daemon's environment for these tests, on any command that ends up running it.
-fn configure<'a>(
+pub fn configure<'a>(
     cmd: &'a mut Command,
     ex: &PaperExchange,
     dir: &Path,
@@ -38,12 +38,17 @@ fn configure<'a>(
         .stderr(stderr)
 }
 
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+pub fn sigterm(child: &Child) {
+    signal(child, "TERM");
+}
+
+/// `kill -NAME` to the child.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().expect("kill");
     assert!(status.success());
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if let Ok(Some(status)) = child.try_wait() {

@@ -176,7 +176,10 @@ fn check_passes_over_tls_and_a_bad_ca_file_is_a_configuration_error() {
     let out = check(&ex, &dir, None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("signed access: ok"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.trim_start().starts_with("API key: signed access") && l.contains(" ok ")),
+        "{stdout}"
+    );
 
     let missing = dir.join("no-such-ca.pem");
     std::fs::write(dir.join("empty.pem"), "no certificate here\n").unwrap();

@@ -1,0 +1,261 @@
+//! `binance-syncd check`: everything `run` will need, checked in the order it needs it, as a
+//! short table. Any `FAIL` makes the command exit non-zero; a `warn` does not.
+//!
+//! Rows: the clock offset, signed access with the key (`GET /api/v3/account`) and its
+//! `canTrade`, each of `SYNCD_SYMBOLS` with its main filters, the state directory and the fill
+//! log writable, the plugin directory readable and each `.so`'s ABI version (read from its
+//! table; the plugin is never created or started).
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::filters::{Filter, SymbolRules};
+use crate::rest::{RestClient, ACCOUNT};
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Worth fixing, but `run` works.
+    Warn,
+    Fail,
+    /// Not checked: an earlier failure makes it meaningless.
+    Skipped,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub what: String,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+fn row(what: impl Into<String>, verdict: Verdict, detail: impl Into<String>) -> Row {
+    Row { what: what.into(), verdict, detail: detail.into() }
+}
+
+/// A clock further off than this is worth a warning (the daemon corrects for it, but the host
+/// should run NTP).
+const CLOCK_WARN_MS: i64 = 1000;
+
+/// Runs every check; the rows in order.
+pub fn run(config: &Config, rest: &RestClient) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let online = match rest.sync_clock() {
+        Ok(offset) if offset.abs() <= CLOCK_WARN_MS => {
+            rows.push(row("clock offset", Verdict::Ok, format!("{offset} ms to the exchange")));
+            true
+        }
+        Ok(offset) => {
+            rows.push(row(
+                "clock offset",
+                Verdict::Warn,
+                format!("{offset} ms to the exchange (corrected for, but check NTP on this host)"),
+            ));
+            true
+        }
+        Err(e) => {
+            rows.push(row("clock offset", Verdict::Fail, format!("cannot reach {}: {e}", config.rest_url)));
+            false
+        }
+    };
+    if online {
+        rows.extend(key_rows(rest));
+        rows.extend(symbol_rows(config, rest));
+    } else {
+        for what in ["API key", "symbols"] {
+            rows.push(row(what, Verdict::Skipped, "the exchange is out of reach"));
+        }
+    }
+    rows.extend(local_rows(config));
+    rows
+}
+
+fn key_rows(rest: &RestClient) -> Vec<Row> {
+    match rest.call(&ACCOUNT, &[]) {
+        Ok(body) => {
+            let account: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let signed = row("API key: signed access", Verdict::Ok, "GET /api/v3/account answered");
+            let trade = match account["canTrade"].as_bool() {
+                Some(true) => row("API key: canTrade", Verdict::Ok, "true"),
+                Some(false) => row(
+                    "API key: canTrade",
+                    Verdict::Fail,
+                    "false: the account or key may not trade (enable Spot trading for the key)",
+                ),
+                None => row("API key: canTrade", Verdict::Fail, "the account reply has no canTrade"),
+            };
+            vec![signed, trade]
+        }
+        Err(e) => {
+            let hint = match e.api_code() {
+                Some(-1022) => " (wrong BINANCE_API_SECRET?)",
+                Some(-2014 | -2015) => " (wrong BINANCE_API_KEY, or this IP is not on the key's list?)",
+                _ => "",
+            };
+            vec![
+                row("API key: signed access", Verdict::Fail, format!("{e}{hint}")),
+                row("API key: canTrade", Verdict::Skipped, "needs signed access"),
+            ]
+        }
+    }
+}
+
+fn symbol_rows(config: &Config, rest: &RestClient) -> Vec<Row> {
+    let rules = match rest.exchange_info(&config.symbols) {
+        Ok(r) => r,
+        // The exchange refuses the whole request when one symbol is unknown (-1121): ask for
+        // each alone to say which.
+        Err(e) if e.api_code() == Some(-1121) => {
+            return config
+                .symbols
+                .iter()
+                .map(|s| match rest.exchange_info(std::slice::from_ref(s)) {
+                    Ok(r) => match r.symbols.get(s) {
+                        Some(rules) => symbol_row(s, rules),
+                        None => row(format!("symbol {s}"), Verdict::Fail, "not listed by the exchange"),
+                    },
+                    Err(e) => row(format!("symbol {s}"), Verdict::Fail, format!("not listed by the exchange ({e})")),
+                })
+                .collect();
+        }
+        Err(e) => return vec![row("symbols", Verdict::Fail, format!("exchangeInfo: {e}"))],
+    };
+    config
+        .symbols
+        .iter()
+        .map(|s| match rules.symbols.get(s) {
+            Some(r) => symbol_row(s, r),
+            None => row(format!("symbol {s}"), Verdict::Fail, "not listed by the exchange"),
+        })
+        .collect()
+}
+
+fn symbol_row(symbol: &str, rules: &SymbolRules) -> Row {
+    let mut detail = rules.status.clone();
+    for f in &rules.filters {
+        match f {
+            Filter::Price { tick_size, .. } => {
+                let _ = write!(detail, ", tick {}", tick_size.normalized());
+            }
+            Filter::LotSize { min_qty, step_size, .. } => {
+                let _ = write!(detail, ", step {} (min {})", step_size.normalized(), min_qty.normalized());
+            }
+            Filter::MinNotional { min_notional, .. } | Filter::Notional { min_notional, .. } => {
+                let _ = write!(detail, ", min notional {} {}", min_notional.normalized(), rules.quote_asset);
+            }
+            _ => {}
+        }
+    }
+    let _ = write!(detail, "; {} filters", rules.filters.len());
+    let verdict = if rules.status == "TRADING" { Verdict::Ok } else { Verdict::Warn };
+    let maker = rules.order_types.iter().any(|t| t == "LIMIT_MAKER");
+    if !maker {
+        return row(format!("symbol {symbol}"), Verdict::Fail, format!("{detail}; no LIMIT_MAKER orders"));
+    }
+    row(format!("symbol {symbol}"), verdict, detail)
+}
+
+/// Creates and removes a file in `dir` (created if missing): permissions, a read-only mount,
+/// a full disk or a path through a regular file all show here.
+fn probe_dir(dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let probe = dir.join(format!(".binance-syncd-check-{}", std::process::id()));
+    let written = fs::write(&probe, b"check\n").map_err(|e| format!("cannot write in it: {e}"));
+    let _ = fs::remove_file(&probe);
+    written
+}
+
+fn local_rows(config: &Config) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let state = config.state_dir.display().to_string();
+    rows.push(match probe_dir(&config.state_dir) {
+        Ok(()) => row("state dir", Verdict::Ok, format!("{state} writable")),
+        Err(why) => row("state dir", Verdict::Fail, format!("{state}: {why}")),
+    });
+    let log = &config.fill_log;
+    rows.push(if log.exists() {
+        // Opened for appending, never truncated: `check` must not touch the fills.
+        match OpenOptions::new().append(true).open(log) {
+            Ok(f) => {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                row("fill log", Verdict::Ok, format!("{} writable ({size} bytes)", log.display()))
+            }
+            Err(e) => row("fill log", Verdict::Fail, format!("{}: {e}", log.display())),
+        }
+    } else {
+        let parent = log.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match probe_dir(parent) {
+            Ok(()) => row("fill log", Verdict::Ok, format!("{} will be created", log.display())),
+            Err(why) => row("fill log", Verdict::Fail, format!("{}: {why}", parent.display())),
+        }
+    });
+    let Some(dir) = &config.plugin_dir else {
+        rows.push(row("plugin dir", Verdict::Ok, "SYNCD_PLUGIN_DIR unset: no plugins"));
+        return rows;
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            rows.push(row("plugin dir", Verdict::Fail, format!("{}: {e}", dir.display())));
+            return rows;
+        }
+    };
+    let mut images: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("so"))
+        .collect();
+    images.sort();
+    rows.push(row("plugin dir", Verdict::Ok, format!("{} readable, {} plugins", dir.display(), images.len())));
+    for path in images {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        rows.push(match crate::plugin::ffi::inspect(&path) {
+            Ok(info) => row(
+                format!("plugin {name}"),
+                Verdict::Ok,
+                format!(
+                    "ABI {}.{} (daemon {}.{}), version {:?}",
+                    info.abi_major, info.abi_minor, ABI.0, ABI.1, info.version
+                ),
+            ),
+            Err(e) => row(format!("plugin {name}"), Verdict::Fail, e.to_string()),
+        });
+    }
+    rows
+}
+
+const ABI: (u32, u32) = (binance_syncd_plugin::abi::ABI_MAJOR, binance_syncd_plugin::abi::ABI_MINOR);
+
+/// The rows as an aligned table.
+pub fn table(rows: &[Row]) -> String {
+    let width = rows.iter().map(|r| r.what.chars().count()).max().unwrap_or(0).max(5);
+    let mut out = format!("{:<width$}  {:<7}  detail\n", "check", "status");
+    for r in rows {
+        let _ = writeln!(out, "{:<width$}  {:<7}  {}", r.what, r.verdict.as_str(), r.detail);
+    }
+    out
+}
+
+/// The error to exit with when a check failed (warnings pass): a configuration problem, exit 2,
+/// as `run` would exit for any of them.
+pub fn failure(rows: &[Row]) -> Option<Error> {
+    let failed: Vec<&Row> = rows.iter().filter(|r| r.verdict == Verdict::Fail).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let what: Vec<&str> = failed.iter().map(|r| r.what.as_str()).collect();
+    Some(Error::Config(format!("{} failed: {}", failed.len(), what.join(", "))))
+}
