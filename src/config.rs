@@ -10,6 +10,7 @@
 //! | `BINANCE_API_SECRET` | required for `run`/`check` | HMAC-SHA256 secret; never logged |
 //! | `SYNCD_REST_URL` | `https://api.binance.us` | REST base; `/api/v3/...` is appended |
 //! | `SYNCD_WS_URL` | `wss://stream.binance.us:9443` | stream base; `/ws/<listenKey>` is appended |
+//! | `SYNCD_CA_FILE` | unset (web roots only) | PEM certificates trusted beside Mozilla's web roots, for REST and stream |
 //! | `SYNCD_SYMBOLS` | required for `run`/`check` | comma-separated, e.g. `BTCUSD,ETHUSD` |
 //! | `SYNCD_STATE_DIR` | `./syncd-state` | cursors and other state |
 //! | `SYNCD_FILL_LOG` | `$SYNCD_STATE_DIR/fills.jsonl` | the JSON Lines fill log |

@@ -27,8 +27,8 @@ OPTIONS:
     -V, --version    Print the version
 
 Configuration is read from the environment (BINANCE_API_KEY, BINANCE_API_SECRET,
-SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_SYMBOLS, SYNCD_FILL_LOG, SYNCD_STATE_DIR,
-SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
+SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_CA_FILE, SYNCD_SYMBOLS, SYNCD_FILL_LOG,
+SYNCD_STATE_DIR, SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
 ";
 
 /// A logger that never lets tungstenite, ureq or rustls speak below info, whatever `RUST_LOG`

@@ -30,6 +30,12 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     if certs.is_empty() {
         return Err(format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()));
     }
+    // Checked here, where the file is known, rather than in `client_config`.
+    for (i, cert) in certs.iter().enumerate() {
+        RootCertStore::empty()
+            .add(cert.clone())
+            .map_err(|e| format!("{}: certificate {} is not usable as a root: {e}", path.display(), i + 1))?;
+    }
     Ok(certs)
 }
 
@@ -301,6 +307,15 @@ pub(crate) mod tests {
             }
         });
         addr
+    }
+
+    #[test]
+    fn a_ca_file_with_a_certificate_that_is_no_root_is_named_in_the_error() {
+        let path = std::env::temp_dir().join(format!("syncd-bad-root-{}.pem", std::process::id()));
+        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        let err = read_ca_file(&path).err().unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains(&path.display().to_string()) && err.contains("not usable as a root"), "{err}");
     }
 
     #[test]
