@@ -11,6 +11,7 @@
 //! | `CREDENTIALS_DIRECTORY` | set by systemd's `LoadCredential=` | when the two above are unset, they are read from its files `binance-api-key` and `binance-api-secret` |
 //! | `SYNCD_REST_URL` | `https://api.binance.us` | REST base; `/api/v3/...` is appended |
 //! | `SYNCD_WS_URL` | `wss://stream.binance.us:9443` | stream base; `/ws/<listenKey>` is appended |
+//! | `SYNCD_CA_FILE` | unset (web roots only) | PEM certificates trusted beside Mozilla's web roots, for REST and stream |
 //! | `SYNCD_SYMBOLS` | required for `run`/`check` | comma-separated, e.g. `BTCUSD,ETHUSD` |
 //! | `SYNCD_STATE_DIR` | `./syncd-state` | cursors and other state |
 //! | `SYNCD_FILL_LOG` | `$SYNCD_STATE_DIR/fills.jsonl` | the JSON Lines fill log |

@@ -29,8 +29,8 @@ OPTIONS:
     -V, --version    Print the version
 
 Configuration is read from the environment (BINANCE_API_KEY, BINANCE_API_SECRET,
-SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_SYMBOLS, SYNCD_FILL_LOG, SYNCD_STATE_DIR,
-SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
+SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_CA_FILE, SYNCD_SYMBOLS, SYNCD_FILL_LOG,
+SYNCD_STATE_DIR, SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
 
 EXAMPLE:
     export BINANCE_API_KEY=... BINANCE_API_SECRET=... SYNCD_SYMBOLS=BTCUSD,ETHUSD
@@ -82,7 +82,7 @@ OPTIONS:
     -h, --help    print this help
 
 Totals per symbol: fills, maker share (maker fills / fills, rounded down: 100.00% means no
-taker fill), the daemon's own fills (client id sd-<tag>-...) and their maker share, bought and
+taker fill), the daemon's own fills (client id sd-<tag>-<instance>-...) and their maker share, bought and
 sold quantity, notional each way (quote_qty summed), fees by asset.
 All numbers are exact decimals as the log has them.
 

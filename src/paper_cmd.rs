@@ -63,6 +63,8 @@ pub struct PaperArgs {
     pub config: PaperConfig,
     /// With `--tls`: where the certificate clients must trust goes.
     pub trust_file: Option<PathBuf>,
+    /// The trust file's directory is ours to create (the default one), not the operator's.
+    pub fresh_dir: bool,
 }
 
 pub fn parse(args: &[String]) -> Result<Option<PaperArgs>, String> {
@@ -127,29 +129,48 @@ pub fn parse(args: &[String]) -> Result<Option<PaperArgs>, String> {
         if tls_cert.is_some() || tls_key.is_some() || tls_dir.is_some() {
             return Err("--tls-cert, --tls-key and --tls-dir need --tls".into());
         }
-        return Ok(Some(PaperArgs { config, trust_file: None }));
+        return Ok(Some(PaperArgs { config, trust_file: None, fresh_dir: false }));
     }
     let paper_tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => PaperTls::from_pem_files(&cert, &key)?,
         (None, None) => PaperTls::generate(&["localhost", "127.0.0.1"])?,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    let fresh_dir = tls_dir.is_none();
     let dir =
         tls_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("binance-syncd-paper-{}", std::process::id())));
     config.tls = Some(Arc::new(paper_tls));
-    Ok(Some(PaperArgs { config, trust_file: Some(dir.join("paper-ca.pem")) }))
+    Ok(Some(PaperArgs { config, trust_file: Some(dir.join("paper-ca.pem")), fresh_dir }))
 }
 
-/// Writes the certificate clients must trust, readable by anyone (it is public).
-fn write_trust(path: &Path, pem: &str) -> Result<(), String> {
+/// Writes the certificate clients must trust. Clients trust whatever this file says, so in the
+/// shared temp directory, where its name is predictable, the directory is made here, private
+/// (0700), and refused if it exists already (someone else's, or a link to one). In the
+/// operator's `--tls-dir`, a file (or link) of that name left from an earlier run is replaced,
+/// never written through.
+fn write_trust(path: &Path, pem: &str, fresh_dir: bool) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("--tls-dir {}: {e}", dir.display()))?;
+        let made =
+            if fresh_dir { std::fs::DirBuilder::new().mode(0o700).create(dir) } else { std::fs::create_dir_all(dir) };
+        made.map_err(|e| format!("--tls-dir {}: {e}", dir.display()))?;
     }
-    std::fs::write(path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot replace {}: {e}", path.display()));
+        }
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 pub fn main(args: &[String]) -> ExitCode {
-    let PaperArgs { config, trust_file } = match parse(args) {
+    let PaperArgs { config, trust_file, fresh_dir } = match parse(args) {
         Ok(Some(c)) => c,
         Ok(None) => {
             print!("{PAPER_USAGE}");
@@ -161,7 +182,7 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     if let (Some(path), Some(tls)) = (&trust_file, &config.tls) {
-        if let Err(e) = write_trust(path, tls.trust_pem()) {
+        if let Err(e) = write_trust(path, tls.trust_pem(), fresh_dir) {
             eprintln!("binance-syncd paper: {e}");
             return ExitCode::from(1);
         }
@@ -200,4 +221,36 @@ pub fn main(args: &[String]) -> ExitCode {
     log::info!("paper exchange stopping on signal {signal:?}");
     drop(exchange);
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_trust;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_default_trust_dir_is_made_fresh_and_private_and_a_planted_link_is_not_followed() {
+        let base = std::env::temp_dir().join(format!("syncd-write-trust-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let fresh = base.join("fresh");
+        write_trust(&fresh.join("paper-ca.pem"), "pem\n", true).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        // Someone who made the directory first (or a link there) is refused.
+        let again = write_trust(&fresh.join("paper-ca.pem"), "pem\n", true);
+        // In an operator's directory, a link left at the file's name is replaced, not written through.
+        let victim = base.join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let operator = base.join("operator");
+        std::fs::create_dir_all(&operator).unwrap();
+        std::os::unix::fs::symlink(&victim, operator.join("paper-ca.pem")).unwrap();
+        write_trust(&operator.join("paper-ca.pem"), "pem\n", false).unwrap();
+        let victim_text = std::fs::read_to_string(&victim).unwrap();
+        let written = std::fs::read_to_string(operator.join("paper-ca.pem")).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(mode, 0o700);
+        assert!(again.is_err(), "an existing default directory was accepted");
+        assert_eq!(victim_text, "untouched");
+        assert_eq!(written, "pem\n");
+    }
 }

@@ -161,6 +161,9 @@ impl Write for Conn {
     }
 }
 
+/// The TLS handshake's read slice: how far past its deadline a handshake can run.
+const HANDSHAKE_POLL: Duration = Duration::from_millis(100);
+
 /// Connects `base` + `path` (`ws://` or `wss://`, the latter with `tls`), with `timeout` on
 /// connect and handshakes. `on_attempt` runs before each TCP connect: a host with several
 /// addresses costs one attempt each against the connection-rate cap.
@@ -171,8 +174,7 @@ pub fn connect(
     tls: &Arc<rustls::ClientConfig>,
     on_attempt: &mut dyn FnMut(),
 ) -> Result<WebSocket<Conn>, Error> {
-    let tls_config = base.starts_with("wss://").then_some(tls);
-    let (tls, rest) = if let Some(r) = base.strip_prefix("wss://") {
+    let (secure, rest) = if let Some(r) = base.strip_prefix("wss://") {
         (true, r)
     } else if let Some(r) = base.strip_prefix("ws://") {
         (false, r)
@@ -188,7 +190,7 @@ pub fn connect(
             Ok(port) => (h.trim_start_matches('[').trim_end_matches(']'), port),
             Err(_) => return Err(Error::Config("SYNCD_WS_URL has a bad port".into())),
         },
-        _ => (authority, if tls { 443 } else { 80 }),
+        _ => (authority, if secure { 443 } else { 80 }),
     };
     let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
@@ -210,20 +212,30 @@ pub fn connect(
     tcp.set_read_timeout(Some(timeout)).map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
     tcp.set_write_timeout(Some(timeout)).map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
     let _ = tcp.set_nodelay(true);
-    let conn = if let Some(config) = tls_config {
+    let conn = if secure {
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|_| Error::Config("SYNCD_WS_URL host is not a valid TLS name".into()))?;
         let mut client =
-            rustls::ClientConnection::new(config.clone(), name).map_err(|e| Error::Transport(format!("tls: {e}")))?;
+            rustls::ClientConnection::new(tls.clone(), name).map_err(|e| Error::Transport(format!("tls: {e}")))?;
         let mut tcp = tcp;
-        // Before the WebSocket handshake, so that a refused certificate is reported as one.
-        crate::tls::handshake(&mut client, &mut tcp)
-            .map_err(|e| Error::Transport(format!("stream {}", crate::tls::describe_io(&e))))?;
+        // Before the WebSocket handshake, so that a refused certificate is reported as one. One
+        // deadline for the whole handshake, read in short polls: a server dribbling its
+        // handshake never times a single read out.
+        let deadline = Instant::now() + timeout;
+        tcp.set_read_timeout(Some(timeout.min(HANDSHAKE_POLL)))
+            .map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
+        crate::tls::handshake_until(&mut client, &mut tcp, deadline, &|| false).map_err(|e| {
+            Error::Transport(match e.kind() {
+                io::ErrorKind::TimedOut => format!("stream {}", crate::tls::HANDSHAKE_TIMED_OUT),
+                _ => format!("stream {}", crate::tls::describe_io(&e)),
+            })
+        })?;
+        tcp.set_read_timeout(Some(timeout)).map_err(|e| Error::Transport(format!("socket: {}", e.kind())))?;
         Conn::Tls(Box::new(rustls::StreamOwned::new(client, tcp)))
     } else {
         Conn::Plain(tcp)
     };
-    let url = format!("{}://{authority}{base_path}{path}", if tls { "wss" } else { "ws" });
+    let url = format!("{}://{authority}{base_path}{path}", if secure { "wss" } else { "ws" });
     let config = WebSocketConfig::default().max_message_size(Some(8 << 20)).max_frame_size(Some(8 << 20));
     match tungstenite::client::client_with_config(url.as_str(), conn, Some(config)) {
         Ok((ws, _response)) => Ok(ws),

@@ -13,6 +13,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
+use ureq::unversioned::transport::time::{Duration, Instant as UreqInstant};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport, TransportAdapter,
 };
@@ -27,6 +29,12 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     }
     if certs.is_empty() {
         return Err(format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()));
+    }
+    // Checked here, where the file is known, rather than in `client_config`.
+    for (i, cert) in certs.iter().enumerate() {
+        RootCertStore::empty()
+            .add(cert.clone())
+            .map_err(|e| format!("{}: certificate {} is not usable as a root: {e}", path.display(), i + 1))?;
     }
     Ok(certs)
 }
@@ -63,24 +71,109 @@ pub fn describe_io(e: &io::Error) -> String {
     if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         return describe(tls);
     }
+    if let Some(failed) = e.get_ref().and_then(|inner| inner.downcast_ref::<HandshakeFailed>()) {
+        return failed.to_string();
+    }
+    if let Some(ureq) = e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
+        return ureq.to_string();
+    }
     if e.kind() == io::ErrorKind::UnexpectedEof {
         return "closed by the peer mid-stream (unexpected end of file; over TLS: no close_notify)".into();
     }
     format!("io: {}", e.kind())
 }
 
-/// Runs the client handshake on `tcp` (blocking, with the socket's own timeouts), so that a
-/// refused certificate is reported as such rather than as whatever read came first.
-pub fn handshake(conn: &mut ClientConnection, tcp: &mut impl ReadWrite) -> io::Result<()> {
+/// Runs a REST handshake on `sock`, within the budget the adapter was given, so that a refused
+/// certificate is reported as such rather than as whatever read came first.
+fn handshake(conn: &mut ClientConnection, sock: &mut TransportAdapter) -> io::Result<()> {
     while conn.is_handshaking() {
-        conn.complete_io(tcp)?;
+        conn.complete_io(sock)?;
     }
     Ok(())
 }
 
-/// `Read + Write`, for [`handshake`].
+/// Runs a handshake, client or server, on `sock` until `deadline` or until `give_up` says so.
+/// The socket's read timeout should be a short poll: the deadline is checked before each read,
+/// since a peer that dribbles its handshake a byte at a time never times a read out (rustls's
+/// `complete_io` keeps reading while the handshake is incomplete). A failed handshake sends
+/// whatever alert rustls queued (bad certificate, no common version).
+pub fn handshake_until<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut impl ReadWrite,
+    deadline: Instant,
+    give_up: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    let over = || give_up() || Instant::now() >= deadline;
+    while conn.is_handshaking() {
+        match conn.complete_io(&mut Bounded { sock: &mut *sock, over: &over }) {
+            Ok(_) => {}
+            Err(e) if is_wait(&e) => {
+                if over() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, HANDSHAKE_TIMED_OUT));
+                }
+            }
+            Err(e) => {
+                let _ = conn.write_tls(sock);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`handshake_until`] says when time is up.
+pub const HANDSHAKE_TIMED_OUT: &str = "TLS handshake timed out";
+
+fn is_wait(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+}
+
+/// A socket whose reads fail (as a timed-out read) once `over` says so.
+struct Bounded<'a, S> {
+    sock: &'a mut S,
+    over: &'a dyn Fn() -> bool,
+}
+
+impl<S: Read> Read for Bounded<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.over)() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.sock.read(buf)
+    }
+}
+
+impl<S: Write> Write for Bounded<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// `Read + Write`, for [`handshake_until`].
 pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
+
+/// A marker inside the io error of a failed REST handshake: it failed before any byte of the
+/// request was sent, so even an order cannot exist.
+#[derive(Debug)]
+pub struct HandshakeFailed(pub io::Error);
+
+impl fmt::Display for HandshakeFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tls handshake: {}", describe_io(&self.0))
+    }
+}
+
+impl std::error::Error for HandshakeFailed {}
+
+/// True if `e` is from [`SharedTls::connect`]: nothing of the request went out.
+pub fn is_handshake_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<HandshakeFailed>())
+}
 
 /// A ureq connector (after `TcpConnector`) that wraps `https` connections with the shared
 /// [`ClientConfig`].
@@ -102,12 +195,29 @@ impl<In: Transport> Connector<In> for SharedTls {
             ServerName::try_from(host.to_string()).map_err(|_| ureq::Error::Tls("host is not a valid TLS name"))?;
         let mut conn = ClientConnection::new(self.0.clone(), name)?;
         let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
-        sock.set_timeout(details.timeout);
+        // The budget is for TCP connect and handshake together (as in ureq's own connector):
+        // what the connectors before this one spent is gone.
+        let mut timeout = details.timeout;
+        if let (Duration::Exact(limit), UreqInstant::Exact(now), UreqInstant::Exact(then)) =
+            (timeout.after, (details.current_time)(), details.now)
+        {
+            timeout.after = Duration::Exact(limit.saturating_sub(now.saturating_duration_since(then)));
+        }
+        sock.set_timeout(timeout);
         if let Err(e) = handshake(&mut conn, &mut sock) {
-            // A refused certificate is rustls's error inside the io error: keep it whole.
+            // Every error here is from before the request's first byte. A refused certificate
+            // is rustls's error inside the io error, a timeout ureq's own: keep both whole.
             return Err(match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 Some(tls) => ureq::Error::Rustls(tls.clone()),
-                None => ureq::Error::Io(e),
+                // The handshake spends the connect budget, whichever limit (connect or global)
+                // is the nearer; calling it Connect tells the caller nothing was sent.
+                None => match ureq::Error::from(e) {
+                    ureq::Error::Timeout(_) => ureq::Error::Timeout(ureq::Timeout::Connect),
+                    other => {
+                        let e = other.into_io();
+                        ureq::Error::Io(io::Error::new(e.kind(), HandshakeFailed(e)))
+                    }
+                },
             });
         }
         let buffers = LazyBuffers::new(details.config.input_buffer_size(), details.config.output_buffer_size());
@@ -162,4 +272,66 @@ pub fn agent(config: ureq::config::Config, tls: Arc<ClientConfig>) -> ureq::Agen
     use ureq::unversioned::transport::{ConnectProxyConnector, TcpConnector};
     let connector = ().chain(ConnectProxyConnector::default()).chain(TcpConnector::default()).chain(SharedTls(tls));
     ureq::Agent::with_parts(config, connector, DefaultResolver::default())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// The header of a TLS handshake record of 16 KiB: the peer waits for all of it.
+    pub(crate) const RECORD_HEADER: [u8; 5] = [0x16, 0x03, 0x03, 0x40, 0x00];
+
+    /// Writes a record header on `tcp`, then one byte every 30 ms for `lasting`: no read of the
+    /// peer ever times out, and the record is never complete.
+    pub(crate) fn dribble(mut tcp: TcpStream, lasting: Duration) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            if tcp.write_all(&RECORD_HEADER).is_err() {
+                return;
+            }
+            while started.elapsed() < lasting && tcp.write_all(&[0]).is_ok() {
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    }
+
+    /// A listener whose connections get `serve`, each on its own thread; its address.
+    pub(crate) fn server(serve: fn(TcpStream)) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || serve(tcp));
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_ca_file_with_a_certificate_that_is_no_root_is_named_in_the_error() {
+        let path = std::env::temp_dir().join(format!("syncd-bad-root-{}.pem", std::process::id()));
+        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        let err = read_ca_file(&path).err().unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains(&path.display().to_string()) && err.contains("not usable as a root"), "{err}");
+    }
+
+    #[test]
+    fn a_stream_handshake_with_a_dribbling_server_ends_at_the_connect_timeout() {
+        let addr = server(|tcp| {
+            let _ = dribble(tcp, Duration::from_secs(5)).join();
+        });
+        let config = client_config(&[]).unwrap();
+        let started = Instant::now();
+        let url = format!("wss://localhost:{}", addr.port());
+        let err = match crate::stream::connect(&url, "/ws/x", Duration::from_millis(500), &config, &mut || {}) {
+            Ok(_) => panic!("a handshake that never completes succeeded"),
+            Err(e) => e.to_string(),
+        };
+        let took = started.elapsed();
+        assert!(err.contains("TLS handshake timed out"), "{err}");
+        assert!(took < Duration::from_secs(2), "the handshake ran {took:?} past its 500 ms");
+    }
 }

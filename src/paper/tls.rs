@@ -88,7 +88,18 @@ impl PaperTls {
             return Err(format!("--tls-cert {}: no PEM certificate in it", cert.display()));
         }
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-        Ok(PaperTls { config: server_config(chain.clone(), key)?, trust: chain, trust_pem: text })
+        // From the parsed chain, not the file's text: a combined certificate and key file
+        // would otherwise publish its key in the CA file clients are told to read.
+        let trust_pem = chain
+            .iter()
+            .map(|c| {
+                pem::encode_config(
+                    &pem::Pem::new("CERTIFICATE", c.as_ref()),
+                    pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+                )
+            })
+            .collect();
+        Ok(PaperTls { config: server_config(chain.clone(), key)?, trust: chain, trust_pem })
     }
 
     pub fn server_config(&self) -> &Arc<ServerConfig> {
@@ -173,10 +184,6 @@ pub enum PaperStream {
     Tls(Box<StreamOwned<ServerConnection, PacedTcp>>),
 }
 
-fn is_wait(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
-}
-
 impl PaperStream {
     /// Wraps an accepted socket, running the TLS handshake when `tls` is set. The socket's read
     /// timeout is the poll: between reads, `give_up` is asked (a stopping server), and the
@@ -191,21 +198,7 @@ impl PaperStream {
         let mut sock = PacedTcp { tcp, pacing, mid: false };
         let Some(config) = tls else { return Ok(PaperStream::Plain(sock)) };
         let mut conn = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-        while conn.is_handshaking() {
-            match conn.complete_io(&mut sock) {
-                Ok(_) => {}
-                Err(e) if is_wait(&e) => {
-                    if give_up() || Instant::now() >= deadline {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out"));
-                    }
-                }
-                Err(e) => {
-                    // Whatever alert rustls queued (bad certificate, no common version) goes out.
-                    let _ = conn.write_tls(&mut sock);
-                    return Err(e);
-                }
-            }
-        }
+        crate::tls::handshake_until(&mut conn, &mut sock, deadline, give_up)?;
         Ok(PaperStream::Tls(Box::new(StreamOwned::new(conn, sock))))
     }
 
@@ -265,6 +258,39 @@ impl Write for PaperStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::tests::dribble;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_client_dribbling_its_hello_is_cut_off_at_the_deadline() {
+        let tls = PaperTls::generate(&["localhost"]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = dribble(TcpStream::connect(listener.local_addr().unwrap()).unwrap(), Duration::from_secs(5));
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(500);
+        let result = PaperStream::accept(tcp, Some(tls.server_config()), Arc::default(), deadline, &|| false);
+        let took = started.elapsed();
+        assert!(matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut), "{:?}", result.err());
+        assert!(took < Duration::from_secs(2), "the handshake ran {took:?} past its 500 ms");
+        drop(client);
+    }
+
+    #[test]
+    fn combined_cert_and_key_file_publishes_only_the_certificate() {
+        let dir = std::env::temp_dir().join(format!("syncd-paper-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let combined = dir.join("combined.pem");
+        std::fs::write(&combined, format!("{}{}", cert.cert.pem(), cert.signing_key.serialize_pem())).unwrap();
+        let tls = PaperTls::from_pem_files(&combined, &combined).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!tls.trust_pem().contains("PRIVATE KEY"), "{}", tls.trust_pem());
+        let back: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(tls.trust_pem().as_bytes()).collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, [cert.cert.der().clone()]);
+    }
 
     #[test]
     fn generated_trust_pem_reads_back_as_the_ca() {

@@ -1673,6 +1673,24 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1), "drop took {:?}", started.elapsed());
     }
 
+    #[test]
+    fn drop_does_not_wait_for_a_client_dribbling_its_tls_hello() {
+        let hub = StreamHub::new();
+        let keys = Arc::new(Keys(Mutex::new(vec![KEY.to_string()])));
+        let tls = crate::paper::tls::PaperTls::generate(&["localhost"]).unwrap();
+        let server =
+            WsServer::start("127.0.0.1:0".parse().unwrap(), quiet(), Some(tls.server_config().clone()), hub, keys)
+                .expect("bind loopback");
+        let client =
+            crate::tls::tests::dribble(TcpStream::connect(server.local_addr()).unwrap(), Duration::from_secs(8));
+        std::thread::sleep(Duration::from_millis(300)); // the handshake is under way
+        let started = Instant::now();
+        drop(server);
+        let took = started.elapsed();
+        drop(client);
+        assert!(took < Duration::from_secs(1), "drop took {took:?}");
+    }
+
     /// Pushes `events` events of about `event_len` bytes from the hub through a server on
     /// loopback to one tungstenite client, and returns the delivery rate in events per second.
     /// Test-only: `cargo bench --bench paper` measures the same path through the whole exchange.

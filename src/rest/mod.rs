@@ -521,9 +521,11 @@ impl RestClient {
         let before_send = match &e {
             ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => true,
             ureq::Error::Timeout(t) => matches!(t, Timeout::Resolve | Timeout::Connect),
-            ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
-            // Only the handshake reports rustls's errors this way (`tls::SharedTls`).
-            ureq::Error::Rustls(_) => true,
+            ureq::Error::Io(io) => {
+                io.kind() == std::io::ErrorKind::ConnectionRefused || crate::tls::is_handshake_error(io)
+            }
+            // Only the handshake reports these (`tls::SharedTls`).
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => true,
             _ => false,
         };
         let what = match &e {
@@ -666,6 +668,51 @@ impl RestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::tests::{dribble, server};
+
+    /// A client for `https://` at `addr` with a 1 s budget for connect and handshake.
+    fn https_client(addr: std::net::SocketAddr) -> RestClient {
+        let clock = Arc::new(ServerClock::new());
+        let gate = Arc::new(RateGate::new(crate::ratelimit::fallback_limits(), clock.clone()));
+        let config = RestConfig {
+            base_url: format!("https://{addr}"),
+            api_key: Some(Secret::new("key")),
+            api_secret: Some(Secret::new("secret")),
+            recv_window_ms: 5000,
+            timeout: Duration::from_secs(1),
+            clock_resync: Duration::from_secs(600),
+            tls: crate::tls::client_config(&[]).unwrap(),
+        };
+        RestClient::new(config, clock, gate)
+    }
+
+    fn place(rest: &RestClient) -> Result<String, Error> {
+        rest.call_once(&ORDER_NEW, &[("symbol", "BTCUSD"), ("side", "BUY")], Admission::Wait)
+    }
+
+    #[test]
+    fn an_order_whose_handshake_fails_was_not_sent() {
+        // Accepted and closed: the handshake reads end of file.
+        let rest = https_client(server(drop));
+        match place(&rest) {
+            Err(Error::Transport(what)) => assert!(what.contains("tls handshake"), "{what}"),
+            other => panic!("a handshake failure must count as not sent: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_order_whose_handshake_times_out_was_not_sent_and_says_timeout() {
+        let rest = https_client(server(|tcp| {
+            let _ = dribble(tcp, Duration::from_secs(5)).join();
+        }));
+        let started = std::time::Instant::now();
+        match place(&rest) {
+            Err(Error::Transport(what)) => assert!(what.contains("timeout"), "{what}"),
+            other => panic!("a handshake timeout must count as not sent: {other:?}"),
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "the 1 s connect budget ran {took:?}");
+    }
 
     #[test]
     fn the_lane_admits_one_request_at_a_time() {

@@ -67,6 +67,16 @@ impl Rig {
         self.report()["trades"].as_array().map_or(0, Vec::len)
     }
 
+    /// Waits for the daemon's stream to be up and a reconciliation pass to have ended: with a
+    /// long `reconcile_up`, a fill made after that reaches the log through the stream (the
+    /// pass the `Up` starts follows the one running then, if any, within milliseconds).
+    pub fn wait_up_pass(&self) {
+        let Some(m) = self.daemon.as_ref().map(|d| d.metrics().clone()) else { return };
+        wait_until("the stream up and a reconciliation pass done", Duration::from_secs(10), || {
+            m.stream_sessions.get() >= 1 && m.reconcile_passes.get() >= 1
+        });
+    }
+
     fn errors_with(&self, code: i64) -> usize {
         self.report()["errors"].as_array().map_or(0, |e| e.iter().filter(|x| x["code"] == code).count())
     }

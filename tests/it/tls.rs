@@ -67,11 +67,11 @@ fn fills_in_small_tls_records_cut_by_read_timeouts_are_all_parsed() {
     let tuning = Tuning { reconcile_up: Duration::from_secs(600), ..fast() };
     let rig = Rig::start("tls-trickle", tls, tuning);
     // The pass after `Up` reads a window a minute back: let it finish before the first fill.
-    std::thread::sleep(Duration::from_millis(500));
-    // Records of 96 bytes, each cut in two with 130 ms between the halves: the daemon's 100 ms
+    rig.wait_up_pass();
+    // Records of 256 bytes, each cut in two with 130 ms between the halves: the daemon's 100 ms
     // read poll times out inside a record again and again.
     let pause = Duration::from_millis(130);
-    rig.ex.fault("trickle", &[("frames", "1000"), ("bytes", "96"), ("pause_ms", "130")]).unwrap();
+    rig.ex.fault("trickle", &[("frames", "1000"), ("bytes", "256"), ("pause_ms", "130")]).unwrap();
     let started = Instant::now();
     for (i, symbol) in ["BTCUSD", "ETHUSD"].into_iter().enumerate() {
         let id = rest_buy(&rig.ex, &rig.rest, symbol, "0.01", &format!("trickle-{i}"));
@@ -217,23 +217,38 @@ fn the_paper_command_serves_tls_and_prints_its_ca_file() {
     let ca = env.get("SYNCD_CA_FILE").cloned().unwrap_or_default();
     let rest = env.get("SYNCD_REST_URL").cloned().unwrap_or_default();
     let certs = binance_syncd::tls::read_ca_file(Path::new(&ca));
+    // One request over https, trusting exactly the printed file.
+    let time = certs.as_ref().ok().map(|certs| {
+        let config = binance_syncd::tls::client_config(certs).expect("a client config");
+        let agent = binance_syncd::tls::agent(ureq::Agent::config_builder().build(), config);
+        agent.get(format!("{rest}/api/v3/time")).call().map(|mut r| r.body_mut().read_to_string())
+    });
     let _ = child.kill();
     let _ = child.wait();
     assert!(rest.starts_with("https://127.0.0.1:"), "{env:?}");
     assert!(env.get("SYNCD_WS_URL").is_some_and(|u| u.starts_with("wss://127.0.0.1:")), "{env:?}");
     assert_eq!(Path::new(&ca), dir.join("paper-ca.pem"), "{env:?}");
     assert_eq!(certs.map(|c| c.len()), Ok(1));
+    match time {
+        Some(Ok(Ok(body))) => assert!(body.contains("serverTime"), "{body}"),
+        other => panic!("GET /api/v3/time over https trusting {ca}: {other:?}"),
+    }
 }
 
 #[test]
 fn stream_fills_survive_the_trickle_on_a_plain_socket_too() {
     let rig = Rig::start("plain-trickle", |_| {}, Tuning { reconcile_up: Duration::from_secs(600), ..fast() });
-    std::thread::sleep(Duration::from_millis(500));
+    rig.wait_up_pass();
+    let pause = Duration::from_millis(120);
     rig.ex.fault("trickle", &[("frames", "1000"), ("bytes", "200"), ("pause_ms", "120")]).unwrap();
+    let started = Instant::now();
     let id = rest_buy(&rig.ex, &rig.rest, "BTCUSD", "0.01", "plain-trickle");
     fill_whole(&rig.ex, "BTCUSD", id);
     wait_until("the trickled fill in the log", Duration::from_secs(20), || !read_log(&rig.cfg.fill_log).is_empty());
+    let took = started.elapsed();
     assert_eq!(rig.sessions().len(), 1);
+    // The fault's own effect: an executionReport is several 200-byte writes, each paused inside.
+    assert!(took >= pause * 2, "the frames were not trickled (logged after {took:?})");
     rig.finish();
 }
 
