@@ -421,6 +421,22 @@ pub struct Sources {
     pub tap: Option<FillTap>,
 }
 
+#[cfg(test)]
+impl Sources {
+    /// A fresh registry with an empty gate and nothing else attached, for unit tests.
+    pub(crate) fn bare() -> Sources {
+        let clock = Arc::new(ServerClock::new());
+        Sources {
+            metrics: Arc::default(),
+            gate: Arc::new(RateGate::new(Vec::new(), clock.clone())),
+            clock,
+            executor: None,
+            plugins: None,
+            tap: None,
+        }
+    }
+}
+
 /// A plugin this far behind the fill log (lines) counts as lagging.
 pub const PLUGIN_LAG_LINES: u64 = 1000;
 

@@ -348,9 +348,6 @@ impl Alerter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::RateGate;
-    use crate::rest::sign::ServerClock;
-    use std::sync::Arc;
 
     #[test]
     fn logs_show_only_the_host() {
@@ -361,15 +358,7 @@ mod tests {
     }
 
     fn alerter() -> Alerter {
-        let clock = Arc::new(ServerClock::new());
-        let sources = Sources {
-            metrics: Arc::default(),
-            gate: Arc::new(RateGate::new(Vec::new(), clock.clone())),
-            clock,
-            executor: None,
-            plugins: None,
-            tap: None,
-        };
+        let sources = Sources::bare();
         let settings =
             AlertSettings::new(Secret::new("http://127.0.0.1:9/"), Duration::from_secs(900), Duration::from_secs(600));
         Alerter::new(settings, sources)
