@@ -256,6 +256,9 @@ pub struct Metrics {
     pub alerts_sent: Counter,
     pub alerts_failed: Counter,
     pub alerts_suppressed: Counter,
+    /// Messages in the alert outbox, waiting for the webhook or the rate gate.
+    pub alerts_pending: Gauge,
+    pub alert_checks: Counter,
 }
 
 impl Default for Metrics {
@@ -284,6 +287,8 @@ impl Default for Metrics {
             alerts_sent: Counter::default(),
             alerts_failed: Counter::default(),
             alerts_suppressed: Counter::default(),
+            alerts_pending: Gauge::default(),
+            alert_checks: Counter::default(),
         }
     }
 }
@@ -731,6 +736,18 @@ pub fn render(src: &Sources) -> String {
         "counter",
         "Alert messages held back by the alert rate gate.",
         m.alerts_suppressed.get(),
+    );
+    o.one(
+        "syncd_alerts_pending",
+        "gauge",
+        "Alert messages waiting for the webhook (failing) or the alert rate gate.",
+        m.alerts_pending.get(),
+    );
+    o.one(
+        "syncd_alert_checks_total",
+        "counter",
+        "Looks the alert thread has taken at the metrics.",
+        m.alert_checks.get(),
     );
     o.0
 }

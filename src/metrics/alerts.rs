@@ -259,6 +259,9 @@ impl Alerter {
             self.enqueue(message);
         }
         self.flush(now);
+        let m = &self.sources.metrics;
+        m.alerts_pending.set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
+        m.alert_checks.inc();
     }
 
     fn enqueue(&mut self, message: Message) {

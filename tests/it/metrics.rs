@@ -149,6 +149,16 @@ impl Sink {
     }
 }
 
+/// Waits until the alert thread has looked twice more with nothing left to send.
+fn settle_alerts(addr: SocketAddr) {
+    let checks = |m: &str| value(m, "syncd_alert_checks_total").unwrap_or(0.0);
+    let start = checks(&get(addr, "/metrics").1);
+    wait_until("two more alert looks, outbox empty", Duration::from_secs(10), || {
+        let m = get(addr, "/metrics").1;
+        checks(&m) >= start + 2.0 && value(&m, "syncd_alerts_pending") == Some(0.0)
+    });
+}
+
 #[test]
 fn metrics_pass_promtool_and_move_after_a_fill_and_a_429() {
     init_log();
@@ -279,7 +289,7 @@ fn healthz_flips_when_the_stream_is_down_past_its_deadline_and_one_alert_goes_pe
         wait_until("the resolve", Duration::from_secs(5), || sink.texts().len() >= 2 * incident);
     }
     // Let a few more looks pass: nothing else may come.
-    std::thread::sleep(Duration::from_millis(1500));
+    settle_alerts(addr);
     let texts = sink.texts();
     assert_eq!(texts.len(), 4, "one alert and one resolve per incident: {texts:#?}");
     for pair in texts.chunks(2) {
@@ -319,7 +329,7 @@ fn a_418_is_counted_and_alerted_once_and_resolved_when_the_ban_is_over() {
     wait_until("the alert", Duration::from_secs(5), || sink.texts().iter().any(|t| t.contains("ALERT: HTTP 418")));
     // Ban (4 s) over, then a quiet second: resolved, once.
     wait_until("the resolve", Duration::from_secs(15), || sink.texts().iter().any(|t| t.contains("RESOLVED")));
-    std::thread::sleep(Duration::from_millis(1000));
+    settle_alerts(addr);
     let texts = sink.texts();
     assert_eq!(texts.len(), 2, "{texts:#?}");
     assert!(texts[1].contains("RESOLVED") && texts[1].contains("418"), "{texts:#?}");
