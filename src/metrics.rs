@@ -13,6 +13,9 @@
 
 pub mod alerts;
 pub mod server;
+mod service;
+
+pub use service::Service;
 
 use crate::executor::ExecutorLink;
 use crate::filllog::FillTap;
@@ -499,6 +502,9 @@ impl Sources {
         }
     }
 }
+
+/// The sources the server and the alerter read, replaced as the daemon attaches its parts.
+pub type Shared = Arc<RwLock<Sources>>;
 
 /// A plugin this far behind the fill log (lines) counts as lagging.
 pub const PLUGIN_LAG_LINES: u64 = 1000;

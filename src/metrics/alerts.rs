@@ -21,7 +21,7 @@
 //!
 //! The webhook URL carries its token: it is a [`Secret`], and logs name only its host.
 
-use super::{Sources, StreamHealth};
+use super::{Shared, Sources, StreamHealth};
 use crate::secret::Secret;
 use crossbeam_channel::Receiver;
 use std::collections::{BTreeMap, VecDeque};
@@ -153,6 +153,8 @@ struct Counts {
 pub struct Alerter {
     settings: AlertSettings,
     sources: Sources,
+    /// Where newer sources appear (the daemon attaches its parts once it has started).
+    shared: Option<Shared>,
     transport: Transport,
     incidents: BTreeMap<String, Incident>,
     bucket: Bucket,
@@ -186,6 +188,7 @@ impl Alerter {
         let mut alerter = Alerter {
             settings,
             sources,
+            shared: None,
             transport: Transport::Http(ureq::Agent::new_with_config(agent_config)),
             incidents: BTreeMap::new(),
             bucket,
@@ -197,6 +200,12 @@ impl Alerter {
         };
         alerter.last = alerter.counts();
         alerter
+    }
+
+    /// Reads its sources from `shared` at each look from now on.
+    pub fn following(mut self, shared: Shared) -> Alerter {
+        self.shared = Some(shared);
+        self
     }
 
     pub fn spawn(mut self, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
@@ -255,6 +264,9 @@ impl Alerter {
 
     /// One look: open, remind and resolve incidents, then send what the outbox holds.
     fn look(&mut self, now: Instant) {
+        if let Some(shared) = &self.shared {
+            self.sources = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+        }
         for message in self.decide(now) {
             self.enqueue(message);
         }

@@ -6,7 +6,7 @@
 //! one slot for at most [`DEADLINE`] and never delays `/healthz` for the others. It only reads
 //! atomics and short-lived locks the fill path never waits on (see [`crate::metrics`]).
 
-use super::{render, Sources};
+use super::{render, Shared, Sources};
 use crossbeam_channel::Receiver;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream};
@@ -36,13 +36,13 @@ impl Default for Limits {
 }
 
 /// Starts serving on `listener` until `stop` closes.
-pub fn spawn(listener: TcpListener, sources: Sources, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
+pub fn spawn(listener: TcpListener, sources: Shared, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
     spawn_with(listener, sources, stop, Limits::default())
 }
 
 pub fn spawn_with(
     listener: TcpListener,
-    sources: Sources,
+    sources: Shared,
     stop: Receiver<()>,
     limits: Limits,
 ) -> io::Result<JoinHandle<()>> {
@@ -59,7 +59,6 @@ pub fn spawn_with(
         flag.store(true, Ordering::Release);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
     })?;
-    let sources = Arc::new(sources);
     let active = Arc::new(AtomicUsize::new(0));
     thread::Builder::new().name("metrics".into()).spawn(move || {
         for conn in listener.incoming() {
@@ -73,7 +72,9 @@ pub fn spawn_with(
                         log::debug!("metrics: {} connections open; closing a new one", limits.max_conns);
                         continue;
                     }
-                    let (sources, done) = (sources.clone(), active.clone());
+                    // What the daemon attached by now (the executor, plugins, fill tap).
+                    let sources = sources.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    let done = active.clone();
                     let worker = thread::Builder::new().name("metrics-conn".into()).spawn(move || {
                         if let Err(e) = serve(conn, &sources, Instant::now() + limits.deadline) {
                             log::debug!("metrics: a request failed: {}", e.kind());
@@ -213,7 +214,7 @@ mod tests {
     use super::*;
 
     fn server(limits: Limits) -> (std::net::SocketAddr, crossbeam_channel::Sender<()>) {
-        let sources = Sources::bare();
+        let sources = Arc::new(std::sync::RwLock::new(Sources::bare()));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);

@@ -33,6 +33,13 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, resp.body_mut().read_to_string().expect("a text body"))
 }
 
+/// Like [`get`], `None` while nothing answers.
+fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent.get(format!("http://{addr}{path}")).call().ok()?;
+    Some((resp.status().as_u16(), resp.body_mut().read_to_string().ok()?))
+}
+
 /// The value of the sample `series` (name and labels exactly as exposed), if present.
 pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
@@ -335,4 +342,36 @@ fn a_418_is_counted_and_alerted_once_and_resolved_when_the_ban_is_over() {
     assert!(texts[1].contains("RESOLVED") && texts[1].contains("418"), "{texts:#?}");
     assert_eq!(value(&get(addr, "/metrics").1, "syncd_rest_banned_seconds"), Some(0.0));
     daemon.stop(Duration::from_secs(8));
+}
+
+#[test]
+fn run_serves_healthz_and_alerts_while_its_start_up_keeps_failing() {
+    init_log();
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("metrics-startup");
+    let sink = Sink::start();
+    let addr = free_addr();
+    // Nothing listens on the REST address: every start-up attempt fails.
+    let dead = free_addr();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("run");
+    crate::util::daemon_env(&mut cmd, &ex, &dir, "metrics-startup")
+        .env("SYNCD_REST_URL", format!("http://{dead}"))
+        .env("SYNCD_METRICS_ADDR", addr.to_string())
+        .env("SYNCD_STREAM_DEADLINE_S", "0.5")
+        .env("SYNCD_ALERT_WEBHOOK", &sink.url)
+        .env("SYNCD_BACKOFF_MAX_S", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn binance-syncd");
+    wait_until("healthz 503 during the start-up outage", Duration::from_secs(10), || {
+        try_get(addr, "/healthz").is_some_and(|(status, body)| status == 503 && body.contains("\"stream\":\"down\""))
+    });
+    wait_until("the stream-down alert", Duration::from_secs(10), || {
+        sink.texts().iter().any(|t| t.contains("ALERT: user-data stream down"))
+    });
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    wait_until("the daemon to exit", Duration::from_secs(10), || child.try_wait().ok().flatten().is_some());
+    assert_eq!(child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0));
 }
