@@ -113,12 +113,17 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
+        Sink::failing(0)
+    }
+
+    /// A sink that answers the first `fail_first` POSTs with a 500 (and does not keep them).
+    pub fn failing(fail_first: usize) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/services/T000/B000/SECRETTOKEN", listener.local_addr().unwrap());
         let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         let seen = bodies.clone();
         std::thread::spawn(move || {
-            for conn in listener.incoming() {
+            for (n, conn) in listener.incoming().enumerate() {
                 let Ok(mut conn) = conn else { continue };
                 let mut data = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -142,6 +147,10 @@ impl Sink {
                         }
                     }
                 };
+                if n < fail_first {
+                    let _ = conn.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
                 let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
                 if let Some(b) = body {
                     seen.lock().unwrap().push(serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b)));
@@ -349,7 +358,8 @@ fn run_serves_healthz_and_alerts_while_its_start_up_keeps_failing() {
     init_log();
     let ex = paper_with(|_| {});
     let dir = temp_dir("metrics-startup");
-    let sink = Sink::start();
+    // The webhook fails the first 2 POSTs: the alert comes after its retries (1 s, then 2 s).
+    let sink = Sink::failing(2);
     let addr = free_addr();
     // Nothing listens on the REST address: every start-up attempt fails.
     let dead = free_addr();
@@ -371,6 +381,11 @@ fn run_serves_healthz_and_alerts_while_its_start_up_keeps_failing() {
     wait_until("the stream-down alert", Duration::from_secs(10), || {
         sink.texts().iter().any(|t| t.contains("ALERT: user-data stream down"))
     });
+    settle_alerts(addr);
+    let texts = sink.texts();
+    assert_eq!(texts.len(), 1, "the alert once, after the failed tries: {texts:#?}");
+    let m = get(addr, "/metrics").1;
+    assert_eq!((value(&m, "syncd_alerts_failed_total"), value(&m, "syncd_alerts_sent_total")), (Some(2.0), Some(1.0)));
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     wait_until("the daemon to exit", Duration::from_secs(10), || child.try_wait().ok().flatten().is_some());
     assert_eq!(child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0));
