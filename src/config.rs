@@ -261,7 +261,8 @@ impl Config {
         let alert_webhook = var("SYNCD_ALERT_WEBHOOK").map(Secret::new);
         if let Some(url) = &alert_webhook {
             // Checked without echoing it: the URL carries the webhook's token.
-            if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
+            let scheme = url.expose().split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("http" | "https")) {
                 problems.push("SYNCD_ALERT_WEBHOOK: must start with http:// or https://".to_string());
             }
         }
@@ -534,6 +535,10 @@ mod tests {
         assert!(errs.len() == 1 && !errs[0].contains("T0KEN"), "{errs:?}");
         let c = load(&[("SYNCD_ALERT_WEBHOOK", "https://hooks.example/T0KEN")], none).unwrap();
         assert!(!format!("{c:?}").contains("T0KEN"));
+        assert!(
+            load(&[("SYNCD_ALERT_WEBHOOK", "HTTPS://hooks.example/T0KEN")], none).is_ok(),
+            "schemes are case-blind"
+        );
     }
 
     #[test]

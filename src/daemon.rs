@@ -73,6 +73,8 @@ pub struct Daemon {
     /// One message per `SIGHUP`: the `state` thread reopens the fill log.
     reopen: Sender<()>,
     notify: Notifier,
+    /// The metrics server and alerter when this daemon started them itself.
+    own_service: Option<crate::metrics::Service>,
 }
 
 impl Daemon {
@@ -83,6 +85,17 @@ impl Daemon {
 
     /// Starts every role on `rest`, whose gate the caller may close to abandon a slow start.
     pub fn start_with(config: &Config, tuning: &Tuning, rest: Arc<RestClient>) -> Result<Daemon, Error> {
+        Daemon::start_on(config, tuning, rest, None)
+    }
+
+    /// Like [`Daemon::start_with`], attaching to a metrics server and alerter started before
+    /// (see [`crate::metrics::Service`]); with `None` the daemon starts and stops its own.
+    pub fn start_on(
+        config: &Config,
+        tuning: &Tuning,
+        rest: Arc<RestClient>,
+        service: Option<&crate::metrics::Service>,
+    ) -> Result<Daemon, Error> {
         // Clock and rules first: every signed call needs the one, the gate the other.
         rest.sync_clock()?;
         let rules = match rest.exchange_info(&config.symbols) {
@@ -106,16 +119,15 @@ impl Daemon {
             Ok(_) => {}
         }
         let metrics = rest.metrics().clone();
-        metrics.configure(config.stream_deadline, &config.symbols);
-        // Bound before any thread starts: an address in use is a configuration problem.
-        let listener = match config.metrics_addr {
-            Some(addr) => Some(
-                std::net::TcpListener::bind(addr)
-                    .map_err(|e| Error::Config(format!("SYNCD_METRICS_ADDR: cannot listen on {addr}: {}", e.kind())))?,
-            ),
-            None => None,
+        // Bound before any other thread starts: an address in use is a configuration problem.
+        let own_service = match service {
+            Some(_) => None,
+            None => Some(crate::metrics::Service::start(config, &rest)?),
         };
-        let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let Some(service) = service.or(own_service.as_ref()) else {
+            return Err(Error::Internal("no metrics service".into()));
+        };
+        let metrics_addr = service.addr();
         let tap = crate::filllog::FillTap::default();
         // Set only when systemd (Type=notify) started us; otherwise every message is a no-op.
         let notify = Notifier::from_env();
@@ -238,19 +250,7 @@ impl Daemon {
             plugins: plugins.clone(),
             tap: Some(tap.clone()),
         };
-        if let Some(listener) = listener {
-            threads.push((
-                "metrics",
-                crate::metrics::server::spawn(listener, sources.clone(), stop_rx.clone()).map_err(spawn_err)?,
-            ));
-            log::info!("daemon: metrics on http://{}/metrics", metrics_addr.map_or("?".into(), |a| a.to_string()));
-        }
-        if let Some(webhook) = &config.alert_webhook {
-            let settings =
-                crate::metrics::alerts::AlertSettings::new(webhook.clone(), config.alert_repeat, config.alert_quiet);
-            let alerter = crate::metrics::alerts::Alerter::new(settings, sources);
-            threads.push(("alerts", alerter.spawn(stop_rx.clone()).map_err(spawn_err)?));
-        }
+        service.attach(sources);
         // A core thread that ends while we run is a bug or a fatal error: stop everything.
         let watch_threads: Vec<&'static str> = threads.iter().map(|(n, _)| *n).collect();
         log::info!("daemon: running threads {watch_threads:?} for {:?}", config.symbols);
@@ -268,6 +268,7 @@ impl Daemon {
             metrics_addr,
             reopen: reopen_tx,
             notify,
+            own_service,
         })
     }
 
@@ -362,6 +363,9 @@ impl Daemon {
                 Ok(_) => log::info!("daemon: listen key {} closed", key.fingerprint()),
                 Err(e) => log::warn!("daemon: could not close listen key {}: {e}", key.fingerprint()),
             }
+        }
+        if let Some(service) = self.own_service.take() {
+            service.stop(started + deadline);
         }
         log::info!("daemon: stopped in {:?}", started.elapsed());
     }

@@ -216,7 +216,14 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     let mut vars = vars;
     // The operator's metrics and alert settings apply to the demo's daemon too (a Prometheus
     // can watch the demo).
-    for name in ["SYNCD_METRICS_ADDR", "SYNCD_METRICS_PUBLIC", "SYNCD_STREAM_DEADLINE_S", "SYNCD_ALERT_WEBHOOK"] {
+    for name in [
+        "SYNCD_METRICS_ADDR",
+        "SYNCD_METRICS_PUBLIC",
+        "SYNCD_STREAM_DEADLINE_S",
+        "SYNCD_ALERT_WEBHOOK",
+        "SYNCD_ALERT_REPEAT_S",
+        "SYNCD_ALERT_QUIET_S",
+    ] {
         if let Ok(v) = std::env::var(name) {
             vars.insert(name, v);
         }

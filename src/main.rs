@@ -298,8 +298,17 @@ fn run() -> ExitCode {
         config.backoff_max.max(std::time::Duration::from_secs(1)),
         std::time::Duration::from_secs(60),
     );
+    // Served and alerting from before the first attempt: a start-up outage shows in /healthz
+    // and sends the stream-down alert.
+    let service = match binance_syncd::metrics::Service::start(&config, &rest) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("binance-syncd: {e}");
+            return ExitCode::from(error_code(&e));
+        }
+    };
     let daemon = loop {
-        match Daemon::start_with(&config, &tuning, rest.clone()) {
+        match Daemon::start_on(&config, &tuning, rest.clone(), Some(&service)) {
             Ok(d) => break d,
             Err(Error::Stopped) => return ExitCode::SUCCESS,
             Err(e) if e.ends_start() => {
@@ -331,6 +340,7 @@ fn run() -> ExitCode {
     });
     let exit = daemon.wait();
     daemon.stop(std::time::Duration::from_secs(8));
+    service.stop(std::time::Instant::now() + std::time::Duration::from_secs(1));
     match &exit {
         Exit::Signal => {}
         Exit::Fatal(why) => eprintln!("binance-syncd: {why}"),

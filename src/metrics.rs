@@ -13,6 +13,9 @@
 
 pub mod alerts;
 pub mod server;
+mod service;
+
+pub use service::Service;
 
 use crate::executor::ExecutorLink;
 use crate::filllog::FillTap;
@@ -201,6 +204,10 @@ pub fn reconnect_cause(reason: &str) -> &'static str {
     }
 }
 
+/// A new session has ended the outage once it delivered a frame or lasted this long (or the
+/// deadline, if shorter): a stream that drops within a second of every connect stays down.
+pub const SETTLE: Duration = Duration::from_secs(10);
+
 /// A stream state as `/healthz` and the alerts see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamHealth {
@@ -230,6 +237,10 @@ pub struct Metrics {
     /// How long the stream may be down before `/healthz` says 503 (`SYNCD_STREAM_DEADLINE_S`).
     deadline_ms: AtomicI64,
     stream_up: AtomicBool,
+    /// When the current session connected, and whether it has delivered a frame since.
+    connected_ms: AtomicI64,
+    session_frame: AtomicBool,
+    /// Start of the outage, kept across sessions that never settled (see [`SETTLE`]).
     down_since_ms: AtomicI64,
     last_frame_ms: AtomicI64,
     pub stream_sessions: Counter,
@@ -248,6 +259,9 @@ pub struct Metrics {
     pub alerts_sent: Counter,
     pub alerts_failed: Counter,
     pub alerts_suppressed: Counter,
+    /// Messages in the alert outbox, waiting for the webhook or the rate gate.
+    pub alerts_pending: Gauge,
+    pub alert_checks: Counter,
 }
 
 impl Default for Metrics {
@@ -257,6 +271,8 @@ impl Default for Metrics {
             instance: std::sync::OnceLock::new(),
             deadline_ms: AtomicI64::new(60_000),
             stream_up: AtomicBool::new(false),
+            connected_ms: AtomicI64::new(-1),
+            session_frame: AtomicBool::new(false),
             down_since_ms: AtomicI64::new(0),
             last_frame_ms: AtomicI64::new(-1),
             stream_sessions: Counter::default(),
@@ -274,6 +290,8 @@ impl Default for Metrics {
             alerts_sent: Counter::default(),
             alerts_failed: Counter::default(),
             alerts_suppressed: Counter::default(),
+            alerts_pending: Gauge::default(),
+            alert_checks: Counter::default(),
         }
     }
 }
@@ -284,7 +302,7 @@ impl Metrics {
     }
 
     fn age(&self, at_ms: i64) -> Option<Duration> {
-        (at_ms >= 0).then(|| Duration::from_millis(self.now_ms().saturating_sub(at_ms).max(0) as u64))
+        age_at(self.now_ms(), at_ms)
     }
 
     /// The daemon's settings: the stream deadline and the symbols whose series exist from the start.
@@ -307,16 +325,44 @@ impl Metrics {
     // ---- hooks, one call at each site ----
 
     pub fn stream_up(&self) {
+        self.stream_up_at(self.now_ms());
+    }
+
+    fn stream_up_at(&self, now_ms: i64) {
         self.stream_sessions.inc();
-        self.last_frame_ms.store(self.now_ms(), Ordering::Relaxed);
-        self.down_since_ms.store(-1, Ordering::Relaxed);
+        self.last_frame_ms.store(now_ms, Ordering::Relaxed);
+        self.session_frame.store(false, Ordering::Relaxed);
+        self.connected_ms.store(now_ms, Ordering::Relaxed);
         self.stream_up.store(true, Ordering::Release);
     }
 
     pub fn stream_down(&self, reason: &str) {
+        self.stream_down_at(self.now_ms(), reason);
+    }
+
+    fn stream_down_at(&self, now_ms: i64, reason: &str) {
         self.reconnects.inc(&[reconnect_cause(reason)]);
-        self.down_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        // A session that never settled did not end the outage: it goes on from its start.
+        if self.settled_at(now_ms) {
+            self.down_since_ms.store(now_ms, Ordering::Relaxed);
+        }
         self.stream_up.store(false, Ordering::Release);
+    }
+
+    /// Connected, and the outage before (if any) is over.
+    fn settled_at(&self, now_ms: i64) -> bool {
+        if !self.stream_up.load(Ordering::Acquire) {
+            return false;
+        }
+        let settle = i64::try_from(SETTLE.min(self.deadline()).as_millis()).unwrap_or(i64::MAX);
+        self.down_since_ms.load(Ordering::Relaxed) < 0
+            || self.session_frame.load(Ordering::Relaxed)
+            || now_ms.saturating_sub(self.connected_ms.load(Ordering::Relaxed)) >= settle
+    }
+
+    /// Whether the stream is connected now (settled or not).
+    pub fn stream_connected(&self) -> bool {
+        self.stream_up.load(Ordering::Acquire)
     }
 
     /// `serverShutdown` moved the stream to a new connection without a gap.
@@ -326,16 +372,21 @@ impl Metrics {
     }
 
     pub fn frame(&self) {
-        self.last_frame_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.frame_at(self.now_ms());
     }
 
-    /// `fill` is durable in the fill log; `read_at`: when its frame was read off the socket
-    /// (a stream fill), `None` for one read over REST.
+    fn frame_at(&self, now_ms: i64) {
+        self.last_frame_ms.store(now_ms, Ordering::Relaxed);
+        self.session_frame.store(true, Ordering::Relaxed);
+    }
+
     /// Which of the `sd-` ids are this daemon's (for the taker-fill count).
     pub fn set_instance(&self, instance: &str) {
         let _ = self.instance.set(instance.to_string());
     }
 
+    /// `fill` is durable in the fill log; `read_at`: when its frame was read off the socket
+    /// (a stream fill), `None` for one read over REST.
     pub fn fill_logged(&self, fill: &crate::filllog::FillRecord, read_at: Option<Instant>) {
         let source = if read_at.is_some() { Source::Stream } else { Source::Rest };
         // Before the executor has said which instance it is, any daemon's id counts: a
@@ -380,10 +431,15 @@ impl Metrics {
     // ---- reads ----
 
     pub fn stream_health(&self) -> (StreamHealth, Duration) {
-        if self.stream_up.load(Ordering::Acquire) {
+        self.stream_health_at(self.now_ms())
+    }
+
+    /// The stream's state at `now_ms` (ms since start): a function of the hooks' times only.
+    fn stream_health_at(&self, now_ms: i64) -> (StreamHealth, Duration) {
+        if self.settled_at(now_ms) {
             return (StreamHealth::Up, Duration::ZERO);
         }
-        let down = self.age(self.down_since_ms.load(Ordering::Relaxed)).unwrap_or_default();
+        let down = age_at(now_ms, self.down_since_ms.load(Ordering::Relaxed)).unwrap_or_default();
         if down > self.deadline() {
             (StreamHealth::Down, down)
         } else {
@@ -397,8 +453,13 @@ impl Metrics {
 
     /// `/healthz`: healthy, and the short JSON body that says why.
     pub fn health(&self) -> (bool, String) {
-        let (state, down) = self.stream_health();
-        let age = self.last_event_age().map_or("null".to_string(), |a| format!("{:.3}", a.as_secs_f64()));
+        self.health_at(self.now_ms())
+    }
+
+    fn health_at(&self, now_ms: i64) -> (bool, String) {
+        let (state, down) = self.stream_health_at(now_ms);
+        let age = age_at(now_ms, self.last_frame_ms.load(Ordering::Relaxed))
+            .map_or("null".to_string(), |a| format!("{:.3}", a.as_secs_f64()));
         let body = format!(
             "{{\"status\":\"{}\",\"stream\":\"{}\",\"down_for_s\":{:.3},\"deadline_s\":{:.3},\"last_event_age_s\":{age}}}\n",
             if state == StreamHealth::Down { "unhealthy" } else { "ok" },
@@ -408,6 +469,11 @@ impl Metrics {
         );
         (state != StreamHealth::Down, body)
     }
+}
+
+/// How long before `now_ms` the time `at_ms` was; `None` for -1 (never).
+fn age_at(now_ms: i64, at_ms: i64) -> Option<Duration> {
+    (at_ms >= 0).then(|| Duration::from_millis(now_ms.saturating_sub(at_ms).max(0) as u64))
 }
 
 /// What a scrape reads besides the registry: owners that already keep the numbers.
@@ -420,6 +486,25 @@ pub struct Sources {
     pub plugins: Option<PluginView>,
     pub tap: Option<FillTap>,
 }
+
+#[cfg(test)]
+impl Sources {
+    /// A fresh registry with an empty gate and nothing else attached, for unit tests.
+    pub(crate) fn bare() -> Sources {
+        let clock = Arc::new(ServerClock::new());
+        Sources {
+            metrics: Arc::default(),
+            gate: Arc::new(RateGate::new(Vec::new(), clock.clone())),
+            clock,
+            executor: None,
+            plugins: None,
+            tap: None,
+        }
+    }
+}
+
+/// The sources the server and the alerter read, replaced as the daemon attaches its parts.
+pub type Shared = Arc<RwLock<Sources>>;
 
 /// A plugin this far behind the fill log (lines) counts as lagging.
 pub const PLUGIN_LAG_LINES: u64 = 1000;
@@ -486,12 +571,7 @@ pub fn render(src: &Sources) -> String {
     o.one("syncd_uptime_seconds", "gauge", "Seconds since the daemon started.", secs(m.started.elapsed()));
 
     let (state, down) = m.stream_health();
-    o.one(
-        "syncd_stream_up",
-        "gauge",
-        "1 while the user-data stream is connected.",
-        u8::from(state == StreamHealth::Up),
-    );
+    o.one("syncd_stream_up", "gauge", "1 while the user-data stream is connected.", u8::from(m.stream_connected()));
     o.one(
         "syncd_stream_healthy",
         "gauge",
@@ -591,7 +671,11 @@ pub fn render(src: &Sources) -> String {
         format!("{:.3}", src.clock.offset_ms() as f64 / 1000.0),
     );
 
-    o.family("syncd_order_rejections_total", "Orders the exchange rejected, by error code.", &m.rejections);
+    o.family(
+        "syncd_order_rejections_total",
+        "Order requests (new, replace, cancel) the exchange rejected, by error code.",
+        &m.rejections,
+    );
     o.one("syncd_executor_queue_depth", "gauge", "Intents waiting in the executor's queues.", m.executor_queue.get());
     if let Some(exec) = &src.executor {
         let s = exec.stats();
@@ -659,6 +743,18 @@ pub fn render(src: &Sources) -> String {
         "Alert messages held back by the alert rate gate.",
         m.alerts_suppressed.get(),
     );
+    o.one(
+        "syncd_alerts_pending",
+        "gauge",
+        "Alert messages waiting for the webhook (failing) or the alert rate gate.",
+        m.alerts_pending.get(),
+    );
+    o.one(
+        "syncd_alert_checks_total",
+        "counter",
+        "Looks the alert thread has taken at the metrics.",
+        m.alert_checks.get(),
+    );
     o.0
 }
 
@@ -694,16 +790,72 @@ mod tests {
     #[test]
     fn health_follows_the_deadline() {
         let m = Metrics::default();
-        m.configure(Duration::from_millis(30), &[]);
-        assert!(m.health().0, "starting: recovering within the deadline");
-        std::thread::sleep(Duration::from_millis(50));
-        let (ok, body) = m.health();
-        assert!(!ok && body.contains("\"stream\":\"down\""), "{body}");
-        m.stream_up();
-        assert!(m.health().0);
-        m.stream_down("server closed with 1000");
-        assert!(m.health().0);
+        m.configure(Duration::from_secs(30), &[]);
+        assert!(m.health_at(30_000).0, "starting: recovering within the deadline");
+        let (ok, body) = m.health_at(30_001);
+        assert!(!ok && body.contains("\"stream\":\"down\"") && body.contains("\"down_for_s\":30.001"), "{body}");
+        m.stream_up_at(31_000);
+        m.frame_at(31_500);
+        let (ok, body) = m.health_at(31_500);
+        assert!(ok && body.contains("\"stream\":\"up\"") && body.contains("\"last_event_age_s\":0.000"), "{body}");
+        m.stream_down_at(40_000, "server closed with 1000");
+        assert_eq!(m.stream_health_at(70_000), (StreamHealth::Recovering, Duration::from_secs(30)));
+        assert_eq!(m.stream_health_at(70_001).0, StreamHealth::Down);
         assert_eq!(m.reconnects.get(&["closed"]), 1);
+    }
+
+    #[test]
+    fn a_stream_that_drops_right_after_each_connect_stays_down() {
+        let m = Metrics::default();
+        m.configure(Duration::from_secs(5), &[]);
+        m.stream_up_at(0);
+        m.frame_at(100);
+        m.stream_down_at(1_000, "io: ConnectionReset");
+        // Up for 0.5 s of every second, never a frame: the outage goes on from 1 s.
+        for s in 1..10 {
+            m.stream_up_at(s * 1_000 + 500);
+            assert_eq!(m.stream_health_at(s * 1_000 + 600).0 == StreamHealth::Down, s >= 6, "at {s}.6 s");
+            m.stream_down_at((s + 1) * 1_000, "io: ConnectionReset");
+        }
+        assert_eq!(m.stream_health_at(10_000), (StreamHealth::Down, Duration::from_secs(9)));
+        assert!(!m.health_at(10_000).0);
+        // A session that lasts the settling time (here the 5 s deadline) ends it ...
+        m.stream_up_at(10_500);
+        assert_eq!(m.stream_health_at(15_499).0, StreamHealth::Down);
+        assert_eq!(m.stream_health_at(15_500), (StreamHealth::Up, Duration::ZERO));
+        // ... and so does one frame.
+        m.stream_down_at(16_000, "io: ConnectionReset");
+        m.stream_up_at(16_100);
+        m.frame_at(16_200);
+        assert_eq!(m.stream_health_at(16_200).0, StreamHealth::Up);
+        m.stream_down_at(16_300, "io: ConnectionReset");
+        assert_eq!(m.stream_health_at(16_400), (StreamHealth::Recovering, Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn the_rendered_histogram_is_cumulative_and_adds_up() {
+        let src = Sources::bare();
+        let h = &src.metrics.fill_latency;
+        for us in [40, 300, 300, 20_000, 2_000_000, 60_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let text = render(&src);
+        let series = |name: &str| -> Vec<(String, String)> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name))
+                .filter_map(|l| l.rsplit_once(' '))
+                .map(|(labels, v)| (labels.to_string(), v.to_string()))
+                .collect()
+        };
+        let buckets = series("syncd_fill_latency_seconds_bucket");
+        assert_eq!(buckets.len(), LATENCY_BOUNDS.len() + 1);
+        let counts: Vec<u64> = buckets.iter().map(|(_, v)| v.parse().unwrap()).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "cumulative: {buckets:?}");
+        assert_eq!(buckets[0], ("{le=\"0.00005\"}".to_string(), "1".to_string()));
+        assert_eq!(buckets[3].1, "3", "le=0.0005 holds 40 µs and both 300 µs");
+        assert_eq!(buckets.last().unwrap(), &("{le=\"+Inf\"}".to_string(), "6".to_string()));
+        assert_eq!(series("syncd_fill_latency_seconds_count"), vec![(String::new(), "6".to_string())]);
+        assert_eq!(series("syncd_fill_latency_seconds_sum"), vec![(String::new(), "62.020640".to_string())]);
     }
 
     #[test]

@@ -7,28 +7,42 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-docs/demo-metrics.png}"
 seconds="${2:-60}"
+# The capture is taken 5 s before the demo ends, after at least 5 s of data.
+if [ "$seconds" -lt 10 ]; then
+    echo "DEMO_SECONDS must be at least 10 (got $seconds)" >&2
+    exit 2
+fi
 bin=target/release/binance-syncd
-for tool in prometheus chromium "$bin"; do
+for tool in prometheus chromium curl python3 "$bin"; do
     command -v "$tool" >/dev/null 2>&1 || { echo "missing: $tool" >&2; exit 1; }
 done
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# Free ports, not 9090/9464: Debian's own prometheus service (or another daemon) may hold those.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+prom_port="$(free_port)"
+syncd_port="$(free_port)"
 cat > "$work/prometheus.yml" <<EOF
 global: { scrape_interval: 1s, evaluation_interval: 1s }
 scrape_configs:
   - job_name: binance-syncd
-    static_configs: [ { targets: ["127.0.0.1:9464"] } ]
+    static_configs: [ { targets: ["127.0.0.1:$syncd_port"] } ]
 EOF
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
-    --web.listen-address=127.0.0.1:9090 >"$work/prometheus.log" 2>&1 &
-SYNCD_METRICS_ADDR=127.0.0.1:9464 RUST_LOG=warn "$bin" demo --seconds "$seconds" --dir "$work/demo" --quiet \
+    --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
+for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$prom_port/-/ready" >/dev/null || { cat "$work/prometheus.log" >&2; exit 1; }
+SYNCD_METRICS_ADDR="127.0.0.1:$syncd_port" RUST_LOG=warn "$bin" demo --seconds "$seconds" --dir "$work/demo" --quiet \
     | tee "$work/demo.log" &
 demo=$!
 # Capture while the demo still runs (its daemon stops at the end): 5 s before it finishes.
 sleep $((seconds - 5))
 enc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$1"; }
 range="$((seconds - 5))s"
-url="http://127.0.0.1:9090/graph?"
+url="http://127.0.0.1:$prom_port/graph?"
 i=0
 for q in \
     'sum by (source) (rate(syncd_fills_total[10s])) * 60' \

@@ -12,15 +12,19 @@
 //!
 //! Each incident sends one message when it opens, a reminder after `SYNCD_ALERT_REPEAT_S`,
 //! then after twice that and so on (an hour-long outage: a handful of messages), and one
-//! "resolved" when it ends. Its own token bucket (not the exchange's rate gate) caps the
-//! total; what it holds back is counted and mentioned in the next message that goes.
+//! "resolved" when it ends. Messages wait in an outbox, in order, until the webhook takes
+//! them: a failed POST is retried with a backoff (1 s doubling to 60 s) and spends no token of
+//! the alert rate gate (its own token bucket, not the exchange's). Under rate pressure
+//! reminders go first (dropped, counted, mentioned in the next message that goes); an ALERT or
+//! a RESOLVED is never dropped, only delayed (the outbox drops its oldest only past
+//! [`OUTBOX_MAX`], which takes a webhook down for hours while incidents flap).
 //!
 //! The webhook URL carries its token: it is a [`Secret`], and logs name only its host.
 
-use super::{Sources, StreamHealth};
+use super::{Shared, Sources, StreamHealth};
 use crate::secret::Secret;
 use crossbeam_channel::Receiver;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -63,6 +67,26 @@ pub fn redacted(url: &Secret) -> String {
     format!("{scheme}://{host}/…")
 }
 
+/// Messages kept for a webhook that does not take them.
+pub const OUTBOX_MAX: usize = 500;
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Alert,
+    Reminder,
+    Resolved,
+}
+
+/// One message for the webhook, from one incident.
+#[derive(Debug, Clone)]
+struct Message {
+    key: String,
+    kind: Kind,
+    text: String,
+}
+
 #[derive(Debug)]
 struct Incident {
     text: String,
@@ -86,7 +110,8 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn take(&mut self, now: Instant) -> bool {
+    /// Whether a message may go at `now`; [`Bucket::spend`] once it went.
+    fn ready(&mut self, now: Instant) -> bool {
         while self.tokens < self.burst && now.duration_since(self.last) >= self.refill {
             self.tokens += 1;
             self.last += self.refill;
@@ -94,12 +119,27 @@ impl Bucket {
         if self.tokens == self.burst {
             self.last = now;
         }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
+        self.tokens > 0
     }
+
+    fn spend(&mut self) {
+        self.tokens = self.tokens.saturating_sub(1);
+    }
+}
+
+/// Where messages go: the webhook, or (unit tests) a list that can refuse the first few.
+enum Transport {
+    Http(ureq::Agent),
+    #[cfg(test)]
+    Fake(std::sync::Arc<std::sync::Mutex<FakeSink>>),
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct FakeSink {
+    fail_first: u32,
+    tries: u32,
+    got: Vec<String>,
 }
 
 /// What the thread compares from one look to the next.
@@ -113,11 +153,17 @@ struct Counts {
 pub struct Alerter {
     settings: AlertSettings,
     sources: Sources,
-    agent: ureq::Agent,
+    /// Where newer sources appear (the daemon attaches its parts once it has started).
+    shared: Option<Shared>,
+    transport: Transport,
     incidents: BTreeMap<String, Incident>,
     bucket: Bucket,
     held_back: u64,
     last: Counts,
+    outbox: VecDeque<Message>,
+    /// Failed POSTs in a row, and when the next may try.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 fn mins(d: Duration) -> String {
@@ -142,14 +188,24 @@ impl Alerter {
         let mut alerter = Alerter {
             settings,
             sources,
-            agent: ureq::Agent::new_with_config(agent_config),
+            shared: None,
+            transport: Transport::Http(ureq::Agent::new_with_config(agent_config)),
             incidents: BTreeMap::new(),
             bucket,
             held_back: 0,
             last: Counts::default(),
+            outbox: VecDeque::new(),
+            failures: 0,
+            retry_at: None,
         };
         alerter.last = alerter.counts();
         alerter
+    }
+
+    /// Reads its sources from `shared` at each look from now on.
+    pub fn following(mut self, shared: Shared) -> Alerter {
+        self.shared = Some(shared);
+        self
     }
 
     pub fn spawn(mut self, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
@@ -206,15 +262,81 @@ impl Alerter {
         out
     }
 
-    /// One look: open, remind and resolve incidents, then send what that says.
+    /// One look: open, remind and resolve incidents, then send what the outbox holds.
     fn look(&mut self, now: Instant) {
-        for text in self.decide(now) {
-            self.send(now, text);
+        if let Some(shared) = &self.shared {
+            self.sources = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+        }
+        for message in self.decide(now) {
+            self.enqueue(message);
+        }
+        self.flush(now);
+        let m = &self.sources.metrics;
+        m.alerts_pending.set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
+        m.alert_checks.inc();
+    }
+
+    fn enqueue(&mut self, message: Message) {
+        let m = &self.sources.metrics;
+        if message.kind == Kind::Reminder {
+            // A newer reminder says all an older unsent one did.
+            if let Some(old) = self.outbox.iter_mut().find(|o| o.kind == Kind::Reminder && o.key == message.key) {
+                old.text = message.text;
+                return;
+            }
+        }
+        self.outbox.push_back(message);
+        while self.outbox.len() > OUTBOX_MAX {
+            let at = self.outbox.iter().position(|o| o.kind == Kind::Reminder).unwrap_or(0);
+            if let Some(lost) = self.outbox.remove(at) {
+                self.held_back += 1;
+                m.alerts_suppressed.inc();
+                log::warn!("alerts: outbox full ({OUTBOX_MAX}); dropped: {}", lost.text);
+            }
         }
     }
 
-    /// The messages one look at `now` calls for (before the rate gate).
-    fn decide(&mut self, now: Instant) -> Vec<String> {
+    /// Sends from the front of the outbox while the webhook takes messages and the rate gate
+    /// allows them.
+    fn flush(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        while let Some(front) = self.outbox.front() {
+            if !self.bucket.ready(now) {
+                // Reminders make way for the ALERT and RESOLVED messages that wait for tokens.
+                let before = self.outbox.len();
+                self.outbox.retain(|o| {
+                    if o.kind == Kind::Reminder {
+                        log::warn!("alerts: held back by the alert rate limit: {}", o.text);
+                    }
+                    o.kind != Kind::Reminder
+                });
+                let dropped = (before - self.outbox.len()) as u64;
+                self.held_back += dropped;
+                for _ in 0..dropped {
+                    self.sources.metrics.alerts_suppressed.inc();
+                }
+                return;
+            }
+            let text = front.text.clone();
+            if self.send(&text) {
+                self.bucket.spend();
+                self.outbox.pop_front();
+                self.failures = 0;
+                self.retry_at = None;
+            } else {
+                self.failures += 1;
+                let wait = RETRY_MIN.saturating_mul(2u32.saturating_pow(self.failures - 1)).min(RETRY_MAX);
+                self.retry_at = Some(now + wait);
+                log::warn!("alerts: {} message(s) waiting; next try in {wait:?}", self.outbox.len());
+                return;
+            }
+        }
+    }
+
+    /// The messages one look at `now` calls for (before the outbox and the rate gate).
+    fn decide(&mut self, now: Instant) -> Vec<Message> {
         let counts = self.counts();
         let mut events = Vec::new();
         if counts.http_418 > self.last.http_418 {
@@ -250,7 +372,7 @@ impl Alerter {
                       key: &str,
                       text: String,
                       event: bool,
-                      out: &mut Vec<String>| {
+                      out: &mut Vec<Message>| {
             match incidents.get_mut(key) {
                 Some(i) => {
                     i.text = text;
@@ -258,7 +380,7 @@ impl Alerter {
                     i.events += 1;
                 }
                 None => {
-                    out.push(format!("ALERT: {text}"));
+                    out.push(Message { key: key.to_string(), kind: Kind::Alert, text: format!("ALERT: {text}") });
                     let next_reminder = now + self.settings.repeat;
                     incidents.insert(
                         key.to_string(),
@@ -290,57 +412,70 @@ impl Alerter {
         for key in ended {
             if let Some(i) = self.incidents.remove(&key) {
                 let times = if i.event && i.events > 1 { format!(" ({} times)", i.events) } else { String::new() };
-                outgoing.push(format!("RESOLVED after {}: {}{times}", mins(now.duration_since(i.opened)), i.text));
+                let text = format!("RESOLVED after {}: {}{times}", mins(now.duration_since(i.opened)), i.text);
+                outgoing.push(Message { key, kind: Kind::Resolved, text });
             }
         }
-        for i in self.incidents.values_mut() {
+        for (key, i) in self.incidents.iter_mut() {
             if now >= i.next_reminder {
                 i.reminders += 1;
                 i.next_reminder = now + self.settings.repeat * 2u32.saturating_pow(i.reminders);
-                outgoing.push(format!("STILL OPEN after {}: {}", mins(now.duration_since(i.opened)), i.text));
+                let text = format!("STILL OPEN after {}: {}", mins(now.duration_since(i.opened)), i.text);
+                outgoing.push(Message { key: key.clone(), kind: Kind::Reminder, text });
             }
         }
         outgoing
     }
 
-    fn send(&mut self, now: Instant, text: String) {
+    /// One POST of `text`: whether the webhook took it.
+    fn send(&mut self, text: &str) -> bool {
         let m = &self.sources.metrics;
-        if !self.bucket.take(now) {
-            self.held_back += 1;
-            m.alerts_suppressed.inc();
-            log::warn!("alerts: held back by the alert rate limit: {text}");
-            return;
-        }
         let name = if self.settings.name.is_empty() { String::new() } else { format!(" {}", self.settings.name) };
         let mut full = format!("[binance-syncd{name}] {text}");
         if self.held_back > 0 {
             full.push_str(&format!(" ({} earlier alert(s) held back by the rate limit)", self.held_back));
         }
         let body = serde_json::json!({ "text": full }).to_string();
-        let result = self
-            .agent
-            .post(self.settings.webhook.expose())
-            .header("Content-Type", "application/json")
-            .send(body.as_bytes());
-        match result {
-            Ok(r) if r.status().is_success() => {
+        match self.post(&body) {
+            Ok(()) => {
                 self.held_back = 0;
                 m.alerts_sent.inc();
                 log::info!("alerts: sent: {text}");
+                true
             }
-            Ok(r) => {
+            Err(why) => {
                 m.alerts_failed.inc();
-                log::warn!("alerts: {} answered {}: {text}", redacted(&self.settings.webhook), r.status().as_u16());
+                log::warn!("alerts: {} did not take a message ({why}): {text}", redacted(&self.settings.webhook));
+                false
             }
-            Err(e) => {
-                m.alerts_failed.inc();
-                let why = match e {
-                    ureq::Error::Io(io) => format!("io: {}", io.kind()),
-                    ureq::Error::Timeout(t) => format!("timeout: {t:?}"),
-                    _ => "http client error".to_string(),
-                };
-                log::warn!("alerts: cannot reach {} ({why}): {text}", redacted(&self.settings.webhook));
+        }
+    }
+
+    /// Why it failed, never naming the URL (its path holds the webhook's token).
+    // Outside tests the transport has one variant, which the lint sees as a plain destructure.
+    #[allow(clippy::infallible_destructuring_match)]
+    fn post(&self, body: &str) -> Result<(), String> {
+        let agent = match &self.transport {
+            Transport::Http(agent) => agent,
+            #[cfg(test)]
+            Transport::Fake(sink) => {
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                sink.tries += 1;
+                if sink.tries <= sink.fail_first {
+                    return Err("answered 500".into());
+                }
+                sink.got.push(body.to_string());
+                return Ok(());
             }
+        };
+        let result =
+            agent.post(self.settings.webhook.expose()).header("Content-Type", "application/json").send(body.as_bytes());
+        match result {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("answered {}", r.status().as_u16())),
+            Err(ureq::Error::Io(io)) => Err(format!("io: {}", io.kind())),
+            Err(ureq::Error::Timeout(t)) => Err(format!("timeout: {t:?}")),
+            Err(_) => Err("http client error".to_string()),
         }
     }
 }
@@ -348,9 +483,6 @@ impl Alerter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::RateGate;
-    use crate::rest::sign::ServerClock;
-    use std::sync::Arc;
 
     #[test]
     fn logs_show_only_the_host() {
@@ -361,18 +493,69 @@ mod tests {
     }
 
     fn alerter() -> Alerter {
-        let clock = Arc::new(ServerClock::new());
-        let sources = Sources {
-            metrics: Arc::default(),
-            gate: Arc::new(RateGate::new(Vec::new(), clock.clone())),
-            clock,
-            executor: None,
-            plugins: None,
-            tap: None,
-        };
+        let sources = Sources::bare();
         let settings =
             AlertSettings::new(Secret::new("http://127.0.0.1:9/"), Duration::from_secs(900), Duration::from_secs(600));
         Alerter::new(settings, sources)
+    }
+
+    fn texts(messages: Vec<Message>) -> Vec<String> {
+        messages.into_iter().map(|m| m.text).collect()
+    }
+
+    fn faked(a: &mut Alerter, fail_first: u32) -> std::sync::Arc<std::sync::Mutex<FakeSink>> {
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(FakeSink { fail_first, ..FakeSink::default() }));
+        a.transport = Transport::Fake(sink.clone());
+        sink
+    }
+
+    #[test]
+    fn failed_posts_are_retried_with_a_backoff_and_nothing_is_sent_twice() {
+        let mut a = alerter();
+        let sink = faked(&mut a, 5);
+        let t0 = Instant::now();
+        a.sources.metrics.filllog_failed();
+        // The webhook refuses 5 POSTs while the incident opens and ends within 3 s.
+        for tenth in 0..1200 {
+            if tenth == 30 {
+                a.sources.metrics.filllog_ok();
+            }
+            a.look(t0 + Duration::from_millis(tenth * 100));
+        }
+        let s = sink.lock().unwrap();
+        assert_eq!(s.got.len(), 2, "{:#?}", s.got);
+        assert!(s.got[0].contains("ALERT: cannot write the fill log"), "{:#?}", s.got);
+        assert!(s.got[1].contains("RESOLVED after 3 s"), "{:#?}", s.got);
+        // Backoff 1, 2, 4, 8, 16 s: 5 failures, then the 2 that went; not one try per look.
+        assert_eq!(s.tries, 7);
+        assert_eq!((a.sources.metrics.alerts_failed.get(), a.sources.metrics.alerts_sent.get()), (5, 2));
+        assert_eq!(a.bucket.tokens, a.bucket.burst - 2, "failed POSTs spend no token");
+    }
+
+    #[test]
+    fn rate_pressure_drops_reminders_never_an_alert_or_a_resolve() {
+        let mut a = alerter();
+        let sink = faked(&mut a, 0);
+        a.settings.repeat = Duration::from_secs(1);
+        a.bucket = Bucket { tokens: 1, burst: 1, refill: Duration::from_secs(60), last: Instant::now() };
+        let t0 = a.bucket.last;
+        a.sources.metrics.filllog_failed();
+        // Reminders due every 1, 2, 4, 8... s; one token a minute.
+        for s in 0..150 {
+            if s == 100 {
+                a.sources.metrics.filllog_ok();
+            }
+            a.look(t0 + Duration::from_secs(s));
+        }
+        let got = sink.lock().unwrap().got.clone();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(got[0].contains("ALERT:"), "{got:#?}");
+        assert!(
+            got[1].contains("STILL OPEN after 63 s") && got[1].contains("(5 earlier alert(s) held back"),
+            "{got:#?}"
+        );
+        assert!(got[2].contains("RESOLVED after 100 s"), "waited for the token of 120 s: {got:#?}");
+        assert_eq!(a.sources.metrics.alerts_suppressed.get(), 5, "reminders at 1, 3, 7, 15 and 31 s");
     }
 
     #[test]
@@ -382,11 +565,11 @@ mod tests {
         let mut sent = Vec::new();
         a.sources.metrics.filllog_failed();
         for s in 0..3600 {
-            sent.extend(a.decide(t0 + Duration::from_secs(s)));
+            sent.extend(texts(a.decide(t0 + Duration::from_secs(s))));
         }
         a.sources.metrics.filllog_ok();
-        sent.extend(a.decide(t0 + Duration::from_secs(3600)));
-        sent.extend(a.decide(t0 + Duration::from_secs(3601)));
+        sent.extend(texts(a.decide(t0 + Duration::from_secs(3600))));
+        sent.extend(texts(a.decide(t0 + Duration::from_secs(3601))));
         // Open, reminders at 15 and 45 min, resolved.
         assert_eq!(sent.len(), 4, "{sent:#?}");
         assert!(sent[0].starts_with("ALERT: cannot write the fill log"), "{sent:?}");
@@ -404,14 +587,14 @@ mod tests {
             if s % 10 == 0 {
                 a.sources.metrics.count_fill("BTCUSD", crate::metrics::Source::Stream, None, true);
             }
-            sent.extend(a.decide(t0 + Duration::from_secs(s)));
+            sent.extend(texts(a.decide(t0 + Duration::from_secs(s))));
         }
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert!(sent[0].contains("taker fill"), "{sent:?}");
         // The last one came at 290 s.
-        sent.extend(a.decide(t0 + Duration::from_secs(290 + 599)));
+        sent.extend(texts(a.decide(t0 + Duration::from_secs(290 + 599))));
         assert_eq!(sent.len(), 1, "not quiet long enough yet: {sent:?}");
-        sent.extend(a.decide(t0 + Duration::from_secs(290 + 600)));
+        sent.extend(texts(a.decide(t0 + Duration::from_secs(290 + 600))));
         assert_eq!(sent.len(), 2);
         assert!(sent[1].starts_with("RESOLVED") && sent[1].ends_with("(30 times)"), "{sent:?}");
     }
@@ -420,9 +603,16 @@ mod tests {
     fn bucket_refills_one_at_a_time() {
         let t0 = Instant::now();
         let mut b = Bucket { tokens: 2, burst: 2, refill: Duration::from_secs(60), last: t0 };
-        assert!(b.take(t0) && b.take(t0));
-        assert!(!b.take(t0 + Duration::from_secs(59)));
-        assert!(b.take(t0 + Duration::from_secs(61)));
-        assert!(!b.take(t0 + Duration::from_secs(62)));
+        let mut take = |at: Instant| {
+            let ready = b.ready(at);
+            if ready {
+                b.spend();
+            }
+            ready
+        };
+        assert!(take(t0) && take(t0));
+        assert!(!take(t0 + Duration::from_secs(59)));
+        assert!(take(t0 + Duration::from_secs(61)));
+        assert!(!take(t0 + Duration::from_secs(62)));
     }
 }

@@ -1,25 +1,51 @@
 //! THREAD `metrics`: a minimal blocking HTTP/1.1 server for `/metrics` and `/healthz`.
 //!
-//! A few dozen lines of std rather than a crate: two read-only GET routes, one connection at a
-//! time, `Connection: close`. It only reads atomics and short-lived locks the fill path never
-//! waits on (see [`crate::metrics`]), so a slow or hostile client delays other scrapers at
-//! most by its 2 s timeouts, never the daemon.
+//! A few dozen lines of std rather than a crate: two read-only GET routes, `Connection: close`.
+//! Each connection gets its own short-lived thread (at most [`MAX_CONNS`] at once, the rest are
+//! closed unanswered) and one deadline for the whole exchange, so a slow or idle client holds
+//! one slot for at most [`DEADLINE`] and never delays `/healthz` for the others. It only reads
+//! atomics and short-lived locks the fill path never waits on (see [`crate::metrics`]).
 
-use super::{render, Sources};
+use super::{render, Shared, Sources};
 use crossbeam_channel::Receiver;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest request head read; ours are a single line and a few headers.
 const MAX_HEAD: usize = 8 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The whole request and response of one connection, however the client paces its bytes.
+pub const DEADLINE: Duration = Duration::from_secs(2);
+/// Connections served at once: a scraper or two plus a health probe, with room for strays.
+pub const MAX_CONNS: usize = 8;
+
+/// How the server treats its clients (tests shorten the deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub max_conns: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { deadline: DEADLINE, max_conns: MAX_CONNS }
+    }
+}
 
 /// Starts serving on `listener` until `stop` closes.
-pub fn spawn(listener: TcpListener, sources: Sources, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
+pub fn spawn(listener: TcpListener, sources: Shared, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
+    spawn_with(listener, sources, stop, Limits::default())
+}
+
+pub fn spawn_with(
+    listener: TcpListener,
+    sources: Shared,
+    stop: Receiver<()>,
+    limits: Limits,
+) -> io::Result<JoinHandle<()>> {
     // A blocking accept answers at once (a polled one would add up to a poll's wait to every
     // scrape); a small waker thread connects once `stop` closes, so the accept returns.
     let mut wake = listener.local_addr()?;
@@ -33,6 +59,7 @@ pub fn spawn(listener: TcpListener, sources: Sources, stop: Receiver<()>) -> io:
         flag.store(true, Ordering::Release);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
     })?;
+    let active = Arc::new(AtomicUsize::new(0));
     thread::Builder::new().name("metrics".into()).spawn(move || {
         for conn in listener.incoming() {
             if stopping.load(Ordering::Acquire) {
@@ -40,8 +67,23 @@ pub fn spawn(listener: TcpListener, sources: Sources, stop: Receiver<()>) -> io:
             }
             match conn {
                 Ok(conn) => {
-                    if let Err(e) = serve(conn, &sources) {
-                        log::debug!("metrics: a request failed: {}", e.kind());
+                    if active.fetch_add(1, Ordering::AcqRel) >= limits.max_conns {
+                        active.fetch_sub(1, Ordering::AcqRel);
+                        log::debug!("metrics: {} connections open; closing a new one", limits.max_conns);
+                        continue;
+                    }
+                    // What the daemon attached by now (the executor, plugins, fill tap).
+                    let sources = sources.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    let done = active.clone();
+                    let worker = thread::Builder::new().name("metrics-conn".into()).spawn(move || {
+                        if let Err(e) = serve(conn, &sources, Instant::now() + limits.deadline) {
+                            log::debug!("metrics: a request failed: {}", e.kind());
+                        }
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                    if let Err(e) = worker {
+                        active.fetch_sub(1, Ordering::AcqRel);
+                        log::warn!("metrics: cannot start a connection thread: {}", e.kind());
                     }
                 }
                 Err(e) => {
@@ -54,10 +96,64 @@ pub fn spawn(listener: TcpListener, sources: Sources, stop: Receiver<()>) -> io:
     })
 }
 
-fn serve(mut conn: TcpStream, sources: &Sources) -> io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(IO_TIMEOUT))?;
-    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+/// A connection whose every read and write waits at most until one deadline.
+struct Conn {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Conn {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed"));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.stream.set_read_timeout(Some(self.left()?))?;
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            self.stream.set_write_timeout(Some(self.left()?))?;
+            match self.stream.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+fn serve(stream: TcpStream, sources: &Sources, deadline: Instant) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    let mut conn = Conn { stream, deadline };
+    let result = answer(&mut conn, sources);
+    // Closing with unread request bytes makes the kernel send a reset, which can destroy the
+    // response before the client reads it: say we are done, then read what is left (briefly).
+    let _ = conn.stream.shutdown(Shutdown::Write);
+    conn.deadline = conn.deadline.min(Instant::now() + Duration::from_millis(200));
+    let mut sink = [0u8; 1024];
+    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+    result
+}
+
+fn answer(conn: &mut Conn, sources: &Sources) -> io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -67,7 +163,7 @@ fn serve(mut conn: TcpStream, sources: &Sources) -> io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_HEAD {
-            return respond(&mut conn, "431 Request Header Fields Too Large", "text/plain", "too large\n", true);
+            return respond(conn, "431 Request Header Fields Too Large", &[], "text/plain", "too large\n", true);
         }
     }
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
@@ -77,29 +173,102 @@ fn serve(mut conn: TcpStream, sources: &Sources) -> io::Result<()> {
     let path = target.split('?').next().unwrap_or("");
     let with_body = method != "HEAD";
     if method != "GET" && method != "HEAD" {
-        return respond(&mut conn, "405 Method Not Allowed", "text/plain", "GET only\n", with_body);
+        let allow = [("Allow", "GET, HEAD")];
+        return respond(conn, "405 Method Not Allowed", &allow, "text/plain", "GET only\n", with_body);
     }
     match path {
         "/metrics" => {
-            respond(&mut conn, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &render(sources), with_body)
+            respond(conn, "200 OK", &[], "text/plain; version=0.0.4; charset=utf-8", &render(sources), with_body)
         }
         "/healthz" => {
             let (ok, body) = sources.metrics.health();
             let status = if ok { "200 OK" } else { "503 Service Unavailable" };
-            respond(&mut conn, status, "application/json", &body, with_body)
+            respond(conn, status, &[], "application/json", &body, with_body)
         }
-        _ => respond(&mut conn, "404 Not Found", "text/plain", "try /metrics or /healthz\n", with_body),
+        _ => respond(conn, "404 Not Found", &[], "text/plain", "try /metrics or /healthz\n", with_body),
     }
 }
 
-fn respond(conn: &mut TcpStream, status: &str, kind: &str, body: &str, with_body: bool) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+fn respond(
+    conn: &mut Conn,
+    status: &str,
+    extra: &[(&str, &str)],
+    kind: &str,
+    body: &str,
+    with_body: bool,
+) -> io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("Cache-Control: no-store\r\nConnection: close\r\n\r\n");
     conn.write_all(head.as_bytes())?;
     if with_body {
         conn.write_all(body.as_bytes())?;
     }
     conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(limits: Limits) -> (std::net::SocketAddr, crossbeam_channel::Sender<()>) {
+        let sources = Arc::new(std::sync::RwLock::new(Sources::bare()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        spawn_with(listener, sources, stop_rx, limits).unwrap();
+        (addr, stop_tx)
+    }
+
+    fn request(addr: std::net::SocketAddr, req: &str) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_client_dripping_bytes_is_cut_at_the_deadline_and_blocks_nobody() {
+        let (addr, _stop) = server(Limits { deadline: Duration::from_millis(600), max_conns: 4 });
+        // One byte every 100 ms: under any per-read timeout, so only a deadline ends it.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let dripper = {
+            let mut slow = slow.try_clone().unwrap();
+            thread::spawn(move || {
+                for b in
+                    b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                {
+                    if slow.write_all(&[*b]).is_err() {
+                        return true;
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+                false
+            })
+        };
+        // Idle ones too, up to one slot short of the cap.
+        let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let healthz = request(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(healthz.starts_with("HTTP/1.1 200 OK\r\n"), "{healthz}");
+        assert!(!dripper.is_finished(), "answered while the slow client was still being served");
+        // The server gave up on the dripper: its socket reads end (closed, or reset).
+        slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(matches!(slow.read(&mut buf), Ok(0) | Err(_)), "the slow connection was closed");
+        assert!(dripper.join().unwrap(), "its writes failed before it had sent the whole head");
+        drop(idle);
+    }
+
+    #[test]
+    fn other_methods_get_405_with_allow() {
+        let (addr, _stop) = server(Limits::default());
+        let out = request(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+        assert!(out.starts_with("HTTP/1.1 405") && out.contains("\r\nAllow: GET, HEAD\r\n"), "{out}");
+        let out = request(addr, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("\r\n\r\n"), "no body for HEAD: {out}");
+    }
 }

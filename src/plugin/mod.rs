@@ -90,7 +90,7 @@ pub struct PluginStatus {
     pub problem: String,
     /// Sequence number of the last fill delivered.
     pub delivered: u64,
-    /// Fills waiting in its channel, as of the last delivery.
+    /// Fills waiting in its channel, as of the last delivery or tick.
     pub queued: u64,
     /// Versions loaded since the daemon started.
     pub loads: u64,
@@ -711,6 +711,10 @@ impl Runner {
                 if let Err(status) = self.tick(&mut plugin, &mut prices, &mut balances) {
                     break Err(status);
                 }
+                // Also here, not only after a delivery: a queue that drained (or a plugin that
+                // gets no fills) would otherwise show its last depth for ever.
+                let queued = self.fills.len() as u64;
+                self.view.update(&self.name, |s| s.queued = queued);
             }
             // Lines the channel could not hold, or that came before this version started.
             if self.tap.durable() > run.delivered {

@@ -33,6 +33,13 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, resp.body_mut().read_to_string().expect("a text body"))
 }
 
+/// Like [`get`], `None` while nothing answers.
+fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent.get(format!("http://{addr}{path}")).call().ok()?;
+    Some((resp.status().as_u16(), resp.body_mut().read_to_string().ok()?))
+}
+
 /// The value of the sample `series` (name and labels exactly as exposed), if present.
 pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
@@ -106,12 +113,17 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
+        Sink::failing(0)
+    }
+
+    /// A sink that answers the first `fail_first` POSTs with a 500 (and does not keep them).
+    pub fn failing(fail_first: usize) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/services/T000/B000/SECRETTOKEN", listener.local_addr().unwrap());
         let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         let seen = bodies.clone();
         std::thread::spawn(move || {
-            for conn in listener.incoming() {
+            for (n, conn) in listener.incoming().enumerate() {
                 let Ok(mut conn) = conn else { continue };
                 let mut data = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -135,6 +147,10 @@ impl Sink {
                         }
                     }
                 };
+                if n < fail_first {
+                    let _ = conn.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
                 let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
                 if let Some(b) = body {
                     seen.lock().unwrap().push(serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b)));
@@ -147,6 +163,16 @@ impl Sink {
     pub fn texts(&self) -> Vec<String> {
         self.bodies.lock().unwrap().iter().map(|b| b["text"].as_str().unwrap_or("?").to_string()).collect()
     }
+}
+
+/// Waits until the alert thread has looked twice more with nothing left to send.
+fn settle_alerts(addr: SocketAddr) {
+    let checks = |m: &str| value(m, "syncd_alert_checks_total").unwrap_or(0.0);
+    let start = checks(&get(addr, "/metrics").1);
+    wait_until("two more alert looks, outbox empty", Duration::from_secs(10), || {
+        let m = get(addr, "/metrics").1;
+        checks(&m) >= start + 2.0 && value(&m, "syncd_alerts_pending") == Some(0.0)
+    });
 }
 
 #[test]
@@ -287,7 +313,7 @@ fn healthz_flips_when_the_stream_is_down_past_its_deadline_and_one_alert_goes_pe
         wait_until("the resolve", Duration::from_secs(5), || sink.texts().len() >= 2 * incident);
     }
     // Let a few more looks pass: nothing else may come.
-    std::thread::sleep(Duration::from_millis(1500));
+    settle_alerts(addr);
     let texts = sink.texts();
     assert_eq!(texts.len(), 4, "one alert and one resolve per incident: {texts:#?}");
     for pair in texts.chunks(2) {
@@ -327,10 +353,48 @@ fn a_418_is_counted_and_alerted_once_and_resolved_when_the_ban_is_over() {
     wait_until("the alert", Duration::from_secs(5), || sink.texts().iter().any(|t| t.contains("ALERT: HTTP 418")));
     // Ban (4 s) over, then a quiet second: resolved, once.
     wait_until("the resolve", Duration::from_secs(15), || sink.texts().iter().any(|t| t.contains("RESOLVED")));
-    std::thread::sleep(Duration::from_millis(1000));
+    settle_alerts(addr);
     let texts = sink.texts();
     assert_eq!(texts.len(), 2, "{texts:#?}");
     assert!(texts[1].contains("RESOLVED") && texts[1].contains("418"), "{texts:#?}");
     assert_eq!(value(&get(addr, "/metrics").1, "syncd_rest_banned_seconds"), Some(0.0));
     daemon.stop(Duration::from_secs(8));
+}
+
+#[test]
+fn run_serves_healthz_and_alerts_while_its_start_up_keeps_failing() {
+    init_log();
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("metrics-startup");
+    // The webhook fails the first 2 POSTs: the alert comes after its retries (1 s, then 2 s).
+    let sink = Sink::failing(2);
+    let addr = free_addr();
+    // Nothing listens on the REST address: every start-up attempt fails.
+    let dead = free_addr();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("run");
+    crate::util::daemon_env(&mut cmd, &ex, &dir, "metrics-startup")
+        .env("SYNCD_REST_URL", format!("http://{dead}"))
+        .env("SYNCD_METRICS_ADDR", addr.to_string())
+        .env("SYNCD_STREAM_DEADLINE_S", "0.5")
+        .env("SYNCD_ALERT_WEBHOOK", &sink.url)
+        .env("SYNCD_BACKOFF_MAX_S", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn binance-syncd");
+    wait_until("healthz 503 during the start-up outage", Duration::from_secs(10), || {
+        try_get(addr, "/healthz").is_some_and(|(status, body)| status == 503 && body.contains("\"stream\":\"down\""))
+    });
+    wait_until("the stream-down alert", Duration::from_secs(10), || {
+        sink.texts().iter().any(|t| t.contains("ALERT: user-data stream down"))
+    });
+    settle_alerts(addr);
+    let texts = sink.texts();
+    assert_eq!(texts.len(), 1, "the alert once, after the failed tries: {texts:#?}");
+    let m = get(addr, "/metrics").1;
+    assert_eq!((value(&m, "syncd_alerts_failed_total"), value(&m, "syncd_alerts_sent_total")), (Some(2.0), Some(1.0)));
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    wait_until("the daemon to exit", Duration::from_secs(10), || child.try_wait().ok().flatten().is_some());
+    assert_eq!(child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0));
 }

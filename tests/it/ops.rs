@@ -331,9 +331,16 @@ fn the_container_healthcheck_passes_on_200_only() {
             let mut first = String::new();
             reader.read_line(&mut first).unwrap();
             requests.push(first);
+            // The whole head is read before answering: closing with unread bytes would send an
+            // RST that can cut the answer off before the script reads it.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
             let body = "{\"status\":\"x\"}";
             let reply = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
             (&stream).write_all(reply.as_bytes()).unwrap();
+            let _ = stream.shutdown(std::net::Shutdown::Write);
         }
         requests
     });
