@@ -3,8 +3,9 @@
 //! - fill line durable → plugin callback entered: the fill log's publish time (`FillTap`) to
 //!   the plugin's own clock reading at the top of `on_fill`, p50/p99/max (target p99 < 50 µs),
 //!   with `SYNCD_FSYNC` `always` (the default) and `never`, each with the plugin thread told a
-//!   line is coming (`SYNCD_PLUGIN_SPIN_US`, default) and without (`0`: it sleeps), and beside
-//!   each a plain follower thread of the same tap (the machine's wake-up floor);
+//!   line is coming (`SYNCD_PLUGIN_SPIN_US`, default) and without (`0`: it sleeps), then for
+//!   each fsync mode a row with no plugin and a plain thread asleep on the same tap (the
+//!   machine's wake-up floor; in rows of its own, as its wake-ups would land on the plugin's);
 //! - hot-swap pause: the old version's last callback to the new one's first, over 20 swaps;
 //! - intents/s from one plugin through the executor to loopback ACKs (500 orders at once).
 //!
@@ -70,14 +71,17 @@ struct Rig {
     view: binance_syncd::plugin::PluginView,
 }
 
-fn rig(name: &str, so: &Path, fsync: &str, spin_us: &str) -> Rig {
+/// `so`: the stamp plugin to run, or none (a floor row: only a plain follower of the tap).
+fn rig(name: &str, so: Option<&Path>, fsync: &str, spin_us: &str) -> Rig {
     let dir = std::env::temp_dir().join(format!("syncd-bench-plugins-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).expect("dir");
     std::fs::write(plugins.join("stamp.conf"), format!("record = {}\nmode = stamp\n", dir.join("stamp.rec").display()))
         .expect("conf");
-    install(so, &plugins, "stamp");
+    if let Some(so) = so {
+        install(so, &plugins, "stamp");
+    }
     let ex = PaperExchange::start(PaperConfig::unthrottled()).expect("paper");
     let vars: HashMap<&str, String> = [
         ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
@@ -104,12 +108,17 @@ fn rig(name: &str, so: &Path, fsync: &str, spin_us: &str) -> Rig {
         Config::from_lookup(|k| vars.get(k).cloned(), Needs { credentials: true, symbols: true }).expect("config");
     let daemon = Daemon::start(&config, &Tuning::from_config(&config)).expect("daemon");
     let view = daemon.plugins().expect("plugins").clone();
-    wait("the stamp plugin running", || view.get("stamp").is_some_and(|s| s.state == "running"));
+    if so.is_some() {
+        wait("the stamp plugin running", || view.get("stamp").is_some_and(|s| s.state == "running"));
+    }
     Rig { dir, plugins, ex, daemon, view }
 }
 
-/// `n` fills of another user's orders, a few ms apart: (plugin latencies, floor latencies).
-fn latency(rig: &Rig, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+/// `n` fills of another user's orders, a few ms apart: the stamp plugin's latencies, or,
+/// without the plugin, a plain thread's of this process following the same tap, asleep until
+/// each line is there: the machine's wake-up floor. Never both in one row: on 2 CPUs the
+/// floor thread's own wake-ups would land on the plugin's.
+fn latency(rig: &Rig, n: usize, plugin: bool) -> Vec<Duration> {
     let trader = Trader::new(&rig.ex);
     let (bid, _) = rig.ex.shared().engine.lock().expect("engine").touch("BTCUSD").expect("touch");
     let price = bid.to_string();
@@ -118,16 +127,16 @@ fn latency(rig: &Rig, n: usize) -> (Vec<Duration>, Vec<Duration>) {
         let v = trader.maker("BTCUSD", "BUY", "0.0001", &price, &format!("web-{i}")).expect("order");
         ids.push(v["orderId"].as_u64().expect("id"));
     }
-    // The floor beside it: a plain thread of this process following the same tap, stamping
-    // each line on receipt, asleep until it is there. Its latency is the wake-up cost on this
-    // machine, without a plugin and without the heads-up.
-    let follower = rig.daemon.fill_tap().follow(4096);
-    let baseline = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        while let Ok(f) = follower.recv_timeout(Duration::from_secs(5)) {
-            seen.push((f.seq, SystemTime::now()));
-        }
-        seen
+    let floor = (!plugin).then(|| {
+        let follower = rig.daemon.fill_tap().follow(4096);
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while seen.len() < n {
+                let Ok(f) = follower.recv_timeout(Duration::from_secs(10)) else { break };
+                seen.push((f.seq, SystemTime::now()));
+            }
+            seen
+        })
     });
     let first = rig.daemon.fill_tap().durable();
     for id in &ids {
@@ -135,31 +144,34 @@ fn latency(rig: &Rig, n: usize) -> (Vec<Duration>, Vec<Duration>) {
         std::thread::sleep(Duration::from_millis(3));
     }
     let last = first + ids.len() as u64;
-    wait("every fill stamped", || rig.view.get("stamp").is_some_and(|s| s.delivered >= last));
     let tap = rig.daemon.fill_tap();
     let since_publish = |seq: u64, at_ns: u128| {
         let published = tap.published_at(seq)?.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
         Some(Duration::from_nanos(at_ns.saturating_sub(published) as u64))
     };
-    let mut lat: Vec<Duration> = std::fs::read_to_string(rig.dir.join("stamp.rec"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut p = line.split_whitespace().skip(1);
-            let seq = p.next()?.parse::<u64>().ok()?;
-            (seq > first).then_some(())?;
-            since_publish(seq, p.next()?.parse::<u128>().ok()?)
-        })
-        .collect();
+    let mut lat: Vec<Duration> = match floor {
+        Some(thread) => thread
+            .join()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(seq, at)| since_publish(*seq, at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos()))
+            .collect(),
+        None => {
+            wait("every fill stamped", || rig.view.get("stamp").is_some_and(|s| s.delivered >= last));
+            std::fs::read_to_string(rig.dir.join("stamp.rec"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| {
+                    let mut p = line.split_whitespace().skip(1);
+                    let seq = p.next()?.parse::<u64>().ok()?;
+                    (seq > first).then_some(())?;
+                    since_publish(seq, p.next()?.parse::<u128>().ok()?)
+                })
+                .collect()
+        }
+    };
     lat.sort();
-    let mut floor: Vec<Duration> = baseline
-        .join()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|(seq, at)| since_publish(*seq, at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos()))
-        .collect();
-    floor.sort();
-    (lat, floor)
+    lat
 }
 
 fn us(sorted: &[Duration], p: f64) -> f64 {
@@ -172,30 +184,44 @@ fn main() {
     let n: usize = std::env::var("PLUGIN_BENCH_FILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
 
     println!("fill durable -> plugin on_fill entered ({n} fills a row, 3 ms apart; target p99 < 50 µs)");
-    println!("  SYNCD_FSYNC  SPIN_US   plugin p50    p99     max   | plain follower p50   p99");
+    println!("  SYNCD_FSYNC  SPIN_US   on_fill p50    p99      max");
     let mut rows = Vec::new();
     for (fsync, spin) in [("always", "1000"), ("always", "0"), ("never", "1000"), ("never", "0")] {
-        let r = rig(&format!("{fsync}-{spin}"), &v1, fsync, spin);
-        let (lat, floor) = latency(&r, n);
+        let r = rig(&format!("{fsync}-{spin}"), Some(&v1), fsync, spin);
+        let lat = latency(&r, n, true);
         r.daemon.stop(Duration::from_secs(8));
         let _ = std::fs::remove_dir_all(&r.dir);
         println!(
-            "  {fsync:<11}  {spin:>7}  {:>7.1} µs {:>6.1} {:>7.1}  | {:>11.1} µs {:>6.1}  {}",
+            "  {fsync:<11}  {spin:>7}  {:>8.1} µs {:>6.1} {:>8.1}  {}",
             us(&lat, 0.5),
             us(&lat, 0.99),
             lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
-            us(&floor, 0.5),
-            us(&floor, 0.99),
             if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" }
         );
-        rows.push((fsync, spin, us(&lat, 0.99)));
+        rows.push(us(&lat, 0.99));
     }
-    if let (Some(on), Some(off)) = (rows.first(), rows.get(1)) {
-        println!("  heads-up on/off p99 with the default fsync: {:.2}x", on.2 / off.2.max(1e-9));
+    for fsync in ["always", "never"] {
+        let r = rig(&format!("floor-{fsync}"), None, fsync, "0");
+        let lat = latency(&r, n, false);
+        r.daemon.stop(Duration::from_secs(8));
+        let _ = std::fs::remove_dir_all(&r.dir);
+        println!(
+            "  {fsync:<11}  (floor: a plain follower thread, no plugin)  p50 {:.1} µs  p99 {:.1}  max {:.1}",
+            us(&lat, 0.5),
+            us(&lat, 0.99),
+            lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        );
+        rows.push(us(&lat, 0.99));
     }
+    println!(
+        "  p99 ratios: heads-up on/off {:.2}x (fsync always), {:.2}x (never); plugin with heads-up / floor {:.2}x (always)",
+        rows[0] / rows[1].max(1e-9),
+        rows[2] / rows[3].max(1e-9),
+        rows[0] / rows[4].max(1e-9)
+    );
 
     // Swap pause: 20 swaps of the stamp plugin.
-    let r = rig("swaps", &v1, "never", "1000");
+    let r = rig("swaps", Some(&v1), "never", "1000");
     let mut pauses = Vec::new();
     for i in 0..20u64 {
         let loads = r.view.get("stamp").map_or(0, |s| s.loads);

@@ -716,8 +716,10 @@ impl Runner {
                 let queued = self.fills.len() as u64;
                 self.view.update(&self.name, |s| s.queued = queued);
             }
-            // Lines the channel could not hold, or that came before this version started.
-            if self.tap.durable() > run.delivered {
+            // Lines the channel could not hold, or that came before this version started. Not
+            // while the channel has lines: they are taken from there (a gap before them is read
+            // from the file then), not read again from the file because `durable` moved first.
+            if self.tap.durable() > run.delivered && self.fills.is_empty() {
                 if let Err(status) = self.catch_up(&mut plugin, &mut run, self.tap.durable()) {
                     break Err(status);
                 }
