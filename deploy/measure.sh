@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What ships, measured (issue 9): the release binary's size, its dynamic dependencies (`ldd`:
-# only the C library family, no OpenSSL), and the newest glibc symbol version it needs (the
-# oldest glibc it runs on).
+# only the C library family, no OpenSSL), the newest glibc symbol version it needs (the
+# oldest glibc it runs on), then its idle RSS and fill latency with metrics on (below).
 #
 #   bash deploy/measure.sh            # builds target/release/binance-syncd first
 #   bash deploy/measure.sh PATH       # measures PATH as it is
@@ -35,7 +35,12 @@ fi
 strip_state=$(file -b "$bin" 2>/dev/null | grep -o 'not stripped\|stripped' || true)
 [ -n "$strip_state" ] && echo "symbols:       $strip_state"
 
-# --- Part B (metrics) adds here: idle RSS with SYNCD_METRICS_ADDR set and /metrics scraped every
-# --- second, and the fill-latency histogram's p50/p99 after the demo.
+# Idle RSS with SYNCD_METRICS_ADDR set and /metrics scraped every second, one scrape's time,
+# and the fill-latency histogram's p50/p99 after the demo (benches/metrics.rs, about a minute).
+# MEASURE_QUICK=1 leaves them out.
+if [ -z "${MEASURE_QUICK:-}" ] && [ -z "${1:-}" ]; then
+    cargo bench --quiet --bench metrics 2>/dev/null | grep -E '^(idle RSS|one scrape|demo: (fill latency|[0-9]+ trades))' \
+        || { echo "metrics bench failed" >&2; status=1; }
+fi
 
 exit "${status:-0}"
