@@ -9,13 +9,15 @@
 //!
 //! `cargo bench --bench executor` (about 20 s).
 
+mod common;
+
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
 use binance_syncd::executor::ids::ClientIds;
 use binance_syncd::executor::{Intent, Outcome};
 use binance_syncd::filters::{ExchangeRules, MarketContext};
 use binance_syncd::model::Side;
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_SECRET};
 use binance_syncd::rest::desk::{MakerOrder, OrderDesk};
 use binance_syncd::rest::sign::Signer;
 use binance_syncd::secret::Secret;
@@ -106,20 +108,14 @@ fn main() {
 /// Places orders one at a time through a running daemon and times each reply.
 fn loopback_acks(dir: &std::path::Path) -> (Duration, Duration, Duration, usize) {
     let ex = PaperExchange::start(PaperConfig::unthrottled()).expect("paper exchange");
-    let vars: HashMap<&str, String> = [
-        ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
-        ("BINANCE_API_SECRET", DEMO_API_SECRET.to_string()),
-        ("SYNCD_REST_URL", ex.rest_url()),
-        ("SYNCD_WS_URL", ex.ws_url()),
-        ("SYNCD_SYMBOLS", "BTCUSD".into()),
-        ("SYNCD_STATE_DIR", dir.join("state").display().to_string()),
-        ("SYNCD_FILL_LOG", dir.join("fills.jsonl").display().to_string()),
-        ("SYNCD_STRATEGY_MAX_OPEN", "100000".into()),
-        ("SYNCD_STRATEGY_MAX_ORDERS_10S", "100000".into()),
-        ("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0".into()),
-    ]
-    .into_iter()
-    .collect();
+    let vars: HashMap<&str, String> = common::daemon_env(&ex, dir, "BTCUSD")
+        .into_iter()
+        .chain([
+            ("SYNCD_STRATEGY_MAX_OPEN", "100000".into()),
+            ("SYNCD_STRATEGY_MAX_ORDERS_10S", "100000".into()),
+            ("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0".into()),
+        ])
+        .collect();
     let config =
         Config::from_lookup(|k| vars.get(k).cloned(), Needs { credentials: true, symbols: true }).expect("config");
     let daemon = Daemon::start(&config, &Tuning::from_config(&config)).expect("daemon");

@@ -9,8 +9,10 @@
 //!
 //! Binary size and `ldd` are `deploy/` material of another change; this prints only the above.
 
+mod common;
+
 use binance_syncd::demo::{run, DemoOptions};
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd::paper::{PaperConfig, PaperExchange};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -51,13 +53,7 @@ fn main() {
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BINANCE_API_KEY", DEMO_API_KEY)
-        .env("BINANCE_API_SECRET", DEMO_API_SECRET)
-        .env("SYNCD_REST_URL", ex.rest_url())
-        .env("SYNCD_WS_URL", ex.ws_url())
-        .env("SYNCD_SYMBOLS", "BTCUSD,ETHUSD")
-        .env("SYNCD_STATE_DIR", dir.join("state"))
-        .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
+        .envs(common::daemon_env(&ex, &dir, "BTCUSD,ETHUSD"))
         .env("SYNCD_METRICS_ADDR", addr.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

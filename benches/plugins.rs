@@ -11,10 +11,12 @@
 //!
 //! `cargo bench --bench plugins` (about 40 s). `PLUGIN_BENCH_FILLS` sets fills per row (400).
 
+mod common;
+
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
 use binance_syncd::paper::trader::Trader;
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd::paper::{PaperConfig, PaperExchange};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,27 +85,21 @@ fn rig(name: &str, so: Option<&Path>, fsync: &str, spin_us: &str) -> Rig {
         install(so, &plugins, "stamp");
     }
     let ex = PaperExchange::start(PaperConfig::unthrottled()).expect("paper");
-    let vars: HashMap<&str, String> = [
-        ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
-        ("BINANCE_API_SECRET", DEMO_API_SECRET.to_string()),
-        ("SYNCD_REST_URL", ex.rest_url()),
-        ("SYNCD_WS_URL", ex.ws_url()),
-        ("SYNCD_SYMBOLS", "BTCUSD".into()),
-        ("SYNCD_STATE_DIR", dir.join("state").display().to_string()),
-        ("SYNCD_FILL_LOG", dir.join("fills.jsonl").display().to_string()),
-        ("SYNCD_FSYNC", fsync.into()),
-        ("SYNCD_PLUGIN_SPIN_US", spin_us.into()),
-        ("SYNCD_PLUGIN_DIR", plugins.display().to_string()),
-        ("SYNCD_PLUGIN_SCAN_S", "0.02".into()),
-        ("SYNCD_PLUGIN_TICK_S", "0.05".into()),
-        ("SYNCD_PRICE_POLL_S", "0.1".into()),
-        ("SYNCD_STRATEGY_MAX_OPEN", "100000".into()),
-        ("SYNCD_STRATEGY_MAX_ORDERS_10S", "100000".into()),
-        ("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0".into()),
-        ("SYNCD_STRATEGY_QUEUE", "1024".into()),
-    ]
-    .into_iter()
-    .collect();
+    let vars: HashMap<&str, String> = common::daemon_env(&ex, &dir, "BTCUSD")
+        .into_iter()
+        .chain([
+            ("SYNCD_FSYNC", fsync.into()),
+            ("SYNCD_PLUGIN_SPIN_US", spin_us.into()),
+            ("SYNCD_PLUGIN_DIR", plugins.display().to_string()),
+            ("SYNCD_PLUGIN_SCAN_S", "0.02".into()),
+            ("SYNCD_PLUGIN_TICK_S", "0.05".into()),
+            ("SYNCD_PRICE_POLL_S", "0.1".into()),
+            ("SYNCD_STRATEGY_MAX_OPEN", "100000".into()),
+            ("SYNCD_STRATEGY_MAX_ORDERS_10S", "100000".into()),
+            ("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0".into()),
+            ("SYNCD_STRATEGY_QUEUE", "1024".into()),
+        ])
+        .collect();
     let config =
         Config::from_lookup(|k| vars.get(k).cloned(), Needs { credentials: true, symbols: true }).expect("config");
     let daemon = Daemon::start(&config, &Tuning::from_config(&config)).expect("daemon");

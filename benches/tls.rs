@@ -6,9 +6,11 @@
 //!
 //! `cargo bench --bench tls` (about 15 s). `TLS_BENCH_FILLS` sets the fills per side (default 600).
 
+mod common;
+
 use binance_syncd::paper::tls::PaperTls;
 use binance_syncd::paper::trader::Trader;
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd::paper::{PaperConfig, PaperExchange};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -39,13 +41,7 @@ fn start(name: &'static str, tls: bool, dir: &Path) -> Side {
     let log = dir.join("fills.jsonl");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
     cmd.arg("run")
-        .env("BINANCE_API_KEY", DEMO_API_KEY)
-        .env("BINANCE_API_SECRET", DEMO_API_SECRET)
-        .env("SYNCD_REST_URL", ex.rest_url())
-        .env("SYNCD_WS_URL", ex.ws_url())
-        .env("SYNCD_SYMBOLS", "BTCUSD")
-        .env("SYNCD_STATE_DIR", dir.join("state"))
-        .env("SYNCD_FILL_LOG", &log)
+        .envs(common::daemon_env(&ex, &dir, "BTCUSD"))
         .env("SYNCD_FSYNC", "never")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());

@@ -1,0 +1,18 @@
+//! What the benches share (they cannot import `tests/it/util.rs`).
+
+use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use std::path::Path;
+
+/// The environment every bench's daemon needs against `ex`, with its state and fill log in
+/// `dir`; each bench adds its own settings.
+pub fn daemon_env(ex: &PaperExchange, dir: &Path, symbols: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
+        ("BINANCE_API_SECRET", DEMO_API_SECRET.to_string()),
+        ("SYNCD_REST_URL", ex.rest_url()),
+        ("SYNCD_WS_URL", ex.ws_url()),
+        ("SYNCD_SYMBOLS", symbols.to_string()),
+        ("SYNCD_STATE_DIR", dir.join("state").display().to_string()),
+        ("SYNCD_FILL_LOG", dir.join("fills.jsonl").display().to_string()),
+    ]
+}
