@@ -19,6 +19,7 @@
 //! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory of strategy `.so` files, scanned every `SYNCD_PLUGIN_SCAN_S` |
 //! | `SYNCD_RECV_WINDOW_MS` | `5000` | `recvWindow` on signed requests (1..=60000) |
 //! | `SYNCD_FSYNC` | `always` | `always`: fsync each fill line; `never`: leave it to the OS |
+//! | `SYNCD_FILL_LOG_CHECK_S` | `5` | how often the fill log's file is checked: deleted (a new one is started), truncated from outside (reported), renamed with no `SIGHUP` for a whole interval (reopened as if one came) |
 //! | `SYNCD_CLOCK_SYNC_S` | `600` | how often the server-time offset is re-measured |
 //! | `SYNCD_HTTP_TIMEOUT_MS` | `10000` | whole-request timeout for REST calls |
 //! | `SYNCD_WS_PING_S` | `5` | send our own ping after this long without a frame |
@@ -83,6 +84,7 @@ pub struct Config {
     pub plugin_dir: Option<PathBuf>,
     pub recv_window_ms: u64,
     pub fsync: FsyncPolicy,
+    pub fill_log_check: Duration,
     pub clock_sync: Duration,
     pub http_timeout: Duration,
     pub ws_ping: Duration,
@@ -239,6 +241,7 @@ impl Config {
             max_symbol_notional: notional_var(&var, "SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "10000", &mut problems),
         };
         let strategy_queue = int_var(&var, "SYNCD_STRATEGY_QUEUE", 64, 1, 1024, &mut problems) as usize;
+        let fill_log_check = secs_var(&var, "SYNCD_FILL_LOG_CHECK_S", "5", &mut problems);
         let plugin_scan = secs_var(&var, "SYNCD_PLUGIN_SCAN_S", "1", &mut problems);
         let plugin_stall = secs_var(&var, "SYNCD_PLUGIN_STALL_S", "5", &mut problems);
         let plugin_tick = secs_var(&var, "SYNCD_PLUGIN_TICK_S", "1", &mut problems);
@@ -288,6 +291,7 @@ impl Config {
             plugin_dir,
             recv_window_ms,
             fsync,
+            fill_log_check,
             clock_sync: Duration::from_secs(clock_sync),
             http_timeout: Duration::from_millis(http_timeout),
             ws_ping,

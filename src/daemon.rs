@@ -137,6 +137,7 @@ impl Daemon {
                 state_dir: config.state_dir.clone(),
                 fill_log: config.fill_log.clone(),
                 fsync: config.fsync,
+                check_every: config.fill_log_check,
                 metrics: metrics.clone(),
             },
             tap.clone(),

@@ -1,10 +1,20 @@
 //! The fill log: append-only JSON Lines, one line per fill, each line written whole.
 //!
 //! `tail -f`, `jq` and scripts read it while it grows. Each fill is formatted into one buffer
-//! and written with a single `write` to an `O_APPEND` file, so a reader never sees half a line
-//! except after a crash mid-write; such a torn tail is cut on the next open (only the torn
-//! bytes, never more). A write that fails part-way (disk full) is rolled back to the last whole
-//! line before the error is returned, so a retry never glues a fill onto a fragment.
+//! and written with a single `write` to an `O_APPEND` file, so the file only ever ends in a
+//! fragment while a write is in progress, after a crash mid-write (such a torn tail is cut on
+//! the next open: only the torn bytes, never more), or for the moment a write that failed
+//! part-way (disk full) takes to be rolled back to the last whole line, so that a retry never
+//! glues a fill onto a fragment. A reader takes a line once its newline is there, as `tail`
+//! and [`Reader`] do.
+//!
+//! # Rotation
+//! The log is rotated by renaming it and sending `SIGHUP` (the writer then appends to a new file
+//! at the path; see [`FillLog::reopen`]). Renamed files keep the log's name as a prefix
+//! (`fills.jsonl.1`, `fills.jsonl-20261201`: what logrotate makes), and the daemon reads them
+//! back where it needs lines they hold: at start, for the dedupe and the numbering, and in a
+//! [`Reader`] that is behind. A compressed one cannot be read back; [`Reader`] reports the lines
+//! only such a file holds as a gap.
 //!
 //! # Line format
 //! Fields may be added in later versions but are never renamed or removed:
@@ -156,6 +166,21 @@ pub struct FillLog {
     dirty: bool,
     /// The sequence number of the next line.
     next_seq: u64,
+    /// A cut from outside found by a rollback, `(from, to)` bytes, not yet reported.
+    cut: Option<(u64, u64)>,
+}
+
+/// What [`FillLog::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCheck {
+    /// The path names the file being written.
+    Same,
+    /// The path names another file, or none: renamed (a rotation whose `SIGHUP` has not come).
+    Renamed,
+    /// The file was deleted while open: what is written to it is in no file anyone can read.
+    Deleted,
+    /// Cut shorter from outside (`copytruncate`, `: > fills.jsonl`): lines are gone from it.
+    Truncated { from: u64, to: u64 },
 }
 
 /// What `open` found in an existing file.
@@ -182,8 +207,23 @@ impl FillLog {
         if let Some(carry) = carry {
             seen.absorb(carry);
         }
+        // The rotated files too: after a rename that no SIGHUP followed (a crash in between),
+        // the lines written since the carry was saved are only there.
+        let mut last_seq = carry.map_or(0, |c| c.last_seq);
+        let live = std::fs::metadata(path).ok().map(|m| file_id(&m));
+        let (mut files, mut lines) = (0, 0);
+        for part in rotated_files(path).into_iter().filter(|p| Some(p.id) != live) {
+            let mut reader = BufReader::new(&part.file);
+            let scan = scan_lines(&mut reader, &part.path, &mut seen).map_err(Error::io(&part.path))?;
+            last_seq = last_seq.max(scan.last_seq);
+            files += 1;
+            lines += scan.report.lines;
+        }
+        if files > 0 {
+            log::info!("{}: read {files} rotated file(s) of it back ({lines} lines)", path.display());
+        }
         let (file, scan) = open_file(path, &mut seen)?;
-        let last_seq = scan.last_seq.max(carry.map_or(0, |c| c.last_seq));
+        let last_seq = scan.last_seq.max(last_seq);
         let log = FillLog {
             file,
             path: path.to_path_buf(),
@@ -193,6 +233,7 @@ impl FillLog {
             buf: Vec::with_capacity(512),
             dirty: false,
             next_seq: last_seq + 1,
+            cut: None,
         };
         Ok((log, scan.report))
     }
@@ -256,16 +297,27 @@ impl FillLog {
         serde_json::to_writer(&mut self.buf, fill)
             .map_err(|e| Error::Io { path: self.path.clone(), source: e.into() })?;
         self.buf.push(b'\n');
-        if let Err(e) = self.file.write_all(&self.buf) {
-            // Part of the line may be on disk. Cut back to the last whole line so that the
-            // retry starts clean; if even that fails, the next open cuts it.
-            self.dirty = self.file.set_len(self.len).is_err();
-            return Err(Error::io(&self.path)(e));
+        let mut done = 0;
+        while done < self.buf.len() {
+            match self.file.write(&self.buf[done..]) {
+                Ok(0) => {
+                    self.roll_back(done);
+                    return Err(Error::io(&self.path)(std::io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Part of the line may be on disk: cut back to the last whole line so that
+                    // the retry starts clean.
+                    self.roll_back(done);
+                    return Err(Error::io(&self.path)(e));
+                }
+            }
         }
         if self.fsync == FsyncPolicy::Always {
             if let Err(e) = self.file.sync_data() {
                 // Not known to be durable: take it back so the caller retries it whole.
-                self.dirty = self.file.set_len(self.len).is_err();
+                self.roll_back(done);
                 return Err(Error::io(&self.path)(e));
             }
         }
@@ -273,6 +325,44 @@ impl FillLog {
         self.seen.insert(&fill.symbol, fill.trade_id);
         self.next_seq += 1;
         Ok(true)
+    }
+
+    /// Cuts the `written` bytes of a line that failed. Where the line began is read from the
+    /// file itself, not from `self.len`: the file may have been cut shorter from outside, and
+    /// cutting to a length it no longer has would pad it with zeros. If even the cut fails, the
+    /// next append (or open) cuts it.
+    fn roll_back(&mut self, written: usize) {
+        if let Ok(meta) = self.file.metadata() {
+            if let Some(start) = meta.len().checked_sub(written as u64) {
+                if start < self.len {
+                    self.cut = Some((self.len, start)); // for the next check to report
+                }
+                self.len = start;
+            }
+        }
+        self.dirty = self.file.set_len(self.len).is_err();
+    }
+
+    /// Looks at the file behind the log, for [`FileCheck`]'s cases. A file cut shorter from
+    /// outside is taken as it is now: the next line goes after what is left.
+    pub fn check(&mut self) -> Result<FileCheck, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().map_err(Error::io(&self.path))?;
+        if meta.nlink() == 0 {
+            return Ok(FileCheck::Deleted);
+        }
+        if let Some((from, to)) = self.cut.take() {
+            return Ok(FileCheck::Truncated { from, to });
+        }
+        if meta.len() < self.len && !self.dirty {
+            let from = self.len;
+            self.len = meta.len();
+            return Ok(FileCheck::Truncated { from, to: meta.len() });
+        }
+        Ok(match std::fs::metadata(&self.path) {
+            Ok(named) if file_id(&named) == file_id(&meta) => FileCheck::Same,
+            _ => FileCheck::Renamed,
+        })
     }
 
     /// Forces everything written so far to disk (for `FsyncPolicy::Never` at shutdown).
@@ -306,14 +396,32 @@ fn open_file(path: &Path, seen: &mut Dedupe) -> Result<(File, Scan), Error> {
             }
         }
     }
+    let mut scan = scan_lines(&mut BufReader::new(&file), path, seen).map_err(Error::io(path))?;
+    let file_len = file.metadata().map_err(Error::io(path))?.len();
+    if file_len > scan.good_len {
+        scan.report.torn_bytes = file_len - scan.good_len;
+        log::warn!(
+            "{}: cutting a torn last line of {} bytes at byte {}",
+            path.display(),
+            scan.report.torn_bytes,
+            scan.good_len
+        );
+        file.set_len(scan.good_len).map_err(Error::io(path))?;
+        file.sync_all().map_err(Error::io(path))?;
+    }
+    Ok((file, scan))
+}
+
+/// Records every whole line's fill identity in `seen` (a last line without its newline is not
+/// counted: `good_len` ends before it).
+fn scan_lines(reader: &mut impl BufRead, path: &Path, seen: &mut Dedupe) -> std::io::Result<Scan> {
     let mut report = OpenReport::default();
     let mut good_len = 0u64;
     let mut last_seq = 0u64;
     let mut line = Vec::new();
-    let mut reader = BufReader::new(&file);
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(Error::io(path))?;
+        let n = reader.read_until(b'\n', &mut line)?;
         if n == 0 || line.last() != Some(&b'\n') {
             break; // end of file, or a last line that a crash cut short
         }
@@ -330,14 +438,100 @@ fn open_file(path: &Path, seen: &mut Dedupe) -> Result<(File, Scan), Error> {
             }
         }
     }
-    let file_len = file.metadata().map_err(Error::io(path))?.len();
-    if file_len > good_len {
-        report.torn_bytes = file_len - good_len;
-        log::warn!("{}: cutting a torn last line of {} bytes at byte {good_len}", path.display(), report.torn_bytes);
-        file.set_len(good_len).map_err(Error::io(path))?;
-        file.sync_all().map_err(Error::io(path))?;
+    Ok(Scan { report, good_len, last_seq })
+}
+
+/// A file's identity: (device, inode).
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// One file of the log, open for reading: the live one or a rotated one.
+#[derive(Debug)]
+struct Part {
+    path: PathBuf,
+    file: File,
+    id: (u64, u64),
+    /// The `seq` of its first line; `None` while it has no whole line.
+    first: Option<u64>,
+}
+
+impl Part {
+    fn open(path: &Path) -> std::io::Result<Part> {
+        let file = File::open(path)?;
+        let id = file_id(&file.metadata()?);
+        let first = first_seq(&file);
+        Ok(Part { path: path.to_path_buf(), file, id, first })
     }
-    Ok((file, Scan { report, good_len, last_seq }))
+}
+
+/// The `seq` of the file's first whole line, if it is a fill record (a line from before the
+/// field counts as 1: such lines were only ever in the first file). Reads at most 64 KiB, so a
+/// compressed or foreign file costs little.
+fn first_seq(file: &File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    while len < 64 * 1024 {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        let n = file.read_at(&mut buf[len..], len as u64).ok()?;
+        if n == 0 {
+            return None;
+        }
+        len += n;
+        if let Some(end) = buf[..len].iter().position(|b| *b == b'\n') {
+            let rec: FillRecord = serde_json::from_slice(&buf[..end]).ok()?;
+            return Some(rec.seq.max(1));
+        }
+    }
+    None
+}
+
+/// The rotated files of the log at `path` that can be read back, oldest first: in its
+/// directory, named after it (`fills.jsonl.1`, `fills.jsonl-20261201`, `fills.jsonl_old`) and
+/// starting with a fill line (a compressed one does not, and is left out).
+fn rotated_files(path: &Path) -> Vec<Part> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut parts: Vec<Part> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let entry = e.file_name();
+            let Some(rest) = entry.to_str().and_then(|n| n.strip_prefix(name)) else { return false };
+            rest.len() > 1 && rest.starts_with(['.', '-', '_']) && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .filter_map(|e| Part::open(&e.path()).ok())
+        .filter(|p| p.first.is_some())
+        .collect();
+    parts.sort_by_key(|p| p.first);
+    parts
+}
+
+/// The `seq` of the last line logged, in the file at `path` or, while that has no line yet
+/// (just rotated), in the newest rotated one: where someone who wants only new lines starts.
+pub fn last_seq(path: &Path) -> Result<u64, Error> {
+    let last_in = |p: &Path, file: &File| -> Result<u64, Error> {
+        let scan = scan_lines(&mut BufReader::new(file), p, &mut Dedupe::new(1)).map_err(Error::io(p))?;
+        Ok(scan.last_seq)
+    };
+    let live = match File::open(path) {
+        Ok(f) => last_in(path, &f)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io(path)(e)),
+    };
+    if live > 0 {
+        return Ok(live);
+    }
+    match rotated_files(path).pop() {
+        Some(newest) => last_in(&newest.path, &newest.file),
+        None => Ok(0),
+    }
 }
 
 /// What a fill log hands to the next file at a rotation: the last `seq` written and the
@@ -436,25 +630,64 @@ impl FillTap {
 /// fell behind catches up here). Only whole lines are read; a line still being written is left
 /// for the next call.
 ///
-/// The file stays open between calls, as `tail -F` does: when the log is rotated (renamed, and
-/// the writer reopens a new file at the path), the lines still unread in the old file are read
-/// to its end first, then the reader moves on to the new file. A reader that starts after a
-/// rotation sees only the new file. (An idle reader keeps the old file open, and so its disk
-/// space in use once logrotate deletes it, until its next read.)
+/// The reader follows the lines, not a file name. It starts in the file that holds the first
+/// line asked for: the live one, or a rotated one when that line is older than the live file's
+/// first (see [Rotation](self#rotation)). A file stays open between calls, as with `tail -F`:
+/// at the end of a file that the path no longer names, it moves on to the file holding the next
+/// line, once the writer has written that line there (until then the writer may still be
+/// appending to the renamed file). Lines that no readable file holds (rotated away compressed,
+/// or deleted) are skipped and reported by [`take_gap`](Self::take_gap), after they were found
+/// missing twice at least [`GAP_CONFIRM`] apart (a directory read while logrotate renames may
+/// miss a file once). An idle reader keeps its file open, and so its disk space in use once
+/// logrotate deletes it, until its next read.
 #[derive(Debug)]
 pub struct Reader {
     path: PathBuf,
-    file: Option<File>,
+    file: Option<Part>,
     /// Byte offset of the next unread line and the number of lines before it.
     offset: u64,
     lines: u64,
     /// The highest sequence number read so far.
     passed: u64,
+    /// A gap seen once, `(first, last, when)`, waiting to be seen again.
+    suspect: Option<(u64, u64, std::time::Instant)>,
+    /// A confirmed gap not yet taken by the caller.
+    gap: Option<(u64, u64)>,
+    confirm: std::time::Duration,
+}
+
+/// How long a gap must stay before a [`Reader`] skips it.
+pub const GAP_CONFIRM: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where the next line is, as a [`Reader`] finds it.
+enum Found {
+    /// The newest file whose first line is at or before the line, and the file after it if
+    /// that has a line (then the line, if not in `part`, is in no file).
+    In { part: Part, next: Option<Part> },
+    /// Every file with a line starts after it: the lines before the oldest one are gone.
+    Before { oldest: Part },
+    /// No file has a line yet.
+    Nothing,
 }
 
 impl Reader {
     pub fn new(path: &Path) -> Reader {
-        Reader { path: path.to_path_buf(), file: None, offset: 0, lines: 0, passed: 0 }
+        Reader {
+            path: path.to_path_buf(),
+            file: None,
+            offset: 0,
+            lines: 0,
+            passed: 0,
+            suspect: None,
+            gap: None,
+            confirm: GAP_CONFIRM,
+        }
+    }
+
+    /// How long a gap must stay before it is skipped (default [`GAP_CONFIRM`]).
+    pub fn confirming_gaps_after(mut self, wait: std::time::Duration) -> Reader {
+        self.confirm = wait;
+        self
     }
 
     /// Fills with `after < seq <= until`, in order, up to `max` of them. The reader stops in
@@ -462,33 +695,127 @@ impl Reader {
     /// the next call, never skipped; asking for lines it already passed starts it over.
     pub fn read_after(&mut self, after: u64, until: u64, max: usize) -> Result<Vec<FillRecord>, Error> {
         let mut out = Vec::new();
-        // At most one move to a newer file per call: the writer renames rarely.
-        for _ in 0..2 {
-            let file = match self.file.take() {
-                Some(f) => f,
-                None => File::open(&self.path).map_err(Error::io(&self.path))?,
+        if after < self.passed {
+            self.file = None;
+            self.passed = 0;
+        }
+        // Whether this file was read to its end again after a newer file was seen to hold
+        // lines: the writer may have added to it before it moved on.
+        let mut reread = false;
+        // A few moves at most per call (a rotation is rare; a reader far behind may cross a
+        // few files, the rest on the next call).
+        for _ in 0..8 {
+            let want = after.max(self.passed) + 1;
+            let part = match self.file.take() {
+                Some(p) => p,
+                None => match self.find(want)? {
+                    Found::In { part, .. } => self.start_in(part),
+                    Found::Before { oldest } => match oldest.first {
+                        Some(first) if self.confirm_gap(want, first - 1) => self.start_in(oldest),
+                        _ => break,
+                    },
+                    Found::Nothing => break,
+                },
             };
-            let at_end = self.read_from(&file, after, until, max, &mut out)?;
-            let moved = at_end && out.len() < max && self.path_moved(&file);
-            if !moved {
-                self.file = Some(file);
+            let at_end = self.read_from(&part.file, after, until, max, &mut out)?;
+            let want = after.max(self.passed) + 1;
+            if !at_end || out.len() >= max || want > until || self.names(&part) {
+                // More to read here, or the writer's own file: the next line comes here.
+                self.file = Some(part);
                 break;
             }
-            // Everything of the old file is read: go on in the one the path names now.
-            self.offset = 0;
-            self.lines = 0;
+            // The end of a renamed file, and line `want` is durable: it may be in a newer file.
+            let next = match self.find(want)? {
+                Found::In { part: found, .. } if found.id != part.id => Some(found),
+                Found::In { next: Some(next), .. } => {
+                    // A newer file starts after `want`, and this one ends before it.
+                    if !reread {
+                        reread = true;
+                        self.file = Some(part);
+                        continue;
+                    }
+                    next.first.filter(|f| self.confirm_gap(want, f - 1)).map(|_| next)
+                }
+                Found::Before { oldest } => oldest.first.filter(|f| self.confirm_gap(want, f - 1)).map(|_| oldest),
+                // Still the newest file with line `want` after its start: the writer may
+                // yet append it here (renamed, no reopen yet).
+                Found::In { next: None, .. } | Found::Nothing => None,
+            };
+            match next {
+                Some(next) => self.file = Some(self.start_in(next)),
+                None => {
+                    self.file = Some(part);
+                    break;
+                }
+            }
         }
         Ok(out)
     }
 
-    /// Whether the log's path now names another file than `file` (a rotation).
-    fn path_moved(&self, file: &File) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        match (file.metadata(), std::fs::metadata(&self.path)) {
-            (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
-            // Renamed and not yet replaced: stay on the open file until the writer reopens.
-            _ => false,
+    /// Lines found in no readable file and skipped, `(first, last)`, once per gap.
+    pub fn take_gap(&mut self) -> Option<(u64, u64)> {
+        self.gap.take()
+    }
+
+    fn start_in(&mut self, part: Part) -> Part {
+        self.offset = 0;
+        self.lines = 0;
+        part
+    }
+
+    /// A gap is skipped only when it is found again after [`GAP_CONFIRM`].
+    fn confirm_gap(&mut self, first: u64, last: u64) -> bool {
+        match self.suspect {
+            Some((f, l, since)) if (f, l) == (first, last) => {
+                if since.elapsed() < self.confirm {
+                    return false;
+                }
+                self.suspect = None;
+                self.gap = Some((first, last));
+                true
+            }
+            _ => {
+                self.suspect = Some((first, last, std::time::Instant::now()));
+                false
+            }
         }
+    }
+
+    /// Whether the log's path names this file (the one the writer appends to, as far as a
+    /// reader can tell).
+    fn names(&self, part: &Part) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| file_id(&m) == part.id)
+    }
+
+    /// The file holding line `want`, if any does: the newest whose first line is at or before
+    /// it.
+    fn find(&self, want: u64) -> Result<Found, Error> {
+        let mut parts = rotated_files(&self.path);
+        match Part::open(&self.path) {
+            Ok(live) => {
+                parts.retain(|p| p.id != live.id);
+                parts.push(live);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&self.path)(e)),
+        }
+        if let Some(at) = parts.iter().rposition(|p| p.first.is_some_and(|f| f <= want)) {
+            let start = parts[at].first;
+            let next =
+                parts.iter().enumerate().filter(|(_, p)| p.first > start).min_by_key(|(_, p)| p.first).map(|(i, _)| i);
+            let next = next.map(|i| parts.swap_remove(i));
+            let at = parts.iter().position(|p| p.first == start).unwrap_or(at);
+            return Ok(Found::In { part: parts.swap_remove(at), next });
+        }
+        let oldest = parts.iter().enumerate().filter_map(|(i, p)| p.first.map(|f| (f, i))).min().map(|(_, i)| i);
+        Ok(match oldest {
+            Some(i) => Found::Before { oldest: parts.swap_remove(i) },
+            // Only files without a whole line yet: the live one (last) is where it begins.
+            None => match parts.pop() {
+                Some(live) => Found::In { part: live, next: None },
+                None => Found::Nothing,
+            },
+        })
     }
 
     /// Reads whole lines from `file` into `out`; true if it stopped at the end of the file
@@ -503,12 +830,10 @@ impl Reader {
     ) -> Result<bool, Error> {
         use std::io::{Seek, SeekFrom};
         let len = file.metadata().map_err(Error::io(&self.path))?.len();
-        if len < self.offset || after < self.passed {
-            // Shorter than where we were (a torn tail cut), or asked for lines behind us:
-            // start over.
+        if len < self.offset {
+            // Shorter than where we were (a torn tail cut): start this file over.
             self.offset = 0;
             self.lines = 0;
-            self.passed = 0;
         }
         file.seek(SeekFrom::Start(self.offset)).map_err(Error::io(&self.path))?;
         let mut reader = BufReader::new(file);
@@ -531,8 +856,10 @@ impl Reader {
             self.lines += 1;
             self.offset += n as u64;
             if let Some(rec) = parsed {
-                self.passed = self.passed.max(rec.seq);
-                if rec.seq > after {
+                // Strictly after the last line read too: a reader sent back into an older file
+                // (its own was deleted) does not hand out a line twice.
+                if rec.seq > after && rec.seq > self.passed {
+                    self.passed = rec.seq;
                     out.push(rec);
                 }
             }
@@ -647,7 +974,12 @@ mod tests {
         assert_eq!(f.seq, 4, "numbering goes on in the new file");
         let seqs = |r: Vec<FillRecord>| r.iter().map(|f| f.seq).collect::<Vec<_>>();
         assert_eq!(seqs(reader.read_after(1, u64::MAX, 10).unwrap()), [2, 3, 4], "old file to its end, then the new");
-        assert_eq!(seqs(Reader::new(&path).read_after(0, u64::MAX, 10).unwrap()), [4], "a new reader: new file only");
+        assert_eq!(
+            seqs(Reader::new(&path).read_after(0, u64::MAX, 10).unwrap()),
+            [1, 2, 3, 4],
+            "a new reader finds the older lines in the rotated file"
+        );
+        assert_eq!(seqs(Reader::new(&path).read_after(3, u64::MAX, 10).unwrap()), [4], "and only where it must");
         // A restart on a new, empty file continues from the carry.
         let carry = log.carry();
         drop(log);
@@ -661,6 +993,127 @@ mod tests {
         assert_eq!(g.seq, 5);
         let (log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(log.last_seq(), 5, "the file's own numbers win once it has lines");
+    }
+
+    fn seqs(r: Vec<FillRecord>) -> Vec<u64> {
+        r.iter().map(|f| f.seq).collect()
+    }
+
+    fn append_ids(log: &mut FillLog, ids: std::ops::RangeInclusive<u64>) {
+        for id in ids {
+            assert!(log.append(&mut fill("BTCUSD", id)).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_reader_crosses_every_rotated_file_in_order_and_skips_compressed_and_foreign_ones() {
+        let path = tmp("chain");
+        let name = |suffix: &str| path.with_file_name(format!("fills.jsonl{suffix}"));
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=3);
+        std::fs::rename(&path, name("-20261101")).unwrap();
+        log.reopen().unwrap();
+        append_ids(&mut log, 4..=5);
+        std::fs::rename(&path, name(".1")).unwrap();
+        log.reopen().unwrap();
+        append_ids(&mut log, 6..=6);
+        // Names that are not rotations of this log, or cannot be read back.
+        std::fs::write(name(".2.gz"), b"\x1f\x8b\x08\x00binary").unwrap();
+        std::fs::write(path.with_file_name("fills.jsonlx"), serde_json::to_string(&fill("BTCUSD", 99)).unwrap() + "\n")
+            .unwrap();
+        std::fs::write(path.with_file_name("other.jsonl"), serde_json::to_string(&fill("BTCUSD", 98)).unwrap() + "\n")
+            .unwrap();
+        let mut reader = Reader::new(&path);
+        assert_eq!(seqs(reader.read_after(0, u64::MAX, 100).unwrap()), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(reader.take_gap(), None);
+        // A small `max` crosses the files over several calls, never repeating a line.
+        let mut reader = Reader::new(&path);
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            let after = got.last().copied().unwrap_or(0);
+            got.extend(seqs(reader.read_after(after, u64::MAX, 2).unwrap()));
+        }
+        assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(last_seq(&path).unwrap(), 6);
+        std::fs::rename(&path, name(".0")).unwrap();
+        log.reopen().unwrap();
+        assert_eq!(last_seq(&path).unwrap(), 6, "a fresh empty log: the last line is in the newest rotated file");
+    }
+
+    #[test]
+    fn a_reader_waits_in_a_renamed_file_the_writer_still_appends_to() {
+        // logrotate with `create`: a new empty file at the path before the SIGHUP.
+        let path = tmp("create");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=2);
+        let mut reader = Reader::new(&path);
+        assert_eq!(seqs(reader.read_after(0, 2, 10).unwrap()), [1, 2]);
+        std::fs::rename(&path, path.with_extension("jsonl.1")).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        append_ids(&mut log, 3..=3); // still into the renamed file
+        assert_eq!(seqs(reader.read_after(2, 3, 10).unwrap()), [3]);
+        assert_eq!(seqs(reader.read_after(3, 3, 10).unwrap()), Vec::<u64>::new());
+        append_ids(&mut log, 4..=4);
+        assert!(log.reopen().unwrap());
+        append_ids(&mut log, 5..=5);
+        assert_eq!(seqs(reader.read_after(3, 5, 10).unwrap()), [4, 5], "the old file's last line, then the new file");
+        // A fresh reader at the very end of the renamed file moves on as well.
+        let mut fresh = Reader::new(&path);
+        assert_eq!(seqs(fresh.read_after(4, 5, 10).unwrap()), [5]);
+    }
+
+    #[test]
+    fn lines_in_no_readable_file_are_skipped_only_once_confirmed_and_reported() {
+        let path = tmp("gap");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=3);
+        // Rotated, then compressed away.
+        std::fs::rename(&path, path.with_extension("jsonl.1")).unwrap();
+        log.reopen().unwrap();
+        append_ids(&mut log, 4..=5);
+        std::fs::remove_file(path.with_extension("jsonl.1")).unwrap();
+        std::fs::write(path.with_extension("jsonl.1.gz"), b"\x1f\x8bcompressed").unwrap();
+        let wait = std::time::Duration::from_millis(30);
+        let mut reader = Reader::new(&path).confirming_gaps_after(wait);
+        assert!(reader.read_after(1, 5, 10).unwrap().is_empty(), "a gap is not skipped at first sight");
+        assert_eq!(reader.take_gap(), None);
+        std::thread::sleep(wait);
+        assert_eq!(seqs(reader.read_after(1, 5, 10).unwrap()), [4, 5]);
+        assert_eq!(reader.take_gap(), Some((2, 3)));
+        assert_eq!(reader.take_gap(), None, "reported once");
+        // A reader that had the old file open finishes it; the gap is behind a deleted file
+        // it never had open.
+        let path = tmp("gap-open");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=2);
+        let mut reader = Reader::new(&path).confirming_gaps_after(wait);
+        assert_eq!(seqs(reader.read_after(0, 1, 10).unwrap()), [1]);
+        std::fs::rename(&path, path.with_extension("jsonl.1")).unwrap();
+        log.reopen().unwrap();
+        append_ids(&mut log, 3..=3);
+        std::fs::remove_file(path.with_extension("jsonl.1")).unwrap();
+        assert_eq!(seqs(reader.read_after(1, 3, 10).unwrap()), [2, 3], "the open file is still readable");
+        assert_eq!(reader.take_gap(), None);
+    }
+
+    #[test]
+    fn a_restart_after_a_rename_without_reopen_numbers_on_and_knows_every_fill() {
+        // Renamed, then the daemon died before its SIGHUP: the carry (saved at the last
+        // reopen) knows none of the lines written to the renamed file since.
+        let path = tmp("crash-rename");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=2);
+        let carry = log.carry();
+        std::fs::rename(&path, path.with_extension("jsonl.1")).unwrap();
+        append_ids(&mut log, 3..=4);
+        drop(log);
+        let (mut log, report) = FillLog::open_after(&path, FsyncPolicy::Never, Some(&carry)).unwrap();
+        assert_eq!((report.lines, log.last_seq()), (0, 4));
+        assert!(!log.append(&mut fill("BTCUSD", 4)).unwrap(), "a fill of the renamed file is known");
+        let mut f = fill("BTCUSD", 5);
+        assert!(log.append(&mut f).unwrap());
+        assert_eq!(f.seq, 5);
+        assert_eq!(log.first_ids().get("BTCUSD"), Some(&1), "a cursor rebuild starts before every file");
     }
 
     #[test]

@@ -536,7 +536,9 @@ pub fn run(opts: &FillsOptions, out: &mut impl Write) -> Result<Summary, Error> 
     }
     out.flush().map_err(stdout_err)?;
     if opts.follow {
-        follow(opts, out, summary.last_seq)?;
+        // A log just rotated has no line yet: its last fill is in the rotated file.
+        let after = if summary.last_seq > 0 { summary.last_seq } else { crate::filllog::last_seq(&opts.file)? };
+        follow(opts, out, after)?;
     }
     Ok(summary)
 }
@@ -547,6 +549,11 @@ fn follow(opts: &FillsOptions, out: &mut impl Write, mut after: u64) -> Result<(
     let mut reader = Reader::new(&opts.file);
     loop {
         let batch = reader.read_after(after, u64::MAX, 10_000)?;
+        if let Some((first, last)) = reader.take_gap() {
+            eprintln!(
+                "fills #{first}..#{last} are in no readable file of the log (rotated away compressed, or deleted)"
+            );
+        }
         for fill in &batch {
             after = after.max(fill.seq);
             let line = Line::from(fill);

@@ -16,7 +16,7 @@
 
 use crate::config::FsyncPolicy;
 use crate::error::Error;
-use crate::filllog::{Carry, FillLog, FillRecord, FillTap};
+use crate::filllog::{Carry, FileCheck, FillLog, FillRecord, FillTap};
 use crate::notify::Notifier;
 use crate::reconcile::cursor::{Cursors, Journal, Ledger};
 use crate::reconcile::{Answer, Ask, Heard, WriterLink};
@@ -36,6 +36,8 @@ pub struct StateSettings {
     pub state_dir: PathBuf,
     pub fill_log: PathBuf,
     pub fsync: FsyncPolicy,
+    /// How often the fill log's file is looked at (deleted, truncated, renamed without SIGHUP).
+    pub check_every: Duration,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
@@ -135,6 +137,8 @@ pub struct State {
     stream_up: bool,
     /// Fills written by this run.
     written: u64,
+    /// Since when the log's path has not named the file being written (no SIGHUP yet).
+    renamed_since: Option<Instant>,
 }
 
 impl State {
@@ -158,7 +162,7 @@ impl State {
             report.lines,
             cursors.next_from_id
         );
-        Ok(State {
+        let state = State {
             settings,
             ledger: Ledger::new(log, cursors),
             unsaved: false,
@@ -168,7 +172,50 @@ impl State {
             notify: Notifier::default(),
             stream_up: false,
             written: 0,
-        })
+            renamed_since: None,
+        };
+        // What this start read (rotated files included) is now in the carry: if the live file
+        // is rotated and the daemon dies before the SIGHUP, the next start still knows it even
+        // after logrotate compressed the file.
+        state.save_carry();
+        Ok(state)
+    }
+
+    /// The periodic look at the fill log's file (`SYNCD_FILL_LOG_CHECK_S`).
+    fn check_file(&mut self) {
+        let path = self.settings.fill_log.display().to_string();
+        match self.ledger.journal_mut().check() {
+            Ok(FileCheck::Same) => self.renamed_since = None,
+            Ok(FileCheck::Renamed) => match self.renamed_since {
+                None => {
+                    log::warn!("state: {path} was renamed; still writing to the renamed file until SIGHUP");
+                    self.renamed_since = Some(Instant::now());
+                }
+                Some(since) if since.elapsed() >= self.settings.check_every => {
+                    // A rotation without its SIGHUP: if logrotate compresses the renamed file
+                    // later, whatever is still written to it would be lost.
+                    log::warn!(
+                        "state: {path} renamed {} s ago and no SIGHUP came; reopening as if one had (add the \
+                         postrotate SIGHUP to the rotation)",
+                        since.elapsed().as_secs()
+                    );
+                    self.reopen();
+                }
+                Some(_) => {}
+            },
+            Ok(FileCheck::Deleted) => {
+                log::error!(
+                    "state: {path} was deleted while open; the fills written to it are in no file now (the \
+                     dedupe still knows them); starting a new file there. Rotate by renaming, then SIGHUP"
+                );
+                self.reopen();
+            }
+            Ok(FileCheck::Truncated { from, to }) => log::error!(
+                "state: {path} was cut from {from} to {to} bytes from outside; the fills cut are gone from it (the \
+                 dedupe still knows them). Never truncate it (no copytruncate): rotate by renaming, then SIGHUP"
+            ),
+            Err(e) => log::warn!("state: cannot check the fill log ({e})"),
+        }
     }
 
     /// Where the watchdog pings and status lines go (systemd; see [`crate::notify`]).
@@ -194,11 +241,14 @@ impl State {
     fn reopen(&mut self) {
         self.save_carry();
         match self.ledger.journal_mut().reopen() {
-            Ok(true) => log::info!(
-                "state: fill log reopened at {} (rotation); numbering goes on after seq {}",
-                self.settings.fill_log.display(),
-                self.ledger.journal().last_seq()
-            ),
+            Ok(true) => {
+                self.renamed_since = None;
+                log::info!(
+                    "state: fill log reopened at {} (rotation); numbering goes on after seq {}",
+                    self.settings.fill_log.display(),
+                    self.ledger.journal().last_seq()
+                )
+            }
             Ok(false) => log::info!("state: SIGHUP, but {} is still the same file", self.settings.fill_log.display()),
             // Still writing to the old file (nothing is lost); the next SIGHUP tries again.
             Err(e) => log::error!("state: cannot reopen the fill log ({e}); still writing to the old file"),
@@ -259,6 +309,7 @@ impl State {
         // The watchdog pings come from this loop, so a writer that stops turning stops them.
         let beat_every = self.notify.watchdog_every().or(self.notify.enabled().then_some(Duration::from_secs(10)));
         let mut next_beat = Instant::now();
+        let mut next_check = Instant::now() + self.settings.check_every;
         loop {
             if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
                 return;
@@ -269,10 +320,15 @@ impl State {
                     next_beat = Instant::now() + every;
                 }
             }
+            if Instant::now() >= next_check {
+                self.check_file();
+                next_check = Instant::now() + self.settings.check_every;
+            }
             let mut wait = if self.ledger.held() > 0 { Duration::from_secs(1) } else { Duration::from_secs(60) };
             if beat_every.is_some() {
                 wait = wait.min(next_beat.saturating_duration_since(Instant::now()));
             }
+            wait = wait.min(next_check.saturating_duration_since(Instant::now()));
             // Stream events first: they are the fills someone is waiting for.
             crossbeam_channel::select_biased! {
                 recv(stop) -> _ => return,

@@ -825,6 +825,16 @@ impl Runner {
                     return Ok(());
                 }
             };
+            if let Some((first, last)) = run.reader.take_gap() {
+                if first == run.delivered + 1 {
+                    log::error!(
+                        "plugin {}: fills #{first}..#{last} are in no readable file of the fill log (rotated away \
+                         compressed, or deleted); skipping them",
+                        self.name
+                    );
+                    run.delivered = last;
+                }
+            }
             if batch.first().is_none_or(|f| f.seq != run.delivered + 1) {
                 let quiet = run.reader_stuck_logged.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
                 if !batch.is_empty() && !quiet {

@@ -169,6 +169,36 @@ fn sighup_mid_stream_rotates_the_fill_log_without_loss_or_repeat_and_seq_survive
     assert_eq!(all.len(), total + 1);
 }
 
+#[test]
+fn sigkill_between_the_rename_and_its_sighup_loses_repeats_and_renumbers_nothing() {
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("rotate-kill");
+    let (live, first) = (dir.join("fills.jsonl"), dir.join("fills.jsonl.1"));
+    // A check interval longer than the test: the daemon must not reopen by itself here.
+    let mut child = run_daemon(&ex, &dir, "daemon.log", &[("SYNCD_FILL_LOG_CHECK_S", "600")]);
+    wait_for_session(&ex);
+    // Renamed mid-stream, and the daemon dies before the SIGHUP comes: the fills after the
+    // rename went on into the renamed file, which no carry has seen.
+    fills_while(&ex, &live, "kill", || std::fs::rename(&live, &first).unwrap());
+    let total = wait_all(&ex, &[&first, &live]);
+    assert!(!live.exists() && read_log(&first).len() == total, "every fill went on into the renamed file");
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Without its cursors the next run reconciles from the oldest fill it knows: every fill of
+    // the renamed file comes over REST again and must be known.
+    std::fs::remove_file(dir.join("state/cursors.json")).unwrap();
+    let child = run_daemon(&ex, &dir, "daemon2.log", &[]);
+    let rest = client(&ex);
+    let id = crate::sync::rest_buy(&ex, &rest, "BTCUSD", "0.01", "kill-after");
+    crate::sync::fill_whole(&ex, "BTCUSD", id);
+    let after = wait_lines(&live, 1, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(2500)); // a reconciliation pass or two more
+    stop(child, &dir, "daemon2.log");
+    assert_eq!(after.first().map(|f| f.seq), Some(total as u64 + 1), "seq after the restart");
+    let all = assert_rotated_logs(&[&first, &live], &ex);
+    assert_eq!(all.len(), total + 1);
+}
+
 /// `binance-syncd check` against `ex` with the daemon's environment plus `extra`: exit status
 /// and stdout + stderr.
 fn check(ex: &PaperExchange, dir: &Path, extra: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
@@ -408,4 +438,95 @@ fn the_logrotate_stanza_rotates_a_live_log_without_loss_or_repeat() {
     let all = assert_rotated_logs(&[&unzipped, &one, &live], &ex);
     assert_eq!(all.len(), total);
     println!("logrotate: {} + {} + {} lines", read_log(&unzipped).len(), read_log(&one).len(), read_log(&live).len());
+}
+
+fn daemon_log_has(dir: &Path, log_name: &str, text: &str, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if std::fs::read_to_string(dir.join(log_name)).unwrap_or_default().contains(text) {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn fill_n(ex: &PaperExchange, n: usize, prefix: &str) {
+    let rest = client(ex);
+    for i in 0..n {
+        let id = crate::sync::rest_buy(ex, &rest, "BTCUSD", "0.01", &format!("{prefix}-{i}"));
+        crate::sync::fill_whole(ex, "BTCUSD", id);
+    }
+}
+
+/// What an operator must not do, done anyway: the log truncated in place while a full disk has
+/// the writer rolling back failed lines, then deleted. The file never gains zeros or a broken
+/// line, nothing held is lost, and each act is reported.
+#[test]
+fn a_log_truncated_or_deleted_from_outside_stays_whole_lines_and_is_reported() {
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("tamper");
+    let live = dir.join("fills.jsonl");
+    // The full disk as in the process tests: an 8 KiB soft file-size limit, lifted later. It
+    // would cut the daemon's own log file short as well, so that goes through a pipe.
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "trap '' XFSZ; ulimit -S -f 8; exec \"$0\" run", env!("CARGO_BIN_EXE_binance-syncd")]);
+    let mut child = configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::piped(), "info")
+        .env("SYNCD_FILL_LOG_CHECK_S", "0.2")
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
+    wait_for_session(&ex);
+    fill_n(&ex, 40, "t1");
+    assert!(
+        daemon_log_has(&dir, "daemon.log", "cannot write the fill log", Duration::from_secs(20)),
+        "the limit never bit"
+    );
+    let lost = read_log(&live);
+    let line_len = std::fs::metadata(&live).unwrap().len() / lost.len() as u64;
+    // Truncated in place, and filled up to the limit again so that the next line fails and is
+    // rolled back: the writer must cut back to where that line began in the file as it is now.
+    std::fs::File::create(&live).unwrap();
+    fill_n(&ex, 40, "t2");
+    let room = (8192 / line_len) as usize;
+    let end = Instant::now() + Duration::from_secs(20);
+    while read_log(&live).len() < room && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // a retry fails and is rolled back
+    let lifted = Command::new("prlimit").args(["--pid", &child.id().to_string(), "--fsize=unlimited:"]).status();
+    assert!(lifted.expect("prlimit (util-linux) is needed for this test").success());
+    let total = ex.report()["trades"].as_array().unwrap().len();
+    let kept = wait_lines(&live, total - lost.len(), Duration::from_secs(20));
+    let bytes = std::fs::read(&live).unwrap();
+    assert!(!bytes.contains(&0), "the rollback padded the file with zeros");
+    assert_eq!(kept.len(), total - lost.len(), "every held fill written once");
+    let seqs: Vec<u64> = kept.iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, (lost.len() as u64 + 1..=total as u64).collect::<Vec<_>>());
+    let trades = ex.report()["trades"].as_array().unwrap().clone();
+    let ids: Vec<u64> = kept.iter().map(|f| f.trade_id).collect();
+    let expected: Vec<u64> = trades[lost.len()..].iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, expected);
+    assert!(
+        daemon_log_has(&dir, "daemon.log", "from outside", Duration::from_secs(5)),
+        "the truncation was not reported"
+    );
+    // Deleted: reported, and the next fill lands in a new file at the path.
+    std::fs::remove_file(&live).unwrap();
+    assert!(daemon_log_has(&dir, "daemon.log", "was deleted while open", Duration::from_secs(5)));
+    fill_n(&ex, 1, "t3");
+    let after = wait_lines(&live, 1, Duration::from_secs(15));
+    assert_eq!(after.iter().map(|f| f.seq).collect::<Vec<_>>(), [total as u64 + 1]);
+    // Renamed and the SIGHUP forgotten: reopened after one check interval all the same.
+    std::fs::rename(&live, dir.join("fills.jsonl.1")).unwrap();
+    assert!(daemon_log_has(&dir, "daemon.log", "no SIGHUP came; reopening", Duration::from_secs(5)));
+    fill_n(&ex, 1, "t4");
+    let after = wait_lines(&live, 1, Duration::from_secs(15));
+    assert_eq!(after.iter().map(|f| f.seq).collect::<Vec<_>>(), [total as u64 + 2]);
+    assert_eq!(read_log(&dir.join("fills.jsonl.1")).len(), 1, "nothing more went into the renamed file");
+    stop(child, &dir, "daemon.log");
 }

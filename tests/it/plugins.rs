@@ -587,3 +587,41 @@ fn the_line_a_plugin_failed_on_comes_again_marked_replayed_to_its_next_version()
         std::fs::read_to_string(&record).unwrap().lines().filter(|l| l.starts_with("fill")).map(String::from).collect();
     assert_eq!(lines, ["fill 1 1 0", "fill 1 1 1", "fill 1 2 0"], "the failed line again, marked, then on");
 }
+
+#[test]
+fn a_plugin_reads_fills_of_a_rotated_file_and_skips_only_what_no_file_holds() {
+    let so = build_plugin("test-plugin", "1");
+    let mut rig = Rig::start("plugin-rotated", &[]);
+    for _ in 0..4 {
+        rig.fill();
+    }
+    let live = rig.cfg.fill_log.clone();
+    assert_eq!(wait_lines(&live, 4, Duration::from_secs(20)).len(), 4);
+    let rotated = live.with_extension("jsonl.1");
+    std::fs::rename(&live, &rotated).unwrap();
+    rig.daemon.as_ref().unwrap().reopen_fill_log();
+    for _ in 0..2 {
+        rig.fill();
+    }
+    assert_eq!(wait_lines(&live, 2, Duration::from_secs(20)).len(), 2);
+    // A plugin that asks for the whole history after the rotation: fills #1..#4 are only in
+    // the rotated file.
+    let conf = |name: &str| format!("record = {}\nhistory = all\n", rig.dir.join(format!("{name}.rec")).display());
+    std::fs::write(rig.plugins.join("first.conf"), conf("first")).unwrap();
+    install(&so, &rig.plugins, "first");
+    rig.wait_status("first", "every fill", |s| s.delivered == 6);
+    let seqs: Vec<u64> = fills_of(&rig.record("first")).iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    // The rotated file compressed away: a new plugin gets what is left, after one clear error,
+    // instead of waiting for ever.
+    std::fs::remove_file(&rotated).unwrap();
+    std::fs::write(live.with_extension("jsonl.1.gz"), b"\x1f\x8b\x08\x00not a fill log").unwrap();
+    std::fs::write(rig.plugins.join("second.conf"), conf("second")).unwrap();
+    install(&so, &rig.plugins, "second");
+    rig.wait_status("second", "the fills still readable", |s| s.delivered == 6);
+    let seqs: Vec<u64> = fills_of(&rig.record("second")).iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, [5, 6]);
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}

@@ -52,9 +52,16 @@ pub fn fast() -> Tuning {
     }
 }
 
+/// The whole lines of the log. A last line without its newline is left out, as `tail -f` and the
+/// daemon's own reader leave it: it is a write in progress, or one being rolled back after a
+/// full disk cut it short. A fragment anywhere else fails the parse.
 pub fn read_log(path: &Path) -> Vec<FillRecord> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).expect("every line is a fill record")).collect()
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    whole.lines().map(|l| serde_json::from_str(l).expect("every line is a fill record")).collect()
 }
 
 /// Waits until the log holds `n` lines (or the timeout passes; the caller's asserts then fail).
