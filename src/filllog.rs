@@ -209,13 +209,20 @@ impl FillLog {
         }
         // The rotated files too: after a rename that no SIGHUP followed (a crash in between),
         // the lines written since the carry was saved are only there.
-        let mut last_seq = carry.map_or(0, |c| c.last_seq);
+        let carried = carry.map_or(0, |c| c.last_seq);
+        let mut last_seq = carried;
         let live = std::fs::metadata(path).ok().map(|m| file_id(&m));
         let (mut files, mut lines) = (0, 0);
         for part in rotated_files(path).into_iter().filter(|p| Some(p.id) != live) {
+            // A file that ended before the carry was saved is in it already.
+            if part.first.is_some() && last_line_seq(&part.file).is_some_and(|last| last <= carried) {
+                continue;
+            }
             let mut reader = BufReader::new(&part.file);
             let scan = scan_lines(&mut reader, &part.path, &mut seen).map_err(Error::io(&part.path))?;
-            last_seq = last_seq.max(scan.last_seq);
+            if part.first.is_some() {
+                last_seq = last_seq.max(scan.last_seq);
+            }
             files += 1;
             lines += scan.report.lines;
         }
@@ -257,6 +264,7 @@ impl FillLog {
         self.file = file;
         self.len = scan.good_len;
         self.dirty = false;
+        self.cut = None;
         self.next_seq = self.next_seq.max(scan.last_seq + 1);
         Ok(true)
     }
@@ -333,12 +341,13 @@ impl FillLog {
     /// next append (or open) cuts it.
     fn roll_back(&mut self, written: usize) {
         if let Ok(meta) = self.file.metadata() {
-            if let Some(start) = meta.len().checked_sub(written as u64) {
-                if start < self.len {
-                    self.cut = Some((self.len, start)); // for the next check to report
-                }
-                self.len = start;
+            // Shorter than what was written: cut from outside during the write; whatever is
+            // there is left alone.
+            let start = meta.len().checked_sub(written as u64).unwrap_or(meta.len());
+            if start < self.len {
+                self.cut = Some((self.len, start)); // for the next check to report
             }
+            self.len = start;
         }
         self.dirty = self.file.set_len(self.len).is_err();
     }
@@ -453,22 +462,31 @@ struct Part {
     path: PathBuf,
     file: File,
     id: (u64, u64),
-    /// The `seq` of its first line; `None` while it has no whole line.
+    /// Its size when opened (of two copies starting at the same line, the longer one wins).
+    len: u64,
+    /// The `seq` of its first line; `None` while it has no whole line, and for a rotated file
+    /// whose lines are from before the field (only their trade ids are read back).
     first: Option<u64>,
 }
 
 impl Part {
-    fn open(path: &Path) -> std::io::Result<Part> {
+    /// `live`: the file at the log's path, where lines from before `seq` count by position.
+    fn open(path: &Path, live: bool) -> std::io::Result<Option<Part>> {
         let file = File::open(path)?;
-        let id = file_id(&file.metadata()?);
-        let first = first_seq(&file);
-        Ok(Part { path: path.to_path_buf(), file, id, first })
+        let meta = file.metadata()?;
+        let first = match first_seq(&file) {
+            Some(0) if live => Some(1),
+            Some(0) => None,
+            Some(seq) => Some(seq),
+            None if live => None,
+            None => return Ok(None), // not a fill log (compressed, foreign)
+        };
+        Ok(Some(Part { path: path.to_path_buf(), file, id: file_id(&meta), len: meta.len(), first }))
     }
 }
 
-/// The `seq` of the file's first whole line, if it is a fill record (a line from before the
-/// field counts as 1: such lines were only ever in the first file). Reads at most 64 KiB, so a
-/// compressed or foreign file costs little.
+/// The `seq` of the file's first whole line if it is a fill record (0: a line from before the
+/// field). Reads at most 64 KiB, so a compressed or foreign file costs little.
 fn first_seq(file: &File) -> Option<u64> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 4096];
@@ -484,10 +502,24 @@ fn first_seq(file: &File) -> Option<u64> {
         len += n;
         if let Some(end) = buf[..len].iter().position(|b| *b == b'\n') {
             let rec: FillRecord = serde_json::from_slice(&buf[..end]).ok()?;
-            return Some(rec.seq.max(1));
+            return Some(rec.seq);
         }
     }
     None
+}
+
+/// The `seq` of the file's last whole line, read from its last 64 KiB (`None`: no numbered
+/// line there).
+fn last_line_seq(file: &File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().ok()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    let mut buf = vec![0u8; (len - start) as usize];
+    file.read_exact_at(&mut buf, start).ok()?;
+    let end = buf.iter().rposition(|b| *b == b'\n')?;
+    let begin = buf[..end].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let rec: FillRecord = serde_json::from_slice(&buf[begin..end]).ok()?;
+    (rec.seq > 0).then_some(rec.seq)
 }
 
 /// The rotated files of the log at `path` that can be read back, oldest first: in its
@@ -506,32 +538,16 @@ fn rotated_files(path: &Path) -> Vec<Part> {
             let Some(rest) = entry.to_str().and_then(|n| n.strip_prefix(name)) else { return false };
             rest.len() > 1 && rest.starts_with(['.', '-', '_']) && e.file_type().is_ok_and(|t| t.is_file())
         })
-        .filter_map(|e| Part::open(&e.path()).ok())
-        .filter(|p| p.first.is_some())
+        .filter_map(|e| Part::open(&e.path(), false).ok().flatten())
         .collect();
-    parts.sort_by_key(|p| p.first);
+    parts.sort_by_key(|p| (p.first, p.len));
     parts
 }
 
-/// The `seq` of the last line logged, in the file at `path` or, while that has no line yet
-/// (just rotated), in the newest rotated one: where someone who wants only new lines starts.
-pub fn last_seq(path: &Path) -> Result<u64, Error> {
-    let last_in = |p: &Path, file: &File| -> Result<u64, Error> {
-        let scan = scan_lines(&mut BufReader::new(file), p, &mut Dedupe::new(1)).map_err(Error::io(p))?;
-        Ok(scan.last_seq)
-    };
-    let live = match File::open(path) {
-        Ok(f) => last_in(path, &f)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(Error::io(path)(e)),
-    };
-    if live > 0 {
-        return Ok(live);
-    }
-    match rotated_files(path).pop() {
-        Some(newest) => last_in(&newest.path, &newest.file),
-        None => Ok(0),
-    }
+/// The `seq` of the last line in the newest rotated file (0 if there is none): where the
+/// log goes on when the file at its path has no line yet (just rotated).
+pub fn last_rotated_seq(path: &Path) -> u64 {
+    rotated_files(path).iter().rev().find_map(|p| p.first.and_then(|_| last_line_seq(&p.file))).unwrap_or(0)
 }
 
 /// What a fill log hands to the next file at a rotation: the last `seq` written and the
@@ -633,13 +649,13 @@ impl FillTap {
 /// The reader follows the lines, not a file name. It starts in the file that holds the first
 /// line asked for: the live one, or a rotated one when that line is older than the live file's
 /// first (see [Rotation](self#rotation)). A file stays open between calls, as with `tail -F`:
-/// at the end of a file that the path no longer names, it moves on to the file holding the next
-/// line, once the writer has written that line there (until then the writer may still be
-/// appending to the renamed file). Lines that no readable file holds (rotated away compressed,
-/// or deleted) are skipped and reported by [`take_gap`](Self::take_gap), after they were found
-/// missing twice at least [`GAP_CONFIRM`] apart (a directory read while logrotate renames may
-/// miss a file once). An idle reader keeps its file open, and so its disk space in use once
-/// logrotate deletes it, until its next read.
+/// at the end of a file that the path no longer names, it moves on to a newer file once that
+/// holds the next line (until then the writer may still be appending to the renamed file).
+/// Lines that no readable file holds (rotated away compressed, or deleted) are skipped once
+/// they were found missing twice at least [`GAP_CONFIRM`] apart (a directory read while
+/// logrotate renames may miss a file once), and reported by [`take_gaps`](Self::take_gaps), as
+/// is a jump in the numbering inside one file. An idle reader keeps its file open, and so its
+/// disk space in use once logrotate deletes it, until its next read.
 #[derive(Debug)]
 pub struct Reader {
     path: PathBuf,
@@ -647,13 +663,16 @@ pub struct Reader {
     /// Byte offset of the next unread line and the number of lines before it.
     offset: u64,
     lines: u64,
-    /// The highest sequence number read so far.
+    /// The highest sequence number handed out so far.
     passed: u64,
     /// A gap seen once, `(first, last, when)`, waiting to be seen again.
     suspect: Option<(u64, u64, std::time::Instant)>,
-    /// A confirmed gap not yet taken by the caller.
-    gap: Option<(u64, u64)>,
+    /// Lines skipped and not yet reported to the caller.
+    gaps: Vec<(u64, u64)>,
     confirm: std::time::Duration,
+    /// The path's (file, size) when the last look for a newer file found none: until it
+    /// changes, no newer file can have the next line, and the directory is not read again.
+    looked: Option<Option<((u64, u64), u64)>>,
 }
 
 /// How long a gap must stay before a [`Reader`] skips it.
@@ -679,8 +698,9 @@ impl Reader {
             lines: 0,
             passed: 0,
             suspect: None,
-            gap: None,
+            gaps: Vec::new(),
             confirm: GAP_CONFIRM,
+            looked: None,
         }
     }
 
@@ -719,16 +739,20 @@ impl Reader {
             };
             let at_end = self.read_from(&part.file, after, until, max, &mut out)?;
             let want = after.max(self.passed) + 1;
-            if !at_end || out.len() >= max || want > until || self.names(&part) {
-                // More to read here, or the writer's own file: the next line comes here.
+            let look = std::fs::metadata(&self.path).ok().map(|m| (file_id(&m), m.len()));
+            let writers = look.is_some_and(|(id, _)| id == part.id);
+            if !at_end || out.len() >= max || want > until || writers || self.looked == Some(look) {
+                // More to read here; or the writer's own file, where the next line comes; or
+                // nothing changed since the last look found no newer file.
                 self.file = Some(part);
                 break;
             }
             // The end of a renamed file, and line `want` is durable: it may be in a newer file.
             let next = match self.find(want)? {
-                Found::In { part: found, .. } if found.id != part.id => Some(found),
+                Found::In { part: found, .. } if found.id != part.id && found.first >= part.first => Some(found),
                 Found::In { next: Some(next), .. } => {
-                    // A newer file starts after `want`, and this one ends before it.
+                    // A newer file starts after `want`, and this one (or the one before it,
+                    // ours having left the directory) ends before it.
                     if !reread {
                         reread = true;
                         self.file = Some(part);
@@ -737,9 +761,12 @@ impl Reader {
                     next.first.filter(|f| self.confirm_gap(want, f - 1)).map(|_| next)
                 }
                 Found::Before { oldest } => oldest.first.filter(|f| self.confirm_gap(want, f - 1)).map(|_| oldest),
-                // Still the newest file with line `want` after its start: the writer may
-                // yet append it here (renamed, no reopen yet).
-                Found::In { next: None, .. } | Found::Nothing => None,
+                // No newer file holds line `want`: the writer may yet append it here (renamed,
+                // no reopen yet), or in a file the path names later.
+                Found::In { next: None, .. } | Found::Nothing => {
+                    self.looked = Some(look);
+                    None
+                }
             };
             match next {
                 Some(next) => self.file = Some(self.start_in(next)),
@@ -752,18 +779,19 @@ impl Reader {
         Ok(out)
     }
 
-    /// Lines found in no readable file and skipped, `(first, last)`, once per gap.
-    pub fn take_gap(&mut self) -> Option<(u64, u64)> {
-        self.gap.take()
+    /// Lines skipped because no readable file holds them, `(first, last)`, each gap once.
+    pub fn take_gaps(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.gaps)
     }
 
     fn start_in(&mut self, part: Part) -> Part {
         self.offset = 0;
         self.lines = 0;
+        self.looked = None;
         part
     }
 
-    /// A gap is skipped only when it is found again after [`GAP_CONFIRM`].
+    /// A gap is skipped only when it is found again after the confirmation wait.
     fn confirm_gap(&mut self, first: u64, last: u64) -> bool {
         match self.suspect {
             Some((f, l, since)) if (f, l) == (first, last) => {
@@ -771,7 +799,6 @@ impl Reader {
                     return false;
                 }
                 self.suspect = None;
-                self.gap = Some((first, last));
                 true
             }
             _ => {
@@ -781,31 +808,36 @@ impl Reader {
         }
     }
 
-    /// Whether the log's path names this file (the one the writer appends to, as far as a
-    /// reader can tell).
-    fn names(&self, part: &Part) -> bool {
-        std::fs::metadata(&self.path).is_ok_and(|m| file_id(&m) == part.id)
-    }
-
     /// The file holding line `want`, if any does: the newest whose first line is at or before
-    /// it.
+    /// it (the live file on a tie, else the longest copy).
     fn find(&self, want: u64) -> Result<Found, Error> {
         let mut parts = rotated_files(&self.path);
-        match Part::open(&self.path) {
-            Ok(live) => {
+        parts.retain(|p| p.first.is_some());
+        match Part::open(&self.path, true) {
+            Ok(Some(live)) => {
                 parts.retain(|p| p.id != live.id);
                 parts.push(live);
             }
+            Ok(None) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&self.path)(e)),
         }
         if let Some(at) = parts.iter().rposition(|p| p.first.is_some_and(|f| f <= want)) {
             let start = parts[at].first;
-            let next =
-                parts.iter().enumerate().filter(|(_, p)| p.first > start).min_by_key(|(_, p)| p.first).map(|(i, _)| i);
-            let next = next.map(|i| parts.swap_remove(i));
-            let at = parts.iter().position(|p| p.first == start).unwrap_or(at);
-            return Ok(Found::In { part: parts.swap_remove(at), next });
+            let next = parts.iter().enumerate().filter(|(_, p)| p.first > start).min_by_key(|(_, p)| p.first);
+            let next = next.map(|(i, _)| i);
+            // Take the higher index out first, so the other stays where it is.
+            return Ok(match next {
+                Some(i) if i > at => {
+                    let next = parts.swap_remove(i);
+                    Found::In { part: parts.swap_remove(at), next: Some(next) }
+                }
+                Some(i) => {
+                    let part = parts.swap_remove(at);
+                    Found::In { part, next: Some(parts.swap_remove(i)) }
+                }
+                None => Found::In { part: parts.swap_remove(at), next: None },
+            });
         }
         let oldest = parts.iter().enumerate().filter_map(|(i, p)| p.first.map(|f| (f, i))).min().map(|(_, i)| i);
         Ok(match oldest {
@@ -856,9 +888,12 @@ impl Reader {
             self.lines += 1;
             self.offset += n as u64;
             if let Some(rec) = parsed {
-                // Strictly after the last line read too: a reader sent back into an older file
-                // (its own was deleted) does not hand out a line twice.
-                if rec.seq > after && rec.seq > self.passed {
+                // Strictly after the last line handed out too: a line comes once, in order.
+                let expected = after.max(self.passed) + 1;
+                if rec.seq >= expected {
+                    if rec.seq > expected {
+                        self.gaps.push((expected, rec.seq - 1));
+                    }
                     self.passed = rec.seq;
                     out.push(rec);
                 }
@@ -1025,7 +1060,7 @@ mod tests {
             .unwrap();
         let mut reader = Reader::new(&path);
         assert_eq!(seqs(reader.read_after(0, u64::MAX, 100).unwrap()), [1, 2, 3, 4, 5, 6]);
-        assert_eq!(reader.take_gap(), None);
+        assert!(reader.take_gaps().is_empty());
         // A small `max` crosses the files over several calls, never repeating a line.
         let mut reader = Reader::new(&path);
         let mut got = Vec::new();
@@ -1034,10 +1069,79 @@ mod tests {
             got.extend(seqs(reader.read_after(after, u64::MAX, 2).unwrap()));
         }
         assert_eq!(got, [1, 2, 3, 4, 5, 6]);
-        assert_eq!(last_seq(&path).unwrap(), 6);
+        assert_eq!(last_rotated_seq(&path), 5);
         std::fs::rename(&path, name(".0")).unwrap();
         log.reopen().unwrap();
-        assert_eq!(last_seq(&path).unwrap(), 6, "a fresh empty log: the last line is in the newest rotated file");
+        assert_eq!(last_rotated_seq(&path), 6, "the last line is in the newest rotated file");
+    }
+
+    #[test]
+    fn a_stale_copy_or_a_file_from_before_seq_never_takes_a_reader_off_the_log() {
+        let path = tmp("copies");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=2);
+        // A copy of the live file, taken early, and a rotated file from before the `seq` field.
+        std::fs::copy(&path, path.with_extension("jsonl.bak")).unwrap();
+        let legacy: String = (100..103)
+            .map(|id| serde_json::to_string(&fill("ETHUSD", id)).unwrap().replace(",\"seq\":0", "") + "\n")
+            .collect();
+        std::fs::write(path.with_extension("jsonl.old"), legacy).unwrap();
+        append_ids(&mut log, 3..=4);
+        assert_eq!(seqs(Reader::new(&path).read_after(0, 4, 10).unwrap()), [1, 2, 3, 4], "the live file, not the copy");
+        assert_eq!(seqs(Reader::new(&path).read_after(2, 4, 10).unwrap()), [3, 4]);
+        // A restart: the legacy file's ids are known, its positions are not taken for seq.
+        drop(log);
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(log.last_seq(), 4);
+        assert!(!log.append(&mut fill("ETHUSD", 101)).unwrap());
+        // Rotated, with the copy beside it: the reader moves to the file that goes on.
+        let mut reader = Reader::new(&path);
+        assert_eq!(seqs(reader.read_after(0, 4, 10).unwrap()), [1, 2, 3, 4]);
+        std::fs::rename(&path, path.with_extension("jsonl.1")).unwrap();
+        log.reopen().unwrap();
+        append_ids(&mut log, 5..=5);
+        assert_eq!(seqs(reader.read_after(4, 5, 10).unwrap()), [5]);
+        assert!(reader.take_gaps().is_empty());
+    }
+
+    #[test]
+    fn a_jump_in_the_numbering_inside_a_file_is_reported_as_a_gap() {
+        let path = tmp("jump");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let line = |id: u64, seq: u64| {
+            let mut f = fill("BTCUSD", id);
+            f.seq = seq;
+            serde_json::to_string(&f).unwrap() + "\n"
+        };
+        std::fs::write(&path, [line(1, 1), line(2, 2), line(3, 7)].concat()).unwrap();
+        let mut reader = Reader::new(&path);
+        assert_eq!(seqs(reader.read_after(0, 7, 10).unwrap()), [1, 2, 7]);
+        assert_eq!(reader.take_gaps(), [(3, 6)]);
+    }
+
+    #[test]
+    fn a_rollback_after_an_outside_truncation_cuts_to_where_the_line_began() {
+        let path = tmp("rollback");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=3);
+        let one_line = std::fs::metadata(&path).unwrap().len() / 3;
+        // Cut from outside to one line, then 40 bytes of a failed write after it.
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(one_line).unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&[b'{'; 40]).unwrap();
+        log.roll_back(40);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, one_line, "cut to the end of the line that is left");
+        assert!(!bytes.contains(&0));
+        assert_eq!(log.check().unwrap(), FileCheck::Truncated { from: one_line * 3, to: one_line });
+        assert_eq!(log.check().unwrap(), FileCheck::Same, "reported once");
+        let mut f = fill("BTCUSD", 4);
+        assert!(log.append(&mut f).unwrap());
+        assert_eq!((f.seq, Reader::new(&path).read_after(0, 4, 10).unwrap().len()), (4, 2));
+        // Deleted, renamed: each seen.
+        std::fs::rename(&path, path.with_extension("jsonl.1")).unwrap();
+        assert_eq!(log.check().unwrap(), FileCheck::Renamed);
+        std::fs::remove_file(path.with_extension("jsonl.1")).unwrap();
+        assert_eq!(log.check().unwrap(), FileCheck::Deleted);
     }
 
     #[test]
@@ -1076,11 +1180,11 @@ mod tests {
         let wait = std::time::Duration::from_millis(30);
         let mut reader = Reader::new(&path).confirming_gaps_after(wait);
         assert!(reader.read_after(1, 5, 10).unwrap().is_empty(), "a gap is not skipped at first sight");
-        assert_eq!(reader.take_gap(), None);
+        assert!(reader.take_gaps().is_empty());
         std::thread::sleep(wait);
         assert_eq!(seqs(reader.read_after(1, 5, 10).unwrap()), [4, 5]);
-        assert_eq!(reader.take_gap(), Some((2, 3)));
-        assert_eq!(reader.take_gap(), None, "reported once");
+        assert_eq!(reader.take_gaps(), [(2, 3)]);
+        assert!(reader.take_gaps().is_empty(), "reported once");
         // A reader that had the old file open finishes it; the gap is behind a deleted file
         // it never had open.
         let path = tmp("gap-open");
@@ -1093,7 +1197,7 @@ mod tests {
         append_ids(&mut log, 3..=3);
         std::fs::remove_file(path.with_extension("jsonl.1")).unwrap();
         assert_eq!(seqs(reader.read_after(1, 3, 10).unwrap()), [2, 3], "the open file is still readable");
-        assert_eq!(reader.take_gap(), None);
+        assert!(reader.take_gaps().is_empty());
     }
 
     #[test]

@@ -537,7 +537,7 @@ pub fn run(opts: &FillsOptions, out: &mut impl Write) -> Result<Summary, Error> 
     out.flush().map_err(stdout_err)?;
     if opts.follow {
         // A log just rotated has no line yet: its last fill is in the rotated file.
-        let after = if summary.last_seq > 0 { summary.last_seq } else { crate::filllog::last_seq(&opts.file)? };
+        let after = if summary.last_seq > 0 { summary.last_seq } else { crate::filllog::last_rotated_seq(&opts.file) };
         follow(opts, out, after)?;
     }
     Ok(summary)
@@ -549,7 +549,7 @@ fn follow(opts: &FillsOptions, out: &mut impl Write, mut after: u64) -> Result<(
     let mut reader = Reader::new(&opts.file);
     loop {
         let batch = reader.read_after(after, u64::MAX, 10_000)?;
-        if let Some((first, last)) = reader.take_gap() {
+        for (first, last) in reader.take_gaps() {
             eprintln!(
                 "fills #{first}..#{last} are in no readable file of the log (rotated away compressed, or deleted)"
             );

@@ -188,7 +188,8 @@ impl State {
             Ok(FileCheck::Same) => self.renamed_since = None,
             Ok(FileCheck::Renamed) => match self.renamed_since {
                 None => {
-                    log::warn!("state: {path} was renamed; still writing to the renamed file until SIGHUP");
+                    // A rotation between its rename and its SIGHUP looks like this too.
+                    log::info!("state: {path} was renamed; still writing to the renamed file until SIGHUP");
                     self.renamed_since = Some(Instant::now());
                 }
                 Some(since) if since.elapsed() >= self.settings.check_every => {

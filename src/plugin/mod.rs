@@ -825,17 +825,9 @@ impl Runner {
                     return Ok(());
                 }
             };
-            if let Some((first, last)) = run.reader.take_gap() {
-                if first == run.delivered + 1 {
-                    log::error!(
-                        "plugin {}: fills #{first}..#{last} are in no readable file of the fill log (rotated away \
-                         compressed, or deleted); skipping them",
-                        self.name
-                    );
-                    run.delivered = last;
-                }
-            }
-            if batch.first().is_none_or(|f| f.seq != run.delivered + 1) {
+            let gaps = run.reader.take_gaps();
+            let skipped = |from: u64, to: &FillRecord| gaps.iter().any(|&(f, l)| f <= from && l + 1 >= to.seq);
+            if batch.first().is_none_or(|f| f.seq != run.delivered + 1 && !skipped(run.delivered + 1, f)) {
                 let quiet = run.reader_stuck_logged.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
                 if !batch.is_empty() && !quiet {
                     log::error!(
@@ -848,6 +840,16 @@ impl Runner {
                 return Ok(()); // not readable yet (or a log that was replaced); the next wake tries again
             }
             for fill in &batch {
+                if fill.seq > run.delivered + 1 && skipped(run.delivered + 1, fill) {
+                    log::error!(
+                        "plugin {}: fills #{}..#{} are in no readable file of the fill log (rotated away \
+                         compressed, or deleted); skipping them",
+                        self.name,
+                        run.delivered + 1,
+                        fill.seq - 1
+                    );
+                    run.delivered = fill.seq - 1;
+                }
                 self.deliver(plugin, run, fill)?;
             }
             save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });

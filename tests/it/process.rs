@@ -120,7 +120,7 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let mut child = daemon_logging(&ex, &dir, DEMO_API_KEY, Stdio::from(log), "info");
     let expected = ex.report()["trades"].as_array().unwrap().len();
     let end = Instant::now() + Duration::from_secs(30);
-    while read_log(&dir.join("fills.jsonl")).len() < expected && Instant::now() < end {
+    while crate::sync::read_whole_lines(&dir.join("fills.jsonl")).len() < expected && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
     sigterm(&child);
@@ -221,8 +221,8 @@ fn a_full_disk_holds_fills_in_memory_and_writes_them_when_space_returns() {
     assert_eq!(crate::metrics::value(&scrape, "syncd_filllog_failing"), Some(1.0), "{scrape}");
     assert!(crate::metrics::value(&scrape, "syncd_filllog_write_errors_total").unwrap_or(0.0) >= 1.0);
     crate::faults::wait_until("the fill-log alert", Duration::from_secs(5), || !sink.texts().is_empty());
-    // Whole lines only (read_log parses every line), fewer than the fills made.
-    let written = read_log(&dir.join("fills.jsonl"));
+    // Whole lines only (a fragment before the last line fails the parse), fewer than the fills made.
+    let written = crate::sync::read_whole_lines(&dir.join("fills.jsonl"));
     assert!(written.len() < 40, "{} lines: the limit did not bite", written.len());
     // The cursor has not passed the first fill that is not on disk.
     let trades = ex.report()["trades"].as_array().unwrap().clone();

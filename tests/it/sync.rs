@@ -52,10 +52,17 @@ pub fn fast() -> Tuning {
     }
 }
 
-/// The whole lines of the log. A last line without its newline is left out, as `tail -f` and the
-/// daemon's own reader leave it: it is a write in progress, or one being rolled back after a
-/// full disk cut it short. A fragment anywhere else fails the parse.
+/// Every line of the log, each a fill record: for a log no one is writing (a fragment anywhere
+/// fails the parse).
 pub fn read_log(path: &Path) -> Vec<FillRecord> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_slice(l.as_bytes()).expect("every line is a fill record")).collect()
+}
+
+/// The whole lines of a log being written. A last line without its newline is left out, as
+/// `tail -f` and the daemon's own reader leave it: a write in progress, or one being rolled back
+/// after a full disk cut it short. A fragment anywhere else fails the parse.
+pub fn read_whole_lines(path: &Path) -> Vec<FillRecord> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let whole = match text.rfind('\n') {
         Some(end) => &text[..=end],
@@ -68,7 +75,7 @@ pub fn read_log(path: &Path) -> Vec<FillRecord> {
 pub fn wait_lines(path: &Path, n: usize, timeout: Duration) -> Vec<FillRecord> {
     let end = Instant::now() + timeout;
     loop {
-        let fills = read_log(path);
+        let fills = read_whole_lines(path);
         if fills.len() >= n || Instant::now() >= end {
             return fills;
         }
