@@ -214,8 +214,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     .into_iter()
     .collect();
     let mut vars = vars;
-    // The operator's metrics and alert settings apply to the demo's daemon too (a Prometheus
-    // can watch the demo).
+    // The operator's metrics, alert, fsync and spin settings apply to the demo's daemon too (a
+    // Prometheus can watch the demo; the latency it prints can be compared across settings).
     for name in [
         "SYNCD_METRICS_ADDR",
         "SYNCD_METRICS_PUBLIC",
@@ -223,6 +223,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         "SYNCD_ALERT_WEBHOOK",
         "SYNCD_ALERT_REPEAT_S",
         "SYNCD_ALERT_QUIET_S",
+        "SYNCD_FSYNC",
+        "SYNCD_PLUGIN_SPIN_US",
     ] {
         if let Ok(v) = std::env::var(name) {
             vars.insert(name, v);
