@@ -464,9 +464,11 @@ struct Part {
     id: (u64, u64),
     /// Its size when opened (of two copies starting at the same line, the longer one wins).
     len: u64,
-    /// The `seq` of its first line; `None` while it has no whole line, and for a rotated file
-    /// whose lines are from before the field (only their trade ids are read back).
+    /// The `seq` of its first numbered line; `None` while it has no whole line, and for a
+    /// rotated file whose lines are from before the field (only their trade ids are read back).
     first: Option<u64>,
+    /// Lines without `seq` count by their position here (the live file's oldest lines).
+    by_position: bool,
 }
 
 impl Part {
@@ -474,38 +476,46 @@ impl Part {
     fn open(path: &Path, live: bool) -> std::io::Result<Option<Part>> {
         let file = File::open(path)?;
         let meta = file.metadata()?;
-        let first = match first_seq(&file) {
-            Some(0) if live => Some(1),
-            Some(0) => None,
-            Some(seq) => Some(seq),
-            None if live => None,
+        // Lines from before `seq` count by their position only in the live file, the only
+        // file there was when they were written; elsewhere they are skipped.
+        let (first, by_position) = match first_seq(&file) {
+            Some((_, true)) if live => (Some(1), true),
+            Some((0, _)) => (None, false),
+            Some((seq, _)) => (Some(seq), false),
+            None if live => (None, false),
             None => return Ok(None), // not a fill log (compressed, foreign)
         };
-        Ok(Some(Part { path: path.to_path_buf(), file, id: file_id(&meta), len: meta.len(), first }))
+        Ok(Some(Part { path: path.to_path_buf(), file, id: file_id(&meta), len: meta.len(), first, by_position }))
     }
 }
 
-/// The `seq` of the file's first whole line if it is a fill record (0: a line from before the
-/// field). Reads at most 64 KiB, so a compressed or foreign file costs little.
-fn first_seq(file: &File) -> Option<u64> {
+/// What the start of a file holds: `None` if its first whole line is not a fill record;
+/// else the `seq` of its first numbered line within the first 64 KiB (0 if none there) and
+/// whether lines from before the field come first. Reads at most 64 KiB, so a compressed or
+/// foreign file costs little.
+fn first_seq(file: &File) -> Option<(u64, bool)> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 64 * 1024];
     let mut len = 0;
-    while len < 64 * 1024 {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        let n = file.read_at(&mut buf[len..], len as u64).ok()?;
-        if n == 0 {
-            return None;
-        }
-        len += n;
-        if let Some(end) = buf[..len].iter().position(|b| *b == b'\n') {
-            let rec: FillRecord = serde_json::from_slice(&buf[..end]).ok()?;
-            return Some(rec.seq);
+    while len < buf.len() {
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return None,
         }
     }
-    None
+    let (mut legacy, mut at) = (false, 0);
+    // Whole lines only: the last piece has no newline (cut at 64 KiB, or still being written).
+    while let Some(end) = buf[at..len].iter().position(|b| *b == b'\n') {
+        match serde_json::from_slice::<FillRecord>(&buf[at..at + end]) {
+            Ok(rec) if rec.seq > 0 => return Some((rec.seq, legacy)),
+            Ok(_) => legacy = true,
+            Err(_) if at == 0 => return None,
+            Err(_) => break, // a foreign line after old ones
+        }
+        at += end + 1;
+    }
+    legacy.then_some((0, true))
 }
 
 /// The `seq` of the file's last whole line, read from its last 64 KiB (`None`: no numbered
@@ -672,8 +682,15 @@ pub struct Reader {
     confirm: std::time::Duration,
     /// The path's (file, size) when the last look for a newer file found none: until it
     /// changes, no newer file can have the next line, and the directory is not read again.
-    looked: Option<Option<((u64, u64), u64)>>,
+    looked: Option<(Look, std::time::Instant)>,
 }
+
+/// What the log's path named at a look: the file's identity and size, or nothing.
+type Look = Option<((u64, u64), u64)>;
+
+/// How long a [`Reader`] trusts an unchanged path to mean "no newer file" (a rotated file
+/// the writer still appends to can gain the next line without the path changing).
+const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a gap must stay before a [`Reader`] skips it.
 pub const GAP_CONFIRM: std::time::Duration = std::time::Duration::from_secs(1);
@@ -737,19 +754,27 @@ impl Reader {
                     Found::Nothing => break,
                 },
             };
-            let at_end = self.read_from(&part.file, after, until, max, &mut out)?;
+            let at_end = self.read_from(&part, after, until, max, &mut out)?;
             let want = after.max(self.passed) + 1;
+            if !at_end || out.len() >= max || want > until {
+                self.file = Some(part); // more to read here
+                break;
+            }
             let look = std::fs::metadata(&self.path).ok().map(|m| (file_id(&m), m.len()));
-            let writers = look.is_some_and(|(id, _)| id == part.id);
-            if !at_end || out.len() >= max || want > until || writers || self.looked == Some(look) {
-                // More to read here; or the writer's own file, where the next line comes; or
-                // nothing changed since the last look found no newer file.
+            let unchanged = self.looked.as_ref().is_some_and(|(l, at)| *l == look && at.elapsed() < LOOK_AGAIN);
+            if look.is_some_and(|(id, _)| id == part.id) || unchanged {
+                // The writer's own file, where the next line comes; or nothing changed since the
+                // last look found no newer file.
                 self.file = Some(part);
                 break;
             }
             // The end of a renamed file, and line `want` is durable: it may be in a newer file.
             let next = match self.find(want)? {
-                Found::In { part: found, .. } if found.id != part.id && found.first >= part.first => Some(found),
+                Found::In { part: found, .. }
+                    if found.id != part.id && found.first.is_some() && found.first >= part.first =>
+                {
+                    Some(found)
+                }
                 Found::In { next: Some(next), .. } => {
                     // A newer file starts after `want`, and this one (or the one before it,
                     // ours having left the directory) ends before it.
@@ -764,7 +789,7 @@ impl Reader {
                 // No newer file holds line `want`: the writer may yet append it here (renamed,
                 // no reopen yet), or in a file the path names later.
                 Found::In { next: None, .. } | Found::Nothing => {
-                    self.looked = Some(look);
+                    self.looked = Some((look, std::time::Instant::now()));
                     None
                 }
             };
@@ -854,19 +879,21 @@ impl Reader {
     /// (not at `max` or `until`).
     fn read_from(
         &mut self,
-        mut file: &File,
+        part: &Part,
         after: u64,
         until: u64,
         max: usize,
         out: &mut Vec<FillRecord>,
     ) -> Result<bool, Error> {
         use std::io::{Seek, SeekFrom};
+        let mut file = &part.file;
         let len = file.metadata().map_err(Error::io(&self.path))?.len();
         if len < self.offset {
             // Shorter than where we were (a torn tail cut): start this file over.
             self.offset = 0;
             self.lines = 0;
         }
+        let started = self.offset;
         file.seek(SeekFrom::Start(self.offset)).map_err(Error::io(&self.path))?;
         let mut reader = BufReader::new(file);
         let mut line = Vec::new();
@@ -876,11 +903,14 @@ impl Reader {
             if n == 0 || line.last() != Some(&b'\n') {
                 return Ok(true);
             }
-            let parsed = serde_json::from_slice::<FillRecord>(&line).ok().map(|mut rec| {
+            let parsed = serde_json::from_slice::<FillRecord>(&line).ok().and_then(|mut rec| {
                 if rec.seq == 0 {
+                    if !part.by_position {
+                        return None;
+                    }
                     rec.seq = self.lines + 1;
                 }
-                rec
+                Some(rec)
             });
             if parsed.as_ref().is_some_and(|rec| rec.seq > until) {
                 return Ok(false); // not consumed: the next call starts here
@@ -892,6 +922,13 @@ impl Reader {
                 let expected = after.max(self.passed) + 1;
                 if rec.seq >= expected {
                     if rec.seq > expected {
+                        if started > 0 {
+                            // Read from a remembered offset: the file may have been cut and
+                            // grown again behind it. Only a read from its start can tell.
+                            self.offset = 0;
+                            self.lines = 0;
+                            return self.read_from(part, after, until, max, out);
+                        }
                         self.gaps.push((expected, rec.seq - 1));
                     }
                     self.passed = rec.seq;
@@ -1101,6 +1138,43 @@ mod tests {
         log.reopen().unwrap();
         append_ids(&mut log, 5..=5);
         assert_eq!(seqs(reader.read_after(4, 5, 10).unwrap()), [5]);
+        assert!(reader.take_gaps().is_empty());
+    }
+
+    #[test]
+    fn a_rotated_file_that_began_before_seq_is_read_from_its_numbered_lines() {
+        let path = tmp("upgraded");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let old: String = [1, 2]
+            .iter()
+            .map(|id| serde_json::to_string(&fill("BTCUSD", *id)).unwrap().replace(",\"seq\":0", "") + "\n")
+            .collect();
+        std::fs::write(&path, old).unwrap();
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 3..=4); // numbered 3 and 4 in the same file
+        std::fs::rename(&path, path.with_extension("jsonl.1")).unwrap();
+        log.reopen().unwrap();
+        assert_eq!(last_rotated_seq(&path), 4);
+        append_ids(&mut log, 5..=5);
+        let mut reader = Reader::new(&path);
+        assert_eq!(seqs(reader.read_after(3, 5, 10).unwrap()), [4, 5]);
+        assert!(reader.take_gaps().is_empty());
+        drop(log);
+        let (log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert_eq!(log.last_seq(), 5);
+    }
+
+    #[test]
+    fn a_reader_parked_in_a_file_cut_from_outside_reads_it_again_from_the_start() {
+        let path = tmp("parked");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        append_ids(&mut log, 1..=4);
+        let mut reader = Reader::new(&path);
+        assert_eq!(seqs(reader.read_after(0, 4, 10).unwrap()), [1, 2, 3, 4]);
+        // `: > fills.jsonl`, then more lines than were there: the file grows past the reader.
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        append_ids(&mut log, 5..=10);
+        assert_eq!(seqs(reader.read_after(4, 10, 10).unwrap()), [5, 6, 7, 8, 9, 10]);
         assert!(reader.take_gaps().is_empty());
     }
 
