@@ -962,6 +962,13 @@ mod tests {
         }
     }
 
+    /// Lines as written before the `seq` field existed.
+    fn legacy_lines(symbol: &str, ids: impl IntoIterator<Item = u64>) -> String {
+        ids.into_iter()
+            .map(|id| serde_json::to_string(&fill(symbol, id)).unwrap().replace(",\"seq\":0", "") + "\n")
+            .collect()
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("syncd-filllog-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -973,10 +980,7 @@ mod tests {
         let path = tmp("seq");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         // Two lines from before the field existed.
-        let old: String = [1, 2]
-            .iter()
-            .map(|id| serde_json::to_string(&fill("BTCUSD", *id)).unwrap().replace(",\"seq\":0", "") + "\n")
-            .collect();
+        let old = legacy_lines("BTCUSD", [1, 2]);
         std::fs::write(&path, old).unwrap();
         let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(log.last_seq(), 2);
@@ -1119,9 +1123,7 @@ mod tests {
         append_ids(&mut log, 1..=2);
         // A copy of the live file, taken early, and a rotated file from before the `seq` field.
         std::fs::copy(&path, path.with_extension("jsonl.bak")).unwrap();
-        let legacy: String = (100..103)
-            .map(|id| serde_json::to_string(&fill("ETHUSD", id)).unwrap().replace(",\"seq\":0", "") + "\n")
-            .collect();
+        let legacy = legacy_lines("ETHUSD", 100..103);
         std::fs::write(path.with_extension("jsonl.old"), legacy).unwrap();
         append_ids(&mut log, 3..=4);
         assert_eq!(seqs(Reader::new(&path).read_after(0, 4, 10).unwrap()), [1, 2, 3, 4], "the live file, not the copy");
@@ -1145,10 +1147,7 @@ mod tests {
     fn a_rotated_file_that_began_before_seq_is_read_from_its_numbered_lines() {
         let path = tmp("upgraded");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let old: String = [1, 2]
-            .iter()
-            .map(|id| serde_json::to_string(&fill("BTCUSD", *id)).unwrap().replace(",\"seq\":0", "") + "\n")
-            .collect();
+        let old = legacy_lines("BTCUSD", [1, 2]);
         std::fs::write(&path, old).unwrap();
         let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
         append_ids(&mut log, 3..=4); // numbered 3 and 4 in the same file

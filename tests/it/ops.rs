@@ -128,6 +128,17 @@ fn wait_all(ex: &PaperExchange, files: &[&Path]) -> usize {
     total
 }
 
+/// Starts the daemon again (log `daemon2.log`), makes one fill, waits for it in `live` and a
+/// reconciliation pass or two more (a fill of an older file must not come back), then stops it.
+fn restart_fill_and_stop(ex: &PaperExchange, dir: &Path, live: &Path, id: &str) -> Vec<FillRecord> {
+    let child = run_daemon(ex, dir, "daemon2.log", &[]);
+    fill_n(ex, 1, id);
+    let after = wait_lines(live, 1, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(2500));
+    stop(child, dir, "daemon2.log");
+    after
+}
+
 #[test]
 fn sighup_mid_stream_rotates_the_fill_log_without_loss_or_repeat_and_seq_survives_a_restart() {
     let ex = paper_with(|_| {});
@@ -156,14 +167,7 @@ fn sighup_mid_stream_rotates_the_fill_log_without_loss_or_repeat_and_seq_survive
     }
     assert!(live.exists(), "SIGHUP did not create a new file at the path");
     stop(child, &dir, "daemon.log");
-    let child = run_daemon(&ex, &dir, "daemon2.log", &[]);
-    let rest = client(&ex);
-    let id = crate::sync::rest_buy(&ex, &rest, "BTCUSD", "0.01", "rot-after");
-    crate::sync::fill_whole(&ex, "BTCUSD", id);
-    let after = wait_lines(&live, 1, Duration::from_secs(15));
-    // A reconciliation pass or two more: a fill of an older file must not come back.
-    std::thread::sleep(Duration::from_millis(2500));
-    stop(child, &dir, "daemon2.log");
+    let after = restart_fill_and_stop(&ex, &dir, &live, "rot-after");
     assert_eq!(after.first().map(|f| f.seq), Some(total as u64 + 1), "seq after a restart on an empty file");
     let all = assert_rotated_logs(&[&first, &second, &live], &ex);
     assert_eq!(all.len(), total + 1);
@@ -187,13 +191,7 @@ fn sigkill_between_the_rename_and_its_sighup_loses_repeats_and_renumbers_nothing
     // Without its cursors the next run reconciles from the oldest fill it knows: every fill of
     // the renamed file comes over REST again and must be known.
     std::fs::remove_file(dir.join("state/cursors.json")).unwrap();
-    let child = run_daemon(&ex, &dir, "daemon2.log", &[]);
-    let rest = client(&ex);
-    let id = crate::sync::rest_buy(&ex, &rest, "BTCUSD", "0.01", "kill-after");
-    crate::sync::fill_whole(&ex, "BTCUSD", id);
-    let after = wait_lines(&live, 1, Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(2500)); // a reconciliation pass or two more
-    stop(child, &dir, "daemon2.log");
+    let after = restart_fill_and_stop(&ex, &dir, &live, "kill-after");
     assert_eq!(after.first().map(|f| f.seq), Some(total as u64 + 1), "seq after the restart");
     let all = assert_rotated_logs(&[&first, &live], &ex);
     assert_eq!(all.len(), total + 1);
