@@ -547,9 +547,12 @@ pub fn run(opts: &FillsOptions, out: &mut impl Write) -> Result<Summary, Error> 
 fn follow(opts: &FillsOptions, out: &mut impl Write, mut after: u64) -> Result<(), Error> {
     let stdout_err = |e: io::Error| Error::Io { path: PathBuf::from("<stdout>"), source: e };
     let mut reader = Reader::new(&opts.file);
+    // Nothing readable when following began (an empty log whose rotated files are all
+    // compressed): the lines before the first new one were never asked for.
+    let from_nothing = after == 0;
     loop {
         let batch = reader.read_after(after, u64::MAX, 10_000)?;
-        for (first, last) in reader.take_gaps() {
+        for (first, last) in reader.take_gaps().into_iter().filter(|(first, _)| !(from_nothing && *first == 1)) {
             eprintln!(
                 "fills #{first}..#{last} are in no readable file of the log (rotated away compressed, or deleted)"
             );
