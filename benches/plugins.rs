@@ -220,9 +220,10 @@ fn main() {
     let r = rig("swaps", Some(&v1), "never", "1000");
     let mut pauses = Vec::new();
     for i in 0..20u64 {
-        let loads = r.view.get("stamp").map_or(0, |s| s.loads);
+        let timed = r.view.get("stamp").map_or(0, |s| s.pauses_timed);
         install(if i % 2 == 0 { &v2 } else { &v1 }, &r.plugins, "stamp");
-        wait("a swap", || r.view.get("stamp").is_some_and(|s| s.loads > loads && s.state == "running"));
+        // This swap's own pause: `loads` moves a moment before the new thread times it.
+        wait("a swap", || r.view.get("stamp").is_some_and(|s| s.pauses_timed > timed && s.state == "running"));
         if let Some(us) = r.view.get("stamp").and_then(|s| s.last_swap_pause_us) {
             pauses.push(Duration::from_micros(us));
         }

@@ -96,6 +96,9 @@ pub struct PluginStatus {
     pub loads: u64,
     /// The last swap's pause: the old version's last callback to the new one's first (µs).
     pub last_swap_pause_us: Option<u64>,
+    /// Swaps whose pause was measured: set by the new version's thread a moment after `loads`
+    /// moves, so a reader that wants this swap's pause waits for this to move too.
+    pub pauses_timed: u64,
 }
 
 /// The watcher's view, shared with the daemon.
@@ -692,7 +695,10 @@ impl Runner {
         let snapshot = self.snapshot();
         if let Some(previous) = go.previous_last_call {
             let pause = previous.elapsed().as_micros() as u64;
-            self.view.update(&self.name, |s| s.last_swap_pause_us = Some(pause));
+            self.view.update(&self.name, |s| {
+                s.last_swap_pause_us = Some(pause);
+                s.pauses_timed += 1;
+            });
         }
         let started = self.call(|| plugin.start(&self.name, &self.settings_text, &snapshot));
         if started != abi::STATUS_OK {

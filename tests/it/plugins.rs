@@ -169,7 +169,9 @@ fn a_swap_while_fills_stream_in_has_no_gap_no_repeat_and_never_two_versions_at_o
     let start2 = record.iter().position(|l| l == "start 2").expect("version 2 started");
     assert!(stop1 < start2, "{record:?}");
     assert!(record[start2..].iter().all(|l| !l.starts_with("fill 1 ")), "{record:?}");
-    assert_eq!(rig.status("rec").loads, 2);
+    let s = rig.status("rec");
+    assert_eq!((s.loads, s.pauses_timed), (2, 1), "one swap, its pause timed: {s:?}");
+    assert!(s.last_swap_pause_us.is_some(), "{s:?}");
     if let Some(d) = rig.daemon.take() {
         d.stop(Duration::from_secs(8));
     }
