@@ -1,5 +1,6 @@
 //! Foundation figures: signing, filter check + rounding, fill-log append (with and without
-//! fsync) beside the machine's raw `fdatasync` cost, all measured in one run.
+//! fsync, and a page of fills made durable by one commit) beside the machine's raw
+//! `fdatasync` cost, all measured in one run.
 //!
 //! `cargo bench --bench foundation` prints one line per figure. Targets (2-core machine):
 //! signing < 5 µs, check + round < 1 µs, append without fsync < 10 µs.
@@ -104,6 +105,19 @@ fn main() {
         black_box(log.append(&mut fills[i as usize]).expect("append"));
     });
     report("format + append one fill (fsync)", append_sync, None);
+    // A page of reconciled fills (100) staged and made durable by one commit, per fill.
+    let (mut log, _) = FillLog::open(&dir.join("page.jsonl"), FsyncPolicy::Always).expect("open");
+    let page_sync = measure(20, |i| {
+        for f in &mut fills[(i * 100) as usize..(i * 100 + 100) as usize] {
+            black_box(log.stage(f).expect("stage"));
+        }
+        log.commit().expect("commit");
+    }) / 100;
+    report("  ... in a page of 100, one commit", page_sync, None);
+    println!(
+        "fsync per fill / in a page of 100 = {:.1}x",
+        append_sync.as_nanos() as f64 / page_sync.as_nanos().max(1) as f64
+    );
 
     let mut raw = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("raw")).expect("open raw");
     let line = vec![b'x'; 260];

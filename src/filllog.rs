@@ -111,6 +111,33 @@ impl Dedupe {
         true
     }
 
+    /// As [`insert`](Self::insert), returning what [`undo`](Self::undo) needs to take the id
+    /// back exactly (the floor it may have raised, the id it may have evicted).
+    fn insert_undoable(&mut self, symbol: &str, trade_id: u64) -> Option<Undo> {
+        let before = self.symbols.get(symbol).map(|ids| (ids.floor, ids.recent.first().copied()));
+        if !self.insert(symbol, trade_id) {
+            return None;
+        }
+        let (floor_before, first_before) = before.unwrap_or((None, None));
+        let ids = self.symbols.get(symbol)?;
+        let evicted = first_before.filter(|f| !ids.recent.contains(f) && *f != trade_id).or_else(|| {
+            // The new id itself went straight to the floor (older than every kept one).
+            (!ids.recent.contains(&trade_id)).then_some(trade_id)
+        });
+        Some(Undo { symbol: symbol.to_string(), trade_id, floor_before, evicted })
+    }
+
+    /// Takes back an [`insert_undoable`](Self::insert_undoable), newest first.
+    fn undo(&mut self, u: Undo) {
+        if let Some(ids) = self.symbols.get_mut(&u.symbol) {
+            ids.recent.remove(&u.trade_id);
+            if let Some(e) = u.evicted.filter(|e| *e != u.trade_id) {
+                ids.recent.insert(e);
+            }
+            ids.floor = u.floor_before;
+        }
+    }
+
     /// Every symbol's floor and exact ids, for a [`Carry`].
     pub fn export(&self) -> std::collections::BTreeMap<String, CarriedIds> {
         self.symbols
@@ -151,6 +178,15 @@ impl Dedupe {
     }
 }
 
+/// What it takes to take one [`Dedupe`] insertion back.
+#[derive(Debug, Clone)]
+struct Undo {
+    symbol: String,
+    trade_id: u64,
+    floor_before: Option<u64>,
+    evicted: Option<u64>,
+}
+
 /// Per-symbol ids kept exactly by the log's dedupe; see [`Dedupe`].
 pub const DEDUPE_CAPACITY: usize = 10_000;
 
@@ -168,6 +204,10 @@ pub struct FillLog {
     next_seq: u64,
     /// A cut from outside found by a rollback, `(from, to)` bytes, not yet reported.
     cut: Option<(u64, u64)>,
+    /// Lines written since the last commit (their dedupe entries, to take back), and where
+    /// the first of them began.
+    staged: Vec<Undo>,
+    staged_from: u64,
 }
 
 /// What [`FillLog::check`] found.
@@ -241,6 +281,8 @@ impl FillLog {
             dirty: false,
             next_seq: last_seq + 1,
             cut: None,
+            staged: Vec::new(),
+            staged_from: 0,
         };
         Ok((log, scan.report))
     }
@@ -292,6 +334,16 @@ impl FillLog {
     /// Appends one fill as one line, numbering it (`fill.seq`); durable (per the fsync policy)
     /// before it returns. `Ok(false)`: this fill was already logged, nothing written.
     pub fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
+        let written = self.stage(fill)?;
+        self.commit()?;
+        Ok(written)
+    }
+
+    /// Writes one fill as one line, numbered, without waiting for it to be durable: any
+    /// number of staged lines are made durable together by one [`commit`](Self::commit) (one
+    /// `fdatasync` for a whole page of fills), or taken back together if it fails. Nothing
+    /// may read a staged line as logged before the commit. `Ok(false)`: already logged.
+    pub fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
         if self.seen.contains(&fill.symbol, fill.trade_id) {
             return Ok(false);
         }
@@ -316,23 +368,48 @@ impl FillLog {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Part of the line may be on disk: cut back to the last whole line so that
-                    // the retry starts clean.
+                    // the retry starts clean (lines staged before it stay staged).
                     self.roll_back(done);
                     return Err(Error::io(&self.path)(e));
                 }
             }
         }
+        if self.staged.is_empty() {
+            self.staged_from = self.len;
+        }
+        self.len += self.buf.len() as u64;
+        if let Some(undo) = self.seen.insert_undoable(&fill.symbol, fill.trade_id) {
+            self.staged.push(undo);
+        }
+        self.next_seq += 1;
+        Ok(true)
+    }
+
+    /// Makes every staged line durable (per the fsync policy). On failure they are all taken
+    /// back, file, numbers and dedupe alike, so the caller stages them again, whole.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
         if self.fsync == FsyncPolicy::Always {
             if let Err(e) = self.file.sync_data() {
-                // Not known to be durable: take it back so the caller retries it whole.
-                self.roll_back(done);
+                self.take_back_staged();
                 return Err(Error::io(&self.path)(e));
             }
         }
-        self.len += self.buf.len() as u64;
-        self.seen.insert(&fill.symbol, fill.trade_id);
-        self.next_seq += 1;
-        Ok(true)
+        self.staged.clear();
+        Ok(())
+    }
+
+    /// Undoes every staged line: not known to be durable.
+    fn take_back_staged(&mut self) {
+        let bytes = self.len - self.staged_from;
+        self.next_seq -= self.staged.len() as u64;
+        while let Some(undo) = self.staged.pop() {
+            self.seen.undo(undo);
+        }
+        self.len = self.staged_from;
+        self.roll_back(bytes as usize);
     }
 
     /// Cuts the `written` bytes of a line that failed. Where the line began is read from the
@@ -1381,6 +1458,51 @@ mod tests {
         assert!(d.insert("S", 13), "a gap inside the window is still fillable");
         assert_eq!(d.symbols["S"].recent.len(), 3);
         assert_eq!(d.symbols["S"].recent.last(), Some(&15));
+    }
+
+    #[test]
+    fn a_dedupe_insertion_is_taken_back_exactly_even_when_it_evicted_or_was_evicted() {
+        let mut d = Dedupe::new(2);
+        d.insert("S", 5);
+        d.insert("S", 6);
+        let before = (d.symbols["S"].recent.clone(), d.symbols["S"].floor);
+        let u = d.insert_undoable("S", 7).expect("new");
+        assert!(d.contains("S", 5), "5 went to the floor");
+        d.undo(u);
+        assert_eq!((d.symbols["S"].recent.clone(), d.symbols["S"].floor), before);
+        assert!(!d.contains("S", 7));
+        // Older than every kept id: it goes straight to the floor, and back out of it.
+        let u = d.insert_undoable("S", 1).expect("new");
+        assert!(d.contains("S", 1));
+        d.undo(u);
+        assert!(!d.contains("S", 1));
+        assert_eq!((d.symbols["S"].recent.clone(), d.symbols["S"].floor), before);
+        assert!(d.insert_undoable("S", 6).is_none(), "a known id is not inserted");
+    }
+
+    #[test]
+    fn staged_lines_become_durable_together_or_are_all_taken_back() {
+        let path = tmp("staged");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Always).unwrap();
+        append_ids(&mut log, 1..=2);
+        let two = std::fs::metadata(&path).unwrap().len();
+        let mut page: Vec<FillRecord> = (3..=5).map(|id| fill("BTCUSD", id)).collect();
+        for f in &mut page {
+            assert!(log.stage(f).unwrap());
+        }
+        assert!(!log.stage(&mut fill("BTCUSD", 4)).unwrap(), "a staged id is known");
+        // The commit's fdatasync failed: the page is gone, numbers and dedupe included.
+        log.take_back_staged();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), two);
+        assert_eq!(log.last_seq(), 2);
+        assert!(!log.contains("BTCUSD", 3) && log.contains("BTCUSD", 2));
+        assert_eq!(log.check().unwrap(), FileCheck::Same, "not an outside cut");
+        for f in &mut page {
+            assert!(log.stage(f).unwrap());
+        }
+        log.commit().unwrap();
+        assert_eq!(page.iter().map(|f| f.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(seqs(Reader::new(&path).read_after(0, 5, 10).unwrap()), [1, 2, 3, 4, 5]);
     }
 
     /// Crash repair against every cut (issue 12): a torn tail loses only its own bytes.

@@ -121,6 +121,14 @@ impl Journal for FillLog {
     fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
         FillLog::append(self, fill)
     }
+
+    fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
+        FillLog::stage(self, fill)
+    }
+
+    fn commit(&mut self) -> Result<(), Error> {
+        FillLog::commit(self)
+    }
 }
 
 pub struct State {

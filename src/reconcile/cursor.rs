@@ -163,6 +163,15 @@ pub trait Journal {
     /// already there.
     /// Numbers the fill (`fill.seq`) as it writes it.
     fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error>;
+    /// Writes one fill that [`commit`](Self::commit) makes durable together with every other
+    /// one staged since the last commit (a journal without that writes it durable at once).
+    fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
+        self.append(fill)
+    }
+    /// Makes every staged fill durable; on failure none of them counts as written.
+    fn commit(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// What [`Ledger::flush`] did.
@@ -224,21 +233,28 @@ impl<J: Journal> Ledger<J> {
         true
     }
 
-    /// Writes held fills in order; stops at the first failure, so order is kept.
+    /// Writes held fills in order, durable together (one commit for all); stops at the first
+    /// failure, so order is kept. A failed commit leaves every one of them held.
     pub fn flush(&mut self) -> Flushed {
         let mut out = Flushed::default();
-        while let Some(fill) = self.held.front_mut() {
-            match self.journal.append(fill) {
-                Ok(written) => {
-                    let Some(fill) = self.held.pop_front() else { break };
-                    if written {
-                        out.written.push(fill);
-                    }
-                }
+        let mut staged = Vec::new();
+        for fill in self.held.iter_mut() {
+            match self.journal.stage(fill) {
+                Ok(written) => staged.push(written),
                 Err(e) => {
                     out.failed = Some(e);
                     break;
                 }
+            }
+        }
+        if let Err(e) = self.journal.commit() {
+            out.failed = Some(e);
+            return out;
+        }
+        for written in staged {
+            let Some(fill) = self.held.pop_front() else { break };
+            if written {
+                out.written.push(fill);
             }
         }
         out
@@ -263,6 +279,10 @@ mod tests {
         lines: Vec<(String, u64)>,
         ids: BTreeSet<(String, u64)>,
         full: bool,
+        /// Written since the last commit, and whether the next commit fails (an fsync error).
+        staged: Vec<(String, u64)>,
+        sync_fails: bool,
+        commits: usize,
     }
 
     impl Journal for Disk {
@@ -271,6 +291,12 @@ mod tests {
         }
 
         fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
+            let written = self.stage(fill)?;
+            self.commit()?;
+            Ok(written)
+        }
+
+        fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
             if self.full {
                 return Err(Error::Transport("no space left on device".into()));
             }
@@ -278,8 +304,20 @@ mod tests {
             if !self.ids.insert(key.clone()) {
                 return Ok(false);
             }
-            self.lines.push(key);
+            self.staged.push(key);
             Ok(true)
+        }
+
+        fn commit(&mut self) -> Result<(), Error> {
+            self.commits += 1;
+            if self.sync_fails {
+                for key in self.staged.drain(..) {
+                    self.ids.remove(&key);
+                }
+                return Err(Error::Transport("fdatasync: input/output error".into()));
+            }
+            self.lines.append(&mut self.staged);
+            Ok(())
         }
     }
 
@@ -315,6 +353,22 @@ mod tests {
         ledger.flush();
         ledger.advance(symbol, step.advance);
         step
+    }
+
+    #[test]
+    fn a_page_is_made_durable_by_one_commit_and_a_failed_one_keeps_it_all_held() {
+        let mut ledger = Ledger::new(Disk::default(), from_id("BTCUSD", 5));
+        ledger.journal_mut().sync_fails = true;
+        commit(&mut ledger, "BTCUSD", &[5, 6, 7], 3);
+        assert_eq!(ledger.held(), 3, "none of the page counts as written");
+        assert_eq!(ledger.cursors().next_from_id["BTCUSD"], 5);
+        assert!(ledger.journal_mut().lines.is_empty());
+        ledger.journal_mut().sync_fails = false;
+        let commits = ledger.journal_mut().commits;
+        let flushed = ledger.flush();
+        assert_eq!(flushed.written.iter().map(|f| f.trade_id).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(ledger.journal_mut().commits, commits + 1, "one commit for the page");
+        assert_eq!(ledger.held(), 0);
     }
 
     #[test]
