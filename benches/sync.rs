@@ -12,7 +12,8 @@
 //! behind a request it publishes no other, so a 100 ms stall costs one sample in 600 and never
 //! reaches the p99.
 //!
-//! `cargo bench --bench sync` (about 90 s). `SYNC_BENCH_IDLE_S` shortens the idle phase.
+//! `cargo bench --bench sync` (about 90 s). `SYNC_BENCH_IDLE_S` shortens the idle phase;
+//! `SYNC_BENCH_FSYNC=always` runs the daemons with the default fsync policy (`never` here).
 //! Targets: p99 < 1 ms without fsync, far p99 within 2 ms of near p99, idle RSS < 10 MB, idle
 //! CPU < 0.5 % of a core.
 
@@ -39,7 +40,7 @@ fn daemon(ex: &PaperExchange, state: &Path, log: &Path, key: &str, secret: &str,
         .env("SYNCD_SYMBOLS", "BTCUSD")
         .env("SYNCD_STATE_DIR", state)
         .env("SYNCD_FILL_LOG", log)
-        .env("SYNCD_FSYNC", "never")
+        .env("SYNCD_FSYNC", std::env::var("SYNC_BENCH_FSYNC").unwrap_or_else(|_| "never".into()))
         .env("SYNCD_RECONCILE_S", reconcile_s)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
