@@ -147,7 +147,12 @@ pub struct State {
     written: u64,
     /// Since when the log's path has not named the file being written (no SIGHUP yet).
     renamed_since: Option<Instant>,
+    /// Taking in a burst of stream events: fills wait for one flush at its end.
+    deferring: bool,
 }
+
+/// Stream events taken into one flush at most (a bound on how long the first one waits).
+const BURST: usize = 64;
 
 impl State {
     /// Opens the fill log (repairing a torn tail) and loads or rebuilds the cursors.
@@ -181,6 +186,7 @@ impl State {
             stream_up: false,
             written: 0,
             renamed_since: None,
+            deferring: false,
         };
         // What this start read (rotated files included) is now in the carry: if the live file
         // is rotated and the daemon dies before the SIGHUP, the next start still knows it even
@@ -346,7 +352,20 @@ impl State {
                     Err(_) => reopen = crossbeam_channel::never(),
                 },
                 recv(events) -> msg => match msg {
-                    Ok(msg) => self.on_stream(msg, &link.heard),
+                    Ok(msg) => {
+                        // Events already queued behind this one go into the same commit: a
+                        // burst of fills costs one fdatasync, not one each.
+                        self.deferring = true;
+                        self.on_stream(msg, &link.heard);
+                        for _ in 1..BURST {
+                            match events.try_recv() {
+                                Ok(msg) => self.on_stream(msg, &link.heard),
+                                Err(_) => break,
+                            }
+                        }
+                        self.deferring = false;
+                        self.flush();
+                    }
                     Err(_) => return,
                 },
                 recv(asks) -> ask => match ask {
@@ -442,7 +461,9 @@ impl State {
         let (symbol, trade_id) = (fill.symbol.clone(), fill.trade_id);
         if self.ledger.offer(fill) {
             self.read_at.insert((symbol, trade_id), read_at);
-            self.flush();
+            if !self.deferring {
+                self.flush();
+            }
         } else {
             log::debug!("fill symbol={symbol} trade_id={trade_id} already logged");
         }
