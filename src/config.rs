@@ -18,7 +18,7 @@
 //! | `SYNCD_KEEPALIVE_S` | `1800` | listen-key renewal interval; the key lives 3600 s |
 //! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory of strategy `.so` files, scanned every `SYNCD_PLUGIN_SCAN_S` |
 //! | `SYNCD_RECV_WINDOW_MS` | `5000` | `recvWindow` on signed requests (1..=60000) |
-//! | `SYNCD_FSYNC` | `always` | `always`: fsync each fill line; `never`: leave it to the OS |
+//! | `SYNCD_FSYNC` | `always` | `always`: each fill line is on disk before it counts as logged (lines that arrive together share one `fdatasync`); `never`: leave it to the OS |
 //! | `SYNCD_FILL_LOG_CHECK_S` | `5` | how often the fill log's file is checked: deleted (a new one is started), truncated from outside (reported), renamed with no `SIGHUP` for a whole interval (reopened as if one came) |
 //! | `SYNCD_CLOCK_SYNC_S` | `600` | how often the server-time offset is re-measured |
 //! | `SYNCD_HTTP_TIMEOUT_MS` | `10000` | whole-request timeout for REST calls |
