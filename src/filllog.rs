@@ -403,7 +403,13 @@ impl FillLog {
 
     /// Undoes every staged line: not known to be durable.
     fn take_back_staged(&mut self) {
-        let bytes = self.len - self.staged_from;
+        let mut bytes = self.len - self.staged_from;
+        if self.dirty {
+            // A failed stage's fragment that could not be cut is still after them.
+            if let Ok(meta) = self.file.metadata() {
+                bytes += meta.len().saturating_sub(self.len);
+            }
+        }
         self.next_seq -= self.staged.len() as u64;
         while let Some(undo) = self.staged.pop() {
             self.seen.undo(undo);
@@ -1503,6 +1509,25 @@ mod tests {
         log.commit().unwrap();
         assert_eq!(page.iter().map(|f| f.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(seqs(Reader::new(&path).read_after(0, 5, 10).unwrap()), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_take_back_also_cuts_the_fragment_a_failed_stage_could_not() {
+        let path = tmp("staged-fragment");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Always).unwrap();
+        append_ids(&mut log, 1..=1);
+        let one = std::fs::metadata(&path).unwrap().len();
+        assert!(log.stage(&mut fill("BTCUSD", 2)).unwrap());
+        // The next line's write failed part-way and so did its cut: a fragment is left.
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"symbol\":\"BTC").unwrap();
+        log.dirty = true;
+        log.take_back_staged();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), one, "back to the last committed line");
+        assert!(!log.dirty);
+        let mut f = fill("BTCUSD", 2);
+        assert!(log.append(&mut f).unwrap());
+        assert_eq!(f.seq, 2);
+        assert_eq!(seqs(Reader::new(&path).read_after(0, 2, 10).unwrap()), [1, 2]);
     }
 
     /// Crash repair against every cut (issue 12): a torn tail loses only its own bytes.

@@ -241,7 +241,8 @@ impl State {
 
     /// The one-line status for the supervisor.
     fn status(&self) -> String {
-        let held = self.ledger.held();
+        // Fills waiting for a burst's flush are not held back by a failing log.
+        let held = if self.deferring { 0 } else { self.ledger.held() };
         format!(
             "stream {} | fills logged {} this run, last seq {}{}",
             if self.stream_up { "up" } else { "down" },

@@ -248,7 +248,8 @@ impl<J: Journal> Ledger<J> {
             }
         }
         if let Err(e) = self.journal.commit() {
-            out.failed = Some(e);
+            // The first cause is the one worth reporting (a full disk before a failed sync).
+            out.failed.get_or_insert(e);
             return out;
         }
         for written in staged {
