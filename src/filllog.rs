@@ -95,35 +95,35 @@ impl Dedupe {
 
     /// Records an id; returns false if it was already seen.
     pub fn insert(&mut self, symbol: &str, trade_id: u64) -> bool {
+        self.insert_evicting(symbol, trade_id).is_some()
+    }
+
+    /// As [`insert`](Self::insert): `None` if already seen, else the id it moved into the
+    /// floor to stay within capacity (the new one itself, if older than every kept one).
+    fn insert_evicting(&mut self, symbol: &str, trade_id: u64) -> Option<Option<u64>> {
         if self.contains(symbol, trade_id) {
-            return false;
+            return None;
         }
         let ids = match self.symbols.get_mut(symbol) {
             Some(ids) => ids,
             None => self.symbols.entry(symbol.to_string()).or_default(),
         };
         ids.recent.insert(trade_id);
+        let mut evicted = None;
         if ids.recent.len() > self.capacity {
             if let Some(oldest) = ids.recent.pop_first() {
                 ids.floor = Some(ids.floor.map_or(oldest, |f| f.max(oldest)));
+                evicted = Some(oldest);
             }
         }
-        true
+        Some(evicted)
     }
 
     /// As [`insert`](Self::insert), returning what [`undo`](Self::undo) needs to take the id
     /// back exactly (the floor it may have raised, the id it may have evicted).
     fn insert_undoable(&mut self, symbol: &str, trade_id: u64) -> Option<Undo> {
-        let before = self.symbols.get(symbol).map(|ids| (ids.floor, ids.recent.first().copied()));
-        if !self.insert(symbol, trade_id) {
-            return None;
-        }
-        let (floor_before, first_before) = before.unwrap_or((None, None));
-        let ids = self.symbols.get(symbol)?;
-        let evicted = first_before.filter(|f| !ids.recent.contains(f) && *f != trade_id).or_else(|| {
-            // The new id itself went straight to the floor (older than every kept one).
-            (!ids.recent.contains(&trade_id)).then_some(trade_id)
-        });
+        let floor_before = self.symbols.get(symbol).and_then(|ids| ids.floor);
+        let evicted = self.insert_evicting(symbol, trade_id)?;
         Some(Undo { symbol: symbol.to_string(), trade_id, floor_before, evicted })
     }
 
@@ -579,24 +579,26 @@ impl Part {
 fn first_seq(file: &File) -> Option<(u64, bool)> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0;
+    let (mut len, mut at, mut legacy) = (0, 0, false);
+    // Read as far as the first numbered line, a few KiB at a time: a rotated file's first
+    // line is usually in the first read.
     while len < buf.len() {
-        match file.read_at(&mut buf[len..], len as u64) {
+        let end = (len + 4096).min(buf.len());
+        match file.read_at(&mut buf[len..end], len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(_) => return None,
         }
-    }
-    let (mut legacy, mut at) = (false, 0);
-    // Whole lines only: the last piece has no newline (cut at 64 KiB, or still being written).
-    while let Some(end) = buf[at..len].iter().position(|b| *b == b'\n') {
-        match serde_json::from_slice::<FillRecord>(&buf[at..at + end]) {
-            Ok(rec) if rec.seq > 0 => return Some((rec.seq, legacy)),
-            Ok(_) => legacy = true,
-            Err(_) if at == 0 => return None,
-            Err(_) => break, // a foreign line after old ones
+        // Whole lines only: the last piece has no newline (cut at 64 KiB, or being written).
+        while let Some(end) = buf[at..len].iter().position(|b| *b == b'\n') {
+            match serde_json::from_slice::<FillRecord>(&buf[at..at + end]) {
+                Ok(rec) if rec.seq > 0 => return Some((rec.seq, legacy)),
+                Ok(_) => legacy = true,
+                Err(_) if at == 0 => return None,
+                Err(_) => return legacy.then_some((0, true)), // a foreign line after old ones
+            }
+            at += end + 1;
         }
-        at += end + 1;
     }
     legacy.then_some((0, true))
 }
