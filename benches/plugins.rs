@@ -5,11 +5,17 @@
 //!   with `SYNCD_FSYNC` `always` (the default) and `never`, each with the plugin thread told a
 //!   line is coming (`SYNCD_PLUGIN_SPIN_US`, default) and without (`0`: it sleeps), then for
 //!   each fsync mode a row with no plugin and a plain thread asleep on the same tap (the
-//!   machine's wake-up floor; in rows of its own, as its wake-ups would land on the plugin's);
+//!   machine's wake-up floor; in rows of its own, as its wake-ups would land on the plugin's),
+//!   and first, before any daemon runs, the bare machine: one thread handing a timestamp to
+//!   another, asleep on a channel or spinning, at the same pace. The latency rows run with
+//!   the default intervals (plugin scan, tick, price poll), so that only what a deployment
+//!   would run competes for the CPUs;
 //! - hot-swap pause: the old version's last callback to the new one's first, over 20 swaps;
 //! - intents/s from one plugin through the executor to loopback ACKs (500 orders at once).
 //!
-//! `cargo bench --bench plugins` (about 40 s). `PLUGIN_BENCH_FILLS` sets fills per row (400).
+//! `cargo bench --bench plugins` (about 60 s). `PLUGIN_BENCH_FILLS` sets fills per row (400);
+//! `PLUGIN_BENCH_ROWS` the plugin rows, as `FSYNC:SPIN_US,...` (default
+//! `always:1000,always:0,never:1000,never:0`).
 
 mod common;
 
@@ -74,7 +80,9 @@ struct Rig {
 }
 
 /// `so`: the stamp plugin to run, or none (a floor row: only a plain follower of the tap).
-fn rig(name: &str, so: Option<&Path>, fsync: &str, spin_us: &str) -> Rig {
+/// `fast`: the scan, tick and price poll at test pace (the swap and flood rows), else their
+/// defaults.
+fn rig(name: &str, so: Option<&Path>, fsync: &str, spin_us: &str, fast: bool) -> Rig {
     let dir = std::env::temp_dir().join(format!("syncd-bench-plugins-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let plugins = dir.join("plugins");
@@ -91,9 +99,9 @@ fn rig(name: &str, so: Option<&Path>, fsync: &str, spin_us: &str) -> Rig {
             ("SYNCD_FSYNC", fsync.into()),
             ("SYNCD_PLUGIN_SPIN_US", spin_us.into()),
             ("SYNCD_PLUGIN_DIR", plugins.display().to_string()),
-            ("SYNCD_PLUGIN_SCAN_S", "0.02".into()),
-            ("SYNCD_PLUGIN_TICK_S", "0.05".into()),
-            ("SYNCD_PRICE_POLL_S", "0.1".into()),
+            ("SYNCD_PLUGIN_SCAN_S", if fast { "0.02" } else { "1" }.into()),
+            ("SYNCD_PLUGIN_TICK_S", if fast { "0.05" } else { "1" }.into()),
+            ("SYNCD_PRICE_POLL_S", if fast { "0.1" } else { "2" }.into()),
             ("SYNCD_STRATEGY_MAX_OPEN", "100000".into()),
             ("SYNCD_STRATEGY_MAX_ORDERS_10S", "100000".into()),
             ("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0".into()),
@@ -174,30 +182,96 @@ fn us(sorted: &[Duration], p: f64) -> f64 {
     percentile(sorted, p).as_secs_f64() * 1e6
 }
 
+/// The bare machine, with no daemon running: `n` timestamps, 3 ms apart, from this thread
+/// to another that sleeps on a channel (`spin` false) or spins on an atomic. Sorted.
+fn bare(n: usize, spin: bool) -> Vec<Duration> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let base = Instant::now();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(16);
+    let (s2, d2) = (sent.clone(), done.clone());
+    let follower = std::thread::spawn(move || {
+        let mut lat = Vec::with_capacity(n);
+        if spin {
+            let mut last = 0;
+            while !d2.load(Ordering::Relaxed) {
+                let at = s2.load(Ordering::Acquire);
+                if at != last {
+                    last = at;
+                    lat.push(Duration::from_nanos(base.elapsed().as_nanos() as u64 - at));
+                }
+                std::hint::spin_loop();
+            }
+        } else {
+            while let Ok(at) = rx.recv() {
+                lat.push(Duration::from_nanos(base.elapsed().as_nanos() as u64 - at));
+            }
+        }
+        lat
+    });
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(3));
+        let at = base.elapsed().as_nanos() as u64;
+        if spin {
+            sent.store(at, Ordering::Release);
+        } else {
+            tx.send(at).expect("follower");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(3));
+    done.store(true, Ordering::Relaxed);
+    drop(tx);
+    let mut lat = follower.join().expect("follower");
+    lat.sort();
+    lat
+}
+
 fn main() {
     let v1 = build("1");
     let v2 = build("2");
     let n: usize = std::env::var("PLUGIN_BENCH_FILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
 
+    let row_spec =
+        std::env::var("PLUGIN_BENCH_ROWS").unwrap_or_else(|_| "always:1000,always:0,never:1000,never:0".into());
+    let plugin_rows: Vec<(&str, &str)> =
+        row_spec.split(',').map(|r| r.split_once(':').expect("PLUGIN_BENCH_ROWS: FSYNC:SPIN_US,...")).collect();
+
+    println!("bare machine, no daemon: one thread to another, {n} times 3 ms apart");
+    for spin in [false, true] {
+        let lat = bare(n, spin);
+        println!(
+            "  {:<34} p50 {:.1} µs  p99 {:.1}  max {:.1}",
+            if spin { "spinning on an atomic" } else { "asleep on a channel (futex wake)" },
+            us(&lat, 0.5),
+            us(&lat, 0.99),
+            lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        );
+    }
+
     println!("fill durable -> plugin on_fill entered ({n} fills a row, 3 ms apart; target p99 < 50 µs)");
-    println!("  SYNCD_FSYNC  SPIN_US   on_fill p50    p99      max");
+    println!("  SYNCD_FSYNC  SPIN_US   on_fill p50    p99      max           heads-ups: awake/line came/slept");
     let mut rows = Vec::new();
-    for (fsync, spin) in [("always", "1000"), ("always", "0"), ("never", "1000"), ("never", "0")] {
-        let r = rig(&format!("{fsync}-{spin}"), Some(&v1), fsync, spin);
+    for (fsync, spin) in &plugin_rows {
+        let r = rig(&format!("{fsync}-{spin}"), Some(&v1), fsync, spin, false);
         let lat = latency(&r, n, true);
+        let s = r.view.get("stamp").unwrap_or_default();
         r.daemon.stop(Duration::from_secs(8));
         let _ = std::fs::remove_dir_all(&r.dir);
         println!(
-            "  {fsync:<11}  {spin:>7}  {:>8.1} µs {:>6.1} {:>8.1}  {}",
+            "  {fsync:<11}  {spin:>7}  {:>8.1} µs {:>6.1} {:>8.1}  {:<6}  {}/{}/{}",
             us(&lat, 0.5),
             us(&lat, 0.99),
             lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
-            if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" }
+            if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" },
+            s.spins,
+            s.spin_hits,
+            s.spin_skips
         );
         rows.push(us(&lat, 0.99));
     }
     for fsync in ["always", "never"] {
-        let r = rig(&format!("floor-{fsync}"), None, fsync, "0");
+        let r = rig(&format!("floor-{fsync}"), None, fsync, "0", false);
         let lat = latency(&r, n, false);
         r.daemon.stop(Duration::from_secs(8));
         let _ = std::fs::remove_dir_all(&r.dir);
@@ -209,15 +283,17 @@ fn main() {
         );
         rows.push(us(&lat, 0.99));
     }
-    println!(
-        "  p99 ratios: heads-up on/off {:.2}x (fsync always), {:.2}x (never); plugin with heads-up / floor {:.2}x (always)",
-        rows[0] / rows[1].max(1e-9),
-        rows[2] / rows[3].max(1e-9),
-        rows[0] / rows[4].max(1e-9)
-    );
+    if plugin_rows.len() == 4 {
+        println!(
+            "  p99 ratios: heads-up on/off {:.2}x (fsync always), {:.2}x (never); plugin with heads-up / floor {:.2}x (always)",
+            rows[0] / rows[1].max(1e-9),
+            rows[2] / rows[3].max(1e-9),
+            rows[0] / rows[4].max(1e-9)
+        );
+    }
 
     // Swap pause: 20 swaps of the stamp plugin.
-    let r = rig("swaps", Some(&v1), "never", "1000");
+    let r = rig("swaps", Some(&v1), "never", "1000", true);
     let mut pauses = Vec::new();
     for i in 0..20u64 {
         let timed = r.view.get("stamp").map_or(0, |s| s.pauses_timed);

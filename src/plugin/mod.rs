@@ -25,6 +25,7 @@
 //! tag, for the next version.
 
 pub mod ffi;
+mod spin;
 
 use crate::decimal::Decimal;
 use crate::executor::{ExecutorLink, Intent, OrderReport, Outcome, Reply, StrategyHandle};
@@ -99,6 +100,13 @@ pub struct PluginStatus {
     /// Swaps whose pause was measured: set by the new version's thread a moment after `loads`
     /// moves, so a reader that wants this swap's pause waits for this to move too.
     pub pauses_timed: u64,
+    /// This version's heads-ups (`SYNCD_PLUGIN_SPIN_US`): stayed awake for, line came while
+    /// awake, slept through because recent lines took longer than the budget, found only
+    /// after their line (woke late).
+    pub spins: u64,
+    pub spin_hits: u64,
+    pub spin_skips: u64,
+    pub spin_late: u64,
 }
 
 /// The watcher's view, shared with the daemon.
@@ -427,6 +435,7 @@ impl PluginHost {
         let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(1);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let busy_since = Arc::new(AtomicU64::new(0));
+        let hears_heads_up = !self.settings.spin.is_zero() && several_cpus();
         let runner = Runner {
             name: name.to_string(),
             tag: tag.clone(),
@@ -436,11 +445,8 @@ impl PluginHost {
             fill_log: self.settings.fill_log.clone(),
             tick_every: self.settings.tick_every,
             fills: self.tap.follow(CHANNEL),
-            heads_up: if self.settings.spin.is_zero() || !several_cpus() {
-                crossbeam_channel::never()
-            } else {
-                self.tap.heads_up()
-            },
+            heads_up: if hears_heads_up { self.tap.heads_up() } else { crossbeam_channel::never() },
+            hears_heads_up,
             spin: self.settings.spin,
             tap: self.tap.clone(),
             replies,
@@ -581,6 +587,8 @@ struct Runner {
     tick_every: Duration,
     fills: Receiver<FillRecord>,
     heads_up: Receiver<()>,
+    /// `heads_up` is subscribed (a spin budget and two or more CPUs), not `never()`.
+    hears_heads_up: bool,
     spin: Duration,
     tap: FillTap,
     replies: Receiver<Reply>,
@@ -710,6 +718,7 @@ impl Runner {
         let mut balances: HashMap<String, (Decimal, Decimal)> = HashMap::new();
         let mut next_tick = Instant::now();
         let mut last_save = Instant::now();
+        let mut spin = spin::SpinPolicy::new(self.spin);
         let outcome = loop {
             // Ticks (and prices, balances) keep their pace even while fills keep arriving.
             if Instant::now() >= next_tick {
@@ -746,6 +755,16 @@ impl Runner {
                     if let Err(status) = self.deliver(&mut plugin, &mut run, &fill) {
                         break Err(status);
                     }
+                    if self.hears_heads_up {
+                        spin.delivered(self.tap.published_at(fill.seq));
+                        while self.heads_up.try_recv().is_ok() {
+                            spin.late();
+                        }
+                        let c = spin.counts;
+                        self.view.update(&self.name, |s| {
+                            (s.spins, s.spin_hits, s.spin_skips, s.spin_late) = (c.spins, c.hits, c.skips, c.late)
+                        });
+                    }
                     // Once per burst (or every 100 ms of a steady flow), not per line: the next
                     // line's callback must not wait for a file write. A crash in between only
                     // means lines come again, marked.
@@ -757,12 +776,16 @@ impl Runner {
                 recv(self.heads_up) -> _ => {
                     // A line is being written: stay on the CPU for it (bounded, since it may
                     // be a duplicate that never comes) rather than pay a wake-up once it is
-                    // durable. Not yielding: under load a yield hands the CPU away for a whole
-                    // time slice. With one CPU the spin would only delay the writer, so the
-                    // host subscribes to heads-ups only with two or more (`Runner::heads_up`).
-                    let until = Instant::now() + self.spin;
-                    while self.fills.is_empty() && Instant::now() < until {
-                        std::hint::spin_loop();
+                    // durable, unless recent lines took longer than that (`spin`). Not
+                    // yielding: under load a yield hands the CPU away for a whole time slice.
+                    // With one CPU the spin would only delay the writer, so the host
+                    // subscribes to heads-ups only with two or more (`Runner::heads_up`).
+                    if spin.announced(SystemTime::now()) {
+                        let until = Instant::now() + self.spin;
+                        while self.fills.is_empty() && Instant::now() < until {
+                            std::hint::spin_loop();
+                        }
+                        spin.spun(!self.fills.is_empty());
                     }
                 }
                 recv(self.replies) -> reply => {
