@@ -519,17 +519,7 @@ fn trader_exe() -> std::path::PathBuf {
     debug.join("examples").join(format!("trader{}", std::env::consts::EXE_SUFFIX))
 }
 
-/// Kills the child when dropped, so a failing test leaves no trader behind.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_trader(ex: &PaperExchange, dir: &std::path::Path) -> Killed {
+fn spawn_trader(ex: &PaperExchange, dir: &std::path::Path) -> crate::util::Killed {
     let mut cmd = std::process::Command::new(trader_exe());
     crate::util::daemon_env(&mut cmd, ex, dir, binance_syncd::paper::DEMO_API_KEY)
         .env("SYNCD_STRATEGY_MAX_ORDERS_10S", "1000")
@@ -541,12 +531,12 @@ fn spawn_trader(ex: &PaperExchange, dir: &std::path::Path) -> Killed {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
-        .map(Killed)
+        .map(crate::util::Killed)
         .expect("spawn the trader example (built by cargo test)")
 }
 
 /// Reads the trader's lines on a thread, so the test can wait on a channel with a timeout.
-fn lines_of(child: &mut Killed) -> Receiver<String> {
+fn lines_of(child: &mut crate::util::Killed) -> Receiver<String> {
     use std::io::BufRead;
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();

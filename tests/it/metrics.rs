@@ -382,7 +382,7 @@ fn run_serves_healthz_and_alerts_while_its_start_up_keeps_failing() {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn binance-syncd");
+    let mut child = crate::util::Killed(cmd.spawn().expect("spawn binance-syncd"));
     wait_until("healthz 503 during the start-up outage", Duration::from_secs(10), || {
         try_get(addr, "/healthz").is_some_and(|(status, body)| status == 503 && body.contains("\"stream\":\"down\""))
     });

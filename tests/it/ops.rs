@@ -3,15 +3,16 @@
 
 use crate::process::{configure, signal, sigterm, wait_exit};
 use crate::sync::{assert_matches_truth, read_log, temp_dir, wait_lines};
+use crate::util::Killed;
 use crate::util::{client, paper_with};
 use binance_syncd::filllog::FillRecord;
 use binance_syncd::paper::{PaperExchange, DEMO_API_KEY};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn run_daemon(ex: &PaperExchange, dir: &Path, log_name: &str, extra: &[(&str, &str)]) -> Child {
+fn run_daemon(ex: &PaperExchange, dir: &Path, log_name: &str, extra: &[(&str, &str)]) -> Killed {
     let log = std::fs::File::create(dir.join(log_name)).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
     cmd.arg("run");
@@ -19,7 +20,7 @@ fn run_daemon(ex: &PaperExchange, dir: &Path, log_name: &str, extra: &[(&str, &s
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawn binance-syncd")
+    Killed(cmd.spawn().expect("spawn binance-syncd"))
 }
 
 fn wait_for_session(ex: &PaperExchange) {
@@ -30,7 +31,7 @@ fn wait_for_session(ex: &PaperExchange) {
     }
 }
 
-fn stop(mut child: Child, dir: &Path, log_name: &str) {
+fn stop(mut child: Killed, dir: &Path, log_name: &str) {
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(10));
     let _ = child.kill();
@@ -502,10 +503,12 @@ fn a_log_truncated_or_deleted_from_outside_stays_whole_lines_and_is_reported() {
     // would cut the daemon's own log file short as well, so that goes through a pipe.
     let mut cmd = Command::new("bash");
     cmd.args(["-c", "trap '' XFSZ; ulimit -S -f 8; exec \"$0\" run", env!("CARGO_BIN_EXE_binance-syncd")]);
-    let mut child = configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::piped(), "info")
-        .env("SYNCD_FILL_LOG_CHECK_S", "0.2")
-        .spawn()
-        .unwrap();
+    let mut child = Killed(
+        configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::piped(), "info")
+            .env("SYNCD_FILL_LOG_CHECK_S", "0.2")
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = child.stderr.take().unwrap();
     let mut log = std::fs::File::create(dir.join("daemon.log")).unwrap();
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));

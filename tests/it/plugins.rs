@@ -411,16 +411,15 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
     let run = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
         cmd.arg("run");
-        crate::util::daemon_env(&mut cmd, &ex, &dir, DEMO_API_KEY)
+        let cmd = crate::util::daemon_env(&mut cmd, &ex, &dir, DEMO_API_KEY)
             .env("SYNCD_PLUGIN_DIR", &plugin_dir)
             .env("SYNCD_PLUGIN_SCAN_S", "0.05")
             .env("SYNCD_RECONCILE_S", "1")
             .env("SYNCD_RECONCILE_DOWN_S", "0.5")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn binance-syncd")
+            .stderr(std::process::Stdio::null());
+        crate::util::Killed(cmd.spawn().expect("spawn binance-syncd"))
     };
     for _ in 0..6 {
         let mut child = run();

@@ -2,20 +2,21 @@
 //! SIGTERM exits 0 within 10 s and deletes the listen key; a bad key exits non-zero at once.
 
 use crate::sync::{assert_matches_truth, read_log, temp_dir};
+use crate::util::Killed;
 use crate::util::{client, paper_with};
 use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn daemon(ex: &PaperExchange, dir: &Path, key: &str) -> Child {
+fn daemon(ex: &PaperExchange, dir: &Path, key: &str) -> Killed {
     daemon_logging(ex, dir, key, Stdio::piped(), "warn")
 }
 
-fn daemon_logging(ex: &PaperExchange, dir: &Path, key: &str, stderr: Stdio, level: &str) -> Child {
+fn daemon_logging(ex: &PaperExchange, dir: &Path, key: &str, stderr: Stdio, level: &str) -> Killed {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
     cmd.arg("run");
-    configure(&mut cmd, ex, dir, key, stderr, level).spawn().expect("spawn binance-syncd")
+    Killed(configure(&mut cmd, ex, dir, key, stderr, level).spawn().expect("spawn binance-syncd"))
 }
 
 /// The daemon's environment for these tests, on any command that ends up running it.
@@ -198,11 +199,13 @@ fn a_full_disk_holds_fills_in_memory_and_writes_them_when_space_returns() {
     // The metrics and the alerts see it too.
     let metrics = crate::metrics::free_addr();
     let sink = crate::metrics::Sink::start();
-    let mut child = configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::from(log), "info")
-        .env("SYNCD_METRICS_ADDR", metrics.to_string())
-        .env("SYNCD_ALERT_WEBHOOK", &sink.url)
-        .spawn()
-        .expect("spawn");
+    let mut child = Killed(
+        configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::from(log), "info")
+            .env("SYNCD_METRICS_ADDR", metrics.to_string())
+            .env("SYNCD_ALERT_WEBHOOK", &sink.url)
+            .spawn()
+            .expect("spawn"),
+    );
     let end = Instant::now() + Duration::from_secs(10);
     while ex.report()["sessions"].as_array().unwrap().is_empty() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));

@@ -3,13 +3,14 @@
 
 use crate::faults::{wait_until, Rig};
 use crate::sync::{assert_matches_truth, fast, fill_whole, read_log, rest_buy, temp_dir, wait_lines};
+use crate::util::Killed;
 use crate::util::{paper_with, trust_file};
 use binance_syncd::daemon::Tuning;
 use binance_syncd::paper::tls::PaperTls;
 use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,7 @@ fn fills_in_small_tls_records_cut_by_read_timeouts_are_all_parsed() {
 }
 
 /// `binance-syncd run` against `ex`, logging warnings to a file in `dir`.
-fn spawn_run(ex: &PaperExchange, dir: &Path, trust: bool) -> (Child, std::path::PathBuf) {
+fn spawn_run(ex: &PaperExchange, dir: &Path, trust: bool) -> (Killed, std::path::PathBuf) {
     let log = dir.join("stderr.log");
     let file = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
@@ -104,7 +105,7 @@ fn spawn_run(ex: &PaperExchange, dir: &Path, trust: bool) -> (Child, std::path::
     if !trust {
         cmd.env_remove("SYNCD_CA_FILE");
     }
-    (cmd.spawn().expect("spawn binance-syncd run"), log)
+    (Killed(cmd.spawn().expect("spawn binance-syncd run")), log)
 }
 
 /// The daemon refuses the exchange's certificate with `expect` in its message, retries with
@@ -194,13 +195,15 @@ fn check_passes_over_tls_and_a_bad_ca_file_is_a_configuration_error() {
 #[test]
 fn the_paper_command_serves_tls_and_prints_its_ca_file() {
     let dir = temp_dir("tls-paper-cmd");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
-        .args(["paper", "--tls", "--tls-dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn binance-syncd paper --tls");
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
+            .args(["paper", "--tls", "--tls-dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn binance-syncd paper --tls"),
+    );
     let mut env = std::collections::HashMap::new();
     {
         use std::io::BufRead;

@@ -132,3 +132,29 @@ pub fn daemon_env<'a>(
         .env("SYNCD_STATE_DIR", dir.join("state"))
         .env("SYNCD_FILL_LOG", dir.join("fills.jsonl"))
 }
+
+/// A child process killed (and reaped) when dropped, so a test that fails or panics while a
+/// daemon runs leaves no process behind to disturb the tests and benchmarks after it.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Killed {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
