@@ -562,3 +562,127 @@ fn a_log_truncated_or_deleted_from_outside_stays_whole_lines_and_is_reported() {
     assert_eq!(read_log(&dir.join("fills.jsonl.1")).len(), 1, "nothing more went into the renamed file");
     stop(child, &dir, "daemon.log");
 }
+
+/// A fill-log line with `seq` (trade id and seq alike), as the daemon writes them.
+fn log_line(seq: u64) -> String {
+    format!(
+        "{{\"symbol\":\"BTCUSD\",\"trade_id\":{seq},\"order_id\":1,\"client_order_id\":\"web_1\",\"side\":\"BUY\",\
+         \"price\":\"1.00\",\"qty\":\"0.5\",\"quote_qty\":\"0.5\",\"commission\":\"0\",\"commission_asset\":\"USD\",\
+         \"maker\":true,\"time\":{},\"seq\":{seq}}}\n",
+        1_788_540_400_000 + seq as i64 * 1000
+    )
+}
+
+fn append(path: &Path, seqs: std::ops::RangeInclusive<u64>) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for seq in seqs {
+        f.write_all(log_line(seq).as_bytes()).unwrap();
+    }
+}
+
+/// What a `gzip`ped rotated file looks like to the reader: no fill line to start with.
+fn compressed(path: &Path) {
+    std::fs::write(path, [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x4b, 0xcb, 0xcf, 0x07, 0x00])
+        .unwrap();
+}
+
+/// `binance-syncd fills --follow --json` on `log`: its stdout lines and its stderr, each
+/// gathered on a thread.
+fn follow(log: &Path) -> (Killed, crossbeam_channel::Receiver<String>, std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::{BufRead, Read};
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
+            .args(["fills", "--follow", "--json", "--file"])
+            .arg(log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (mut stderr, sink) = (child.stderr.take().unwrap(), err.clone());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (child, rx, err)
+}
+
+/// The `seq`s of the fill lines among `lines` (not the totals line).
+fn seqs_among(lines: &[String]) -> Vec<u64> {
+    lines.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seq")?.as_u64()).collect()
+}
+
+/// Follows `rx` until the fill with `seq` has been printed (or 20 s).
+fn printed_until(rx: &crossbeam_channel::Receiver<String>, seq: u64) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while !seqs_among(&lines).contains(&seq) {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("fill #{seq} never printed; got {lines:#?}"),
+        }
+    }
+    lines
+}
+
+/// `fills --follow` prints each new line once, goes on through a rotation, names lines that
+/// only a compressed file holds, and does not call lines it was never asked for missing.
+#[test]
+fn fills_follow_carries_on_through_rotations_and_reports_only_real_gaps() {
+    let dir = temp_dir("fills-follow");
+    let log = dir.join("fills.jsonl");
+
+    // An empty log whose only rotated file is compressed: no false "#1..#3" gap.
+    compressed(&dir.join("fills.jsonl.1.gz"));
+    std::fs::write(&log, "").unwrap();
+    let (child, rx, err) = follow(&log);
+    std::thread::sleep(Duration::from_millis(500));
+    append(&log, 4..=5);
+    let lines = printed_until(&rx, 5);
+    assert_eq!(seqs_among(&lines), [4, 5]);
+    // Two looks 1 s apart confirm a gap: give it the time to (wrongly) report one.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!err.lock().unwrap().contains("in no readable file"), "false gap: {}", err.lock().unwrap());
+    drop(child);
+
+    // Following a live log: rotated away (renamed), the new file rotated away too and
+    // compressed (it held 6..7), the next one going on at 8. Each line once, in order; 6..7
+    // reported.
+    let dir = temp_dir("fills-follow-gap");
+    let log = dir.join("fills.jsonl");
+    append(&log, 1..=3);
+    let (_child, rx, err) = follow(&log);
+    let lines = printed_until(&rx, 3);
+    assert_eq!(seqs_among(&lines), [1, 2, 3]);
+    std::fs::rename(&log, dir.join("fills.jsonl.1")).unwrap();
+    append(&log, 4..=5);
+    let lines = printed_until(&rx, 5);
+    assert_eq!(seqs_among(&lines), [4, 5], "the rotated file's end, then the new file");
+    std::fs::rename(&log, dir.join("fills.jsonl.2")).unwrap();
+    compressed(&dir.join("fills.jsonl.2.gz"));
+    std::fs::remove_file(dir.join("fills.jsonl.2")).unwrap();
+    std::fs::remove_file(dir.join("fills.jsonl.1")).unwrap();
+    append(&log, 8..=9);
+    let lines = printed_until(&rx, 9);
+    assert_eq!(seqs_among(&lines), [8, 9]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !err.lock().unwrap().contains("fills #6..#7 are in no readable file") {
+        assert!(Instant::now() < end, "the gap 6..7 never reported: {}", err.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
