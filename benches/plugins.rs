@@ -199,13 +199,13 @@ fn bare(n: usize, spin: bool) -> Vec<Duration> {
                 let at = s2.load(Ordering::Acquire);
                 if at != last {
                     last = at;
-                    lat.push(Duration::from_nanos(base.elapsed().as_nanos() as u64 - at));
+                    lat.push(Duration::from_nanos((base.elapsed().as_nanos() as u64).saturating_sub(at)));
                 }
                 std::hint::spin_loop();
             }
         } else {
             while let Ok(at) = rx.recv() {
-                lat.push(Duration::from_nanos(base.elapsed().as_nanos() as u64 - at));
+                lat.push(Duration::from_nanos((base.elapsed().as_nanos() as u64).saturating_sub(at)));
             }
         }
         lat
@@ -230,12 +230,12 @@ fn bare(n: usize, spin: bool) -> Vec<Duration> {
 fn main() {
     let v1 = build("1");
     let v2 = build("2");
-    let n: usize = std::env::var("PLUGIN_BENCH_FILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let n: usize = std::env::var("PLUGIN_BENCH_FILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400).max(1);
 
-    let row_spec =
-        std::env::var("PLUGIN_BENCH_ROWS").unwrap_or_else(|_| "always:1000,always:0,never:1000,never:0".into());
+    const DEFAULT_ROWS: &str = "always:1000,always:0,never:1000,never:0";
+    let row_spec = std::env::var("PLUGIN_BENCH_ROWS").unwrap_or_else(|_| DEFAULT_ROWS.into());
     let plugin_rows: Vec<(&str, &str)> =
-        row_spec.split(',').map(|r| r.split_once(':').expect("PLUGIN_BENCH_ROWS: FSYNC:SPIN_US,...")).collect();
+        row_spec.split(',').map(|r| r.trim().split_once(':').expect("PLUGIN_BENCH_ROWS: FSYNC:SPIN_US,...")).collect();
 
     println!("bare machine, no daemon: one thread to another, {n} times 3 ms apart");
     for spin in [false, true] {
@@ -250,7 +250,7 @@ fn main() {
     }
 
     println!("fill durable -> plugin on_fill entered ({n} fills a row, 3 ms apart; target p99 < 50 µs)");
-    println!("  SYNCD_FSYNC  SPIN_US   on_fill p50    p99      max           heads-ups: awake/line came/slept");
+    println!("  SYNCD_FSYNC  SPIN_US   on_fill p50    p99      max           heads-ups: awake/line came/slept/late");
     let mut rows = Vec::new();
     for (fsync, spin) in &plugin_rows {
         let r = rig(&format!("{fsync}-{spin}"), Some(&v1), fsync, spin, false);
@@ -259,14 +259,15 @@ fn main() {
         r.daemon.stop(Duration::from_secs(8));
         let _ = std::fs::remove_dir_all(&r.dir);
         println!(
-            "  {fsync:<11}  {spin:>7}  {:>8.1} µs {:>6.1} {:>8.1}  {:<6}  {}/{}/{}",
+            "  {fsync:<11}  {spin:>7}  {:>8.1} µs {:>6.1} {:>8.1}  {:<6}  {}/{}/{}/{}",
             us(&lat, 0.5),
             us(&lat, 0.99),
             lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
             if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" },
             s.spins,
             s.spin_hits,
-            s.spin_skips
+            s.spin_skips,
+            s.spin_late
         );
         rows.push(us(&lat, 0.99));
     }
@@ -283,7 +284,7 @@ fn main() {
         );
         rows.push(us(&lat, 0.99));
     }
-    if plugin_rows.len() == 4 {
+    if row_spec == DEFAULT_ROWS {
         println!(
             "  p99 ratios: heads-up on/off {:.2}x (fsync always), {:.2}x (never); plugin with heads-up / floor {:.2}x (always)",
             rows[0] / rows[1].max(1e-9),

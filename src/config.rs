@@ -40,7 +40,7 @@
 //! | `SYNCD_PLUGIN_SCAN_S` | `1` | how often `SYNCD_PLUGIN_DIR` is scanned for new, changed or removed `.so` files |
 //! | `SYNCD_PLUGIN_STALL_S` | `5` | a plugin callback running longer than this marks the plugin stalled |
 //! | `SYNCD_PLUGIN_TICK_S` | `1` | how often each plugin gets its tick (and price/balance updates) |
-//! | `SYNCD_PLUGIN_SPIN_US` | `1000` | how long a plugin thread waits awake (spinning) for a fill being written; asleep while most recent lines took longer; 0 or one CPU: asleep |
+//! | `SYNCD_PLUGIN_SPIN_US` | `1000` | how long a plugin thread waits awake (spinning) for a fill being written; asleep while over half of the last 8 took longer; 0 or one CPU: asleep |
 //! | `SYNCD_METRICS_ADDR` | unset (no server) | `host:port` serving `/metrics` (Prometheus text) and `/healthz`, e.g. `127.0.0.1:9464` |
 //! | `SYNCD_METRICS_PUBLIC` | `false` | allow a `SYNCD_METRICS_ADDR` that is not a loopback address |
 //! | `SYNCD_STREAM_DEADLINE_S` | `60` | the stream may be down this long before `/healthz` says 503 and an alert goes |

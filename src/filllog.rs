@@ -672,8 +672,13 @@ pub struct FillTap {
     heads_up: std::sync::Arc<std::sync::Mutex<Vec<crossbeam_channel::Sender<()>>>>,
     durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// When the last lines became durable (bounded), for latency figures and the status line.
-    published: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(u64, std::time::SystemTime)>>>,
+    /// Both clocks: the wall clock for figures against other processes' stamps, the monotonic
+    /// one for waits measured inside the daemon (a clock step must not look like a slow disk).
+    published: std::sync::Arc<std::sync::Mutex<Published>>,
 }
+
+/// `(seq, wall clock, monotonic clock)` of the last lines made durable.
+type Published = std::collections::VecDeque<(u64, std::time::SystemTime, std::time::Instant)>;
 
 /// Publish times kept by a [`FillTap`].
 const PUBLISHED_KEPT: usize = 4096;
@@ -714,7 +719,7 @@ impl FillTap {
             if published.len() >= PUBLISHED_KEPT {
                 published.pop_front();
             }
-            published.push_back((fill.seq, std::time::SystemTime::now()));
+            published.push_back((fill.seq, std::time::SystemTime::now(), std::time::Instant::now()));
         }
         // Followers first, the durable mark after: a follower that wakes in between must find
         // the line in its channel, not take the slow road through the file for it.
@@ -728,7 +733,13 @@ impl FillTap {
     /// When line `seq` became durable, if it was one of the last few thousand.
     pub fn published_at(&self, seq: u64) -> Option<std::time::SystemTime> {
         let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        published.iter().rev().find(|(s, _)| *s == seq).map(|(_, t)| *t)
+        published.iter().rev().find(|(s, _, _)| *s == seq).map(|(_, t, _)| *t)
+    }
+
+    /// [`published_at`](Self::published_at) on the monotonic clock.
+    pub fn published_instant(&self, seq: u64) -> Option<std::time::Instant> {
+        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        published.iter().rev().find(|(s, _, _)| *s == seq).map(|(_, _, t)| *t)
     }
 
     /// Where the log stood when it was opened.

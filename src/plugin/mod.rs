@@ -101,8 +101,9 @@ pub struct PluginStatus {
     /// moves, so a reader that wants this swap's pause waits for this to move too.
     pub pauses_timed: u64,
     /// This version's heads-ups (`SYNCD_PLUGIN_SPIN_US`): stayed awake for, line came while
-    /// awake, slept through because recent lines took longer than the budget, found only
-    /// after their line (woke late).
+    /// awake, slept through because recent lines took longer than the budget, still queued
+    /// after their line was delivered (the thread woke once both were there), as of its last
+    /// delivery.
     pub spins: u64,
     pub spin_hits: u64,
     pub spin_skips: u64,
@@ -719,6 +720,8 @@ impl Runner {
         let mut next_tick = Instant::now();
         let mut last_save = Instant::now();
         let mut spin = spin::SpinPolicy::new(self.spin);
+        // This version's counts, not the last one's, from its start.
+        self.view.update(&self.name, |s| (s.spins, s.spin_hits, s.spin_skips, s.spin_late) = (0, 0, 0, 0));
         let outcome = loop {
             // Ticks (and prices, balances) keep their pace even while fills keep arriving.
             if Instant::now() >= next_tick {
@@ -738,6 +741,7 @@ impl Runner {
                 if let Err(status) = self.catch_up(&mut plugin, &mut run, self.tap.durable()) {
                     break Err(status);
                 }
+                spin.forget();
             }
             let wait = next_tick.saturating_duration_since(Instant::now());
             crossbeam_channel::select_biased! {
@@ -751,13 +755,13 @@ impl Runner {
                         if let Err(status) = self.catch_up(&mut plugin, &mut run, fill.seq - 1) {
                             break Err(status);
                         }
+                        spin.forget();
                     }
                     if let Err(status) = self.deliver(&mut plugin, &mut run, &fill) {
                         break Err(status);
                     }
                     if self.hears_heads_up {
-                        spin.delivered(self.tap.published_at(fill.seq));
-                        while self.heads_up.try_recv().is_ok() {
+                        if spin.delivered(self.tap.published_instant(fill.seq)) && self.heads_up.try_recv().is_ok() {
                             spin.late();
                         }
                         let c = spin.counts;
@@ -780,7 +784,7 @@ impl Runner {
                     // yielding: under load a yield hands the CPU away for a whole time slice.
                     // With one CPU the spin would only delay the writer, so the host
                     // subscribes to heads-ups only with two or more (`Runner::heads_up`).
-                    if spin.announced(SystemTime::now()) {
+                    if spin.announced(Instant::now()) {
                         let until = Instant::now() + self.spin;
                         while self.fills.is_empty() && Instant::now() < until {
                             std::hint::spin_loop();

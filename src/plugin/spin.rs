@@ -4,15 +4,20 @@
 //! Staying awake only pays when the line lands within the budget: a write that takes longer
 //! (an `fdatasync` on a slow disk) burns the whole budget and then pays the wake-up anyway.
 //! So the thread remembers how long the last few announced lines took to become durable,
-//! whether it was awake for them or not, and stays awake only while most of them came within
+//! counted from when it got the heads-up (what a spin started then would have waited), whether
+//! it was awake for them or not, and stays awake only while at least half of them came within
 //! the budget; once writes speed up again, the waits it keeps recording turn it back on.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Waits remembered: a few, so a change of disk speed is followed within a few fills.
 const KEPT: usize = 8;
 /// Below this many waits remembered, the thread stays awake (nothing says it would not pay).
 const TRUSTED: usize = 4;
+/// A heads-up older than this was not for the line now delivered (its trade was a duplicate,
+/// or its line came through the file): no write takes this long while fills flow, and a
+/// disk that slow is not waited for awake anyway.
+const STALE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct SpinPolicy {
@@ -20,7 +25,7 @@ pub struct SpinPolicy {
     waits: [Duration; KEPT],
     recorded: usize,
     /// When the heads-up for the line still awaited came (the first of several).
-    announced: Option<SystemTime>,
+    announced: Option<Instant>,
     pub counts: SpinCounts,
 }
 
@@ -33,7 +38,8 @@ pub struct SpinCounts {
     pub hits: u64,
     /// Heads-ups slept through because recent lines took longer than the budget.
     pub skips: u64,
-    /// Heads-ups found only after their line was delivered (the thread woke late), dropped.
+    /// Heads-ups found still queued after their line was delivered (the thread woke after
+    /// the line was there, and took the line first), dropped.
     pub late: u64,
 }
 
@@ -49,8 +55,11 @@ impl SpinPolicy {
     }
 
     /// A heads-up came at `at`: true when the thread should stay awake for the line.
-    pub fn announced(&mut self, at: SystemTime) -> bool {
-        self.announced.get_or_insert(at);
+    pub fn announced(&mut self, at: Instant) -> bool {
+        match self.announced {
+            Some(earlier) if at.saturating_duration_since(earlier) < STALE => {}
+            _ => self.announced = Some(at),
+        }
         let kept = self.recorded.min(KEPT);
         let within = self.waits[..kept].iter().filter(|w| **w <= self.budget).count();
         let spin = kept < TRUSTED || within * 2 >= kept;
@@ -69,23 +78,33 @@ impl SpinPolicy {
         }
     }
 
-    /// A heads-up was dropped after a delivery (see [`delivered`](Self::delivered)).
-    pub fn late(&mut self) {
-        self.counts.late += 1;
+    /// A line that became durable at `published` was delivered from the channel: the wait for
+    /// it, if a heads-up was awaiting one, is what the next heads-ups are judged by.
+    ///
+    /// Returns whether a heads-up still queued now is this line's (none was awaiting it: the
+    /// thread took the line before its heads-up, both being ready when it woke). The caller
+    /// drops that one, or the thread would stay awake for a line it already has; when one was
+    /// awaiting, a queued heads-up is the next line's and stays.
+    pub fn delivered(&mut self, published: Option<Instant>) -> bool {
+        let Some(announced) = self.announced.take() else { return true };
+        let Some(published) = published else { return false };
+        let wait = published.saturating_duration_since(announced);
+        if wait < STALE {
+            self.waits[self.recorded % KEPT] = wait;
+            self.recorded += 1;
+        }
+        false
     }
 
-    /// A line was delivered that became durable at `published`: the wait for the announced
-    /// line, if one was awaited, is what the next heads-ups are judged by.
-    ///
-    /// A heads-up still queued behind this line was almost surely this line's (the channel
-    /// is taken first when both are ready): the caller drops it, or the thread would stay
-    /// awake for a line it already has.
-    pub fn delivered(&mut self, published: Option<SystemTime>) {
-        let Some(announced) = self.announced.take() else { return };
-        let Some(published) = published else { return };
-        let wait = published.duration_since(announced).unwrap_or(Duration::ZERO);
-        self.waits[self.recorded % KEPT] = wait;
-        self.recorded += 1;
+    /// Lines were delivered from the file (the thread fell behind): an awaited heads-up was
+    /// for one of them, or for a line not yet read; neither says how long a write takes.
+    pub fn forget(&mut self) {
+        self.announced = None;
+    }
+
+    /// A queued heads-up was dropped (see [`delivered`](Self::delivered)).
+    pub fn late(&mut self) {
+        self.counts.late += 1;
     }
 }
 
@@ -93,8 +112,7 @@ impl SpinPolicy {
 mod tests {
     use super::*;
 
-    fn feed(p: &mut SpinPolicy, wait: Duration, n: usize) {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    fn feed(p: &mut SpinPolicy, t0: Instant, wait: Duration, n: usize) {
         for _ in 0..n {
             p.announced(t0);
             p.delivered(Some(t0 + wait));
@@ -104,13 +122,13 @@ mod tests {
     #[test]
     fn it_stays_awake_until_lines_are_seen_to_take_longer_than_the_budget_and_comes_back_when_they_speed_up() {
         let mut p = SpinPolicy::new(Duration::from_millis(1));
-        let t0 = SystemTime::UNIX_EPOCH;
+        let t0 = Instant::now();
         assert!(p.announced(t0), "no waits known yet: awake");
         p.delivered(Some(t0 + Duration::from_millis(3)));
-        feed(&mut p, Duration::from_millis(3), 7);
+        feed(&mut p, t0, Duration::from_millis(3), 7);
         assert!(!p.announced(t0), "eight slow writes: asleep");
         p.delivered(Some(t0 + Duration::from_micros(200)));
-        feed(&mut p, Duration::from_micros(200), 2);
+        feed(&mut p, t0, Duration::from_micros(200), 2);
         assert!(!p.announced(t0), "three fast among eight: still asleep");
         p.delivered(Some(t0 + Duration::from_micros(200)));
         assert!(p.announced(t0), "four fast among eight: awake again");
@@ -118,21 +136,40 @@ mod tests {
     }
 
     #[test]
-    fn a_line_nobody_announced_or_whose_time_is_unknown_teaches_nothing() {
+    fn a_queued_heads_up_is_the_delivered_lines_only_when_none_was_awaiting_it() {
         let mut p = SpinPolicy::new(Duration::from_millis(1));
-        for _ in 0..10 {
-            p.delivered(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(9)));
-        }
-        let t0 = SystemTime::UNIX_EPOCH;
-        for _ in 0..10 {
-            assert!(p.announced(t0));
-            p.delivered(None);
-        }
-        assert_eq!(p.recorded, 0);
-        // Only the first of several heads-ups before a line counts.
+        let t0 = Instant::now();
+        assert!(p.delivered(Some(t0)), "no heads-up taken before the line: a queued one is its");
         p.announced(t0);
-        p.announced(t0 + Duration::from_millis(5));
-        p.delivered(Some(t0 + Duration::from_millis(6)));
-        assert_eq!(p.waits[0], Duration::from_millis(6));
+        assert!(
+            !p.delivered(Some(t0 + Duration::from_micros(300))),
+            "its heads-up was taken: a queued one is the next's"
+        );
+        p.announced(t0);
+        assert!(!p.delivered(None), "the same when its publish time is not known");
+        assert!(p.delivered(Some(t0)), "and nothing is awaited after either");
+    }
+
+    #[test]
+    fn a_heads_up_that_no_line_followed_teaches_nothing() {
+        let mut p = SpinPolicy::new(Duration::from_millis(1));
+        let t0 = Instant::now();
+        // A duplicate's heads-up, then a real one 5 s later: the wait runs from the real one.
+        p.announced(t0);
+        p.announced(t0 + Duration::from_secs(5));
+        p.delivered(Some(t0 + Duration::from_secs(5) + Duration::from_micros(400)));
+        assert_eq!(&p.waits[..p.recorded], [Duration::from_micros(400)]);
+        // Several heads-ups close together: the first counts.
+        p.announced(t0 + Duration::from_secs(10));
+        p.announced(t0 + Duration::from_secs(10) + Duration::from_millis(5));
+        p.delivered(Some(t0 + Duration::from_secs(10) + Duration::from_millis(6)));
+        assert_eq!(p.waits[1], Duration::from_millis(6));
+        // A line delivered long after its heads-up, or after lines read from the file: no wait.
+        p.announced(t0 + Duration::from_secs(20));
+        p.delivered(Some(t0 + Duration::from_secs(30)));
+        p.announced(t0 + Duration::from_secs(40));
+        p.forget();
+        p.delivered(Some(t0 + Duration::from_secs(40) + Duration::from_micros(1)));
+        assert_eq!(p.recorded, 2);
     }
 }

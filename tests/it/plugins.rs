@@ -248,7 +248,6 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
     // trades close together can merge into one, so not necessarily seven).
     if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
         assert!(calm.spins + calm.spin_skips + calm.spin_late >= 1, "{calm:?}");
-        assert!(calm.spin_hits <= calm.spins, "{calm:?}");
     }
     let report = rig.ex.report();
     if let Some(d) = rig.daemon.take() {
