@@ -732,14 +732,17 @@ impl FillTap {
 
     /// When line `seq` became durable, if it was one of the last few thousand.
     pub fn published_at(&self, seq: u64) -> Option<std::time::SystemTime> {
-        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        published.iter().rev().find(|(s, _, _)| *s == seq).map(|(_, t, _)| *t)
+        self.published(seq).map(|(wall, _)| wall)
     }
 
     /// [`published_at`](Self::published_at) on the monotonic clock.
     pub fn published_instant(&self, seq: u64) -> Option<std::time::Instant> {
+        self.published(seq).map(|(_, mono)| mono)
+    }
+
+    fn published(&self, seq: u64) -> Option<(std::time::SystemTime, std::time::Instant)> {
         let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        published.iter().rev().find(|(s, _, _)| *s == seq).map(|(_, _, t)| *t)
+        published.iter().rev().find(|(s, _, _)| *s == seq).map(|&(_, wall, mono)| (wall, mono))
     }
 
     /// Where the log stood when it was opened.
