@@ -118,10 +118,6 @@ impl Journal for FillLog {
         FillLog::contains(self, symbol, trade_id)
     }
 
-    fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
-        FillLog::append(self, fill)
-    }
-
     fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
         FillLog::stage(self, fill)
     }

@@ -159,19 +159,12 @@ pub fn after_page(read: Read, ids: &[u64], rows: usize, now_ms: i64) -> Step {
 /// Where fills are made durable: the fill log, or a test's stand-in.
 pub trait Journal {
     fn contains(&self, symbol: &str, trade_id: u64) -> bool;
-    /// Writes one fill, durable (per the log's fsync policy) before it returns. `Ok(false)`:
-    /// already there.
-    /// Numbers the fill (`fill.seq`) as it writes it.
-    fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error>;
-    /// Writes one fill that [`commit`](Self::commit) makes durable together with every other
-    /// one staged since the last commit (a journal without that writes it durable at once).
-    fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
-        self.append(fill)
-    }
+    /// Writes one fill that [`commit`](Self::commit) makes durable (per the log's fsync
+    /// policy) together with every other one staged since the last commit, numbering it
+    /// (`fill.seq`) as it writes it. `Ok(false)`: already there.
+    fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error>;
     /// Makes every staged fill durable; on failure none of them counts as written.
-    fn commit(&mut self) -> Result<(), Error> {
-        Ok(())
-    }
+    fn commit(&mut self) -> Result<(), Error>;
 }
 
 /// What [`Ledger::flush`] did.
@@ -289,12 +282,6 @@ mod tests {
     impl Journal for Disk {
         fn contains(&self, symbol: &str, trade_id: u64) -> bool {
             self.ids.contains(&(symbol.to_string(), trade_id))
-        }
-
-        fn append(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
-            let written = self.stage(fill)?;
-            self.commit()?;
-            Ok(written)
         }
 
         fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error> {
