@@ -361,7 +361,11 @@ impl State {
                             }
                         }
                         self.deferring = false;
-                        self.flush();
+                        // Only when the burst brought fills: most events (balances, order
+                        // updates) bring none, and there is nothing to commit then.
+                        if self.ledger.held() > 0 {
+                            self.flush();
+                        }
                     }
                     Err(_) => return,
                 },
