@@ -264,10 +264,10 @@ fn main() {
             us(&lat, 0.99),
             lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
             if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" },
-            s.spins,
-            s.spin_hits,
-            s.spin_skips,
-            s.spin_late
+            s.heads_ups.spins,
+            s.heads_ups.hits,
+            s.heads_ups.skips,
+            s.heads_ups.late
         );
         rows.push(us(&lat, 0.99));
     }

@@ -26,6 +26,7 @@
 
 pub mod ffi;
 mod spin;
+pub use spin::SpinCounts;
 
 use crate::decimal::Decimal;
 use crate::executor::{ExecutorLink, Intent, OrderReport, Outcome, Reply, StrategyHandle};
@@ -100,14 +101,9 @@ pub struct PluginStatus {
     /// Swaps whose pause was measured: set by the new version's thread a moment after `loads`
     /// moves, so a reader that wants this swap's pause waits for this to move too.
     pub pauses_timed: u64,
-    /// This version's heads-ups (`SYNCD_PLUGIN_SPIN_US`): stayed awake for, line came while
-    /// awake, slept through because recent lines took longer than the budget, still queued
-    /// after their line was delivered (the thread woke once both were there), as of its last
+    /// What this version did with its heads-ups (`SYNCD_PLUGIN_SPIN_US`), as of its last
     /// delivery.
-    pub spins: u64,
-    pub spin_hits: u64,
-    pub spin_skips: u64,
-    pub spin_late: u64,
+    pub heads_ups: SpinCounts,
 }
 
 /// The watcher's view, shared with the daemon.
@@ -721,7 +717,7 @@ impl Runner {
         let mut last_save = Instant::now();
         let mut spin = spin::SpinPolicy::new(self.spin);
         // This version's counts, not the last one's, from its start.
-        self.view.update(&self.name, |s| (s.spins, s.spin_hits, s.spin_skips, s.spin_late) = (0, 0, 0, 0));
+        self.view.update(&self.name, |s| s.heads_ups = SpinCounts::default());
         let outcome = loop {
             // Ticks (and prices, balances) keep their pace even while fills keep arriving.
             if Instant::now() >= next_tick {
@@ -764,10 +760,7 @@ impl Runner {
                         if spin.delivered(self.tap.published_instant(fill.seq)) && self.heads_up.try_recv().is_ok() {
                             spin.late();
                         }
-                        let c = spin.counts;
-                        self.view.update(&self.name, |s| {
-                            (s.spins, s.spin_hits, s.spin_skips, s.spin_late) = (c.spins, c.hits, c.skips, c.late)
-                        });
+                        self.view.update(&self.name, |s| s.heads_ups = spin.counts);
                     }
                     // Once per burst (or every 100 ms of a steady flow), not per line: the next
                     // line's callback must not wait for a file write. A crash in between only

@@ -247,7 +247,7 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
     // its line: it stayed awake for it, slept through it, or found it late (the heads-ups of
     // trades close together can merge into one, so not necessarily seven).
     if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
-        assert!(calm.spins + calm.spin_skips + calm.spin_late >= 1, "{calm:?}");
+        assert!(calm.heads_ups.spins + calm.heads_ups.skips + calm.heads_ups.late >= 1, "{calm:?}");
     }
     let report = rig.ex.report();
     if let Some(d) = rig.daemon.take() {
