@@ -535,21 +535,6 @@ fn spawn_trader(ex: &PaperExchange, dir: &std::path::Path) -> crate::util::Kille
         .expect("spawn the trader example (built by cargo test)")
 }
 
-/// Reads the trader's lines on a thread, so the test can wait on a channel with a timeout.
-fn lines_of(child: &mut crate::util::Killed) -> Receiver<String> {
-    use std::io::BufRead;
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 #[test]
 fn sigkill_and_restart_never_reuse_a_client_id_and_rebuild_the_book_from_rest() {
     init_log();
@@ -562,7 +547,7 @@ fn sigkill_and_restart_never_reuse_a_client_id_and_rebuild_the_book_from_rest() 
     let mut seen_ids: Vec<String> = Vec::new();
     for run in 0..4 {
         let mut child = spawn_trader(&ex, &dir);
-        let lines = lines_of(&mut child);
+        let lines = crate::util::lines_of(child.stdout.take().unwrap());
         let book = lines.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("run {run}: no book line"));
         let mut rebuilt: Vec<u64> =
             book.strip_prefix("book").unwrap().split_whitespace().map(|t| t.parse().unwrap()).collect();

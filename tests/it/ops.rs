@@ -587,10 +587,8 @@ fn compressed(path: &Path) {
         .unwrap();
 }
 
-/// `binance-syncd fills --follow --json` on `log`: its stdout lines and its stderr, each
-/// gathered on a thread.
-fn follow(log: &Path) -> (Killed, crossbeam_channel::Receiver<String>, std::sync::Arc<std::sync::Mutex<String>>) {
-    use std::io::{BufRead, Read};
+/// `binance-syncd fills --follow --json` on `log`, and its stdout and stderr lines.
+fn follow(log: &Path) -> (Killed, crossbeam_channel::Receiver<String>, crossbeam_channel::Receiver<String>) {
     let mut child = Killed(
         Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
             .args(["fills", "--follow", "--json", "--file"])
@@ -600,25 +598,9 @@ fn follow(log: &Path) -> (Killed, crossbeam_channel::Receiver<String>, std::sync
             .spawn()
             .unwrap(),
     );
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (mut stderr, sink) = (child.stderr.take().unwrap(), err.clone());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    (child, rx, err)
+    let out = crate::util::lines_of(child.stdout.take().unwrap());
+    let err = crate::util::lines_of(child.stderr.take().unwrap());
+    (child, out, err)
 }
 
 /// The `seq`s of the fill lines among `lines` (not the totals line).
@@ -657,7 +639,8 @@ fn fills_follow_carries_on_through_rotations_and_reports_only_real_gaps() {
     assert_eq!(seqs_among(&lines), [4, 5]);
     // Two looks 1 s apart confirm a gap: give it the time to (wrongly) report one.
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(!err.lock().unwrap().contains("in no readable file"), "false gap: {}", err.lock().unwrap());
+    let said: Vec<String> = err.try_iter().collect();
+    assert!(!said.iter().any(|l| l.contains("in no readable file")), "false gap: {said:?}");
     drop(child);
 
     // Following a live log: rotated away (renamed), the new file rotated away too and
@@ -681,8 +664,11 @@ fn fills_follow_carries_on_through_rotations_and_reports_only_real_gaps() {
     let lines = printed_until(&rx, 9);
     assert_eq!(seqs_among(&lines), [8, 9]);
     let end = Instant::now() + Duration::from_secs(10);
-    while !err.lock().unwrap().contains("fills #6..#7 are in no readable file") {
-        assert!(Instant::now() < end, "the gap 6..7 never reported: {}", err.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
+    let mut said = Vec::new();
+    while !said.iter().any(|l: &String| l.contains("fills #6..#7 are in no readable file")) {
+        match err.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(line) => said.push(line),
+            Err(_) => panic!("the gap 6..7 never reported: {said:?}"),
+        }
     }
 }

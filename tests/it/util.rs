@@ -158,3 +158,18 @@ impl std::ops::DerefMut for Killed {
         &mut self.0
     }
 }
+
+/// Reads `pipe` (a child's stdout or stderr) line by line on a thread, so a test can wait on a
+/// channel with a timeout.
+pub fn lines_of(pipe: impl std::io::Read + Send + 'static) -> crossbeam_channel::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
