@@ -563,14 +563,24 @@ fn a_log_truncated_or_deleted_from_outside_stays_whole_lines_and_is_reported() {
     stop(child, &dir, "daemon.log");
 }
 
-/// A fill-log line with `seq` (trade id and seq alike), as the daemon writes them.
+/// A fill-log line with `seq` (trade id and seq alike), serialized as the daemon writes them.
 fn log_line(seq: u64) -> String {
-    format!(
-        "{{\"symbol\":\"BTCUSD\",\"trade_id\":{seq},\"order_id\":1,\"client_order_id\":\"web_1\",\"side\":\"BUY\",\
-         \"price\":\"1.00\",\"qty\":\"0.5\",\"quote_qty\":\"0.5\",\"commission\":\"0\",\"commission_asset\":\"USD\",\
-         \"maker\":true,\"time\":{},\"seq\":{seq}}}\n",
-        1_788_540_400_000 + seq as i64 * 1000
-    )
+    let fill = FillRecord {
+        symbol: "BTCUSD".into(),
+        trade_id: seq,
+        order_id: 1,
+        client_order_id: "web_1".into(),
+        side: binance_syncd::model::Side::Buy,
+        price: "1.00".parse().unwrap(),
+        qty: "0.5".parse().unwrap(),
+        quote_qty: "0.5".parse().unwrap(),
+        commission: "0".parse().unwrap(),
+        commission_asset: "USD".into(),
+        maker: true,
+        time: 1_788_540_400_000 + seq as i64 * 1000,
+        seq,
+    };
+    serde_json::to_string(&fill).unwrap() + "\n"
 }
 
 fn append(path: &Path, seqs: std::ops::RangeInclusive<u64>) {
