@@ -170,12 +170,51 @@ fn symbol_row(symbol: &str, rules: &SymbolRules) -> Row {
 
 /// Creates and removes a file in `dir` (created if missing): permissions, a read-only mount,
 /// a full disk or a path through a regular file all show here.
+///
+/// The probe is created as `mkdtemp` would: a name nobody can guess, exclusive creation
+/// (`O_EXCL`: an existing file or a planted symlink makes it fail, never followed), so `check`
+/// run as root in a directory others can write cannot be made to write through a link.
 fn probe_dir(dir: &Path) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
-    let probe = dir.join(format!(".binance-syncd-check-{}", std::process::id()));
-    let written = fs::write(&probe, b"check\n").map_err(|e| format!("cannot write in it: {e}"));
-    let _ = fs::remove_file(&probe);
-    written
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    crate::statedir::create_private_dir(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let mut last = None;
+    for _ in 0..8 {
+        let probe = dir.join(format!(".binance-syncd-check-{}-{:016x}", std::process::id(), random_u64()));
+        let opened =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&probe);
+        match opened {
+            Ok(mut f) => {
+                let written = f.write_all(b"check\n").map_err(|e| format!("cannot write in it: {e}"));
+                let _ = fs::remove_file(&probe);
+                return written;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(format!("cannot write in it: {e}")),
+        }
+    }
+    Err(format!("cannot create a probe file in it: {}", last.map_or_else(String::new, |e| e.to_string())))
+}
+
+/// Unpredictable enough for a probe file's name: std's per-process random hash keys.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+/// Whether a daemon holds the state directory's lock (see [`crate::statedir`]).
+fn lock_row(dir: &Path) -> Row {
+    match crate::statedir::holder(dir) {
+        Ok(None) => row("state lock", Verdict::Ok, "free: no daemon runs on this directory"),
+        Ok(Some(pid)) => row(
+            "state lock",
+            Verdict::Ok,
+            format!("held by a running daemon (pid {pid}); a second `run` on this directory would exit 2"),
+        ),
+        Err(e) => row("state lock", Verdict::Fail, format!("{}: {e}", dir.join(crate::statedir::LOCK_FILE).display())),
+    }
 }
 
 fn local_rows(config: &Config) -> Vec<Row> {
@@ -185,6 +224,7 @@ fn local_rows(config: &Config) -> Vec<Row> {
         Ok(()) => row("state dir", Verdict::Ok, format!("{state} writable")),
         Err(why) => row("state dir", Verdict::Fail, format!("{state}: {why}")),
     });
+    rows.push(lock_row(&config.state_dir));
     let log = &config.fill_log;
     rows.push(if log.exists() {
         // Opened for appending, never truncated: `check` must not touch the fills.
@@ -258,4 +298,39 @@ pub fn failure(rows: &[Row]) -> Option<Error> {
     }
     let what: Vec<&str> = failed.iter().map(|r| r.what.as_str()).collect();
     Some(Error::Config(format!("{} failed: {}", failed.len(), what.join(", "))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_never_writes_through_a_planted_link_and_leaves_nothing_behind() {
+        let dir = std::env::temp_dir().join(format!("syncd-check-probe-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep me").unwrap();
+        // The name the probe had before it was random: someone who can write the directory
+        // plants it as a link to a file `check` (run as root) would then overwrite.
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".binance-syncd-check-{}", std::process::id()))).unwrap();
+        probe_dir(&dir).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 2, "only the victim and the link: {left:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_lock_row_says_whether_a_daemon_holds_the_directory() {
+        let dir = std::env::temp_dir().join(format!("syncd-check-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert!(lock_row(&dir).detail.starts_with("free"), "no directory yet: free");
+        let lock = crate::statedir::StateLock::acquire(&dir).unwrap();
+        let held = lock_row(&dir);
+        assert!(held.detail.contains(&format!("pid {}", std::process::id())), "{}", held.detail);
+        drop(lock);
+        assert!(lock_row(&dir).detail.starts_with("free"));
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

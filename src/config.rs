@@ -15,6 +15,8 @@
 //! | `SYNCD_SYMBOLS` | required for `run`/`check` | comma-separated, e.g. `BTCUSD,ETHUSD` |
 //! | `SYNCD_STATE_DIR` | `./syncd-state` | cursors and other state |
 //! | `SYNCD_FILL_LOG` | `$SYNCD_STATE_DIR/fills.jsonl` | the JSON Lines fill log |
+//! | `SYNCD_FILL_LOG_MODE` | `0640` | the fill log's permission bits (octal), set on every open whatever the umask; at most `0644` (never writable by others than the daemon) |
+//! | `SYNCD_ALLOW_PLAINTEXT` | `false` | allow `http://`/`ws://` URLs to hosts other than loopback (a TLS-terminating proxy elsewhere); otherwise they exit 2, since the API key and signed orders would cross the network in clear text |
 //! | `SYNCD_KEEPALIVE_S` | `1800` | listen-key renewal interval; the key lives 3600 s |
 //! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory of strategy `.so` files, scanned every `SYNCD_PLUGIN_SCAN_S` |
 //! | `SYNCD_RECV_WINDOW_MS` | `5000` | `recvWindow` on signed requests (1..=60000) |
@@ -80,6 +82,8 @@ pub struct Config {
     pub symbols: Vec<String>,
     pub state_dir: PathBuf,
     pub fill_log: PathBuf,
+    /// `SYNCD_FILL_LOG_MODE`: permission bits of the fill log.
+    pub fill_log_mode: u32,
     pub keepalive: Duration,
     pub plugin_dir: Option<PathBuf>,
     pub recv_window_ms: u64,
@@ -158,6 +162,16 @@ impl Config {
 
         let rest_url = url_var(&var, "SYNCD_REST_URL", DEFAULT_REST_URL, &["http://", "https://"], &mut problems);
         let ws_url = url_var(&var, "SYNCD_WS_URL", DEFAULT_WS_URL, &["ws://", "wss://"], &mut problems);
+        // The API key header and signed orders (replayable within recvWindow) must not cross a
+        // network in clear text by a typo: plain schemes are for loopback (the paper exchange).
+        let allow_plaintext = bool_var(&var, "SYNCD_ALLOW_PLAINTEXT", &mut problems);
+        for (name, url) in [("SYNCD_REST_URL", &rest_url), ("SYNCD_WS_URL", &ws_url)] {
+            if !allow_plaintext && !crate::tls::plaintext_ok(url) {
+                problems.push(format!(
+                    "{name}: {url:?} is clear text to a host other than loopback: the API key and signed orders would be readable on the way; use https:// or wss://, or set SYNCD_ALLOW_PLAINTEXT=true behind a TLS-terminating proxy you trust"
+                ));
+            }
+        }
         let ca_file = var("SYNCD_CA_FILE").map(PathBuf::from);
         let extra_roots = match &ca_file {
             Some(path) => crate::tls::read_ca_file(path).unwrap_or_else(|e| {
@@ -195,6 +209,19 @@ impl Config {
 
         let state_dir = PathBuf::from(var("SYNCD_STATE_DIR").unwrap_or_else(|| "./syncd-state".into()));
         let fill_log = var("SYNCD_FILL_LOG").map(PathBuf::from).unwrap_or_else(|| state_dir.join("fills.jsonl"));
+        let fill_log_mode = match var("SYNCD_FILL_LOG_MODE") {
+            None => crate::filllog::DEFAULT_MODE,
+            Some(text) => match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+                // Nobody but the daemon may write it, and no execute or special bits.
+                Ok(m) if m & !0o644 == 0 && m & 0o600 == 0o600 => m,
+                _ => {
+                    problems.push(format!(
+                        "SYNCD_FILL_LOG_MODE: {text:?} is not an octal mode from 0600 to 0644, like 0640"
+                    ));
+                    crate::filllog::DEFAULT_MODE
+                }
+            },
+        };
         if fill_log.is_dir() {
             problems.push(format!("SYNCD_FILL_LOG: {} is a directory, not a file", fill_log.display()));
         }
@@ -267,6 +294,9 @@ impl Config {
             let scheme = url.expose().split_once("://").map(|(s, _)| s.to_ascii_lowercase());
             if !matches!(scheme.as_deref(), Some("http" | "https")) {
                 problems.push("SYNCD_ALERT_WEBHOOK: must start with http:// or https://".to_string());
+            } else if !allow_plaintext && !crate::tls::plaintext_ok(url.expose()) {
+                // Not echoed: the URL is the webhook's token.
+                problems.push("SYNCD_ALERT_WEBHOOK: http:// to a host other than loopback would send its token in clear text; use https://, or set SYNCD_ALLOW_PLAINTEXT=true".to_string());
             }
         }
         let alert_repeat = secs_var(&var, "SYNCD_ALERT_REPEAT_S", "900", &mut problems);
@@ -287,6 +317,7 @@ impl Config {
             symbols,
             state_dir,
             fill_log,
+            fill_log_mode,
             keepalive: Duration::from_secs(keepalive),
             plugin_dir,
             recv_window_ms,

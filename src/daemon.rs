@@ -75,6 +75,8 @@ pub struct Daemon {
     notify: Notifier,
     /// The metrics server and alerter when this daemon started them itself.
     own_service: Option<crate::metrics::Service>,
+    /// The state directory's lock, released when the daemon is dropped (after `stop`).
+    _lock: crate::statedir::StateLock,
 }
 
 impl Daemon {
@@ -96,6 +98,9 @@ impl Daemon {
         rest: Arc<RestClient>,
         service: Option<&crate::metrics::Service>,
     ) -> Result<Daemon, Error> {
+        // Before anything else touches the fill log, the stream or a listen key: a second
+        // daemon on this directory would log every fill twice and delete our listen key.
+        let lock = crate::statedir::StateLock::acquire(&config.state_dir)?;
         // Clock and rules first: every signed call needs the one, the gate the other.
         rest.sync_clock()?;
         let rules = match rest.exchange_info(&config.symbols) {
@@ -137,6 +142,7 @@ impl Daemon {
                 state_dir: config.state_dir.clone(),
                 fill_log: config.fill_log.clone(),
                 fsync: config.fsync,
+                fill_log_mode: config.fill_log_mode,
                 check_every: config.fill_log_check,
                 metrics: metrics.clone(),
             },
@@ -270,6 +276,7 @@ impl Daemon {
             reopen: reopen_tx,
             notify,
             own_service,
+            _lock: lock,
         })
     }
 

@@ -180,12 +180,42 @@ fn tail(path: &Path, offset: &mut u64) -> Vec<FillRecord> {
 /// When, which fault, with which parameters.
 type ScheduledFault = (Duration, &'static str, Vec<(&'static str, &'static str)>);
 
+/// The operator's settings the demo's daemon takes over (a Prometheus can watch the demo; the
+/// latency it prints can be compared across settings).
+const OPERATOR_VARS: [&str; 8] = [
+    "SYNCD_METRICS_ADDR",
+    "SYNCD_METRICS_PUBLIC",
+    "SYNCD_STREAM_DEADLINE_S",
+    "SYNCD_ALERT_WEBHOOK",
+    "SYNCD_ALERT_REPEAT_S",
+    "SYNCD_ALERT_QUIET_S",
+    "SYNCD_FSYNC",
+    "SYNCD_PLUGIN_SPIN_US",
+];
+
+/// The operator's settings for the demo, read now: `main` takes the secrets among them out of
+/// the environment before the demo starts any thread.
+pub fn operator_env() -> Vec<(&'static str, String)> {
+    OPERATOR_VARS.iter().filter_map(|&name| std::env::var(name).ok().map(|v| (name, v))).collect()
+}
+
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
+    run_with(opts, operator_env())
+}
+
+/// [`run`] with the operator's settings given (see [`operator_env`]).
+pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Result<DemoSummary, Error> {
     std::fs::create_dir_all(&opts.dir).map_err(Error::io(&opts.dir))?;
     let fill_log = opts.dir.join("fills.jsonl");
-    for stale in [fill_log.clone(), opts.dir.join("state")] {
-        let _ = std::fs::remove_file(&stale);
-        let _ = std::fs::remove_dir_all(&stale);
+    let state_dir = opts.dir.join("state");
+    // Before anything is cleared: a demo already running in this directory keeps its files.
+    let _lock = crate::statedir::StateLock::acquire(&state_dir)?;
+    let _ = std::fs::remove_file(&fill_log);
+    for entry in std::fs::read_dir(&state_dir).map_err(Error::io(&state_dir))?.flatten() {
+        if entry.file_name() != crate::statedir::LOCK_FILE {
+            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
     let mut paper = PaperConfig { market_tick: Duration::from_millis(200), ..PaperConfig::default() };
     paper.engine.external_trader_pct = 25;
@@ -199,7 +229,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
         ("SYNCD_REST_URL", ex.rest_url()),
         ("SYNCD_WS_URL", ex.ws_url()),
         ("SYNCD_SYMBOLS", "BTCUSD,ETHUSD".into()),
-        ("SYNCD_STATE_DIR", opts.dir.join("state").display().to_string()),
+        ("SYNCD_STATE_DIR", state_dir.display().to_string()),
         ("SYNCD_FILL_LOG", fill_log.display().to_string()),
         ("SYNCD_RECONCILE_S", "5".into()),
         ("SYNCD_RECONCILE_DOWN_S", "1".into()),
@@ -214,22 +244,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
     .into_iter()
     .collect();
     let mut vars = vars;
-    // The operator's metrics, alert, fsync and spin settings apply to the demo's daemon too (a
-    // Prometheus can watch the demo; the latency it prints can be compared across settings).
-    for name in [
-        "SYNCD_METRICS_ADDR",
-        "SYNCD_METRICS_PUBLIC",
-        "SYNCD_STREAM_DEADLINE_S",
-        "SYNCD_ALERT_WEBHOOK",
-        "SYNCD_ALERT_REPEAT_S",
-        "SYNCD_ALERT_QUIET_S",
-        "SYNCD_FSYNC",
-        "SYNCD_PLUGIN_SPIN_US",
-    ] {
-        if let Ok(v) = std::env::var(name) {
-            vars.insert(name, v);
-        }
-    }
+    vars.extend(operator);
     let plugin = find_plugin(opts);
     let plugin_dir = opts.dir.join("plugins");
     if let Some(so) = &plugin {

@@ -189,6 +189,9 @@ struct Undo {
 
 /// Per-symbol ids kept exactly by the log's dedupe; see [`Dedupe`].
 pub const DEDUPE_CAPACITY: usize = 10_000;
+/// The fill log's mode unless `SYNCD_FILL_LOG_MODE` says otherwise: the daemon's user writes,
+/// its group reads (`tail -f`, `jq`), others nothing. Set on every open, whatever the umask.
+pub const DEFAULT_MODE: u32 = 0o640;
 
 pub struct FillLog {
     file: File,
@@ -208,6 +211,8 @@ pub struct FillLog {
     /// the first of them began.
     staged: Vec<Undo>,
     staged_from: u64,
+    /// Permission bits every file this log opens or creates gets.
+    mode: u32,
 }
 
 /// What [`FillLog::check`] found.
@@ -269,7 +274,7 @@ impl FillLog {
         if files > 0 {
             log::info!("{}: read {files} rotated file(s) of it back ({lines} lines)", path.display());
         }
-        let (file, scan) = open_file(path, &mut seen)?;
+        let (file, scan) = open_file(path, &mut seen, DEFAULT_MODE)?;
         let last_seq = scan.last_seq.max(last_seq);
         let log = FillLog {
             file,
@@ -283,6 +288,7 @@ impl FillLog {
             cut: None,
             staged: Vec::new(),
             staged_from: 0,
+            mode: DEFAULT_MODE,
         };
         Ok((log, scan.report))
     }
@@ -302,13 +308,19 @@ impl FillLog {
                 return Ok(false);
             }
         }
-        let (file, scan) = open_file(&self.path, &mut self.seen)?;
+        let (file, scan) = open_file(&self.path, &mut self.seen, self.mode)?;
         self.file = file;
         self.len = scan.good_len;
         self.dirty = false;
         self.cut = None;
         self.next_seq = self.next_seq.max(scan.last_seq + 1);
         Ok(true)
+    }
+
+    /// Gives the file being written, and every file opened after it, exactly `mode`.
+    pub fn set_mode(&mut self, mode: u32) {
+        self.mode = mode;
+        set_mode_of(&self.file, &self.path, mode);
     }
 
     /// What the next file needs to go on where this one stops (see [`FillLog::open_after`]).
@@ -471,14 +483,34 @@ struct Scan {
     last_seq: u64,
 }
 
+/// The umask may have taken bits away from a new file, or an old one have more: the setting
+/// decides. A file we may not chmod (another owner's) is used as it is, with a warning.
+fn set_mode_of(file: &File, path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let current = file.metadata().map(|m| m.permissions().mode() & 0o7777).ok();
+    if current == Some(mode) {
+        return;
+    }
+    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(mode)) {
+        log::warn!(
+            "{}: cannot set its mode to {mode:04o} ({e}); it stays {:04o}",
+            path.display(),
+            current.unwrap_or(0)
+        );
+    }
+}
+
 /// Opens (or creates) the file at `path` for appending, records every fill's identity in
 /// `seen`, and cuts a torn tail.
-fn open_file(path: &Path, seen: &mut Dedupe) -> Result<(File, Scan), Error> {
+fn open_file(path: &Path, seen: &mut Dedupe, mode: u32) -> Result<(File, Scan), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        crate::statedir::create_private_dir(dir)?;
     }
     let existed = path.exists();
-    let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(Error::io(path))?;
+    let file =
+        OpenOptions::new().read(true).append(true).create(true).mode(mode).open(path).map_err(Error::io(path))?;
+    set_mode_of(&file, path, mode);
     if !existed {
         // The new directory entry must survive a power cut too, or the first fills could
         // vanish with the file.

@@ -22,6 +22,7 @@
 //! | [`fills`] | `binance-syncd fills`: the fill log as a table and totals per symbol |
 //! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects, parsed events → `state` |
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
+//! | [`statedir`] | the state directory's lock (one daemon per directory) and private files (0700/0600) |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
@@ -58,6 +59,7 @@ pub mod rest;
 pub mod rules;
 pub mod secret;
 pub mod state;
+pub mod statedir;
 pub mod stream;
 pub mod tls;
 pub mod utc;

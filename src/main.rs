@@ -62,7 +62,7 @@ its filters; SYNCD_STATE_DIR and SYNCD_FILL_LOG writable; SYNCD_PLUGIN_DIR reada
 .so's ABI version (read from its table; the plugin is not started). Same environment as `run`.
 
 EXAMPLE:
-    sudo sh -c 'set -a; . /etc/binance-syncd/env; SYNCD_STATE_DIR=/tmp/syncd-check binance-syncd check'
+    sudo sh -c 'set -a; . /etc/binance-syncd/env; SYNCD_STATE_DIR=$(mktemp -d) binance-syncd check'
 ";
 
 const FILLS_USAGE: &str = "\
@@ -137,7 +137,7 @@ fn init_logging_quiet() {
 }
 
 fn demo(args: &[String]) -> ExitCode {
-    use binance_syncd::demo::{run, DemoOptions};
+    use binance_syncd::demo::DemoOptions;
     let mut opts = DemoOptions { seconds: 30, dir: "syncd-demo".into(), verbose: true, plugin: None };
     let mut i = 0;
     while i < args.len() {
@@ -170,7 +170,10 @@ fn demo(args: &[String]) -> ExitCode {
         }
         i += 2;
     }
-    match run(&opts) {
+    // The webhook, if the operator set one, is taken out of the environment like `run` does.
+    let operator = binance_syncd::demo::operator_env();
+    harden();
+    match binance_syncd::demo::run_with(&opts, operator) {
         Ok(s) => {
             println!();
             println!(
@@ -256,6 +259,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Once the configuration holds the secrets: they leave the environment (no child inherits
+/// them, no plugin `getenv`s them) and the process is not dumpable (no core file with the key;
+/// no other process of this user reads our memory or environment). Runs before any thread.
+fn harden() {
+    use binance_syncd::plugin::harden;
+    harden::scrub_env(&harden::SECRET_VARS);
+    // Cannot fail on Linux; if it ever did, the daemon still runs, with a warning.
+    if let Err(e) = harden::forbid_dumping() {
+        log::warn!("cannot mark the process not dumpable: {e}");
+    }
+}
+
 fn load_config(needs: Needs) -> Result<Config, ExitCode> {
     Config::from_env(needs).map_err(|problems| {
         for p in &problems {
@@ -272,6 +287,16 @@ fn run() -> ExitCode {
     let config = match load_config(Needs { credentials: true, symbols: true }) {
         Ok(c) => c,
         Err(code) => return code,
+    };
+    harden();
+    // Before the metrics port, the fill log, the stream or a listen key: a second daemon on
+    // this directory stops here, within a second.
+    let _lock = match binance_syncd::statedir::StateLock::acquire(&config.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("binance-syncd: {e}");
+            return ExitCode::from(error_code(&e));
+        }
     };
     let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
     let (hangup_tx, hangup_rx) = crossbeam_channel::unbounded::<()>();
@@ -355,6 +380,7 @@ fn check() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    harden();
     let rest = binance_syncd::daemon::rest_client(&config);
     let rows = binance_syncd::check::run(&config, &rest);
     print!("{}", binance_syncd::check::table(&rows));

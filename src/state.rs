@@ -24,8 +24,8 @@ use crate::stream::StreamMsg;
 use crate::wire::UserEvent;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ pub struct StateSettings {
     pub state_dir: PathBuf,
     pub fill_log: PathBuf,
     pub fsync: FsyncPolicy,
+    /// The fill log's permission bits (`SYNCD_FILL_LOG_MODE`).
+    pub fill_log_mode: u32,
     /// How often the fill log's file is looked at (deleted, truncated, renamed without SIGHUP).
     pub check_every: Duration,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -71,20 +73,9 @@ fn save_cursors(cursors: &Cursors, state_dir: &Path) -> Result<(), Error> {
     save_atomic(state_dir, &cursors_path(state_dir), &body)
 }
 
-/// Temp file, fsync, rename, fsync of the directory.
+/// Temp file (0600), fsync, rename, fsync of the directory.
 fn save_atomic(state_dir: &Path, path: &Path, body: &[u8]) -> Result<(), Error> {
-    fs::create_dir_all(state_dir).map_err(Error::io(state_dir))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(body).map_err(Error::io(&tmp))?;
-    f.sync_all().map_err(Error::io(&tmp))?;
-    fs::rename(&tmp, path).map_err(Error::io(path))?;
-    if let Ok(dir) = File::open(state_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::statedir::write_private(state_dir, path, body)
 }
 
 /// Where the fill log's [`Carry`] is saved: the last `seq` and the dedupe's ids, written at
@@ -154,7 +145,8 @@ impl State {
     /// Opens the fill log (repairing a torn tail) and loads or rebuilds the cursors.
     pub fn open(settings: StateSettings, tap: FillTap) -> Result<State, Error> {
         let carry = load_carry(&settings.state_dir);
-        let (log, report) = FillLog::open_after(&settings.fill_log, settings.fsync, carry.as_ref())?;
+        let (mut log, report) = FillLog::open_after(&settings.fill_log, settings.fsync, carry.as_ref())?;
+        log.set_mode(settings.fill_log_mode);
         if report.torn_bytes > 0 || report.bad_lines > 0 {
             log::warn!(
                 "{}: repaired on open (torn bytes {}, foreign lines {})",

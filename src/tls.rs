@@ -19,6 +19,38 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport, TransportAdapter,
 };
 
+/// Whether `url` may be used as it is: encrypted (`https://`, `wss://`), or clear text that never
+/// leaves the machine (`localhost`, `127.0.0.0/8`, `::1`). Anything unparsable counts as not
+/// loopback, so a strange spelling errs on the side of refusing.
+pub fn plaintext_ok(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let Some((scheme, rest)) = lower.split_once("://") else { return false };
+    match scheme {
+        "https" | "wss" => return true,
+        "http" | "ws" => {}
+        _ => return false,
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Userinfo (`user:pass@host`) is not the host.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, _)) => h,
+            None => return false,
+        },
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host == "localhost" {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.is_loopback(),
+        Ok(std::net::IpAddr::V6(a)) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
+        Err(_) => false,
+    }
+}
+
 /// The certificates of a PEM file (`SYNCD_CA_FILE`). An error says what is wrong with the file;
 /// the caller names the variable.
 pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -277,6 +309,38 @@ pub fn agent(config: ureq::config::Config, tls: Arc<ClientConfig>) -> ureq::Agen
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn clear_text_is_allowed_to_loopback_only() {
+        for ok in [
+            "https://api.binance.us",
+            "wss://stream.binance.us:9443",
+            "http://127.0.0.1:8080",
+            "ws://127.9.9.9:1",
+            "http://localhost:1",
+            "http://LOCALHOST./x",
+            "ws://[::1]:9443",
+            "http://[::ffff:127.0.0.1]:80",
+            "http://user:pw@127.0.0.1:80",
+        ] {
+            assert!(plaintext_ok(ok), "{ok}");
+        }
+        for refused in [
+            "http://api.binance.us",
+            "ws://stream.binance.us:9443",
+            "http://0.0.0.0:8080",
+            "http://10.0.0.1",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io",
+            "http://127.0.0.1@evil.example",
+            "ws://[::2]:1",
+            "http://[::1",
+            "ftp://127.0.0.1",
+            "no scheme",
+        ] {
+            assert!(!plaintext_ok(refused), "{refused}");
+        }
+    }
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 

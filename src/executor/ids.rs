@@ -18,8 +18,7 @@
 //! leaves the clock, which only a jump back past the last run's start could defeat.
 
 use crate::error::Error;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "sd";
@@ -84,17 +83,9 @@ fn instance(state_dir: &Path) -> Result<String, Error> {
     Ok(drawn)
 }
 
-/// Writes `text` to `path` through a temporary file, synced, so a crash leaves old or new.
+/// Writes `text` to `path` through a private temporary file, synced, so a crash leaves old or new.
 fn write_synced(state_dir: &Path, path: &Path, text: &str) -> Result<(), Error> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(format!("{text}\n").as_bytes()).map_err(Error::io(&tmp))?;
-    f.sync_all().map_err(Error::io(&tmp))?;
-    fs::rename(&tmp, path).map_err(Error::io(path))?;
-    if let Ok(dir) = File::open(state_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::statedir::write_private(state_dir, path, format!("{text}\n").as_bytes())
 }
 
 impl ClientIds {

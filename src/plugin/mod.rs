@@ -25,6 +25,7 @@
 //! tag, for the next version.
 
 pub mod ffi;
+pub mod harden;
 mod spin;
 pub use spin::SpinCounts;
 

@@ -2,6 +2,7 @@
 
 mod executor;
 mod faults;
+mod hardening;
 mod metrics;
 mod mock;
 mod ops;

@@ -327,6 +327,8 @@ fn the_systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
         "CapabilityBoundingSet=\n",
         "SystemCallFilter=@system-service",
         "EnvironmentFile=",
+        "LoadCredential=binance-api-secret:",
+        "LimitCORE=0",
         "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
         assert!(unit.contains(line), "the unit lacks {line:?}");

@@ -7,7 +7,10 @@
 //! - `place_one = true`: on the first price of BTCUSD, one maker BUY a dollar under the bid;
 //!   every stream report of its orders is recorded as `report STATUS ORDER_ID`;
 //! - `flood = N`: on the first price of BTCUSD, submit N maker BUYs under the bid at once and
-//!   record `flood N NS` once all N are placed, NS from the first submit to the last answer.
+//!   record `flood N NS` once all N are placed, NS from the first submit to the last answer;
+//! - `probe = true`: at start, record what a prying plugin could find: `getenv NAME VALUE` for
+//!   the secrets' variables and `PATH`, `child-env ...` (what `env` run as a child prints),
+//!   `self-environ ...` (the process's `/proc/self/environ`) and `dumpable N` (`PR_GET_DUMPABLE`).
 
 use binance_syncd_plugin::{
     export_strategy, Dec, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
@@ -44,6 +47,22 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    fn probe(&mut self) {
+        for name in ["BINANCE_API_SECRET", "BINANCE_API_KEY", "SYNCD_ALERT_WEBHOOK", "CREDENTIALS_DIRECTORY", "PATH"] {
+            let value = std::env::var(name).unwrap_or_else(|_| "-".into());
+            self.line(&format!("getenv {name} {value}"));
+        }
+        let child = std::process::Command::new("env").output().map(|o| o.stdout).unwrap_or_default();
+        self.line(&format!("child-env {}", String::from_utf8_lossy(&child).replace('\n', " ")));
+        let environ = std::fs::read("/proc/self/environ").unwrap_or_default();
+        self.line(&format!("self-environ {}", String::from_utf8_lossy(&environ).replace('\0', " ")));
+        // SAFETY: PR_GET_DUMPABLE reads a flag of this process; no pointers are passed.
+        let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        self.line(&format!("dumpable {dumpable}"));
+    }
+}
+
 impl Strategy for Recorder {
     fn start(host: Host, start: &StartInfo<'_>) -> Result<Self, String> {
         let record = match start.setting("record") {
@@ -68,6 +87,9 @@ impl Strategy for Recorder {
             placed_one: false,
         };
         r.line(&format!("start {VERSION}"));
+        if start.setting("probe") == Some("true") {
+            r.probe();
+        }
         r.host.info(&format!("test plugin {VERSION} started in mode {}", r.mode));
         Ok(r)
     }
