@@ -165,8 +165,9 @@ impl Config {
         // The API key header and signed orders (replayable within recvWindow) must not cross a
         // network in clear text by a typo: plain schemes are for loopback (the paper exchange).
         let allow_plaintext = bool_var(&var, "SYNCD_ALLOW_PLAINTEXT", &mut problems);
-        for (name, url) in [("SYNCD_REST_URL", &rest_url), ("SYNCD_WS_URL", &ws_url)] {
-            if !allow_plaintext && !crate::tls::plaintext_ok(url) {
+        for (name, url, plain) in [("SYNCD_REST_URL", &rest_url, "http://"), ("SYNCD_WS_URL", &ws_url, "ws://")] {
+            // A wrong scheme was reported above; one problem per variable.
+            if url.starts_with(plain) && !allow_plaintext && !crate::tls::plaintext_ok(url) {
                 problems.push(format!(
                     "{name}: {url:?} is clear text to a host other than loopback: the API key and signed orders would be readable on the way; use https:// or wss://, or set SYNCD_ALLOW_PLAINTEXT=true behind a TLS-terminating proxy you trust"
                 ));
@@ -547,6 +548,22 @@ mod tests {
         ] {
             assert_eq!(errs.iter().filter(|e| e.starts_with(&format!("{name}:"))).count(), 1, "{name} in {errs:?}");
         }
+    }
+
+    #[test]
+    fn clear_text_urls_are_for_loopback_unless_allowed() {
+        let none = Needs { credentials: false, symbols: false };
+        let plain = [("SYNCD_REST_URL", "http://api.binance.us"), ("SYNCD_WS_URL", "ws://stream.binance.us:9443")];
+        let errs = load(&plain, none).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("SYNCD_REST_URL:") && errs[1].starts_with("SYNCD_WS_URL:"), "{errs:?}");
+        let allowed = [plain[0], plain[1], ("SYNCD_ALLOW_PLAINTEXT", "true")];
+        assert_eq!(load(&allowed, none).unwrap().rest_url, "http://api.binance.us");
+        let local = [("SYNCD_REST_URL", "http://127.0.0.1:8080"), ("SYNCD_WS_URL", "ws://localhost:9443")];
+        assert!(load(&local, none).is_ok());
+        let hook = [("SYNCD_ALERT_WEBHOOK", "http://hooks.example/T0KEN")];
+        let errs = load(&hook, none).unwrap_err();
+        assert!(errs.len() == 1 && !errs[0].contains("T0KEN"), "refused without echoing the token: {errs:?}");
     }
 
     #[test]
