@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #define SYNCD_ABI_MAJOR 1
-#define SYNCD_ABI_MINOR 1
+#define SYNCD_ABI_MINOR 2
 
 #define SYNCD_STATUS_OK 0
 #define SYNCD_STATUS_PANICKED (-1)
@@ -30,11 +30,18 @@
 #define SYNCD_UPDATE_REPLACED 2
 #define SYNCD_UPDATE_REFUSED 3
 #define SYNCD_UPDATE_REJECTED 4
+/* the request may or may not have taken effect; a second update (resolved = 1) follows */
 #define SYNCD_UPDATE_UNKNOWN 5
+/* the exchange never got it: only sent when that is known */
 #define SYNCD_UPDATE_NOT_DONE 6
 #define SYNCD_UPDATE_CANCELED_ALL 7
 /* request 0: the stream's report of one of the plugin's orders (ABI 1.1) */
 #define SYNCD_UPDATE_REPORT 8
+/* resolved = 1: the lookups of an UNKNOWN gave up; the order client_order_id may or may not
+ * exist, is never sent again and counts as open against the plugin's limits until the daemon
+ * knows. Watch for REPORTs of that client id rather than placing it again (ABI 1.2; a plugin
+ * whose table says minor 0 or 1 gets a resolved UNKNOWN instead). */
+#define SYNCD_UPDATE_UNRESOLVED 9
 
 #define SYNCD_INTENT_PLACE 0
 #define SYNCD_INTENT_CANCEL 1

@@ -3,7 +3,8 @@
 //! A strategy holds a [`StrategyHandle`]: it submits [`Intent`]s and reads [`Reply`]s from its
 //! own channel. Every intent gets exactly one reply, except one whose outcome is
 //! [`Outcome::Unknown`]: a second reply with the same `request` follows once the executor has
-//! found out what happened (placed, or not placed).
+//! found out what happened (placed, or not placed), or gave up finding out
+//! ([`Outcome::Unresolved`]).
 
 use crate::decimal::Decimal;
 use crate::model::Side;
@@ -62,7 +63,8 @@ pub struct Placed {
     pub price: Decimal,
     pub qty: Decimal,
     /// The exchange's status at the answer: `NEW` for a resting maker order, or already
-    /// `PARTIALLY_FILLED`/`FILLED` when a resolved unknown outcome had traded meanwhile.
+    /// `PARTIALLY_FILLED`/`FILLED` (or another end, such as `EXPIRED`) when a resolved unknown
+    /// outcome had traded or ended meanwhile.
     pub status: String,
     /// Empty when the intent went out exactly as asked.
     pub adjustments: Vec<Adjustment>,
@@ -111,8 +113,19 @@ pub enum Outcome {
     Unknown {
         client_order_id: String,
     },
-    /// A resolved unknown outcome: the exchange never got this order (or this cancel).
+    /// The exchange never got this order (or this cancel), or did nothing with it: answered
+    /// only when that is known (not sent at all, or a cancel whose order is still open after
+    /// two sends). Never a guess.
     NotDone {
+        client_order_id: String,
+        reason: String,
+    },
+    /// A resolved [`Outcome::Unknown`] whose lookups gave up: the order `client_order_id` (the
+    /// new one of a placement or replace, the cancelled one of a cancel) may or may not exist.
+    /// It is never sent again; it counts as open against the strategy's limits until the
+    /// executor knows (it keeps looking, and the stream's reports and the book show it if it
+    /// exists). Look for it by this client id (reports, `ExecutorView::open_orders`).
+    Unresolved {
         client_order_id: String,
         reason: String,
     },

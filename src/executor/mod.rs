@@ -17,10 +17,16 @@
 //!    queues, so one strategy flooding intents cannot starve another.
 //! 5. **Rate limits** through the shared gate: orders wait there as long as it says (the reply's
 //!    `waited` shows it), and after a 429/418 nothing is sent until the hold ends.
-//! 6. **Unknown outcomes** (5xx, `-1006`/`-1007`, a timeout or a reset after sending): the
-//!    order is looked up by its client id (`GET /api/v3/order`, re-asked a few times since
-//!    that path can lag) and watched for on the stream, and nothing else is sent for that
-//!    symbol until it is resolved. It is never sent twice.
+//! 6. **Unknown outcomes** (5xx, `-1006`/`-1007`, a timeout or a reset after sending, see
+//!    `executor/resolve.rs`): nothing else is sent for that symbol until it is known. The new
+//!    order is looked up by its client id (`GET /api/v3/order`, re-asked a few times since that
+//!    path can lag, then `allOrders`, which lists filled and cancelled orders too), an unknown
+//!    `cancelReplace`'s old order by its id as well, and a stream report settles it early; the
+//!    stream's silence settles nothing. Only when every lookup says the request did nothing is
+//!    it sent again, once, exactly as before (a placement with the same client id, a replace as
+//!    the same `cancelReplace` of the same old order), so no order is ever doubled. Lookups that
+//!    give up answer [`Outcome::Unresolved`] (never `NotDone`, which says the exchange never got
+//!    it), and the order counts as open against the strategy's limits until it is known.
 //!
 //! The open-order book is rebuilt from `GET /api/v3/openOrders` at start, after every stream
 //! reconnect and every `SYNCD_BOOK_REFRESH_S`; balances from `GET /api/v3/account` at the same
@@ -36,6 +42,7 @@ pub mod book;
 pub mod ids;
 pub mod intent;
 pub mod limits;
+mod resolve;
 
 pub use book::{Balances, Book, OpenOrder};
 pub use intent::{
@@ -56,6 +63,7 @@ use crate::wire::{OrderReply, UserEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use ids::ClientIds;
 use limits::{OrderRate, Usage};
+use resolve::{NewOrder, Pending, PendingKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -66,12 +74,6 @@ use std::time::{Duration, Instant};
 
 /// Share of each rate limit the background reads (prices, rules, account) may use.
 const READ_SHARE: u64 = 50;
-/// How often an unknown order is looked up before it counts as never placed, and the pauses
-/// between the lookups (the Memory ⇒ Database path can lag behind the engine).
-const RESOLVE_DELAYS: [Duration; 4] =
-    [Duration::from_millis(300), Duration::from_millis(700), Duration::from_millis(1500), Duration::from_secs(3)];
-/// How long an unknown outcome may hold its symbol while the exchange cannot be asked.
-const RESOLVE_GIVE_UP: Duration = Duration::from_secs(120);
 /// Times a placement that met a 429 is put back in its queue before the intent is rejected.
 const MAX_REQUEUES: u32 = 3;
 
@@ -183,29 +185,6 @@ impl ExecutorLink {
 struct Quote {
     bid: Decimal,
     ask: Decimal,
-}
-
-/// An order or cancel whose outcome is not known yet.
-#[derive(Debug)]
-struct Pending {
-    symbol: String,
-    tag: String,
-    /// The client id to look up: the new order's, or for a cancel the order's own.
-    lookup_id: String,
-    what: PendingKind,
-    reply: Option<(u64, Sender<Reply>, Instant)>,
-    tries: usize,
-    next_try: Instant,
-    /// When it became unknown: after `RESOLVE_GIVE_UP` the symbol is no longer held for it.
-    since: Instant,
-    /// A placement already sent again with the same client id.
-    resent: bool,
-}
-
-#[derive(Debug)]
-enum PendingKind {
-    Place { side: Side, price: Decimal, qty: Decimal, adjustments: Vec<Adjustment> },
-    Cancel { order_id: u64 },
 }
 
 pub struct Executor {
@@ -440,7 +419,7 @@ impl Executor {
         let unknown: Vec<(String, String)> = self
             .pending
             .iter()
-            .filter(|p| matches!(p.what, PendingKind::Place { .. }))
+            .filter(|p| p.what.new_order().is_some())
             .map(|p| (p.symbol.clone(), p.lookup_id.clone()))
             .collect();
         for (symbol, client_id) in unknown {
@@ -516,7 +495,7 @@ impl Executor {
                 }
             }
             Outcome::Unknown { .. } => s.unknown += 1,
-            Outcome::NotDone { .. } => {}
+            Outcome::NotDone { .. } | Outcome::Unresolved { .. } => {}
         }
     }
 
@@ -549,7 +528,7 @@ impl Executor {
             let Some(q) = self.queues.get_mut(tag) else { continue };
             let blocked = q.front().is_some_and(|(r, _)| {
                 (cancels_only && !matches!(r.intent, Intent::Cancel { .. } | Intent::CancelAll { .. }))
-                    || self.pending.iter().any(|p| p.symbol == r.intent.symbol())
+                    || self.pending.iter().any(|p| !p.given_up && p.symbol == r.intent.symbol())
             });
             if blocked {
                 continue;
@@ -848,10 +827,9 @@ impl Executor {
     }
 
     fn context(&self, sym: &SymbolRules, symbol: &str, replacing: Option<&OpenOrder>) -> MarketContext {
-        let unresolved = self.pending.iter().filter(|p| matches!(p.what, PendingKind::Place { .. })).count() as u64;
-        let unresolved_here =
-            self.pending.iter().filter(|p| p.symbol == symbol && matches!(p.what, PendingKind::Place { .. })).count()
-                as u64;
+        let unresolved: u64 = self.pending.iter().map(|p| p.extra_open(&self.book).0).sum();
+        let unresolved_here: u64 =
+            self.pending.iter().filter(|p| p.symbol == symbol).map(|p| p.extra_open(&self.book).0).sum();
         let freed = u64::from(replacing.is_some());
         let mut position = self.balances.total(&sym.base_asset).checked_add(self.book.open_buy_qty(symbol));
         if let (Some(p), Some(o)) = (position, replacing.filter(|o| o.side == Side::Buy)) {
@@ -884,8 +862,15 @@ impl Executor {
 
     fn usage(&self, tag: &str, symbol: &str) -> Usage {
         let mine = |o: &&OpenOrder| self.ids.tag_of(&o.client_order_id) == Some(tag);
-        let unresolved =
-            self.pending.iter().filter(|p| p.tag == tag && matches!(p.what, PendingKind::Place { .. })).count() as u64;
+        // Unknown and unresolved requests count as open until they are known.
+        let (mut unresolved, mut unresolved_notional) = (0, Decimal::ZERO);
+        for p in self.pending.iter().filter(|p| p.tag == tag) {
+            let (count, notional) = p.extra_open(&self.book);
+            unresolved += count;
+            if p.symbol == symbol {
+                unresolved_notional = unresolved_notional.checked_add(notional).unwrap_or(unresolved_notional);
+            }
+        }
         Usage {
             open_orders: self.book.orders().filter(mine).count() as u64 + unresolved,
             symbol_notional: self
@@ -893,7 +878,7 @@ impl Executor {
                 .orders()
                 .filter(mine)
                 .filter(|o| o.symbol == symbol)
-                .fold(Decimal::ZERO, |acc, o| acc.checked_add(o.notional()).unwrap_or(acc)),
+                .fold(unresolved_notional, |acc, o| acc.checked_add(o.notional()).unwrap_or(acc)),
         }
     }
 
@@ -957,8 +942,8 @@ impl Executor {
             Err(Error::OutcomeUnknown(what)) | Err(Error::Decode(what)) => {
                 log::warn!("executor: {symbol} {client_id}: {what}; looking the order up before anything else");
                 self.reserve(&client_id, symbol, side, prepared.price, prepared.quantity);
-                let kind = PendingKind::Place { side, price: prepared.price, qty: prepared.quantity, adjustments };
-                self.add_pending(req, symbol, client_id.clone(), kind);
+                let new = NewOrder { side, price: prepared.price, qty: prepared.quantity, adjustments };
+                self.add_pending(req, symbol, client_id.clone(), PendingKind::Place(new));
                 Ok(Some(Outcome::Unknown { client_order_id: client_id }))
             }
             Err(e) if e.is_auth_failure() => Err(format!("API key refused by the executor: {e}")),
@@ -992,21 +977,6 @@ impl Executor {
             revoked: req.revoked.clone(),
         };
         self.queues.entry(req.tag.clone()).or_default().push_front((copy, requeues));
-    }
-
-    fn add_pending(&mut self, req: &Request, symbol: &str, lookup_id: String, what: PendingKind) {
-        self.pending.push(Pending {
-            symbol: symbol.to_string(),
-            tag: req.tag.clone(),
-            lookup_id,
-            what,
-            reply: Some((req.id, req.reply.clone(), req.submitted)),
-            tries: 0,
-            next_try: Instant::now() + RESOLVE_DELAYS[0],
-            since: Instant::now(),
-            resent: false,
-        });
-        self.dirty = true;
     }
 
     /// One of the strategy's open orders, or why not.
@@ -1060,7 +1030,7 @@ impl Executor {
             }
             Err(Error::Api { code: -2011, msg, .. }) => {
                 // Not open any more: ask how it ended (filled, or cancelled by someone else).
-                match self.desk.query(&o.symbol, &o.client_order_id) {
+                match self.desk.query(&o.symbol, &OrderRef::Id(o.order_id)) {
                     Ok(found) => {
                         self.book.apply_reply(&found);
                         let status = found.status.unwrap_or_default();
@@ -1098,17 +1068,9 @@ impl Executor {
                 CancelResult::Fatal(why) => return Err(why),
                 CancelResult::Unknown => {
                     failed.push((o.order_id, "outcome unknown; being looked up".into()));
-                    self.pending.push(Pending {
-                        symbol: symbol.to_string(),
-                        tag: req.tag.clone(),
-                        lookup_id: o.client_order_id.clone(),
-                        what: PendingKind::Cancel { order_id: o.order_id },
-                        reply: None,
-                        tries: 0,
-                        next_try: Instant::now() + RESOLVE_DELAYS[0],
-                        since: Instant::now(),
-                        resent: false,
-                    });
+                    let what = PendingKind::Cancel { order_id: o.order_id };
+                    let sent_ms = self.desk.rest().clock().now_ms();
+                    self.pending.push(Pending::new(symbol, &req.tag, o.client_order_id.clone(), what, None, sent_ms));
                 }
             }
         }
@@ -1169,11 +1131,10 @@ impl Executor {
                 Ok(Some(self.rejected(symbol, code, msg, None)))
             }
             Err(Error::OutcomeUnknown(what)) | Err(Error::Decode(what)) => {
-                log::warn!("executor: replace on {symbol} ({client_id}): {what}; looking the new order up");
-                // Whatever happened to the old order, the next rebuild shows it.
-                self.need_rebuild = true;
-                let kind = PendingKind::Place { side, price: prepared.price, qty: prepared.quantity, adjustments };
-                self.add_pending(req, symbol, client_id.clone(), kind);
+                log::warn!("executor: replace on {symbol} ({client_id}): {what}; looking both orders up");
+                // The old order stays in the book (and counts) until the lookups say otherwise.
+                let new = NewOrder { side, price: prepared.price, qty: prepared.quantity, adjustments };
+                self.add_pending(req, symbol, client_id.clone(), PendingKind::Replace { old, new });
                 Ok(Some(Outcome::Unknown { client_order_id: client_id }))
             }
             Err(e @ (Error::RateLimited { .. } | Error::Banned { .. })) => {
@@ -1214,186 +1175,11 @@ impl Executor {
             other => other,
         })
     }
-
-    /// A stream report may settle a pending order at once.
-    fn resolve_from_stream(&mut self, symbol: &str, order_id: u64, client_id: &str, status: &str) {
-        let Some(i) = self.pending.iter().position(|p| {
-            p.symbol == symbol
-                && match p.what {
-                    PendingKind::Place { .. } => p.lookup_id == client_id,
-                    // Only an end settles a cancel: a partial fill meanwhile says nothing of it.
-                    PendingKind::Cancel { order_id: o } => o == order_id && is_terminal(status),
-                }
-        }) else {
-            return;
-        };
-        let p = self.pending.remove(i);
-        let outcome = match &p.what {
-            PendingKind::Place { .. } => place_outcome(&p, symbol, order_id, None, None, status),
-            PendingKind::Cancel { .. } => cancel_outcome(symbol, order_id, client_id, status),
-        };
-        self.settle(p, outcome);
-    }
-
-    fn settle(&mut self, p: Pending, outcome: Outcome) {
-        log::info!("executor: {} {} resolved: {outcome:?}", p.symbol, p.lookup_id);
-        if matches!(outcome, Outcome::NotDone { .. } | Outcome::Rejected { .. }) {
-            self.balances.release(&p.lookup_id);
-        }
-        self.stats.resolved += 1;
-        self.dirty = true;
-        if let Some((request, reply, submitted)) = p.reply {
-            let _ = reply.send(Reply { request, outcome, waited: submitted.elapsed(), resolved: true });
-        }
-    }
-
-    /// Looks up pending orders whose turn has come.
-    fn resolve_due(&mut self) -> Result<(), String> {
-        let now = Instant::now();
-        let Some(i) = self.pending.iter().position(|p| p.next_try <= now) else { return Ok(()) };
-        let (symbol, lookup_id) = (self.pending[i].symbol.clone(), self.pending[i].lookup_id.clone());
-        if self.pending[i].since.elapsed() > RESOLVE_GIVE_UP {
-            // The exchange would not say, for minutes. Stop holding the symbol; the book's
-            // rebuild will show the order if it exists, and its fills are logged either way.
-            let p = self.pending.remove(i);
-            log::error!("executor: {symbol} {lookup_id}: no answer for {RESOLVE_GIVE_UP:?}; unblocking the symbol");
-            self.need_rebuild = true;
-            let reason = format!(
-                "could not be looked up for {RESOLVE_GIVE_UP:?}; the book's next rebuild shows it if it exists"
-            );
-            self.settle(p, Outcome::NotDone { client_order_id: lookup_id, reason });
-            return Ok(());
-        }
-        match self.desk.query(&symbol, &lookup_id) {
-            Ok(found) => {
-                self.book.apply_reply(&found);
-                let p = self.pending.remove(i);
-                let status = found.status.clone().unwrap_or_default();
-                let outcome = match &p.what {
-                    PendingKind::Place { .. } => {
-                        place_outcome(&p, &symbol, found.order_id, found.price, found.orig_qty, &status)
-                    }
-                    PendingKind::Cancel { order_id } => cancel_outcome(&symbol, *order_id, &lookup_id, &status),
-                };
-                self.settle(p, outcome);
-            }
-            // Archived: canceled or expired with nothing filled, long ago. An end.
-            Err(e) if e.api_code() == Some(-2026) => {
-                let p = self.pending.remove(i);
-                let outcome = match p.what {
-                    PendingKind::Place { .. } => Outcome::NotDone { client_order_id: lookup_id, reason: e.to_string() },
-                    PendingKind::Cancel { order_id } => cancel_outcome(&symbol, order_id, &lookup_id, "CANCELED"),
-                };
-                self.settle(p, outcome);
-            }
-            Err(e) if e.api_code() == Some(-2013) => {
-                let p = &mut self.pending[i];
-                p.tries += 1;
-                if p.tries < RESOLVE_DELAYS.len() {
-                    p.next_try = now + RESOLVE_DELAYS[p.tries];
-                    return Ok(());
-                }
-                if matches!(p.what, PendingKind::Cancel { .. }) {
-                    // An order we saw open does not vanish; the rebuild settles the book.
-                    let (p, order_id) = match self.pending.remove(i) {
-                        p @ Pending { what: PendingKind::Cancel { order_id }, .. } => (p, order_id),
-                        p => (p, 0),
-                    };
-                    self.book.close(&symbol, order_id);
-                    self.need_rebuild = true;
-                    let reason = "the order is unknown to the exchange now".to_string();
-                    self.settle(p, Outcome::NotDone { client_order_id: lookup_id, reason });
-                    return Ok(());
-                }
-                return self.resend(i);
-            }
-            Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
-            Err(e) => {
-                // Could not ask (network, rate gate, an answer we could not read): again later,
-                // until RESOLVE_GIVE_UP.
-                log::warn!("executor: lookup of {symbol} {lookup_id} failed ({e}); retrying");
-                self.pending[i].next_try = now + Duration::from_secs(1);
-            }
-        }
-        Ok(())
-    }
-
-    /// The exchange does not know a placement whose outcome was unknown, after several looks:
-    /// send it again with the same client id (the documented procedure). If the first one did
-    /// land and is open, the exchange refuses the copy as a duplicate, which is safe, and we
-    /// look again; if it filled meanwhile, the lookups would have found it.
-    fn resend(&mut self, i: usize) -> Result<(), String> {
-        let p = &self.pending[i];
-        let PendingKind::Place { side, price, qty, .. } = p.what else { return Ok(()) };
-        let (symbol, client_id) = (p.symbol.clone(), p.lookup_id.clone());
-        if p.resent {
-            // Sent twice, unknown twice: keep looking until RESOLVE_GIVE_UP.
-            self.pending[i].next_try = Instant::now() + Duration::from_secs(2);
-            return Ok(());
-        }
-        let order = MakerOrder { symbol: &symbol, side, price, quantity: qty, client_order_id: &client_id };
-        log::warn!("executor: {symbol} {client_id}: unknown to the exchange after {} lookups; sending it again with the same id", RESOLVE_DELAYS.len());
-        let sent = self.desk.place(&order);
-        let p = &mut self.pending[i];
-        p.resent = true;
-        p.tries = 0;
-        p.next_try = Instant::now() + RESOLVE_DELAYS[0];
-        match sent {
-            Ok(reply) => {
-                self.book.apply_reply(&reply);
-                let p = self.pending.remove(i);
-                let status = reply.status.clone().unwrap_or_else(|| "NEW".into());
-                let outcome = place_outcome(&p, &symbol, reply.order_id, reply.price, reply.orig_qty, &status);
-                self.settle(p, outcome);
-            }
-            // It exists after all: the next lookup finds it.
-            Err(Error::Api { code: -2010, msg, .. }) if msg.contains("Duplicate") => {}
-            Err(Error::Api { code, msg, .. }) => {
-                let p = self.pending.remove(i);
-                let outcome = self.rejected(&symbol, code, msg, None);
-                self.settle(p, outcome);
-            }
-            Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
-            // Unknown again, or not sent: keep looking.
-            Err(e) => log::warn!("executor: {symbol} {client_id}: the second send: {e}; looking it up"),
-        }
-        Ok(())
-    }
 }
 
 /// A status after which an order never changes again.
 fn is_terminal(status: &str) -> bool {
     matches!(status, "FILLED" | "CANCELED" | "EXPIRED" | "REJECTED" | "EXPIRED_IN_MATCH")
-}
-
-/// What a found order means for a pending placement.
-fn place_outcome(
-    p: &Pending,
-    symbol: &str,
-    order_id: u64,
-    price: Option<Decimal>,
-    qty: Option<Decimal>,
-    status: &str,
-) -> Outcome {
-    let PendingKind::Place { side, price: sent_price, qty: sent_qty, adjustments } = &p.what else {
-        return Outcome::NotDone { client_order_id: p.lookup_id.clone(), reason: "not a placement".into() };
-    };
-    if matches!(status, "REJECTED" | "EXPIRED" | "EXPIRED_IN_MATCH") {
-        return Outcome::NotDone {
-            client_order_id: p.lookup_id.clone(),
-            reason: format!("the exchange has it as {status}: it is not resting"),
-        };
-    }
-    Outcome::Placed(Placed {
-        symbol: symbol.to_string(),
-        order_id,
-        client_order_id: p.lookup_id.clone(),
-        side: *side,
-        price: price.filter(|p| !p.is_zero()).unwrap_or(*sent_price),
-        qty: qty.filter(|q| !q.is_zero()).unwrap_or(*sent_qty),
-        status: status.to_string(),
-        adjustments: adjustments.clone(),
-    })
 }
 
 enum CancelResult {
@@ -1404,14 +1190,18 @@ enum CancelResult {
     Fatal(String),
 }
 
+/// What an order's end means for a cancel of it: cancelled, or it ended otherwise first (what
+/// the exchange answers a cancel of an order that is not open).
 fn cancel_outcome(symbol: &str, order_id: u64, client_id: &str, status: &str) -> Outcome {
     match status {
         "CANCELED" => {
             Outcome::Canceled(Canceled { symbol: symbol.to_string(), order_id, client_order_id: client_id.to_string() })
         }
-        other => Outcome::NotDone {
-            client_order_id: client_id.to_string(),
-            reason: format!("the cancel did not take: the order is {other}"),
+        other => Outcome::Rejected {
+            code: -2011,
+            msg: format!("Unknown order sent. (the order is {other}; nothing was cancelled)"),
+            taker: false,
+            canceled: None,
         },
     }
 }

@@ -37,15 +37,25 @@ pub struct FaultRecord {
     pub params: Vec<(String, String)>,
 }
 
-/// How the next order placement misbehaves (fault).
+/// How an order request's answer misbehaves (fault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderFault {
-    /// Placed, answered 503 with `-1007`.
+    /// Answered 503 with `-1007`.
     Status503,
-    /// Placed, answered 504 with a non-JSON body.
+    /// Answered 504 with a non-JSON body.
     Status504,
-    /// Placed, then the connection is closed without an answer.
+    /// The connection is closed without an answer.
     Reset,
+}
+
+/// The next `count` order requests of one kind misbehave as `answer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArmedFault {
+    pub count: u64,
+    pub answer: OrderFault,
+    /// The request is lost on its way in: the engine never sees it (else it is carried out and
+    /// the answer is lost on its way out). The client cannot tell the two apart.
+    pub request_lost: bool,
 }
 
 /// The fault knobs the REST side reads on every request.
@@ -53,10 +63,14 @@ pub enum OrderFault {
 pub struct RestFaults {
     /// The next `.0` requests get 429 with `Retry-After: .1` seconds.
     pub burst_429: Option<(u64, u64)>,
-    /// The next `.0` order placements misbehave as `.1`.
-    pub order_fault: Option<(u64, OrderFault)>,
-    /// The next `.0` cancels (`DELETE /api/v3/order`) are carried out, then misbehave as `.1`.
-    pub cancel_fault: Option<(u64, OrderFault)>,
+    /// Order placements (`POST /api/v3/order`).
+    pub order_fault: Option<ArmedFault>,
+    /// Cancels (`DELETE /api/v3/order`).
+    pub cancel_fault: Option<ArmedFault>,
+    /// `POST /api/v3/order/cancelReplace`.
+    pub replace_fault: Option<ArmedFault>,
+    /// The next `.0` `GET /api/v3/order` lookups answer `-2013` although the order exists.
+    pub lookup_lag: u64,
     /// Every request and every answer is delayed by `.0` (only those with API key `.1`, if set).
     pub delay: Option<(Duration, Option<String>)>,
 }
@@ -360,9 +374,19 @@ pub static FAULTS: &[FaultSpec] = &[
     },
     FaultSpec {
         name: "order_error",
-        params: "[mode=503|504|reset, count=1, on=place|cancel]",
-        effect: "the next order placements (or cancels) are carried out but answered with an error or a reset",
+        params: "[mode=503|504|reset, count=1, on=place|cancel|replace, lost=reply|request]",
+        effect: "the next order placements (cancels, cancelReplaces) are answered with an error or a reset; `lost=reply`: carried out first, `lost=request`: never reach the engine",
         run: order_error,
+    },
+    FaultSpec {
+        name: "lookup_lag",
+        params: "[count=1]",
+        effect: "the next `count` `GET /api/v3/order` lookups answer `-2013` although the order exists (the Memory => Database lag); `allOrders` still lists it",
+        run: |c, p| {
+            let mut f = c.rest_faults();
+            f.lookup_lag = num(p, "count", 1)?.max(0) as u64;
+            Ok(json!({"count": f.lookup_lag}))
+        },
     },
     FaultSpec {
         name: "rest_delay",
@@ -531,11 +555,18 @@ fn order_error(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
         other => return Err(format!("mode={other:?}: use 503, 504 or reset")),
     };
     let count = num(p, "count", 1)?.max(0) as u64;
+    let request_lost = match get(p, "lost").unwrap_or("reply") {
+        "reply" => false,
+        "request" => true,
+        other => return Err(format!("lost={other:?}: use reply or request")),
+    };
+    let armed = Some(ArmedFault { count, answer: mode, request_lost });
     let mut faults = c.rest_faults();
     match get(p, "on").unwrap_or("place") {
-        "place" => faults.order_fault = Some((count, mode)),
-        "cancel" => faults.cancel_fault = Some((count, mode)),
-        other => return Err(format!("on={other:?}: use place or cancel")),
+        "place" => faults.order_fault = armed,
+        "cancel" => faults.cancel_fault = armed,
+        "replace" => faults.replace_fault = armed,
+        other => return Err(format!("on={other:?}: use place, cancel or replace")),
     }
     Ok(json!({"count": count}))
 }

@@ -6,7 +6,7 @@
 //! → timing → signature → parameters → precision → filters → order rate → engine); every
 //! response carries the usage headers; a request inside a 429 hold is answered 418.
 
-use super::control::{rest_delay, OrderFault, RestFaults};
+use super::control::{rest_delay, ArmedFault, OrderFault, RestFaults};
 use super::engine::{ApiError, Engine, NewOrder, Origin, RespType, TimeInForce};
 use super::http::{Outcome, Request, Response};
 use super::Shared;
@@ -71,16 +71,16 @@ pub struct RateState {
     pub requests: u64,
 }
 
-/// What an order request that was carried out answers under an injected fault.
-fn fault_answer(fault: Option<OrderFault>) -> Option<Dispatched> {
-    Some(match fault? {
+/// What an order request answers under an injected fault.
+fn fault_answer(fault: OrderFault) -> Dispatched {
+    match fault {
         OrderFault::Status503 => Dispatched::Raw(
             503,
             json!({"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; execution status unknown."}).to_string(),
         ),
         OrderFault::Status504 => Dispatched::Raw(504, "<html>504 Gateway Time-out</html>".into()),
         OrderFault::Reset => Dispatched::Hangup,
-    })
+    }
 }
 
 /// One error the exchange returned, for the report.
@@ -723,7 +723,13 @@ fn dispatch(
                     "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
                 )));
             }
-            shared.engine().query_order(symbol, order_id, orig).map(Dispatched::Body).map_err(fail)
+            let found = shared.engine().query_order(symbol, order_id, orig).map_err(fail)?;
+            let mut faults = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+            if faults.lookup_lag > 0 {
+                faults.lookup_lag -= 1;
+                return Err(fail(ApiError::bad(-2013, "Order does not exist.")));
+            }
+            Ok(Dispatched::Body(found))
         }
         ("DELETE", "/api/v3/order") => cancel_order(shared, params, now),
         ("GET", "/api/v3/openOrders") => {
@@ -790,15 +796,19 @@ fn place_order(
             return Err(fail(e));
         }
     };
-    let fault = take_fault(shared, |f| &mut f.order_fault);
+    if let Some(lost) = take_fault(shared, |f| &mut f.order_fault, true) {
+        return Ok(fault_answer(lost));
+    }
+    let fault = take_fault(shared, |f| &mut f.order_fault, false);
     let result = shared.engine().new_order(order, now, Origin::Api).map_err(fail)?;
     headers.push(("X-MBX-ORDER-COUNT-10S".into(), c10.to_string()));
     headers.push(("X-MBX-ORDER-COUNT-1D".into(), c1d.to_string()));
-    Ok(fault_answer(fault).unwrap_or(Dispatched::Body(result)))
+    Ok(fault.map_or(Dispatched::Body(result), fault_answer))
 }
 
-/// `DELETE /api/v3/order`: carried out, then (under an `order_error on=cancel` fault) answered
-/// with an error or a reset.
+/// `DELETE /api/v3/order`: carried out (unless an `order_error on=cancel lost=request` fault
+/// loses it first), then (under an `order_error on=cancel` fault) answered with an error or a
+/// reset.
 fn cancel_order(shared: &Shared, params: &Params, now: i64) -> Result<Dispatched, Failed> {
     let symbol = params.required("symbol").map_err(fail)?;
     let order_id = params.uint("orderId").map_err(fail)?;
@@ -809,9 +819,12 @@ fn cancel_order(shared: &Shared, params: &Params, now: i64) -> Result<Dispatched
             return Err(fail(ApiError::bad(-1145, "Invalid cancelRestrictions")));
         }
     }
+    if let Some(lost) = take_fault(shared, |f| &mut f.cancel_fault, true) {
+        return Ok(fault_answer(lost));
+    }
     let canceled = shared.engine().cancel_order(symbol, order_id, orig.as_deref(), new_id, now).map_err(fail)?;
-    let fault = take_fault(shared, |f| &mut f.cancel_fault);
-    Ok(fault_answer(fault).unwrap_or(Dispatched::Body(canceled)))
+    let fault = take_fault(shared, |f| &mut f.cancel_fault, false);
+    Ok(fault.map_or(Dispatched::Body(canceled), fault_answer))
 }
 
 /// `GET /api/v3/myTrades`, with only the documented parameter combinations.
@@ -881,22 +894,25 @@ fn ticker_24hr(shared: &Shared, params: &Params, now: i64) -> Result<Dispatched,
     }
 }
 
-/// Counts down an order fault knob; the fault, if one is due.
+/// Counts down an order fault knob; the answer, if a fault is due. `request_lost`: only a fault
+/// that loses the request (asked before the engine), or only one that loses the reply (after).
 fn take_fault(
     shared: &Shared,
-    slot: impl FnOnce(&mut RestFaults) -> &mut Option<(u64, OrderFault)>,
+    slot: impl FnOnce(&mut RestFaults) -> &mut Option<ArmedFault>,
+    request_lost: bool,
 ) -> Option<OrderFault> {
     let mut f = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
     match slot(&mut f) {
-        Some((n, kind)) if *n > 0 => {
-            *n -= 1;
-            Some(*kind)
+        Some(armed) if armed.count > 0 && armed.request_lost == request_lost => {
+            armed.count -= 1;
+            Some(armed.answer)
         }
         _ => None,
     }
 }
 
-/// `POST /api/v3/order/cancelReplace` ("Cancel an Existing Order and Send a New Order"): filters and the order count before the cancel,
+/// `POST /api/v3/order/cancelReplace` ("Cancel an Existing Order and Send a New Order"): filters and the order count before the cancel
+/// (and an `order_error on=replace` fault: before the engine or after it),
 /// then the documented outcome table, with `-2021` (409) and `-2022` (400) carrying `data`.
 fn cancel_replace(
     shared: &Shared,
@@ -941,6 +957,9 @@ fn cancel_replace(
         fail(e)
     })?;
     let symbol = order.symbol.clone();
+    if let Some(lost) = take_fault(shared, |f| &mut f.replace_fault, true) {
+        return Ok(fault_answer(lost));
+    }
     let mut engine = shared.engine();
     let canceled = engine.cancel_order(&symbol, cancel_id, cancel_orig.as_deref(), cancel_new_id, now);
     let err_json = |e: &ApiError| json!({"code": e.code, "msg": e.msg});
@@ -986,7 +1005,8 @@ fn cancel_replace(
     drop(engine);
     headers.push(("X-MBX-ORDER-COUNT-10S".into(), counts.0.to_string()));
     headers.push(("X-MBX-ORDER-COUNT-1D".into(), counts.1.to_string()));
-    Ok(Dispatched::Raw(status, body.to_string()))
+    let fault = take_fault(shared, |f| &mut f.replace_fault, false);
+    Ok(fault.map_or(Dispatched::Raw(status, body.to_string()), fault_answer))
 }
 
 fn symbol_list_unlocked(engine: &Engine, params: &Params) -> Result<Option<Vec<String>>, Failed> {

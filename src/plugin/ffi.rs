@@ -299,6 +299,11 @@ impl Plugin {
         &self.version
     }
 
+    /// The minor ABI version the plugin was built against: what it can be sent.
+    pub fn abi_minor(&self) -> u32 {
+        self.table.abi_minor
+    }
+
     pub fn start(&mut self, name: &str, settings: &str, snapshot: &str) -> abi::Status {
         let start =
             abi::Start { name: abi::Str::of(name), settings: abi::Str::of(settings), snapshot: abi::Str::of(snapshot) };

@@ -964,6 +964,14 @@ impl Runner {
                 u.client_order_id = client_order_id.clone();
                 u.reason = reason.clone();
             }
+            Outcome::Unresolved { client_order_id, reason } => {
+                // A plugin built before ABI 1.2 does not know the kind (the SDK then read any
+                // unknown kind as NotDone, the one reading that is false here): it gets a
+                // resolved UNKNOWN, which says just as much.
+                u.kind = if plugin.abi_minor() >= 2 { abi::UPDATE_UNRESOLVED } else { abi::UPDATE_UNKNOWN };
+                u.client_order_id = client_order_id.clone();
+                u.reason = reason.clone();
+            }
         }
         let raw = abi::OrderUpdate {
             request: reply.request,

@@ -13,7 +13,9 @@
 //! Binance.US REST API, "New order (TRADE)" and "Cancel order (TRADE)":
 //! <https://docs.binance.us/#new-order-trade>.
 
-use super::{Admission, RestClient, OPEN_ORDERS, ORDER_CANCEL, ORDER_CANCEL_REPLACE, ORDER_NEW, ORDER_QUERY};
+use super::{
+    Admission, RestClient, ALL_ORDERS, OPEN_ORDERS, ORDER_CANCEL, ORDER_CANCEL_REPLACE, ORDER_NEW, ORDER_QUERY,
+};
 use crate::decimal::Decimal;
 use crate::error::Error;
 use crate::model::Side;
@@ -26,6 +28,16 @@ use std::time::Duration;
 pub enum OrderRef {
     Id(u64),
     ClientId(String),
+}
+
+/// What `allOrders` says of one client id.
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Found(Box<OrderReply>),
+    /// The whole list since the given time was read, and it is not in it.
+    Absent,
+    /// More orders than one search reads: it may be further on.
+    TooMany,
 }
 
 /// A new `LIMIT_MAKER` order, already rounded and checked.
@@ -139,20 +151,56 @@ impl OrderDesk {
         super::decode(&ORDER_CANCEL_REPLACE, &self.rest.call_with(&ORDER_CANCEL_REPLACE, &params, Admission::Wait)?)
     }
 
-    /// `GET /api/v3/order` by client id: how an unknown outcome is resolved.
-    pub fn query(&self, symbol: &str, client_order_id: &str) -> Result<OrderReply, Error> {
-        self.rest.call_json(&ORDER_QUERY, &[("symbol", symbol), ("origClientOrderId", client_order_id)])
+    /// `GET /api/v3/order` by order id or client id: how an unknown outcome is resolved.
+    pub fn query(&self, symbol: &str, order: &OrderRef) -> Result<OrderReply, Error> {
+        match order {
+            OrderRef::Id(id) => self.rest.call_json(&ORDER_QUERY, &[("symbol", symbol), ("orderId", &id.to_string())]),
+            OrderRef::ClientId(c) => self.rest.call_json(&ORDER_QUERY, &[("symbol", symbol), ("origClientOrderId", c)]),
+        }
+    }
+
+    /// The order with `client_order_id` among every order of `symbol` (open, filled, cancelled:
+    /// `GET /api/v3/allOrders`) created since `since_ms` (server time), paged by order id.
+    pub fn find_listed(&self, symbol: &str, client_order_id: &str, since_ms: i64) -> Result<Listed, Error> {
+        const PAGE: usize = 1000;
+        const PAGES: usize = 5;
+        let (limit, start) = (PAGE.to_string(), since_ms.max(0).to_string());
+        let mut from: Option<String> = None;
+        for _ in 0..PAGES {
+            let mut params = vec![("symbol", symbol), ("limit", limit.as_str())];
+            match &from {
+                // `orderId` and a time are not combined: the next page starts from an id alone.
+                Some(id) => params.push(("orderId", id.as_str())),
+                None => params.push(("startTime", start.as_str())),
+            }
+            let rows = self.order_rows(&ALL_ORDERS, &params)?;
+            if let Some(found) = rows.iter().find(|o| o.client_order_id == client_order_id) {
+                return Ok(Listed::Found(Box::new(found.clone())));
+            }
+            if rows.len() < PAGE {
+                return Ok(Listed::Absent);
+            }
+            let last = rows.iter().map(|o| o.order_id).max().unwrap_or(0);
+            from = Some(last.saturating_add(1).to_string());
+        }
+        Ok(Listed::TooMany)
     }
 
     /// `GET /api/v3/openOrders` for one symbol.
     pub fn open_orders(&self, symbol: &str) -> Result<Vec<OrderReply>, Error> {
-        let rows: Vec<serde_json::Value> = self.rest.call_json(&OPEN_ORDERS, &[("symbol", symbol)])?;
+        self.order_rows(&OPEN_ORDERS, &[("symbol", symbol)])
+    }
+
+    /// A list of orders; a row that cannot be read is skipped with a warning.
+    fn order_rows(&self, ep: &super::Endpoint, params: &[(&str, &str)]) -> Result<Vec<OrderReply>, Error> {
+        let symbol = params.iter().find(|(k, _)| *k == "symbol").map_or("", |(_, v)| *v);
+        let rows: Vec<serde_json::Value> = self.rest.call_json(ep, params)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             match serde_json::from_value::<OrderReply>(row) {
                 Ok(o) => out.push(o),
                 // One unreadable row must not hide the others; the book is rebuilt again later.
-                Err(e) => log::warn!("openOrders {symbol}: skipping a row that could not be read ({e})"),
+                Err(e) => log::warn!("{} {symbol}: skipping a row that could not be read ({e})", ep.path),
             }
         }
         Ok(out)
@@ -243,7 +291,7 @@ mod tests {
             }
         }
         let bad_gateway = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 11\r\nConnection: close\r\n\r\nbad gateway";
-        match desk(&server(Some(bad_gateway))).query("BTCUSD", "sdx-1") {
+        match desk(&server(Some(bad_gateway))).query("BTCUSD", &OrderRef::ClientId("sdx-1".into())) {
             Err(Error::Api { status: 502, .. }) => {}
             other => panic!("expected a plain 502 on a query, got {other:?}"),
         }

@@ -273,6 +273,180 @@ fn an_order_answered_503_or_reset_after_placing_is_resolved_once_and_its_fills_l
     rig.daemon.stop(Duration::from_secs(5));
 }
 
+/// Every reply until each of `ids` has its final one: (the Unknown client ids, the finals).
+fn with_unknowns(replies: &Receiver<Reply>, ids: &[u64], timeout: Duration) -> (Vec<String>, HashMap<u64, Outcome>) {
+    let (mut unknown, mut out) = (Vec::new(), HashMap::new());
+    let end = Instant::now() + timeout;
+    while out.len() < ids.len() {
+        let left = end.saturating_duration_since(Instant::now());
+        let r = replies
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{} of {} intents answered: {out:?}", out.len(), ids.len()));
+        match r.outcome {
+            Outcome::Unknown { client_order_id } => unknown.push(client_order_id),
+            other => assert!(out.insert(r.request, other).is_none(), "request {} answered twice", r.request),
+        }
+    }
+    (unknown, out)
+}
+
+/// The strategy's orders open on the exchange, over both symbols.
+fn open_of(rig: &Rig, tag: &str) -> Vec<Value> {
+    let rest = crate::util::client(&rig.ex);
+    let mut open = Vec::new();
+    for symbol in ["BTCUSD", "ETHUSD"] {
+        let rows: Vec<Value> = rest.call_json(&binance_syncd::rest::OPEN_ORDERS, &[("symbol", symbol)]).unwrap();
+        open.extend(
+            rows.into_iter().filter(|o| o["clientOrderId"].as_str().unwrap().starts_with(&format!("sd-{tag}-"))),
+        );
+    }
+    open
+}
+
+#[test]
+fn an_unknown_cancel_replace_that_never_reached_the_exchange_leaves_one_live_order_within_limits() {
+    let rig = Rig::start("exec-cr-lost", |_| {}, |c| c.strategy_limits.max_open = 1);
+    let (s, replies) = rig.strategy("crl");
+    let (bid, _) = rig.touch("BTCUSD");
+    let (eth_bid, _) = rig.touch("ETHUSD");
+    let r = s.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("3")).unwrap(), "0.001")).unwrap();
+    let old = match finals(&replies, &[r], Duration::from_secs(10)).remove(&r) {
+        Some(Outcome::Placed(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    // The cancelReplace is lost before the engine and answered 503: nothing changed.
+    rig.ex.fault("order_error", &[("on", "replace"), ("lost", "request")]).unwrap();
+    let new_price = bid.checked_sub(d("2")).unwrap();
+    let replace = Intent::Replace {
+        symbol: "BTCUSD".into(),
+        order: OrderRef::Id(old.order_id),
+        side: Side::Buy,
+        price: new_price,
+        qty: d("0.001"),
+    };
+    let r = s.submit(replace).unwrap();
+    match replies.recv_timeout(Duration::from_secs(10)).unwrap().outcome {
+        Outcome::Unknown { .. } => {}
+        other => panic!("expected Unknown first, got {other:?}"),
+    }
+    // Meanwhile the strategy is at its limit of one open order, whichever of the two lives.
+    let extra = s.submit(place("ETHUSD", Side::Buy, eth_bid.checked_sub(d("1")).unwrap(), "0.01")).unwrap();
+    let (_, out) = with_unknowns(&replies, &[r, extra], Duration::from_secs(40));
+    match &out[&extra] {
+        Outcome::Refused { rule, .. } => assert_eq!(rule, "max open orders"),
+        other => panic!("the strategy went over its limit of 1 open order: {other:?}"),
+    }
+    let open = open_of(&rig, "crl");
+    assert_eq!(open.len(), 1, "exactly one live order: {open:?} ({:?})", out[&r]);
+    let live = open[0]["orderId"].as_u64().unwrap();
+    // Both orders were looked up and the old one found open: the same cancelReplace went again.
+    let replaced = match &out[&r] {
+        Outcome::Replaced { canceled, placed } => {
+            assert_eq!((canceled.order_id, placed.order_id), (old.order_id, live));
+            assert_eq!(orders_with(&all_orders(&rig, "BTCUSD"), &placed.client_order_id), 1);
+            placed.clone()
+        }
+        other => panic!("expected the replace sent again and done, got {other:?}"),
+    };
+    // The view is published just after the reply: wait for it to show nothing pending.
+    let mine = |rig: &Rig| -> Vec<u64> {
+        let end = Instant::now() + Duration::from_secs(5);
+        let view = loop {
+            let view = rig.daemon.executor().view();
+            if view.unresolved == 0 || Instant::now() > end {
+                break view;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(view.unresolved, 0);
+        view.open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-crl-")).map(|o| o.order_id).collect()
+    };
+    assert_eq!(mine(&rig), [live], "the executor's book agrees");
+    // Once more, carried out this time and only the answer lost: found, not sent again.
+    rig.ex.fault("order_error", &[("on", "replace"), ("lost", "reply"), ("mode", "reset")]).unwrap();
+    let replace = Intent::Replace {
+        symbol: "BTCUSD".into(),
+        order: OrderRef::Id(replaced.order_id),
+        side: Side::Buy,
+        price: bid.checked_sub(d("1.5")).unwrap(),
+        qty: d("0.001"),
+    };
+    let r = s.submit(replace).unwrap();
+    let (unknown, mut out) = with_unknowns(&replies, &[r], Duration::from_secs(40));
+    let placed = match out.remove(&r) {
+        Some(Outcome::Replaced { canceled, placed }) => {
+            assert_eq!(canceled.order_id, replaced.order_id);
+            placed
+        }
+        other => panic!("expected the replace found done, got {other:?}"),
+    };
+    assert_eq!(unknown, std::slice::from_ref(&placed.client_order_id));
+    let open = open_of(&rig, "crl");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["orderId"].as_u64().unwrap(), placed.order_id);
+    assert_eq!(orders_with(&all_orders(&rig, "BTCUSD"), &placed.client_order_id), 1);
+    assert_eq!(mine(&rig), [placed.order_id]);
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn a_placement_that_exists_is_never_sent_again_even_filled_while_the_stream_was_down() {
+    let rig = Rig::start("exec-no-resend", |_| {}, |_| {});
+    let (s, replies) = rig.strategy("nrs");
+    let (bid, _) = rig.touch("BTCUSD");
+    // No report can settle it: the stream is down. The order lands, its answer is lost, and the
+    // by-id lookups lag (-2013) for longer than they are asked.
+    rig.ex.fault("drop", &[("refuse_ms", "20000")]).unwrap();
+    rig.ex.fault("order_error", &[("mode", "503")]).unwrap();
+    rig.ex.fault("lookup_lag", &[("count", "1000")]).unwrap();
+    let id = s.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("1")).unwrap(), "0.001")).unwrap();
+    let client_id = match replies.recv_timeout(Duration::from_secs(10)).unwrap().outcome {
+        Outcome::Unknown { client_order_id } => client_order_id,
+        other => panic!("expected Unknown first, got {other:?}"),
+    };
+    // It fills while nobody can hear of it; its client id may now be taken again.
+    let landed = all_orders(&rig, "BTCUSD");
+    let order = landed.iter().find(|o| o["clientOrderId"] == client_id.as_str()).expect("the order landed");
+    let order_id = order["orderId"].as_u64().unwrap();
+    fill_whole(&rig.ex, "BTCUSD", order_id);
+    let resolved = replies.recv_timeout(Duration::from_secs(30)).unwrap();
+    rig.ex.fault("lookup_lag", &[("count", "0")]).unwrap();
+    assert_eq!(orders_with(&all_orders(&rig, "BTCUSD"), &client_id), 1, "exactly one order: {resolved:?}");
+    match resolved {
+        Reply { request, outcome: Outcome::Placed(p), resolved: true, .. } if request == id => {
+            assert_eq!((p.order_id, p.status.as_str()), (order_id, "FILLED"));
+        }
+        other => panic!("expected the filled order found, got {other:?}"),
+    }
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn lookups_that_give_up_answer_unresolved_and_the_order_counts_as_open() {
+    let rig = Rig::start("exec-unresolved", |_| {}, |c| c.strategy_limits.max_open = 1);
+    let (s, replies) = rig.strategy("unr");
+    let (bid, _) = rig.touch("BTCUSD");
+    let (eth_bid, _) = rig.touch("ETHUSD");
+    // Every send is lost before the engine: no lookup can ever find it, nor say it is there.
+    rig.ex.fault("order_error", &[("lost", "request"), ("count", "100")]).unwrap();
+    let id = s.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("1")).unwrap(), "0.001")).unwrap();
+    let (unknown, out) = with_unknowns(&replies, &[id], Duration::from_secs(40));
+    assert_eq!(unknown.len(), 1);
+    match &out[&id] {
+        Outcome::Unresolved { client_order_id, .. } => assert_eq!(client_order_id, &unknown[0]),
+        other => panic!("expected Unresolved (it may exist as far as we know), got {other:?}"),
+    }
+    rig.ex.fault("order_error", &[("count", "0")]).unwrap();
+    // It still counts as open: at a limit of one, the next placement (another symbol) is refused.
+    let r = s.submit(place("ETHUSD", Side::Buy, eth_bid.checked_sub(d("1")).unwrap(), "0.01")).unwrap();
+    match finals(&replies, &[r], Duration::from_secs(10)).remove(&r) {
+        Some(Outcome::Refused { rule, .. }) => assert_eq!(rule, "max open orders"),
+        other => panic!("the unresolved order was not counted as open: {other:?}"),
+    }
+    assert_eq!(orders_with(&all_orders(&rig, "BTCUSD"), &unknown[0]), 0);
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
 #[test]
 fn a_429_burst_while_orders_flow_never_escalates_to_a_ban() {
     let rig = Rig::start(

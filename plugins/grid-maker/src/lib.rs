@@ -148,7 +148,22 @@ impl Strategy for Grid {
     }
 
     fn on_order(&mut self, update: &OrderUpdate<'_>) -> Result<(), String> {
+        if update.kind == UpdateKind::Unknown {
+            // A second update for this request follows: keep what it asked until then.
+            return Ok(());
+        }
         let asked = self.asked.remove(&update.request);
+        if update.kind == UpdateKind::Unresolved {
+            // The quote may be resting or not; quoting it again could double it. The daemon
+            // counts it as open and its reports show it if it exists, so the grid just goes on
+            // with one level fewer.
+            let what = asked.map_or(String::new(), |(symbol, side, price)| format!(" ({symbol} {side:?} at {price})"));
+            self.host.warn(&format!(
+                "request {}{what}: {} unresolved: {}; not quoted again",
+                update.request, update.client_order_id, update.reason
+            ));
+            return Ok(());
+        }
         if matches!(update.kind, UpdateKind::Refused | UpdateKind::Rejected) {
             self.host.log(Level::Debug, &format!("request {}: {} ({})", update.request, update.status, update.reason));
             // Over its pace: the same quote, a little later. Anything else is not retried.

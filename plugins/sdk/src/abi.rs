@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 /// The one exported symbol: `const PluginV1 *syncd_plugin_entry_v1(const HostV1 *host)`.
 pub const ENTRY_SYMBOL: &[u8] = b"syncd_plugin_entry_v1\0";
 
@@ -82,6 +82,12 @@ pub const UPDATE_CANCELED_ALL: u8 = 7;
 /// Not an answer to an intent (`request` 0): the stream's report of one of the plugin's orders
 /// (`status` its state, `reason` what happened and how much is filled). Added in ABI 1.1.
 pub const UPDATE_REPORT: u8 = 8;
+/// A resolved `UPDATE_UNKNOWN` whose lookups gave up (`resolved` 1): the order
+/// `client_order_id` may or may not exist; it is never sent again and counts as open against
+/// the strategy's limits until the daemon knows. Not `UPDATE_NOT_DONE`, which says the exchange
+/// never got it. Added in ABI 1.2; a plugin built for 1.0 or 1.1 gets a resolved
+/// `UPDATE_UNKNOWN` instead.
+pub const UPDATE_UNRESOLVED: u8 = 9;
 
 /// What became of an intent (the executor's outcome), as an order update.
 #[repr(C)]

@@ -122,12 +122,18 @@ pub enum UpdateKind {
     Refused,
     Rejected,
     Unknown,
+    /// The exchange never got it (known, not guessed).
     NotDone,
     CanceledAll,
     /// Not an answer (`request` is 0): the stream reported one of the plugin's orders:
     /// `status` is its state (NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED, ...), `reason`
     /// says what happened and how much is filled.
     Report,
+    /// A resolved `Unknown` whose lookups gave up: the order `client_order_id` may or may not
+    /// exist. The daemon never sends it again and counts it as open against the strategy's
+    /// limits until it knows; do not place it again blindly: watch for `Report`s of that
+    /// client id.
+    Unresolved,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -463,7 +469,9 @@ pub mod __private {
             abi::UPDATE_UNKNOWN => UpdateKind::Unknown,
             abi::UPDATE_CANCELED_ALL => UpdateKind::CanceledAll,
             abi::UPDATE_REPORT => UpdateKind::Report,
-            _ => UpdateKind::NotDone,
+            abi::UPDATE_NOT_DONE => UpdateKind::NotDone,
+            // A kind from a newer host: not knowing what happened is the only safe reading.
+            _ => UpdateKind::Unresolved,
         },
         order_id: u.order_id,
         code: u.code,
