@@ -67,11 +67,20 @@ pub struct FillRecord {
     pub seq: u64,
 }
 
-/// Remembers which trade ids were logged, per symbol, in bounded memory.
+/// Remembers which trade ids were logged, per symbol.
 ///
-/// The newest `capacity` ids of each symbol are kept exactly. Older ones are summarised by a
-/// floor: an id at or below it counts as seen. Trade ids only grow, so this is exact as long as
-/// no fill arrives more than `capacity` fills late, which the reconciler's paging guarantees.
+/// Older ids are summarised by a floor: an id at or below it counts as seen. The floor only
+/// ever covers ids below the symbol's reconciliation cursor ([`keep_from`](Self::keep_from)),
+/// whose fills REST has already read in full: an id at or above the cursor counts as seen
+/// only if it was logged, however many fills came after it (issue 19: with a floor free to
+/// rise, 10,000 later stream fills during a long REST ban pushed it past a fill the stream had
+/// dropped, which reconciliation then took as known and the cursor passed). Below the cursor
+/// the newest `capacity` ids stay exact, so a late duplicate is still recognised.
+///
+/// Memory: per symbol, `capacity` ids plus those logged at or above its cursor, that is the
+/// fills the stream logged that REST has not read yet (a REST outage's worth; the first pass
+/// after it moves the cursor a page of 1000 at a time, and they fold into the floor). A symbol
+/// with no cursor (not tracked, or before the cursors are known) keeps `capacity` ids.
 #[derive(Debug, Clone)]
 pub struct Dedupe {
     capacity: usize,
@@ -82,6 +91,28 @@ pub struct Dedupe {
 struct SymbolIds {
     recent: BTreeSet<u64>,
     floor: Option<u64>,
+    /// The reconciliation cursor: ids at or above it never go into the floor.
+    keep_from: Option<u64>,
+}
+
+impl SymbolIds {
+    /// The oldest exact id, if it may go into the floor: over capacity and under the cursor.
+    fn evictable(&self, capacity: usize) -> Option<u64> {
+        let oldest = *self.recent.first()?;
+        (self.recent.len() > capacity && self.keep_from.is_none_or(|k| oldest < k)).then_some(oldest)
+    }
+
+    fn evict(&mut self, oldest: u64) {
+        self.recent.remove(&oldest);
+        self.floor = Some(self.floor.map_or(oldest, |f| f.max(oldest)));
+    }
+
+    /// Moves ids that went under the cursor into the floor, down to capacity.
+    fn trim(&mut self, capacity: usize) {
+        while let Some(oldest) = self.evictable(capacity) {
+            self.evict(oldest);
+        }
+    }
 }
 
 impl Dedupe {
@@ -98,6 +129,37 @@ impl Dedupe {
         self.insert_evicting(symbol, trade_id).is_some()
     }
 
+    /// Binds `symbol`'s floor to its reconciliation cursor (the next `fromId`; 0 while it reads
+    /// by time): ids at or above `cursor` stay exact, and ids below it beyond capacity go into
+    /// the floor.
+    pub fn keep_from(&mut self, symbol: &str, cursor: u64) {
+        self.bind(symbol, cursor);
+        if let Some(ids) = self.symbols.get_mut(symbol) {
+            ids.trim(self.capacity);
+        }
+    }
+
+    /// [`keep_from`](Self::keep_from) without the trim (while insertions may be taken back).
+    fn bind(&mut self, symbol: &str, cursor: u64) {
+        let ids = self.symbols.entry(symbol.to_string()).or_default();
+        if ids.keep_from.is_none() && ids.floor.is_some_and(|f| f >= cursor) {
+            // A floor from before the rule (an older carry), or a cursor set back by hand: the
+            // ids in between count as logged and REST will not log them again.
+            log::warn!(
+                "fill log dedupe: {symbol} trade ids up to {:?} count as logged, at or past the cursor {cursor}",
+                ids.floor
+            );
+        }
+        ids.keep_from = Some(cursor);
+    }
+
+    /// [`keep_from`](Self::keep_from)'s deferred trims, after a commit.
+    fn trim_all(&mut self) {
+        for ids in self.symbols.values_mut() {
+            ids.trim(self.capacity);
+        }
+    }
+
     /// As [`insert`](Self::insert): `None` if already seen, else the id it moved into the
     /// floor to stay within capacity (the new one itself, if older than every kept one).
     fn insert_evicting(&mut self, symbol: &str, trade_id: u64) -> Option<Option<u64>> {
@@ -109,12 +171,9 @@ impl Dedupe {
             None => self.symbols.entry(symbol.to_string()).or_default(),
         };
         ids.recent.insert(trade_id);
-        let mut evicted = None;
-        if ids.recent.len() > self.capacity {
-            if let Some(oldest) = ids.recent.pop_first() {
-                ids.floor = Some(ids.floor.map_or(oldest, |f| f.max(oldest)));
-                evicted = Some(oldest);
-            }
+        let evicted = ids.evictable(self.capacity);
+        if let Some(oldest) = evicted {
+            ids.evict(oldest);
         }
         Some(evicted)
     }
@@ -243,7 +302,22 @@ impl FillLog {
     /// rotation or a shutdown): its ids count as logged and numbering goes on after its last
     /// `seq`, even when the file at `path` is new and empty.
     pub fn open_after(path: &Path, fsync: FsyncPolicy, carry: Option<&Carry>) -> Result<(FillLog, OpenReport), Error> {
+        FillLog::open_bounded(path, fsync, carry, &HashMap::new())
+    }
+
+    /// As [`FillLog::open_after`], with the saved reconciliation cursors (`keep_from`, per
+    /// symbol: see [`Dedupe::keep_from`]) known before the files are read, so that no id at or
+    /// above a cursor goes into the dedupe's floor while they are.
+    pub fn open_bounded(
+        path: &Path,
+        fsync: FsyncPolicy,
+        carry: Option<&Carry>,
+        keep_from: &HashMap<String, u64>,
+    ) -> Result<(FillLog, OpenReport), Error> {
         let mut seen = Dedupe::new(DEDUPE_CAPACITY);
+        for (symbol, cursor) in keep_from {
+            seen.bind(symbol, *cursor);
+        }
         if let Some(carry) = carry {
             seen.absorb(carry);
         }
@@ -318,6 +392,17 @@ impl FillLog {
 
     pub fn contains(&self, symbol: &str, trade_id: u64) -> bool {
         self.seen.contains(symbol, trade_id)
+    }
+
+    /// `symbol`'s reconciliation cursor moved to `cursor` (see [`Dedupe::keep_from`]). With
+    /// lines staged, the ids it frees go into the floor at the next commit (a take-back must
+    /// find the dedupe as the stage left it).
+    pub fn keep_from(&mut self, symbol: &str, cursor: u64) {
+        if self.staged.is_empty() {
+            self.seen.keep_from(symbol, cursor);
+        } else {
+            self.seen.bind(symbol, cursor);
+        }
     }
 
     /// The lowest trade id the log still knows exactly, per symbol: where a conservative
@@ -398,6 +483,7 @@ impl FillLog {
             }
         }
         self.staged.clear();
+        self.seen.trim_all();
         Ok(())
     }
 
@@ -1390,6 +1476,66 @@ mod tests {
         assert!(log.append(&mut f).unwrap());
         assert_eq!(f.seq, 5);
         assert_eq!(log.first_ids().get("BTCUSD"), Some(&1), "a cursor rebuild starts before every file");
+    }
+
+    /// Issue 19: the stream dropped trade 100, then logged 10,001 later fills of the symbol while
+    /// REST was banned. The dedupe must still call 100 unknown when REST reads it, before and
+    /// after a restart, and fold the ids into its floor only once the cursor passed them.
+    #[test]
+    fn a_dropped_stream_fill_followed_by_10_001_others_is_still_logged_once_rest_runs() {
+        use crate::reconcile::cursor::{after_page, Cursors, Ledger, Read};
+        let path = tmp("dropped-10001");
+        let symbols = ["BTCUSD".to_string()];
+        let cursors =
+            Cursors { version: 1, next_from_id: [("BTCUSD".to_string(), 100)].into(), since_ms: Default::default() };
+        let (log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        let mut ledger = Ledger::new(log, cursors.clone());
+        ledger.bind(&symbols);
+        let later = 101..=100 + DEDUPE_CAPACITY as u64 + 1;
+        for id in later.clone() {
+            assert!(ledger.offer(fill("BTCUSD", id)));
+        }
+        assert!(ledger.flush().failed.is_none());
+        assert_eq!(ledger.unknown("BTCUSD", &[100, 101]), [100], "the dropped fill counts as logged");
+        // A restart (its carry, the saved cursors) knows no more than that.
+        let carry = ledger.journal().carry();
+        drop(ledger);
+        let keep = cursors.keep_from_all(&symbols);
+        let (log, _) = FillLog::open_bounded(&path, FsyncPolicy::Never, Some(&carry), &keep).unwrap();
+        assert!(!log.contains("BTCUSD", 100) && log.contains("BTCUSD", 101) && log.contains("BTCUSD", *later.end()));
+        let mut ledger = Ledger::new(log, cursors);
+        ledger.bind(&symbols);
+        // REST is back: the first page from the cursor brings 100 and the first 999 others.
+        let page: Vec<u64> = (100..1100).collect();
+        let step = after_page(Read::FromId(100), &page, &[], page.len(), 0);
+        for id in ledger.unknown("BTCUSD", &page) {
+            ledger.offer(fill("BTCUSD", id));
+        }
+        let written = ledger.flush().written;
+        assert_eq!(written.iter().map(|f| f.trade_id).collect::<Vec<_>>(), [100]);
+        assert!(ledger.advance("BTCUSD", step.advance));
+        let ids = &ledger.journal().seen.symbols["BTCUSD"];
+        // 10,002 ids, the two oldest under the cursor: into the floor, which stays under it.
+        assert_eq!(ids.floor, Some(101));
+        assert_eq!(ids.recent.len(), DEDUPE_CAPACITY, "memory back to capacity once the cursor passed them");
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().filter(|l| l.contains("\"trade_id\":100,")).count(), 1, "logged once");
+    }
+
+    #[test]
+    fn a_symbol_read_by_time_keeps_every_id_and_one_without_a_cursor_keeps_capacity() {
+        let mut d = Dedupe::new(2);
+        d.keep_from("BTCUSD", 0);
+        for id in [5, 6, 7, 8] {
+            d.insert("BTCUSD", id);
+            d.insert("ETHUSD", id);
+        }
+        assert!(!d.contains("BTCUSD", 4), "no floor before a cursor by id");
+        assert_eq!(d.symbols["BTCUSD"].recent.len(), 4);
+        assert!(d.contains("ETHUSD", 4), "an untracked symbol keeps the count rule");
+        d.keep_from("BTCUSD", 7);
+        assert_eq!((d.symbols["BTCUSD"].floor, d.symbols["BTCUSD"].recent.len()), (Some(6), 2));
+        assert!(!d.contains("BTCUSD", 9));
     }
 
     #[test]
