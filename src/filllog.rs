@@ -564,7 +564,10 @@ fn open_file(path: &Path, seen: &mut Dedupe) -> Result<(File, Scan), Error> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     }
     let existed = path.exists();
-    let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(Error::io(path))?;
+    let file = open_trusted(path, OpenOptions::new().read(true).append(true).create(true)).map_err(|e| match e {
+        Untrusted::Io(e) => Error::io(path)(e),
+        Untrusted::Because(why) => Error::io(path)(std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)),
+    })?;
     if !existed {
         // The new directory entry must survive a power cut too, or the first fills could
         // vanish with the file.
@@ -643,7 +646,14 @@ struct Part {
 impl Part {
     /// `live`: the file at the log's path, where lines from before `seq` count by position.
     fn open(path: &Path, live: bool) -> std::io::Result<Option<Part>> {
-        let file = File::open(path)?;
+        let file = match open_trusted(path, OpenOptions::new().read(true)) {
+            Ok(file) => file,
+            Err(Untrusted::Io(e)) => return Err(e),
+            Err(Untrusted::Because(why)) => {
+                untrusted(path, &why);
+                return Ok(None);
+            }
+        };
         let meta = file.metadata()?;
         // Lines from before `seq` count by their position only in the live file, the only
         // file there was when they were written; elsewhere they are skipped.
@@ -703,6 +713,96 @@ fn last_line_seq(file: &File) -> Option<u64> {
     (rec.seq > 0).then_some(rec.seq)
 }
 
+/// Why a file of the log was not opened.
+enum Untrusted {
+    Io(std::io::Error),
+    /// It may have been written by someone else than the daemon (see [`open_trusted`]).
+    Because(String),
+}
+
+/// Opens a file of the log (the live one or a rotated one) only if the daemon can believe what
+/// it holds, as sshd's `StrictModes` does with its key files (issue 19): a forged line with a
+/// huge trade id would count as logged and could hide a real fill, or be handed to a plugin
+/// as one. The path is not followed if it is a symbolic link (`O_NOFOLLOW`), and never blocks
+/// on a FIFO (`O_NONBLOCK`; no effect on a regular file); the opened file must be a regular
+/// file owned by root, this process's effective user or the owner of its directory (who can
+/// replace any file in it anyway; so `fills --follow` run by another user still reads a log in
+/// the daemon's directory), and writable by neither its group nor others.
+fn open_trusted(path: &Path, options: &mut OpenOptions) -> Result<File, Untrusted> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file =
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Untrusted::Because("a symbolic link (not followed)".into()),
+            _ => Untrusted::Io(e),
+        })?;
+    let meta = file.metadata().map_err(Untrusted::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(Untrusted::Because(format!("not a regular file ({})", kind_of(&meta.file_type()))));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Untrusted::Because(format!("writable by group or others (mode {mode:04o})")));
+    }
+    let owner = meta.uid();
+    let dir_owner = path
+        .parent()
+        .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+        .and_then(|d| std::fs::metadata(d).ok())
+        .map(|m| m.uid());
+    let me = euid();
+    if owner != 0 && Some(owner) != me && Some(owner) != dir_owner {
+        let me = me.map_or("unknown".to_string(), |u| u.to_string());
+        return Err(Untrusted::Because(format!(
+            "owned by uid {owner}, not by root, the daemon's user ({me}) or the directory's owner"
+        )));
+    }
+    Ok(file)
+}
+
+/// What a file that is not a regular one is, for a message.
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
+/// This process's effective user id, from `/proc/self/status` (the second `Uid:` field): no
+/// `unsafe` outside `src/plugin/`, and unlike the owner of `/proc/self` it stays true once the
+/// process is not dumpable. `None` where there is no `/proc` (then only root and the directory's
+/// owner are trusted).
+fn euid() -> Option<u32> {
+    static EUID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// Reports a file of the log that is ignored, once per file and reason (readers look again and
+/// again); a few hundred at most.
+fn untrusted(path: &Path, why: &str) {
+    static REPORTED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (path.to_path_buf(), why.to_string());
+    if reported.len() >= 256 || reported.contains(&key) {
+        return;
+    }
+    log::warn!("{}: ignored, not trusted as a file of the fill log: {why}", path.display());
+    reported.push(key);
+}
+
 /// The rotated files of the log at `path` that can be read back, oldest first: in its
 /// directory, named after it (`fills.jsonl.1`, `fills.jsonl-20261201`, `fills.jsonl_old`) and
 /// starting with a fill line (a compressed one does not, and is left out).
@@ -717,7 +817,16 @@ fn rotated_files(path: &Path) -> Vec<Part> {
         .filter(|e| {
             let entry = e.file_name();
             let Some(rest) = entry.to_str().and_then(|n| n.strip_prefix(name)) else { return false };
-            rest.len() > 1 && rest.starts_with(['.', '-', '_']) && e.file_type().is_ok_and(|t| t.is_file())
+            rest.len() > 1 && rest.starts_with(['.', '-', '_'])
+        })
+        .filter(|e| match e.file_type() {
+            // Told by the directory entry, so a FIFO or a device is never even opened.
+            Ok(t) if !t.is_file() => {
+                untrusted(&e.path(), &format!("not a regular file ({})", kind_of(&t)));
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
         })
         .filter_map(|e| Part::open(&e.path(), false).ok().flatten())
         .collect();
@@ -1536,6 +1645,75 @@ mod tests {
         d.keep_from("BTCUSD", 7);
         assert_eq!((d.symbols["BTCUSD"].floor, d.symbols["BTCUSD"].recent.len()), (Some(6), 2));
         assert!(!d.contains("BTCUSD", 9));
+    }
+
+    /// Lines a forger would write: 10,001 fills with huge trade ids, numbered from 1.
+    fn forged_lines() -> String {
+        (0..=DEDUPE_CAPACITY as u64)
+            .map(|i| {
+                let mut f = fill("BTCUSD", (1 << 60) + i);
+                f.seq = i + 1;
+                serde_json::to_string(&f).unwrap() + "\n"
+            })
+            .collect()
+    }
+
+    /// Issue 19: a rotated file anyone could have written cannot make a real fill vanish: it is
+    /// ignored (by the writer's start and by readers), as are a symlink and a FIFO named like one.
+    #[test]
+    fn a_forged_rotated_file_cannot_make_a_real_fill_vanish() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tmp("forged");
+        let dir = path.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let forged = path.with_extension("jsonl.1");
+        std::fs::write(&forged, forged_lines()).unwrap();
+        std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o666)).unwrap();
+        // A symlink to a log of the same lines elsewhere, and a FIFO that would block a reader.
+        let elsewhere = dir.join("elsewhere.jsonl");
+        std::fs::write(&elsewhere, forged_lines()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, path.with_extension("jsonl.2")).unwrap();
+        let fifo = std::process::Command::new("mkfifo").arg(path.with_extension("jsonl.3")).status();
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert!(!log.contains("BTCUSD", 1 << 60), "a forged line counts as logged");
+        assert!(log.append(&mut fill("BTCUSD", 5)).unwrap(), "a real fill vanished");
+        assert_eq!(log.last_seq(), 1, "the forged numbering was taken up");
+        let read = Reader::new(&path).read_after(0, u64::MAX, 100).unwrap();
+        assert_eq!(read.iter().map(|f| f.trade_id).collect::<Vec<_>>(), [5], "a reader took a forged line");
+        if !fifo.is_ok_and(|s| s.success()) {
+            println!("SKIPPED the FIFO case: no mkfifo");
+        }
+
+        // Owned by another user, though not writable by anyone else: only root can make one.
+        std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if euid() == Some(0) {
+            std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
+            drop(log);
+            let _ = std::fs::remove_file(&path);
+            let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+            assert!(!log.contains("BTCUSD", 1 << 60), "a line of another user's file counts as logged");
+            assert!(log.append(&mut fill("BTCUSD", 6)).unwrap());
+        } else {
+            println!("SKIPPED the other-owner case: needs root to chown a file to uid 65534");
+        }
+    }
+
+    #[test]
+    fn a_live_log_others_may_write_or_a_symlink_is_refused_with_the_reason() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tmp("live-untrusted");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        log.append(&mut fill("BTCUSD", 1)).unwrap();
+        drop(log);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a group-writable log was opened");
+        assert!(err.to_string().contains("writable by group or others (mode 0664)"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let target = path.with_extension("real");
+        std::fs::rename(&path, &target).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a symlinked log was followed");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]
