@@ -67,11 +67,20 @@ pub struct FillRecord {
     pub seq: u64,
 }
 
-/// Remembers which trade ids were logged, per symbol, in bounded memory.
+/// Remembers which trade ids were logged, per symbol.
 ///
-/// The newest `capacity` ids of each symbol are kept exactly. Older ones are summarised by a
-/// floor: an id at or below it counts as seen. Trade ids only grow, so this is exact as long as
-/// no fill arrives more than `capacity` fills late, which the reconciler's paging guarantees.
+/// Older ids are summarised by a floor: an id at or below it counts as seen. The floor only
+/// ever covers ids below the symbol's reconciliation cursor ([`keep_from`](Self::keep_from)),
+/// whose fills REST has already read in full: an id at or above the cursor counts as seen
+/// only if it was logged, however many fills came after it (issue 19: with a floor free to
+/// rise, 10,000 later stream fills during a long REST ban pushed it past a fill the stream had
+/// dropped, which reconciliation then took as known and the cursor passed). Below the cursor
+/// the newest `capacity` ids stay exact, so a late duplicate is still recognised.
+///
+/// Memory: per symbol, `capacity` ids plus those logged at or above its cursor, that is the
+/// fills the stream logged that REST has not read yet (a REST outage's worth; the first pass
+/// after it moves the cursor a page of 1000 at a time, and they fold into the floor). A symbol
+/// with no cursor (not tracked, or before the cursors are known) keeps `capacity` ids.
 #[derive(Debug, Clone)]
 pub struct Dedupe {
     capacity: usize,
@@ -82,6 +91,28 @@ pub struct Dedupe {
 struct SymbolIds {
     recent: BTreeSet<u64>,
     floor: Option<u64>,
+    /// The reconciliation cursor: ids at or above it never go into the floor.
+    keep_from: Option<u64>,
+}
+
+impl SymbolIds {
+    /// The oldest exact id, if it may go into the floor: over capacity and under the cursor.
+    fn evictable(&self, capacity: usize) -> Option<u64> {
+        let oldest = *self.recent.first()?;
+        (self.recent.len() > capacity && self.keep_from.is_none_or(|k| oldest < k)).then_some(oldest)
+    }
+
+    fn evict(&mut self, oldest: u64) {
+        self.recent.remove(&oldest);
+        self.floor = Some(self.floor.map_or(oldest, |f| f.max(oldest)));
+    }
+
+    /// Moves ids that went under the cursor into the floor, down to capacity.
+    fn trim(&mut self, capacity: usize) {
+        while let Some(oldest) = self.evictable(capacity) {
+            self.evict(oldest);
+        }
+    }
 }
 
 impl Dedupe {
@@ -98,6 +129,37 @@ impl Dedupe {
         self.insert_evicting(symbol, trade_id).is_some()
     }
 
+    /// Binds `symbol`'s floor to its reconciliation cursor (the next `fromId`; 0 while it reads
+    /// by time): ids at or above `cursor` stay exact, and ids below it beyond capacity go into
+    /// the floor.
+    pub fn keep_from(&mut self, symbol: &str, cursor: u64) {
+        self.bind(symbol, cursor);
+        if let Some(ids) = self.symbols.get_mut(symbol) {
+            ids.trim(self.capacity);
+        }
+    }
+
+    /// [`keep_from`](Self::keep_from) without the trim (while insertions may be taken back).
+    fn bind(&mut self, symbol: &str, cursor: u64) {
+        let ids = self.symbols.entry(symbol.to_string()).or_default();
+        if ids.keep_from.is_none() && ids.floor.is_some_and(|f| f >= cursor) {
+            // A floor from before the rule (an older carry), or a cursor set back by hand: the
+            // ids in between count as logged and REST will not log them again.
+            log::warn!(
+                "fill log dedupe: {symbol} trade ids up to {:?} count as logged, at or past the cursor {cursor}",
+                ids.floor
+            );
+        }
+        ids.keep_from = Some(cursor);
+    }
+
+    /// [`keep_from`](Self::keep_from)'s deferred trims, after a commit.
+    fn trim_all(&mut self) {
+        for ids in self.symbols.values_mut() {
+            ids.trim(self.capacity);
+        }
+    }
+
     /// As [`insert`](Self::insert): `None` if already seen, else the id it moved into the
     /// floor to stay within capacity (the new one itself, if older than every kept one).
     fn insert_evicting(&mut self, symbol: &str, trade_id: u64) -> Option<Option<u64>> {
@@ -109,12 +171,9 @@ impl Dedupe {
             None => self.symbols.entry(symbol.to_string()).or_default(),
         };
         ids.recent.insert(trade_id);
-        let mut evicted = None;
-        if ids.recent.len() > self.capacity {
-            if let Some(oldest) = ids.recent.pop_first() {
-                ids.floor = Some(ids.floor.map_or(oldest, |f| f.max(oldest)));
-                evicted = Some(oldest);
-            }
+        let evicted = ids.evictable(self.capacity);
+        if let Some(oldest) = evicted {
+            ids.evict(oldest);
         }
         Some(evicted)
     }
@@ -248,7 +307,22 @@ impl FillLog {
     /// rotation or a shutdown): its ids count as logged and numbering goes on after its last
     /// `seq`, even when the file at `path` is new and empty.
     pub fn open_after(path: &Path, fsync: FsyncPolicy, carry: Option<&Carry>) -> Result<(FillLog, OpenReport), Error> {
+        FillLog::open_bounded(path, fsync, carry, &HashMap::new())
+    }
+
+    /// As [`FillLog::open_after`], with the saved reconciliation cursors (`keep_from`, per
+    /// symbol: see [`Dedupe::keep_from`]) known before the files are read, so that no id at or
+    /// above a cursor goes into the dedupe's floor while they are.
+    pub fn open_bounded(
+        path: &Path,
+        fsync: FsyncPolicy,
+        carry: Option<&Carry>,
+        keep_from: &HashMap<String, u64>,
+    ) -> Result<(FillLog, OpenReport), Error> {
         let mut seen = Dedupe::new(DEDUPE_CAPACITY);
+        for (symbol, cursor) in keep_from {
+            seen.bind(symbol, *cursor);
+        }
         if let Some(carry) = carry {
             seen.absorb(carry);
         }
@@ -332,6 +406,17 @@ impl FillLog {
         self.seen.contains(symbol, trade_id)
     }
 
+    /// `symbol`'s reconciliation cursor moved to `cursor` (see [`Dedupe::keep_from`]). With
+    /// lines staged, the ids it frees go into the floor at the next commit (a take-back must
+    /// find the dedupe as the stage left it).
+    pub fn keep_from(&mut self, symbol: &str, cursor: u64) {
+        if self.staged.is_empty() {
+            self.seen.keep_from(symbol, cursor);
+        } else {
+            self.seen.bind(symbol, cursor);
+        }
+    }
+
     /// The lowest trade id the log still knows exactly, per symbol: where a conservative
     /// rebuild of the cursors starts.
     pub fn first_ids(&self) -> HashMap<String, u64> {
@@ -410,6 +495,7 @@ impl FillLog {
             }
         }
         self.staged.clear();
+        self.seen.trim_all();
         Ok(())
     }
 
@@ -508,9 +594,11 @@ fn open_file(path: &Path, seen: &mut Dedupe, mode: u32) -> Result<(File, Scan), 
         crate::statedir::create_private_dir(dir)?;
     }
     let existed = path.exists();
-    let file =
-        OpenOptions::new().read(true).append(true).create(true).mode(mode).open(path).map_err(Error::io(path))?;
-    set_mode_of(&file, path, mode);
+    let file = open_trusted(path, OpenOptions::new().read(true).append(true).create(true).mode(mode), Some(mode))
+        .map_err(|e| match e {
+            Untrusted::Io(e) => Error::io(path)(e),
+            Untrusted::Because(why) => Error::io(path)(std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)),
+        })?;
     if !existed {
         // The new directory entry must survive a power cut too, or the first fills could
         // vanish with the file.
@@ -589,7 +677,14 @@ struct Part {
 impl Part {
     /// `live`: the file at the log's path, where lines from before `seq` count by position.
     fn open(path: &Path, live: bool) -> std::io::Result<Option<Part>> {
-        let file = File::open(path)?;
+        let file = match open_trusted(path, OpenOptions::new().read(true), None) {
+            Ok(file) => file,
+            Err(Untrusted::Io(e)) => return Err(e),
+            Err(Untrusted::Because(why)) => {
+                untrusted(path, &why);
+                return Ok(None);
+            }
+        };
         let meta = file.metadata()?;
         // Lines from before `seq` count by their position only in the live file, the only
         // file there was when they were written; elsewhere they are skipped.
@@ -649,6 +744,104 @@ fn last_line_seq(file: &File) -> Option<u64> {
     (rec.seq > 0).then_some(rec.seq)
 }
 
+/// Why a file of the log was not opened.
+enum Untrusted {
+    Io(std::io::Error),
+    /// It may have been written by someone else than the daemon (see [`open_trusted`]).
+    Because(String),
+}
+
+/// Opens a file of the log (the live one or a rotated one) only if the daemon can believe what
+/// it holds, as sshd's `StrictModes` does with its key files (issue 19): a forged line with a
+/// huge trade id would count as logged and could hide a real fill, or be handed to a plugin
+/// as one. The path is not followed if it is a symbolic link (`O_NOFOLLOW`), and never blocks
+/// on a FIFO (`O_NONBLOCK`; no effect on a regular file); the opened file must be a regular
+/// file owned by root, this process's effective user or the owner of its directory (who can
+/// replace any file in it anyway; so `fills --follow` run by another user still reads a log in
+/// the daemon's directory), and writable by neither its group nor others.
+///
+/// With `fix_mode`, the writer's own file (owned by this user) is first given exactly that
+/// mode: a log from before modes were set, left writable by a umask 002, is narrowed, not
+/// refused. Another user's file is only judged.
+fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Option<u32>) -> Result<File, Untrusted> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file =
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Untrusted::Because("a symbolic link (not followed)".into()),
+            _ => Untrusted::Io(e),
+        })?;
+    let mut meta = file.metadata().map_err(Untrusted::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(Untrusted::Because(format!("not a regular file ({})", kind_of(&meta.file_type()))));
+    }
+    if let Some(wanted) = fix_mode.filter(|_| Some(meta.uid()) == euid()) {
+        set_mode_of(&file, path, wanted);
+        meta = file.metadata().map_err(Untrusted::Io)?;
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Untrusted::Because(format!("writable by group or others (mode {mode:04o})")));
+    }
+    let owner = meta.uid();
+    let dir_owner = path
+        .parent()
+        .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+        .and_then(|d| std::fs::metadata(d).ok())
+        .map(|m| m.uid());
+    let me = euid();
+    if owner != 0 && Some(owner) != me && Some(owner) != dir_owner {
+        let me = me.map_or("unknown".to_string(), |u| u.to_string());
+        return Err(Untrusted::Because(format!(
+            "owned by uid {owner}, not by root, the daemon's user ({me}) or the directory's owner"
+        )));
+    }
+    Ok(file)
+}
+
+/// What a file that is not a regular one is, for a message.
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
+/// This process's effective user id, from `/proc/self/status` (the second `Uid:` field): no
+/// `unsafe` outside `src/plugin/`, and unlike the owner of `/proc/self` it stays true once the
+/// process is not dumpable. `None` where there is no `/proc` (then only root and the directory's
+/// owner are trusted).
+fn euid() -> Option<u32> {
+    static EUID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// Reports a file of the log that is ignored, once per file and reason (readers look again and
+/// again); a few hundred at most.
+fn untrusted(path: &Path, why: &str) {
+    static REPORTED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (path.to_path_buf(), why.to_string());
+    if reported.len() >= 256 || reported.contains(&key) {
+        return;
+    }
+    log::warn!("{}: ignored, not trusted as a file of the fill log: {why}", path.display());
+    reported.push(key);
+}
+
 /// The rotated files of the log at `path` that can be read back, oldest first: in its
 /// directory, named after it (`fills.jsonl.1`, `fills.jsonl-20261201`, `fills.jsonl_old`) and
 /// starting with a fill line (a compressed one does not, and is left out).
@@ -663,7 +856,16 @@ fn rotated_files(path: &Path) -> Vec<Part> {
         .filter(|e| {
             let entry = e.file_name();
             let Some(rest) = entry.to_str().and_then(|n| n.strip_prefix(name)) else { return false };
-            rest.len() > 1 && rest.starts_with(['.', '-', '_']) && e.file_type().is_ok_and(|t| t.is_file())
+            rest.len() > 1 && rest.starts_with(['.', '-', '_'])
+        })
+        .filter(|e| match e.file_type() {
+            // Told by the directory entry, so a FIFO or a device is never even opened.
+            Ok(t) if !t.is_file() => {
+                untrusted(&e.path(), &format!("not a regular file ({})", kind_of(&t)));
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
         })
         .filter_map(|e| Part::open(&e.path(), false).ok().flatten())
         .collect();
@@ -1422,6 +1624,148 @@ mod tests {
         assert!(log.append(&mut f).unwrap());
         assert_eq!(f.seq, 5);
         assert_eq!(log.first_ids().get("BTCUSD"), Some(&1), "a cursor rebuild starts before every file");
+    }
+
+    /// Issue 19: the stream dropped trade 100, then logged 10,001 later fills of the symbol while
+    /// REST was banned. The dedupe must still call 100 unknown when REST reads it, before and
+    /// after a restart, and fold the ids into its floor only once the cursor passed them.
+    #[test]
+    fn a_dropped_stream_fill_followed_by_10_001_others_is_still_logged_once_rest_runs() {
+        use crate::reconcile::cursor::{after_page, Cursors, Ledger, Read};
+        let path = tmp("dropped-10001");
+        let symbols = ["BTCUSD".to_string()];
+        let cursors =
+            Cursors { version: 1, next_from_id: [("BTCUSD".to_string(), 100)].into(), since_ms: Default::default() };
+        let (log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        let mut ledger = Ledger::new(log, cursors.clone());
+        ledger.bind(&symbols);
+        let later = 101..=100 + DEDUPE_CAPACITY as u64 + 1;
+        for id in later.clone() {
+            assert!(ledger.offer(fill("BTCUSD", id)));
+        }
+        assert!(ledger.flush().failed.is_none());
+        assert_eq!(ledger.unknown("BTCUSD", &[100, 101]), [100], "the dropped fill counts as logged");
+        // A restart (its carry, the saved cursors) knows no more than that.
+        let carry = ledger.journal().carry();
+        drop(ledger);
+        let keep = cursors.keep_from_all(&symbols);
+        let (log, _) = FillLog::open_bounded(&path, FsyncPolicy::Never, Some(&carry), &keep).unwrap();
+        assert!(!log.contains("BTCUSD", 100) && log.contains("BTCUSD", 101) && log.contains("BTCUSD", *later.end()));
+        let mut ledger = Ledger::new(log, cursors);
+        ledger.bind(&symbols);
+        // REST is back: the first page from the cursor brings 100 and the first 999 others.
+        let page: Vec<u64> = (100..1100).collect();
+        let step = after_page(Read::FromId(100), &page, &[], page.len(), 0);
+        for id in ledger.unknown("BTCUSD", &page) {
+            ledger.offer(fill("BTCUSD", id));
+        }
+        let written = ledger.flush().written;
+        assert_eq!(written.iter().map(|f| f.trade_id).collect::<Vec<_>>(), [100]);
+        assert!(ledger.advance("BTCUSD", step.advance));
+        let ids = &ledger.journal().seen.symbols["BTCUSD"];
+        // 10,002 ids, the two oldest under the cursor: into the floor, which stays under it.
+        assert_eq!(ids.floor, Some(101));
+        assert_eq!(ids.recent.len(), DEDUPE_CAPACITY, "memory back to capacity once the cursor passed them");
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().filter(|l| l.contains("\"trade_id\":100,")).count(), 1, "logged once");
+    }
+
+    #[test]
+    fn a_symbol_read_by_time_keeps_every_id_and_one_without_a_cursor_keeps_capacity() {
+        let mut d = Dedupe::new(2);
+        d.keep_from("BTCUSD", 0);
+        for id in [5, 6, 7, 8] {
+            d.insert("BTCUSD", id);
+            d.insert("ETHUSD", id);
+        }
+        assert!(!d.contains("BTCUSD", 4), "no floor before a cursor by id");
+        assert_eq!(d.symbols["BTCUSD"].recent.len(), 4);
+        assert!(d.contains("ETHUSD", 4), "an untracked symbol keeps the count rule");
+        d.keep_from("BTCUSD", 7);
+        assert_eq!((d.symbols["BTCUSD"].floor, d.symbols["BTCUSD"].recent.len()), (Some(6), 2));
+        assert!(!d.contains("BTCUSD", 9));
+    }
+
+    /// Lines a forger would write: 10,001 fills with huge trade ids, numbered from 1.
+    fn forged_lines() -> String {
+        (0..=DEDUPE_CAPACITY as u64)
+            .map(|i| {
+                let mut f = fill("BTCUSD", (1 << 60) + i);
+                f.seq = i + 1;
+                serde_json::to_string(&f).unwrap() + "\n"
+            })
+            .collect()
+    }
+
+    /// Issue 19: a rotated file anyone could have written cannot make a real fill vanish: it is
+    /// ignored (by the writer's start and by readers), as are a symlink and a FIFO named like one.
+    #[test]
+    fn a_forged_rotated_file_cannot_make_a_real_fill_vanish() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tmp("forged");
+        let dir = path.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let forged = path.with_extension("jsonl.1");
+        std::fs::write(&forged, forged_lines()).unwrap();
+        std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o666)).unwrap();
+        // A symlink to a log of the same lines elsewhere, and a FIFO that would block a reader.
+        let elsewhere = dir.join("elsewhere.jsonl");
+        std::fs::write(&elsewhere, forged_lines()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, path.with_extension("jsonl.2")).unwrap();
+        let fifo = std::process::Command::new("mkfifo").arg(path.with_extension("jsonl.3")).status();
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        assert!(!log.contains("BTCUSD", 1 << 60), "a forged line counts as logged");
+        assert!(log.append(&mut fill("BTCUSD", 5)).unwrap(), "a real fill vanished");
+        assert_eq!(log.last_seq(), 1, "the forged numbering was taken up");
+        let read = Reader::new(&path).read_after(0, u64::MAX, 100).unwrap();
+        assert_eq!(read.iter().map(|f| f.trade_id).collect::<Vec<_>>(), [5], "a reader took a forged line");
+        if !fifo.is_ok_and(|s| s.success()) {
+            println!("SKIPPED the FIFO case: no mkfifo");
+        }
+
+        // Owned by another user, though not writable by anyone else: only root can make one.
+        std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if euid() == Some(0) {
+            std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
+            drop(log);
+            let _ = std::fs::remove_file(&path);
+            let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+            assert!(!log.contains("BTCUSD", 1 << 60), "a line of another user's file counts as logged");
+            assert!(log.append(&mut fill("BTCUSD", 6)).unwrap());
+        } else {
+            println!("SKIPPED the other-owner case: needs root to chown a file to uid 65534");
+        }
+    }
+
+    #[test]
+    fn a_live_log_others_may_write_or_a_symlink_is_refused_with_the_reason() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tmp("live-untrusted");
+        let (mut log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        log.append(&mut fill("BTCUSD", 1)).unwrap();
+        drop(log);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        // Our own log, left group-writable by an old umask, is narrowed to its mode, not refused.
+        let (log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
+        drop(log);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), DEFAULT_MODE);
+        // Another user's is judged only (as root the test can make one).
+        if euid() == Some(0) {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+            let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a group-writable log was opened");
+            assert!(err.to_string().contains("writable by group or others (mode 0664)"), "{err}");
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        } else {
+            println!("not root: another user's group-writable live log was not tried");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let target = path.with_extension("real");
+        std::fs::rename(&path, &target).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a symlinked log was followed");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]

@@ -247,6 +247,8 @@ pub struct Metrics {
     pub stream_connect_failures: Counter,
     pub reconnects: Labeled,
     pub fills: Labeled,
+    /// Exchange rows and stream events refused as fills, by source and reason.
+    pub fills_refused: Labeled,
     pub fill_latency: Histogram,
     /// Fills of the daemon's own orders (client id `sd-…`) that took liquidity.
     pub taker_fills: Counter,
@@ -279,6 +281,7 @@ impl Default for Metrics {
             stream_connect_failures: Counter::default(),
             reconnects: Labeled::new(&["cause"]),
             fills: Labeled::new(&["symbol", "source"]),
+            fills_refused: Labeled::new(&["source", "reason"]),
             fill_latency: Histogram::default(),
             taker_fills: Counter::default(),
             filllog_write_errors: Counter::default(),
@@ -311,6 +314,11 @@ impl Metrics {
         for s in symbols {
             for source in [Source::Stream, Source::Rest] {
                 self.fills.register(&[s, source.as_str()]);
+            }
+        }
+        for source in [Source::Stream, Source::Rest] {
+            for reason in crate::wire::Refusal::REASONS {
+                self.fills_refused.register(&[source.as_str(), reason]);
             }
         }
         for cause in ["closed", "error", "handover", "key_expired", "key_gone", "server_shutdown", "silence"] {
@@ -404,6 +412,11 @@ impl Metrics {
         if own_taker {
             self.taker_fills.inc();
         }
+    }
+
+    /// A row or event was refused as a fill (see [`crate::wire::Refusal`]).
+    pub fn fill_refused(&self, source: Source, reason: &str) {
+        self.fills_refused.inc(&[source.as_str(), reason]);
     }
 
     pub fn filllog_failed(&self) {
@@ -608,6 +621,11 @@ pub fn render(src: &Sources) -> String {
     o.family("syncd_stream_reconnects_total", "Stream connections lost, by cause.", &m.reconnects);
 
     o.family("syncd_fills_total", "Fills made durable in the fill log, by symbol and source.", &m.fills);
+    o.family(
+        "syncd_fills_refused_total",
+        "Exchange rows and stream events refused as fills (wrong symbol, id out of range, zero quantity, ...), by source and reason.",
+        &m.fills_refused,
+    );
     o.head(
         "syncd_fill_latency_seconds",
         "histogram",

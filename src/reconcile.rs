@@ -27,11 +27,14 @@ pub mod cursor;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::filllog::FillRecord;
+use crate::metrics::{Metrics, Source};
 use crate::rest::{RestClient, ALL_ORDERS, MY_TRADES, ORDER_QUERY};
-use crate::wire::{MyTrade, QueriedOrder};
+use crate::wire::{MyTrade, QueriedOrder, Refusal};
 use crossbeam_channel::{Receiver, Sender};
 use cursor::{Advance, Cursors, Read, PAGE};
+use serde::Deserialize;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -144,6 +147,82 @@ impl ClientIds {
     }
 }
 
+/// Refusals already reported, by a hash of the row or event, in bounded memory: a refused row
+/// is read again until a later fill moves the cursor past it, and is reported and counted once.
+#[derive(Debug)]
+pub(crate) struct Reported {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+/// Refusals remembered as reported (a few MB of hashes at most).
+const REPORTED: usize = 10_000;
+
+impl Reported {
+    pub(crate) fn new(capacity: usize) -> Reported {
+        Reported { seen: HashSet::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// Reports `why` (one warning, one count) unless `key` was reported already.
+    pub(crate) fn refuse(&mut self, metrics: &Metrics, source: Source, what: &str, key: impl Hash, why: &Refusal) {
+        // Fixed keys: the same row hashes the same on every pass.
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        let key = h.finish();
+        if !self.seen.insert(key) {
+            return;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        metrics.fill_refused(source, why.reason());
+        log::warn!("refused {what} as a fill: {why}; not logged");
+    }
+}
+
+/// A `myTrades` page, sorted by [`screen`].
+#[derive(Debug, Default)]
+struct Screened {
+    /// The rows that are fills.
+    page: Vec<MyTrade>,
+    /// Ids of rows refused for what they say: they may still move the cursor (see
+    /// [`cursor::after_page`]).
+    passable: Vec<u64>,
+    /// Each refused row: what it is, the row as text (its identity for [`Reported`]), why.
+    refused: Vec<(String, String, Refusal)>,
+}
+
+/// Sorts a `myTrades` page for `symbol` row by row: a row we cannot use is refused instead of
+/// costing the page (or, stopping there, every later fill of the symbol).
+fn screen(symbol: &str, rows: &[serde_json::Value]) -> Screened {
+    let mut out = Screened { page: Vec::with_capacity(rows.len()), ..Screened::default() };
+    for row in rows {
+        let trade = match MyTrade::deserialize(row) {
+            Ok(t) => t,
+            Err(e) => {
+                let what = format!("a myTrades row for {symbol}");
+                out.refused.push((what, row.to_string(), Refusal::Unreadable(e.to_string())));
+                continue;
+            }
+        };
+        match trade.check(symbol) {
+            Ok(()) => out.page.push(trade),
+            Err(why) => {
+                if why.of_content() {
+                    out.passable.push(trade.id);
+                }
+                let what = format!("myTrades row for {symbol} (trade id {}, order id {})", trade.id, trade.order_id);
+                out.refused.push((what, row.to_string(), why));
+            }
+        }
+    }
+    out
+}
+
 /// Progress of one symbol's pass, logged for long ones (a first start over days of history):
 /// every few seconds while it runs, and a summary at its end if it took more than one page.
 struct Progress<'a> {
@@ -214,6 +293,7 @@ pub struct Reconciler {
     /// A copy of the writer's cursors, moved only when the writer says it moved them.
     cursors: Cursors,
     client_ids: ClientIds,
+    reported: Reported,
     /// Server time when the daemon started (ms): where a first start reads from.
     started_ms: i64,
     stream_up: bool,
@@ -233,6 +313,7 @@ impl Reconciler {
             rest,
             cursors,
             client_ids: ClientIds::new(CLIENT_ID_CACHE),
+            reported: Reported::new(REPORTED),
             stream_up: false,
             next: Instant::now(),
             again: false,
@@ -399,17 +480,12 @@ impl Reconciler {
             let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let rows: Vec<serde_json::Value> = self.rest.call_background(&MY_TRADES, &borrowed, RECONCILE_SHARE)?;
             let count = rows.len();
-            let mut page = Vec::with_capacity(count);
-            for row in rows {
-                // Row by row: a row we cannot read is skipped loudly instead of costing the page
-                // (or, stopping there, every later fill of the symbol).
-                match serde_json::from_value::<MyTrade>(row) {
-                    Ok(t) => page.push(t),
-                    Err(e) => log::error!("reconcile {symbol}: skipping a myTrades row that could not be read ({e})"),
-                }
+            let Screened { page, passable, refused } = screen(symbol, &rows);
+            for (what, row, why) in &refused {
+                self.reported.refuse(self.rest.metrics(), Source::Rest, what, (symbol, row), why);
             }
             let ids: Vec<u64> = page.iter().map(|t| t.id).collect();
-            let step = cursor::after_page(plan.read, &ids, count, now);
+            let step = cursor::after_page(plan.read, &ids, &passable, count, now);
             progress.page(plan.read, &page);
             let unknown: HashSet<u64> = if ids.is_empty() {
                 HashSet::new()
@@ -513,6 +589,42 @@ mod tests {
         let text = p.summary();
         assert!(text.starts_with("2 pages, 3 trades read (2 new) in "), "{text}");
         assert!(text.ends_with("trades 2026-09-04T16:46:40.100Z .. 2026-09-05T16:46:40.100Z"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_symbol_a_zero_quantity_and_trade_id_u64_max_are_refused_and_counted_once() {
+        let row = |symbol: &str, id: u64, qty: &str| {
+            serde_json::json!({"symbol": symbol, "id": id, "orderId": 7, "price": "60000.00", "qty": qty,
+                "quoteQty": "60.00", "commission": "0", "commissionAsset": "BTC", "time": 1788540400100i64,
+                "isBuyer": true, "isMaker": true})
+        };
+        let mut negative = row("BTCUSD", 14, "0.001");
+        negative["price"] = "-1.00".into();
+        let mut float = row("BTCUSD", 15, "0.001");
+        float["qty"] = serde_json::json!(0.001);
+        let rows = vec![
+            row("BTCUSD", 10, "0.001"),
+            row("ETHUSD", 11, "0.001"),
+            row("BTCUSD", 12, "0.00000000"),
+            row("BTCUSD", u64::MAX, "0.001"),
+            negative,
+            float,
+        ];
+        let Screened { page, passable, refused } = screen("BTCUSD", &rows);
+        assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), [10]);
+        assert_eq!(passable, [12, 14], "only rows of this symbol, refused for what they say");
+        let reasons: Vec<&str> = refused.iter().map(|(_, _, why)| why.reason()).collect();
+        assert_eq!(reasons, ["wrong_symbol", "qty", "trade_id", "price", "unreadable"]);
+        let metrics = Metrics::default();
+        let mut reported = Reported::new(100);
+        for _pass in 0..2 {
+            for (what, row, why) in &refused {
+                reported.refuse(&metrics, Source::Rest, what, ("BTCUSD", row), why);
+            }
+        }
+        for reason in ["wrong_symbol", "qty", "trade_id", "price", "unreadable"] {
+            assert_eq!(metrics.fills_refused.get(&["rest", reason]), 1, "{reason}: counted once over two passes");
+        }
     }
 
     #[test]

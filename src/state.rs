@@ -17,11 +17,13 @@
 use crate::config::FsyncPolicy;
 use crate::error::Error;
 use crate::filllog::{Carry, FileCheck, FillLog, FillRecord, FillTap};
+use crate::metrics::Source;
 use crate::notify::Notifier;
 use crate::reconcile::cursor::{Cursors, Journal, Ledger};
+use crate::reconcile::Reported;
 use crate::reconcile::{Answer, Ask, Heard, WriterLink};
 use crate::stream::StreamMsg;
-use crate::wire::UserEvent;
+use crate::wire::{ExecutionReport, Refusal, UserEvent};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::fs;
@@ -116,6 +118,10 @@ impl Journal for FillLog {
     fn commit(&mut self) -> Result<(), Error> {
         FillLog::commit(self)
     }
+
+    fn keep_from(&mut self, symbol: &str, cursor: u64) {
+        FillLog::keep_from(self, symbol, cursor)
+    }
 }
 
 pub struct State {
@@ -136,6 +142,8 @@ pub struct State {
     renamed_since: Option<Instant>,
     /// Taking in a burst of stream events: fills wait for one flush at its end.
     deferring: bool,
+    /// Stream reports refused as fills and already reported (the exchange may send one twice).
+    refused: Reported,
 }
 
 /// Stream events taken into one flush at most (a bound on how long the first one waits).
@@ -145,7 +153,12 @@ impl State {
     /// Opens the fill log (repairing a torn tail) and loads or rebuilds the cursors.
     pub fn open(settings: StateSettings, tap: FillTap) -> Result<State, Error> {
         let carry = load_carry(&settings.state_dir);
-        let (mut log, report) = FillLog::open_after(&settings.fill_log, settings.fsync, carry.as_ref())?;
+        // The saved cursors bind the dedupe before the files are read: no id a cursor has not
+        // passed may go into its floor, whatever the files hold (issue 19). Lost cursors are
+        // rebuilt from the log below, from the oldest id it still knows exactly.
+        let loaded = load_cursors(&settings.state_dir);
+        let keep_from = loaded.as_ref().map(|c| c.keep_from_all(&settings.symbols)).unwrap_or_default();
+        let (mut log, report) = FillLog::open_bounded(&settings.fill_log, settings.fsync, carry.as_ref(), &keep_from)?;
         log.set_mode(settings.fill_log_mode);
         if report.torn_bytes > 0 || report.bad_lines > 0 {
             log::warn!(
@@ -155,7 +168,7 @@ impl State {
                 report.bad_lines
             );
         }
-        let cursors = Cursors::rebuild(load_cursors(&settings.state_dir), &log.first_ids(), &settings.symbols);
+        let cursors = Cursors::rebuild(loaded, &log.first_ids(), &settings.symbols);
         tap.set_durable(log.last_seq());
         log::info!(
             "state: fill log {} ({} lines), cursors {:?}",
@@ -163,9 +176,11 @@ impl State {
             report.lines,
             cursors.next_from_id
         );
+        let mut ledger = Ledger::new(log, cursors);
+        ledger.bind(&settings.symbols);
         let state = State {
             settings,
-            ledger: Ledger::new(log, cursors),
+            ledger,
             unsaved: false,
             last_alert: None,
             tap,
@@ -175,6 +190,7 @@ impl State {
             written: 0,
             renamed_since: None,
             deferring: false,
+            refused: Reported::new(1000),
         };
         // What this start read (rotated files included) is now in the carry: if the live file
         // is rotated and the daemon dies before the SIGHUP, the next start still knows it even
@@ -406,16 +422,17 @@ impl State {
                         client_id: client_id.to_string(),
                     });
                 }
-                if let Some(fill) = report.fill() {
-                    self.accept(fill, read_at);
-                } else {
-                    log::debug!(
+                match report.fill() {
+                    Ok(Some(fill)) if self.settings.symbols.contains(&fill.symbol) => self.accept(fill, read_at),
+                    Ok(Some(fill)) => self.refuse(&report, &Refusal::Untracked(fill.symbol)),
+                    Err(why) => self.refuse(&report, &why),
+                    Ok(None) => log::debug!(
                         "order symbol={} order_id={} status={} exec={}",
                         report.symbol,
                         report.order_id,
                         report.status,
                         report.execution_type
-                    );
+                    ),
                 }
             }
             UserEvent::BalanceUpdate(u) => log::info!("balance update asset={} delta={}", u.asset, u.delta),
@@ -447,6 +464,13 @@ impl State {
                 Answer::Committed { durable }
             }
         }
+    }
+
+    /// A stream `TRADE` that is not a fill the log can take: reported once, counted, not logged.
+    fn refuse(&mut self, report: &ExecutionReport, why: &Refusal) {
+        let what = format!("a stream TRADE report (trade id {}, order id {})", report.trade_id, report.order_id);
+        let key = (report.symbol.as_str(), report.trade_id, report.order_id, why.reason());
+        self.refused.refuse(&self.settings.metrics, Source::Stream, &what, key, why);
     }
 
     /// Logs a fill unless it is already in the log; keeps it in memory if the log fails.

@@ -17,7 +17,7 @@ use crate::backoff::{Backoff, WindowCap};
 use crate::error::Error;
 use crate::rest::{RestClient, LISTEN_KEY_NEW};
 use crate::secret::Secret;
-use crate::wire::{parse_event, ListenKeyReply, UserEvent};
+use crate::wire::{parse_event, FrameError, ListenKeyReply, UserEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -488,7 +488,14 @@ impl Stream {
                                     return End::Stop;
                                 }
                             }
-                            Err(e) => log::warn!("stream: skipped a text frame of {} bytes: {e:?}", text.len()),
+                            Err(e) => {
+                                // An order report we cannot read may have been a fill: counted
+                                // with the refused ones (REST reads it, if it was).
+                                if matches!(&e, FrameError::BadEvent(why) if why.starts_with("executionReport")) {
+                                    self.rest.metrics().fill_refused(crate::metrics::Source::Stream, "unreadable");
+                                }
+                                log::warn!("stream: skipped a text frame of {} bytes: {e:?}", text.len())
+                            }
                         },
                         Message::Binary(b) => log::warn!("stream: skipped a binary frame of {} bytes", b.len()),
                         Message::Close(frame) => {

@@ -57,19 +57,22 @@ pub struct ExecutionReport {
 }
 
 impl ExecutionReport {
-    /// The fill this report carries, if it is a `TRADE`.
-    pub fn fill(&self) -> Option<FillRecord> {
-        if self.execution_type != "TRADE" || self.trade_id < 0 {
-            return None;
+    /// The fill this report carries, if it is a `TRADE`; `Err` for a `TRADE` that is not a
+    /// fill the log can take ([`Refusal`]). Whether its symbol is tracked is the caller's to say.
+    pub fn fill(&self) -> Result<Option<FillRecord>, Refusal> {
+        if self.execution_type != "TRADE" {
+            return Ok(None);
         }
-        let side = Side::parse(&self.side)?;
+        let trade_id = u64::try_from(self.trade_id).map_err(|_| Refusal::TradeId(i128::from(self.trade_id)))?;
+        check_fill(trade_id, self.order_id, self.last_price, self.last_qty)?;
+        let side = Side::parse(&self.side).ok_or_else(|| Refusal::Side(clip(&self.side)))?;
         let quote_qty = match self.last_quote_qty {
             Some(y) => y,
-            None => self.last_price.checked_mul(self.last_qty)?,
+            None => self.last_price.checked_mul(self.last_qty).ok_or(Refusal::QuoteQty)?,
         };
-        Some(FillRecord {
+        Ok(Some(FillRecord {
             symbol: self.symbol.clone(),
-            trade_id: self.trade_id as u64,
+            trade_id,
             order_id: self.order_id,
             client_order_id: self.client_order_id.clone(),
             side,
@@ -81,7 +84,7 @@ impl ExecutionReport {
             maker: self.maker,
             time: self.transaction_time,
             seq: 0,
-        })
+        }))
     }
 
     /// The order's own client id: on a cancel report `c` is the cancel's id and `C` the order's.
@@ -204,6 +207,20 @@ pub struct MyTrade {
 }
 
 impl MyTrade {
+    /// Whether this row, from a `myTrades` request for `asked`, is a fill the log can take:
+    /// trade ids are per symbol, so a row of another symbol would be deduplicated under one
+    /// symbol and logged under the other, and its id must not move `asked`'s cursor.
+    pub fn check(&self, asked: &str) -> Result<(), Refusal> {
+        if self.symbol != asked {
+            return Err(Refusal::WrongSymbol { asked: clip(asked), got: clip(&self.symbol) });
+        }
+        check_fill(self.id, self.order_id, self.price, self.qty)?;
+        if self.quote_qty.is_none() && self.price.checked_mul(self.qty).is_none() {
+            return Err(Refusal::QuoteQty);
+        }
+        Ok(())
+    }
+
     pub fn into_fill(self, client_order_id: String) -> FillRecord {
         let quote_qty = self.quote_qty.or_else(|| self.price.checked_mul(self.qty)).unwrap_or(Decimal::ZERO);
         FillRecord {
@@ -222,6 +239,101 @@ impl MyTrade {
             seq: 0,
         }
     }
+}
+
+/// The largest trade or order id taken: Binance's ids are signed 64-bit integers ("Account
+/// Trade List" and "Order Update" in <https://docs.binance.us/>), so a larger one is not the
+/// exchange's, and a cursor (the next id to read) never overflows.
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// Why an exchange row or stream event was not taken as a fill: logged once, counted in
+/// `syncd_fills_refused_total{source,reason}`, never written to the fill log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A `myTrades` row of another symbol than the one asked for.
+    WrongSymbol {
+        asked: String,
+        got: String,
+    },
+    /// A symbol not in `SYNCD_SYMBOLS`.
+    Untracked(String),
+    TradeId(i128),
+    OrderId(u64),
+    /// Zero or negative.
+    Price(Decimal),
+    /// Zero or negative.
+    Qty(Decimal),
+    Side(String),
+    /// No quote quantity given, and price × quantity does not fit.
+    QuoteQty,
+    /// Not the documented shape (a field missing, a number where a decimal string belongs).
+    Unreadable(String),
+}
+
+impl Refusal {
+    /// Every [`reason`](Self::reason), for the metric's series to exist from the start.
+    pub const REASONS: [&'static str; 9] =
+        ["wrong_symbol", "untracked_symbol", "trade_id", "order_id", "price", "qty", "side", "quote_qty", "unreadable"];
+
+    /// The metric's `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::WrongSymbol { .. } => "wrong_symbol",
+            Refusal::Untracked(_) => "untracked_symbol",
+            Refusal::TradeId(_) => "trade_id",
+            Refusal::OrderId(_) => "order_id",
+            Refusal::Price(_) => "price",
+            Refusal::Qty(_) => "qty",
+            Refusal::Side(_) => "side",
+            Refusal::QuoteQty => "quote_qty",
+            Refusal::Unreadable(_) => "unreadable",
+        }
+    }
+
+    /// Refused for what the row says, not for whom: its symbol and trade id are right, so its
+    /// id may count for the cursor (see [`crate::reconcile::cursor::after_page`]).
+    pub fn of_content(&self) -> bool {
+        matches!(self, Refusal::Price(_) | Refusal::Qty(_) | Refusal::Side(_) | Refusal::QuoteQty)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::WrongSymbol { asked, got } => write!(f, "symbol {got:?} in an answer for {asked}"),
+            Refusal::Untracked(s) => write!(f, "symbol {s:?} is not in SYNCD_SYMBOLS"),
+            Refusal::TradeId(id) => write!(f, "trade id {id} out of range 0..={MAX_ID}"),
+            Refusal::OrderId(id) => write!(f, "order id {id} out of range 0..={MAX_ID}"),
+            Refusal::Price(p) => write!(f, "price {p} is not positive"),
+            Refusal::Qty(q) => write!(f, "quantity {q} is not positive"),
+            Refusal::Side(s) => write!(f, "unknown side {s:?}"),
+            Refusal::QuoteQty => f.write_str("no quote quantity, and price x quantity overflows"),
+            Refusal::Unreadable(e) => write!(f, "unreadable ({e})"),
+        }
+    }
+}
+
+/// At most 32 characters of an exchange's string, for a log line.
+fn clip(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
+/// What every fill must be, wherever it came from. Decimals are exact by construction
+/// ([`Decimal`] takes strings and integers only, never a float).
+fn check_fill(trade_id: u64, order_id: u64, price: Decimal, qty: Decimal) -> Result<(), Refusal> {
+    if trade_id > MAX_ID {
+        return Err(Refusal::TradeId(i128::from(trade_id)));
+    }
+    if order_id > MAX_ID {
+        return Err(Refusal::OrderId(order_id));
+    }
+    if price.is_zero() || price.is_negative() {
+        return Err(Refusal::Price(price));
+    }
+    if qty.is_zero() || qty.is_negative() {
+        return Err(Refusal::Qty(qty));
+    }
+    Ok(())
 }
 
 /// The fields of `GET /api/v3/order` the daemon reads.
@@ -313,7 +425,7 @@ mod tests {
     #[test]
     fn new_report_is_not_a_fill() {
         match parse_event(NEW).unwrap() {
-            UserEvent::Execution(r) => assert!(r.fill().is_none()),
+            UserEvent::Execution(r) => assert!(matches!(r.fill(), Ok(None))),
             other => panic!("{other:?}"),
         }
     }
@@ -321,7 +433,7 @@ mod tests {
     #[test]
     fn trade_report_becomes_a_fill_with_exact_strings() {
         let UserEvent::Execution(r) = parse_event(&trade()).unwrap() else { panic!() };
-        let f = r.fill().unwrap();
+        let f = r.fill().unwrap().unwrap();
         assert_eq!((f.symbol.as_str(), f.trade_id, f.order_id), ("BTCUSD", 555001, 123456789));
         assert_eq!(f.client_order_id, "syncd-7f3a-000041");
         assert_eq!(f.side, Side::Buy);

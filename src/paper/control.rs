@@ -73,6 +73,22 @@ pub struct RestFaults {
     pub lookup_lag: u64,
     /// Every request and every answer is delayed by `.0` (only those with API key `.1`, if set).
     pub delay: Option<(Duration, Option<String>)>,
+    /// The next `myTrades` answer for this symbol carries [`bad_trade_rows`] too.
+    pub bad_trades: Option<String>,
+}
+
+/// Rows no exchange should send, for a client's checks: one of another symbol than `asked`
+/// (with a fresh id), one with a zero quantity, one with trade id `u64::MAX`. Ids are far above
+/// any the paper exchange makes, so a client that took one would show it.
+pub fn bad_trade_rows(asked: &str, other: &str, now_ms: i64) -> Vec<Value> {
+    let row = |symbol: &str, id: u64, qty: &str| {
+        json!({
+            "symbol": symbol, "id": id, "orderId": 1, "orderListId": -1, "price": "100.00000000",
+            "qty": qty, "quoteQty": "100.00000000", "commission": "0.00000000", "commissionAsset": "USD",
+            "time": now_ms, "isBuyer": true, "isMaker": true, "isBestMatch": true,
+        })
+    };
+    vec![row(other, 1 << 40, "1.00000000"), row(asked, (1 << 40) + 1, "0.00000000"), row(asked, u64::MAX, "1.00000000")]
 }
 
 /// REST requests held open by `hold_rest`, so a test can keep a client's request in flight for
@@ -415,6 +431,16 @@ pub static FAULTS: &[FaultSpec] = &[
         params: "",
         effect: "answer every held request and stop holding",
         run: |c, _| Ok(json!({"released": c.shared.rest_hold.release()})),
+    },
+    FaultSpec {
+        name: "bad_trades",
+        params: "symbol=S",
+        effect: "the next `myTrades` answer for S also carries a row of another symbol, one with quantity 0 and one with trade id 2^64-1",
+        run: |c, p| {
+            let symbol = get(p, "symbol").ok_or("symbol is required")?;
+            c.rest_faults().bad_trades = Some(symbol.to_string());
+            Ok(json!({"symbol": symbol}))
+        },
     },
     FaultSpec {
         name: "fill",

@@ -65,6 +65,18 @@ impl Cursors {
         cursors
     }
 
+    /// Where `symbol`'s fills stop being read by REST for good: its next `fromId`, or 0 while
+    /// it still reads by time (nothing is behind it yet). The fill log's dedupe keeps every id
+    /// from here on exactly ([`crate::filllog::Dedupe::keep_from`]).
+    pub fn keep_from(&self, symbol: &str) -> u64 {
+        self.next_from_id.get(symbol).copied().unwrap_or(0)
+    }
+
+    /// [`keep_from`](Self::keep_from) for each of `symbols` (the tracked ones).
+    pub fn keep_from_all(&self, symbols: &[String]) -> HashMap<String, u64> {
+        symbols.iter().map(|s| (s.clone(), self.keep_from(s))).collect()
+    }
+
     /// Moves `symbol`'s cursor; true if it changed.
     pub fn apply(&mut self, symbol: &str, advance: Advance) -> bool {
         match advance {
@@ -132,13 +144,30 @@ pub struct Step {
     pub more: bool,
 }
 
-/// The step after `read` returned `rows` rows, of which `ids` could be read. The cursor goes past
-/// the highest id, not the last: the order of a page is the exchange's business, and an id
-/// missing in between belongs to someone else (trade ids are per symbol, not per account).
-pub fn after_page(read: Read, ids: &[u64], rows: usize, now_ms: i64) -> Step {
+/// The step after `read` returned `rows` rows, of which `ids` could be read and passed every
+/// check. The cursor goes past the highest id, not the last: the order of a page is the
+/// exchange's business, and an id missing in between belongs to someone else (trade ids are
+/// per symbol, not per account).
+///
+/// `refused`: ids of rows of this symbol, in range, refused for what they say (a zero quantity,
+/// say). They move the cursor only when a full page holds nothing else: then re-reading it
+/// would refuse the same rows forever and no later fill of the symbol would be read. Otherwise
+/// a later fill moves it past them, and until one comes they are read again, so a row with an
+/// absurd id cannot carry the cursor past real fills. Rows whose symbol or id is wrong never
+/// reach here.
+pub fn after_page(read: Read, ids: &[u64], refused: &[u64], rows: usize, now_ms: i64) -> Step {
     let full = rows >= PAGE;
-    if let Some(max) = ids.iter().max() {
-        return Step { advance: Advance::FromId(max + 1), more: full };
+    let passed = match ids.iter().max() {
+        Some(max) => Some(max),
+        None if full => refused.iter().max(),
+        None => None,
+    };
+    if let Some(max) = passed {
+        // Checked: ids are validated below `i64::MAX`, but `u64::MAX + 1` must never wrap to 0.
+        return match max.checked_add(1) {
+            Some(next) => Step { advance: Advance::FromId(next), more: full },
+            None => Step { advance: Advance::Stay, more: false },
+        };
     }
     match read {
         // Nothing new; a full page of unreadable rows cannot move us either, so stop rather
@@ -165,6 +194,9 @@ pub trait Journal {
     fn stage(&mut self, fill: &mut FillRecord) -> Result<bool, Error>;
     /// Makes every staged fill durable; on failure none of them counts as written.
     fn commit(&mut self) -> Result<(), Error>;
+    /// `symbol`'s cursor is now `cursor` ([`Cursors::keep_from`]): ids below it may be
+    /// summarised, ids at or above it must stay known exactly.
+    fn keep_from(&mut self, _symbol: &str, _cursor: u64) {}
 }
 
 /// What [`Ledger::flush`] did.
@@ -186,6 +218,13 @@ pub struct Ledger<J> {
 impl<J: Journal> Ledger<J> {
     pub fn new(journal: J, cursors: Cursors) -> Ledger<J> {
         Ledger { journal, held: VecDeque::new(), cursors }
+    }
+
+    /// Tells the journal where each tracked symbol's cursor stands (at start).
+    pub fn bind(&mut self, symbols: &[String]) {
+        for symbol in symbols {
+            self.journal.keep_from(symbol, self.cursors.keep_from(symbol));
+        }
     }
 
     pub fn journal(&self) -> &J {
@@ -257,7 +296,11 @@ impl<J: Journal> Ledger<J> {
     /// Moves `symbol`'s cursor as a page allows, but only while no fill is held: a held fill
     /// may be one the move would pass. True if it moved.
     pub fn advance(&mut self, symbol: &str, advance: Advance) -> bool {
-        self.held.is_empty() && self.cursors.apply(symbol, advance)
+        let moved = self.held.is_empty() && self.cursors.apply(symbol, advance);
+        if moved {
+            self.journal.keep_from(symbol, self.cursors.keep_from(symbol));
+        }
+        moved
     }
 }
 
@@ -334,7 +377,7 @@ mod tests {
     /// What the writer does with one page: offer its fills, flush, move only if all durable.
     fn commit(ledger: &mut Ledger<Disk>, symbol: &str, ids: &[u64], rows: usize) -> Step {
         let read = plan(ledger.cursors(), symbol, 0, 0).read;
-        let step = after_page(read, ids, rows, 0);
+        let step = after_page(read, ids, &[], rows, 0);
         for id in ledger.unknown(symbol, ids) {
             ledger.offer(fill(symbol, id));
         }
@@ -402,7 +445,7 @@ mod tests {
     #[test]
     fn a_page_with_a_gap_moves_past_its_highest_id() {
         // 11 and 12 are other accounts' trades: ids are per symbol.
-        let step = after_page(Read::FromId(10), &[10, 13], 2, 0);
+        let step = after_page(Read::FromId(10), &[10, 13], &[], 2, 0);
         assert_eq!(step, Step { advance: Advance::FromId(14), more: false });
     }
 
@@ -417,10 +460,29 @@ mod tests {
     #[test]
     fn a_full_page_reads_on_and_a_short_one_stops() {
         let ids: Vec<u64> = (100..1100).collect();
-        assert_eq!(after_page(Read::FromId(100), &ids, PAGE, 0), Step { advance: Advance::FromId(1100), more: true });
-        assert!(!after_page(Read::FromId(100), &ids[..999], 999, 0).more);
+        assert_eq!(
+            after_page(Read::FromId(100), &ids, &[], PAGE, 0),
+            Step { advance: Advance::FromId(1100), more: true }
+        );
+        assert!(!after_page(Read::FromId(100), &ids[..999], &[], 999, 0).more);
         // A full page of rows none of which could be read: stop instead of reading it again.
-        assert_eq!(after_page(Read::FromId(100), &[], PAGE, 0), Step { advance: Advance::Stay, more: false });
+        assert_eq!(after_page(Read::FromId(100), &[], &[], PAGE, 0), Step { advance: Advance::Stay, more: false });
+    }
+
+    #[test]
+    fn refused_rows_move_the_cursor_only_when_a_full_page_holds_nothing_else() {
+        // A later fill passes a refused row; a refused row alone, even with an absurd id, does not.
+        assert_eq!(after_page(Read::FromId(10), &[12], &[11], 2, 0).advance, Advance::FromId(13));
+        assert_eq!(after_page(Read::FromId(10), &[12], &[1 << 40], 2, 0).advance, Advance::FromId(13));
+        assert_eq!(after_page(Read::FromId(10), &[], &[1 << 40], 1, 0).advance, Advance::Stay);
+        // A full page of refused rows: read on past them, or the symbol stops for good.
+        let refused: Vec<u64> = (10..10 + PAGE as u64).collect();
+        assert_eq!(
+            after_page(Read::FromId(10), &[], &refused, PAGE, 0),
+            Step { advance: Advance::FromId(10 + PAGE as u64), more: true }
+        );
+        // Never a wrap to 0.
+        assert_eq!(after_page(Read::FromId(10), &[u64::MAX], &[], 1, 0).advance, Advance::Stay);
     }
 
     #[test]
@@ -434,17 +496,20 @@ mod tests {
         let since = now - 2 * WINDOW_MS - 5;
         // A window that ended before now: the next one starts where it ended, at once.
         let first = Read::Window(since, since + WINDOW_MS);
-        assert_eq!(after_page(first, &[], 0, now), Step { advance: Advance::Since(since + WINDOW_MS), more: true });
+        assert_eq!(
+            after_page(first, &[], &[], 0, now),
+            Step { advance: Advance::Since(since + WINDOW_MS), more: true }
+        );
         // The window that reaches now: a minute's margin for trades still landing.
         let last = Read::Window(now - 5 * MARGIN_MS, now);
-        assert_eq!(after_page(last, &[], 0, now), Step { advance: Advance::Since(now - MARGIN_MS), more: false });
+        assert_eq!(after_page(last, &[], &[], 0, now), Step { advance: Advance::Since(now - MARGIN_MS), more: false });
         // Never backwards.
         let fresh = Read::Window(now - 10, now);
-        assert_eq!(after_page(fresh, &[], 0, now), Step { advance: Advance::Stay, more: false });
+        assert_eq!(after_page(fresh, &[], &[], 0, now), Step { advance: Advance::Stay, more: false });
         // A trade in a window switches the symbol to ids for good.
         let mut c = Cursors { version: 1, ..Cursors::default() };
         assert!(c.apply("BTCUSD", Advance::Since(since)));
-        assert!(c.apply("BTCUSD", after_page(first, &[42], 1, now).advance));
+        assert!(c.apply("BTCUSD", after_page(first, &[42], &[], 1, now).advance));
         assert_eq!((c.next_from_id.get("BTCUSD"), c.since_ms.get("BTCUSD")), (Some(&43), None));
         assert!(!c.apply("BTCUSD", Advance::Since(now)), "a time never replaces an id");
     }
