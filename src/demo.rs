@@ -189,7 +189,11 @@ fn tail(path: &Path, offset: &mut u64) -> Vec<FillRecord> {
 type ScheduledFault = (Duration, &'static str, Vec<(&'static str, &'static str)>);
 
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
+    let fresh = !opts.dir.exists();
     std::fs::create_dir_all(&opts.dir).map_err(Error::io(&opts.dir))?;
+    if fresh {
+        set_mode(&opts.dir, 0o755)?; // the folder above the plugin folder (see `set_mode`)
+    }
     let fill_log = opts.dir.join("fills.jsonl");
     for stale in [fill_log.clone(), opts.dir.join("state")] {
         let _ = std::fs::remove_file(&stale);
