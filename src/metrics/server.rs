@@ -6,9 +6,9 @@
 //! connections hold a slot; when all are taken, a new one takes the slot of the oldest
 //! connection that has not sent its whole request yet (else of the oldest): idle or slow
 //! clients, however many, cannot keep a health check out, each arrival gets in at once.
-//! Threads stay bounded (a cut connection's thread ends at once; past twice the slots new
-//! connections are closed). It only reads atomics and short-lived locks the fill path never
-//! waits on (see [`crate::metrics`]).
+//! Threads stay bounded (a cut connection's thread ends at once; past twice the slots a new
+//! connection waits up to a second for them to end, then is closed). It only reads atomics
+//! and short-lived locks the fill path never waits on (see [`crate::metrics`]).
 
 use super::{render, Shared, Sources};
 use crossbeam_channel::Receiver;
@@ -75,6 +75,13 @@ pub fn spawn_with(
             }
             match conn {
                 Ok(conn) => {
+                    // Past the slots, the threads alive are ones already cut, ending now: a
+                    // busy CPU may take a moment to run them out, so wait (bounded) rather
+                    // than turn a health check away.
+                    let cap = Instant::now() + Duration::from_secs(1);
+                    while threads.load(Ordering::Acquire) >= 2 * limits.max_conns && Instant::now() < cap {
+                        thread::sleep(Duration::from_millis(1));
+                    }
                     if threads.fetch_add(1, Ordering::AcqRel) >= 2 * limits.max_conns {
                         threads.fetch_sub(1, Ordering::AcqRel);
                         log::debug!("metrics: {} connection threads alive; closing a new one", 2 * limits.max_conns);

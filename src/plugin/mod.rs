@@ -297,6 +297,8 @@ pub struct PluginHost {
     folder_refused: Option<String>,
     /// The tag of each plugin that loaded, while its file is in the folder ([`tag_taken`]).
     tags: HashMap<String, String>,
+    /// Plugins refused for a tag someone held: looked at again once a file is gone.
+    tag_refused: std::collections::HashSet<String>,
 }
 
 fn several_cpus() -> bool {
@@ -325,6 +327,7 @@ impl PluginHost {
             euid: sys::euid(),
             folder_refused: None,
             tags: HashMap::new(),
+            tag_refused: std::collections::HashSet::new(),
         }
     }
 
@@ -350,8 +353,9 @@ impl PluginHost {
         })
     }
 
-    /// The `.so` files of the folder and what they look like.
-    fn listing(&self) -> HashMap<String, Seen> {
+    /// The `.so` files of the folder and what they look like; `quiet`: an unreadable folder
+    /// was already reported.
+    fn listing(&self, quiet: bool) -> HashMap<String, Seen> {
         let mut now: HashMap<String, Seen> = HashMap::new();
         match fs::read_dir(&self.settings.dir) {
             Ok(entries) => {
@@ -366,7 +370,8 @@ impl PluginHost {
                     }
                 }
             }
-            Err(e) => log::warn!("plugins: cannot read {}: {e}", self.settings.dir.display()),
+            Err(e) if !quiet => log::warn!("plugins: cannot read {}: {e}", self.settings.dir.display()),
+            Err(_) => {}
         }
         now
     }
@@ -393,7 +398,7 @@ impl PluginHost {
         if self.folder_refused.as_ref() != Some(&why) {
             log::warn!("plugins: refused: {why}; nothing in it is loaded (running versions stay)");
         }
-        for name in self.listing().into_keys() {
+        for name in self.listing(true).into_keys() {
             let running = self.running.contains_key(&name);
             self.view.update(&name, |s| {
                 s.problem = why.clone();
@@ -412,8 +417,14 @@ impl PluginHost {
         if !self.folder_trusted() {
             return;
         }
-        let now = self.listing();
+        let now = self.listing(false);
+        let holders = self.tags.len();
         self.tags.retain(|n, _| now.contains_key(n));
+        if self.tags.len() < holders || self.last_scan.keys().any(|n| !now.contains_key(n)) {
+            for name in self.tag_refused.drain() {
+                self.parked.remove(&name);
+            }
+        }
         // Removed files stop their plugins.
         let gone: Vec<String> = self.running.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
         for name in gone {
@@ -530,6 +541,7 @@ impl PluginHost {
             holders.insert(n.clone(), r.handle.tag().to_string());
         }
         if let Some(why) = tag_taken(name, &tag, explicit, &holders, folder.keys().map(String::as_str)) {
+            self.tag_refused.insert(name.to_string());
             return refuse(self, why);
         }
         let (handle, replies) = match self.executor.strategy(&tag) {

@@ -813,6 +813,9 @@ fn a_conf_cannot_claim_the_tag_a_disabled_plugin_or_another_file_name_holds() {
     let why = "tag newname (from bb.conf) is plugin newname's, from its file name";
     assert!(s.problem.contains(why), "wanted {why:?} in {s:?}");
     assert!(!dir.join("aa.rec").exists() && !dir.join("bb.rec").exists(), "a claimer ran");
+    // The file whose name gave the tag is gone: the claim is looked at again, and stands.
+    std::fs::remove_file(rig.plugins.join("newname.so")).unwrap();
+    rig.wait_status("bb", "running once newname.so is gone", |s| s.state == "running" && s.tag == "newname");
     if let Some(d) = rig.daemon.take() {
         d.stop(Duration::from_secs(8));
     }
