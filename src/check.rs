@@ -3,8 +3,8 @@
 //!
 //! Rows: the clock offset, signed access with the key (`GET /api/v3/account`) and its
 //! `canTrade`, each of `SYNCD_SYMBOLS` with its main filters, the state directory and the fill
-//! log writable, the plugin directory readable and each `.so`'s ABI version (read from its
-//! table; the plugin is never created or started).
+//! log writable, the plugin directory readable and trusted and each `.so` trusted and with the
+//! entry symbol (read as data: no plugin is ever loaded here, see [`plugin_rows`]).
 
 use crate::config::Config;
 use crate::error::Error;
@@ -246,32 +246,68 @@ fn local_rows(config: &Config) -> Vec<Row> {
         rows.push(row("plugin dir", Verdict::Ok, "SYNCD_PLUGIN_DIR unset: no plugins"));
         return rows;
     };
+    rows.extend(plugin_rows(dir));
+    rows
+}
+
+/// The plugin folder and each `.so` as `run` would judge them (`plugin::trust`, tags), and
+/// each image read as data (`plugin::elf`): `check` runs as root, and loading a library runs
+/// its code, so no plugin is loaded here. Its ABI version is checked when `run` loads it.
+fn plugin_rows(dir: &Path) -> Vec<Row> {
+    use crate::plugin::{elf, tag_taken, trust};
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) => {
-            rows.push(row("plugin dir", Verdict::Fail, format!("{}: {e}", dir.display())));
-            return rows;
-        }
+        Err(e) => return vec![row("plugin dir", Verdict::Fail, format!("{}: {e}", dir.display()))],
     };
-    let mut images: Vec<_> = entries
+    let mut names: Vec<String> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("so"))
+        .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(String::from))
         .collect();
-    images.sort();
-    rows.push(row("plugin dir", Verdict::Ok, format!("{} readable, {} plugins", dir.display(), images.len())));
-    for path in images {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        rows.push(match crate::plugin::ffi::inspect(&path) {
-            Ok(info) => row(
-                format!("plugin {name}"),
+    names.sort();
+    let euid = crate::plugin::euid();
+    let mut rows = Vec::new();
+    if let Err(why) = trust::folder(dir, euid) {
+        rows.push(row("plugin dir", Verdict::Fail, format!("refused: {why}")));
+        for name in &names {
+            rows.push(row(format!("plugin {name}.so"), Verdict::Fail, "refused: its folder is not trusted"));
+        }
+        return rows;
+    }
+    rows.push(row(
+        "plugin dir",
+        Verdict::Ok,
+        format!("{} readable and trusted, {} plugins", dir.display(), names.len()),
+    ));
+    // As the daemon's first scan takes them: in name order, each loaded one holding its tag.
+    let mut holders = std::collections::HashMap::new();
+    for name in &names {
+        let judged = (|| -> Result<String, String> {
+            let image = trust::open(&dir.join(format!("{name}.so")), euid)?.ok_or("gone while checked")?;
+            let settings = match trust::open(&dir.join(format!("{name}.conf")), euid)? {
+                Some(f) => f.text(crate::plugin::MAX_SETTINGS).map_err(|why| format!("{name}.conf {why}"))?,
+                None => String::new(),
+            };
+            let (tag, claimed) = crate::plugin::tag_of(name, &settings);
+            if let Some(why) = tag_taken(name, &tag, claimed, &holders, names.iter().map(String::as_str)) {
+                return Err(why);
+            }
+            let entry = binance_syncd_plugin::abi::ENTRY_SYMBOL;
+            elf::defines(image.file(), entry.strip_suffix(b"\0").unwrap_or(entry))?;
+            holders.insert(name.clone(), tag.clone());
+            Ok(tag)
+        })();
+        rows.push(match judged {
+            Ok(tag) => row(
+                format!("plugin {name}.so"),
                 Verdict::Ok,
                 format!(
-                    "ABI {}.{} (daemon {}.{}), version {:?}",
-                    info.abi_major, info.abi_minor, ABI.0, ABI.1, info.version
+                    "trusted, tag {tag}; not loaded: entry symbol found (ABI {}.{} is checked when run loads it)",
+                    ABI.0, ABI.1
                 ),
             ),
-            Err(e) => row(format!("plugin {name}"), Verdict::Fail, e.to_string()),
+            Err(why) => row(format!("plugin {name}.so"), Verdict::Fail, format!("refused: {why}")),
         });
     }
     rows

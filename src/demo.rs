@@ -46,9 +46,17 @@ fn find_plugin(opts: &DemoOptions) -> Option<PathBuf> {
 }
 
 /// Installs `so` as `dir/grid_maker.so` the way an operator should: copy, then rename.
+/// Modes set whatever the umask: the daemon refuses plugin files and folders that group or
+/// others may write (`plugin::trust`).
+fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(Error::io(path))
+}
+
 fn install_plugin(so: &Path, dir: &Path) -> Result<(), Error> {
     let tmp = dir.join(".grid_maker.so.tmp");
     std::fs::copy(so, &tmp).map_err(Error::io(&tmp))?;
+    set_mode(&tmp, 0o755)?;
     let target = dir.join("grid_maker.so");
     std::fs::rename(&tmp, &target).map_err(Error::io(&target))
 }
@@ -205,7 +213,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
 
 /// [`run`] with the operator's settings given (see [`operator_env`]).
 pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Result<DemoSummary, Error> {
+    let fresh = !opts.dir.exists();
     std::fs::create_dir_all(&opts.dir).map_err(Error::io(&opts.dir))?;
+    if fresh {
+        set_mode(&opts.dir, 0o755)?; // the folder above the plugin folder (see `set_mode`)
+    }
     let fill_log = opts.dir.join("fills.jsonl");
     let state_dir = opts.dir.join("state");
     // Before anything is cleared: a demo already running in this directory keeps its files.
@@ -250,9 +262,11 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
     if let Some(so) = &plugin {
         let _ = std::fs::remove_dir_all(&plugin_dir);
         std::fs::create_dir_all(&plugin_dir).map_err(Error::io(&plugin_dir))?;
+        set_mode(&plugin_dir, 0o755)?;
         let conf = plugin_dir.join("grid_maker.conf");
         std::fs::write(&conf, "# the demo's grid: 3 levels a side, 10 ticks apart, about 20 USD each\nlevels = 3\nspacing = 10\nquote = 20\n")
             .map_err(Error::io(&conf))?;
+        set_mode(&conf, 0o644)?;
         install_plugin(so, &plugin_dir)?;
         vars.insert("SYNCD_PLUGIN_DIR", plugin_dir.display().to_string());
         vars.insert("SYNCD_PLUGIN_SCAN_S", "0.5".into());

@@ -774,7 +774,7 @@ fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Option<u32>) -
     if !meta.file_type().is_file() {
         return Err(Untrusted::Because(format!("not a regular file ({})", kind_of(&meta.file_type()))));
     }
-    if let Some(wanted) = fix_mode.filter(|_| Some(meta.uid()) == euid()) {
+    if let Some(wanted) = fix_mode.filter(|_| meta.uid() == crate::plugin::sys::euid()) {
         set_mode_of(&file, path, wanted);
         meta = file.metadata().map_err(Untrusted::Io)?;
     }
@@ -788,9 +788,8 @@ fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Option<u32>) -
         .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
         .and_then(|d| std::fs::metadata(d).ok())
         .map(|m| m.uid());
-    let me = euid();
-    if owner != 0 && Some(owner) != me && Some(owner) != dir_owner {
-        let me = me.map_or("unknown".to_string(), |u| u.to_string());
+    let me = crate::plugin::sys::euid();
+    if owner != 0 && owner != me && Some(owner) != dir_owner {
         return Err(Untrusted::Because(format!(
             "owned by uid {owner}, not by root, the daemon's user ({me}) or the directory's owner"
         )));
@@ -814,19 +813,6 @@ fn kind_of(t: &std::fs::FileType) -> &'static str {
     } else {
         "not a file"
     }
-}
-
-/// This process's effective user id, from `/proc/self/status` (the second `Uid:` field): no
-/// `unsafe` outside `src/plugin/`, and unlike the owner of `/proc/self` it stays true once the
-/// process is not dumpable. `None` where there is no `/proc` (then only root and the directory's
-/// owner are trusted).
-fn euid() -> Option<u32> {
-    static EUID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *EUID.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    })
 }
 
 /// Reports a file of the log that is ignored, once per file and reason (readers look again and
@@ -1725,7 +1711,7 @@ mod tests {
 
         // Owned by another user, though not writable by anyone else: only root can make one.
         std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o644)).unwrap();
-        if euid() == Some(0) {
+        if crate::plugin::sys::euid() == 0 {
             std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
             drop(log);
             let _ = std::fs::remove_file(&path);
@@ -1751,7 +1737,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&path), DEFAULT_MODE);
         // Another user's is judged only (as root the test can make one).
-        if euid() == Some(0) {
+        if crate::plugin::sys::euid() == 0 {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
             let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a group-writable log was opened");

@@ -1,17 +1,22 @@
 //! THREAD `metrics`: a minimal blocking HTTP/1.1 server for `/metrics` and `/healthz`.
 //!
 //! A few dozen lines of std rather than a crate: two read-only GET routes, `Connection: close`.
-//! Each connection gets its own short-lived thread (at most [`MAX_CONNS`] at once, the rest are
-//! closed unanswered) and one deadline for the whole exchange, so a slow or idle client holds
-//! one slot for at most [`DEADLINE`] and never delays `/healthz` for the others. It only reads
-//! atomics and short-lived locks the fill path never waits on (see [`crate::metrics`]).
+//! Each connection gets its own short-lived thread and one deadline for the whole exchange
+//! ([`DEADLINE`]). The accept thread never reads from a client. At most [`MAX_CONNS`]
+//! connections hold a slot; when all are taken, a new one takes the slot of the oldest
+//! connection that has not sent its whole request yet (else of the oldest): idle or slow
+//! clients, however many, cannot keep a health check out, each arrival gets in at once.
+//! Threads stay bounded (a cut connection's thread ends at once; past twice the slots a new
+//! connection waits up to a second for them to end, then is closed). It only reads atomics
+//! and short-lived locks the fill path never waits on (see [`crate::metrics`]).
 
 use super::{render, Shared, Sources};
 use crossbeam_channel::Receiver;
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -19,8 +24,9 @@ use std::time::{Duration, Instant};
 const MAX_HEAD: usize = 8 * 1024;
 /// The whole request and response of one connection, however the client paces its bytes.
 pub const DEADLINE: Duration = Duration::from_secs(2);
-/// Connections served at once: a scraper or two plus a health probe, with room for strays.
-pub const MAX_CONNS: usize = 8;
+/// Connections holding a slot: a scraper or two and a health probe, with room for strays (and
+/// more arrive by cutting the oldest, see the module doc).
+pub const MAX_CONNS: usize = 32;
 
 /// How the server treats its clients (tests shorten the deadline).
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +65,9 @@ pub fn spawn_with(
         flag.store(true, Ordering::Release);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
     })?;
-    let active = Arc::new(AtomicUsize::new(0));
+    // Threads alive, cut ones included: the bound on memory.
+    let threads = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Mutex::new(Slots::default()));
     thread::Builder::new().name("metrics".into()).spawn(move || {
         for conn in listener.incoming() {
             if stopping.load(Ordering::Acquire) {
@@ -67,22 +75,36 @@ pub fn spawn_with(
             }
             match conn {
                 Ok(conn) => {
-                    if active.fetch_add(1, Ordering::AcqRel) >= limits.max_conns {
-                        active.fetch_sub(1, Ordering::AcqRel);
-                        log::debug!("metrics: {} connections open; closing a new one", limits.max_conns);
+                    // Past the slots, the threads alive are ones already cut, ending now: a
+                    // busy CPU may take a moment to run them out, so wait (bounded) rather
+                    // than turn a health check away.
+                    let cap = Instant::now() + Duration::from_secs(1);
+                    while threads.load(Ordering::Acquire) >= 2 * limits.max_conns && Instant::now() < cap {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    if threads.fetch_add(1, Ordering::AcqRel) >= 2 * limits.max_conns {
+                        threads.fetch_sub(1, Ordering::AcqRel);
+                        log::debug!("metrics: {} connection threads alive; closing a new one", 2 * limits.max_conns);
                         continue;
                     }
+                    let Some(id) = lock(&slots).admit(&conn, limits.max_conns) else {
+                        threads.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    };
                     // What the daemon attached by now (the executor, plugins, fill tap).
                     let sources = sources.read().unwrap_or_else(|p| p.into_inner()).clone();
-                    let done = active.clone();
+                    let (done, mine) = (threads.clone(), slots.clone());
                     let worker = thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-                        if let Err(e) = serve(conn, &sources, Instant::now() + limits.deadline) {
+                        let asked = || lock(&mine).asked(id);
+                        if let Err(e) = serve(conn, &sources, Instant::now() + limits.deadline, asked) {
                             log::debug!("metrics: a request failed: {}", e.kind());
                         }
+                        lock(&mine).open.remove(&id);
                         done.fetch_sub(1, Ordering::AcqRel);
                     });
                     if let Err(e) = worker {
-                        active.fetch_sub(1, Ordering::AcqRel);
+                        lock(&slots).open.remove(&id);
+                        threads.fetch_sub(1, Ordering::AcqRel);
                         log::warn!("metrics: cannot start a connection thread: {}", e.kind());
                     }
                 }
@@ -94,6 +116,42 @@ pub fn spawn_with(
             }
         }
     })
+}
+
+/// The connections holding a slot, oldest first.
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    /// A handle to cut each one with, and whether its whole request has come.
+    open: BTreeMap<u64, (TcpStream, bool)>,
+}
+
+fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    slots.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Slots {
+    /// A slot for `conn`, cutting the oldest connection still sending its request (else the
+    /// oldest) when all are taken: its thread's read or write fails at once and it ends.
+    fn admit(&mut self, conn: &TcpStream, max: usize) -> Option<u64> {
+        if self.open.len() >= max {
+            let oldest = self.open.iter().find(|(_, (_, asked))| !asked).or(self.open.iter().next()).map(|(id, _)| *id);
+            if let Some((cut, _)) = oldest.and_then(|id| self.open.remove(&id)) {
+                log::debug!("metrics: {max} connections open; cutting the oldest idle one");
+                let _ = cut.shutdown(Shutdown::Both);
+            }
+        }
+        let handle = conn.try_clone().ok()?;
+        self.next += 1;
+        self.open.insert(self.next, (handle, false));
+        Some(self.next)
+    }
+
+    fn asked(&mut self, id: u64) {
+        if let Some((_, asked)) = self.open.get_mut(&id) {
+            *asked = true;
+        }
+    }
 }
 
 /// A connection whose every read and write waits at most until one deadline.
@@ -140,10 +198,11 @@ impl Write for Conn {
     }
 }
 
-fn serve(stream: TcpStream, sources: &Sources, deadline: Instant) -> io::Result<()> {
+/// Serves one connection; `asked` is called once its whole request head has come.
+fn serve(stream: TcpStream, sources: &Sources, deadline: Instant, asked: impl FnOnce()) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     let mut conn = Conn { stream, deadline };
-    let result = answer(&mut conn, sources);
+    let result = answer(&mut conn, sources, asked);
     // Closing with unread request bytes makes the kernel send a reset, which can destroy the
     // response before the client reads it: say we are done, then read what is left (briefly).
     let _ = conn.stream.shutdown(Shutdown::Write);
@@ -153,7 +212,7 @@ fn serve(stream: TcpStream, sources: &Sources, deadline: Instant) -> io::Result<
     result
 }
 
-fn answer(conn: &mut Conn, sources: &Sources) -> io::Result<()> {
+fn answer(conn: &mut Conn, sources: &Sources, asked: impl FnOnce()) -> io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -166,6 +225,7 @@ fn answer(conn: &mut Conn, sources: &Sources) -> io::Result<()> {
             return respond(conn, "431 Request Header Fields Too Large", &[], "text/plain", "too large\n", true);
         }
     }
+    asked();
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
@@ -261,6 +321,22 @@ mod tests {
         assert!(matches!(slow.read(&mut buf), Ok(0) | Err(_)), "the slow connection was closed");
         assert!(dripper.join().unwrap(), "its writes failed before it had sent the whole head");
         drop(idle);
+    }
+
+    #[test]
+    fn three_times_as_many_idle_connections_as_slots_cannot_keep_healthz_out() {
+        // A deadline far past the test: only being cut frees an idle connection's slot.
+        let (addr, _stop) = server(Limits { deadline: Duration::from_secs(60), max_conns: 4 });
+        let mut idle: Vec<TcpStream> = (0..12).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for _ in 0..3 {
+            let healthz = request(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert!(healthz.starts_with("HTTP/1.1 200 OK\r\n"), "{healthz:?}");
+            idle.push(TcpStream::connect(addr).unwrap());
+        }
+        // The oldest idle ones were cut to make room: their reads end.
+        idle[0].set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(matches!(idle[0].read(&mut buf), Ok(0) | Err(_)), "the oldest idle connection was cut");
     }
 
     #[test]

@@ -205,57 +205,6 @@ fn host_table(ctx: *mut Ctx) -> Box<abi::HostV1> {
     })
 }
 
-/// What a plugin image says about itself, read without creating or starting it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginInfo {
-    pub abi_major: u32,
-    pub abi_minor: u32,
-    pub version: String,
-}
-
-/// The host's services for [`inspect`]: a plugin that is never created cannot ask for any.
-struct Refuse;
-
-impl HostServices for Refuse {
-    fn submit(&self, _: IntentIn<'_>) -> Result<u64, i32> {
-        Err(abi::STATUS_REFUSED)
-    }
-    fn log(&self, _: i32, _: &str) {}
-    fn rules(&self, _: &str) -> Option<String> {
-        None
-    }
-}
-
-/// Loads the image at `path` only far enough to read its table (ABI version, plugin version),
-/// for `binance-syncd check`. Its `create` and `start` are never called; the library's own
-/// initialisers do run (`dlopen`), as they would for a real load.
-pub fn inspect(path: &Path) -> Result<PluginInfo, LoadError> {
-    // SAFETY: as in `Plugin::load`: the operator put this file in the plugin directory.
-    let lib = unsafe { Library::new(path) }.map_err(|e| LoadError::Open(e.to_string()))?;
-    let entry = entry_of(&lib)?;
-    let ctx = Box::into_raw(Box::new(Ctx { services: Box::new(Refuse) }));
-    let host = host_table(ctx);
-    // SAFETY: `entry` has the ABI's type; the host table outlives every use of the library
-    // here (the library is closed first, below).
-    let ptr = unsafe { entry(&*host) };
-    let info = if ptr.is_null() {
-        Err(LoadError::Init("the entry returned no table"))
-    } else {
-        // SAFETY: non-null, and the ABI says the table is static data of the library.
-        unsafe { read_table(ptr) }.map(|t| PluginInfo {
-            abi_major: t.abi_major,
-            abi_minor: t.abi_minor,
-            version: text(t.version).unwrap_or("").to_string(),
-        })
-    };
-    drop(lib);
-    drop(host);
-    // SAFETY: `ctx` came from `Box::into_raw` above; no plugin state was created to hold it,
-    // and the library that saw it is closed.
-    drop(unsafe { Box::from_raw(ctx) });
-    info
-}
-
 impl Plugin {
     /// Loads the image at `path` (a private copy: see the module doc of `plugin`), checks its
     /// ABI, and creates its state with `services` behind the host table.

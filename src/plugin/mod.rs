@@ -24,10 +24,14 @@
 //! refused until the callback returns. Its open orders stay in the executor's book, under its
 //! tag, for the next version.
 
+pub mod elf;
 pub mod ffi;
 pub mod harden;
 mod spin;
+pub mod sys;
+pub mod trust;
 pub use spin::SpinCounts;
+pub use sys::euid;
 
 use crate::decimal::Decimal;
 use crate::executor::{ExecutorLink, Intent, OrderReport, Outcome, Reply, StrategyHandle};
@@ -131,13 +135,16 @@ impl PluginView {
     }
 }
 
-/// Size and modification time: what "the file changed" means here.
+/// Size and modification time, and type, mode and owner: what "the file changed" means here
+/// (a `chmod go-w` of a refused file is a change that gets it looked at again). Of the path
+/// itself: a symlink is never followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sig(u64, SystemTime);
+struct Sig(u64, SystemTime, u32, u32);
 
 fn sig(path: &Path) -> Option<Sig> {
-    let m = fs::metadata(path).ok()?;
-    Some(Sig(m.len(), m.modified().ok()?))
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path).ok()?;
+    Some(Sig(m.len(), m.modified().ok()?, m.mode(), m.uid()))
 }
 
 /// The settings file's text and the image's signature: either changing restarts the plugin.
@@ -160,13 +167,47 @@ fn setting<'a>(settings: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-/// The strategy tag: the settings' `tag`, else the name's first 8 letters and digits.
-fn tag_for(name: &str, settings: &str) -> String {
+/// The tag a plugin's file name gives it: the name's first 8 letters and digits.
+fn name_tag(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).take(8).collect()
+}
+
+/// The strategy tag: the settings' `tag`, else the name's; and whether the settings chose it.
+pub fn tag_of(name: &str, settings: &str) -> (String, bool) {
     match setting(settings, "tag") {
-        Some(t) => t.to_string(),
-        None => name.chars().filter(char::is_ascii_alphanumeric).take(8).collect(),
+        Some(t) => (t.to_string(), true),
+        None => (name_tag(name), false),
     }
 }
+
+/// Why `name` may not trade under `tag`, if another plugin holds it: one that took it first
+/// (`holders`: name → tag of the plugins loaded and still in the folder, whose orders stay in
+/// the book under it), or, for a tag claimed in settings, another file whose name gives it.
+/// A plugin keeps a tag it already holds. Settings text is the later claimer: a file's name
+/// is there before anyone's settings can point at it.
+pub fn tag_taken<'a>(
+    name: &str,
+    tag: &str,
+    claimed_in_settings: bool,
+    holders: &HashMap<String, String>,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    if holders.get(name).is_some_and(|t| t == tag) {
+        return None;
+    }
+    if let Some((other, _)) = holders.iter().filter(|(n, t)| *n != name && *t == tag).min() {
+        return Some(format!("tag {tag} is already held by plugin {other}"));
+    }
+    if claimed_in_settings {
+        if let Some(other) = names.into_iter().filter(|n| *n != name && name_tag(n) == tag).min() {
+            return Some(format!("tag {tag} (from {name}.conf) is plugin {other}'s, from its file name"));
+        }
+    }
+    None
+}
+
+/// Settings larger than this are refused: they are a few lines.
+pub const MAX_SETTINGS: u64 = 64 * 1024;
 
 /// A plugin's saved cursor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -191,9 +232,23 @@ fn save_cursor(state_dir: &Path, name: &str, c: SavedCursor) {
     let tmp = path.with_extension("cursor.tmp");
     let write = || -> io::Result<()> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            crate::statedir::create_private_dir(dir).map_err(|e| io::Error::other(e.to_string()))?;
         }
-        fs::write(&tmp, serde_json::to_vec(&c).unwrap_or_default())?;
+        // 0600 like every state file, whatever the umask (issue 19).
+        let mut f = {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            f
+        };
+        io::Write::write_all(&mut f, &serde_json::to_vec(&c).unwrap_or_default())?;
+        drop(f);
         fs::rename(&tmp, &path)
     };
     if let Err(e) = write() {
@@ -251,6 +306,14 @@ pub struct PluginHost {
     stuck: std::collections::HashSet<String>,
     /// The line each failed plugin failed on: its next version gets it marked replayed.
     failed_at: HashMap<String, u64>,
+    /// The daemon's user: besides root, the only owner whose plugin files are trusted.
+    euid: u32,
+    /// Why the plugin folder is not trusted, while it is not (said once per reason).
+    folder_refused: Option<String>,
+    /// The tag of each plugin that loaded, while its file is in the folder ([`tag_taken`]).
+    tags: HashMap<String, String>,
+    /// Plugins refused for a tag someone held: looked at again once a file is gone.
+    tag_refused: std::collections::HashSet<String>,
 }
 
 fn several_cpus() -> bool {
@@ -276,6 +339,10 @@ impl PluginHost {
             cursors: HashMap::new(),
             stuck: std::collections::HashSet::new(),
             failed_at: HashMap::new(),
+            euid: sys::euid(),
+            folder_refused: None,
+            tags: HashMap::new(),
+            tag_refused: std::collections::HashSet::new(),
         }
     }
 
@@ -301,7 +368,9 @@ impl PluginHost {
         })
     }
 
-    fn scan(&mut self) {
+    /// The `.so` files of the folder and what they look like; `quiet`: an unreadable folder
+    /// was already reported.
+    fn listing(&self, quiet: bool) -> HashMap<String, Seen> {
         let mut now: HashMap<String, Seen> = HashMap::new();
         match fs::read_dir(&self.settings.dir) {
             Ok(entries) => {
@@ -316,7 +385,60 @@ impl PluginHost {
                     }
                 }
             }
-            Err(e) => log::warn!("plugins: cannot read {}: {e}", self.settings.dir.display()),
+            Err(e) if !quiet => log::warn!("plugins: cannot read {}: {e}", self.settings.dir.display()),
+            Err(_) => {}
+        }
+        now
+    }
+
+    /// Whether the folder (and every one above it) is trusted; while it is not, nothing in it
+    /// is loaded or stopped (the running versions stay) and its plugins show as refused.
+    fn folder_trusted(&mut self) -> bool {
+        let why = match trust::folder(&self.settings.dir, self.euid) {
+            Ok(_) => {
+                if let Some(old) = self.folder_refused.take() {
+                    log::info!("plugins: the plugin folder {} is trusted again", self.settings.dir.display());
+                    for name in self.running.keys() {
+                        self.view.update(name, |s| {
+                            if s.problem == old {
+                                s.problem.clear();
+                            }
+                        });
+                    }
+                }
+                return true;
+            }
+            Err(why) => why,
+        };
+        if self.folder_refused.as_ref() != Some(&why) {
+            log::warn!("plugins: refused: {why}; nothing in it is loaded (running versions stay)");
+        }
+        for name in self.listing(true).into_keys() {
+            let running = self.running.contains_key(&name);
+            self.view.update(&name, |s| {
+                s.problem = why.clone();
+                if !running {
+                    s.state = "refused".into();
+                }
+            });
+        }
+        // Looked at afresh (and for stability again) once the folder is fixed.
+        self.last_scan.clear();
+        self.folder_refused = Some(why);
+        false
+    }
+
+    fn scan(&mut self) {
+        if !self.folder_trusted() {
+            return;
+        }
+        let now = self.listing(false);
+        let holders = self.tags.len();
+        self.tags.retain(|n, _| now.contains_key(n));
+        if self.tags.len() < holders || self.last_scan.keys().any(|n| !now.contains_key(n)) {
+            for name in self.tag_refused.drain() {
+                self.parked.remove(&name);
+            }
         }
         // Removed files stop their plugins.
         let gone: Vec<String> = self.running.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
@@ -355,11 +477,15 @@ impl PluginHost {
                 });
             }
         }
-        for (name, seen) in &now {
+        // In name order: of two settings claiming one tag, the same one wins every time.
+        let mut names: Vec<&String> = now.keys().collect();
+        names.sort();
+        for name in names {
+            let seen = &now[name];
             let stable = self.last_scan.get(name) == Some(seen);
             let current = self.running.get(name).map(|r| &r.seen).or(self.parked.get(name));
             if stable && current != Some(seen) {
-                self.swap(name, seen.clone());
+                self.swap(name, seen.clone(), &now);
             }
         }
         self.last_scan = now;
@@ -388,17 +514,13 @@ impl PluginHost {
 
     /// Loads `name`'s current file on a new thread; on success stops the old version and starts
     /// the new one where the old one stopped.
-    fn swap(&mut self, name: &str, seen: Seen) {
+    fn swap(&mut self, name: &str, seen: Seen, folder: &HashMap<String, Seen>) {
         if self.stuck.contains(name) {
             return; // its old thread may still run plugin code: never two at once
         }
         if self.running.get(name).is_some_and(|r| r.stalled) {
             return; // stopping it now would wait on the stall; try again on a later scan
         }
-        let source = self.settings.dir.join(format!("{name}.so"));
-        let settings_text = fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default();
-        let tag = tag_for(name, &settings_text);
-        let cancel_on_stop = setting(&settings_text, "cancel_on_stop") == Some("true");
         let refuse = |host: &mut PluginHost, why: String| {
             log::error!(
                 "plugin {name}: refused: {why}{}",
@@ -412,8 +534,29 @@ impl PluginHost {
                 }
             });
         };
-        if let Some((other, _)) = self.running.iter().find(|(n, r)| *n != name && r.handle.tag() == tag) {
-            let why = format!("tag {tag} is already used by plugin {other}");
+        // Everything read from here on is read from a checked descriptor (`trust`).
+        let image = match trust::open(&self.settings.dir.join(format!("{name}.so")), self.euid) {
+            Ok(Some(f)) => f,
+            Ok(None) => return, // gone since the scan: the next scan stops it, if it ran
+            Err(why) => return refuse(self, why),
+        };
+        let settings_text = match trust::open(&conf_path(&self.settings.dir, name), self.euid) {
+            Ok(None) => String::new(),
+            Ok(Some(f)) => match f.text(MAX_SETTINGS) {
+                Ok(t) => t,
+                Err(why) => return refuse(self, format!("{name}.conf {why}")),
+            },
+            Err(why) => return refuse(self, why),
+        };
+        let (tag, explicit) = tag_of(name, &settings_text);
+        let cancel_on_stop = setting(&settings_text, "cancel_on_stop") == Some("true");
+        let history_all = setting(&settings_text, "history") == Some("all");
+        let mut holders = self.tags.clone();
+        for (n, r) in &self.running {
+            holders.insert(n.clone(), r.handle.tag().to_string());
+        }
+        if let Some(why) = tag_taken(name, &tag, explicit, &holders, folder.keys().map(String::as_str)) {
+            self.tag_refused.insert(name.to_string());
             return refuse(self, why);
         }
         let (handle, replies) = match self.executor.strategy(&tag) {
@@ -426,9 +569,14 @@ impl PluginHost {
         self.generation += 1;
         let images = self.settings.state_dir.join("plugins").join("images");
         let staged = images.join(format!("{name}-{}-{}.so", std::process::id(), self.generation));
-        if let Err(e) = fs::create_dir_all(&images).and_then(|_| fs::copy(&source, &staged)) {
-            return refuse(self, format!("cannot copy it to {}: {e}", staged.display()));
+        if let Err(e) = fs::create_dir_all(&images) {
+            return refuse(self, format!("cannot create {}: {e}", images.display()));
         }
+        let _ = fs::remove_file(&staged); // a leftover of a crashed run of this pid
+        if let Err(why) = image.copy_to(&staged) {
+            return refuse(self, format!("{name}.so {why}"));
+        }
+        drop(image);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<String, String>>(1);
         let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(1);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -497,12 +645,11 @@ impl PluginHost {
         };
         let failed_at = self.failed_at.remove(name).unwrap_or(0);
         let fresh = |delivered, replay_until| Go { delivered, replay_until, previous_last_call: None };
-        let history = fs::read_to_string(conf_path(&self.settings.dir, name)).unwrap_or_default();
         let go = match previous {
             Some((delivered, last_call)) => Go { delivered, replay_until: failed_at, previous_last_call: last_call },
             None => match load_cursor(&self.settings.state_dir, name) {
                 Some(c) => fresh(c.delivered, if c.clean { 0 } else { self.tap.durable() }),
-                None if setting(&history, "history") == Some("all") => fresh(0, 0),
+                None if history_all => fresh(0, 0),
                 None => fresh(self.tap.durable(), 0),
             },
         };
@@ -516,6 +663,7 @@ impl PluginHost {
             go.delivered = self.tap.durable();
         }
         log::info!("plugin {name}: version {version:?} (tag {tag}) starts after fill #{}", go.delivered);
+        self.tags.insert(name.to_string(), tag.clone());
         let _ = go_tx.send(go);
         self.view.update(name, |s| {
             s.version = version.clone();
@@ -1118,4 +1266,40 @@ struct Delivery {
     reader: Reader,
     /// When a missing line was last complained about.
     reader_stuck_logged: Option<Instant>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holders(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+    }
+
+    #[test]
+    fn a_tag_held_by_another_loaded_plugin_is_refused_to_the_later_claimer() {
+        let held = holders(&[("grid_maker", "gridmake")]);
+        let why = tag_taken("thief", "gridmake", true, &held, ["grid_maker", "thief"]).unwrap();
+        assert_eq!(why, "tag gridmake is already held by plugin grid_maker");
+        // The holder itself, restarting with the same tag, keeps it.
+        assert_eq!(tag_taken("grid_maker", "gridmake", false, &held, ["grid_maker", "thief"]), None);
+        // A name that derives a held tag is refused too: the first holder keeps its orders.
+        assert!(tag_taken("grid_maker2", "gridmake", false, &held, ["grid_maker", "grid_maker2"]).is_some());
+    }
+
+    #[test]
+    fn settings_cannot_claim_the_tag_another_file_name_gives() {
+        // Neither loaded yet: the file name wins over the settings' claim, whatever the order.
+        let why = tag_taken("thief", "gridmake", true, &HashMap::new(), ["grid_maker", "thief"]).unwrap();
+        assert_eq!(why, "tag gridmake (from thief.conf) is plugin grid_maker's, from its file name");
+        assert_eq!(tag_taken("grid_maker", "gridmake", false, &HashMap::new(), ["grid_maker", "thief"]), None);
+        // A claim of a tag no other file's name gives and nobody holds is fine.
+        assert_eq!(tag_taken("thief", "mytag", true, &HashMap::new(), ["grid_maker", "thief"]), None);
+    }
+
+    #[test]
+    fn tag_of_prefers_the_settings_and_says_so() {
+        assert_eq!(tag_of("grid_maker", "levels = 3\n"), ("gridmake".to_string(), false));
+        assert_eq!(tag_of("grid_maker", "tag = g2 # mine\n"), ("g2".to_string(), true));
+    }
 }

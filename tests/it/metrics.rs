@@ -398,3 +398,42 @@ fn run_serves_healthz_and_alerts_while_its_start_up_keeps_failing() {
     wait_until("the daemon to exit", Duration::from_secs(10), || child.try_wait().ok().flatten().is_some());
     assert_eq!(child.try_wait().ok().flatten().and_then(|s| s.code()), Some(0));
 }
+
+/// One `/healthz` over a raw socket: (the response as far as it came, how long it took). A
+/// connection the server closed unanswered gives an empty response, not a panic.
+fn timed_healthz(addr: SocketAddr) -> (String, Duration) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    if let Ok(mut c) = std::net::TcpStream::connect(addr) {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        if c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() {
+            let _ = c.read_to_end(&mut out);
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+}
+
+#[test]
+fn sixteen_idle_connections_to_the_metrics_port_while_healthz_answers_in_under_100_ms() {
+    init_log();
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("healthz-idle");
+    let mut cfg = config(&ex, &dir);
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let daemon = Daemon::start(&cfg, &fast()).unwrap();
+    let addr = daemon.metrics_addr().unwrap();
+    wait_until("healthz up", Duration::from_secs(20), || get(addr, "/healthz").0 == 200);
+    // Connected and silent: what a port scanner, a stuck prober or a slowloris leaves behind.
+    let idle: Vec<std::net::TcpStream> = (0..16).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let (answer, elapsed) = timed_healthz(addr);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "healthz behind 16 idle connections: {answer:?}");
+        took.push(elapsed);
+    }
+    println!("healthz behind 16 idle connections: {took:?}");
+    // The bound (the one timed assertion here): a health checker's timeout is short.
+    assert!(took.iter().all(|t| *t < Duration::from_millis(100)), "{took:?}");
+    drop(idle);
+    daemon.stop(Duration::from_secs(8));
+}

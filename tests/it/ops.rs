@@ -264,7 +264,7 @@ fn check_passes_on_a_good_setup_and_reads_each_plugin_abi_without_starting_it() 
     assert!(row(&text, "symbol BTCUSD").contains("tick "), "{text}");
     assert!(row(&text, "state dir").contains(" ok "), "{text}");
     let plugin = row(&text, "plugin probe.so");
-    assert!(plugin.contains(" ok ") && plugin.contains("ABI 1.") && plugin.contains("\"7\""), "{text}");
+    assert!(plugin.contains(" ok ") && plugin.contains("not loaded: entry symbol found"), "{text}");
     // Never started: a started test plugin would have written its record or cursor.
     assert!(!dir.join("state").join("plugins").exists(), "check must not start a plugin");
     assert!(ex.report()["listen_keys"].as_array().unwrap().is_empty(), "check opened no stream");

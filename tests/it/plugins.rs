@@ -39,10 +39,17 @@ pub fn build_plugin(name: &str, version: &str) -> PathBuf {
     copy
 }
 
-/// Installs `so` as `dir/NAME.so` the documented way: a temporary file, then `rename`.
+/// Installs `so` as `dir/NAME.so` the documented way: a temporary file, then `rename`. Mode
+/// 0755 whatever the umask: a group-writable plugin is refused (`plugin::trust`).
 pub fn install(so: &Path, dir: &Path, name: &str) {
+    install_with_mode(so, dir, name, 0o755);
+}
+
+fn install_with_mode(so: &Path, dir: &Path, name: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = dir.join(format!(".{name}.so.tmp"));
     std::fs::copy(so, &tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
     std::fs::rename(&tmp, dir.join(format!("{name}.so"))).unwrap();
 }
 
@@ -631,4 +638,240 @@ fn a_plugin_reads_fills_of_a_rotated_file_and_skips_only_what_no_file_holds() {
     if let Some(d) = rig.daemon.take() {
         d.stop(Duration::from_secs(8));
     }
+}
+
+/// The C example plugin plus a constructor that writes `marker` when the library is loaded:
+/// any `dlopen` of it, by the watcher or by `check`, leaves the marker.
+pub fn marking_plugin(name: &str, marker: &Path) -> PathBuf {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/c-example/example.c")).unwrap();
+    let source = format!(
+        "{example}\n#include <stdio.h>\n__attribute__((constructor)) static void loaded(void) {{\n\
+         FILE *f = fopen({:?}, \"a\"); if (f) {{ fputs(\"loaded\\n\", f); fclose(f); }}\n}}\n",
+        marker.display().to_string()
+    );
+    cc(name, &source)
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_0666_so_a_symlinked_so_and_a_fifo_are_refused_with_their_reason_and_nothing_of_theirs_runs() {
+    let good = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-trust-files-out");
+    let marker = dir.join("loaded.marker");
+    let evil = marking_plugin("trust_files", &marker);
+    let good_conf = format!("record = {}\n", dir.join("good.rec").display());
+    let mut rig = Rig::start_with("plugin-trust-files", &[("good", &good, &good_conf)], |cfg| {
+        cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    });
+    rig.wait_status("good", "running", |s| s.state == "running" && s.version == "1");
+    let p = rig.plugins.clone();
+    // Each would record its start and place an order if it ran (the C example records
+    // nothing, but its constructor leaves the marker as soon as it is loaded).
+    install_with_mode(&evil, &p, "wide", 0o666);
+    std::os::unix::fs::symlink(&evil, p.join("linked.so")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", p.join("zero.so")).unwrap();
+    mkfifo(&p.join("x.so"));
+    // A trusted image with settings everyone may write: the settings are refused, and so the
+    // plugin (settings choose its tag and what it does).
+    install(&evil, &p, "wideconf");
+    std::fs::write(p.join("wideconf.conf"), "levels = 1\n").unwrap();
+    set_mode(&p.join("wideconf.conf"), 0o666);
+    // Settings claiming the running plugin's tag.
+    install(&evil, &p, "thief");
+    std::fs::write(p.join("thief.conf"), "tag = good\n").unwrap();
+    // A 0666 file renamed over the running plugin: refused, version 1 stays.
+    install_with_mode(&evil, &p, "good", 0o666);
+    let mut expected = vec![
+        ("wide", "wide.so is writable by group or others (mode 0666)".to_string()),
+        ("linked", "linked.so is a symbolic link, not a regular file".to_string()),
+        ("zero", "zero.so is a symbolic link, not a regular file".to_string()),
+        ("x", "x.so is a FIFO, not a regular file".to_string()),
+        ("wideconf", "wideconf.conf is writable by group or others (mode 0666)".to_string()),
+        ("thief", "tag good is already held by plugin good".to_string()),
+    ];
+    if running_as_root() {
+        // Files of another user (nobody): only root can make them.
+        for (name, file) in [("foreign", "foreign.so"), ("foreignconf", "foreignconf.conf")] {
+            install(&evil, &p, name);
+            std::fs::write(p.join(format!("{name}.conf")), "levels = 1\n").unwrap();
+            std::os::unix::fs::chown(p.join(file), Some(65534), None).unwrap();
+            expected.push((name, format!("{file} is owned by uid 65534, not by root")));
+        }
+    } else {
+        println!("skipped: files owned by another user (needs root to chown them)");
+    }
+    // Installed last: it loads, so the watcher was not stuck on the FIFO or /dev/zero.
+    let late_conf = format!("record = {}\n", dir.join("late.rec").display());
+    std::fs::write(p.join("late.conf"), &late_conf).unwrap();
+    install(&good, &p, "late");
+    rig.wait_status("late", "running", |s| s.state == "running");
+    for (name, why) in &expected {
+        let s = rig.wait_status(name, "refused", |s| s.state == "refused");
+        assert!(s.problem.contains(why.as_str()), "{name}: wanted {why:?} in {s:?}");
+        assert_eq!(s.loads, 0, "{s:?}");
+    }
+    let s = rig.wait_status("good", "the 0666 file refused", |s| !s.problem.is_empty());
+    assert_eq!((s.state.as_str(), s.version.as_str(), s.loads), ("running", "1", 1), "{s:?}");
+    assert!(s.problem.contains("good.so is writable by group or others (mode 0666)"), "{s:?}");
+    let addr = rig.daemon.as_ref().and_then(|d| d.metrics_addr()).unwrap();
+    let scrape = crate::metrics::get(addr, "/metrics").1;
+    for (name, _) in &expected {
+        let series = format!("syncd_plugin_state{{plugin=\"{name}\",state=\"refused\"}}");
+        assert_eq!(crate::metrics::value(&scrape, &series), Some(1.0), "{series} in\n{scrape}");
+    }
+    // Another scan or two: refused once, not again and again.
+    let loads = rig.status("late").loads;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rig.status("late").loads, loads);
+    assert!(!marker.exists(), "a refused plugin was loaded: {}", std::fs::read_to_string(&marker).unwrap_or_default());
+    let images = rig.dir.join("state").join("plugins").join("images");
+    let staged: Vec<_> =
+        std::fs::read_dir(&images).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(staged.is_empty(), "nothing of theirs was copied: {staged:?}");
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    assert!(link.view().open_orders.is_empty(), "no plugin placed an order: {:?}", link.view().open_orders);
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn a_plugin_in_a_0777_folder_is_refused_and_runs_once_the_folder_is_fixed() {
+    let dir = temp_dir("plugin-trust-folder-out");
+    let marker = dir.join("loaded.marker");
+    let evil = marking_plugin("trust_folder", &marker);
+    let rig = Rig::start_with("plugin-trust-folder", &[("p", &evil, "")], |cfg| {
+        if let Some(p) = &cfg.plugin_dir {
+            set_mode(p, 0o777);
+        }
+    });
+    let folder = rig.plugins.canonicalize().unwrap();
+    let s = rig.wait_status("p", "refused", |s| s.state == "refused");
+    let why = format!("the plugin folder {} is writable by group or others (mode 0777)", folder.display());
+    assert!(s.problem.contains(&why), "wanted {why:?} in {s:?}");
+    if running_as_root() {
+        set_mode(&rig.plugins, 0o755);
+        std::os::unix::fs::chown(&rig.plugins, Some(65534), None).unwrap();
+        let why = format!("the plugin folder {} is owned by uid 65534, not by root", folder.display());
+        rig.wait_status("p", &why, |s| s.problem.contains(&why));
+        std::os::unix::fs::chown(&rig.plugins, Some(0), None).unwrap();
+    } else {
+        println!("skipped: a folder owned by another user (needs root to chown it)");
+    }
+    // A folder above it, writable by others and not sticky.
+    let above = rig.plugins.parent().unwrap().canonicalize().unwrap();
+    set_mode(&rig.plugins, 0o755);
+    set_mode(&above, 0o777);
+    let why =
+        format!("{}, a folder above the plugin folder, is writable by group or others (mode 0777)", above.display());
+    rig.wait_status("p", &why, |s| s.problem.contains(&why));
+    assert_eq!(rig.status("p").loads, 0);
+    assert!(!marker.exists(), "loaded from an untrusted folder");
+    set_mode(&above, 0o755);
+    rig.wait_status("p", "running once the folders are fixed", |s| s.state == "running" && s.problem.is_empty());
+    assert!(marker.exists(), "the marker works: it is there once the plugin loads");
+}
+
+#[test]
+fn a_conf_cannot_claim_the_tag_a_disabled_plugin_or_another_file_name_holds() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-tag-claim-out");
+    let conf = |name: &str, extra: &str| format!("record = {}\n{extra}", dir.join(format!("{name}.rec")).display());
+    let mut rig = Rig::start("plugin-tag-claim", &[("grid", &so, &conf("grid", "mode = panic\n"))]);
+    rig.wait_status("grid", "running", |s| s.state == "running" && s.tag == "grid");
+    // Disabled by its panic: not running, but its file is there and its orders stay in the
+    // book under its tag, for its next version.
+    rig.fill();
+    rig.wait_status("grid", "disabled", |s| s.state == "disabled");
+    std::fs::write(rig.plugins.join("aa.conf"), conf("aa", "tag = grid\n")).unwrap();
+    install(&so, &rig.plugins, "aa");
+    // A file whose name gives tag "newname" (not loadable yet) and settings claiming that tag.
+    std::fs::write(rig.plugins.join("newname.so"), "not built yet\n").unwrap();
+    std::fs::write(rig.plugins.join("bb.conf"), conf("bb", "tag = newname\n")).unwrap();
+    install(&so, &rig.plugins, "bb");
+    let s = rig.wait_status("aa", "refused", |s| s.state == "refused");
+    let why = "tag grid is already held by plugin grid";
+    assert!(s.problem.contains(why), "wanted {why:?} in {s:?}");
+    let s = rig.wait_status("bb", "refused", |s| s.state == "refused");
+    let why = "tag newname (from bb.conf) is plugin newname's, from its file name";
+    assert!(s.problem.contains(why), "wanted {why:?} in {s:?}");
+    assert!(!dir.join("aa.rec").exists() && !dir.join("bb.rec").exists(), "a claimer ran");
+    // The file whose name gave the tag is gone: the claim is looked at again, and stands.
+    std::fs::remove_file(rig.plugins.join("newname.so")).unwrap();
+    rig.wait_status("bb", "running once newname.so is gone", |s| s.state == "running" && s.tag == "newname");
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
+    use binance_syncd::paper::DEMO_API_KEY;
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("check-trust");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let marker = dir.join("loaded.marker");
+    let so = marking_plugin("check_trust", &marker);
+    install(&so, &plugins, "fine");
+    install_with_mode(&so, &plugins, "wide", 0o666);
+    std::os::unix::fs::symlink(&so, plugins.join("linked.so")).unwrap();
+    mkfifo(&plugins.join("x.so"));
+    std::fs::write(plugins.join("thief.conf"), "tag = fine\n").unwrap();
+    install(&so, &plugins, "thief");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("check");
+    crate::util::daemon_env(&mut cmd, &ex, &dir, DEMO_API_KEY).env("SYNCD_PLUGIN_DIR", &plugins);
+    let mut child = crate::util::Killed(
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("check"),
+    );
+    // Bounded: a check that opened the FIFO would wait for a writer for ever.
+    wait_until("check to finish", Duration::from_secs(60), || child.0.try_wait().ok().flatten().is_some());
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut text).unwrap();
+    println!("{text}");
+    let row = |what: &str| text.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {text}"));
+    assert!(row("plugin dir").contains(" ok "), "{text}");
+    let fine = row("plugin fine.so");
+    assert!(fine.contains(" ok ") && fine.contains("not loaded: entry symbol found"), "{text}");
+    for (what, why) in [
+        ("plugin wide.so", "refused: wide.so is writable by group or others (mode 0666)"),
+        ("plugin linked.so", "refused: linked.so is a symbolic link, not a regular file"),
+        ("plugin x.so", "refused: x.so is a FIFO, not a regular file"),
+        ("plugin thief.so", "refused: tag fine is already held by plugin fine"),
+    ] {
+        assert!(row(what).contains("FAIL") && row(what).contains(why), "{what}: {text}");
+    }
+    assert!(!marker.exists(), "check loaded a plugin (its constructor ran)");
+    set_mode(&plugins, 0o777);
+    let out = cmd.stdout(std::process::Stdio::piped()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let folder = plugins.canonicalize().unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("plugin dir")
+            && l.contains("FAIL")
+            && l.contains(&format!(
+                "refused: the plugin folder {} is writable by group or others (mode 0777)",
+                folder.display()
+            ))),
+        "{text}"
+    );
+    assert!(!marker.exists(), "check loaded a plugin (its constructor ran)");
 }
