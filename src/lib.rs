@@ -17,6 +17,7 @@
 //! | [`backoff`] | reconnect pacing: exponential backoff with jitter, a cap per window; pure |
 //! | [`filters`] | `exchangeInfo` rules and pure check/round functions, shared with the paper exchange |
 //! | [`rules`] | the one owner of the live exchange rules: read at start, refreshed, snapshots |
+//! | [`market`] | market data: the local order book kept as Binance documents it ([`market::book`]); pure so far |
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
 //! | [`tls`] | the one TLS client configuration (roots, versions, provider) for REST and the stream |
 //! | [`fills`] | `binance-syncd fills`: the fill log as a table and totals per symbol |
@@ -48,6 +49,7 @@ pub mod filllog;
 pub mod fills;
 pub mod filters;
 pub mod keepalive;
+pub mod market;
 pub mod metrics;
 pub mod model;
 pub mod notify;
