@@ -220,7 +220,17 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
     }
     let fill_log = opts.dir.join("fills.jsonl");
     let state_dir = opts.dir.join("state");
-    // Before anything is cleared: a demo already running in this directory keeps its files.
+    // The demo clears `DIR/fills.jsonl` and `DIR/state/`: never in a daemon's own state
+    // directory (its cursors and carry sit at the top, the demo's one level down), running
+    // or not, and never while another demo or daemon holds either directory.
+    for marker in [crate::statedir::LOCK_FILE, "cursors.json", "filllog.json"] {
+        if opts.dir.join(marker).exists() {
+            return Err(Error::Config(format!(
+                "demo --dir {}: it holds a daemon's state ({marker}); the demo would delete its fill log. Pick another directory",
+                opts.dir.display()
+            )));
+        }
+    }
     let _lock = crate::statedir::StateLock::acquire(&state_dir)?;
     let _ = std::fs::remove_file(&fill_log);
     for entry in std::fs::read_dir(&state_dir).map_err(Error::io(&state_dir))?.flatten() {

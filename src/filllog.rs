@@ -96,6 +96,22 @@ struct SymbolIds {
 }
 
 impl SymbolIds {
+    /// A floor at or past the cursor (an older carry, possibly raised by forged files before
+    /// rotated files were checked, or a cursor set back by hand) would make REST skip real
+    /// fills as logged: it is cut to just under the cursor. Every id logged at or above the
+    /// cursor is kept exactly (here and in the carry), so nothing the log holds is lost.
+    fn clamp_floor(&mut self, symbol: &str) {
+        let (Some(floor), Some(cursor)) = (self.floor, self.keep_from) else { return };
+        if floor < cursor {
+            return;
+        }
+        log::warn!(
+            "fill log dedupe: {symbol}: a saved floor at trade id {floor} is at or past the reconciliation cursor {cursor}; cut to {}, so REST reads those ids again",
+            cursor.saturating_sub(1)
+        );
+        self.floor = cursor.checked_sub(1).filter(|f| *f > 0);
+    }
+
     /// The oldest exact id, if it may go into the floor: over capacity and under the cursor.
     fn evictable(&self, capacity: usize) -> Option<u64> {
         let oldest = *self.recent.first()?;
@@ -142,15 +158,8 @@ impl Dedupe {
     /// [`keep_from`](Self::keep_from) without the trim (while insertions may be taken back).
     fn bind(&mut self, symbol: &str, cursor: u64) {
         let ids = self.symbols.entry(symbol.to_string()).or_default();
-        if ids.keep_from.is_none() && ids.floor.is_some_and(|f| f >= cursor) {
-            // A floor from before the rule (an older carry), or a cursor set back by hand: the
-            // ids in between count as logged and REST will not log them again.
-            log::warn!(
-                "fill log dedupe: {symbol} trade ids up to {:?} count as logged, at or past the cursor {cursor}",
-                ids.floor
-            );
-        }
         ids.keep_from = Some(cursor);
+        ids.clamp_floor(symbol);
     }
 
     /// [`keep_from`](Self::keep_from)'s deferred trims, after a commit.
@@ -211,7 +220,9 @@ impl Dedupe {
             if let Some(floor) = carried.floor {
                 let ids = self.symbols.entry(symbol.clone()).or_default();
                 ids.floor = Some(ids.floor.map_or(floor, |f| f.max(floor)));
-                // Exact ids under the new floor are covered by it.
+                ids.clamp_floor(symbol);
+                // Exact ids under the floor are covered by it.
+                let floor = ids.floor.unwrap_or(0);
                 ids.recent.retain(|id| *id > floor);
             }
             for id in &carried.recent {
@@ -1610,6 +1621,22 @@ mod tests {
         assert!(log.append(&mut f).unwrap());
         assert_eq!(f.seq, 5);
         assert_eq!(log.first_ids().get("BTCUSD"), Some(&1), "a cursor rebuild starts before every file");
+    }
+
+    /// An install upgraded from before the cursor bound: its saved carry has a floor far past
+    /// the cursor (forged rotated files raised it). Opening with the cursors must cut it, or
+    /// every real fill of the symbol stays "already logged" for ever.
+    #[test]
+    fn a_carried_floor_past_the_cursor_is_cut_to_the_cursor() {
+        let path = tmp("carried-floor");
+        let mut ids = std::collections::BTreeMap::new();
+        ids.insert("BTCUSD".to_string(), CarriedIds { floor: Some(1 << 60), recent: vec![] });
+        let carry = Carry { last_seq: 0, ids };
+        let cursors = HashMap::from([("BTCUSD".to_string(), 100u64)]);
+        let (log, _) = FillLog::open_bounded(&path, FsyncPolicy::Never, Some(&carry), &cursors).unwrap();
+        assert!(!log.contains("BTCUSD", 150), "an id past the cursor counts as logged");
+        assert!(log.contains("BTCUSD", 99), "ids under the cursor stay known");
+        assert_eq!(log.carry().ids["BTCUSD"].floor, Some(99));
     }
 
     /// Issue 19: the stream dropped trade 100, then logged 10,001 later fills of the symbol while

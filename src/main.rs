@@ -264,8 +264,10 @@ fn main() -> ExitCode {
 /// no other process of this user reads our memory or environment). Runs before any thread.
 fn harden() {
     use binance_syncd::plugin::harden;
-    harden::scrub_env(&harden::SECRET_VARS);
-    // Cannot fail on Linux; if it ever did, the daemon still runs, with a warning.
+    // Both run while `main` is the only thread; neither failure stops the daemon, both are said.
+    if let Err(e) = harden::scrub_env(&harden::SECRET_VARS) {
+        log::warn!("the secrets stay in the environment: {e}");
+    }
     if let Err(e) = harden::forbid_dumping() {
         log::warn!("cannot mark the process not dumpable: {e}");
     }

@@ -69,7 +69,19 @@ impl StateLock {
         if !meta.is_file() {
             return Err(Error::Config(format!("SYNCD_STATE_DIR: {} is not a regular file", path.display())));
         }
-        match file.try_lock() {
+        // `check` takes a shared lock for an instant to see whether a daemon holds it: a start
+        // that meets it tries again for a moment instead of exiting 2 beside no daemon.
+        let mut tries = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(fs::TryLockError::WouldBlock) if tries < 10 && !held_exclusively(&path) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = read_pid(&mut file).map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
@@ -117,6 +129,15 @@ pub fn holder(dir: &Path) -> Result<Option<u32>, std::io::Error> {
         Err(fs::TryLockError::WouldBlock) => Ok(Some(read_pid(&mut file).unwrap_or(0))),
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// Whether an exclusive lock (a daemon's) is held on the file at `path`, as opposed to `check`'s
+/// momentary shared one: another descriptor's shared attempt fails only against an exclusive one.
+fn held_exclusively(path: &Path) -> bool {
+    let Ok(probe) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path) else {
+        return false;
+    };
+    matches!(probe.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
 }
 
 fn read_pid(file: &mut File) -> Option<u32> {

@@ -40,27 +40,54 @@ pub fn dumpable() -> bool {
     rc == 1
 }
 
-/// Removes each of `names` from the environment after overwriting its value in place.
+/// Removes each of `names` from the environment after overwriting its value in place (every
+/// copy: a name may stand in the initial environment more than once).
 ///
-/// Must be called before any other thread starts: `getenv` and `remove_var` are not safe
-/// against a concurrent change of the environment.
-pub fn scrub_env(names: &[&str]) {
+/// The environment is not safe against concurrent change, so this refuses unless the calling
+/// thread is the process's only one (`Threads:` in `/proc/self/status`): then nothing can read
+/// or change the environment while it works, and nothing can start a thread meanwhile.
+pub fn scrub_env(names: &[&str]) -> std::io::Result<()> {
+    if threads() != Some(1) {
+        return Err(std::io::Error::other("other threads are running; the environment cannot be changed safely"));
+    }
     for name in names {
         let Ok(cname) = CString::new(*name) else { continue };
-        // SAFETY: `getenv` returns NULL or a pointer to the NUL-terminated value inside the
-        // environment block (for the initial environment, on the process's own stack; for one
-        // set later, in memory libc allocated). We are the only thread, so nothing changes the
-        // environment between this call and the write, and we overwrite exactly the `strlen`
-        // bytes before the terminator, which stay valid memory of this process.
-        unsafe {
-            let value = libc::getenv(cname.as_ptr());
-            if !value.is_null() {
+        // Bounded: each pass overwrites one copy and `remove_var` drops them all.
+        for _ in 0..64 {
+            // SAFETY: `getenv` returns NULL or a pointer to the NUL-terminated value inside the
+            // environment block (for the initial environment, on the process's own stack; for
+            // one set later, in memory libc allocated). This is the only thread (checked
+            // above), so nothing changes the environment between this call and the write, and
+            // we overwrite exactly the `strlen` bytes before the terminator, which stay valid
+            // memory of this process. The value becomes `xxx...`, so the next pass finds a
+            // later copy of the name, if any, or the same one again (then we stop).
+            let overwritten = unsafe {
+                let value = libc::getenv(cname.as_ptr());
+                if value.is_null() {
+                    break;
+                }
                 let len = libc::strlen(value);
-                std::ptr::write_bytes(value, b'x', len);
+                let bytes = std::slice::from_raw_parts(value as *const u8, len);
+                if bytes.iter().all(|&b| b == b'x') {
+                    false
+                } else {
+                    std::ptr::write_bytes(value, b'x', len);
+                    true
+                }
+            };
+            if !overwritten {
+                break;
             }
         }
         std::env::remove_var(name);
     }
+    Ok(())
+}
+
+/// The number of threads of this process, from `/proc/self/status`.
+fn threads() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -68,19 +95,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_scrubbed_variable_is_gone_and_its_bytes_are_overwritten() {
-        // A variable set at run time lives in libc's memory: it must be gone from every view.
+    fn it_refuses_while_other_threads_run() {
+        // The test harness runs tests on threads of its own: the guard must say no, and leave
+        // the variable alone. The scrub itself is checked on a real daemon in
+        // tests/it/hardening.rs (a plugin, a child and /proc/PID/environ find no secret).
         let name = "SYNCD_TEST_SCRUB_ME";
-        std::env::set_var(name, "hunter2-secret");
-        let cname = CString::new(name).unwrap();
-        // SAFETY (test): reads the value pointer before scrubbing, as scrub_env does.
-        let before = unsafe { libc::getenv(cname.as_ptr()) };
-        assert!(!before.is_null());
-        scrub_env(&[name]);
-        assert!(std::env::var_os(name).is_none());
-        // SAFETY (test): the environment is unchanged since; getenv reads it.
-        assert!(unsafe { libc::getenv(cname.as_ptr()) }.is_null());
-        // The initial environment (what /proc/PID/environ shows) is checked on a real daemon
-        // in tests/it/hardening.rs: a test process cannot put a variable there.
+        let _other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        std::env::set_var(name, "kept");
+        assert!(scrub_env(&[name]).is_err());
+        assert_eq!(std::env::var(name).as_deref(), Ok("kept"));
+        std::env::remove_var(name);
     }
 }

@@ -216,3 +216,21 @@ fn state_files_and_the_fill_log_get_their_modes_whatever_the_umask() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("SYNCD_FILL_LOG_MODE"), "{err}");
 }
+
+#[test]
+fn demo_refuses_a_daemons_state_directory_and_leaves_its_fill_log_alone() {
+    let dir = temp_dir("demo-on-state");
+    std::fs::write(dir.join("cursors.json"), "{}").unwrap();
+    std::fs::write(dir.join("fills.jsonl"), "a real fill\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
+        .args(["demo", "--seconds", "1", "--dir"])
+        .arg(&dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("run demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the demo ran in a daemon's state directory: {err}");
+    assert!(err.contains("holds a daemon's state"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.join("fills.jsonl")).unwrap(), "a real fill\n");
+}
