@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# binance-syncd in a container (README "Container"): built in a full Rust image, shipped in
+# binance-syncd in a container (docs/operations.md, "Container"): built in a full Rust image, shipped in
 # debian:bookworm-slim (glibc for the binary and for dlopen'd plugins), running as a non-root
 # user, with the state directory and the plugin directory as volumes.
 #

@@ -4,54 +4,9 @@
 //! line each naming the variable and what is wrong, and the program exits non-zero instead of
 //! starting half-configured. Operators' scripts depend on these names: keep them.
 //!
-//! | Variable | Default | Meaning |
-//! |---|---|---|
-//! | `BINANCE_API_KEY` | required for `run`/`check` | API key, sent as `X-MBX-APIKEY` |
-//! | `BINANCE_API_SECRET` | required for `run`/`check` | HMAC-SHA256 secret; never logged |
-//! | `CREDENTIALS_DIRECTORY` | set by systemd's `LoadCredential=` | when the two above are unset, they are read from its files `binance-api-key` and `binance-api-secret` |
-//! | `SYNCD_REST_URL` | `https://api.binance.us` | REST base; `/api/v3/...` is appended |
-//! | `SYNCD_WS_URL` | `wss://stream.binance.us:9443` | stream base; `/ws/<listenKey>` is appended |
-//! | `SYNCD_CA_FILE` | unset (web roots only) | PEM certificates trusted beside Mozilla's web roots, for REST and stream |
-//! | `SYNCD_SYMBOLS` | required for `run`/`check` | comma-separated, e.g. `BTCUSD,ETHUSD` |
-//! | `SYNCD_STATE_DIR` | `./syncd-state` | cursors and other state |
-//! | `SYNCD_FILL_LOG` | `$SYNCD_STATE_DIR/fills.jsonl` | the JSON Lines fill log |
-//! | `SYNCD_FILL_LOG_MODE` | `0640` | the fill log's permission bits (octal), set on every open whatever the umask; at most `0644` (never writable by others than the daemon) |
-//! | `SYNCD_ALLOW_PLAINTEXT` | `false` | allow `http://`/`ws://` URLs to hosts other than loopback (a TLS-terminating proxy elsewhere); otherwise they exit 2, since the API key and signed orders would cross the network in clear text |
-//! | `SYNCD_KEEPALIVE_S` | `1800` | listen-key renewal interval; the key lives 3600 s |
-//! | `SYNCD_PLUGIN_DIR` | unset (no plugins) | directory of strategy `.so` files, scanned every `SYNCD_PLUGIN_SCAN_S` |
-//! | `SYNCD_RECV_WINDOW_MS` | `5000` | `recvWindow` on signed requests (1..=60000) |
-//! | `SYNCD_FSYNC` | `always` | `always`: each fill line is on disk before it counts as logged (lines that arrive together share one `fdatasync`); `never`: leave it to the OS |
-//! | `SYNCD_FILL_LOG_CHECK_S` | `5` | how often the fill log's file is checked: deleted (a new one is started), truncated from outside (reported), renamed with no `SIGHUP` for a whole interval (reopened as if one came) |
-//! | `SYNCD_CLOCK_SYNC_S` | `600` | how often the server-time offset is re-measured |
-//! | `SYNCD_HTTP_TIMEOUT_MS` | `10000` | whole-request timeout for REST calls |
-//! | `SYNCD_WS_PING_S` | `5` | send our own ping after this long without a frame |
-//! | `SYNCD_WS_SILENCE_S` | `15` | replace a stream that sent nothing for this long |
-//! | `SYNCD_BACKOFF_MAX_S` | `8` | longest wait between reconnect attempts |
-//! | `SYNCD_RECONCILE_S` | `60` | REST reconciliation period while the stream is up |
-//! | `SYNCD_RECONCILE_DOWN_S` | `10` | REST reconciliation period while the stream is down |
-//! | `SYNCD_RULES_REFRESH_S` | `600` | how often `exchangeInfo` (rate limits, filters) is re-read |
-//! | `SYNCD_PRICE_POLL_S` | `2` | how often the executor reads best bid/ask (`ticker/bookTicker`) |
-//! | `SYNCD_AVG_PRICE_POLL_S` | `10` | how often it reads `avgPrice` (PERCENT_PRICE filters) |
-//! | `SYNCD_BOOK_REFRESH_S` | `300` | how often the open-order book is rebuilt from REST (also after every reconnect) |
-//! | `SYNCD_CANCEL_ON_EXIT` | `false` | cancel the daemon's own open orders on SIGTERM (never others') |
-//! | `SYNCD_STRATEGY_MAX_OPEN` | `20` | open orders one strategy may have |
-//! | `SYNCD_STRATEGY_MAX_ORDERS_10S` | `10` | new orders one strategy may send in any 10 s |
-//! | `SYNCD_STRATEGY_MAX_ORDER_NOTIONAL` | `1000` | price × qty of one order, quote asset; `0`: no limit |
-//! | `SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL` | `10000` | a strategy's open notional on one symbol; `0`: no limit |
-//! | `SYNCD_STRATEGY_QUEUE` | `64` | intents one strategy may have waiting |
-//! | `SYNCD_PLUGIN_SCAN_S` | `1` | how often `SYNCD_PLUGIN_DIR` is scanned for new, changed or removed `.so` files |
-//! | `SYNCD_PLUGIN_STALL_S` | `5` | a plugin callback running longer than this marks the plugin stalled |
-//! | `SYNCD_PLUGIN_TICK_S` | `1` | how often each plugin gets its tick (and price/balance updates) |
-//! | `SYNCD_PLUGIN_SPIN_US` | `1000` | how long a plugin thread waits awake (spinning) for a fill being written; asleep while over half of the last 8 took longer; 0 or one CPU: asleep |
-//! | `SYNCD_METRICS_ADDR` | unset (no server) | `host:port` serving `/metrics` (Prometheus text) and `/healthz`, e.g. `127.0.0.1:9464` |
-//! | `SYNCD_METRICS_PUBLIC` | `false` | allow a `SYNCD_METRICS_ADDR` that is not a loopback address |
-//! | `SYNCD_STREAM_DEADLINE_S` | `60` | the stream may be down this long before `/healthz` says 503 and an alert goes |
-//! | `SYNCD_ALERT_WEBHOOK` | unset (no alerts) | Slack-compatible webhook URL (JSON `{"text": ...}` POST); a secret, never logged |
-//! | `SYNCD_ALERT_REPEAT_S` | `900` | an open incident is repeated after this long, then after twice that, and so on |
-//! | `SYNCD_ALERT_QUIET_S` | `600` | an incident made of events (418, taker fill, filter rejection) is resolved after this long without one |
-//! | `RUST_LOG` | `info` | log filter (env_logger syntax) |
-//!
-//! Intervals in seconds accept decimals (`0.5`).
+//! Every variable, its default and its meaning are in `docs/configuration.md`, the one reference
+//! (`tests/it/docs.rs` checks it lists exactly the names the code reads); a new variable goes
+//! there.
 
 use crate::secret::Secret;
 use std::path::PathBuf;

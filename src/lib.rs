@@ -21,12 +21,13 @@
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
 //! | [`tls`] | the one TLS client configuration (roots, versions, provider) for REST and the stream |
 //! | [`fills`] | `binance-syncd fills`: the fill log as a table and totals per symbol |
-//! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects, parsed events → `state` |
+//! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects; parsed events → the executor, then `state` |
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`statedir`] | the state directory's lock (one daemon per directory) and private files (0700/0600) |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
+//! | [`plugin`] | THREAD `plugins` (the watcher: trust checks, hot swap) and THREAD `plugin:NAME` per strategy plugin; the crate's only `unsafe` (loading, `prctl`, the environment) |
 //! | [`metrics`] | the metrics registry (atomics), THREAD `metrics` (`/metrics`, `/healthz`), THREAD `alerts` (webhook) |
 //! | [`check`] | `binance-syncd check`: clock, key, symbols, state, fill log, plugins as a table |
 //! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
@@ -75,7 +76,7 @@ pub use error::Error;
 ///
 /// `PROPTEST_CASES=N` sets every property's count to N, as proptest itself does;
 /// `SYNCD_PROPTEST_SCALE=K` multiplies each property's own default by K instead, which keeps
-/// the cheap and the expensive ones in proportion for a long run (README, "Long property runs").
+/// the cheap and the expensive ones in proportion for a long run (`docs/testing.md`, "Long property runs").
 /// Failures are not persisted to files: a shrunk case that found a bug is kept as a plain
 /// example test beside the property.
 #[cfg(test)]

@@ -30,7 +30,7 @@ OPTIONS:
 
 Configuration is read from the environment (BINANCE_API_KEY, BINANCE_API_SECRET,
 SYNCD_REST_URL, SYNCD_WS_URL, SYNCD_CA_FILE, SYNCD_SYMBOLS, SYNCD_FILL_LOG,
-SYNCD_STATE_DIR, SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see README.md.
+SYNCD_STATE_DIR, SYNCD_KEEPALIVE_S, SYNCD_PLUGIN_DIR, RUST_LOG); see docs/configuration.md.
 
 EXAMPLE:
     export BINANCE_API_KEY=... BINANCE_API_SECRET=... SYNCD_SYMBOLS=BTCUSD,ETHUSD
@@ -43,7 +43,7 @@ binance-syncd run — the daemon: every fill on the account into SYNCD_FILL_LOG,
 USAGE:
     binance-syncd run
 
-Configuration is the environment (see README.md, \"Configuration\"). Signals: SIGTERM/SIGINT
+Configuration is the environment (see docs/configuration.md). Signals: SIGTERM/SIGINT
 stop it cleanly (exit 0); SIGHUP reopens the fill log after logrotate renamed it. Under systemd
 (Type=notify) it sends READY=1 once the stream is up and reconciled, and watchdog pings.
 

@@ -23,7 +23,7 @@ OPTIONS:
     --bind ADDR            address to bind (default 127.0.0.1; anything else only when asked)
     --seed N               seed of the market's price path (default 1)
     --time-scale X         divide every interval (ping, key life, 24 h cut, bans) by X (default 1)
-    --timeline FILE        faults to fire on a schedule (see README)
+    --timeline FILE        faults to fire on a schedule (see docs/paper-exchange.md)
     --api-key K            API key to accept (default: the documented Binance example key)
     --api-secret S         its secret (default: the documented example secret)
     --weight-limit N       REQUEST_WEIGHT per minute (default 6000; 1200 before 2026-08-31)

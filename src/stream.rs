@@ -2,13 +2,14 @@
 //!
 //! Gets a listen key (`POST /api/v3/userDataStream`, API-key header only), connects
 //! `SYNCD_WS_URL/ws/<listenKey>` with a connect timeout and a short read timeout, and forwards
-//! every parsed event to the `state` thread. It answers the server's pings (same payload), and
-//! because a stream can go silent with TCP still open, it sends its own ping whenever nothing
-//! has arrived for `ping_every` and gives the connection up after `silence_timeout` without a
-//! single frame. On any loss (error, close, `listenKeyExpired`, silence, a keep-alive that found
-//! the key gone) it tells `state` the stream is down (so fills keep coming by REST), asks for
-//! the key again, and reconnects with jittered exponential backoff, never more than 15 attempts
-//! in any 10 s. It never gives up.
+//! every parsed event through a [`Fanout`]: to the executor first, then to the `state` thread
+//! (a trade report also wakes the fill log's followers before either). It answers the server's
+//! pings (same payload), and because a stream can go silent with TCP still open, it sends its
+//! own ping whenever nothing has arrived for `ping_every` and gives the connection up after
+//! `silence_timeout` without a single frame. On any loss (error, close, `listenKeyExpired`,
+//! silence, a keep-alive that found the key gone) it tells both the stream is down (so fills
+//! keep coming by REST), asks for the key again, and reconnects with jittered exponential
+//! backoff, never more than 15 attempts in any 10 s. It never gives up.
 //!
 //! The listen key lives in a [`KeyCell`] shared with the keep-alive thread and shutdown; it is a
 //! [`Secret`] and only its fingerprint is ever logged. URLs are never logged.
@@ -38,8 +39,8 @@ pub enum StreamMsg {
     Down { reason: String },
 }
 
-/// Where the stream's messages go: `state` first (it logs fills, and the stream is useless
-/// without it), then every other listener (the executor's order book), best effort.
+/// Where the stream's messages go: every other listener (the executor's order book) first, best
+/// effort, then `state`, the primary (it logs fills, and the stream is useless without it).
 #[derive(Debug, Clone)]
 pub struct Fanout {
     primary: Sender<StreamMsg>,

@@ -3,8 +3,8 @@
 //!
 //! Every fault is one row of [`FAULTS`]: its name, its parameters (in brackets when optional,
 //! defaults after `=`), what it does, and the function that does it. Dispatch, the timeline's
-//! name check and README's fault table all come from that one table (a unit test keeps README's
-//! names equal to it).
+//! name check and the fault table of `docs/paper-exchange.md` all come from that one table (a unit
+//! test keeps the page's names equal to it).
 //!
 //! Timeline file: one fault per line, `<at> <name> [key=value ...]`, `at` after start as `500ms`,
 //! `5s` or `2m`; `#` starts a comment. Example:
@@ -274,13 +274,13 @@ type Params<'a> = [(&'a str, &'a str)];
 /// One fault the exchange can act out.
 pub struct FaultSpec {
     pub name: &'static str,
-    /// Its parameters as README writes them: `[optional=default]`, `required=VALUE`.
+    /// Its parameters as `docs/paper-exchange.md` writes them: `[optional=default]`, `required=VALUE`.
     pub params: &'static str,
     pub effect: &'static str,
     run: fn(&Ctx<'_>, &Params<'_>) -> Result<Value, String>,
 }
 
-/// Every fault, in README's order.
+/// Every fault, in the order of `docs/paper-exchange.md`'s table.
 pub static FAULTS: &[FaultSpec] = &[
     FaultSpec {
         name: "drop",
@@ -685,11 +685,12 @@ mod tests {
         assert_eq!(t[2].at, Duration::from_secs(120));
     }
 
-    /// README's fault table (first column, each backticked name) lists exactly [`FAULTS`].
+    /// The fault table of `docs/paper-exchange.md` (first column, each backticked name) lists
+    /// exactly [`FAULTS`].
     #[test]
-    fn readme_lists_exactly_the_faults() {
-        let readme = include_str!("../../README.md");
-        let table = readme.split("| name | effect |").nth(1).expect("README has a fault table");
+    fn the_docs_list_exactly_the_faults() {
+        let page = include_str!("../../docs/paper-exchange.md");
+        let table = page.split("| name | effect |").nth(1).expect("docs/paper-exchange.md has a fault table");
         let mut listed: Vec<&str> = table
             .lines()
             .skip(1) // |---|---|

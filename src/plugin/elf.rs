@@ -1,6 +1,6 @@
 //! Reads a plugin image as data, for `binance-syncd check`: is it a shared object for this
 //! machine, and does its dynamic symbol table define the entry symbol? `check` runs as root
-//! (README "Install"), and `dlopen` runs a library's initialisers, so `check` never loads a
+//! (docs/operations.md, "Install"), and `dlopen` runs a library's initialisers, so `check` never loads a
 //! plugin: the ABI version and the plugin's own version are read by `run` when it loads one.
 
 use std::fs::File;

@@ -1,5 +1,6 @@
 //! One integration-test binary, a module per area.
 
+mod docs;
 mod executor;
 mod faults;
 mod hardening;

@@ -424,9 +424,10 @@ fn the_container_healthcheck_passes_on_200_only() {
     assert!(!probe(&format!("0.0.0.0:{closed}")));
 }
 
-/// README's logrotate stanza, run by logrotate itself (forced, twice: the second rotation
-/// compresses the first file, `delaycompress`) with the daemon writing; `systemctl kill` is
-/// swapped for a plain `kill -HUP` (no systemd here).
+/// The logrotate stanza (`deploy/binance-syncd.logrotate`, shown in docs/operations.md), run by
+/// logrotate itself (forced, twice: the second rotation compresses the first file,
+/// `delaycompress`) with the daemon writing; `systemctl kill` is swapped for a plain `kill -HUP`
+/// (no systemd here).
 #[test]
 fn the_logrotate_stanza_rotates_a_live_log_without_loss_or_repeat() {
     if !have("logrotate", "--version") {
