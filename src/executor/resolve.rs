@@ -51,6 +51,10 @@ const GONE_AFTER: Duration = Duration::from_secs(180);
 /// `allOrders` is searched from this long before the send (our estimate of the server's clock
 /// may be off a little).
 const LISTED_MARGIN_MS: i64 = 60_000;
+/// Beyond `recvWindow` after a send, before the same request goes again: by then the exchange
+/// refuses the first one if it was only delayed on the way (our clock against the server's may
+/// be off by this much), so it cannot arrive after the resend and place a second order.
+const RESEND_MARGIN: Duration = Duration::from_secs(2);
 
 /// A new order as it was sent (after rounding).
 #[derive(Debug, Clone)]
@@ -442,7 +446,17 @@ impl Executor {
         }
         let old = old_status.as_deref().map_or(Seen::Absent, Seen::Status);
         match after_lookups(kind, seen, old, resent) {
-            Next::Resend => self.resend(i),
+            Next::Resend => {
+                // A request delayed on the way (queued after a -1007) may still reach the
+                // engine until its recvWindow has passed: resend only after that, looking again.
+                let safe_at = self.pending[i].sent_at + self.desk.rest().recv_window() + RESEND_MARGIN;
+                let now = Instant::now();
+                if now < safe_at {
+                    self.pending[i].next_try = safe_at;
+                    return Ok(());
+                }
+                self.resend(i)
+            }
             Next::NotDone(reason) => {
                 let p = self.pending.remove(i);
                 self.settle(p, Outcome::NotDone { client_order_id: lookup_id, reason });

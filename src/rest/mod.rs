@@ -335,6 +335,12 @@ impl RestClient {
         (!taken).then(|| desk::OrderDesk::new(self.clone()))
     }
 
+    /// `recvWindow` of signed requests: how long after its `timestamp` the exchange may still
+    /// accept a request that was delayed on the way.
+    pub fn recv_window(&self) -> Duration {
+        Duration::from_millis(self.recv_window_ms)
+    }
+
     pub fn clock(&self) -> &Arc<ServerClock> {
         &self.clock
     }
