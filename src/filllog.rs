@@ -610,6 +610,18 @@ fn open_file(path: &Path, seen: &mut Dedupe, mode: u32) -> Result<(File, Scan), 
             Untrusted::Io(e) => Error::io(path)(e),
             Untrusted::Because(why) => Error::io(path)(std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)),
         })?;
+    // One writer per file, whatever the state directories: two daemons with different
+    // SYNCD_STATE_DIR but one SYNCD_FILL_LOG would log every fill twice. Readers never lock.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Config(format!(
+                "SYNCD_FILL_LOG: {} is being written by another binance-syncd (another state directory); two writers would log every fill twice",
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path)(e)),
+    }
     if !existed {
         // The new directory entry must survive a power cut too, or the first fills could
         // vanish with the file.
@@ -1397,6 +1409,10 @@ mod tests {
         let mut g = fill("BTCUSD", 5);
         assert!(log.append(&mut g).unwrap());
         assert_eq!(g.seq, 5);
+        // One writer per file: a second one is refused while the first is open.
+        let refused = FillLog::open(&path, FsyncPolicy::Never).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("being written by another binance-syncd"), "{refused}");
+        drop(log);
         let (log, _) = FillLog::open(&path, FsyncPolicy::Never).unwrap();
         assert_eq!(log.last_seq(), 5, "the file's own numbers win once it has lines");
     }
