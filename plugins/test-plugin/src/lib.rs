@@ -10,7 +10,8 @@
 //!   record `flood N NS` once all N are placed, NS from the first submit to the last answer;
 //! - `probe = true`: at start, record what a prying plugin could find: `getenv NAME VALUE` for
 //!   the secrets' variables and `PATH`, `child-env ...` (what `env` run as a child prints),
-//!   `self-environ ...` (the process's `/proc/self/environ`) and `dumpable N` (`PR_GET_DUMPABLE`).
+//!   `self-environ ...` (the process's `/proc/self/environ`), `dumpable N` (`PR_GET_DUMPABLE`),
+//!   `pid N ppid M` and one `fd N TARGET` line per open descriptor.
 
 use binance_syncd_plugin::{
     export_strategy, Dec, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
@@ -57,6 +58,22 @@ impl Recorder {
         self.line(&format!("child-env {}", String::from_utf8_lossy(&child).replace('\n', " ")));
         let environ = std::fs::read("/proc/self/environ").unwrap_or_default();
         self.line(&format!("self-environ {}", String::from_utf8_lossy(&environ).replace('\0', " ")));
+        self.line(&format!("pid {} ppid {}", std::process::id(), std::os::unix::process::parent_id()));
+        // Every open descriptor and what it is (the listing's own descriptor shows too).
+        let mut fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        let fd = e.file_name().to_str()?.parse().ok()?;
+                        Some((fd, std::fs::read_link(e.path()).ok()?.display().to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        fds.sort();
+        for (fd, target) in fds {
+            self.line(&format!("fd {fd} {target}"));
+        }
         // SAFETY: PR_GET_DUMPABLE reads a flag of this process; no pointers are passed.
         let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
         self.line(&format!("dumpable {dumpable}"));
