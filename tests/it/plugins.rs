@@ -434,6 +434,10 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
     let record = dir.join("rec.rec");
     std::fs::write(plugin_dir.join("rec.conf"), format!("record = {}\nhistory = all\n", record.display())).unwrap();
     install(&so, &plugin_dir, "rec");
+    // One that never answers: its process does not read its channel, so only the daemon's
+    // death signal (PR_SET_PDEATHSIG) ends it with the daemon.
+    std::fs::write(plugin_dir.join("hang.conf"), "hang_in_start = true\n").unwrap();
+    install(&so, &plugin_dir, "hang");
     let seed = std::env::var("SYNCD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64)
     });
@@ -451,15 +455,25 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
             .stderr(std::process::Stdio::null());
         crate::util::Killed(cmd.spawn().expect("spawn binance-syncd"))
     };
+    let mut hosts_seen = 0;
     for _ in 0..6 {
         let mut child = run();
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         std::thread::sleep(Duration::from_millis(400 + rng % 900));
+        let hosts = children_of(child.id());
+        hosts_seen += hosts.len();
         child.kill().expect("SIGKILL");
         let _ = child.wait();
+        // Its plugin processes die with it (PR_SET_PDEATHSIG): none is left running.
+        wait_until(
+            &format!("seed {seed}: plugin hosts {hosts:?} gone with the daemon"),
+            Duration::from_secs(10),
+            || hosts.iter().all(|&pid| !alive(pid)),
+        );
     }
+    assert!(hosts_seen > 0, "seed {seed}: no kill found a plugin process; the test proves nothing");
     // A last run with a still market: everything must arrive, then a clean stop.
     ex.fault("quiesce", &[]).unwrap();
     ex.fault("external", &[("pct", "0")]).unwrap();
@@ -499,6 +513,29 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
     }
     assert_eq!(max_seen, last(), "seed {seed}");
     println!("plugin sigkill test: {max_seen} fills delivered, {replays} replayed after kills (seed {seed})");
+}
+
+/// The `(state, ppid)` of process `pid` from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.to_string();
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+/// Running (not a zombie waiting for a reaper).
+fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != "Z" && state != "X")
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| proc_stat(pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
 }
 
 fn rss_kb() -> u64 {
@@ -997,4 +1034,56 @@ fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its
         d.stop(Duration::from_secs(8));
     }
     assert_matches_truth(&fills, &report);
+}
+
+#[test]
+fn isolation_none_runs_the_plugin_in_the_daemon_and_anything_else_is_refused() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-inproc-conf");
+    let conf = |name: &str, extra: &str| format!("record = {}\n{extra}\n", dir.join(format!("{name}.rec")).display());
+    let mut rig = Rig::start(
+        "plugin-inproc",
+        &[
+            ("inproc", &so, &conf("inproc", "isolation = none")),
+            ("isolated", &so, &conf("isolated", "isolation = process")),
+            ("typo", &so, &conf("typo", "isolation = sandbox")),
+        ],
+    );
+    let s = rig.wait_status("inproc", "running", |s| s.state == "running");
+    assert_eq!(s.pid, 0, "in the daemon: {s:?}");
+    let s = rig.wait_status("isolated", "running", |s| s.state == "running");
+    assert!(s.pid != 0 && s.pid != std::process::id(), "{s:?}");
+    let s = rig.wait_status("typo", "refused", |s| s.state == "refused");
+    assert!(s.problem.contains("isolation"), "{s:?}");
+    rig.fill();
+    let fills = wait_lines(&rig.cfg.fill_log, 1, Duration::from_secs(20));
+    for name in ["inproc", "isolated"] {
+        rig.wait_status(name, "the fill", |s| s.delivered == fills[0].seq);
+    }
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn the_plugin_host_role_is_hidden_and_runs_only_on_the_daemons_socket() {
+    let exe = env!("CARGO_BIN_EXE_binance-syncd");
+    let help = Command::new(exe).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("plugin-host"));
+    let parent = std::process::id().to_string();
+    for args in [vec!["plugin-host"], vec!["plugin-host", "--parent", parent.as_str()]] {
+        // Stdin a pipe, not a socket: refused before anything is loaded.
+        let out = Command::new(exe).args(&args).stdin(std::process::Stdio::piped()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("internal role"), "{out:?}");
+    }
+    // On a socket but not the child of the pid it names: it does not run either.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let out = Command::new(exe)
+        .args(["plugin-host", "--parent", "1"])
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .output()
+        .unwrap();
+    drop(ours);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
 }

@@ -11,7 +11,8 @@
 //! - `probe = true`: at start, record what a prying plugin could find: `getenv NAME VALUE` for
 //!   the secrets' variables and `PATH`, `child-env ...` (what `env` run as a child prints),
 //!   `self-environ ...` (the process's `/proc/self/environ`), `dumpable N` (`PR_GET_DUMPABLE`),
-//!   `pid N ppid M` and one `fd N TARGET` line per open descriptor.
+//!   `pid N ppid M` and one `fd N TARGET` line per open descriptor;
+//! - `hang_in_start = true`: `start` sleeps for ten minutes (a plugin that never answers).
 
 use binance_syncd_plugin::{
     export_strategy, Dec, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
@@ -106,6 +107,10 @@ impl Strategy for Recorder {
         r.line(&format!("start {VERSION}"));
         if start.setting("probe") == Some("true") {
             r.probe();
+        }
+        if start.setting("hang_in_start") == Some("true") {
+            // Never answers: only a kill ends this process.
+            std::thread::sleep(std::time::Duration::from_secs(600));
         }
         r.host.info(&format!("test plugin {VERSION} started in mode {}", r.mode));
         Ok(r)
