@@ -82,6 +82,16 @@ impl Remote {
         stall: Duration,
     ) -> Result<Remote, String> {
         let program = HOST_PROGRAM.get().ok_or("no plugin-host program is known to this process")?;
+        Remote::spawn_with(program, image, workdir, services, stall)
+    }
+
+    fn spawn_with(
+        program: &Path,
+        image: &Path,
+        workdir: &Path,
+        services: Box<dyn HostServices>,
+        stall: Duration,
+    ) -> Result<Remote, String> {
         let image = std::fs::canonicalize(image).map_err(|e| format!("{}: {e}", image.display()))?;
         crate::statedir::create_private_dir(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
         let workdir = std::fs::canonicalize(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
@@ -296,5 +306,84 @@ impl Drop for Remote {
         }
         self.end("did not exit in time after its stop".into());
         log::warn!("plugin host {}: {}", self.child.id(), self.gone.as_deref().unwrap_or(""));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::proto::FillMsg;
+
+    struct Nothing;
+
+    impl HostServices for Nothing {
+        fn submit(&self, _: IntentIn<'_>) -> Result<u64, i32> {
+            Err(-3)
+        }
+        fn log(&self, _: i32, _: &str) {}
+        fn rules(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// `bytes` as a `printf` format: every byte an octal escape.
+    fn printf(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("\\{b:03o}")).collect()
+    }
+
+    fn frame(msg: &Up) -> Vec<u8> {
+        let mut out = Vec::new();
+        proto::write_frame(&mut out, msg, proto::MAX_UP).unwrap();
+        out
+    }
+
+    /// A stand-in plugin host: a shell script that answers `Ready`, then writes `then` and
+    /// sleeps (only a kill ends it).
+    fn fake_host(name: &str, then: &[u8]) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("syncd-remote-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ready = frame(&Up::Ready { proto: proto::PROTO, version: "fake".into(), abi_minor: 2 });
+        let script = dir.join("host.sh");
+        let body = format!("#!/bin/sh\nprintf '{}{}'\nexec sleep 30\n", printf(&ready), printf(then));
+        std::fs::write(&script, body).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        (script, dir)
+    }
+
+    fn fill(seq: u64) -> Call {
+        Call::Fill(FillMsg { seq, ..Default::default() })
+    }
+
+    fn run(name: &str, then: &[u8], stall: Duration) -> Remote {
+        let (script, dir) = fake_host(name, then);
+        let mut r = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), stall).unwrap();
+        assert_eq!((r.version(), r.abi_minor()), ("fake", 2));
+        assert_eq!(r.call(&fill(1)), GONE, "{name}");
+        assert_eq!(r.call(&fill(1)), GONE, "{name}: gone stays gone");
+        r
+    }
+
+    #[test]
+    fn a_malformed_oversized_or_wrong_frame_ends_the_child_and_only_it() {
+        let long = Duration::from_secs(20);
+        let r = run("junk", b"\x00\x00\x00\x05{\"t\":", long);
+        let why = r.gone().unwrap();
+        assert!(why.contains("broke the protocol") && why.contains("SIGKILL"), "{why}");
+        let r = run("huge", b"\xff\xff\xff\xff", long);
+        assert!(r.gone().unwrap().contains("over the 1048576 allowed"), "{:?}", r.gone());
+        let r = run("wrong-ack", &frame(&Up::Done { status: 0, seq: 9 }), long);
+        assert!(r.gone().unwrap().contains("acknowledged fill #9 for #1"), "{:?}", r.gone());
+        let r = run("out-of-turn", &frame(&Up::Refused { why: "x".into() }), long);
+        assert!(r.gone().unwrap().contains("inside a callback"), "{:?}", r.gone());
+        // One that says nothing: killed once the call is over the stall limit.
+        let r = run("silent", b"", Duration::from_millis(100));
+        assert!(r.stalled() && r.gone().unwrap().contains("ran over"), "{:?}", r.gone());
+        // One that ends by itself: its exit status, in words.
+        let (script, dir) = fake_host("exits", b"");
+        std::fs::write(&script, "#!/bin/sh\nexit 7\n").unwrap();
+        let e = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), long).err().unwrap();
+        assert!(e.contains("exited with status 7"), "{e}");
     }
 }
