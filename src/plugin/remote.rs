@@ -100,7 +100,10 @@ impl Remote {
         // A strategy needs no configuration of the daemon's: nothing of its environment passes
         // (no BINANCE_*, no CREDENTIALS_DIRECTORY, no SYNCD_ALERT_WEBHOOK), only a PATH and a
         // home of its own. Its own process group: a kill reaches what it started too.
+        // `ps` shows which plugin a process hosts: binance-syncd:NAME plugin-host --parent PID.
+        let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let child = Command::new(program)
+            .arg0(format!("binance-syncd:{name}"))
             .arg("plugin-host")
             .arg("--parent")
             .arg(std::process::id().to_string())
