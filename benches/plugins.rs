@@ -228,6 +228,8 @@ fn bare(n: usize, spin: bool) -> Vec<Duration> {
 }
 
 fn main() {
+    // Isolated plugins (the default) run in `binance-syncd plugin-host`, not in this program.
+    binance_syncd::plugin::set_host_program(env!("CARGO_BIN_EXE_binance-syncd"));
     let v1 = build("1");
     let v2 = build("2");
     let n: usize = std::env::var("PLUGIN_BENCH_FILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400).max(1);

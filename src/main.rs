@@ -210,6 +210,15 @@ fn demo(args: &[String]) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The hidden role each isolated plugin runs in (not in --help: the daemon starts it, with
+    // its channel as stdin, and it refuses to run otherwise). First: nothing of the daemon's
+    // set-up (logging, configuration) happens in a plugin's process.
+    if args.first().map(String::as_str) == Some("plugin-host") {
+        let code = binance_syncd::plugin::hostrole::main(&args[1..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    // This very image hosts the plugins, even if its file is replaced while it runs.
+    binance_syncd::plugin::set_host_program("/proc/self/exe");
     let command = args.first().map(String::as_str);
     match command {
         Some("-h" | "--help" | "help") => {

@@ -1,4 +1,5 @@
-//! THREAD `plugins` (the watcher) and one THREAD `plugin:<name>` per loaded strategy.
+//! THREAD `plugins` (the watcher) and one THREAD `plugin:<name>` per loaded strategy, each
+//! with its plugin-host child process.
 //!
 //! The watcher scans `SYNCD_PLUGIN_DIR` every `SYNCD_PLUGIN_SCAN_S` for `*.so` (and each one's
 //! `NAME.conf`). A file counts once it has looked the same (size, mtime) for one scan, so an
@@ -19,17 +20,31 @@
 //! run may have delivered come again marked `replayed`. A name seen for the first time starts
 //! at the end of the log, unless its settings say `history = all`.
 //!
-//! A plugin that panics or returns an error is disabled until its file changes; one whose
-//! callback runs longer than `SYNCD_PLUGIN_STALL_S` is marked stalled and its intents are
-//! refused until the callback returns. Its open orders stay in the executor's book, under its
-//! tag, for the next version.
+//! Each plugin's code runs in a child process of its own (issue 21): the plugin thread starts
+//! `binance-syncd plugin-host` ([`hostrole`]) with an empty environment and a socket pair as
+//! its stdin/stdout, the child loads the private copy with the same [`ffi`] code, and every
+//! callback becomes a round trip of [`proto`] frames ([`remote`]). Everything above stays in
+//! the daemon: the fill log, the cursors, the executor, the keys. `isolation = none` in
+//! `NAME.conf` loads the plugin into the daemon as before (a crash of it is then the daemon's).
+//!
+//! A plugin that panics or returns an error is disabled until its file changes. A plugin
+//! whose process dies (a signal, an exit, a broken frame) or whose callback runs longer than
+//! `SYNCD_PLUGIN_STALL_S` (its process is then killed) is started again from its cursor after
+//! a backoff (`restart_backoff_ms`, default 1 s, doubling to 60 s while it keeps dying within
+//! a minute of its start), and the fill it was on comes again marked replayed. In-process, a
+//! stalled callback only gets its intents refused until it returns. Its open orders stay in
+//! the executor's book, under its tag, for the next version.
 
 pub mod elf;
 pub mod ffi;
 pub mod harden;
+pub mod hostrole;
+pub mod proto;
+pub mod remote;
 mod spin;
 pub mod sys;
 pub mod trust;
+pub use remote::set_host_program;
 pub use spin::SpinCounts;
 pub use sys::euid;
 
@@ -42,6 +57,7 @@ use crate::rules::LiveRules;
 use binance_syncd_plugin::abi;
 use crossbeam_channel::{Receiver, Sender};
 use ffi::{HostServices, IntentIn, Plugin};
+use proto::{Call, FillMsg, UpdateMsg};
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -109,6 +125,12 @@ pub struct PluginStatus {
     /// What this version did with its heads-ups (`SYNCD_PLUGIN_SPIN_US`), as of its last
     /// delivery.
     pub heads_ups: SpinCounts,
+    /// Times its process was started again after it died or was killed.
+    pub restarts: u64,
+    /// How its process last died (kept across the restart that follows), empty if never.
+    pub last_exit: String,
+    /// Its plugin-host process, 0 when none runs (or it runs in the daemon: `isolation = none`).
+    pub pid: u32,
 }
 
 /// The watcher's view, shared with the daemon.
@@ -267,11 +289,69 @@ struct Go {
 }
 
 /// How a plugin thread ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Ended {
     delivered: u64,
     failed: bool,
     last_call: Option<Instant>,
+    /// Its process died or was killed (a crash, not a status): why. It is started again.
+    crashed: Option<String>,
+    /// Killed for a callback over `SYNCD_PLUGIN_STALL_S`.
+    stalled: bool,
+}
+
+impl Ended {
+    fn new(delivered: u64, failed: bool, last_call: Option<Instant>) -> Ended {
+        Ended { delivered, failed, last_call, crashed: None, stalled: false }
+    }
+}
+
+/// Restart backoff: from the plugin's `restart_backoff_ms` (default 1 s), doubling after each
+/// crash that comes within [`BACKOFF_MAX`] of its start, up to that.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A crashed plugin waiting for its restart.
+struct Restart {
+    at: Instant,
+    seen: Seen,
+}
+
+/// How a plugin runs: in its own plugin-host process (the default) or in the daemon.
+enum Guest {
+    Local(Plugin),
+    Remote(remote::Remote),
+}
+
+impl Guest {
+    fn version(&self) -> &str {
+        match self {
+            Guest::Local(p) => p.version(),
+            Guest::Remote(r) => r.version(),
+        }
+    }
+
+    fn abi_minor(&self) -> u32 {
+        match self {
+            Guest::Local(p) => p.abi_minor(),
+            Guest::Remote(r) => r.abi_minor(),
+        }
+    }
+
+    fn call(&mut self, call: &Call) -> abi::Status {
+        match self {
+            Guest::Local(p) => proto::invoke(p, call),
+            Guest::Remote(r) => r.call(call),
+        }
+    }
+
+    /// Why its process is gone, and whether it was killed for a stall.
+    fn gone(&self) -> Option<(String, bool)> {
+        match self {
+            Guest::Local(_) => None,
+            Guest::Remote(r) => r.gone().map(|g| (g.to_string(), r.stalled())),
+        }
+    }
 }
 
 /// A running plugin thread.
@@ -285,6 +365,10 @@ struct Running {
     /// ms since the epoch when the current callback began, 0 when none runs.
     busy_since: Arc<AtomicU64>,
     stalled: bool,
+    /// In its own process: a stop may take up to the stall limit (the callback is then killed).
+    isolated: bool,
+    restart_base: Duration,
+    started: Instant,
 }
 
 /// Everything the watcher owns.
@@ -314,6 +398,10 @@ pub struct PluginHost {
     tags: HashMap<String, String>,
     /// Plugins refused for a tag someone held: looked at again once a file is gone.
     tag_refused: std::collections::HashSet<String>,
+    /// Crashed plugins and when they start again.
+    restarts: HashMap<String, Restart>,
+    /// The last restart delay of each plugin that crashed.
+    backoff: HashMap<String, Duration>,
 }
 
 fn several_cpus() -> bool {
@@ -343,6 +431,8 @@ impl PluginHost {
             folder_refused: None,
             tags: HashMap::new(),
             tag_refused: std::collections::HashSet::new(),
+            restarts: HashMap::new(),
+            backoff: HashMap::new(),
         }
     }
 
@@ -458,19 +548,25 @@ impl PluginHost {
             }
         }
         self.parked.retain(|n, s| now.get(n) == Some(s));
+        self.restarts.retain(|n, _| now.contains_key(n));
         // Finished threads: a plugin that failed is parked until its file changes.
         let finished: Vec<String> =
             self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(n, _)| n.clone()).collect();
         for name in finished {
             if let Some(r) = self.running.remove(&name) {
                 r.handle.revoke();
-                let ended = r.thread.join().unwrap_or(Ended { delivered: 0, failed: true, last_call: None });
+                let Running { thread, seen, started, restart_base, .. } = r;
+                let ended = thread.join().unwrap_or(Ended::new(0, true, None));
                 self.cursors.insert(name.clone(), ended.delivered);
+                if let Some(why) = &ended.crashed {
+                    self.crashed(&name, seen, started, restart_base, &ended, why);
+                    continue;
+                }
                 if ended.failed {
                     // The line it failed on reached it: the next version gets it marked replayed.
                     self.failed_at.insert(name.clone(), ended.delivered + 1);
                 }
-                self.parked.insert(name.clone(), r.seen);
+                self.parked.insert(name.clone(), seen);
                 self.view.update(&name, |s| {
                     s.state = "disabled".into();
                     s.delivered = ended.delivered;
@@ -483,6 +579,9 @@ impl PluginHost {
         for name in names {
             let seen = &now[name];
             let stable = self.last_scan.get(name) == Some(seen);
+            if self.restarts.get(name).is_some_and(|r| r.seen == *seen && Instant::now() < r.at) {
+                continue; // crashed: its backoff is not over (a changed file starts at once)
+            }
             let current = self.running.get(name).map(|r| &r.seen).or(self.parked.get(name));
             if stable && current != Some(seen) {
                 self.swap(name, seen.clone(), &now);
@@ -510,6 +609,29 @@ impl PluginHost {
                 self.view.update(name, |s| s.state = if stalled { "stalled".into() } else { "running".into() });
             }
         }
+    }
+
+    /// A plugin's process died or was killed: logged with why, started again from its cursor
+    /// after a backoff, and the line it may have been handling comes again marked replayed.
+    fn crashed(&mut self, name: &str, seen: Seen, started: Instant, base: Duration, ended: &Ended, why: &str) {
+        self.failed_at.insert(name.to_string(), ended.delivered + 1);
+        let delay = match self.backoff.get(name) {
+            Some(last) if started.elapsed() < BACKOFF_MAX => (*last * 2).min(BACKOFF_MAX),
+            _ => base,
+        };
+        self.backoff.insert(name.to_string(), delay);
+        self.restarts.insert(name.to_string(), Restart { at: Instant::now() + delay, seen });
+        log::error!(
+            "plugin {name}: {why} (after fill #{}); starting it again in {delay:?} from there",
+            ended.delivered
+        );
+        self.view.update(name, |s| {
+            s.state = if ended.stalled { "stalled".into() } else { "crashed".into() };
+            s.problem = why.to_string();
+            s.last_exit = why.to_string();
+            s.delivered = ended.delivered;
+            s.pid = 0;
+        });
     }
 
     /// Loads `name`'s current file on a new thread; on success stops the old version and starts
@@ -548,6 +670,21 @@ impl PluginHost {
             },
             Err(why) => return refuse(self, why),
         };
+        let isolated = match setting(&settings_text, "isolation") {
+            None | Some("process") => true,
+            Some("none") => false,
+            Some(other) => {
+                return refuse(self, format!("{name}.conf: isolation = {other:?}: `process` (the default) or `none`"))
+            }
+        };
+        let restart_base = match setting(&settings_text, "restart_backoff_ms") {
+            None => BACKOFF_BASE,
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms).min(BACKOFF_MAX),
+                _ => return refuse(self, format!("{name}.conf: restart_backoff_ms = {v:?}: a number of ms above 0")),
+            },
+        };
+        let restarting = self.restarts.remove(name).is_some();
         let (tag, explicit) = tag_of(name, &settings_text);
         let cancel_on_stop = setting(&settings_text, "cancel_on_stop") == Some("true");
         let history_all = setting(&settings_text, "history") == Some("all");
@@ -583,6 +720,9 @@ impl PluginHost {
         let busy_since = Arc::new(AtomicU64::new(0));
         let hears_heads_up = !self.settings.spin.is_zero() && several_cpus();
         let runner = Runner {
+            isolated,
+            stall: self.settings.stall_after,
+            workdir: self.settings.state_dir.join("plugins").join("run").join(name),
             name: name.to_string(),
             tag: tag.clone(),
             settings_text,
@@ -671,10 +811,22 @@ impl PluginHost {
             s.state = "running".into();
             s.problem.clear();
             s.loads += 1;
+            s.restarts += u64::from(restarting);
         });
         self.running.insert(
             name.to_string(),
-            Running { seen, cancel_on_stop, stop: Some(stop_tx), thread, handle, busy_since, stalled: false },
+            Running {
+                seen,
+                cancel_on_stop,
+                stop: Some(stop_tx),
+                thread,
+                handle,
+                busy_since,
+                stalled: false,
+                isolated,
+                restart_base,
+                started: Instant::now(),
+            },
         );
     }
 
@@ -684,7 +836,9 @@ impl PluginHost {
         r.handle.revoke();
         drop(r.stop.take());
         // Bounded: a plugin stuck in a callback must not freeze the watcher for every plugin.
-        let deadline = Instant::now() + STOP_WAIT;
+        // An isolated one is killed by its thread once its callback is over the stall limit.
+        let limit = if r.isolated { self.settings.stall_after + STOP_WAIT } else { STOP_WAIT };
+        let deadline = Instant::now() + limit;
         while !r.thread.is_finished() && Instant::now() < deadline {
             // Short naps: this wait is most of a swap's pause.
             thread::sleep(Duration::from_micros(200));
@@ -704,19 +858,16 @@ impl PluginHost {
             Ok(e) => e,
             // The thread itself panicked (not the plugin: that is a status): fall back to the
             // saved cursor, with replay marking, rather than to the start of the log.
-            Err(_) => Ended {
-                delivered: load_cursor(&self.settings.state_dir, name).map_or(0, |c| c.delivered),
-                failed: true,
-                last_call: None,
-            },
+            Err(_) => Ended::new(load_cursor(&self.settings.state_dir, name).map_or(0, |c| c.delivered), true, None),
         };
         self.cursors.insert(name.to_string(), ended.delivered);
-        if ended.failed {
+        if ended.failed || ended.crashed.is_some() {
             self.failed_at.insert(name.to_string(), ended.delivered + 1);
         }
         self.view.update(name, |s| {
             s.state = if ended.failed { "disabled".into() } else { "stopped".into() };
             s.delivered = ended.delivered;
+            s.pid = 0;
         });
         Some(ended)
     }
@@ -724,6 +875,11 @@ impl PluginHost {
 
 /// One plugin's thread: the only thread its code ever runs on.
 struct Runner {
+    /// In a plugin-host process of its own (`isolation`, default) rather than this thread.
+    isolated: bool,
+    stall: Duration,
+    /// The plugin-host's working directory.
+    workdir: PathBuf,
     name: String,
     tag: String,
     settings_text: String,
@@ -814,22 +970,20 @@ impl HostServices for Services {
     }
 }
 
-/// Fields of a fill as the ABI passes them, kept alive for the call.
-struct FillText {
-    price: String,
-    qty: String,
-    quote_qty: String,
-    commission: String,
-}
-
 impl Runner {
     fn run(self, ready: Sender<Result<String, String>>, go: Receiver<Go>, stop: Receiver<()>) -> Ended {
-        let services = Services { name: self.name.clone(), handle: self.handle.clone(), rules: self.rules.clone() };
-        let mut plugin = match Plugin::load(&self.staged, Box::new(services)) {
+        let services =
+            Box::new(Services { name: self.name.clone(), handle: self.handle.clone(), rules: self.rules.clone() });
+        let loaded = if self.isolated {
+            remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall).map(Guest::Remote)
+        } else {
+            Plugin::load(&self.staged, services).map(Guest::Local).map_err(|e| e.to_string())
+        };
+        let mut plugin = match loaded {
             Ok(p) => p,
             Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return Ended { delivered: 0, failed: true, last_call: None };
+                let _ = ready.send(Err(e));
+                return Ended::new(0, true, None);
             }
         };
         let _ = ready.send(Ok(plugin.version().to_string()));
@@ -837,8 +991,13 @@ impl Runner {
         self.handle.set_paused(false);
         let Ok(go) = go else {
             // Refused after loading (the swap was abandoned): never started.
-            return Ended { delivered: 0, failed: false, last_call: None };
+            return Ended::new(0, false, None);
         };
+        let pid = match &plugin {
+            Guest::Remote(r) => r.pid(),
+            Guest::Local(_) => 0,
+        };
+        self.view.update(&self.name, |s| s.pid = pid);
         let mut run = Delivery {
             delivered: go.delivered,
             replay_until: go.replay_until,
@@ -854,11 +1013,10 @@ impl Runner {
                 s.pauses_timed += 1;
             });
         }
-        let started = self.call(|| plugin.start(&self.name, &self.settings_text, &snapshot));
+        let start = Call::Start { name: self.name.clone(), settings: self.settings_text.clone(), snapshot };
+        let started = self.call(|| plugin.call(&start));
         if started != abi::STATUS_OK {
-            self.failed(started, "start");
-            self.finish(&run, false);
-            return Ended { delivered: run.delivered, failed: true, last_call: self.last_call.get() };
+            return self.ended(plugin, &run, started, "start");
         }
         let mut prices: HashMap<String, (Decimal, Decimal)> = HashMap::new();
         let mut balances: HashMap<String, (Decimal, Decimal)> = HashMap::new();
@@ -951,23 +1109,38 @@ impl Runner {
                 default(wait) => {}
             }
         };
-        let failed = match outcome {
-            Ok(()) => {
-                let status = self.call(|| plugin.stop());
-                if status != abi::STATUS_OK {
-                    self.failed(status, "stop");
-                }
-                false
+        if let Err(status) = outcome {
+            return self.ended(plugin, &run, status, "a callback");
+        }
+        let status = self.call(|| plugin.call(&Call::Stop));
+        if status != abi::STATUS_OK {
+            if plugin.gone().is_some() {
+                return self.ended(plugin, &run, status, "stop");
             }
-            Err(status) => {
-                self.failed(status, "a callback");
-                true
-            }
-        };
+            self.failed(status, "stop");
+        }
         self.handle.revoke();
         drop(plugin); // destroy, then close the library: this thread is the only one it ran on
-        self.finish(&run, !failed);
-        Ended { delivered: run.delivered, failed, last_call: self.last_call.get() }
+        self.finish(&run, true);
+        Ended::new(run.delivered, false, self.last_call.get())
+    }
+
+    /// The end of a version whose callback returned `status` (not OK), or whose process is
+    /// gone: disabled for a status, started again for a crash (by the watcher).
+    fn ended(&self, plugin: Guest, run: &Delivery, status: i32, what: &str) -> Ended {
+        self.handle.revoke();
+        let gone = plugin.gone();
+        drop(plugin);
+        self.finish(run, false);
+        let mut ended = Ended::new(run.delivered, true, self.last_call.get());
+        match gone {
+            Some((why, stalled)) => {
+                ended.crashed = Some(why);
+                ended.stalled = stalled;
+            }
+            None => self.failed(status, what),
+        }
+        ended
     }
 
     fn finish(&self, run: &Delivery, clean: bool) {
@@ -991,7 +1164,7 @@ impl Runner {
         status
     }
 
-    fn catch_up(&self, plugin: &mut Plugin, run: &mut Delivery, until: u64) -> Result<(), i32> {
+    fn catch_up(&self, plugin: &mut Guest, run: &mut Delivery, until: u64) -> Result<(), i32> {
         while run.delivered < until {
             let batch = match run.reader.read_after(run.delivered, until, BATCH) {
                 Ok(b) => b,
@@ -1032,34 +1205,28 @@ impl Runner {
         Ok(())
     }
 
-    fn deliver(&self, plugin: &mut Plugin, run: &mut Delivery, fill: &FillRecord) -> Result<(), i32> {
+    fn deliver(&self, plugin: &mut Guest, run: &mut Delivery, fill: &FillRecord) -> Result<(), i32> {
         if fill.seq != run.delivered + 1 {
             return Ok(()); // never out of order: the caller fills the gap first
         }
-        let text = FillText {
-            price: fill.price.to_string(),
-            qty: fill.qty.to_string(),
-            quote_qty: fill.quote_qty.to_string(),
-            commission: fill.commission.to_string(),
-        };
-        let f = abi::Fill {
+        let call = Call::Fill(FillMsg {
             seq: fill.seq,
             trade_id: fill.trade_id,
             order_id: fill.order_id,
             time_ms: fill.time,
-            symbol: abi::Str::of(&fill.symbol),
-            client_order_id: abi::Str::of(&fill.client_order_id),
-            price: abi::Str::of(&text.price),
-            qty: abi::Str::of(&text.qty),
-            quote_qty: abi::Str::of(&text.quote_qty),
-            commission: abi::Str::of(&text.commission),
-            commission_asset: abi::Str::of(&fill.commission_asset),
+            symbol: fill.symbol.clone(),
+            client_order_id: fill.client_order_id.clone(),
+            price: fill.price.to_string(),
+            qty: fill.qty.to_string(),
+            quote_qty: fill.quote_qty.to_string(),
+            commission: fill.commission.to_string(),
+            commission_asset: fill.commission_asset.clone(),
             side: if fill.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
-            maker: u8::from(fill.maker),
-            replayed: u8::from(fill.seq <= run.replay_until),
-            _reserved: 0,
-        };
-        let status = self.call(|| plugin.on_fill(&f));
+            maker: fill.maker,
+            replayed: fill.seq <= run.replay_until,
+        });
+        // Returns once the plugin's `on_fill` returned: in its own process, its acknowledgement.
+        let status = self.call(|| plugin.call(&call));
         if status != abi::STATUS_OK {
             // Not counted: the next version gets this line again (marked replayed: this one
             // did see it).
@@ -1071,16 +1238,16 @@ impl Runner {
         Ok(())
     }
 
-    fn order_update(&self, plugin: &mut Plugin, reply: &Reply) -> abi::Status {
-        let mut u = Update::default();
+    fn order_update(&self, plugin: &mut Guest, reply: &Reply) -> abi::Status {
+        let mut u = UpdateMsg { request: reply.request, resolved: reply.resolved, ..Default::default() };
         match &reply.outcome {
             Outcome::Placed(p) => {
                 u.kind = abi::UPDATE_PLACED;
-                u.placed(p);
+                placed_fields(&mut u, p);
             }
             Outcome::Replaced { placed, .. } => {
                 u.kind = abi::UPDATE_REPLACED;
-                u.placed(placed);
+                placed_fields(&mut u, placed);
             }
             Outcome::Canceled(c) => {
                 u.kind = abi::UPDATE_CANCELED;
@@ -1121,51 +1288,34 @@ impl Runner {
                 u.reason = reason.clone();
             }
         }
-        let raw = abi::OrderUpdate {
-            request: reply.request,
-            order_id: u.order_id,
-            code: u.code,
-            symbol: abi::Str::of(&u.symbol),
-            client_order_id: abi::Str::of(&u.client_order_id),
-            price: abi::Str::of(&u.price),
-            qty: abi::Str::of(&u.qty),
-            status: abi::Str::of(&u.status),
-            reason: abi::Str::of(&u.reason),
-            kind: u.kind,
-            side: u.side,
-            resolved: u8::from(reply.resolved),
-            _reserved: [0; 5],
-        };
-        self.call(|| plugin.on_order(&raw))
+        let call = Call::Order(u);
+        self.call(|| plugin.call(&call))
     }
 
     /// A stream report of one of its orders, as an order update with request 0.
-    fn order_report(&self, plugin: &mut Plugin, r: &OrderReport) -> abi::Status {
+    fn order_report(&self, plugin: &mut Guest, r: &OrderReport) -> abi::Status {
         let o = &r.order;
-        let (price, qty) = (o.price.to_string(), o.orig_qty.to_string());
-        let reason = format!("{}; executed {} of {}", r.execution, o.executed_qty, o.orig_qty);
-        let raw = abi::OrderUpdate {
+        let call = Call::Order(UpdateMsg {
             request: 0,
             order_id: o.order_id,
             code: 0,
-            symbol: abi::Str::of(&o.symbol),
-            client_order_id: abi::Str::of(&o.client_order_id),
-            price: abi::Str::of(&price),
-            qty: abi::Str::of(&qty),
-            status: abi::Str::of(&r.status),
-            reason: abi::Str::of(&reason),
+            symbol: o.symbol.clone(),
+            client_order_id: o.client_order_id.clone(),
+            price: o.price.to_string(),
+            qty: o.orig_qty.to_string(),
+            status: r.status.clone(),
+            reason: format!("{}; executed {} of {}", r.execution, o.executed_qty, o.orig_qty),
             kind: abi::UPDATE_REPORT,
             side: if o.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
-            resolved: 0,
-            _reserved: [0; 5],
-        };
-        self.call(|| plugin.on_order(&raw))
+            resolved: false,
+        });
+        self.call(|| plugin.call(&call))
     }
 
     /// The periodic tick, plus price and balance updates when the executor's view changed.
     fn tick(
         &self,
-        plugin: &mut Plugin,
+        plugin: &mut Guest,
         prices: &mut HashMap<String, (Decimal, Decimal)>,
         balances: &mut HashMap<String, (Decimal, Decimal)>,
     ) -> Result<(), i32> {
@@ -1175,9 +1325,8 @@ impl Runner {
                 continue;
             }
             prices.insert(symbol.clone(), (*bid, *ask));
-            let (b, a) = (bid.to_string(), ask.to_string());
-            let p = abi::Price { symbol: abi::Str::of(symbol), bid: abi::Str::of(&b), ask: abi::Str::of(&a) };
-            let status = self.call(|| plugin.on_price(&p));
+            let call = Call::Price { symbol: symbol.clone(), bid: bid.to_string(), ask: ask.to_string() };
+            let status = self.call(|| plugin.call(&call));
             if status != abi::STATUS_OK {
                 return Err(status);
             }
@@ -1187,14 +1336,13 @@ impl Runner {
                 continue;
             }
             balances.insert(asset.clone(), (*free, *locked));
-            let (f, l) = (free.to_string(), locked.to_string());
-            let b = abi::Balance { asset: abi::Str::of(asset), free: abi::Str::of(&f), locked: abi::Str::of(&l) };
-            let status = self.call(|| plugin.on_balance(&b));
+            let call = Call::Balance { asset: asset.clone(), free: free.to_string(), locked: locked.to_string() };
+            let status = self.call(|| plugin.call(&call));
             if status != abi::STATUS_OK {
                 return Err(status);
             }
         }
-        let status = self.call(|| plugin.on_tick(now_ms() as i64));
+        let status = self.call(|| plugin.call(&Call::Tick { now_ms: now_ms() as i64 }));
         if status != abi::STATUS_OK {
             return Err(status);
         }
@@ -1226,37 +1374,21 @@ impl Runner {
     }
 }
 
-/// An order update's text fields, kept alive for the call.
-#[derive(Default)]
-struct Update {
-    kind: u8,
-    side: u8,
-    order_id: u64,
-    code: i64,
-    symbol: String,
-    client_order_id: String,
-    price: String,
-    qty: String,
-    status: String,
-    reason: String,
-}
-
-impl Update {
-    fn placed(&mut self, p: &crate::executor::Placed) {
-        self.symbol = p.symbol.clone();
-        self.order_id = p.order_id;
-        self.client_order_id = p.client_order_id.clone();
-        self.side = if p.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY };
-        self.price = p.price.to_string();
-        self.qty = p.qty.to_string();
-        self.status = p.status.clone();
-        self.reason = p
-            .adjustments
-            .iter()
-            .map(|a| format!("{} {} -> {}: {}", a.field, a.asked, a.sent, a.why))
-            .collect::<Vec<_>>()
-            .join("; ");
-    }
+/// An update's fields for an order the executor placed.
+fn placed_fields(u: &mut UpdateMsg, p: &crate::executor::Placed) {
+    u.symbol = p.symbol.clone();
+    u.order_id = p.order_id;
+    u.client_order_id = p.client_order_id.clone();
+    u.side = if p.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY };
+    u.price = p.price.to_string();
+    u.qty = p.qty.to_string();
+    u.status = p.status.clone();
+    u.reason = p
+        .adjustments
+        .iter()
+        .map(|a| format!("{} {} -> {}: {}", a.field, a.asked, a.sent, a.why))
+        .collect::<Vec<_>>()
+        .join("; ");
 }
 
 /// A plugin's place in the fill log.

@@ -8,7 +8,7 @@
 //! `env("NAME")` (so systemd's `CREDENTIALS_DIRECTORY`, `NOTIFY_SOCKET`, `WATCHDOG_USEC` and
 //! `WATCHDOG_PID` count: they change what the daemon does), plus [`READ_BY_LIBRARIES`], the
 //! variables env_logger and ureq read on the daemon's behalf. Not configuration: [`TEST_ONLY`],
-//! names only tests read (`docs/testing.md` lists those), and the variables of `tests/` and
+//! [`SET_FOR_CHILDREN`] (set for plugin-host children, never read), names only tests read (`docs/testing.md` lists those), and the variables of `tests/` and
 //! `benches/`, which the shipped binary never reads.
 
 use std::collections::BTreeSet;
@@ -38,6 +38,10 @@ const TEST_ONLY: &[&str] = &[
     // plugin/harden.rs's test of `scrub_env`.
     "SYNCD_TEST_SCRUB_ME",
 ];
+
+/// Set for a child, not read: plugin/remote.rs gives each plugin-host child these two and
+/// nothing else of the environment.
+const SET_FOR_CHILDREN: &[&str] = &["PATH", "HOME"];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -128,6 +132,9 @@ fn the_configuration_reference_lists_exactly_what_the_code_reads() {
     }
     for name in TEST_ONLY {
         assert!(read.remove(*name), "{name} is no longer named in src/: take it off TEST_ONLY");
+    }
+    for name in SET_FOR_CHILDREN {
+        assert!(read.remove(*name), "{name} is no longer named in src/: take it off SET_FOR_CHILDREN");
     }
     read.extend(READ_BY_LIBRARIES.iter().map(|n| n.to_string()));
 

@@ -165,7 +165,16 @@ fn a_plugin_and_its_children_find_no_secret_and_the_daemon_is_not_dumpable() {
     for secret in [DEMO_API_SECRET, DEMO_API_KEY, webhook_token] {
         assert!(!text.contains(secret), "a plugin found {}...:\n{text}", &secret[..6]);
     }
-    assert!(text.lines().any(|l| l == "dumpable 0"), "the daemon is dumpable:\n{text}");
+    assert!(text.lines().any(|l| l == "dumpable 0"), "the plugin's process is dumpable:\n{text}");
+    // It ran in a child of the daemon (issue 21), not in the daemon itself ...
+    let daemon = child.id();
+    assert!(text.lines().any(|l| l.starts_with("pid ") && l.ends_with(&format!(" ppid {daemon}"))), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with(&format!("pid {daemon} "))), "the plugin ran in the daemon:\n{text}");
+    // ... holding no descriptor of the daemon's: its channel, stdio, its own record file.
+    let fds: Vec<&str> = text.lines().filter(|l| l.starts_with("fd ")).collect();
+    assert_eq!(fds.iter().filter(|l| l.contains("socket:")).count(), 1, "one socket, its channel: {fds:#?}");
+    assert!(!fds.iter().any(|l| l.contains("fills") || l.contains(".lock")), "{fds:#?}");
+    assert!(fds.len() <= 6, "0, 1, 2, the channel, the record, the listing: {fds:#?}");
     // And the kernel's view of the daemon's environment from outside holds no secret either
     // (readable here only because the test may run as root; otherwise it is refused).
     if let Ok(environ) = std::fs::read(format!("/proc/{}/environ", child.id())) {

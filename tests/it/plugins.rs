@@ -35,7 +35,11 @@ pub fn build_plugin(name: &str, version: &str) -> PathBuf {
     assert!(status.success(), "cargo build -p {name} failed");
     let built = target.join("debug").join(format!("lib{}.so", name.replace('-', "_")));
     let copy = std::env::temp_dir().join(format!("syncd-plugin-{}-{name}-v{version}.so", std::process::id()));
-    std::fs::copy(&built, &copy).unwrap();
+    // Whole or not at all: another test may be copying this very file to install it, and a
+    // half-written image maps short (SIGBUS in the plugin's process).
+    let tmp = copy.with_extension("so.tmp");
+    std::fs::copy(&built, &tmp).unwrap();
+    std::fs::rename(&tmp, &copy).unwrap();
     copy
 }
 
@@ -178,6 +182,7 @@ fn a_swap_while_fills_stream_in_has_no_gap_no_repeat_and_never_two_versions_at_o
     assert!(record[start2..].iter().all(|l| !l.starts_with("fill 1 ")), "{record:?}");
     let s = rig.status("rec");
     assert_eq!((s.loads, s.pauses_timed), (2, 1), "one swap, its pause timed: {s:?}");
+    assert!(s.pid != 0 && s.pid != std::process::id(), "in a process of its own: {s:?}");
     assert!(s.last_swap_pause_us.is_some(), "{s:?}");
     if let Some(d) = rig.daemon.take() {
         d.stop(Duration::from_secs(8));
@@ -228,6 +233,9 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
     assert!(failing.problem.contains("status -2"), "{failing:?}");
     assert_eq!(fills_of(&rig.record("panicky")).len(), 1, "disabled after its first fill");
     rig.wait_status("sleepy", "stalled", |s| s.state == "stalled");
+    // Killed for it, and started again.
+    let sleepy = rig.wait_status("sleepy", "restarted", |s| s.restarts >= 1);
+    assert!(sleepy.last_exit.contains("SIGKILL"), "{sleepy:?}");
     // The metrics and the alerts see the same: one alert each for the panic and the error.
     let addr = rig.daemon.as_ref().and_then(|d| d.metrics_addr()).unwrap();
     let scrape = crate::metrics::get(addr, "/metrics").1;
@@ -261,9 +269,25 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
         d.stop(Duration::from_secs(8));
     }
     assert_matches_truth(&fills, &report);
-    // Behind but complete: the sleeper got every fill up to where it was stopped, in order.
-    let slept: Vec<u64> = fills_of(&rig.record("sleepy")).iter().map(|(_, s)| *s).collect();
-    assert_eq!(slept, (1..=slept.len() as u64).collect::<Vec<u64>>());
+    // Behind but complete: the sleeper got every fill up to where it was stopped, in order;
+    // its process is killed at each stall (issue 21) and the fill it was on comes again to the
+    // next one, marked replayed.
+    let slept: Vec<(u64, bool)> = rig
+        .record("sleepy")
+        .iter()
+        .filter_map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            (p.first() == Some(&"fill")).then(|| (p[2].parse().unwrap(), p[3] == "1"))
+        })
+        .collect();
+    let mut next = 1;
+    for &(seq, replayed) in &slept {
+        if seq == next {
+            next += 1;
+        } else {
+            assert!(seq + 1 == next && replayed, "{slept:?}");
+        }
+    }
 }
 
 /// Compiles a C file into a shared object with the system compiler.
@@ -410,6 +434,10 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
     let record = dir.join("rec.rec");
     std::fs::write(plugin_dir.join("rec.conf"), format!("record = {}\nhistory = all\n", record.display())).unwrap();
     install(&so, &plugin_dir, "rec");
+    // One that never answers: its process does not read its channel, so only the daemon's
+    // death signal (PR_SET_PDEATHSIG) ends it with the daemon.
+    std::fs::write(plugin_dir.join("hang.conf"), "hang_in_start = true\n").unwrap();
+    install(&so, &plugin_dir, "hang");
     let seed = std::env::var("SYNCD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64)
     });
@@ -427,15 +455,25 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
             .stderr(std::process::Stdio::null());
         crate::util::Killed(cmd.spawn().expect("spawn binance-syncd"))
     };
+    let mut hosts_seen = 0;
     for _ in 0..6 {
         let mut child = run();
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         std::thread::sleep(Duration::from_millis(400 + rng % 900));
+        let hosts = children_of(child.id());
+        hosts_seen += hosts.len();
         child.kill().expect("SIGKILL");
         let _ = child.wait();
+        // Its plugin processes die with it (PR_SET_PDEATHSIG): none is left running.
+        wait_until(
+            &format!("seed {seed}: plugin hosts {hosts:?} gone with the daemon"),
+            Duration::from_secs(10),
+            || hosts.iter().all(|&pid| !alive(pid)),
+        );
     }
+    assert!(hosts_seen > 0, "seed {seed}: no kill found a plugin process; the test proves nothing");
     // A last run with a still market: everything must arrive, then a clean stop.
     ex.fault("quiesce", &[]).unwrap();
     ex.fault("external", &[("pct", "0")]).unwrap();
@@ -475,6 +513,29 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
     }
     assert_eq!(max_seen, last(), "seed {seed}");
     println!("plugin sigkill test: {max_seen} fills delivered, {replays} replayed after kills (seed {seed})");
+}
+
+/// The `(state, ppid)` of process `pid` from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.to_string();
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+/// Running (not a zombie waiting for a reaper).
+fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != "Z" && state != "X")
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| proc_stat(pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
 }
 
 fn rss_kb() -> u64 {
@@ -874,4 +935,155 @@ fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
         "{text}"
     );
     assert!(!marker.exists(), "check loaded a plugin (its constructor ran)");
+}
+
+/// A C plugin that records `SEQ REPLAYED` per fill in `fills.txt` of its working directory,
+/// then, on the second fill its process sees, dies as `crash` says.
+fn crashing_plugin(name: &str, crash: &str) -> PathBuf {
+    cc(
+        name,
+        &format!(
+            "#include \"binance_syncd_plugin.h\"\n\
+             #include <stdio.h>\n\
+             #include <stdlib.h>\n\
+             static int seen;\n\
+             static void *create(const syncd_host_v1 *h) {{ (void)h; static int s; return &s; }}\n\
+             static void destroy(void *s) {{ (void)s; }}\n\
+             static syncd_status on_fill(void *s, const syncd_fill *f) {{\n\
+                 (void)s;\n\
+                 FILE *out = fopen(\"fills.txt\", \"a\");\n\
+                 if (out) {{ fprintf(out, \"%llu %d\\n\", (unsigned long long)f->seq, f->replayed); fclose(out); }}\n\
+                 if (++seen == 2) {{ {crash} }}\n\
+                 return SYNCD_STATUS_OK;\n\
+             }}\n\
+             static syncd_plugin_v1 table = {{ SYNCD_ABI_MAJOR, 0, sizeof(syncd_plugin_v1), 0,\n\
+                 {{ (const uint8_t *)\"c1\", 2 }}, create, destroy, 0, on_fill, 0, 0, 0, 0, 0 }};\n\
+             const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *h) {{ (void)h; return &table; }}\n"
+        ),
+    )
+}
+
+/// `SEQ REPLAYED` lines of a crashing plugin's record.
+fn crash_record(rig: &Rig, name: &str) -> Vec<(u64, bool)> {
+    let path = rig.cfg.state_dir.join("plugins").join("run").join(name).join("fills.txt");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (seq, replayed) = l.split_once(' ')?;
+            Some((seq.parse().ok()?, replayed == "1"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its_cursor() {
+    let calm = build_plugin("test-plugin", "1");
+    let segv = crashing_plugin("segv", "volatile int *p = 0; *p = 1;");
+    let abrt = crashing_plugin("abrt", "abort();");
+    let dir = temp_dir("plugin-crash-conf");
+    let calm_conf = format!("record = {}\nhistory = all\n", dir.join("calm.rec").display());
+    let bad_conf = "history = all\nrestart_backoff_ms = 50\n";
+    let mut rig = Rig::start(
+        "plugin-crash",
+        &[("calm", &calm, &calm_conf), ("segv", &segv, bad_conf), ("abrt", &abrt, bad_conf)],
+    );
+    rig.dir = dir;
+    for name in ["calm", "segv", "abrt"] {
+        let s = rig.wait_status(name, "running", |s| s.state == "running");
+        assert!(s.pid != 0 && s.pid != std::process::id(), "{name} runs in a process of its own: {s:?}");
+    }
+    for _ in 0..5 {
+        rig.fill();
+    }
+    let fills = wait_lines(&rig.cfg.fill_log, 5, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("calm", "every fill", |s| s.delivered == last);
+    let calm_seen: Vec<u64> = fills_of(&rig.record("calm")).iter().map(|(_, s)| *s).collect();
+    assert_eq!(calm_seen, (1..=last).collect::<Vec<u64>>(), "the calm plugin got every fill, once");
+    // Each bad one dies on the second fill of each of its processes, so it gets through all
+    // of them one restart at a time, each time from its cursor.
+    for (name, signal) in [("segv", "SIGSEGV"), ("abrt", "SIGABRT")] {
+        let s = rig.wait_status(name, "every fill, restarted", |s| s.delivered == last && s.state == "running");
+        assert!(s.restarts >= last - 1, "{name}: one restart per fill after the first: {s:?}");
+        assert!(s.last_exit.contains(signal), "{name}: {s:?}");
+        let record = crash_record(&rig, name);
+        // Every fill, in order; a fill seen again is the one its process died on, marked.
+        let mut next = 1;
+        for &(seq, replayed) in &record {
+            if seq == next {
+                next += 1;
+            } else {
+                assert!(seq + 1 == next && replayed, "{name}: #{seq} out of order or unmarked: {record:?}");
+            }
+        }
+        assert_eq!(next, last + 1, "{name}: {record:?}");
+        for seq in 2..=last {
+            assert!(
+                record.contains(&(seq, true)),
+                "{name}: #{seq}, the fill it died on, came again marked: {record:?}"
+            );
+        }
+    }
+    // The daemon never went down: more fills, logged and delivered.
+    rig.fill();
+    let fills = wait_lines(&rig.cfg.fill_log, 6, Duration::from_secs(20));
+    rig.wait_status("calm", "the 6th fill", |s| s.delivered == last + 1);
+    let report = rig.ex.report();
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+    assert_matches_truth(&fills, &report);
+}
+
+#[test]
+fn isolation_none_runs_the_plugin_in_the_daemon_and_anything_else_is_refused() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-inproc-conf");
+    let conf = |name: &str, extra: &str| format!("record = {}\n{extra}\n", dir.join(format!("{name}.rec")).display());
+    let mut rig = Rig::start(
+        "plugin-inproc",
+        &[
+            ("inproc", &so, &conf("inproc", "isolation = none")),
+            ("isolated", &so, &conf("isolated", "isolation = process")),
+            ("typo", &so, &conf("typo", "isolation = sandbox")),
+        ],
+    );
+    let s = rig.wait_status("inproc", "running", |s| s.state == "running");
+    assert_eq!(s.pid, 0, "in the daemon: {s:?}");
+    let s = rig.wait_status("isolated", "running", |s| s.state == "running");
+    assert!(s.pid != 0 && s.pid != std::process::id(), "{s:?}");
+    let s = rig.wait_status("typo", "refused", |s| s.state == "refused");
+    assert!(s.problem.contains("isolation"), "{s:?}");
+    rig.fill();
+    let fills = wait_lines(&rig.cfg.fill_log, 1, Duration::from_secs(20));
+    for name in ["inproc", "isolated"] {
+        rig.wait_status(name, "the fill", |s| s.delivered == fills[0].seq);
+    }
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn the_plugin_host_role_is_hidden_and_runs_only_on_the_daemons_socket() {
+    let exe = env!("CARGO_BIN_EXE_binance-syncd");
+    let help = Command::new(exe).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("plugin-host"));
+    let parent = std::process::id().to_string();
+    for args in [vec!["plugin-host"], vec!["plugin-host", "--parent", parent.as_str()]] {
+        // Stdin a pipe, not a socket: refused before anything is loaded.
+        let out = Command::new(exe).args(&args).stdin(std::process::Stdio::piped()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("internal role"), "{out:?}");
+    }
+    // On a socket but not the child of the pid it names: it does not run either.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let out = Command::new(exe)
+        .args(["plugin-host", "--parent", "1"])
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .output()
+        .unwrap();
+    drop(ours);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
 }

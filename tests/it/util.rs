@@ -85,6 +85,9 @@ pub fn signed_query(query: &str, timestamp: i64) -> String {
 
 /// Daemon logs in test output (shown for failing tests; `RUST_LOG` picks the level).
 pub fn init_log() {
+    // Isolated plugins run in this binary's sibling `binance-syncd plugin-host`: the test
+    // harness is not that program.
+    binance_syncd::plugin::set_host_program(env!("CARGO_BIN_EXE_binance-syncd"));
     let _ =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).is_test(true).try_init();
 }

@@ -10,7 +10,9 @@
 //!   record `flood N NS` once all N are placed, NS from the first submit to the last answer;
 //! - `probe = true`: at start, record what a prying plugin could find: `getenv NAME VALUE` for
 //!   the secrets' variables and `PATH`, `child-env ...` (what `env` run as a child prints),
-//!   `self-environ ...` (the process's `/proc/self/environ`) and `dumpable N` (`PR_GET_DUMPABLE`).
+//!   `self-environ ...` (the process's `/proc/self/environ`), `dumpable N` (`PR_GET_DUMPABLE`),
+//!   `pid N ppid M` and one `fd N TARGET` line per open descriptor;
+//! - `hang_in_start = true`: `start` sleeps for ten minutes (a plugin that never answers).
 
 use binance_syncd_plugin::{
     export_strategy, Dec, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
@@ -57,6 +59,22 @@ impl Recorder {
         self.line(&format!("child-env {}", String::from_utf8_lossy(&child).replace('\n', " ")));
         let environ = std::fs::read("/proc/self/environ").unwrap_or_default();
         self.line(&format!("self-environ {}", String::from_utf8_lossy(&environ).replace('\0', " ")));
+        self.line(&format!("pid {} ppid {}", std::process::id(), std::os::unix::process::parent_id()));
+        // Every open descriptor and what it is (the listing's own descriptor shows too).
+        let mut fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        let fd = e.file_name().to_str()?.parse().ok()?;
+                        Some((fd, std::fs::read_link(e.path()).ok()?.display().to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        fds.sort();
+        for (fd, target) in fds {
+            self.line(&format!("fd {fd} {target}"));
+        }
         // SAFETY: PR_GET_DUMPABLE reads a flag of this process; no pointers are passed.
         let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
         self.line(&format!("dumpable {dumpable}"));
@@ -89,6 +107,10 @@ impl Strategy for Recorder {
         r.line(&format!("start {VERSION}"));
         if start.setting("probe") == Some("true") {
             r.probe();
+        }
+        if start.setting("hang_in_start") == Some("true") {
+            // Never answers: only a kill ends this process.
+            std::thread::sleep(std::time::Duration::from_secs(600));
         }
         r.host.info(&format!("test plugin {VERSION} started in mode {}", r.mode));
         Ok(r)

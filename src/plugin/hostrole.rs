@@ -1,0 +1,217 @@
+//! The plugin-host role: `binance-syncd plugin-host --parent PID`, started by the daemon only
+//! (not in `--help`), with one end of a socket pair as its stdin and stdout ([`super::proto`]).
+//! It loads one plugin image with the same code as the in-process path ([`super::ffi`]) and
+//! runs its callbacks as the daemon asks, on its main thread (the ABI's one thread).
+//!
+//! Before anything of the plugin runs, the process makes itself hold and reach as little as it
+//! can: every descriptor but the channel and stderr closed, stdout pointed at stderr (a stray
+//! `printf` in a plugin must not corrupt the protocol), `PR_SET_NO_NEW_PRIVS`, death with the
+//! daemon (`PR_SET_PDEATHSIG` SIGKILL, then the parent checked: if it died before the call no
+//! signal would come), no core file (`RLIMIT_CORE` 0) and not dumpable (another plugin of the
+//! same user cannot read this one's memory). Its environment was cleared by the daemon.
+#![allow(unsafe_code)]
+
+use super::ffi::{HostServices, IntentIn, Plugin};
+use super::proto::{self, Down, Up};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+
+/// Exit codes of the role (the daemon logs them).
+const USAGE: i32 = 2;
+const ORPHAN: i32 = 3;
+const PROTOCOL: i32 = 4;
+
+fn fail(code: i32, why: &str) -> i32 {
+    eprintln!("binance-syncd plugin-host: {why}");
+    code
+}
+
+/// Whether descriptor 0 is a socket: the role is started with its channel there, and refuses
+/// to run from a terminal or a pipe.
+fn stdin_is_socket() -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat writes one `struct stat` into the buffer we own; descriptor 0 is only read.
+    let rc = unsafe { libc::fstat(0, st.as_mut_ptr()) };
+    // SAFETY: fstat succeeded, so it filled the structure (and it was zeroed before anyway).
+    rc == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+/// No privilege gained through exec from here on, killed when the daemon dies, no core file.
+fn confine(parent: i32) -> Result<(), String> {
+    // SAFETY: prctl with integer arguments only; no memory of ours is touched.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) }
+        != 0
+    {
+        return Err(format!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above; the signal number is an integer argument.
+    if unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0)
+    } != 0
+    {
+        return Err(format!("PR_SET_PDEATHSIG: {}", std::io::Error::last_os_error()));
+    }
+    // After the call: a daemon that died before it sent no signal, and we were reparented.
+    // SAFETY: getppid takes no arguments and cannot fail.
+    if unsafe { libc::getppid() } != parent {
+        return Err(format!("the daemon (pid {parent}) is gone"));
+    }
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit reads the structure we pass for the duration of the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
+        return Err(format!("RLIMIT_CORE: {}", std::io::Error::last_os_error()));
+    }
+    super::harden::forbid_dumping().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
+}
+
+/// Closes every descriptor from 3 up (std opens its own with CLOEXEC; a descriptor the
+/// daemon's in-process plugins or libraries opened without it would otherwise reach here), then
+/// moves the channel off 0/1 and points stdout at stderr, stdin at nothing.
+fn take_channel() -> Result<UnixStream, String> {
+    // SAFETY: close_range takes integers and closes descriptors of this process only; nothing
+    // in this process uses a descriptor above 2 yet (no thread, no file opened).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    if rc != 0 {
+        // Before Linux 5.9: one by one, as listed by the kernel.
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        for fd in fds.into_iter().filter(|&fd| fd > 2) {
+            // SAFETY: closes a descriptor of this process that nothing here owns.
+            unsafe { libc::close(fd) };
+        }
+    }
+    // SAFETY: duplicates descriptor 0 (the channel, checked a socket) to the lowest free number
+    // with close-on-exec set; the new descriptor is ours alone.
+    let chan = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if chan < 0 {
+        return Err(format!("cannot take the channel: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `chan` was just created above and is owned by nothing else.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(chan) });
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // SAFETY: dup2 onto 0 and 1 replaces the channel's other copies with /dev/null and
+    // stderr; `null` stays open for the call, and 2 is the inherited stderr.
+    let ok = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) >= 0 && libc::dup2(2, 1) >= 0 };
+    if !ok {
+        return Err(format!("cannot redirect stdin/stdout: {}", std::io::Error::last_os_error()));
+    }
+    Ok(stream)
+}
+
+/// The host functions of a plugin in this process: forwarded to the daemon, each waiting for
+/// its answer (the C functions are synchronous, and stay so).
+struct Forward {
+    /// The one channel descriptor, shared with the role's loop (callbacks run inside it).
+    chan: Rc<UnixStream>,
+}
+
+impl Forward {
+    fn send(&self, msg: &Up) {
+        if proto::write_frame(&*self.chan, msg, proto::MAX_UP).is_err() {
+            // The daemon is gone or refused us: nothing of ours can be trusted to go on.
+            std::process::exit(PROTOCOL);
+        }
+    }
+
+    fn answer(&self) -> Down {
+        match proto::read_frame::<Down>(&*self.chan, proto::MAX_DOWN) {
+            Ok(Some(d)) => d,
+            _ => std::process::exit(PROTOCOL),
+        }
+    }
+}
+
+impl HostServices for Forward {
+    fn submit(&self, i: IntentIn<'_>) -> Result<u64, i32> {
+        self.send(&Up::Intent {
+            kind: i.kind,
+            side: i.side,
+            order_id: i.order_id,
+            symbol: i.symbol.to_string(),
+            price: i.price.to_string(),
+            qty: i.qty.to_string(),
+            client_order_id: i.client_order_id.to_string(),
+        });
+        match self.answer() {
+            Down::Submitted { request, status: 0 } => Ok(request),
+            Down::Submitted { status, .. } => Err(status),
+            _ => std::process::exit(PROTOCOL),
+        }
+    }
+
+    fn log(&self, level: i32, msg: &str) {
+        self.send(&Up::Log { level, msg: proto::cut(msg, proto::MAX_LOG).to_string() });
+    }
+
+    fn rules(&self, symbol: &str) -> Option<String> {
+        self.send(&Up::RulesOf { symbol: symbol.to_string() });
+        match self.answer() {
+            Down::Rules { json } => json,
+            _ => std::process::exit(PROTOCOL),
+        }
+    }
+}
+
+/// The role's `main`: `args` are those after `plugin-host`. Returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let parent = match args {
+        [flag, pid] if flag == "--parent" => pid.parse::<i32>().ok(),
+        _ => None,
+    };
+    let Some(parent) = parent else {
+        return fail(USAGE, "an internal role of the daemon, started by it only");
+    };
+    if !stdin_is_socket() {
+        return fail(USAGE, "an internal role of the daemon: its stdin must be the daemon's socket");
+    }
+    if let Err(why) = confine(parent) {
+        return fail(ORPHAN, &why);
+    }
+    let chan = match take_channel() {
+        Ok(c) => c,
+        Err(why) => return fail(PROTOCOL, &why),
+    };
+    let chan = Rc::new(chan);
+    let image = match proto::read_frame::<Down>(&*chan, proto::MAX_DOWN) {
+        Ok(Some(Down::Load { proto: p, image })) if p == proto::PROTO => image,
+        Ok(Some(Down::Load { proto: p, .. })) => {
+            let why = format!("protocol {p} asked, this host speaks {}", proto::PROTO);
+            let _ = proto::write_frame(&*chan, &Up::Refused { why: why.clone() }, proto::MAX_UP);
+            return fail(PROTOCOL, &why);
+        }
+        _ => return fail(PROTOCOL, "no load request"),
+    };
+    let mut plugin = match Plugin::load(std::path::Path::new(&image), Box::new(Forward { chan: chan.clone() })) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = proto::write_frame(&*chan, &Up::Refused { why: e.to_string() }, proto::MAX_UP);
+            return 0;
+        }
+    };
+    let ready = Up::Ready { proto: proto::PROTO, version: plugin.version().to_string(), abi_minor: plugin.abi_minor() };
+    if proto::write_frame(&*chan, &ready, proto::MAX_UP).is_err() {
+        return fail(PROTOCOL, "the daemon hung up");
+    }
+    loop {
+        match proto::read_frame::<Down>(&*chan, proto::MAX_DOWN) {
+            Ok(Some(Down::Call { call })) => {
+                let seq = match &call {
+                    proto::Call::Fill(f) => f.seq,
+                    _ => 0,
+                };
+                let status = proto::invoke(&mut plugin, &call);
+                if proto::write_frame(&*chan, &Up::Done { status, seq }, proto::MAX_UP).is_err() {
+                    break;
+                }
+            }
+            // The daemon closed the channel: it is done with this version.
+            Ok(None) => break,
+            Ok(Some(other)) => return fail(PROTOCOL, &format!("unexpected {other:?}")),
+            Err(e) => return fail(PROTOCOL, &e.to_string()),
+        }
+    }
+    drop(plugin); // destroy, then close the library, on the thread it ran on
+    0
+}

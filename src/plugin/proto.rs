@@ -1,0 +1,247 @@
+//! The daemon ↔ plugin-host protocol (issue 21): frames over one AF_UNIX stream socket, each a
+//! 4-byte big-endian length then that many bytes of JSON. Every frame is bounded ([`MAX_UP`]
+//! from the child, which runs plugin code and is not trusted; [`MAX_DOWN`] from the daemon); a
+//! frame over its bound, or one that does not parse, ends the child, never the daemon.
+//!
+//! Strictly one conversation at a time, driven by the daemon:
+//!
+//! ```text
+//! daemon                                  child (plugin-host)
+//!   Load {proto, image}          ──▶      dlopen + entry + ABI check + create
+//!                                ◀──      Ready {proto, version, abi_minor} | Refused {why}
+//!   Call {Start | Fill | Order | Price | Balance | Tick | Stop}
+//!                                ◀──      any number of Intent / RulesOf / Log, then
+//!                                ◀──      Done {status, seq}     (seq: the fill's, 0 otherwise)
+//!   (each Intent is answered by Submitted {request, status}, each RulesOf by Rules {json},
+//!    before the child goes on: the C host functions stay synchronous)
+//!   EOF                          ──▶      destroy, exit 0
+//! ```
+//!
+//! `Done` after a `Fill` is its acknowledgement: the daemon's cursor moves only then. Request
+//! ids are the daemon's (the executor's), so a plugin sees the same ids in its later
+//! `on_order` updates as it did in-process.
+
+use crate::plugin::ffi::Plugin;
+use binance_syncd_plugin::abi;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// Bumped on any incompatible change; both ends are the same binary today, so a mismatch
+/// means an upgrade in flight (the daemon's image replaced under a running daemon).
+pub const PROTO: u32 = 1;
+/// Largest frame the daemon accepts from a child.
+pub const MAX_UP: usize = 1 << 20;
+/// Largest frame the child accepts from the daemon (a start snapshot holds every symbol's
+/// rules).
+pub const MAX_DOWN: usize = 16 << 20;
+/// Longest log message a child forwards (the daemon cuts it further).
+pub const MAX_LOG: usize = 4096;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FillMsg {
+    pub seq: u64,
+    pub trade_id: u64,
+    pub order_id: u64,
+    pub time_ms: i64,
+    pub symbol: String,
+    pub client_order_id: String,
+    pub price: String,
+    pub qty: String,
+    pub quote_qty: String,
+    pub commission: String,
+    pub commission_asset: String,
+    pub side: u8,
+    pub maker: bool,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateMsg {
+    pub request: u64,
+    pub order_id: u64,
+    pub code: i64,
+    pub symbol: String,
+    pub client_order_id: String,
+    pub price: String,
+    pub qty: String,
+    pub status: String,
+    pub reason: String,
+    pub kind: u8,
+    pub side: u8,
+    pub resolved: bool,
+}
+
+/// One callback of the plugin's table, with its argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "c", rename_all = "snake_case")]
+pub enum Call {
+    Start { name: String, settings: String, snapshot: String },
+    Fill(FillMsg),
+    Order(UpdateMsg),
+    Price { symbol: String, bid: String, ask: String },
+    Balance { asset: String, free: String, locked: String },
+    Tick { now_ms: i64 },
+    Stop,
+}
+
+/// Daemon → child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Down {
+    Load { proto: u32, image: String },
+    Call { call: Call },
+    Submitted { request: u64, status: i32 },
+    Rules { json: Option<String> },
+}
+
+/// Child → daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Up {
+    Ready { proto: u32, version: String, abi_minor: u32 },
+    Refused { why: String },
+    Done { status: i32, seq: u64 },
+    Intent { kind: u8, side: u8, order_id: u64, symbol: String, price: String, qty: String, client_order_id: String },
+    RulesOf { symbol: String },
+    Log { level: i32, msg: String },
+}
+
+fn invalid(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// Writes one frame; a message over `max` is an error and nothing is written.
+pub fn write_frame<T: Serialize>(mut w: impl Write, msg: &T, max: usize) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(|e| invalid(e.to_string()))?;
+    if body.len() > max {
+        return Err(invalid(format!("a frame of {} bytes, over the {max} allowed", body.len())));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream (between frames).
+pub fn read_frame<T: DeserializeOwned>(mut r: impl Read, max: usize) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < len.len() {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(invalid(format!("a frame of {len} bytes announced, over the {max} allowed")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body).map(Some).map_err(|e| invalid(format!("a malformed frame: {e}")))
+}
+
+/// Runs `call` on a loaded plugin: the ABI structures are built here, borrowing the message's
+/// strings for the duration of the call. The in-process path and the plugin host share it.
+pub fn invoke(plugin: &mut Plugin, call: &Call) -> abi::Status {
+    match call {
+        Call::Start { name, settings, snapshot } => plugin.start(name, settings, snapshot),
+        Call::Fill(f) => plugin.on_fill(&abi::Fill {
+            seq: f.seq,
+            trade_id: f.trade_id,
+            order_id: f.order_id,
+            time_ms: f.time_ms,
+            symbol: abi::Str::of(&f.symbol),
+            client_order_id: abi::Str::of(&f.client_order_id),
+            price: abi::Str::of(&f.price),
+            qty: abi::Str::of(&f.qty),
+            quote_qty: abi::Str::of(&f.quote_qty),
+            commission: abi::Str::of(&f.commission),
+            commission_asset: abi::Str::of(&f.commission_asset),
+            side: f.side,
+            maker: u8::from(f.maker),
+            replayed: u8::from(f.replayed),
+            _reserved: 0,
+        }),
+        Call::Order(u) => plugin.on_order(&abi::OrderUpdate {
+            request: u.request,
+            order_id: u.order_id,
+            code: u.code,
+            symbol: abi::Str::of(&u.symbol),
+            client_order_id: abi::Str::of(&u.client_order_id),
+            price: abi::Str::of(&u.price),
+            qty: abi::Str::of(&u.qty),
+            status: abi::Str::of(&u.status),
+            reason: abi::Str::of(&u.reason),
+            kind: u.kind,
+            side: u.side,
+            resolved: u8::from(u.resolved),
+            _reserved: [0; 5],
+        }),
+        Call::Price { symbol, bid, ask } => plugin.on_price(&abi::Price {
+            symbol: abi::Str::of(symbol),
+            bid: abi::Str::of(bid),
+            ask: abi::Str::of(ask),
+        }),
+        Call::Balance { asset, free, locked } => plugin.on_balance(&abi::Balance {
+            asset: abi::Str::of(asset),
+            free: abi::Str::of(free),
+            locked: abi::Str::of(locked),
+        }),
+        Call::Tick { now_ms } => plugin.on_tick(*now_ms),
+        Call::Stop => plugin.stop(),
+    }
+}
+
+/// `msg` cut to at most `max` bytes on a character boundary.
+pub fn cut(msg: &str, max: usize) -> &str {
+    if msg.len() <= max {
+        return msg;
+    }
+    let mut end = max;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    &msg[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_a_bad_one_is_an_error_not_a_panic() {
+        let mut buf = Vec::new();
+        let fill = Call::Fill(FillMsg { seq: 7, price: "1.50".into(), replayed: true, ..Default::default() });
+        write_frame(&mut buf, &Down::Call { call: fill.clone() }, MAX_DOWN).unwrap();
+        write_frame(&mut buf, &Up::Done { status: 0, seq: 7 }, MAX_UP).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<Down>(&mut r, MAX_DOWN).unwrap(), Some(Down::Call { call: fill }));
+        assert_eq!(read_frame::<Up>(&mut r, MAX_UP).unwrap(), Some(Up::Done { status: 0, seq: 7 }));
+        assert_eq!(read_frame::<Up>(&mut r, MAX_UP).unwrap(), None, "a clean end");
+        // Announced too large: refused before anything is allocated for it.
+        let huge = [0xff, 0xff, 0xff, 0xff];
+        assert!(read_frame::<Up>(&huge[..], MAX_UP).is_err());
+        // Not JSON of a known message, or cut short.
+        let mut junk = 5u32.to_be_bytes().to_vec();
+        junk.extend_from_slice(b"{\"t\":");
+        assert!(read_frame::<Up>(&junk[..], MAX_UP).is_err());
+        assert!(read_frame::<Up>(&junk[..6], MAX_UP).is_err());
+        // A frame over the writer's bound is not written at all.
+        let mut out = Vec::new();
+        let log = Up::Log { level: 3, msg: "x".repeat(100) };
+        assert!(write_frame(&mut out, &log, 50).is_err());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("héllo", 2), "h");
+        assert_eq!(cut("héllo", 3), "hé");
+        assert_eq!(cut("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,392 @@
+//! The daemon's side of an isolated plugin: its child process and the channel to it.
+//!
+//! Made, used and dropped on the plugin's thread in the daemon ([`super::Runner`]), which
+//! created the child: `PR_SET_PDEATHSIG` fires when the creating *thread* ends, and this one
+//! outlives its child (it reaps it in `Drop`). Every callback is a round trip: one frame out,
+//! then the child's intents, rules lookups and log lines answered in order until its `Done`.
+//! A callback that runs over the stall limit, a child that dies, or a frame that is too large
+//! or malformed ends the child (SIGKILL to its process group), and the call returns
+//! [`GONE`]: the plugin's thread then ends, and the watcher restarts it after a backoff.
+#![allow(unsafe_code)]
+
+use super::ffi::{HostServices, IntentIn};
+use super::proto::{self, Call, Down, Up};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The status a call returns when the child is gone (never a plugin's own status: those are
+/// the header's, all above -100).
+pub const GONE: i32 = -1000;
+/// How long a new child has to load its image and answer `Ready`.
+const LOAD_WAIT: Duration = Duration::from_secs(10);
+/// How long a child told to go (its channel closed) has to destroy its state and exit.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+static HOST_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Names the executable that has the `plugin-host` role. `binance-syncd`'s `main` sets
+/// `/proc/self/exe` (the daemon's own image, even if its file was replaced since); a program
+/// that embeds the daemon as a library (the tests) names the `binance-syncd` binary. Without
+/// one, isolated plugins are refused with that reason. The first call wins.
+pub fn set_host_program(path: impl Into<PathBuf>) {
+    let _ = HOST_PROGRAM.set(path.into());
+}
+
+/// How a child ended, in words: `exited with status 3`, `was killed by signal 11 (SIGSEGV)`.
+pub fn describe(status: ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGABRT => " (SIGABRT)",
+            libc::SIGKILL => " (SIGKILL)",
+            libc::SIGBUS => " (SIGBUS)",
+            libc::SIGILL => " (SIGILL)",
+            libc::SIGFPE => " (SIGFPE)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGXCPU => " (SIGXCPU)",
+            _ => "",
+        };
+        format!("was killed by signal {sig}{name}")
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}
+
+/// A running plugin-host child with its plugin loaded.
+pub struct Remote {
+    child: Child,
+    chan: UnixStream,
+    services: Box<dyn HostServices>,
+    stall: Duration,
+    version: String,
+    abi_minor: u32,
+    /// Why the child is gone, once it is.
+    gone: Option<String>,
+    /// Whether it was killed for running over the stall limit.
+    stalled: bool,
+}
+
+impl Remote {
+    /// Starts a child in `workdir` and has it load `image`: `Err` with the reason when it
+    /// refuses the image or does not answer.
+    pub fn spawn(
+        image: &Path,
+        workdir: &Path,
+        services: Box<dyn HostServices>,
+        stall: Duration,
+    ) -> Result<Remote, String> {
+        let program = HOST_PROGRAM.get().ok_or("no plugin-host program is known to this process")?;
+        Remote::spawn_with(program, image, workdir, services, stall)
+    }
+
+    fn spawn_with(
+        program: &Path,
+        image: &Path,
+        workdir: &Path,
+        services: Box<dyn HostServices>,
+        stall: Duration,
+    ) -> Result<Remote, String> {
+        let image = std::fs::canonicalize(image).map_err(|e| format!("{}: {e}", image.display()))?;
+        crate::statedir::create_private_dir(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
+        let workdir = std::fs::canonicalize(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let theirs_out = theirs.try_clone().map_err(|e| format!("socketpair: {e}"))?;
+        // A strategy needs no configuration of the daemon's: nothing of its environment passes
+        // (no BINANCE_*, no CREDENTIALS_DIRECTORY, no SYNCD_ALERT_WEBHOOK), only a PATH and a
+        // home of its own. Its own process group: a kill reaches what it started too.
+        // `ps` shows which plugin a process hosts: binance-syncd:NAME plugin-host --parent PID.
+        let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let child = Command::new(program)
+            .arg0(format!("binance-syncd:{name}"))
+            .arg("plugin-host")
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &workdir)
+            .current_dir(&workdir)
+            .process_group(0)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
+        let mut remote = Remote {
+            child,
+            chan: ours,
+            services,
+            stall,
+            version: String::new(),
+            abi_minor: 0,
+            gone: None,
+            stalled: false,
+        };
+        let image = image.to_string_lossy().into_owned();
+        if let Err(e) = proto::write_frame(&remote.chan, &Down::Load { proto: proto::PROTO, image }, proto::MAX_DOWN) {
+            remote.end(format!("cannot send it the image: {e}"));
+            return Err(remote.gone.take().unwrap_or_default());
+        }
+        let _ = remote.chan.set_read_timeout(Some(LOAD_WAIT));
+        match proto::read_frame::<Up>(&remote.chan, proto::MAX_UP) {
+            Ok(Some(Up::Ready { proto: p, version, abi_minor })) if p == proto::PROTO => {
+                remote.version = version;
+                remote.abi_minor = abi_minor;
+                Ok(remote)
+            }
+            Ok(Some(Up::Refused { why })) => {
+                remote.end(String::new());
+                Err(why)
+            }
+            Ok(other) => {
+                remote.end(String::new());
+                let ended = remote.gone.take().unwrap_or_default();
+                Err(format!("its host process did not answer as expected ({other:?}); {ended}"))
+            }
+            Err(e) => {
+                remote.end(String::new());
+                let ended = remote.gone.take().unwrap_or_default();
+                Err(format!("its host process failed while loading it ({e}); {ended}"))
+            }
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn abi_minor(&self) -> u32 {
+        self.abi_minor
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Why the child is gone (its exit status or signal, or what the daemon did to it).
+    pub fn gone(&self) -> Option<&str> {
+        self.gone.as_deref()
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Kills the child's process group and reaps the child; `why` prefixes its exit status.
+    fn end(&mut self, why: String) {
+        if self.gone.is_some() {
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill with integers only. The child is not reaped yet (only `wait` below
+        // reaps it), so its pid, which is its process group's id, cannot have been reused.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let status = self.child.wait().map(describe).unwrap_or_else(|e| format!("could not be waited for: {e}"));
+        self.gone =
+            Some(if why.is_empty() { format!("its process {status}") } else { format!("{why}; its process {status}") });
+    }
+
+    /// Runs one callback in the child; its status, or [`GONE`].
+    pub fn call(&mut self, call: &Call) -> i32 {
+        if self.gone.is_some() {
+            return GONE;
+        }
+        let deadline = Instant::now() + self.stall;
+        if let Err(e) = proto::write_frame(&self.chan, &Down::Call { call: call.clone() }, proto::MAX_DOWN) {
+            self.end(format!("its channel failed ({e})"));
+            return GONE;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.chan.set_read_timeout(Some(left)).is_err() {
+                return self.over_stall();
+            }
+            let msg = match proto::read_frame::<Up>(&self.chan, proto::MAX_UP) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    self.end(String::new());
+                    return GONE;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return self.over_stall();
+                }
+                Err(e) => {
+                    self.end(format!("it broke the protocol ({e})"));
+                    return GONE;
+                }
+            };
+            let answer = match msg {
+                Up::Done { status, seq } => {
+                    let expected = match call {
+                        Call::Fill(f) => f.seq,
+                        _ => 0,
+                    };
+                    if seq != expected {
+                        self.end(format!("it acknowledged fill #{seq} for #{expected}"));
+                        return GONE;
+                    }
+                    return status;
+                }
+                Up::Intent { kind, side, order_id, symbol, price, qty, client_order_id } => {
+                    let intent = IntentIn {
+                        kind,
+                        side,
+                        order_id,
+                        symbol: &symbol,
+                        price: &price,
+                        qty: &qty,
+                        client_order_id: &client_order_id,
+                    };
+                    let (request, status) = match self.services.submit(intent) {
+                        Ok(id) => (id, 0),
+                        Err(status) => (0, status),
+                    };
+                    Down::Submitted { request, status }
+                }
+                Up::RulesOf { symbol } => Down::Rules { json: self.services.rules(&symbol) },
+                Up::Log { level, msg } => {
+                    self.services.log(level, &msg);
+                    continue;
+                }
+                other => {
+                    self.end(format!("it sent {other:?} inside a callback"));
+                    return GONE;
+                }
+            };
+            if let Err(e) = proto::write_frame(&self.chan, &answer, proto::MAX_DOWN) {
+                self.end(format!("its channel failed ({e})"));
+                return GONE;
+            }
+        }
+    }
+
+    fn over_stall(&mut self) -> i32 {
+        self.stalled = true;
+        self.end(format!("a callback ran over {:?}: killed", self.stall));
+        GONE
+    }
+}
+
+impl Drop for Remote {
+    /// Closes the channel (the child destroys its state and exits) and reaps the child; one
+    /// that does not exit in time is killed.
+    fn drop(&mut self) {
+        if self.gone.is_some() {
+            return;
+        }
+        // The child's end closes when it exits: wait for that on the channel (no polling),
+        // reading and dropping whatever it still says.
+        let _ = self.chan.shutdown(std::net::Shutdown::Write);
+        let _ = self.chan.set_read_timeout(Some(EXIT_WAIT));
+        let deadline = Instant::now() + EXIT_WAIT;
+        let mut sink = [0u8; 4096];
+        while Instant::now() < deadline {
+            match io::Read::read(&mut &self.chan, &mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            if !status.success() {
+                log::warn!("plugin host {}: it {} at its stop", self.child.id(), describe(status));
+            }
+            return;
+        }
+        // Closed its end but not yet reaped: give it the moment exit takes.
+        let reaped = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < reaped {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.end("did not exit in time after its stop".into());
+        log::warn!("plugin host {}: {}", self.child.id(), self.gone.as_deref().unwrap_or(""));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::proto::FillMsg;
+
+    struct Nothing;
+
+    impl HostServices for Nothing {
+        fn submit(&self, _: IntentIn<'_>) -> Result<u64, i32> {
+            Err(-3)
+        }
+        fn log(&self, _: i32, _: &str) {}
+        fn rules(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// `bytes` as a `printf` format: every byte an octal escape.
+    fn printf(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("\\{b:03o}")).collect()
+    }
+
+    fn frame(msg: &Up) -> Vec<u8> {
+        let mut out = Vec::new();
+        proto::write_frame(&mut out, msg, proto::MAX_UP).unwrap();
+        out
+    }
+
+    /// A stand-in plugin host: a shell script that answers `Ready`, then writes `then` and
+    /// sleeps (only a kill ends it).
+    fn fake_host(name: &str, then: &[u8]) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("syncd-remote-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ready = frame(&Up::Ready { proto: proto::PROTO, version: "fake".into(), abi_minor: 2 });
+        let script = dir.join("host.sh");
+        let body = format!("#!/bin/sh\nprintf '{}{}'\nexec sleep 30\n", printf(&ready), printf(then));
+        std::fs::write(&script, body).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        (script, dir)
+    }
+
+    fn fill(seq: u64) -> Call {
+        Call::Fill(FillMsg { seq, ..Default::default() })
+    }
+
+    fn run(name: &str, then: &[u8], stall: Duration) -> Remote {
+        let (script, dir) = fake_host(name, then);
+        let mut r = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), stall).unwrap();
+        assert_eq!((r.version(), r.abi_minor()), ("fake", 2));
+        assert_eq!(r.call(&fill(1)), GONE, "{name}");
+        assert_eq!(r.call(&fill(1)), GONE, "{name}: gone stays gone");
+        r
+    }
+
+    #[test]
+    fn a_malformed_oversized_or_wrong_frame_ends_the_child_and_only_it() {
+        let long = Duration::from_secs(20);
+        let r = run("junk", b"\x00\x00\x00\x05{\"t\":", long);
+        let why = r.gone().unwrap();
+        assert!(why.contains("broke the protocol") && why.contains("SIGKILL"), "{why}");
+        let r = run("huge", b"\xff\xff\xff\xff", long);
+        assert!(r.gone().unwrap().contains("over the 1048576 allowed"), "{:?}", r.gone());
+        let r = run("wrong-ack", &frame(&Up::Done { status: 0, seq: 9 }), long);
+        assert!(r.gone().unwrap().contains("acknowledged fill #9 for #1"), "{:?}", r.gone());
+        let r = run("out-of-turn", &frame(&Up::Refused { why: "x".into() }), long);
+        assert!(r.gone().unwrap().contains("inside a callback"), "{:?}", r.gone());
+        // One that says nothing: killed once the call is over the stall limit.
+        let r = run("silent", b"", Duration::from_millis(100));
+        assert!(r.stalled() && r.gone().unwrap().contains("ran over"), "{:?}", r.gone());
+        // One that ends by itself: its exit status, in words.
+        let (script, dir) = fake_host("exits", b"");
+        std::fs::write(&script, "#!/bin/sh\nexit 7\n").unwrap();
+        let e = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), long).err().unwrap();
+        assert!(e.contains("exited with status 7"), "{e}");
+    }
+}
