@@ -6,6 +6,7 @@
 //! frames, prints every fill as it lands in the fill log, and at the end grades the log against
 //! the exchange's ground truth: missing and duplicate lines must both be zero.
 
+use crate::clock::ServerClock;
 use crate::config::{Config, Needs};
 use crate::daemon::{Daemon, Tuning};
 use crate::decimal::Decimal;
@@ -15,7 +16,6 @@ use crate::filllog::FillRecord;
 use crate::model::Side;
 use crate::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use crate::ratelimit::{fallback_limits, LimitKind, RateGate, RateLimit};
-use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, BOOK_TICKER};
 use crossbeam_channel::Receiver;
 use std::collections::{HashMap, HashSet};

@@ -37,35 +37,25 @@
 //!
 //! A fill's identity is `(symbol, trade_id)`: the log never holds the same pair twice.
 
-use crate::config::FsyncPolicy;
-use crate::decimal::Decimal;
 use crate::error::Error;
-use crate::model::Side;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-/// One fill, as a line of the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FillRecord {
-    pub symbol: String,
-    pub trade_id: u64,
-    pub order_id: u64,
-    pub client_order_id: String,
-    pub side: Side,
-    pub price: Decimal,
-    pub qty: Decimal,
-    pub quote_qty: Decimal,
-    pub commission: Decimal,
-    pub commission_asset: String,
-    pub maker: bool,
-    pub time: i64,
-    /// Assigned by [`FillLog::append`]; 0 until then (and in lines older than the field).
-    #[serde(default)]
-    pub seq: u64,
+/// When the fill log is flushed to disk (`SYNCD_FSYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every line: a line that was logged survives a power cut.
+    Always,
+    /// Leave it to the OS: survives a crash of the daemon, not of the machine.
+    Never,
 }
+
+/// The line's type lives with the other domain types (the stream's and REST's parsers build
+/// it without depending on the log).
+pub use crate::model::FillRecord;
 
 /// Remembers which trade ids were logged, per symbol.
 ///
@@ -1262,6 +1252,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Side;
 
     pub(crate) fn fill(symbol: &str, trade_id: u64) -> FillRecord {
         FillRecord {

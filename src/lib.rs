@@ -12,6 +12,7 @@
 //! | [`decimal`] | exact decimals for every price and quantity; no `f64` on those paths |
 //! | [`model`] | domain enums: side, order type |
 //! | [`wire`] | serde types spelled like Binance's JSON; no logic |
+//! | [`clock`] | the exchange's clock as seen from here: a measured offset, read lock-free |
 //! | [`rest`] | blocking REST client: signing, server clock, usage headers, error mapping |
 //! | [`ratelimit`] | the process-wide gate: weight and order budgets, 429/418 holds |
 //! | [`backoff`] | reconnect pacing: exponential backoff with jitter, a cap per window; pure |
@@ -26,7 +27,8 @@
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
-//! | [`metrics`] | the metrics registry (atomics), THREAD `metrics` (`/metrics`, `/healthz`), THREAD `alerts` (webhook) |
+//! | [`registry`] | the metrics registry: atomics every thread bumps; a leaf the REST client carries |
+//! | [`metrics`] | the registry rendered with what it reads from the roles, THREAD `metrics` (`/metrics`, `/healthz`), THREAD `alerts` (webhook) |
 //! | [`check`] | `binance-syncd check`: clock, key, symbols, state, fill log, plugins as a table |
 //! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
 //! | [`notify`] | systemd's notify protocol: `READY=1`, `WATCHDOG=1`, `STATUS=`, `STOPPING=1`; std only |
@@ -37,6 +39,7 @@
 
 pub mod backoff;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decimal;
@@ -55,6 +58,7 @@ pub mod paper;
 pub mod plugin;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod registry;
 pub mod rest;
 pub mod rules;
 pub mod secret;

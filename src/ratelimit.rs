@@ -13,7 +13,7 @@
 //! class only is not enough: Binance escalates continued traffic to a 418 ban). A 418 is waited
 //! out the same way, and logged as an error because an operator should know.
 
-use crate::rest::sign::ServerClock;
+use crate::clock::ServerClock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;

@@ -492,7 +492,7 @@ impl Stream {
                                 // An order report we cannot read may have been a fill: counted
                                 // with the refused ones (REST reads it, if it was).
                                 if matches!(&e, FrameError::BadEvent(why) if why.starts_with("executionReport")) {
-                                    self.rest.metrics().fill_refused(crate::metrics::Source::Stream, "unreadable");
+                                    self.rest.metrics().fill_refused(crate::registry::Source::Stream, "unreadable");
                                 }
                                 log::warn!("stream: skipped a text frame of {} bytes: {e:?}", text.len())
                             }

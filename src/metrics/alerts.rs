@@ -21,7 +21,8 @@
 //!
 //! The webhook URL carries its token: it is a [`Secret`], and logs name only its host.
 
-use super::{Shared, Sources, StreamHealth};
+use super::{Shared, Sources};
+use crate::registry::StreamHealth;
 use crate::secret::Secret;
 use crossbeam_channel::Receiver;
 use std::collections::{BTreeMap, VecDeque};
@@ -585,7 +586,7 @@ mod tests {
         for s in 0..300 {
             // A taker fill every 10 s for 5 minutes: one incident.
             if s % 10 == 0 {
-                a.sources.metrics.count_fill("BTCUSD", crate::metrics::Source::Stream, None, true);
+                a.sources.metrics.count_fill("BTCUSD", crate::registry::Source::Stream, None, true);
             }
             sent.extend(texts(a.decide(t0 + Duration::from_secs(s))));
         }

@@ -23,7 +23,7 @@ pub mod tls;
 pub mod trader;
 pub mod ws;
 
-use crate::rest::sign::local_ms;
+use crate::clock::local_ms;
 use crate::secret::Secret;
 use control::RestFaults;
 use crossbeam_channel::{Receiver, Sender};

@@ -210,8 +210,8 @@ impl OrderDesk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ServerClock;
     use crate::ratelimit::RateGate;
-    use crate::rest::sign::ServerClock;
     use crate::rest::RestConfig;
     use crate::secret::Secret;
     use std::io::{Read, Write};

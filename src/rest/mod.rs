@@ -30,11 +30,12 @@
 pub mod desk;
 pub mod sign;
 
+use crate::clock::{local_ms, ServerClock, TimeSample};
 use crate::error::Error;
 use crate::filters::ExchangeRules;
 use crate::ratelimit::{Denied, RateGate};
 use crate::secret::Secret;
-use sign::{local_ms, ServerClock, Signer, TimeSample};
+use sign::Signer;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,7 +159,7 @@ pub struct RestClient {
     /// Set once the order desk has been handed out: there is one per client.
     desk_taken: std::sync::atomic::AtomicBool,
     lane: Lane,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::registry::Metrics>,
 }
 
 /// How long a background request waits for the lane before it gives its turn up.
@@ -344,7 +345,7 @@ impl RestClient {
     }
 
     /// The daemon's metrics registry: every thread that holds this client reports there.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+    pub fn metrics(&self) -> &Arc<crate::registry::Metrics> {
         &self.metrics
     }
 
