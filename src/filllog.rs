@@ -764,7 +764,7 @@ fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Option<u32>) -
     if !meta.file_type().is_file() {
         return Err(Untrusted::Because(format!("not a regular file ({})", kind_of(&meta.file_type()))));
     }
-    if let Some(wanted) = fix_mode.filter(|_| meta.uid() == crate::plugin::sys::euid()) {
+    if let Some(wanted) = fix_mode.filter(|_| meta.uid() == crate::sys::euid()) {
         set_mode_of(&file, path, wanted);
         meta = file.metadata().map_err(Untrusted::Io)?;
     }
@@ -778,7 +778,7 @@ fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Option<u32>) -
         .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
         .and_then(|d| std::fs::metadata(d).ok())
         .map(|m| m.uid());
-    let me = crate::plugin::sys::euid();
+    let me = crate::sys::euid();
     if owner != 0 && owner != me && Some(owner) != dir_owner {
         return Err(Untrusted::Because(format!(
             "owned by uid {owner}, not by root, the daemon's user ({me}) or the directory's owner"
@@ -1702,7 +1702,7 @@ mod tests {
 
         // Owned by another user, though not writable by anyone else: only root can make one.
         std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o644)).unwrap();
-        if crate::plugin::sys::euid() == 0 {
+        if crate::sys::euid() == 0 {
             std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
             drop(log);
             let _ = std::fs::remove_file(&path);
@@ -1728,7 +1728,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&path), DEFAULT_MODE);
         // Another user's is judged only (as root the test can make one).
-        if crate::plugin::sys::euid() == 0 {
+        if crate::sys::euid() == 0 {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
             let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a group-writable log was opened");

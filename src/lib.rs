@@ -24,6 +24,7 @@
 //! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects, parsed events → `state` |
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`statedir`] | the state directory's lock (one daemon per directory) and private files (0700/0600) |
+//! | [`sys`] | `euid()` (`geteuid`): the one `unsafe` outside `plugin/`, for the plugin and fill-log trust checks |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
@@ -65,6 +66,7 @@ pub mod secret;
 pub mod state;
 pub mod statedir;
 pub mod stream;
+pub mod sys;
 pub mod tls;
 pub mod utc;
 pub mod wire;

@@ -28,7 +28,7 @@ pub mod elf;
 pub mod ffi;
 pub mod harden;
 mod spin;
-pub mod sys;
+pub use crate::sys;
 pub mod trust;
 pub use spin::SpinCounts;
 pub use sys::euid;

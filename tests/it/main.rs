@@ -13,6 +13,7 @@ mod process;
 mod python;
 mod reconcile;
 mod rest;
+mod structure;
 mod sync;
 mod tls;
 mod util;

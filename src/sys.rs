@@ -1,4 +1,8 @@
 //! The one system call the trust checks need that std does not offer.
+//!
+//! A leaf outside `plugin/` (the crate's other `unsafe` lives there) because the fill log's
+//! trust check needs it too, and the plugin host reads the fill log: under `plugin/` it made
+//! an import cycle (issue 20).
 
 #![allow(unsafe_code)]
 
