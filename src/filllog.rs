@@ -38,6 +38,7 @@
 //! A fill's identity is `(symbol, trade_id)`: the log never holds the same pair twice.
 
 use crate::error::Error;
+use crate::lock::LockAnyway;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -809,7 +810,7 @@ fn kind_of(t: &std::fs::FileType) -> &'static str {
 /// again); a few hundred at most.
 fn untrusted(path: &Path, why: &str) {
     static REPORTED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
-    let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut reported = REPORTED.lock_anyway();
     let key = (path.to_path_buf(), why.to_string());
     if reported.len() >= 256 || reported.contains(&key) {
         return;
@@ -897,7 +898,7 @@ impl FillTap {
     /// A new follower with room for `capacity` lines before it must read the file.
     pub fn follow(&self, capacity: usize) -> crossbeam_channel::Receiver<FillRecord> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        self.followers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        self.followers.lock_anyway().push(tx);
         rx
     }
 
@@ -906,14 +907,14 @@ impl FillTap {
     /// µs on a small VM) after the line is durable, only while it is being written.
     pub fn heads_up(&self) -> crossbeam_channel::Receiver<()> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.heads_up.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        self.heads_up.lock_anyway().push(tx);
         rx
     }
 
     /// Called when a fill is on its way to the writer (the stream, on a trade report; it may
     /// still turn out to be a duplicate: a follower's wait for it is bounded).
     pub fn expect(&self) {
-        let mut heads_up = self.heads_up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heads_up = self.heads_up.lock_anyway();
         heads_up.retain(|h| !matches!(h.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
     }
 
@@ -925,7 +926,7 @@ impl FillTap {
     /// Called by the writer once `fill` (numbered) is durable.
     pub fn publish(&self, fill: &FillRecord) {
         {
-            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            let mut published = self.published.lock_anyway();
             if published.len() >= PUBLISHED_KEPT {
                 published.pop_front();
             }
@@ -933,7 +934,7 @@ impl FillTap {
         }
         // Followers first, the durable mark after: a follower that wakes in between must find
         // the line in its channel, not take the slow road through the file for it.
-        let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut followers = self.followers.lock_anyway();
         followers
             .retain(|f| !matches!(f.try_send(fill.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
         drop(followers);
@@ -951,7 +952,7 @@ impl FillTap {
     }
 
     fn published(&self, seq: u64) -> Option<(std::time::SystemTime, std::time::Instant)> {
-        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let published = self.published.lock_anyway();
         published.iter().rev().find(|(s, _, _)| *s == seq).map(|&(_, wall, mono)| (wall, mono))
     }
 

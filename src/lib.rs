@@ -25,6 +25,7 @@
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`statedir`] | the state directory's lock (one daemon per directory) and private files (0700/0600) |
 //! | [`sys`] | `euid()` (`geteuid`): the one `unsafe` outside `plugin/`, for the plugin and fill-log trust checks |
+//! | [`lock`] | the one rule for a poisoned lock: take the guard anyway (`LockAnyway` and its siblings) |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
@@ -52,6 +53,7 @@ pub mod filllog;
 pub mod fills;
 pub mod filters;
 pub mod keepalive;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod notify;

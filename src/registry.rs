@@ -8,6 +8,7 @@
 //! scrapers, so never waited on) unless a label value is new, and the fill log's labels
 //! (symbols, sources) are registered at start.
 
+use crate::lock::RwLockAnyway;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -114,7 +115,7 @@ impl Labeled {
     }
 
     fn find(&self, labels: &[&str]) -> Option<Arc<Counter>> {
-        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        let values = self.values.read_anyway();
         values.iter().find(|(v, _)| v.iter().map(String::as_str).eq(labels.iter().copied())).map(|(_, c)| c.clone())
     }
 
@@ -122,7 +123,7 @@ impl Labeled {
         if let Some(c) = self.find(labels) {
             return c;
         }
-        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        let mut values = self.values.write_anyway();
         if let Some((_, c)) = values.iter().find(|(v, _)| v.iter().map(String::as_str).eq(labels.iter().copied())) {
             return c.clone();
         }
@@ -145,11 +146,11 @@ impl Labeled {
     }
 
     pub fn total(&self) -> u64 {
-        self.values.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, c)| c.get()).sum()
+        self.values.read_anyway().iter().map(|(_, c)| c.get()).sum()
     }
 
     pub(crate) fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
-        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        let values = self.values.read_anyway();
         let mut out: Vec<(Vec<String>, u64)> = values.iter().map(|(v, c)| (v.clone(), c.get())).collect();
         out.sort();
         out

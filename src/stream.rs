@@ -15,6 +15,7 @@
 
 use crate::backoff::{Backoff, WindowCap};
 use crate::error::Error;
+use crate::lock::LockAnyway;
 use crate::rest::{RestClient, LISTEN_KEY_NEW};
 use crate::secret::Secret;
 use crate::wire::{parse_event, FrameError, ListenKeyReply, UserEvent};
@@ -93,11 +94,11 @@ pub struct KeyCell(Arc<Mutex<Option<Secret>>>);
 
 impl KeyCell {
     pub fn get(&self) -> Option<Secret> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.lock_anyway().clone()
     }
 
     pub fn set(&self, key: Option<Secret>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = key;
+        *self.0.lock_anyway() = key;
     }
 }
 

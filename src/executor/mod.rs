@@ -54,6 +54,7 @@ use crate::decimal::Decimal;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::filters::{MarketContext, PreparedOrder, Rejection, SymbolRules};
+use crate::lock::LockAnyway;
 use crate::model::Side;
 use crate::rest::desk::{MakerOrder, OrderDesk, OrderRef};
 use crate::rest::{ACCOUNT, AVG_PRICE, BOOK_TICKER};
@@ -157,25 +158,25 @@ impl ExecutorLink {
     }
 
     pub fn view(&self) -> ExecutorView {
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.view.lock_anyway().clone()
     }
 
     /// The counters only, without copying the book (for `/metrics`).
     pub fn stats(&self) -> ExecutorStats {
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).stats.clone()
+        self.view.lock_anyway().stats.clone()
     }
 
     /// The stream's reports of the orders of strategy `tag` from now on (until the receiver
     /// is dropped).
     pub fn reports(&self, tag: &str) -> Receiver<OrderReport> {
         let (tx, rx) = crossbeam_channel::bounded(REPORTS_QUEUED);
-        self.reports.lock().unwrap_or_else(|p| p.into_inner()).push((tag.to_string(), tx));
+        self.reports.lock_anyway().push((tag.to_string(), tx));
         rx
     }
 
     /// Quotes and balances only: what a plugin's tick needs, without copying the order book.
     pub fn market(&self) -> MarketView {
-        let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let v = self.view.lock_anyway();
         (v.quotes.clone(), v.balances.clone())
     }
 }
@@ -463,7 +464,7 @@ impl Executor {
             quotes,
             balances,
         };
-        let old = std::mem::replace(&mut *self.view.lock().unwrap_or_else(|p| p.into_inner()), fresh);
+        let old = std::mem::replace(&mut *self.view.lock_anyway(), fresh);
         drop(old); // freed outside the lock too
     }
 
@@ -710,7 +711,7 @@ impl Executor {
     /// Hands a report of one of a strategy's orders to whoever follows that strategy.
     fn forward_report(&self, r: &crate::wire::ExecutionReport) {
         let Some(tag) = self.ids.tag_of(r.order_client_id()) else { return };
-        let mut taps = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taps = self.reports.lock_anyway();
         if !taps.iter().any(|(t, _)| t == tag) {
             return;
         }

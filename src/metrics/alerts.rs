@@ -22,6 +22,9 @@
 //! The webhook URL carries its token: it is a [`Secret`], and logs name only its host.
 
 use super::{Shared, Sources};
+#[cfg(test)]
+use crate::lock::LockAnyway;
+use crate::lock::RwLockAnyway;
 use crate::registry::StreamHealth;
 use crate::secret::Secret;
 use crossbeam_channel::Receiver;
@@ -266,7 +269,7 @@ impl Alerter {
     /// One look: open, remind and resolve incidents, then send what the outbox holds.
     fn look(&mut self, now: Instant) {
         if let Some(shared) = &self.shared {
-            self.sources = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+            self.sources = shared.read_anyway().clone();
         }
         for message in self.decide(now) {
             self.enqueue(message);
@@ -460,7 +463,7 @@ impl Alerter {
             Transport::Http(agent) => agent,
             #[cfg(test)]
             Transport::Fake(sink) => {
-                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sink = sink.lock_anyway();
                 sink.tries += 1;
                 if sink.tries <= sink.fail_first {
                     return Err("answered 500".into());

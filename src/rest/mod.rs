@@ -33,6 +33,7 @@ pub mod sign;
 use crate::clock::{local_ms, ServerClock, TimeSample};
 use crate::error::Error;
 use crate::filters::ExchangeRules;
+use crate::lock::{LockAnyway, WaitAnyway};
 use crate::ratelimit::{Denied, RateGate};
 use crate::secret::Secret;
 use sign::Signer;
@@ -185,7 +186,7 @@ impl Lane {
     /// request can hold the lane for a whole HTTP timeout; shutdown must not wait that long).
     fn enter(&self, limit: Option<Duration>, stopping: impl Fn() -> bool) -> Option<LaneGuard<'_>> {
         let deadline = limit.map(|l| std::time::Instant::now() + l);
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = self.busy.lock_anyway();
         while *busy {
             if stopping() {
                 return None;
@@ -196,7 +197,7 @@ impl Lane {
             if left.is_zero() {
                 return None;
             }
-            busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+            busy = self.freed.wait_timeout_anyway(busy, left);
         }
         *busy = true;
         Some(LaneGuard(self))
@@ -205,7 +206,7 @@ impl Lane {
 
 impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
-        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        *self.0.busy.lock_anyway() = false;
         self.0.freed.notify_one();
     }
 }

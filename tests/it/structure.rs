@@ -53,6 +53,35 @@ fn src_has_no_import_cycle() {
     );
 }
 
+/// One rule for a poisoned lock (issue 20): `crate::lock`'s, not a copy of it per call site.
+/// `src/plugin/` is being rebuilt for process isolation and switches over with that work.
+#[test]
+fn poisoned_locks_are_recovered_in_one_place() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut copies = Vec::new();
+    for path in library_files(&src).values() {
+        let rel = path.strip_prefix(&src).unwrap_or(path).display().to_string();
+        if rel == "lock.rs" || rel.starts_with("plugin/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("read a source file");
+        for (i, line) in text.lines().enumerate() {
+            let code = strip_comment_and_strings(line);
+            if code.contains(".into_inner()") && (code.contains("unwrap_or_else(|") || code.contains("Err(")) {
+                copies.push(format!("  src/{rel}:{}: {}", i + 1, line.trim()));
+            }
+            if code.contains("PoisonError::into_inner") {
+                copies.push(format!("  src/{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        copies.is_empty(),
+        "lock-poison recovery outside crate::lock (use LockAnyway and its siblings):\n{}",
+        copies.join("\n")
+    );
+}
+
 /// The checker itself finds what it must: a planted cycle through a sibling's `super::` path, a
 /// `use crate::{..}` group and a folder module's own file, and no cycle in a plain layering.
 #[test]
