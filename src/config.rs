@@ -95,7 +95,7 @@ pub struct Config {
     pub avg_price_poll: Duration,
     pub book_refresh: Duration,
     pub cancel_on_exit: bool,
-    pub strategy_limits: crate::executor::StrategyLimits,
+    pub strategy_limits: crate::limits::StrategyLimits,
     pub strategy_queue: usize,
     pub plugin_scan: Duration,
     pub plugin_stall: Duration,

@@ -6,6 +6,7 @@
 //! | Module | Role |
 //! |---|---|
 //! | [`config`] | environment → validated [`config::Config`]; one message per problem |
+//! | [`limits`] | per-strategy limits: read by `config`, checked by the executor; pure |
 //! | [`secret`] | [`secret::Secret`]: redacted `Debug`, no `Display`, one `expose()` |
 //! | [`error`] | the one [`error::Error`] enum, grouped by what the caller should do |
 //! | [`exit`] | why the daemon stops, and the one mapping from error or exit reason to exit code |
@@ -53,6 +54,7 @@ pub mod filllog;
 pub mod fills;
 pub mod filters;
 pub mod keepalive;
+pub mod limits;
 pub mod lock;
 pub mod metrics;
 pub mod model;

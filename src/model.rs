@@ -69,6 +69,13 @@ impl fmt::Display for OrderType {
     }
 }
 
+/// Which order a cancel, a replace or a query means: the exchange's id or our client id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OrderRef {
+    Id(u64),
+    ClientId(String),
+}
+
 /// One fill, as a line of the fill log (`crate::filllog`, which documents each field).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FillRecord {

@@ -41,19 +41,19 @@
 pub mod book;
 pub mod ids;
 pub mod intent;
-pub mod limits;
 mod resolve;
 
+pub use crate::limits::StrategyLimits;
 pub use book::{Balances, Book, OpenOrder};
 pub use intent::{
     valid_tag, Adjustment, Canceled, Intent, OrderReport, Outcome, Placed, Reply, Request, StrategyHandle, SubmitError,
 };
-pub use limits::StrategyLimits;
 
 use crate::decimal::Decimal;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::filters::{MarketContext, PreparedOrder, Rejection, SymbolRules};
+use crate::limits::{OrderRate, Usage};
 use crate::lock::LockAnyway;
 use crate::model::Side;
 use crate::rest::desk::{MakerOrder, OrderDesk, OrderRef};
@@ -63,7 +63,6 @@ use crate::stream::StreamMsg;
 use crate::wire::{OrderReply, UserEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use ids::ClientIds;
-use limits::{OrderRate, Usage};
 use resolve::{NewOrder, Pending, PendingKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
