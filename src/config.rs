@@ -15,14 +15,8 @@ use std::time::Duration;
 pub const DEFAULT_REST_URL: &str = "https://api.binance.us";
 pub const DEFAULT_WS_URL: &str = "wss://stream.binance.us:9443";
 
-/// When the fill log is flushed to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// `fdatasync` after every line: a line that was logged survives a power cut.
-    Always,
-    /// Leave it to the OS: survives a crash of the daemon, not of the machine.
-    Never,
-}
+/// `SYNCD_FSYNC`'s values; the fill log owns the type, which config only reads.
+pub use crate::filllog::FsyncPolicy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,7 +50,7 @@ pub struct Config {
     pub avg_price_poll: Duration,
     pub book_refresh: Duration,
     pub cancel_on_exit: bool,
-    pub strategy_limits: crate::executor::StrategyLimits,
+    pub strategy_limits: crate::limits::StrategyLimits,
     pub strategy_queue: usize,
     pub plugin_scan: Duration,
     pub plugin_stall: Duration,

@@ -5,6 +5,7 @@
 //! flushes the fill log), then the listen key is deleted and the process exits 0, all within
 //! 10 s. A fatal problem (the API key refused) exits 2 with one message; no retry loop.
 
+use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::error::Error;
 use crate::executor::{Executor, ExecutorLink, ExecutorSettings};
@@ -14,7 +15,6 @@ use crate::notify::Notifier;
 use crate::plugin::{PluginHost, PluginSettings, PluginView};
 use crate::ratelimit::RateGate;
 use crate::reconcile::{ReconcileSettings, Reconciler};
-use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_CLOSE};
 use crate::rules::LiveRules;
 use crate::state::{State, StateSettings};
@@ -287,7 +287,7 @@ impl Daemon {
     }
 
     /// The metrics registry every thread of this daemon reports to.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+    pub fn metrics(&self) -> &Arc<crate::registry::Metrics> {
         self.rest.metrics()
     }
 

@@ -6,16 +6,17 @@
 //! frames, prints every fill as it lands in the fill log, and at the end grades the log against
 //! the exchange's ground truth: missing and duplicate lines must both be zero.
 
+use crate::clock::ServerClock;
 use crate::config::{Config, Needs};
 use crate::daemon::{Daemon, Tuning};
 use crate::decimal::Decimal;
 use crate::error::Error;
 use crate::executor::{Intent, Outcome, Reply, StrategyHandle};
 use crate::filllog::FillRecord;
+use crate::lock::LockAnyway;
 use crate::model::Side;
 use crate::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use crate::ratelimit::{fallback_limits, LimitKind, RateGate, RateLimit};
-use crate::rest::sign::ServerClock;
 use crate::rest::{RestClient, RestConfig, BOOK_TICKER};
 use crossbeam_channel::Receiver;
 use std::collections::{HashMap, HashSet};
@@ -358,7 +359,7 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
     }
     // Stop trading, let the last fills arrive, then stop the daemon and grade.
     let _ = ex.fault("quiesce", &[]);
-    ex.shared().engine.lock().unwrap_or_else(|p| p.into_inner()).set_external_pct(0);
+    ex.shared().engine.lock_anyway().set_external_pct(0);
     // Our own orders only: the external trader's stay where they are.
     for symbol in &config.symbols {
         let _ = strategy.submit(Intent::CancelAll { symbol: symbol.clone() });

@@ -37,35 +37,26 @@
 //!
 //! A fill's identity is `(symbol, trade_id)`: the log never holds the same pair twice.
 
-use crate::config::FsyncPolicy;
-use crate::decimal::Decimal;
 use crate::error::Error;
-use crate::model::Side;
+use crate::lock::LockAnyway;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-/// One fill, as a line of the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FillRecord {
-    pub symbol: String,
-    pub trade_id: u64,
-    pub order_id: u64,
-    pub client_order_id: String,
-    pub side: Side,
-    pub price: Decimal,
-    pub qty: Decimal,
-    pub quote_qty: Decimal,
-    pub commission: Decimal,
-    pub commission_asset: String,
-    pub maker: bool,
-    pub time: i64,
-    /// Assigned by [`FillLog::append`]; 0 until then (and in lines older than the field).
-    #[serde(default)]
-    pub seq: u64,
+/// When the fill log is flushed to disk (`SYNCD_FSYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every line: a line that was logged survives a power cut.
+    Always,
+    /// Leave it to the OS: survives a crash of the daemon, not of the machine.
+    Never,
 }
+
+/// The line's type lives with the other domain types (the stream's and REST's parsers build
+/// it without depending on the log).
+pub use crate::model::FillRecord;
 
 /// Remembers which trade ids were logged, per symbol.
 ///
@@ -797,7 +788,7 @@ fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Option<u32>) -
     if !meta.file_type().is_file() {
         return Err(Untrusted::Because(format!("not a regular file ({})", kind_of(&meta.file_type()))));
     }
-    if let Some(wanted) = fix_mode.filter(|_| meta.uid() == crate::plugin::sys::euid()) {
+    if let Some(wanted) = fix_mode.filter(|_| meta.uid() == crate::sys::euid()) {
         set_mode_of(&file, path, wanted);
         meta = file.metadata().map_err(Untrusted::Io)?;
     }
@@ -811,7 +802,7 @@ fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Option<u32>) -
         .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
         .and_then(|d| std::fs::metadata(d).ok())
         .map(|m| m.uid());
-    let me = crate::plugin::sys::euid();
+    let me = crate::sys::euid();
     if owner != 0 && owner != me && Some(owner) != dir_owner {
         return Err(Untrusted::Because(format!(
             "owned by uid {owner}, not by root, the daemon's user ({me}) or the directory's owner"
@@ -842,7 +833,7 @@ fn kind_of(t: &std::fs::FileType) -> &'static str {
 /// again); a few hundred at most.
 fn untrusted(path: &Path, why: &str) {
     static REPORTED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
-    let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut reported = REPORTED.lock_anyway();
     let key = (path.to_path_buf(), why.to_string());
     if reported.len() >= 256 || reported.contains(&key) {
         return;
@@ -930,7 +921,7 @@ impl FillTap {
     /// A new follower with room for `capacity` lines before it must read the file.
     pub fn follow(&self, capacity: usize) -> crossbeam_channel::Receiver<FillRecord> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        self.followers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        self.followers.lock_anyway().push(tx);
         rx
     }
 
@@ -939,14 +930,14 @@ impl FillTap {
     /// µs on a small VM) after the line is durable, only while it is being written.
     pub fn heads_up(&self) -> crossbeam_channel::Receiver<()> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.heads_up.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        self.heads_up.lock_anyway().push(tx);
         rx
     }
 
     /// Called when a fill is on its way to the writer (the stream, on a trade report; it may
     /// still turn out to be a duplicate: a follower's wait for it is bounded).
     pub fn expect(&self) {
-        let mut heads_up = self.heads_up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heads_up = self.heads_up.lock_anyway();
         heads_up.retain(|h| !matches!(h.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
     }
 
@@ -958,7 +949,7 @@ impl FillTap {
     /// Called by the writer once `fill` (numbered) is durable.
     pub fn publish(&self, fill: &FillRecord) {
         {
-            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            let mut published = self.published.lock_anyway();
             if published.len() >= PUBLISHED_KEPT {
                 published.pop_front();
             }
@@ -966,7 +957,7 @@ impl FillTap {
         }
         // Followers first, the durable mark after: a follower that wakes in between must find
         // the line in its channel, not take the slow road through the file for it.
-        let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut followers = self.followers.lock_anyway();
         followers
             .retain(|f| !matches!(f.try_send(fill.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
         drop(followers);
@@ -984,7 +975,7 @@ impl FillTap {
     }
 
     fn published(&self, seq: u64) -> Option<(std::time::SystemTime, std::time::Instant)> {
-        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let published = self.published.lock_anyway();
         published.iter().rev().find(|(s, _, _)| *s == seq).map(|&(_, wall, mono)| (wall, mono))
     }
 
@@ -1285,6 +1276,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Side;
 
     pub(crate) fn fill(symbol: &str, trade_id: u64) -> FillRecord {
         FillRecord {
@@ -1754,7 +1746,7 @@ mod tests {
 
         // Owned by another user, though not writable by anyone else: only root can make one.
         std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o644)).unwrap();
-        if crate::plugin::sys::euid() == 0 {
+        if crate::sys::euid() == 0 {
             std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
             drop(log);
             let _ = std::fs::remove_file(&path);
@@ -1780,7 +1772,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&path), DEFAULT_MODE);
         // Another user's is judged only (as root the test can make one).
-        if crate::plugin::sys::euid() == 0 {
+        if crate::sys::euid() == 0 {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
             let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a group-writable log was opened");

@@ -11,6 +11,7 @@
 //! trade than trade against a rule we misread.
 
 use crate::decimal::Decimal;
+use crate::lock::LockAnyway;
 use crate::model::{OrderType, Side};
 use crate::ratelimit::{LimitKind, RateLimit};
 use serde::Deserialize;
@@ -187,7 +188,7 @@ struct MaxAssetWire {
 fn note_unknown(filter_type: &str) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
-    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let mut seen = seen.lock_anyway();
     if seen.insert(filter_type.to_string()) {
         log::warn!("exchangeInfo: unknown filter type {filter_type}; ignoring it");
     }

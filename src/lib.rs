@@ -6,12 +6,14 @@
 //! | Module | Role |
 //! |---|---|
 //! | [`config`] | environment → validated [`config::Config`]; one message per problem |
+//! | [`limits`] | per-strategy limits: read by `config`, checked by the executor; pure |
 //! | [`secret`] | [`secret::Secret`]: redacted `Debug`, no `Display`, one `expose()` |
 //! | [`error`] | the one [`error::Error`] enum, grouped by what the caller should do |
 //! | [`exit`] | why the daemon stops, and the one mapping from error or exit reason to exit code |
 //! | [`decimal`] | exact decimals for every price and quantity; no `f64` on those paths |
 //! | [`model`] | domain enums: side, order type |
 //! | [`wire`] | serde types spelled like Binance's JSON; no logic |
+//! | [`clock`] | the exchange's clock as seen from here: a measured offset, read lock-free |
 //! | [`rest`] | blocking REST client: signing, server clock, usage headers, error mapping |
 //! | [`ratelimit`] | the process-wide gate: weight and order budgets, 429/418 holds |
 //! | [`backoff`] | reconnect pacing: exponential backoff with jitter, a cap per window; pure |
@@ -24,11 +26,14 @@
 //! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects; parsed events → the executor, then `state` |
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`statedir`] | the state directory's lock (one daemon per directory) and private files (0700/0600) |
+//! | [`sys`] | `euid()` from `/proc/self/status` (no `unsafe`), for the plugin and fill-log trust checks |
+//! | [`lock`] | the one rule for a poisoned lock: take the guard anyway (`LockAnyway` and its siblings) |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
 //! | [`reconcile`] | THREAD `reconcile`: REST `myTrades` pages → the writer; [`reconcile::cursor`] holds its decisions |
 //! | [`executor`] | THREAD `executor`: the only path to the order endpoints |
 //! | [`plugin`] | THREAD `plugins` (the watcher: trust checks, hot swap) and THREAD `plugin:NAME` per strategy plugin; the crate's only `unsafe` (loading, `prctl`, the environment) |
-//! | [`metrics`] | the metrics registry (atomics), THREAD `metrics` (`/metrics`, `/healthz`), THREAD `alerts` (webhook) |
+//! | [`registry`] | the metrics registry: atomics every thread bumps; a leaf the REST client carries |
+//! | [`metrics`] | the registry rendered with what it reads from the roles, THREAD `metrics` (`/metrics`, `/healthz`), THREAD `alerts` (webhook) |
 //! | [`check`] | `binance-syncd check`: clock, key, symbols, state, fill log, plugins as a table |
 //! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
 //! | [`notify`] | systemd's notify protocol: `READY=1`, `WATCHDOG=1`, `STATUS=`, `STOPPING=1`; std only |
@@ -39,6 +44,7 @@
 
 pub mod backoff;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decimal;
@@ -50,6 +56,8 @@ pub mod filllog;
 pub mod fills;
 pub mod filters;
 pub mod keepalive;
+pub mod limits;
+pub mod lock;
 pub mod market;
 pub mod metrics;
 pub mod model;
@@ -58,12 +66,14 @@ pub mod paper;
 pub mod plugin;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod registry;
 pub mod rest;
 pub mod rules;
 pub mod secret;
 pub mod state;
 pub mod statedir;
 pub mod stream;
+pub mod sys;
 pub mod tls;
 pub mod utc;
 pub mod wire;

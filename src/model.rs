@@ -1,5 +1,6 @@
 //! Domain types shared by the daemon's roles.
 
+use crate::decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -66,4 +67,32 @@ impl fmt::Display for OrderType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Which order a cancel, a replace or a query means: the exchange's id or our client id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OrderRef {
+    Id(u64),
+    ClientId(String),
+}
+
+/// One fill, as a line of the fill log (`crate::filllog`, which documents each field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FillRecord {
+    pub symbol: String,
+    pub trade_id: u64,
+    pub order_id: u64,
+    pub client_order_id: String,
+    pub side: Side,
+    pub price: Decimal,
+    pub qty: Decimal,
+    pub quote_qty: Decimal,
+    pub commission: Decimal,
+    pub commission_asset: String,
+    pub maker: bool,
+    pub time: i64,
+    /// Assigned by [`FillLog::append`](crate::filllog::FillLog::append); 0 until then (and in
+    /// lines older than the field).
+    #[serde(default)]
+    pub seq: u64,
 }

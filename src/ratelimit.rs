@@ -13,7 +13,8 @@
 //! class only is not enough: Binance escalates continued traffic to a 418 ban). A 418 is waited
 //! out the same way, and logged as an error because an operator should know.
 
-use crate::rest::sign::ServerClock;
+use crate::clock::ServerClock;
+use crate::lock::{LockAnyway, WaitAnyway};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -401,7 +402,7 @@ impl RateGate {
     fn lock(&self) -> MutexGuard<'_, Budget> {
         // A panic while holding this lock cannot leave the counters inconsistent in a way
         // that matters more than stopping all traffic would.
-        self.budget.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.budget.lock_anyway()
     }
 
     /// Blocks until a request of `weight` placing `orders` orders may go, then counts it.
@@ -444,10 +445,7 @@ impl RateGate {
                     }
                     // Wake at least every 250 ms so a close() or a limit change is seen promptly.
                     let wait = Duration::from_millis(hold.wait_ms().clamp(1, 250) as u64);
-                    budget = match self.changed.wait_timeout(budget, wait) {
-                        Ok((guard, _)) => guard,
-                        Err(poisoned) => poisoned.into_inner().0,
-                    };
+                    budget = self.changed.wait_timeout_anyway(budget, wait);
                 }
             }
         }

@@ -27,7 +27,7 @@ pub mod cursor;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::filllog::FillRecord;
-use crate::metrics::{Metrics, Source};
+use crate::registry::{Metrics, Source};
 use crate::rest::{RestClient, ALL_ORDERS, MY_TRADES, ORDER_QUERY};
 use crate::wire::{MyTrade, QueriedOrder, Refusal};
 use crossbeam_channel::{Receiver, Sender};

@@ -7,6 +7,7 @@
 //! progress. A refresh that fails keeps the last good rules.
 
 use crate::filters::ExchangeRules;
+use crate::lock::RwLockAnyway;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -24,12 +25,12 @@ impl LiveRules {
 
     /// The rules as they are now; later refreshes do not change this copy.
     pub fn snapshot(&self) -> Arc<ExchangeRules> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current.read_anyway().clone()
     }
 
     /// Installs a fresh read and clears a pending refresh request.
     pub fn install(&self, rules: ExchangeRules) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+        *self.current.write_anyway() = Arc::new(rules);
         self.stale.store(false, Ordering::SeqCst);
     }
 

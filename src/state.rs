@@ -14,14 +14,13 @@
 //! fills wait in memory, in order, are retried every second with a loud error, and the cursor
 //! stays behind them. The decisions themselves are in [`crate::reconcile::cursor`].
 
-use crate::config::FsyncPolicy;
 use crate::error::Error;
-use crate::filllog::{Carry, FileCheck, FillLog, FillRecord, FillTap};
-use crate::metrics::Source;
+use crate::filllog::{Carry, FileCheck, FillLog, FillRecord, FillTap, FsyncPolicy};
 use crate::notify::Notifier;
 use crate::reconcile::cursor::{Cursors, Journal, Ledger};
 use crate::reconcile::Reported;
 use crate::reconcile::{Answer, Ask, Heard, WriterLink};
+use crate::registry::Source;
 use crate::stream::StreamMsg;
 use crate::wire::{ExecutionReport, Refusal, UserEvent};
 use crossbeam_channel::{Receiver, Sender};
@@ -42,7 +41,7 @@ pub struct StateSettings {
     pub fill_log_mode: u32,
     /// How often the fill log's file is looked at (deleted, truncated, renamed without SIGHUP).
     pub check_every: Duration,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: std::sync::Arc<crate::registry::Metrics>,
 }
 
 /// Where the cursors are saved.
@@ -492,7 +491,11 @@ impl State {
         for fill in flushed.written {
             // Timed first (durable is now), then handed on before the line is logged:
             // formatting and writing it to stderr is not the followers' to wait for.
-            self.settings.metrics.fill_logged(&fill, self.read_at.remove(&(fill.symbol.clone(), fill.trade_id)));
+            crate::metrics::fill_logged(
+                &self.settings.metrics,
+                &fill,
+                self.read_at.remove(&(fill.symbol.clone(), fill.trade_id)),
+            );
             self.tap.publish(&fill);
             log::info!(
                 "fill symbol={} side={} qty={} price={} trade_id={} order_id={} maker={}",

@@ -14,6 +14,7 @@
 //! (`SYNCD_FILL_LOG_MODE`, default `0640`).
 
 use crate::error::Error;
+use crate::lock::LockAnyway;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -49,7 +50,7 @@ impl StateLock {
     pub fn acquire(dir: &Path) -> Result<StateLock, Error> {
         create_private_dir(dir)?;
         let canonical = fs::canonicalize(dir).map_err(Error::io(dir))?;
-        let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = HELD.lock_anyway();
         held.retain(|(_, w)| w.strong_count() > 0);
         if let Some(existing) = held.iter().find(|(d, _)| *d == canonical).and_then(|(_, w)| w.upgrade()) {
             return Ok(StateLock { held: existing });

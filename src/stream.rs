@@ -16,6 +16,7 @@
 
 use crate::backoff::{Backoff, WindowCap};
 use crate::error::Error;
+use crate::lock::LockAnyway;
 use crate::rest::{RestClient, LISTEN_KEY_NEW};
 use crate::secret::Secret;
 use crate::wire::{parse_event, FrameError, ListenKeyReply, UserEvent};
@@ -94,11 +95,11 @@ pub struct KeyCell(Arc<Mutex<Option<Secret>>>);
 
 impl KeyCell {
     pub fn get(&self) -> Option<Secret> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.lock_anyway().clone()
     }
 
     pub fn set(&self, key: Option<Secret>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = key;
+        *self.0.lock_anyway() = key;
     }
 }
 
@@ -493,7 +494,7 @@ impl Stream {
                                 // An order report we cannot read may have been a fill: counted
                                 // with the refused ones (REST reads it, if it was).
                                 if matches!(&e, FrameError::BadEvent(why) if why.starts_with("executionReport")) {
-                                    self.rest.metrics().fill_refused(crate::metrics::Source::Stream, "unreadable");
+                                    self.rest.metrics().fill_refused(crate::registry::Source::Stream, "unreadable");
                                 }
                                 log::warn!("stream: skipped a text frame of {} bytes: {e:?}", text.len())
                             }

@@ -5,8 +5,7 @@
 //! docs, <https://docs.binance.us/>).
 
 use crate::decimal::Decimal;
-use crate::filllog::FillRecord;
-use crate::model::Side;
+use crate::model::{FillRecord, Side};
 use serde::Deserialize;
 
 /// `executionReport` ("Order Update"): the fields the daemon uses.

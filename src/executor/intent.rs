@@ -7,8 +7,7 @@
 //! ([`Outcome::Unresolved`]).
 
 use crate::decimal::Decimal;
-use crate::model::Side;
-use crate::rest::desk::OrderRef;
+use crate::model::{OrderRef, Side};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

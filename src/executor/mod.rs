@@ -41,19 +41,20 @@
 pub mod book;
 pub mod ids;
 pub mod intent;
-pub mod limits;
 mod resolve;
 
+pub use crate::limits::StrategyLimits;
 pub use book::{Balances, Book, OpenOrder};
 pub use intent::{
     valid_tag, Adjustment, Canceled, Intent, OrderReport, Outcome, Placed, Reply, Request, StrategyHandle, SubmitError,
 };
-pub use limits::StrategyLimits;
 
 use crate::decimal::Decimal;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::filters::{MarketContext, PreparedOrder, Rejection, SymbolRules};
+use crate::limits::{OrderRate, Usage};
+use crate::lock::LockAnyway;
 use crate::model::Side;
 use crate::rest::desk::{MakerOrder, OrderDesk, OrderRef};
 use crate::rest::{ACCOUNT, AVG_PRICE, BOOK_TICKER};
@@ -62,7 +63,6 @@ use crate::stream::StreamMsg;
 use crate::wire::{OrderReply, UserEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use ids::ClientIds;
-use limits::{OrderRate, Usage};
 use resolve::{NewOrder, Pending, PendingKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -157,25 +157,25 @@ impl ExecutorLink {
     }
 
     pub fn view(&self) -> ExecutorView {
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.view.lock_anyway().clone()
     }
 
     /// The counters only, without copying the book (for `/metrics`).
     pub fn stats(&self) -> ExecutorStats {
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).stats.clone()
+        self.view.lock_anyway().stats.clone()
     }
 
     /// The stream's reports of the orders of strategy `tag` from now on (until the receiver
     /// is dropped).
     pub fn reports(&self, tag: &str) -> Receiver<OrderReport> {
         let (tx, rx) = crossbeam_channel::bounded(REPORTS_QUEUED);
-        self.reports.lock().unwrap_or_else(|p| p.into_inner()).push((tag.to_string(), tx));
+        self.reports.lock_anyway().push((tag.to_string(), tx));
         rx
     }
 
     /// Quotes and balances only: what a plugin's tick needs, without copying the order book.
     pub fn market(&self) -> MarketView {
-        let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let v = self.view.lock_anyway();
         (v.quotes.clone(), v.balances.clone())
     }
 }
@@ -463,7 +463,7 @@ impl Executor {
             quotes,
             balances,
         };
-        let old = std::mem::replace(&mut *self.view.lock().unwrap_or_else(|p| p.into_inner()), fresh);
+        let old = std::mem::replace(&mut *self.view.lock_anyway(), fresh);
         drop(old); // freed outside the lock too
     }
 
@@ -710,7 +710,7 @@ impl Executor {
     /// Hands a report of one of a strategy's orders to whoever follows that strategy.
     fn forward_report(&self, r: &crate::wire::ExecutionReport) {
         let Some(tag) = self.ids.tag_of(r.order_client_id()) else { return };
-        let mut taps = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taps = self.reports.lock_anyway();
         if !taps.iter().any(|(t, _)| t == tag) {
             return;
         }

@@ -21,7 +21,11 @@
 //!
 //! The webhook URL carries its token: it is a [`Secret`], and logs name only its host.
 
-use super::{Shared, Sources, StreamHealth};
+use super::{Shared, Sources};
+#[cfg(test)]
+use crate::lock::LockAnyway;
+use crate::lock::RwLockAnyway;
+use crate::registry::StreamHealth;
 use crate::secret::Secret;
 use crossbeam_channel::Receiver;
 use std::collections::{BTreeMap, VecDeque};
@@ -265,7 +269,7 @@ impl Alerter {
     /// One look: open, remind and resolve incidents, then send what the outbox holds.
     fn look(&mut self, now: Instant) {
         if let Some(shared) = &self.shared {
-            self.sources = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+            self.sources = shared.read_anyway().clone();
         }
         for message in self.decide(now) {
             self.enqueue(message);
@@ -459,7 +463,7 @@ impl Alerter {
             Transport::Http(agent) => agent,
             #[cfg(test)]
             Transport::Fake(sink) => {
-                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sink = sink.lock_anyway();
                 sink.tries += 1;
                 if sink.tries <= sink.fail_first {
                     return Err("answered 500".into());
@@ -585,7 +589,7 @@ mod tests {
         for s in 0..300 {
             // A taker fill every 10 s for 5 minutes: one incident.
             if s % 10 == 0 {
-                a.sources.metrics.count_fill("BTCUSD", crate::metrics::Source::Stream, None, true);
+                a.sources.metrics.count_fill("BTCUSD", crate::registry::Source::Stream, None, true);
             }
             sent.extend(texts(a.decide(t0 + Duration::from_secs(s))));
         }

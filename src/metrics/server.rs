@@ -11,6 +11,7 @@
 //! and short-lived locks the fill path never waits on (see [`crate::metrics`]).
 
 use super::{render, Shared, Sources};
+use crate::lock::{LockAnyway, RwLockAnyway};
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -92,7 +93,7 @@ pub fn spawn_with(
                         continue;
                     };
                     // What the daemon attached by now (the executor, plugins, fill tap).
-                    let sources = sources.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    let sources = sources.read_anyway().clone();
                     let (done, mine) = (threads.clone(), slots.clone());
                     let worker = thread::Builder::new().name("metrics-conn".into()).spawn(move || {
                         let asked = || lock(&mine).asked(id);
@@ -127,7 +128,7 @@ struct Slots {
 }
 
 fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
-    slots.lock().unwrap_or_else(|p| p.into_inner())
+    slots.lock_anyway()
 }
 
 impl Slots {

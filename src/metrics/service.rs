@@ -6,6 +6,7 @@
 use super::{Shared, Sources};
 use crate::config::Config;
 use crate::error::Error;
+use crate::lock::RwLockAnyway;
 use crate::rest::RestClient;
 use crossbeam_channel::Sender;
 use std::net::SocketAddr;
@@ -46,7 +47,7 @@ impl Service {
         }
         if let Some(webhook) = &config.alert_webhook {
             let settings = super::alerts::AlertSettings::new(webhook.clone(), config.alert_repeat, config.alert_quiet);
-            let sources = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let sources = shared.read_anyway().clone();
             let alerter = super::alerts::Alerter::new(settings, sources).following(shared);
             service.threads.push(("alerts", alerter.spawn(stop_rx).map_err(spawn_err)?));
         }
@@ -60,7 +61,7 @@ impl Service {
 
     /// What the running daemon adds: its executor, plugins and fill tap.
     pub fn attach(&self, sources: Sources) {
-        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = sources;
+        *self.shared.write_anyway() = sources;
     }
 
     /// Stops both threads, waiting for them until `by` (a webhook POST in flight may take

@@ -21,6 +21,7 @@ use super::http::{Request, Response};
 use super::hub::StreamItem;
 use super::Shared;
 use crate::decimal::Decimal;
+use crate::lock::{LockAnyway, WaitAnyway};
 use crossbeam_channel::Receiver;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -111,7 +112,7 @@ struct HoldState {
 
 impl RestHold {
     fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_anyway()
     }
 
     fn hold(&self, path: &str, limit: Duration) {
@@ -147,7 +148,7 @@ impl RestHold {
             if left.is_zero() {
                 break;
             }
-            s = self.released.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+            s = self.released.wait_timeout_anyway(s, left);
         }
         s.held -= 1;
     }
@@ -155,7 +156,7 @@ impl RestHold {
 
 /// How long a REST request (and then its answer) is delayed on its way, by `rest_delay`.
 pub fn rest_delay(shared: &Shared, req: &Request) -> Duration {
-    let faults = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+    let faults = shared.rest_faults.lock_anyway();
     match &faults.delay {
         Some((each_way, None)) => *each_way,
         Some((each_way, Some(key))) if req.header("x-mbx-apikey") == Some(key.as_str()) => *each_way,
@@ -261,11 +262,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.shared.engine.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.engine.lock_anyway()
     }
 
     fn rest_faults(&self) -> MutexGuard<'_, RestFaults> {
-        self.shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.rest_faults.lock_anyway()
     }
 }
 
@@ -539,7 +540,7 @@ fn drop_connections(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
     let refuse = num(p, "refuse_ms", 0)?;
     // Close the door first: a client quick to reconnect must find it closed.
     if refuse > 0 {
-        if let Some(ws) = c.shared.ws.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(ws) = c.shared.ws.lock_anyway().as_ref() {
             ws.refuse_for(Duration::from_millis(refuse as u64));
         }
     }
@@ -603,9 +604,9 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
     let now = shared.clock.now_ms();
     // Stream faults run without the engine lock: a connection mid-handshake needs it to check
     // its key, and `refuse_for` waits for the listener to close.
-    let key = shared.engine.lock().unwrap_or_else(|p| p.into_inner()).current_key();
+    let key = shared.engine.lock_anyway().current_key();
     let result = (spec.run)(&Ctx { shared, now, key }, params)?;
-    shared.fault_log.lock().unwrap_or_else(|p| p.into_inner()).push(FaultRecord {
+    shared.fault_log.lock_anyway().push(FaultRecord {
         time_ms: now,
         name: name.to_string(),
         params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -615,10 +616,10 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
 
 /// Everything that really happened, for grading a client.
 pub fn report(shared: &Shared) -> Value {
-    let engine = shared.engine.lock().unwrap_or_else(|p| p.into_inner());
-    let rate = shared.rate.lock().unwrap_or_else(|p| p.into_inner());
-    let errors = shared.errors.lock().unwrap_or_else(|p| p.into_inner());
-    let faults = shared.fault_log.lock().unwrap_or_else(|p| p.into_inner());
+    let engine = shared.engine.lock_anyway();
+    let rate = shared.rate.lock_anyway();
+    let errors = shared.errors.lock_anyway();
+    let faults = shared.fault_log.lock_anyway();
     json!({
         "server_time": shared.clock.now_ms(),
         "trades": engine.trades(),

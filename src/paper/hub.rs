@@ -5,6 +5,7 @@
 //! [`StreamItem`]s: events to send as text, and faults to act out (drop the TCP connection,
 //! go silent, send garbage). Sessions are recorded for the ground-truth report.
 
+use crate::lock::LockAnyway;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -84,7 +85,7 @@ impl StreamHub {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_anyway()
     }
 
     /// Registers a connection for `key`. The caller has checked that the key is live.

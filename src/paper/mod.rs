@@ -23,7 +23,8 @@ pub mod tls;
 pub mod trader;
 pub mod ws;
 
-use crate::rest::sign::local_ms;
+use crate::clock::local_ms;
+use crate::lock::LockAnyway;
 use crate::secret::Secret;
 use control::RestFaults;
 use crossbeam_channel::{Receiver, Sender};
@@ -146,7 +147,7 @@ impl ws::KeyCheck for Keys {
     fn live_key(&self, key: &str) -> Option<String> {
         let shared = self.0.upgrade()?;
         let now = shared.clock.now_ms();
-        let live = shared.engine.lock().unwrap_or_else(|p| p.into_inner()).live_key(key, now);
+        let live = shared.engine.lock_anyway().live_key(key, now);
         live.then(|| Secret::new(key).fingerprint())
     }
 
@@ -199,7 +200,7 @@ impl PaperExchange {
         let keys = Arc::new(Keys(Arc::downgrade(&shared)));
         let ws_server = Arc::new(ws::WsServer::start(config.ws_addr, ws_settings, server_tls.clone(), hub, keys)?);
         let ws_addr = ws_server.local_addr();
-        *shared.ws.lock().unwrap_or_else(|p| p.into_inner()) = Some(ws_server);
+        *shared.ws.lock_anyway() = Some(ws_server);
 
         let handler_shared = shared.clone();
         let handler: Arc<http::Handler> = Arc::new(move |req| route(&handler_shared, req));
@@ -261,7 +262,7 @@ impl Drop for PaperExchange {
             let _ = t.join();
         }
         drop(self.http.take());
-        let ws = self.shared.ws.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let ws = self.shared.ws.lock_anyway().take();
         drop(ws);
     }
 }
@@ -280,7 +281,7 @@ fn spawn_market(shared: Arc<Shared>, stop: Receiver<()>, tick: Duration) -> io::
         match stop.recv_timeout(tick) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 let now = shared.clock.now_ms();
-                shared.engine.lock().unwrap_or_else(|p| p.into_inner()).tick(now);
+                shared.engine.lock_anyway().tick(now);
             }
             _ => return,
         }

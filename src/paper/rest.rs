@@ -11,6 +11,7 @@ use super::engine::{ApiError, Engine, NewOrder, Origin, RespType, TimeInForce};
 use super::http::{Outcome, Request, Response};
 use super::Shared;
 use crate::decimal::Decimal;
+use crate::lock::LockAnyway;
 use crate::model::{OrderType, Side};
 use crate::rest::sign::Signer;
 use serde_json::{json, Value};
@@ -400,7 +401,7 @@ fn error_body(e: &ApiError) -> String {
 
 impl Shared {
     fn record_error(&self, req: &Request, e: &ApiError, why: String) {
-        let mut r = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.errors.lock_anyway();
         if r.len() < MAX_ERROR_RECORDS {
             r.push(ErrorRecord {
                 time_ms: self.clock.now_ms(),
@@ -415,17 +416,17 @@ impl Shared {
     }
 
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+        self.engine.lock_anyway()
     }
 
     /// Charges the request's weight to its IP and decides 429/418. Returns the used weight.
     fn charge(&self, req: &Request, weight: u64) -> Result<u64, (ApiError, Option<u64>, u64)> {
         let now = self.clock.now_ms();
-        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rate = self.rate.lock_anyway();
         rate.requests += 1;
         let limit = self.rest.weight_limit;
         let burst = {
-            let mut f = self.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = self.rest_faults.lock_anyway();
             match &mut f.burst_429 {
                 Some((n, retry)) if *n > 0 => {
                     *n -= 1;
@@ -486,7 +487,7 @@ impl Shared {
     /// Counts one new order against the account's 10 s and 1 day windows.
     fn count_order(&self) -> Result<(u64, u64), (ApiError, u64)> {
         let now = self.clock.now_ms();
-        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rate = self.rate.lock_anyway();
         let specs =
             [(10_000i64, self.rest.orders_per_10s, "10 SECOND"), (86_400_000, self.rest.orders_per_day, "1 DAY")];
         for (i, (len, limit, name)) in specs.iter().enumerate() {
@@ -724,7 +725,7 @@ fn dispatch(
                 )));
             }
             let found = shared.engine().query_order(symbol, order_id, orig).map_err(fail)?;
-            let mut faults = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+            let mut faults = shared.rest_faults.lock_anyway();
             if faults.lookup_lag > 0 {
                 faults.lookup_lag -= 1;
                 return Err(fail(ApiError::bad(-2013, "Order does not exist.")));
@@ -749,7 +750,7 @@ fn dispatch(
         }
         ("GET", "/api/v3/myTrades") => my_trades(shared, params),
         ("GET", "/api/v3/rateLimit/order") => {
-            let rate = shared.rate.lock().unwrap_or_else(|p| p.into_inner());
+            let rate = shared.rate.lock_anyway();
             body(json!([
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": shared.rest.orders_per_10s, "count": rate.order_windows[0].1},
                 {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": shared.rest.orders_per_day, "count": rate.order_windows[1].1}
@@ -859,7 +860,7 @@ fn my_trades(shared: &Shared, params: &Params) -> Result<Dispatched, Failed> {
     }
     let mut rows = shared.engine().my_trades(symbol, order_id, from_id, start, end, limit).map_err(fail)?;
     let forge = {
-        let mut f = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = shared.rest_faults.lock_anyway();
         if f.bad_trades.as_deref() == Some(symbol) {
             f.bad_trades.take()
         } else {
@@ -914,7 +915,7 @@ fn take_fault(
     slot: impl FnOnce(&mut RestFaults) -> &mut Option<ArmedFault>,
     request_lost: bool,
 ) -> Option<OrderFault> {
-    let mut f = shared.rest_faults.lock().unwrap_or_else(|p| p.into_inner());
+    let mut f = shared.rest_faults.lock_anyway();
     match slot(&mut f) {
         Some(armed) if armed.count > 0 && armed.request_lost == request_lost => {
             armed.count -= 1;

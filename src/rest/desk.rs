@@ -23,12 +23,8 @@ use crate::wire::{CancelReplaceReply, OrderReply};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Which order a cancel means.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum OrderRef {
-    Id(u64),
-    ClientId(String),
-}
+/// Which order a cancel means (a domain type: strategies name orders with it too).
+pub use crate::model::OrderRef;
 
 /// What `allOrders` says of one client id.
 #[derive(Debug, Clone)]
@@ -210,8 +206,8 @@ impl OrderDesk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ServerClock;
     use crate::ratelimit::RateGate;
-    use crate::rest::sign::ServerClock;
     use crate::rest::RestConfig;
     use crate::secret::Secret;
     use std::io::{Read, Write};

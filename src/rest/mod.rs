@@ -30,11 +30,13 @@
 pub mod desk;
 pub mod sign;
 
+use crate::clock::{local_ms, ServerClock, TimeSample};
 use crate::error::Error;
 use crate::filters::ExchangeRules;
+use crate::lock::{LockAnyway, WaitAnyway};
 use crate::ratelimit::{Denied, RateGate};
 use crate::secret::Secret;
-use sign::{local_ms, ServerClock, Signer, TimeSample};
+use sign::Signer;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,7 +160,7 @@ pub struct RestClient {
     /// Set once the order desk has been handed out: there is one per client.
     desk_taken: std::sync::atomic::AtomicBool,
     lane: Lane,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::registry::Metrics>,
 }
 
 /// How long a background request waits for the lane before it gives its turn up.
@@ -184,7 +186,7 @@ impl Lane {
     /// request can hold the lane for a whole HTTP timeout; shutdown must not wait that long).
     fn enter(&self, limit: Option<Duration>, stopping: impl Fn() -> bool) -> Option<LaneGuard<'_>> {
         let deadline = limit.map(|l| std::time::Instant::now() + l);
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = self.busy.lock_anyway();
         while *busy {
             if stopping() {
                 return None;
@@ -195,7 +197,7 @@ impl Lane {
             if left.is_zero() {
                 return None;
             }
-            busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+            busy = self.freed.wait_timeout_anyway(busy, left);
         }
         *busy = true;
         Some(LaneGuard(self))
@@ -204,7 +206,7 @@ impl Lane {
 
 impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
-        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        *self.0.busy.lock_anyway() = false;
         self.0.freed.notify_one();
     }
 }
@@ -350,7 +352,7 @@ impl RestClient {
     }
 
     /// The daemon's metrics registry: every thread that holds this client reports there.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+    pub fn metrics(&self) -> &Arc<crate::registry::Metrics> {
         &self.metrics
     }
 

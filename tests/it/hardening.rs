@@ -4,6 +4,7 @@
 use crate::process::{configure, sigterm, wait_exit};
 use crate::sync::{assert_matches_truth, fill_whole, read_log, rest_buy, temp_dir, wait_lines};
 use crate::util::{client, paper_with, Killed};
+use binance_syncd::lock::LockAnyway;
 use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -35,7 +36,7 @@ fn stderr_of(child: &mut Killed) -> String {
 }
 
 fn live_key(ex: &PaperExchange) -> Option<String> {
-    ex.shared().engine.lock().unwrap_or_else(|p| p.into_inner()).current_key()
+    ex.shared().engine.lock_anyway().current_key()
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod process;
 mod python;
 mod reconcile;
 mod rest;
+mod structure;
 mod sync;
 mod tls;
 mod util;

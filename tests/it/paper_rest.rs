@@ -385,7 +385,7 @@ fn a_timeline_fires_its_faults_on_schedule() {
     let report = ex.report();
     assert_eq!(report["faults"][0]["name"], "deposit");
     assert_eq!(report["faults"][1]["name"], "clock_jump");
-    let skew = report["server_time"].as_i64().unwrap() - binance_syncd::rest::sign::local_ms();
+    let skew = report["server_time"].as_i64().unwrap() - binance_syncd::clock::local_ms();
     assert!((4000..6000).contains(&skew), "clock jumped by {skew}");
 }
 

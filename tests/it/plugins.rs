@@ -7,6 +7,7 @@ use crate::sync::{assert_matches_truth, config, fast, fill_whole, read_log, rest
 use crate::util::{client, init_log, paper_with};
 use binance_syncd::config::Config;
 use binance_syncd::daemon::Daemon;
+use binance_syncd::lock::LockAnyway;
 use binance_syncd::paper::PaperExchange;
 use binance_syncd::plugin::PluginStatus;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ fn target_dir() -> PathBuf {
 /// copy of the `.so` (builds of different versions share one output path, hence the lock).
 pub fn build_plugin(name: &str, version: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = LOCK.lock_anyway();
     let target = target_dir();
     let status = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "-p", name, "--target-dir"])

@@ -2,8 +2,9 @@
 //! resync, the 429 gate, unknown outcomes, and the API-key-only listen-key calls.
 
 use crate::mock::{Mock, Reply, Request};
+use binance_syncd::clock::{local_ms, ServerClock};
 use binance_syncd::ratelimit::{fallback_limits, RateGate};
-use binance_syncd::rest::sign::{local_ms, ServerClock, Signer};
+use binance_syncd::rest::sign::Signer;
 use binance_syncd::rest::{RestClient, RestConfig, ACCOUNT, LISTEN_KEY_KEEPALIVE, LISTEN_KEY_NEW};
 use binance_syncd::secret::Secret;
 use binance_syncd::Error;

@@ -1,4 +1,6 @@
-//! Per-strategy limits: how much of the account one strategy may use.
+//! Per-strategy limits: how much of the account one strategy may use. The executor checks
+//! them; they are a leaf of their own because `config` reads them from the environment, below
+//! the executor.
 //!
 //! The account's own limits (open orders per symbol and account, orders per 10 s and per day)
 //! are shared by everything that trades on it. A strategy that floods intents must not starve
