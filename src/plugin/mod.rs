@@ -51,6 +51,7 @@ pub use sys::euid;
 use crate::decimal::Decimal;
 use crate::executor::{ExecutorLink, Intent, OrderReport, Outcome, Reply, StrategyHandle};
 use crate::filllog::{FillRecord, FillTap, Reader};
+use crate::lock::LockAnyway;
 use crate::model::{OrderRef, Side};
 use crate::rules::LiveRules;
 use binance_syncd_plugin::abi;
@@ -138,17 +139,17 @@ pub struct PluginView(Arc<Mutex<HashMap<String, PluginStatus>>>);
 
 impl PluginView {
     pub fn get(&self, name: &str) -> Option<PluginStatus> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.0.lock_anyway().get(name).cloned()
     }
 
     pub fn all(&self) -> Vec<PluginStatus> {
-        let mut v: Vec<PluginStatus> = self.0.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut v: Vec<PluginStatus> = self.0.lock_anyway().values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut PluginStatus)) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.lock_anyway();
         let entry = map
             .entry(name.to_string())
             .or_insert_with(|| PluginStatus { name: name.to_string(), ..Default::default() });
