@@ -4,7 +4,7 @@
 //! Rows: the clock offset, signed access with the key (`GET /api/v3/account`) and its
 //! `canTrade`, each of `SYNCD_SYMBOLS` with its main filters, the state directory and the fill
 //! log writable, the plugin directory readable and trusted and each `.so` trusted and with the
-//! entry symbol (read as data: no plugin is ever loaded here, see [`plugin_rows`]).
+//! entry symbol (read as data: no plugin is ever loaded here, see `plugin_rows`).
 
 use crate::config::Config;
 use crate::error::Error;

@@ -1,6 +1,6 @@
 //! The daemon's side of an isolated plugin: its child process and the channel to it.
 //!
-//! Made, used and dropped on the plugin's thread in the daemon ([`super::Runner`]), which
+//! Made, used and dropped on the plugin's thread in the daemon (`Runner`), which
 //! created the child: `PR_SET_PDEATHSIG` fires when the creating *thread* ends, and this one
 //! outlives its child (it reaps it in `Drop`). Every callback is a round trip: one frame out,
 //! then the child's intents, rules lookups and log lines answered in order until its `Done`.
