@@ -1,0 +1,83 @@
+//! The executor's view of the market: best bid/ask (`ticker/bookTicker`) and `avgPrice` polls,
+//! and the [`MarketContext`] each order is checked against (the crossing check, passive
+//! rounding, PERCENT_PRICE bands). Issue 22 replaces the polls with the market stream's book.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct BookTicker {
+    pub(super) bid_price: Decimal,
+    pub(super) ask_price: Decimal,
+}
+
+#[derive(Deserialize)]
+pub(super) struct AvgPrice {
+    pub(super) price: Decimal,
+}
+
+impl Executor {
+    pub(super) fn poll_quotes(&mut self) {
+        for symbol in self.settings.symbols.clone() {
+            match self.desk.rest().call_background::<BookTicker>(&BOOK_TICKER, &[("symbol", &symbol)], READ_SHARE) {
+                Ok(t) => {
+                    let q = Quote { bid: t.bid_price, ask: t.ask_price };
+                    let changed = self.quotes.get(&symbol).is_none_or(|old| old.bid != q.bid || old.ask != q.ask);
+                    self.quotes.insert(symbol, q);
+                    self.dirty |= changed;
+                }
+                Err(e) => log::debug!("executor: bookTicker {symbol}: {e}"),
+            }
+        }
+    }
+
+    /// `wait`: an order is waiting on it, so it may wait in the gate like the order would.
+    pub(super) fn poll_avg(&mut self, symbol: &str, wait: bool) {
+        let params = [("symbol", symbol)];
+        let got = if wait {
+            self.desk.rest().call_json::<AvgPrice>(&AVG_PRICE, &params)
+        } else {
+            self.desk.rest().call_background::<AvgPrice>(&AVG_PRICE, &params, READ_SHARE)
+        };
+        match got {
+            Ok(a) => {
+                self.avg.insert(symbol.to_string(), (a.price, Instant::now()));
+            }
+            Err(e) => log::debug!("executor: avgPrice {symbol}: {e}"),
+        }
+    }
+
+    pub(super) fn context(&self, sym: &SymbolRules, symbol: &str, replacing: Option<&OpenOrder>) -> MarketContext {
+        let unresolved: u64 = self.pending.iter().map(|p| p.extra_open(&self.book).0).sum();
+        let unresolved_here: u64 =
+            self.pending.iter().filter(|p| p.symbol == symbol).map(|p| p.extra_open(&self.book).0).sum();
+        let freed = u64::from(replacing.is_some());
+        let mut position = self.balances.total(&sym.base_asset).checked_add(self.book.open_buy_qty(symbol));
+        if let (Some(p), Some(o)) = (position, replacing.filter(|o| o.side == Side::Buy)) {
+            position = p.checked_sub(o.remaining());
+        }
+        MarketContext {
+            avg_price: self.avg.get(symbol).map(|(p, _)| *p),
+            open_orders_symbol: (self.book.count_symbol(symbol) + unresolved_here).saturating_sub(freed),
+            open_orders_total: (self.book.count_total() + unresolved).saturating_sub(freed),
+            base_position: if self.balances.known() { position } else { None },
+        }
+    }
+
+    /// True if the order passes with our average but fails with one 1 % away.
+    pub(super) fn near_band_edge(
+        &self,
+        sym: &SymbolRules,
+        side: Side,
+        price: Decimal,
+        qty: Decimal,
+        ctx: &MarketContext,
+        exchange_filters: &[crate::filters::Filter],
+    ) -> bool {
+        let Some(avg) = ctx.avg_price else { return false };
+        [Decimal::new(99, 2), Decimal::new(101, 2)].iter().any(|k| {
+            let moved = MarketContext { avg_price: avg.checked_mul(*k), ..ctx.clone() };
+            sym.prepare_maker(side, price, qty, &moved, exchange_filters).is_err()
+        })
+    }
+}
