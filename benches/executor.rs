@@ -10,6 +10,7 @@
 //! `cargo bench --bench executor` (about 20 s).
 
 mod common;
+use common::percentile;
 
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
@@ -48,10 +49,6 @@ fn report(name: &str, per_op: Duration, target: Option<Duration>) {
         None => String::new(),
     };
     println!("{name:<44} {:>10.3} µs/op{verdict}", per_op.as_nanos() as f64 / 1000.0);
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn d(s: &str) -> Decimal {

@@ -10,6 +10,7 @@
 //! Binary size and `ldd` are `deploy/` material of another change; this prints only the above.
 
 mod common;
+use common::percentile;
 
 use binance_syncd::demo::{run, DemoOptions};
 use binance_syncd::paper::{PaperConfig, PaperExchange};
@@ -35,10 +36,6 @@ fn scrape(addr: SocketAddr) -> Option<String> {
 fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {

@@ -18,6 +18,7 @@
 //! `always:1000,always:0,never:1000,never:0`).
 
 mod common;
+use common::percentile;
 
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
@@ -52,10 +53,6 @@ fn install(so: &Path, dir: &Path, name: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::copy(so, &tmp).expect("copy");
     std::fs::rename(&tmp, dir.join(format!("{name}.so"))).expect("rename");
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn ms(d: Duration) -> String {

@@ -30,6 +30,9 @@ const FAR_API_SECRET: &str = "farDaemonBenchSecret0123456789abcdefghijklmnopqrst
 /// Added to each REST request and to each answer of the far daemon.
 const FAR_DELAY_MS: u64 = 50;
 
+mod common;
+use common::percentile;
+
 fn daemon(ex: &PaperExchange, state: &Path, log: &Path, key: &str, secret: &str, reconcile_s: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
         .arg("run")
@@ -95,13 +98,6 @@ fn proc_stats(pid: u32) -> (u64, u64) {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     (ticks, rss)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn place(ex: &PaperExchange, _rest: &RestClient, n: usize, tag: &str) -> Vec<u64> {

@@ -7,6 +7,7 @@
 //! `cargo bench --bench tls` (about 15 s). `TLS_BENCH_FILLS` sets the fills per side (default 600).
 
 mod common;
+use common::percentile;
 
 use binance_syncd::paper::tls::PaperTls;
 use binance_syncd::paper::trader::Trader;
@@ -79,10 +80,6 @@ fn fill(side: &mut Side, order: u64) {
         assert!(t0.elapsed() < Duration::from_secs(10), "{}: a fill never reached the log", side.name);
     }
     side.latencies.push(t0.elapsed());
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or_default()
 }
 
 fn main() {

@@ -89,7 +89,8 @@ impl Histogram {
         if total == 0 {
             return None;
         }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let rank = nearest_rank(total as usize, q)?;
+        let rank = rank as u64 + 1;
         let mut seen = 0;
         for (i, c) in counts.iter().enumerate() {
             seen += c;
@@ -469,9 +470,38 @@ fn age_at(now_ms: i64, at_ms: i64) -> Option<Duration> {
     (at_ms >= 0).then(|| Duration::from_millis(now_ms.saturating_sub(at_ms).max(0) as u64))
 }
 
+/// The one rank rule of every percentile the project prints (the histogram's `quantile_bound`
+/// and every bench): nearest rank, the smallest value with at least `q` of the sample at or
+/// below it. The 0-based index into `n` sorted values; `None` for an empty sample.
+pub fn nearest_rank(n: usize, q: f64) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let rank = ((n as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as usize;
+    Some(rank.min(n) - 1)
+}
+
+/// The `q` percentile of `sorted` by [`nearest_rank`]; `None` for an empty sample.
+pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    nearest_rank(sorted.len(), q).and_then(|i| sorted.get(i).copied())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_is_the_smallest_value_with_q_of_the_sample_at_or_below() {
+        assert_eq!(nearest_rank(0, 0.5), None);
+        assert_eq!(nearest_rank(1, 0.99), Some(0));
+        assert_eq!(nearest_rank(4, 0.5), Some(1));
+        assert_eq!(nearest_rank(100, 0.99), Some(98));
+        assert_eq!(nearest_rank(5, 1.0), Some(4));
+        assert_eq!(nearest_rank(5, 0.0), Some(0));
+        let sorted: Vec<u32> = (1..=10).collect();
+        assert_eq!(percentile(&sorted, 0.9), Some(9));
+        assert_eq!(percentile::<u32>(&[], 0.9), None);
+    }
 
     #[test]
     fn histogram_buckets_and_quantiles() {

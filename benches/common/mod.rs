@@ -5,6 +5,7 @@ use std::path::Path;
 
 /// The environment every bench's daemon needs against `ex`, with its state and fill log in
 /// `dir`; each bench adds its own settings.
+#[allow(dead_code)] // the sync bench builds its own environment
 pub fn daemon_env(ex: &PaperExchange, dir: &Path, symbols: &str) -> Vec<(&'static str, String)> {
     vec![
         ("BINANCE_API_KEY", DEMO_API_KEY.to_string()),
@@ -15,4 +16,12 @@ pub fn daemon_env(ex: &PaperExchange, dir: &Path, symbols: &str) -> Vec<(&'stati
         ("SYNCD_STATE_DIR", dir.join("state").display().to_string()),
         ("SYNCD_FILL_LOG", dir.join("fills.jsonl").display().to_string()),
     ]
+}
+
+/// The `q` percentile of `sorted` by the project's one rank rule
+/// ([`binance_syncd::registry::nearest_rank`], as `/metrics` histograms use); zero for an empty
+/// sample, so a bench row that measured nothing prints 0 instead of panicking.
+#[allow(dead_code)] // not every bench prints percentiles
+pub fn percentile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
+    binance_syncd::registry::percentile(sorted, q).unwrap_or_default()
 }
