@@ -367,8 +367,14 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
     let cancels = Instant::now();
     while cancels.elapsed() < Duration::from_secs(5) {
         tally(&replies, &mut placed, &mut refused);
-        let own =
-            daemon.executor().view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-demo-")).count();
+        // The one own-order rule (executor::ids), not a prefix of its own.
+        let own = daemon
+            .executor()
+            .view()
+            .open_orders
+            .iter()
+            .filter(|o| crate::executor::ids::tag_in(&o.client_order_id, None) == Some("demo"))
+            .count();
         if own == 0 {
             break;
         }
