@@ -48,7 +48,7 @@ pub(super) enum CancelResult {
     Failed(Outcome),
     Unknown,
     /// The key was refused: the daemon must stop.
-    Fatal(String),
+    Fatal(KeyRefused),
 }
 
 /// What an order's end means for a cancel of it: cancelled, or it ended otherwise first (what
@@ -231,7 +231,7 @@ impl Executor {
         side: Side,
         price: Decimal,
         qty: Decimal,
-    ) -> Result<Option<Outcome>, String> {
+    ) -> Result<Option<Outcome>, KeyRefused> {
         let (prepared, adjustments) = match self.prepare(&req.tag, symbol, side, price, qty, None) {
             Ok(p) => p,
             Err(refusal) => return Ok(Some(refusal.outcome())),
@@ -258,7 +258,7 @@ impl Executor {
                 self.add_pending(req, symbol, client_id.clone(), PendingKind::Place(new));
                 Ok(Some(Outcome::Unknown { client_order_id: client_id }))
             }
-            Err(e) if e.is_auth_failure() => Err(format!("API key refused by the executor: {e}")),
+            Err(e) if e.is_auth_failure() => Err(KeyRefused::by(&e)),
             Err(Error::Api { code, msg, .. }) => Ok(Some(self.rejected(symbol, code, msg, None))),
             Err(e @ (Error::RateLimited { .. } | Error::Banned { .. })) => {
                 // Not processed; the gate now holds every thread. Back to the front of its
@@ -309,7 +309,12 @@ impl Executor {
         Ok(o.clone())
     }
 
-    pub(super) fn cancel(&mut self, req: &Request, symbol: &str, order: &OrderRef) -> Result<Option<Outcome>, String> {
+    pub(super) fn cancel(
+        &mut self,
+        req: &Request,
+        symbol: &str,
+        order: &OrderRef,
+    ) -> Result<Option<Outcome>, KeyRefused> {
         let o = match self.own_order(&req.tag, symbol, order) {
             Ok(o) => o,
             Err(refusal) => return Ok(Some(refusal.outcome())),
@@ -359,13 +364,13 @@ impl Executor {
                     }
                 }
             }
-            Err(e) if e.is_auth_failure() => CancelResult::Fatal(format!("API key refused by the executor: {e}")),
+            Err(e) if e.is_auth_failure() => CancelResult::Fatal(KeyRefused::by(&e)),
             Err(Error::Api { code, msg, .. }) => CancelResult::Failed(self.rejected(&o.symbol, code, msg, None)),
             Err(e) => CancelResult::Failed(refused("not sent", e.to_string())),
         }
     }
 
-    pub(super) fn cancel_all(&mut self, req: &Request, symbol: &str) -> Result<Option<Outcome>, String> {
+    pub(super) fn cancel_all(&mut self, req: &Request, symbol: &str) -> Result<Option<Outcome>, KeyRefused> {
         let own: Vec<OpenOrder> = self
             .book
             .orders()
@@ -397,7 +402,7 @@ impl Executor {
         side: Side,
         price: Decimal,
         qty: Decimal,
-    ) -> Result<Option<Outcome>, String> {
+    ) -> Result<Option<Outcome>, KeyRefused> {
         let old = match self.own_order(&req.tag, symbol, order) {
             Ok(o) => o,
             Err(refusal) => return Ok(Some(refusal.outcome())),
@@ -466,7 +471,7 @@ impl Executor {
         side: Side,
         price: Decimal,
         qty: Decimal,
-    ) -> Result<Option<Outcome>, String> {
+    ) -> Result<Option<Outcome>, KeyRefused> {
         let canceled = match self.cancel_one(&req.tag, &old) {
             CancelResult::Done(c) => c,
             CancelResult::Failed(outcome) => return Ok(Some(outcome)),

@@ -183,6 +183,18 @@ impl ExecutorLink {
     }
 }
 
+/// The one thing that stops the executor thread: the exchange refused the API key (`-2014`,
+/// `-2015`, HTTP 401). Every other failure is retried or answered to the strategy; this one
+/// ends the daemon with exit 2, with the exchange's words.
+#[derive(Debug)]
+pub(crate) struct KeyRefused(String);
+
+impl KeyRefused {
+    fn by(e: &Error) -> KeyRefused {
+        KeyRefused(format!("API key refused by the executor: {e}"))
+    }
+}
+
 /// Best bid and ask from the last poll.
 #[derive(Debug, Clone, Copy)]
 struct Quote {
@@ -274,7 +286,7 @@ impl Executor {
     ) -> io::Result<JoinHandle<()>> {
         thread::Builder::new().name("executor".into()).spawn(move || {
             if let Err(why) = self.run(&requests, &events, &stop) {
-                let _ = exit.send(Exit::Fatal(why));
+                let _ = exit.send(Exit::Fatal(why.0));
             }
             self.finish(&requests);
         })
@@ -289,7 +301,7 @@ impl Executor {
         requests: &Receiver<Request>,
         events: &Receiver<StreamMsg>,
         stop: &Receiver<()>,
-    ) -> Result<(), String> {
+    ) -> Result<(), KeyRefused> {
         loop {
             if Executor::stopped(stop) {
                 return Ok(());
@@ -498,7 +510,7 @@ impl Executor {
         None
     }
 
-    fn timers(&mut self) -> Result<(), String> {
+    fn timers(&mut self) -> Result<(), KeyRefused> {
         let now = Instant::now();
         // A stale mark asks for a read now, once: a failed read then waits like any other, so
         // a refresh that keeps failing cannot turn into a request per loop.
@@ -548,7 +560,7 @@ impl Executor {
     }
 
     /// Open orders of every symbol and the balances, from REST. Intents wait until it worked.
-    fn rebuild(&mut self) -> Result<(), String> {
+    fn rebuild(&mut self) -> Result<(), KeyRefused> {
         for symbol in self.settings.symbols.clone() {
             let mark = self.book.mark();
             match self.desk.open_orders(&symbol) {
@@ -584,9 +596,9 @@ impl Executor {
         Ok(())
     }
 
-    fn rebuild_failed(&mut self, e: &Error) -> Result<(), String> {
+    fn rebuild_failed(&mut self, e: &Error) -> Result<(), KeyRefused> {
         if e.is_auth_failure() {
-            return Err(format!("API key refused by the executor: {e}"));
+            return Err(KeyRefused::by(e));
         }
         let since = *self.rebuild_failing_since.get_or_insert_with(Instant::now);
         if since.elapsed() > Duration::from_secs(60)
@@ -648,7 +660,7 @@ impl Executor {
         });
     }
 
-    fn serve(&mut self, (req, requeues): (Request, u32)) -> Result<(), String> {
+    fn serve(&mut self, (req, requeues): (Request, u32)) -> Result<(), KeyRefused> {
         if req.is_revoked() {
             self.answer(&req, refused("revoked", "the strategy that asked has stopped; nothing was sent"));
             return Ok(());

@@ -26,7 +26,7 @@
 //! Binance.US REST API, "Query order", "All orders" and error codes `-2010`/`-2013`:
 //! <https://docs.binance.us/#query-order-user_data>, <https://docs.binance.us/#all-orders-user_data>.
 
-use super::{cancel_outcome, is_terminal, Executor, OpenOrder};
+use super::{cancel_outcome, is_terminal, Executor, KeyRefused, OpenOrder};
 use crate::decimal::Decimal;
 use crate::error::Error;
 use crate::executor::intent::{Adjustment, Canceled, Outcome, Placed, Reply, Request};
@@ -338,7 +338,7 @@ impl Executor {
     }
 
     /// Looks up the pending request whose turn has come.
-    pub(super) fn resolve_due(&mut self) -> Result<(), String> {
+    pub(super) fn resolve_due(&mut self) -> Result<(), KeyRefused> {
         let now = Instant::now();
         let Some(i) = self.pending.iter().position(|p| p.next_try <= now) else { return Ok(()) };
         if self.pending[i].given_up {
@@ -354,7 +354,7 @@ impl Executor {
             // Archived: cancelled or expired with nothing filled, long ago. An end.
             Err(e) if e.api_code() == Some(-2026) => self.on_status(i, None, "CANCELED"),
             Err(e) if e.api_code() == Some(-2013) => self.not_yet(i, Seen::Absent),
-            Err(e) if e.is_auth_failure() => Err(format!("API key refused by the executor: {e}")),
+            Err(e) if e.is_auth_failure() => Err(KeyRefused::by(&e)),
             Err(e) => {
                 // Could not ask (network, rate gate, an answer we could not read): again later,
                 // until RESOLVE_GIVE_UP.
@@ -365,14 +365,14 @@ impl Executor {
         }
     }
 
-    fn on_found(&mut self, i: usize, found: &OrderReply) -> Result<(), String> {
+    fn on_found(&mut self, i: usize, found: &OrderReply) -> Result<(), KeyRefused> {
         self.book.apply_reply(found);
         let status = found.status.as_deref().unwrap_or("NEW");
         self.on_status(i, Some(found), status)
     }
 
     /// The exchange has the order, as `status`.
-    fn on_status(&mut self, i: usize, found: Option<&OrderReply>, status: &str) -> Result<(), String> {
+    fn on_status(&mut self, i: usize, found: Option<&OrderReply>, status: &str) -> Result<(), KeyRefused> {
         let p = &self.pending[i];
         let outcome = match (&p.what, p.what.new_order()) {
             (_, Some(orders)) => {
@@ -393,7 +393,7 @@ impl Executor {
     }
 
     /// Not settled by this lookup: again after the next pause, or the round is over.
-    fn not_yet(&mut self, i: usize, seen: Seen<'_>) -> Result<(), String> {
+    fn not_yet(&mut self, i: usize, seen: Seen<'_>) -> Result<(), KeyRefused> {
         let p = &mut self.pending[i];
         p.tries += 1;
         if p.tries < RESOLVE_DELAYS.len() {
@@ -404,7 +404,7 @@ impl Executor {
     }
 
     /// The lookups are over: the last checks, then the decision.
-    fn round_over(&mut self, i: usize, seen: Seen<'_>) -> Result<(), String> {
+    fn round_over(&mut self, i: usize, seen: Seen<'_>) -> Result<(), KeyRefused> {
         let p = &self.pending[i];
         let (kind, symbol, lookup_id, resent) = (p.what.kind(), p.symbol.clone(), p.lookup_id.clone(), p.resent);
         let retry_soon = |ex: &mut Executor, what: &str, e: &Error| {
@@ -422,7 +422,7 @@ impl Executor {
                     self.give_up(i, "too many orders since it was sent to search them all".into());
                     return Ok(());
                 }
-                Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
+                Err(e) if e.is_auth_failure() => return Err(KeyRefused::by(&e)),
                 Err(e) => {
                     retry_soon(self, "allOrders", &e);
                     return Ok(());
@@ -437,7 +437,7 @@ impl Executor {
                 }
                 Err(e) if e.api_code() == Some(-2013) => {}
                 Err(e) if e.api_code() == Some(-2026) => old_status = Some("CANCELED".to_string()),
-                Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
+                Err(e) if e.is_auth_failure() => return Err(KeyRefused::by(&e)),
                 Err(e) => {
                     retry_soon(self, "the old order's lookup", &e);
                     return Ok(());
@@ -484,7 +484,7 @@ impl Executor {
     }
 
     /// The lookups say it did not happen: the same request once more (see the module doc).
-    fn resend(&mut self, i: usize) -> Result<(), String> {
+    fn resend(&mut self, i: usize) -> Result<(), KeyRefused> {
         let now = Instant::now();
         let sent_ms = self.desk.rest().clock().now_ms();
         let p = &mut self.pending[i];
@@ -555,7 +555,7 @@ impl Executor {
         let outcome = match sent {
             Sent::Done(outcome) => outcome,
             Sent::LookAgain => return Ok(()),
-            Sent::Failed(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
+            Sent::Failed(e) if e.is_auth_failure() => return Err(KeyRefused::by(&e)),
             Sent::Failed(Error::Api { code, msg, .. }) => self.rejected(&symbol, code, msg, None),
             Sent::Failed(e) if may_have_reached(&e) => {
                 log::warn!("executor: {symbol} {client_id}: the second send: {e}; looking it up");
@@ -591,12 +591,12 @@ impl Executor {
     }
 
     /// An unresolved order's slow lookup: found, or known never made, it stops counting.
-    fn look_later(&mut self, i: usize) -> Result<(), String> {
+    fn look_later(&mut self, i: usize) -> Result<(), KeyRefused> {
         let (symbol, target) = (self.pending[i].symbol.clone(), self.pending[i].target());
         let found = match self.desk.query(&symbol, &target) {
             Ok(o) => Some(o),
             Err(e) if matches!(e.api_code(), Some(-2013 | -2026)) => None,
-            Err(e) if e.is_auth_failure() => return Err(format!("API key refused by the executor: {e}")),
+            Err(e) if e.is_auth_failure() => return Err(KeyRefused::by(&e)),
             Err(e) => {
                 log::debug!("executor: lookup of unresolved {symbol} {target:?}: {e}");
                 self.pending[i].next_try = Instant::now() + LOOK_LATER;
