@@ -62,7 +62,91 @@ fn confine(parent: i32) -> Result<(), String> {
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
         return Err(format!("RLIMIT_CORE: {}", std::io::Error::last_os_error()));
     }
+    drop_capabilities()?;
     super::harden::forbid_dumping().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
+}
+
+/// A capability set as `/proc/self/status` shows it (`CapPrm:`, `CapEff:`, `CapBnd:`...).
+fn cap_line(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix(name))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// A daemon run as root starts its plugin hosts with every capability (exec as uid 0 fills the
+/// permitted set from the bounding set). A strategy needs none: empty the bounding set (so no
+/// later exec regains any), lock the securebits that would give them back to uid 0, clear the
+/// ambient set, then the effective, permitted and inheritable sets. It stays uid 0, which files
+/// owned by root still answer to: run the daemon as its own user (the unit's `DynamicUser`).
+fn drop_capabilities() -> Result<(), String> {
+    if cap_line("CapPrm:").unwrap_or(0) == 0 && cap_line("CapBnd:").unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    // CAP_SETPCAP (8, linux/capability.h) allows changing the bounding set and the securebits.
+    const CAP_SETPCAP: u32 = 8;
+    let has_setpcap = cap_line("CapEff:").is_some_and(|eff| eff & (1 << CAP_SETPCAP) != 0);
+    if has_setpcap {
+        for cap in 0..64 {
+            // SAFETY: prctl with integer arguments only. EINVAL past the kernel's last
+            // capability ends the loop.
+            if unsafe {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0)
+            } != 0
+            {
+                break;
+            }
+        }
+        let bits = libc::SECBIT_NOROOT
+            | libc::SECBIT_NOROOT_LOCKED
+            | libc::SECBIT_NO_SETUID_FIXUP
+            | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+            | libc::SECBIT_KEEP_CAPS_LOCKED
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+        // SAFETY: prctl with integer arguments only.
+        if unsafe {
+            libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0)
+        } != 0
+        {
+            return Err(format!("PR_SET_SECUREBITS: {}", std::io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: prctl with integer arguments only; fails harmlessly (EINVAL) on kernels without
+    // ambient capabilities, which then have none to clear.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0,
+        )
+    };
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // _LINUX_CAPABILITY_VERSION_3: two data words (capabilities 0-31 and 32-63).
+    let mut header = Header { version: 0x2008_0522, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: capset reads a version-3 header and two data structures, laid out as the kernel's
+    // __user_cap_header_struct and __user_cap_data_struct (repr(C), u32/i32 fields), that live
+    // on this stack frame for the whole call; pid 0 means this thread.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) } != 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    match cap_line("CapEff:") {
+        Some(0) => Ok(()),
+        other => Err(format!("capabilities still held after dropping them: {other:?}")),
+    }
 }
 
 /// Closes every descriptor from 3 up (std opens its own with CLOEXEC; a descriptor the

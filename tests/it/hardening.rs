@@ -167,6 +167,11 @@ fn a_plugin_and_its_children_find_no_secret_and_the_daemon_is_not_dumpable() {
         assert!(!text.contains(secret), "a plugin found {}...:\n{text}", &secret[..6]);
     }
     assert!(text.lines().any(|l| l == "dumpable 0"), "the plugin's process is dumpable:\n{text}");
+    // No capability, even when the daemon (and so the child, at exec) runs as root.
+    let caps = text.lines().find(|l| l.starts_with("caps ")).unwrap_or_else(|| panic!("no caps line:\n{text}"));
+    for set in ["CapEff:0000000000000000", "CapPrm:0000000000000000", "CapBnd:0000000000000000"] {
+        assert!(caps.contains(set), "the plugin's process holds capabilities ({caps}); wanted {set}");
+    }
     // It ran in a child of the daemon (issue 21), not in the daemon itself ...
     let daemon = child.id();
     assert!(text.lines().any(|l| l.starts_with("pid ") && l.ends_with(&format!(" ppid {daemon}"))), "{text}");

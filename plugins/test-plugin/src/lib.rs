@@ -60,6 +60,14 @@ impl Recorder {
         let environ = std::fs::read("/proc/self/environ").unwrap_or_default();
         self.line(&format!("self-environ {}", String::from_utf8_lossy(&environ).replace('\0', " ")));
         self.line(&format!("pid {} ppid {}", std::process::id(), std::os::unix::process::parent_id()));
+        // Capability sets as the kernel shows them: `caps CapEff:... CapPrm:... CapBnd:...`.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let caps: Vec<String> = status
+            .lines()
+            .filter(|l| ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"].iter().any(|c| l.starts_with(c)))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(""))
+            .collect();
+        self.line(&format!("caps {}", caps.join(" ")));
         // Every open descriptor and what it is (the listing's own descriptor shows too).
         let mut fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
             .map(|d| {
