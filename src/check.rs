@@ -268,13 +268,21 @@ fn plugin_rows(dir: &Path) -> Vec<Row> {
     names.sort();
     let euid = crate::plugin::euid();
     let mut rows = Vec::new();
-    if let Err(why) = trust::folder(dir, euid) {
-        rows.push(row("plugin dir", Verdict::Fail, format!("refused: {why}")));
-        for name in &names {
-            rows.push(row(format!("plugin {name}.so"), Verdict::Fail, "refused: its folder is not trusted"));
+    let real = match trust::folder(dir, euid) {
+        Ok(real) => real,
+        Err(why) => {
+            rows.push(row("plugin dir", Verdict::Fail, format!("refused: {why}")));
+            for name in &names {
+                rows.push(row(format!("plugin {name}.so"), Verdict::Fail, "refused: its folder is not trusted"));
+            }
+            return rows;
         }
-        return rows;
-    }
+    };
+    // As `run` does: files are opened under the checked path, and only trusted ones' names
+    // give tags.
+    let dir = real.as_path();
+    let trusted: Vec<&str> =
+        names.iter().filter(|n| trust::file_trusted(&dir.join(format!("{n}.so")), euid)).map(String::as_str).collect();
     rows.push(row(
         "plugin dir",
         Verdict::Ok,
@@ -290,7 +298,7 @@ fn plugin_rows(dir: &Path) -> Vec<Row> {
                 None => String::new(),
             };
             let (tag, claimed) = crate::plugin::tag_of(name, &settings);
-            if let Some(why) = tag_taken(name, &tag, claimed, &holders, names.iter().map(String::as_str)) {
+            if let Some(why) = tag_taken(name, &tag, claimed, &holders, trusted.iter().copied()) {
                 return Err(why);
             }
             let entry = binance_syncd_plugin::abi::ENTRY_SYMBOL;

@@ -243,37 +243,49 @@ fn cursor_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("plugins").join(format!("{name}.cursor"))
 }
 
-fn load_cursor(state_dir: &Path, name: &str) -> Option<SavedCursor> {
-    serde_json::from_str(&fs::read_to_string(cursor_path(state_dir, name)).ok()?).ok()
+/// What the state dir says of a plugin's cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CursorFile {
+    /// No file: a name seen for the first time.
+    Missing,
+    Saved(SavedCursor),
+    /// A file that exists but cannot be read or parsed (torn, emptied, garbled): never taken
+    /// for "first seen", which would start at the log's end and skip what came after it.
+    Unreadable(String),
 }
 
-/// Written with a rename so a crash leaves the old or the new file, never half of one. Not
-/// fsynced: a cursor lost to a power cut only means fills come again marked replayed.
+fn load_cursor(state_dir: &Path, name: &str) -> CursorFile {
+    let path = cursor_path(state_dir, name);
+    match fs::read(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => CursorFile::Missing,
+        Err(e) => CursorFile::Unreadable(format!("cannot read {}: {e}", path.display())),
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(c) => CursorFile::Saved(c),
+            Err(e) => CursorFile::Unreadable(format!("{} ({} bytes) does not parse: {e}", path.display(), bytes.len())),
+        },
+    }
+}
+
+/// Where a plugin without a cursor in memory starts: from its saved cursor (what follows it
+/// marked replayed if the last run did not stop cleanly); a new name at the log's end, or its
+/// start with `history = all`; and one whose cursor file is unreadable from the log's start,
+/// every line up to `durable` marked replayed: it may see lines again, it never misses one.
+fn start_from(file: &CursorFile, history_all: bool, durable: u64) -> Go {
+    let go = |delivered, replay_until| Go { delivered, replay_until, previous_last_call: None };
+    match file {
+        CursorFile::Saved(c) => go(c.delivered, if c.clean { 0 } else { durable }),
+        CursorFile::Unreadable(_) => go(0, durable),
+        CursorFile::Missing if history_all => go(0, 0),
+        CursorFile::Missing => go(durable, 0),
+    }
+}
+
+/// Written to a temporary file, fsynced, renamed into place and its folder fsynced: after a
+/// crash or a power cut the file is the old or the new cursor, never half of one.
 fn save_cursor(state_dir: &Path, name: &str, c: SavedCursor) {
     let path = cursor_path(state_dir, name);
-    let tmp = path.with_extension("cursor.tmp");
-    let write = || -> io::Result<()> {
-        if let Some(dir) = path.parent() {
-            crate::statedir::create_private_dir(dir).map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        // 0600 like every state file, whatever the umask (issue 19).
-        let mut f = {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            f
-        };
-        io::Write::write_all(&mut f, &serde_json::to_vec(&c).unwrap_or_default())?;
-        drop(f);
-        fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
+    let dir = state_dir.join("plugins");
+    if let Err(e) = crate::statedir::write_private(&dir, &path, &serde_json::to_vec(&c).unwrap_or_default()) {
         log::warn!("plugin {name}: cannot save its cursor ({e}); a restart may replay fills");
     }
 }
@@ -394,6 +406,9 @@ pub struct PluginHost {
     euid: u32,
     /// Why the plugin folder is not trusted, while it is not (said once per reason).
     folder_refused: Option<String>,
+    /// The plugin folder as [`trust::folder`] resolved and checked it: files are listed and
+    /// opened under this path, never through a symlink on the configured one that was not.
+    real_dir: PathBuf,
     /// The tag of each plugin that loaded, while its file is in the folder ([`tag_taken`]).
     tags: HashMap<String, String>,
     /// Plugins refused for a tag someone held: looked at again once a file is gone.
@@ -415,6 +430,7 @@ fn now_ms() -> u64 {
 impl PluginHost {
     pub fn new(settings: PluginSettings, executor: ExecutorLink, rules: LiveRules, tap: FillTap) -> PluginHost {
         PluginHost {
+            real_dir: settings.dir.clone(),
             settings,
             executor,
             rules,
@@ -462,7 +478,7 @@ impl PluginHost {
     /// was already reported.
     fn listing(&self, quiet: bool) -> HashMap<String, Seen> {
         let mut now: HashMap<String, Seen> = HashMap::new();
-        match fs::read_dir(&self.settings.dir) {
+        match fs::read_dir(&self.real_dir) {
             Ok(entries) => {
                 for e in entries.flatten() {
                     let path = e.path();
@@ -471,7 +487,7 @@ impl PluginHost {
                     }
                     let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else { continue };
                     if let Some(image) = sig(&path) {
-                        now.insert(name.clone(), Seen { image, conf: sig(&conf_path(&self.settings.dir, &name)) });
+                        now.insert(name.clone(), Seen { image, conf: sig(&conf_path(&self.real_dir, &name)) });
                     }
                 }
             }
@@ -485,7 +501,8 @@ impl PluginHost {
     /// is loaded or stopped (the running versions stay) and its plugins show as refused.
     fn folder_trusted(&mut self) -> bool {
         let why = match trust::folder(&self.settings.dir, self.euid) {
-            Ok(_) => {
+            Ok(real) => {
+                self.real_dir = real;
                 if let Some(old) = self.folder_refused.take() {
                     log::info!("plugins: the plugin folder {} is trusted again", self.settings.dir.display());
                     for name in self.running.keys() {
@@ -518,13 +535,29 @@ impl PluginHost {
         false
     }
 
+    /// Tags with open orders in the executor's book.
+    fn resting_tags(&self) -> std::collections::HashSet<String> {
+        if self.tags.is_empty() {
+            return Default::default();
+        }
+        self.executor
+            .view()
+            .open_orders
+            .iter()
+            .filter_map(|o| o.client_order_id.strip_prefix("sd-")?.split('-').next().map(String::from))
+            .collect()
+    }
+
     fn scan(&mut self) {
         if !self.folder_trusted() {
             return;
         }
         let now = self.listing(false);
         let holders = self.tags.len();
-        self.tags.retain(|n, _| now.contains_key(n));
+        // A removed plugin's tag stays held while orders of its rest in the book
+        // (`cancel_on_stop = false`): another plugin under that tag would take them over.
+        let resting = self.resting_tags();
+        self.tags.retain(|n, t| now.contains_key(n) || resting.contains(t.as_str()));
         if self.tags.len() < holders || self.last_scan.keys().any(|n| !now.contains_key(n)) {
             for name in self.tag_refused.drain() {
                 self.parked.remove(&name);
@@ -657,12 +690,12 @@ impl PluginHost {
             });
         };
         // Everything read from here on is read from a checked descriptor (`trust`).
-        let image = match trust::open(&self.settings.dir.join(format!("{name}.so")), self.euid) {
+        let image = match trust::open(&self.real_dir.join(format!("{name}.so")), self.euid) {
             Ok(Some(f)) => f,
             Ok(None) => return, // gone since the scan: the next scan stops it, if it ran
             Err(why) => return refuse(self, why),
         };
-        let settings_text = match trust::open(&conf_path(&self.settings.dir, name), self.euid) {
+        let settings_text = match trust::open(&conf_path(&self.real_dir, name), self.euid) {
             Ok(None) => String::new(),
             Ok(Some(f)) => match f.text(MAX_SETTINGS) {
                 Ok(t) => t,
@@ -692,7 +725,9 @@ impl PluginHost {
         for (n, r) in &self.running {
             holders.insert(n.clone(), r.handle.tag().to_string());
         }
-        if let Some(why) = tag_taken(name, &tag, explicit, &holders, folder.keys().map(String::as_str)) {
+        // Only a trusted file's name gives a tag: a file nobody may load claims nothing.
+        let trusted = folder.keys().filter(|n| trust::file_trusted(&self.real_dir.join(format!("{n}.so")), self.euid));
+        if let Some(why) = tag_taken(name, &tag, explicit, &holders, trusted.map(String::as_str)) {
             self.tag_refused.insert(name.to_string());
             return refuse(self, why);
         }
@@ -784,14 +819,18 @@ impl PluginHost {
             None => self.cursors.remove(name).map(|d| (d, None)),
         };
         let failed_at = self.failed_at.remove(name).unwrap_or(0);
-        let fresh = |delivered, replay_until| Go { delivered, replay_until, previous_last_call: None };
         let go = match previous {
             Some((delivered, last_call)) => Go { delivered, replay_until: failed_at, previous_last_call: last_call },
-            None => match load_cursor(&self.settings.state_dir, name) {
-                Some(c) => fresh(c.delivered, if c.clean { 0 } else { self.tap.durable() }),
-                None if history_all => fresh(0, 0),
-                None => fresh(self.tap.durable(), 0),
-            },
+            None => {
+                let file = load_cursor(&self.settings.state_dir, name);
+                if let CursorFile::Unreadable(why) = &file {
+                    log::error!(
+                        "plugin {name}: its cursor file is unreadable ({why}); replaying the fill log from its \
+                         start, marked replayed"
+                    );
+                }
+                start_from(&file, history_all, self.tap.durable())
+            }
         };
         let mut go = go;
         if go.delivered > self.tap.durable() {
@@ -858,7 +897,13 @@ impl PluginHost {
             Ok(e) => e,
             // The thread itself panicked (not the plugin: that is a status): fall back to the
             // saved cursor, with replay marking, rather than to the start of the log.
-            Err(_) => Ended::new(load_cursor(&self.settings.state_dir, name).map_or(0, |c| c.delivered), true, None),
+            Err(_) => {
+                let delivered = match load_cursor(&self.settings.state_dir, name) {
+                    CursorFile::Saved(c) => c.delivered,
+                    _ => 0,
+                };
+                Ended::new(delivered, true, None)
+            }
         };
         self.cursors.insert(name.to_string(), ended.delivered);
         if ended.failed || ended.crashed.is_some() {
@@ -1427,6 +1472,33 @@ mod tests {
         assert_eq!(tag_taken("grid_maker", "gridmake", false, &HashMap::new(), ["grid_maker", "thief"]), None);
         // A claim of a tag no other file's name gives and nobody holds is fine.
         assert_eq!(tag_taken("thief", "mytag", true, &HashMap::new(), ["grid_maker", "thief"]), None);
+    }
+
+    #[test]
+    fn a_torn_or_empty_cursor_file_replays_from_the_start_marked_and_never_skips() {
+        let state = std::env::temp_dir().join(format!("syncd-plugin-cursor-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&state);
+        fs::create_dir_all(state.join("plugins")).unwrap();
+        let durable = 40;
+        for (what, body) in [("empty", &b""[..]), ("torn", &br#"{"delivered":3"#[..]), ("garbled", &b"\xff\x00"[..])] {
+            fs::write(cursor_path(&state, "p"), body).unwrap();
+            let file = load_cursor(&state, "p");
+            assert!(matches!(file, CursorFile::Unreadable(_)), "{what}: {file:?}");
+            for history_all in [false, true] {
+                let go = start_from(&file, history_all, durable);
+                assert_eq!((go.delivered, go.replay_until), (0, durable), "{what}: every line again, marked");
+            }
+        }
+        // A saved cursor round-trips through the durable write; a missing one is a new name.
+        save_cursor(&state, "p", SavedCursor { delivered: 7, clean: true });
+        assert_eq!(load_cursor(&state, "p"), CursorFile::Saved(SavedCursor { delivered: 7, clean: true }));
+        assert!(!state.join("plugins").join("p.cursor.tmp").exists());
+        let go = start_from(&load_cursor(&state, "p"), false, durable);
+        assert_eq!((go.delivered, go.replay_until), (7, 0));
+        fs::remove_file(cursor_path(&state, "p")).unwrap();
+        assert_eq!(load_cursor(&state, "p"), CursorFile::Missing);
+        assert_eq!(start_from(&CursorFile::Missing, false, durable).delivered, durable);
+        let _ = fs::remove_dir_all(&state);
     }
 
     #[test]

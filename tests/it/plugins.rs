@@ -883,6 +883,36 @@ fn a_conf_cannot_claim_the_tag_a_disabled_plugin_or_another_file_name_holds() {
 }
 
 #[test]
+fn an_untrusted_file_gives_no_tag_and_a_removed_plugin_keeps_its_tag_while_its_orders_rest() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-tag-rest-out");
+    let conf = |name: &str, extra: &str| format!("record = {}\n{extra}", dir.join(format!("{name}.rec")).display());
+    let mut rig = Rig::start("plugin-tag-rest", &[("keeper", &so, &conf("keeper", "place_one = true\n"))]);
+    rig.wait_status("keeper", "running", |s| s.state == "running" && s.tag == "keeper");
+    // A world-writable file nobody may load: its name gives no tag to refuse a claim with.
+    install_with_mode(&so, &rig.plugins, "untrust", 0o666);
+    std::fs::write(rig.plugins.join("claim.conf"), conf("claim", "tag = untrust\n")).unwrap();
+    install(&so, &rig.plugins, "claim");
+    rig.wait_status("untrust", "refused", |s| s.state == "refused");
+    rig.wait_status("claim", "running under the untrusted file's tag", |s| s.state == "running" && s.tag == "untrust");
+    // keeper's order rests; its file goes (no cancel_on_stop): the order stays, and so does
+    // its tag, which no settings may then claim.
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let own = || link.view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-keeper-")).count();
+    wait_until("keeper's order", Duration::from_secs(20), || own() == 1);
+    std::fs::remove_file(rig.plugins.join("keeper.so")).unwrap();
+    rig.wait_status("keeper", "stopped", |s| s.state == "stopped");
+    std::fs::write(rig.plugins.join("heir.conf"), conf("heir", "tag = keeper\n")).unwrap();
+    install(&so, &rig.plugins, "heir");
+    let s = rig.wait_status("heir", "refused", |s| s.state == "refused");
+    assert!(s.problem.contains("tag keeper is already held by plugin keeper"), "{s:?}");
+    assert_eq!(own(), 1);
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
 fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
     use binance_syncd::paper::DEMO_API_KEY;
     let ex = paper_with(|_| {});
