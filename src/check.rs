@@ -246,14 +246,15 @@ fn local_rows(config: &Config) -> Vec<Row> {
         rows.push(row("plugin dir", Verdict::Ok, "SYNCD_PLUGIN_DIR unset: no plugins"));
         return rows;
     };
-    rows.extend(plugin_rows(dir));
+    rows.extend(plugin_rows(dir, &config.state_dir));
     rows
 }
 
-/// The plugin folder and each `.so` as `run` would judge them (`plugin::trust`, tags), and
-/// each image read as data (`plugin::elf`): `check` runs as root, and loading a library runs
-/// its code, so no plugin is loaded here. Its ABI version is checked when `run` loads it.
-fn plugin_rows(dir: &Path) -> Vec<Row> {
+/// The plugin folder and each `.so` as `run` would judge them (`plugin::trust`, tags, a
+/// quarantine in `state_dir`), and each image read as data (`plugin::elf`): `check` runs as
+/// root, and loading a library runs its code, so no plugin is loaded here. Its ABI version is
+/// checked when `run` loads it.
+fn plugin_rows(dir: &Path, state_dir: &Path) -> Vec<Row> {
     use crate::plugin::{elf, tag_taken, trust};
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -293,6 +294,9 @@ fn plugin_rows(dir: &Path) -> Vec<Row> {
     for name in &names {
         let judged = (|| -> Result<String, String> {
             let image = trust::open(&dir.join(format!("{name}.so")), euid)?.ok_or("gone while checked")?;
+            if let Some(why) = crate::plugin::quarantined(state_dir, dir, name) {
+                return Err(why);
+            }
             let settings = match trust::open(&dir.join(format!("{name}.conf")), euid)? {
                 Some(f) => f.text(crate::plugin::MAX_SETTINGS).map_err(|why| format!("{name}.conf {why}"))?,
                 None => String::new(),

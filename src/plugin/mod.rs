@@ -160,13 +160,14 @@ impl PluginView {
 /// Size and modification time, and type, mode and owner: what "the file changed" means here
 /// (a `chmod go-w` of a refused file is a change that gets it looked at again). Of the path
 /// itself: a symlink is never followed.
+/// The inode too: a file replaced by one with the same size and mtime (`cp -p`) is a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sig(u64, SystemTime, u32, u32);
+struct Sig(u64, SystemTime, u32, u32, u64);
 
 fn sig(path: &Path) -> Option<Sig> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::symlink_metadata(path).ok()?;
-    Some(Sig(m.len(), m.modified().ok()?, m.mode(), m.uid()))
+    Some(Sig(m.len(), m.modified().ok()?, m.mode(), m.uid(), m.ino()))
 }
 
 /// The settings file's text and the image's signature: either changing restarts the plugin.
@@ -290,6 +291,45 @@ fn save_cursor(state_dir: &Path, name: &str, c: SavedCursor) {
     }
 }
 
+/// Crashes in a row (each within [`QUICK_DEATH`] of its start, or on the same fill as the one
+/// before) that quarantine a plugin, unless its settings say `quarantine_after`.
+const QUARANTINE_AFTER: u32 = 3;
+const QUICK_DEATH: Duration = Duration::from_secs(10);
+
+/// `plugins/NAME.quarantine`: why, and which file (inode, size, mtime) it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Quarantine {
+    reason: String,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+fn quarantine_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("plugins").join(format!("{name}.quarantine"))
+}
+
+/// The identity of `dir/NAME.so` (not followed): what "its file changed" means to a quarantine.
+fn image_identity(dir: &Path, name: &str) -> Option<(u64, u64, (i64, i64))> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(dir.join(format!("{name}.so"))).ok()?;
+    Some((m.ino(), m.len(), (m.mtime(), m.mtime_nsec())))
+}
+
+/// Why `NAME.so` in `dir` is quarantined, if its quarantine (in `state_dir`) holds this very
+/// file. A quarantine file that does not read counts as holding it: only a new file frees it.
+pub fn quarantined(state_dir: &Path, dir: &Path, name: &str) -> Option<String> {
+    let text = match fs::read(quarantine_path(state_dir, name)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(format!("quarantined (its quarantine file does not read: {e})")),
+        Ok(t) => t,
+    };
+    let Ok(q) = serde_json::from_slice::<Quarantine>(&text) else {
+        return Some("quarantined (its quarantine file does not parse)".into());
+    };
+    (image_identity(dir, name) == Some((q.ino, q.size, q.mtime))).then_some(q.reason)
+}
+
 /// Where a new version starts.
 #[derive(Debug, Clone, Copy)]
 struct Go {
@@ -380,6 +420,8 @@ struct Running {
     /// In its own process: a stop may take up to the stall limit (the callback is then killed).
     isolated: bool,
     restart_base: Duration,
+    /// Crashes in a row that quarantine it (0: never).
+    quarantine_after: u32,
     started: Instant,
 }
 
@@ -417,6 +459,8 @@ pub struct PluginHost {
     restarts: HashMap<String, Restart>,
     /// The last restart delay of each plugin that crashed.
     backoff: HashMap<String, Duration>,
+    /// Crashes in a row that count towards a quarantine, and the cursor at the last one.
+    streaks: HashMap<String, (u32, u64)>,
 }
 
 fn several_cpus() -> bool {
@@ -449,6 +493,7 @@ impl PluginHost {
             tag_refused: std::collections::HashSet::new(),
             restarts: HashMap::new(),
             backoff: HashMap::new(),
+            streaks: HashMap::new(),
         }
     }
 
@@ -588,11 +633,16 @@ impl PluginHost {
         for name in finished {
             if let Some(r) = self.running.remove(&name) {
                 r.handle.revoke();
-                let Running { thread, seen, started, restart_base, .. } = r;
+                let Running { thread, seen, started, restart_base, quarantine_after, .. } = r;
                 let ended = thread.join().unwrap_or(Ended::new(0, true, None));
                 self.cursors.insert(name.clone(), ended.delivered);
                 if let Some(why) = &ended.crashed {
-                    self.crashed(&name, seen, started, restart_base, &ended, why);
+                    let quick = started.elapsed() < QUICK_DEATH;
+                    if self.quarantines(&name, quick, ended.delivered, quarantine_after) {
+                        self.quarantine(&name, seen, &ended, why);
+                    } else {
+                        self.crashed(&name, seen, started, restart_base, &ended, why);
+                    }
                     continue;
                 }
                 if ended.failed {
@@ -667,6 +717,71 @@ impl PluginHost {
         });
     }
 
+    /// Counts a crash (`quick`: within [`QUICK_DEATH`] of its start; `delivered`: its cursor);
+    /// true once `after` of them came in a row, each quick or on the same fill as the last.
+    fn quarantines(&mut self, name: &str, quick: bool, delivered: u64, after: u32) -> bool {
+        let streak = match self.streaks.get(name) {
+            Some(&(n, at)) if quick || at == delivered => n + 1,
+            _ => 1,
+        };
+        self.streaks.insert(name.to_string(), (streak, delivered));
+        after != 0 && streak >= after
+    }
+
+    /// Parks a plugin that keeps dying until its file changes, in the state dir too (a daemon
+    /// restart keeps it), where `check` sees it.
+    fn quarantine(&mut self, name: &str, seen: Seen, ended: &Ended, why: &str) {
+        let streak = self.streaks.remove(name).map_or(0, |(n, _)| n);
+        self.backoff.remove(name);
+        self.failed_at.insert(name.to_string(), ended.delivered + 1);
+        let reason = format!(
+            "quarantined: its process died {streak} times in a row, each soon after its start or on the same \
+             fill (last: {why}, after fill #{}); replace {name}.so to release it",
+            ended.delivered
+        );
+        log::error!("plugin {name}: {reason}");
+        match image_identity(&self.real_dir, name) {
+            Some((ino, size, mtime)) => {
+                let q = Quarantine { reason: reason.clone(), ino, size, mtime };
+                let body = serde_json::to_vec(&q).unwrap_or_default();
+                let dir = self.settings.state_dir.join("plugins");
+                if let Err(e) =
+                    crate::statedir::write_private(&dir, &quarantine_path(&self.settings.state_dir, name), &body)
+                {
+                    log::error!("plugin {name}: cannot save its quarantine ({e}); a daemon restart lifts it");
+                }
+            }
+            None => log::warn!("plugin {name}: its file is gone; the quarantine is not saved"),
+        }
+        self.parked.insert(name.to_string(), seen);
+        self.view.update(name, |s| {
+            s.state = "quarantined".into();
+            s.problem = reason.clone();
+            s.last_exit = why.to_string();
+            s.delivered = ended.delivered;
+            s.pid = 0;
+        });
+    }
+
+    /// Whether `name` is quarantined (and then parked and shown so); a quarantine of an older
+    /// file is lifted.
+    fn held_in_quarantine(&mut self, name: &str, seen: &Seen) -> bool {
+        if let Some(reason) = quarantined(&self.settings.state_dir, &self.real_dir, name) {
+            self.parked.insert(name.to_string(), seen.clone());
+            self.view.update(name, |s| {
+                s.state = "quarantined".into();
+                s.problem = reason;
+            });
+            return true;
+        }
+        let path = quarantine_path(&self.settings.state_dir, name);
+        if path.exists() {
+            log::info!("plugin {name}: its file changed; released from quarantine");
+            let _ = fs::remove_file(&path);
+        }
+        false
+    }
+
     /// Loads `name`'s current file on a new thread; on success stops the old version and starts
     /// the new one where the old one stopped.
     fn swap(&mut self, name: &str, seen: Seen, folder: &HashMap<String, Seen>) {
@@ -675,6 +790,9 @@ impl PluginHost {
         }
         if self.running.get(name).is_some_and(|r| r.stalled) {
             return; // stopping it now would wait on the stall; try again on a later scan
+        }
+        if self.held_in_quarantine(name, &seen) {
+            return;
         }
         let refuse = |host: &mut PluginHost, why: String| {
             log::error!(
@@ -715,6 +833,18 @@ impl PluginHost {
             Some(v) => match v.parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms).min(BACKOFF_MAX),
                 _ => return refuse(self, format!("{name}.conf: restart_backoff_ms = {v:?}: a number of ms above 0")),
+            },
+        };
+        let quarantine_after = match setting(&settings_text, "quarantine_after") {
+            None => QUARANTINE_AFTER,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    return refuse(
+                        self,
+                        format!("{name}.conf: quarantine_after = {v:?}: a number of crashes (0: never)"),
+                    )
+                }
             },
         };
         let restarting = self.restarts.remove(name).is_some();
@@ -864,6 +994,7 @@ impl PluginHost {
                 stalled: false,
                 isolated,
                 restart_base,
+                quarantine_after,
                 started: Instant::now(),
             },
         );

@@ -1013,7 +1013,8 @@ fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its
     let abrt = crashing_plugin("abrt", "abort();");
     let dir = temp_dir("plugin-crash-conf");
     let calm_conf = format!("record = {}\nhistory = all\n", dir.join("calm.rec").display());
-    let bad_conf = "history = all\nrestart_backoff_ms = 50\n";
+    // Never quarantined here: each of its processes dies soon after its start.
+    let bad_conf = "history = all\nrestart_backoff_ms = 50\nquarantine_after = 0\n";
     let mut rig = Rig::start(
         "plugin-crash",
         &[("calm", &calm, &calm_conf), ("segv", &segv, bad_conf), ("abrt", &abrt, bad_conf)],
@@ -1064,6 +1065,91 @@ fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its
         d.stop(Duration::from_secs(8));
     }
     assert_matches_truth(&fills, &report);
+}
+
+#[test]
+fn a_plugin_that_keeps_dying_is_quarantined_across_a_restart_until_its_file_is_replaced() {
+    use binance_syncd::paper::DEMO_API_KEY;
+    let calm = build_plugin("test-plugin", "1");
+    let segv = crashing_plugin("quarantined_segv", "volatile int *p = 0; *p = 1;");
+    let out = temp_dir("plugin-quarantine-out");
+    let calm_conf = format!("record = {}\nhistory = all\n", out.join("calm.rec").display());
+    let sink = crate::metrics::Sink::start();
+    let webhook = binance_syncd::secret::Secret::new(sink.url.clone());
+    let mut rig = Rig::start_with(
+        "plugin-quarantine",
+        &[("calm", &calm, &calm_conf), ("segv", &segv, "history = all\nrestart_backoff_ms = 50\n")],
+        |cfg| {
+            cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+            cfg.alert_webhook = Some(webhook);
+        },
+    );
+    for name in ["calm", "segv"] {
+        rig.wait_status(name, "running", |s| s.state == "running");
+    }
+    // Its processes die on their second fill: on #2, #3 and #4, each soon after its start.
+    for _ in 0..4 {
+        rig.fill();
+    }
+    let s = rig.wait_status("segv", "quarantined", |s| s.state == "quarantined");
+    assert_eq!((s.restarts, s.pid, s.delivered), (2, 0, 3), "{s:?}");
+    assert!(s.problem.contains("died 3 times in a row") && s.last_exit.contains("SIGSEGV"), "{s:?}");
+    let quarantine = rig.cfg.state_dir.join("plugins").join("segv.quarantine");
+    assert!(quarantine.exists());
+    // The calm one beside it got every fill, once, and the metrics say what happened.
+    let fills = wait_lines(&rig.cfg.fill_log, 4, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("calm", "every fill", |s| s.delivered == last);
+    let calm_seen: Vec<u64> = fills_of(
+        &std::fs::read_to_string(out.join("calm.rec"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    )
+    .iter()
+    .map(|(_, s)| *s)
+    .collect();
+    assert_eq!(calm_seen, (1..=last).collect::<Vec<u64>>());
+    let addr = rig.daemon.as_ref().and_then(|d| d.metrics_addr()).unwrap();
+    let scrape = crate::metrics::get(addr, "/metrics").1;
+    for (series, want) in [
+        ("syncd_plugin_state{plugin=\"segv\",state=\"quarantined\"}", 1.0),
+        ("syncd_plugin_state{plugin=\"segv\",state=\"crashed\"}", 0.0),
+        ("syncd_plugin_restarts_total{plugin=\"segv\"}", 2.0),
+    ] {
+        assert_eq!(crate::metrics::value(&scrape, series), Some(want), "{series} in\n{scrape}");
+    }
+    wait_until("the quarantine alert", Duration::from_secs(5), || {
+        sink.texts().iter().any(|t| t.contains("plugin segv is quarantined"))
+    });
+    // A daemon restart keeps it: never loaded again, and `check` says so.
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+    rig.daemon = Some(Daemon::start(&rig.cfg, &fast()).unwrap());
+    rig.wait_status("calm", "running again", |s| s.state == "running");
+    let s = rig.wait_status("segv", "still quarantined", |s| s.state == "quarantined");
+    assert_eq!((s.loads, s.pid), (0, 0), "{s:?}");
+    rig.fill();
+    rig.wait_status("calm", "the fill after the restart", |s| s.delivered == last + 1);
+    assert_eq!(rig.status("segv").loads, 0);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("check");
+    crate::util::daemon_env(&mut cmd, &rig.ex, &rig.dir, DEMO_API_KEY).env("SYNCD_PLUGIN_DIR", &rig.plugins);
+    let text = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+    assert!(
+        text.lines().any(|l| l.starts_with("plugin segv.so") && l.contains("FAIL") && l.contains("quarantined")),
+        "{text}"
+    );
+    // A new file releases it: here a calm build, which then gets every fill after its cursor.
+    install(&calm, &rig.plugins, "segv");
+    let s = rig.wait_status("segv", "released", |s| s.state == "running" && s.delivered == last + 1);
+    assert_eq!(s.loads, 1, "{s:?}");
+    assert!(!quarantine.exists());
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
 }
 
 #[test]
