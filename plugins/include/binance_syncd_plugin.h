@@ -15,12 +15,16 @@
 #include <stdint.h>
 
 #define SYNCD_ABI_MAJOR 1
-#define SYNCD_ABI_MINOR 2
+#define SYNCD_ABI_MINOR 3
 
 #define SYNCD_STATUS_OK 0
 #define SYNCD_STATUS_PANICKED (-1)
 #define SYNCD_STATUS_ERROR (-2)
 #define SYNCD_STATUS_REFUSED (-3)
+/* submit (1.3): the plugin's budget of intents not yet answered to it is spent, nothing was
+ * queued; the answers to earlier ones (order updates, after this callback) free it. A plugin
+ * declaring an older minor gets SYNCD_STATUS_REFUSED instead. */
+#define SYNCD_STATUS_BUSY (-4)
 
 #define SYNCD_SIDE_BUY 0
 #define SYNCD_SIDE_SELL 1

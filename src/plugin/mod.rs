@@ -291,6 +291,11 @@ fn save_cursor(state_dir: &Path, name: &str, c: SavedCursor) {
     }
 }
 
+/// Intents a plugin may have unanswered (queued in the executor, in flight, or answered and
+/// not yet handed to it), unless its settings say `max_pending`: past that `submit` answers
+/// `STATUS_BUSY`, so what the daemon holds for a plugin does not grow with what it submits.
+const MAX_PENDING: usize = 1024;
+
 /// Crashes in a row (each within [`QUICK_DEATH`] of its start, or on the same fill as the one
 /// before) that quarantine a plugin, unless its settings say `quarantine_after`.
 const QUARANTINE_AFTER: u32 = 3;
@@ -847,6 +852,13 @@ impl PluginHost {
                 }
             },
         };
+        let max_pending = match setting(&settings_text, "max_pending") {
+            None => MAX_PENDING,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return refuse(self, format!("{name}.conf: max_pending = {v:?}: a number of intents above 0")),
+            },
+        };
         let restarting = self.restarts.remove(name).is_some();
         let (tag, explicit) = tag_of(name, &settings_text);
         let cancel_on_stop = setting(&settings_text, "cancel_on_stop") == Some("true");
@@ -868,6 +880,7 @@ impl PluginHost {
         // Paused until `go`: code that runs while loading (initialisers, `create`) must not
         // trade beside the old version.
         handle.set_paused(true);
+        handle.set_budget(max_pending);
         self.generation += 1;
         let images = self.settings.state_dir.join("plugins").join("images");
         let staged = images.join(format!("{name}-{}-{}.so", std::process::id(), self.generation));
@@ -1084,6 +1097,8 @@ struct Services {
     name: String,
     handle: StrategyHandle,
     rules: LiveRules,
+    /// The plugin's declared ABI minor, once loaded: whether it knows `STATUS_BUSY`.
+    abi_minor: Arc<std::sync::atomic::AtomicU32>,
 }
 
 fn parse_side(v: u8) -> Result<Side, i32> {
@@ -1125,7 +1140,10 @@ impl HostServices for Services {
         };
         self.handle.submit(intent).map_err(|e| {
             log::debug!("plugin {}: intent refused: {e}", self.name);
-            refused
+            match e {
+                crate::executor::SubmitError::Busy if self.abi_minor.load(Ordering::Relaxed) >= 3 => abi::STATUS_BUSY,
+                _ => refused,
+            }
         })
     }
 
@@ -1148,8 +1166,13 @@ impl HostServices for Services {
 
 impl Runner {
     fn run(self, ready: Sender<Result<String, String>>, go: Receiver<Go>, stop: Receiver<()>) -> Ended {
-        let services =
-            Box::new(Services { name: self.name.clone(), handle: self.handle.clone(), rules: self.rules.clone() });
+        let abi_minor = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let services = Box::new(Services {
+            name: self.name.clone(),
+            handle: self.handle.clone(),
+            rules: self.rules.clone(),
+            abi_minor: abi_minor.clone(),
+        });
         let loaded = if self.isolated {
             remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall).map(Guest::Remote)
         } else {
@@ -1162,6 +1185,7 @@ impl Runner {
                 return Ended::new(0, true, None);
             }
         };
+        abi_minor.store(plugin.abi_minor(), Ordering::Relaxed);
         let _ = ready.send(Ok(plugin.version().to_string()));
         let go = go.recv();
         self.handle.set_paused(false);
@@ -1270,6 +1294,9 @@ impl Runner {
                 }
                 recv(self.replies) -> reply => {
                     let Ok(reply) = reply else { continue };
+                    if !reply.resolved {
+                        self.handle.answered(); // taken off its budget (`max_pending`)
+                    }
                     let status = self.order_update(&mut plugin, &reply);
                     if status != abi::STATUS_OK {
                         break Err(status);

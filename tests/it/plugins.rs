@@ -1153,6 +1153,38 @@ fn a_plugin_that_keeps_dying_is_quarantined_across_a_restart_until_its_file_is_r
 }
 
 #[test]
+fn a_submit_flood_gets_busy_answers_past_its_budget_while_another_strategy_trades() {
+    let grid = build_plugin("grid-maker", "1");
+    let flooder = build_plugin("test-plugin", "1");
+    let out = temp_dir("plugin-flood-out");
+    let flood_conf = format!("record = {}\nflood = 5000\nmax_pending = 100\n", out.join("flood.rec").display());
+    let mut rig = Rig::start_with(
+        "plugin-flood",
+        &[("grid_maker", &grid, "levels = 2\nspacing = 5\nquote = 25\n"), ("flooder", &flooder, &flood_conf)],
+        |c| {
+            c.strategy_limits.max_orders_10s = 100;
+            // 5000 round trips in one callback: not a stall.
+            c.plugin_stall = Duration::from_secs(20);
+        },
+    );
+    let record = || std::fs::read_to_string(out.join("flood.rec")).unwrap_or_default();
+    wait_until("the flood", Duration::from_secs(30), || record().lines().any(|l| l.starts_with("busy ")));
+    // 100 queued, then every other submit answered busy: nothing more of its was held.
+    let busy: Vec<String> = record().lines().filter(|l| l.starts_with("busy ")).map(String::from).collect();
+    assert_eq!(busy, ["busy 4900"], "{}", record());
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let intents = link.stats().intents;
+    assert!(intents < 1000, "the executor took {intents} intents: the flood was not held to its budget");
+    // Grid-maker beside it keeps quoting.
+    let own = || link.view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-gridmake-")).count();
+    wait_until("grid-maker's quotes", Duration::from_secs(20), || own() >= 4);
+    rig.wait_status("flooder", "running", |s| s.state == "running");
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
 fn isolation_none_runs_the_plugin_in_the_daemon_and_anything_else_is_refused() {
     let so = build_plugin("test-plugin", "1");
     let dir = temp_dir("plugin-inproc-conf");

@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 2;
+pub const ABI_MINOR: u32 = 3;
 /// The one exported symbol: `const PluginV1 *syncd_plugin_entry_v1(const HostV1 *host)`.
 pub const ENTRY_SYMBOL: &[u8] = b"syncd_plugin_entry_v1\0";
 
@@ -27,6 +27,10 @@ pub const STATUS_PANICKED: Status = -1;
 pub const STATUS_ERROR: Status = -2;
 /// A host callback refused the request (bad argument, handle revoked, queue full).
 pub const STATUS_REFUSED: Status = -3;
+/// `submit`: this plugin's budget of intents not yet answered to it is spent; nothing was
+/// queued. Answers to earlier intents free it (they arrive as order updates after the current
+/// callback). Since 1.3: a plugin that declares an older minor gets [`STATUS_REFUSED`].
+pub const STATUS_BUSY: Status = -4;
 
 /// Borrowed UTF-8 text.
 #[repr(C)]
