@@ -292,20 +292,26 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
 
 /// Compiles a C file into a shared object with the system compiler.
 fn cc(name: &str, source: &str) -> PathBuf {
-    let dir = temp_dir(&format!("cc-{name}"));
-    let c = dir.join(format!("{name}.c"));
+    compile("cc", "c", name, source)
+}
+
+/// Compiles `source` (in the language `ext` says) with `compiler` into a shared object,
+/// warnings as errors: the header must compile clean in C and C++.
+fn compile(compiler: &str, ext: &str, name: &str, source: &str) -> PathBuf {
+    let dir = temp_dir(&format!("{compiler}-{name}"));
+    let c = dir.join(format!("{name}.{ext}"));
     std::fs::write(&c, source).unwrap();
     let so = dir.join(format!("{name}.so"));
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/include");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
+    let status = Command::new(compiler)
+        .args(["-shared", "-fPIC", "-O1", "-Werror", "-o"])
         .arg(&so)
         .arg("-I")
         .arg(&include)
         .arg(&c)
         .status()
         .expect("cc");
-    assert!(status.success(), "cc {name}.c failed");
+    assert!(status.success(), "{compiler} {name}.{ext} failed");
     so
 }
 
@@ -363,6 +369,57 @@ fn the_c_example_loads_and_receives_fills() {
         .filter_map(|l| l.strip_prefix("fill c ")?.split_whitespace().next()?.parse().ok())
         .collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_cpp_plugin_built_with_cxx_loads_and_receives_fills() {
+    // The header alone, from C++: its entry symbol must keep its C name (extern "C" guards)
+    // and its layout assertions must hold there too.
+    let so = compile(
+        "c++",
+        "cpp",
+        "cpp_plugin",
+        r#"#include "binance_syncd_plugin.h"
+#include <cstdio>
+#include <string>
+namespace {
+struct Strategy {
+    int fills = 0;
+    syncd_status fill(const syncd_fill *f) {
+        ++fills;
+        if (FILE *out = std::fopen("fills.txt", "a")) {
+            std::fprintf(out, "%llu\n", static_cast<unsigned long long>(f->seq));
+            std::fclose(out);
+        }
+        return SYNCD_STATUS_OK;
+    }
+};
+const std::string version = "cpp 1";
+void *create(const syncd_host_v1 *) { return new Strategy(); }
+void destroy(void *s) { delete static_cast<Strategy *>(s); }
+syncd_status on_fill(void *s, const syncd_fill *f) { return static_cast<Strategy *>(s)->fill(f); }
+syncd_plugin_v1 table = {SYNCD_ABI_MAJOR, SYNCD_ABI_MINOR, sizeof(syncd_plugin_v1), 0,
+    {reinterpret_cast<const uint8_t *>(version.data()), version.size()}, create, destroy,
+    nullptr, on_fill, nullptr, nullptr, nullptr, nullptr, nullptr};
+}
+const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *) { return &table; }
+"#,
+    );
+    let mut rig = Rig::start("plugin-cpp", &[("cpp", &so, "history = all\n")]);
+    rig.wait_status("cpp", "running", |s| s.state == "running" && s.version == "cpp 1");
+    for _ in 0..3 {
+        rig.fill();
+    }
+    let fills = wait_lines(&rig.cfg.fill_log, 3, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("cpp", "every fill", |s| s.delivered == last);
+    let record = rig.cfg.state_dir.join("plugins").join("run").join("cpp").join("fills.txt");
+    let seqs: Vec<u64> =
+        std::fs::read_to_string(record).unwrap().lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
 }
 
 #[test]
