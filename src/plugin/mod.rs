@@ -860,6 +860,10 @@ impl PluginHost {
             },
         };
         let restarting = self.restarts.remove(name).is_some();
+        if !restarting {
+            // A version loaded for a change, not a crash, starts a streak of its own.
+            self.streaks.remove(name);
+        }
         let (tag, explicit) = tag_of(name, &settings_text);
         let cancel_on_stop = setting(&settings_text, "cancel_on_stop") == Some("true");
         let history_all = setting(&settings_text, "history") == Some("all");

@@ -477,6 +477,46 @@ fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
 }
 
 #[test]
+fn a_torn_or_empty_cursor_file_never_skips_a_fill() {
+    let so = build_plugin("test-plugin", "1");
+    for (case, body) in [("empty", ""), ("torn", "{\"delivered\":2,\"cle")] {
+        let out = temp_dir(&format!("plugin-torn-cursor-{case}-out"));
+        let conf = format!("record = {}\n", out.join("p.rec").display());
+        let mut rig = Rig::start(&format!("plugin-torn-cursor-{case}"), &[("p", &so, &conf)]);
+        rig.wait_status("p", "running", |s| s.state == "running");
+        for _ in 0..2 {
+            rig.fill();
+        }
+        rig.wait_status("p", "fills 1 and 2", |s| s.delivered == 2);
+        // Its file removed (the cursor saved, clean), two fills it does not see, then a
+        // daemon restart that finds the cursor file damaged.
+        std::fs::remove_file(rig.plugins.join("p.so")).unwrap();
+        rig.wait_status("p", "stopped", |s| s.state == "stopped");
+        for _ in 0..2 {
+            rig.fill();
+        }
+        wait_lines(&rig.cfg.fill_log, 4, Duration::from_secs(20));
+        if let Some(d) = rig.daemon.take() {
+            d.stop(Duration::from_secs(8));
+        }
+        std::fs::write(rig.cfg.state_dir.join("plugins").join("p.cursor"), body).unwrap();
+        install(&so, &rig.plugins, "p");
+        rig.daemon = Some(Daemon::start(&rig.cfg, &fast()).unwrap());
+        rig.wait_status("p", "every fill", |s| s.delivered == 4);
+        let record = std::fs::read_to_string(out.join("p.rec")).unwrap_or_default();
+        let fills: Vec<&str> = record.lines().filter(|l| l.starts_with("fill ")).collect();
+        // #1 and #2 twice (the second time marked replayed), #3 and #4 after them: none skipped.
+        let seqs: Vec<u64> =
+            fills_of(&fills.iter().map(|l| l.to_string()).collect::<Vec<_>>()).iter().map(|f| f.1).collect();
+        assert_eq!(seqs, [1, 2, 1, 2, 3, 4], "{case}: {record}");
+        assert!(fills[2..].iter().all(|l| l.ends_with(" 1")), "{case}: all marked replayed: {record}");
+        if let Some(d) = rig.daemon.take() {
+            d.stop(Duration::from_secs(8));
+        }
+    }
+}
+
+#[test]
 fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_cursor() {
     use binance_syncd::paper::DEMO_API_KEY;
     init_log();
