@@ -746,6 +746,9 @@ impl PluginHost {
         );
         log::error!("plugin {name}: {reason}");
         match image_identity(&self.real_dir, name) {
+            // Replaced while it kept dying: the new file gets its chance (the next scan loads
+            // it, since what is parked here is the old one).
+            Some((ino, ..)) if ino != seen.image.4 => log::info!("plugin {name}: its file changed meanwhile; not held"),
             Some((ino, size, mtime)) => {
                 let q = Quarantine { reason: reason.clone(), ino, size, mtime };
                 let body = serde_json::to_vec(&q).unwrap_or_default();
