@@ -246,14 +246,15 @@ fn local_rows(config: &Config) -> Vec<Row> {
         rows.push(row("plugin dir", Verdict::Ok, "SYNCD_PLUGIN_DIR unset: no plugins"));
         return rows;
     };
-    rows.extend(plugin_rows(dir));
+    rows.extend(plugin_rows(dir, &config.state_dir));
     rows
 }
 
-/// The plugin folder and each `.so` as `run` would judge them (`plugin::trust`, tags), and
-/// each image read as data (`plugin::elf`): `check` runs as root, and loading a library runs
-/// its code, so no plugin is loaded here. Its ABI version is checked when `run` loads it.
-fn plugin_rows(dir: &Path) -> Vec<Row> {
+/// The plugin folder and each `.so` as `run` would judge them (`plugin::trust`, tags, a
+/// quarantine in `state_dir`), and each image read as data (`plugin::elf`): `check` runs as
+/// root, and loading a library runs its code, so no plugin is loaded here. Its ABI version is
+/// checked when `run` loads it.
+fn plugin_rows(dir: &Path, state_dir: &Path) -> Vec<Row> {
     use crate::plugin::{elf, tag_taken, trust};
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -268,13 +269,21 @@ fn plugin_rows(dir: &Path) -> Vec<Row> {
     names.sort();
     let euid = crate::plugin::euid();
     let mut rows = Vec::new();
-    if let Err(why) = trust::folder(dir, euid) {
-        rows.push(row("plugin dir", Verdict::Fail, format!("refused: {why}")));
-        for name in &names {
-            rows.push(row(format!("plugin {name}.so"), Verdict::Fail, "refused: its folder is not trusted"));
+    let real = match trust::folder(dir, euid) {
+        Ok(real) => real,
+        Err(why) => {
+            rows.push(row("plugin dir", Verdict::Fail, format!("refused: {why}")));
+            for name in &names {
+                rows.push(row(format!("plugin {name}.so"), Verdict::Fail, "refused: its folder is not trusted"));
+            }
+            return rows;
         }
-        return rows;
-    }
+    };
+    // As `run` does: files are opened under the checked path, and only trusted ones' names
+    // give tags.
+    let dir = real.as_path();
+    let trusted: Vec<&str> =
+        names.iter().filter(|n| trust::file_trusted(&dir.join(format!("{n}.so")), euid)).map(String::as_str).collect();
     rows.push(row(
         "plugin dir",
         Verdict::Ok,
@@ -285,12 +294,15 @@ fn plugin_rows(dir: &Path) -> Vec<Row> {
     for name in &names {
         let judged = (|| -> Result<String, String> {
             let image = trust::open(&dir.join(format!("{name}.so")), euid)?.ok_or("gone while checked")?;
+            if let Some(why) = crate::plugin::quarantined(state_dir, dir, name) {
+                return Err(why);
+            }
             let settings = match trust::open(&dir.join(format!("{name}.conf")), euid)? {
                 Some(f) => f.text(crate::plugin::MAX_SETTINGS).map_err(|why| format!("{name}.conf {why}"))?,
                 None => String::new(),
             };
             let (tag, claimed) = crate::plugin::tag_of(name, &settings);
-            if let Some(why) = tag_taken(name, &tag, claimed, &holders, names.iter().map(String::as_str)) {
+            if let Some(why) = tag_taken(name, &tag, claimed, &holders, trusted.iter().copied()) {
                 return Err(why);
             }
             let entry = binance_syncd_plugin::abi::ENTRY_SYMBOL;

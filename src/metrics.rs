@@ -68,7 +68,8 @@ pub type Shared = Arc<RwLock<Sources>>;
 pub const PLUGIN_LAG_LINES: u64 = 1000;
 
 /// The states a plugin's `syncd_plugin_state` series take (see [`crate::plugin::PluginStatus`]).
-const PLUGIN_STATES: [&str; 6] = ["running", "stalled", "disabled", "refused", "stopped", "stuck"];
+const PLUGIN_STATES: [&str; 8] =
+    ["running", "stalled", "disabled", "refused", "stopped", "stuck", "crashed", "quarantined"];
 
 struct Out(String);
 
@@ -295,6 +296,10 @@ pub fn render(src: &Sources) -> String {
         o.head("syncd_plugin_loads_total", "counter", "Versions of a plugin loaded since the daemon started.");
         for p in &all {
             o.sample("syncd_plugin_loads_total", &[("plugin", &p.name)], p.loads);
+        }
+        o.head("syncd_plugin_restarts_total", "counter", "Times a plugin's process was started again after it died.");
+        for p in &all {
+            o.sample("syncd_plugin_restarts_total", &[("plugin", &p.name)], p.restarts);
         }
     }
 

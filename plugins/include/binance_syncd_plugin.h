@@ -14,13 +14,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+/* A C++ plugin's entry symbol keeps its C name: syncd_plugin_entry_v1, not a mangled one. */
+extern "C" {
+#endif
+
 #define SYNCD_ABI_MAJOR 1
-#define SYNCD_ABI_MINOR 2
+#define SYNCD_ABI_MINOR 3
 
 #define SYNCD_STATUS_OK 0
 #define SYNCD_STATUS_PANICKED (-1)
 #define SYNCD_STATUS_ERROR (-2)
 #define SYNCD_STATUS_REFUSED (-3)
+/* submit (1.3): the plugin's budget of intents not yet answered to it is spent, nothing was
+ * queued; the answers to earlier ones (order updates, after this callback) free it. A plugin
+ * declaring an older minor gets SYNCD_STATUS_REFUSED instead. */
+#define SYNCD_STATUS_BUSY (-4)
 
 #define SYNCD_SIDE_BUY 0
 #define SYNCD_SIDE_SELL 1
@@ -106,5 +115,61 @@ typedef struct syncd_plugin_v1 {
 } syncd_plugin_v1;
 
 const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *host);
+
+/* The layout the daemon reads (plugins/sdk/src/abi.rs), checked where the plugin is compiled:
+ * a build for LP64 (Linux x86_64, aarch64) whose layout differs fails here rather than
+ * misreading fields at run time. A test of the SDK reads these lines and checks them against
+ * the Rust types. */
+#ifdef __cplusplus
+#define SYNCD_LAYOUT(what, n) static_assert((what) == (n), #what)
+#else
+#define SYNCD_LAYOUT(what, n) _Static_assert((what) == (n), #what)
+#endif
+#if UINTPTR_MAX == 0xFFFFFFFFFFFFFFFFu
+SYNCD_LAYOUT(sizeof(syncd_str), 16);
+SYNCD_LAYOUT(offsetof(syncd_str, len), 8);
+SYNCD_LAYOUT(sizeof(syncd_fill), 152);
+SYNCD_LAYOUT(offsetof(syncd_fill, time_ms), 24);
+SYNCD_LAYOUT(offsetof(syncd_fill, symbol), 32);
+SYNCD_LAYOUT(offsetof(syncd_fill, commission_asset), 128);
+SYNCD_LAYOUT(offsetof(syncd_fill, side), 144);
+SYNCD_LAYOUT(offsetof(syncd_fill, maker), 145);
+SYNCD_LAYOUT(offsetof(syncd_fill, replayed), 146);
+SYNCD_LAYOUT(sizeof(syncd_order_update), 128);
+SYNCD_LAYOUT(offsetof(syncd_order_update, code), 16);
+SYNCD_LAYOUT(offsetof(syncd_order_update, symbol), 24);
+SYNCD_LAYOUT(offsetof(syncd_order_update, reason), 104);
+SYNCD_LAYOUT(offsetof(syncd_order_update, kind), 120);
+SYNCD_LAYOUT(offsetof(syncd_order_update, side), 121);
+SYNCD_LAYOUT(offsetof(syncd_order_update, resolved), 122);
+SYNCD_LAYOUT(sizeof(syncd_price), 48);
+SYNCD_LAYOUT(sizeof(syncd_balance), 48);
+SYNCD_LAYOUT(sizeof(syncd_start), 48);
+SYNCD_LAYOUT(sizeof(syncd_intent), 80);
+SYNCD_LAYOUT(offsetof(syncd_intent, side), 1);
+SYNCD_LAYOUT(offsetof(syncd_intent, order_id), 8);
+SYNCD_LAYOUT(offsetof(syncd_intent, symbol), 16);
+SYNCD_LAYOUT(offsetof(syncd_intent, client_order_id), 64);
+SYNCD_LAYOUT(sizeof(syncd_host_v1), 48);
+SYNCD_LAYOUT(offsetof(syncd_host_v1, ctx), 16);
+SYNCD_LAYOUT(offsetof(syncd_host_v1, submit), 24);
+SYNCD_LAYOUT(offsetof(syncd_host_v1, log), 32);
+SYNCD_LAYOUT(offsetof(syncd_host_v1, rules), 40);
+SYNCD_LAYOUT(sizeof(syncd_plugin_v1), 104);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, version), 16);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, create), 32);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, destroy), 40);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, start), 48);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_fill), 56);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_order), 64);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_price), 72);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_balance), 80);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_tick), 88);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, stop), 96);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,7 +9,7 @@
 use crate::decimal::Decimal;
 use crate::model::{OrderRef, Side};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -189,6 +189,9 @@ pub enum SubmitError {
     Closed,
     /// The strategy is paused (a plugin stalled in a callback): try again once it recovers.
     Paused,
+    /// The strategy's budget of intents not yet answered to it is spent
+    /// ([`StrategyHandle::set_budget`]): nothing was queued.
+    Busy,
 }
 
 impl std::fmt::Display for SubmitError {
@@ -197,6 +200,7 @@ impl std::fmt::Display for SubmitError {
             SubmitError::Full => f.write_str("executor queue full"),
             SubmitError::Closed => f.write_str("executor handle closed"),
             SubmitError::Paused => f.write_str("strategy paused"),
+            SubmitError::Busy => f.write_str("strategy's budget of unanswered intents spent"),
         }
     }
 }
@@ -211,6 +215,11 @@ pub struct StrategyHandle {
     next_id: Arc<AtomicU64>,
     revoked: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    /// Intents queued whose answer the strategy has not taken yet ([`StrategyHandle::answered`])
+    /// and the most it may have (0: no limit). Bounds what one strategy holds in the executor's
+    /// queues and in its (unbounded) reply channel, whatever it submits.
+    pending: Arc<AtomicUsize>,
+    budget: Arc<AtomicUsize>,
 }
 
 impl StrategyHandle {
@@ -224,6 +233,8 @@ impl StrategyHandle {
             next_id: Arc::new(AtomicU64::new(1)),
             revoked: Arc::new(AtomicBool::new(false)),
             paused: Arc::new(AtomicBool::new(false)),
+            pending: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(AtomicUsize::new(0)),
         };
         (handle, replies)
     }
@@ -240,6 +251,10 @@ impl StrategyHandle {
         if self.paused.load(Ordering::SeqCst) {
             return Err(SubmitError::Paused);
         }
+        let budget = self.budget.load(Ordering::Relaxed);
+        if budget != 0 && self.pending.load(Ordering::Acquire) >= budget {
+            return Err(SubmitError::Busy);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request = Request {
             id,
@@ -249,7 +264,13 @@ impl StrategyHandle {
             submitted: Instant::now(),
             revoked: self.revoked.clone(),
         };
-        match self.requests.try_send(request) {
+        // Counted before it can be answered, so an answer never finds the count at zero.
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let sent = self.requests.try_send(request);
+        if sent.is_err() {
+            self.answered();
+        }
+        match sent {
             Ok(()) => Ok(id),
             Err(TrySendError::Full(_)) => Err(SubmitError::Full),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
@@ -259,6 +280,23 @@ impl StrategyHandle {
     /// Every later `submit` of this handle and its clones fails with [`SubmitError::Closed`].
     pub fn revoke(&self) {
         self.revoked.store(true, Ordering::SeqCst);
+    }
+
+    /// At most `n` intents unanswered (queued, in flight, or answered but not yet taken by
+    /// the strategy, which says so with [`StrategyHandle::answered`]); past that `submit`
+    /// fails with [`SubmitError::Busy`]. 0: no limit.
+    pub fn set_budget(&self, n: usize) {
+        self.budget.store(n, Ordering::Relaxed);
+    }
+
+    /// The strategy took the first answer (`resolved == false`) of one of its intents.
+    pub fn answered(&self) {
+        let _ = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Intents whose answer the strategy has not taken yet.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// While paused, `submit` fails with [`SubmitError::Paused`].

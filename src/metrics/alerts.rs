@@ -257,7 +257,7 @@ impl Alerter {
         }
         if let Some(plugins) = &self.sources.plugins {
             for p in plugins.all() {
-                if matches!(p.state.as_str(), "disabled" | "stalled" | "stuck") {
+                if matches!(p.state.as_str(), "disabled" | "stalled" | "stuck" | "quarantined") {
                     let why = if p.problem.is_empty() { String::new() } else { format!(": {}", p.problem) };
                     out.push((format!("plugin:{}", p.name), format!("plugin {} is {}{why}", p.name, p.state)));
                 }

@@ -160,13 +160,14 @@ impl PluginView {
 /// Size and modification time, and type, mode and owner: what "the file changed" means here
 /// (a `chmod go-w` of a refused file is a change that gets it looked at again). Of the path
 /// itself: a symlink is never followed.
+/// The inode too: a file replaced by one with the same size and mtime (`cp -p`) is a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sig(u64, SystemTime, u32, u32);
+struct Sig(u64, SystemTime, u32, u32, u64);
 
 fn sig(path: &Path) -> Option<Sig> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::symlink_metadata(path).ok()?;
-    Some(Sig(m.len(), m.modified().ok()?, m.mode(), m.uid()))
+    Some(Sig(m.len(), m.modified().ok()?, m.mode(), m.uid(), m.ino()))
 }
 
 /// The settings file's text and the image's signature: either changing restarts the plugin.
@@ -243,39 +244,95 @@ fn cursor_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("plugins").join(format!("{name}.cursor"))
 }
 
-fn load_cursor(state_dir: &Path, name: &str) -> Option<SavedCursor> {
-    serde_json::from_str(&fs::read_to_string(cursor_path(state_dir, name)).ok()?).ok()
+/// What the state dir says of a plugin's cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CursorFile {
+    /// No file: a name seen for the first time.
+    Missing,
+    Saved(SavedCursor),
+    /// A file that exists but cannot be read or parsed (torn, emptied, garbled): never taken
+    /// for "first seen", which would start at the log's end and skip what came after it.
+    Unreadable(String),
 }
 
-/// Written with a rename so a crash leaves the old or the new file, never half of one. Not
-/// fsynced: a cursor lost to a power cut only means fills come again marked replayed.
+fn load_cursor(state_dir: &Path, name: &str) -> CursorFile {
+    let path = cursor_path(state_dir, name);
+    match fs::read(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => CursorFile::Missing,
+        Err(e) => CursorFile::Unreadable(format!("cannot read {}: {e}", path.display())),
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(c) => CursorFile::Saved(c),
+            Err(e) => CursorFile::Unreadable(format!("{} ({} bytes) does not parse: {e}", path.display(), bytes.len())),
+        },
+    }
+}
+
+/// Where a plugin without a cursor in memory starts: from its saved cursor (what follows it
+/// marked replayed if the last run did not stop cleanly); a new name at the log's end, or its
+/// start with `history = all`; and one whose cursor file is unreadable from the log's start,
+/// every line up to `durable` marked replayed: it may see lines again, it never misses one.
+fn start_from(file: &CursorFile, history_all: bool, durable: u64) -> Go {
+    let go = |delivered, replay_until| Go { delivered, replay_until, previous_last_call: None };
+    match file {
+        CursorFile::Saved(c) => go(c.delivered, if c.clean { 0 } else { durable }),
+        CursorFile::Unreadable(_) => go(0, durable),
+        CursorFile::Missing if history_all => go(0, 0),
+        CursorFile::Missing => go(durable, 0),
+    }
+}
+
+/// Written to a temporary file, fsynced, renamed into place and its folder fsynced: after a
+/// crash or a power cut the file is the old or the new cursor, never half of one.
 fn save_cursor(state_dir: &Path, name: &str, c: SavedCursor) {
     let path = cursor_path(state_dir, name);
-    let tmp = path.with_extension("cursor.tmp");
-    let write = || -> io::Result<()> {
-        if let Some(dir) = path.parent() {
-            crate::statedir::create_private_dir(dir).map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        // 0600 like every state file, whatever the umask (issue 19).
-        let mut f = {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            f
-        };
-        io::Write::write_all(&mut f, &serde_json::to_vec(&c).unwrap_or_default())?;
-        drop(f);
-        fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
+    let dir = state_dir.join("plugins");
+    if let Err(e) = crate::statedir::write_private(&dir, &path, &serde_json::to_vec(&c).unwrap_or_default()) {
         log::warn!("plugin {name}: cannot save its cursor ({e}); a restart may replay fills");
     }
+}
+
+/// Intents a plugin may have unanswered (queued in the executor, in flight, or answered and
+/// not yet handed to it), unless its settings say `max_pending`: past that `submit` answers
+/// `STATUS_BUSY`, so what the daemon holds for a plugin does not grow with what it submits.
+const MAX_PENDING: usize = 1024;
+
+/// Crashes in a row (each within [`QUICK_DEATH`] of its start, or on the same fill as the one
+/// before) that quarantine a plugin, unless its settings say `quarantine_after`.
+const QUARANTINE_AFTER: u32 = 3;
+const QUICK_DEATH: Duration = Duration::from_secs(10);
+
+/// `plugins/NAME.quarantine`: why, and which file (inode, size, mtime) it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Quarantine {
+    reason: String,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+fn quarantine_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("plugins").join(format!("{name}.quarantine"))
+}
+
+/// The identity of `dir/NAME.so` (not followed): what "its file changed" means to a quarantine.
+fn image_identity(dir: &Path, name: &str) -> Option<(u64, u64, (i64, i64))> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(dir.join(format!("{name}.so"))).ok()?;
+    Some((m.ino(), m.len(), (m.mtime(), m.mtime_nsec())))
+}
+
+/// Why `NAME.so` in `dir` is quarantined, if its quarantine (in `state_dir`) holds this very
+/// file. A quarantine file that does not read counts as holding it: only a new file frees it.
+pub fn quarantined(state_dir: &Path, dir: &Path, name: &str) -> Option<String> {
+    let text = match fs::read(quarantine_path(state_dir, name)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(format!("quarantined (its quarantine file does not read: {e})")),
+        Ok(t) => t,
+    };
+    let Ok(q) = serde_json::from_slice::<Quarantine>(&text) else {
+        return Some("quarantined (its quarantine file does not parse)".into());
+    };
+    (image_identity(dir, name) == Some((q.ino, q.size, q.mtime))).then_some(q.reason)
 }
 
 /// Where a new version starts.
@@ -368,6 +425,8 @@ struct Running {
     /// In its own process: a stop may take up to the stall limit (the callback is then killed).
     isolated: bool,
     restart_base: Duration,
+    /// Crashes in a row that quarantine it (0: never).
+    quarantine_after: u32,
     started: Instant,
 }
 
@@ -394,6 +453,9 @@ pub struct PluginHost {
     euid: u32,
     /// Why the plugin folder is not trusted, while it is not (said once per reason).
     folder_refused: Option<String>,
+    /// The plugin folder as [`trust::folder`] resolved and checked it: files are listed and
+    /// opened under this path, never through a symlink on the configured one that was not.
+    real_dir: PathBuf,
     /// The tag of each plugin that loaded, while its file is in the folder ([`tag_taken`]).
     tags: HashMap<String, String>,
     /// Plugins refused for a tag someone held: looked at again once a file is gone.
@@ -402,6 +464,8 @@ pub struct PluginHost {
     restarts: HashMap<String, Restart>,
     /// The last restart delay of each plugin that crashed.
     backoff: HashMap<String, Duration>,
+    /// Crashes in a row that count towards a quarantine, and the cursor at the last one.
+    streaks: HashMap<String, (u32, u64)>,
 }
 
 fn several_cpus() -> bool {
@@ -415,6 +479,7 @@ fn now_ms() -> u64 {
 impl PluginHost {
     pub fn new(settings: PluginSettings, executor: ExecutorLink, rules: LiveRules, tap: FillTap) -> PluginHost {
         PluginHost {
+            real_dir: settings.dir.clone(),
             settings,
             executor,
             rules,
@@ -433,6 +498,7 @@ impl PluginHost {
             tag_refused: std::collections::HashSet::new(),
             restarts: HashMap::new(),
             backoff: HashMap::new(),
+            streaks: HashMap::new(),
         }
     }
 
@@ -462,7 +528,7 @@ impl PluginHost {
     /// was already reported.
     fn listing(&self, quiet: bool) -> HashMap<String, Seen> {
         let mut now: HashMap<String, Seen> = HashMap::new();
-        match fs::read_dir(&self.settings.dir) {
+        match fs::read_dir(&self.real_dir) {
             Ok(entries) => {
                 for e in entries.flatten() {
                     let path = e.path();
@@ -471,7 +537,7 @@ impl PluginHost {
                     }
                     let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else { continue };
                     if let Some(image) = sig(&path) {
-                        now.insert(name.clone(), Seen { image, conf: sig(&conf_path(&self.settings.dir, &name)) });
+                        now.insert(name.clone(), Seen { image, conf: sig(&conf_path(&self.real_dir, &name)) });
                     }
                 }
             }
@@ -485,7 +551,8 @@ impl PluginHost {
     /// is loaded or stopped (the running versions stay) and its plugins show as refused.
     fn folder_trusted(&mut self) -> bool {
         let why = match trust::folder(&self.settings.dir, self.euid) {
-            Ok(_) => {
+            Ok(real) => {
+                self.real_dir = real;
                 if let Some(old) = self.folder_refused.take() {
                     log::info!("plugins: the plugin folder {} is trusted again", self.settings.dir.display());
                     for name in self.running.keys() {
@@ -518,13 +585,29 @@ impl PluginHost {
         false
     }
 
+    /// Tags with open orders in the executor's book.
+    fn resting_tags(&self) -> std::collections::HashSet<String> {
+        if self.tags.is_empty() {
+            return Default::default();
+        }
+        self.executor
+            .view()
+            .open_orders
+            .iter()
+            .filter_map(|o| o.client_order_id.strip_prefix("sd-")?.split('-').next().map(String::from))
+            .collect()
+    }
+
     fn scan(&mut self) {
         if !self.folder_trusted() {
             return;
         }
         let now = self.listing(false);
         let holders = self.tags.len();
-        self.tags.retain(|n, _| now.contains_key(n));
+        // A removed plugin's tag stays held while orders of its rest in the book
+        // (`cancel_on_stop = false`): another plugin under that tag would take them over.
+        let resting = self.resting_tags();
+        self.tags.retain(|n, t| now.contains_key(n) || resting.contains(t.as_str()));
         if self.tags.len() < holders || self.last_scan.keys().any(|n| !now.contains_key(n)) {
             for name in self.tag_refused.drain() {
                 self.parked.remove(&name);
@@ -555,11 +638,16 @@ impl PluginHost {
         for name in finished {
             if let Some(r) = self.running.remove(&name) {
                 r.handle.revoke();
-                let Running { thread, seen, started, restart_base, .. } = r;
+                let Running { thread, seen, started, restart_base, quarantine_after, .. } = r;
                 let ended = thread.join().unwrap_or(Ended::new(0, true, None));
                 self.cursors.insert(name.clone(), ended.delivered);
                 if let Some(why) = &ended.crashed {
-                    self.crashed(&name, seen, started, restart_base, &ended, why);
+                    let quick = started.elapsed() < QUICK_DEATH;
+                    if self.quarantines(&name, quick, ended.delivered, quarantine_after) {
+                        self.quarantine(&name, seen, &ended, why);
+                    } else {
+                        self.crashed(&name, seen, started, restart_base, &ended, why);
+                    }
                     continue;
                 }
                 if ended.failed {
@@ -634,6 +722,74 @@ impl PluginHost {
         });
     }
 
+    /// Counts a crash (`quick`: within [`QUICK_DEATH`] of its start; `delivered`: its cursor);
+    /// true once `after` of them came in a row, each quick or on the same fill as the last.
+    fn quarantines(&mut self, name: &str, quick: bool, delivered: u64, after: u32) -> bool {
+        let streak = match self.streaks.get(name) {
+            Some(&(n, at)) if quick || at == delivered => n + 1,
+            _ => 1,
+        };
+        self.streaks.insert(name.to_string(), (streak, delivered));
+        after != 0 && streak >= after
+    }
+
+    /// Parks a plugin that keeps dying until its file changes, in the state dir too (a daemon
+    /// restart keeps it), where `check` sees it.
+    fn quarantine(&mut self, name: &str, seen: Seen, ended: &Ended, why: &str) {
+        let streak = self.streaks.remove(name).map_or(0, |(n, _)| n);
+        self.backoff.remove(name);
+        self.failed_at.insert(name.to_string(), ended.delivered + 1);
+        let reason = format!(
+            "quarantined: its process died {streak} times in a row, each soon after its start or on the same \
+             fill (last: {why}, after fill #{}); replace {name}.so to release it",
+            ended.delivered
+        );
+        log::error!("plugin {name}: {reason}");
+        match image_identity(&self.real_dir, name) {
+            // Replaced while it kept dying: the new file gets its chance (the next scan loads
+            // it, since what is parked here is the old one).
+            Some((ino, ..)) if ino != seen.image.4 => log::info!("plugin {name}: its file changed meanwhile; not held"),
+            Some((ino, size, mtime)) => {
+                let q = Quarantine { reason: reason.clone(), ino, size, mtime };
+                let body = serde_json::to_vec(&q).unwrap_or_default();
+                let dir = self.settings.state_dir.join("plugins");
+                if let Err(e) =
+                    crate::statedir::write_private(&dir, &quarantine_path(&self.settings.state_dir, name), &body)
+                {
+                    log::error!("plugin {name}: cannot save its quarantine ({e}); a daemon restart lifts it");
+                }
+            }
+            None => log::warn!("plugin {name}: its file is gone; the quarantine is not saved"),
+        }
+        self.parked.insert(name.to_string(), seen);
+        self.view.update(name, |s| {
+            s.state = "quarantined".into();
+            s.problem = reason.clone();
+            s.last_exit = why.to_string();
+            s.delivered = ended.delivered;
+            s.pid = 0;
+        });
+    }
+
+    /// Whether `name` is quarantined (and then parked and shown so); a quarantine of an older
+    /// file is lifted.
+    fn held_in_quarantine(&mut self, name: &str, seen: &Seen) -> bool {
+        if let Some(reason) = quarantined(&self.settings.state_dir, &self.real_dir, name) {
+            self.parked.insert(name.to_string(), seen.clone());
+            self.view.update(name, |s| {
+                s.state = "quarantined".into();
+                s.problem = reason;
+            });
+            return true;
+        }
+        let path = quarantine_path(&self.settings.state_dir, name);
+        if path.exists() {
+            log::info!("plugin {name}: its file changed; released from quarantine");
+            let _ = fs::remove_file(&path);
+        }
+        false
+    }
+
     /// Loads `name`'s current file on a new thread; on success stops the old version and starts
     /// the new one where the old one stopped.
     fn swap(&mut self, name: &str, seen: Seen, folder: &HashMap<String, Seen>) {
@@ -642,6 +798,9 @@ impl PluginHost {
         }
         if self.running.get(name).is_some_and(|r| r.stalled) {
             return; // stopping it now would wait on the stall; try again on a later scan
+        }
+        if self.held_in_quarantine(name, &seen) {
+            return;
         }
         let refuse = |host: &mut PluginHost, why: String| {
             log::error!(
@@ -657,12 +816,12 @@ impl PluginHost {
             });
         };
         // Everything read from here on is read from a checked descriptor (`trust`).
-        let image = match trust::open(&self.settings.dir.join(format!("{name}.so")), self.euid) {
+        let image = match trust::open(&self.real_dir.join(format!("{name}.so")), self.euid) {
             Ok(Some(f)) => f,
             Ok(None) => return, // gone since the scan: the next scan stops it, if it ran
             Err(why) => return refuse(self, why),
         };
-        let settings_text = match trust::open(&conf_path(&self.settings.dir, name), self.euid) {
+        let settings_text = match trust::open(&conf_path(&self.real_dir, name), self.euid) {
             Ok(None) => String::new(),
             Ok(Some(f)) => match f.text(MAX_SETTINGS) {
                 Ok(t) => t,
@@ -684,7 +843,30 @@ impl PluginHost {
                 _ => return refuse(self, format!("{name}.conf: restart_backoff_ms = {v:?}: a number of ms above 0")),
             },
         };
+        let quarantine_after = match setting(&settings_text, "quarantine_after") {
+            None => QUARANTINE_AFTER,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    return refuse(
+                        self,
+                        format!("{name}.conf: quarantine_after = {v:?}: a number of crashes (0: never)"),
+                    )
+                }
+            },
+        };
+        let max_pending = match setting(&settings_text, "max_pending") {
+            None => MAX_PENDING,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return refuse(self, format!("{name}.conf: max_pending = {v:?}: a number of intents above 0")),
+            },
+        };
         let restarting = self.restarts.remove(name).is_some();
+        if !restarting {
+            // A version loaded for a change, not a crash, starts a streak of its own.
+            self.streaks.remove(name);
+        }
         let (tag, explicit) = tag_of(name, &settings_text);
         let cancel_on_stop = setting(&settings_text, "cancel_on_stop") == Some("true");
         let history_all = setting(&settings_text, "history") == Some("all");
@@ -692,7 +874,9 @@ impl PluginHost {
         for (n, r) in &self.running {
             holders.insert(n.clone(), r.handle.tag().to_string());
         }
-        if let Some(why) = tag_taken(name, &tag, explicit, &holders, folder.keys().map(String::as_str)) {
+        // Only a trusted file's name gives a tag: a file nobody may load claims nothing.
+        let trusted = folder.keys().filter(|n| trust::file_trusted(&self.real_dir.join(format!("{n}.so")), self.euid));
+        if let Some(why) = tag_taken(name, &tag, explicit, &holders, trusted.map(String::as_str)) {
             self.tag_refused.insert(name.to_string());
             return refuse(self, why);
         }
@@ -703,6 +887,7 @@ impl PluginHost {
         // Paused until `go`: code that runs while loading (initialisers, `create`) must not
         // trade beside the old version.
         handle.set_paused(true);
+        handle.set_budget(max_pending);
         self.generation += 1;
         let images = self.settings.state_dir.join("plugins").join("images");
         let staged = images.join(format!("{name}-{}-{}.so", std::process::id(), self.generation));
@@ -784,14 +969,18 @@ impl PluginHost {
             None => self.cursors.remove(name).map(|d| (d, None)),
         };
         let failed_at = self.failed_at.remove(name).unwrap_or(0);
-        let fresh = |delivered, replay_until| Go { delivered, replay_until, previous_last_call: None };
         let go = match previous {
             Some((delivered, last_call)) => Go { delivered, replay_until: failed_at, previous_last_call: last_call },
-            None => match load_cursor(&self.settings.state_dir, name) {
-                Some(c) => fresh(c.delivered, if c.clean { 0 } else { self.tap.durable() }),
-                None if history_all => fresh(0, 0),
-                None => fresh(self.tap.durable(), 0),
-            },
+            None => {
+                let file = load_cursor(&self.settings.state_dir, name);
+                if let CursorFile::Unreadable(why) = &file {
+                    log::error!(
+                        "plugin {name}: its cursor file is unreadable ({why}); replaying the fill log from its \
+                         start, marked replayed"
+                    );
+                }
+                start_from(&file, history_all, self.tap.durable())
+            }
         };
         let mut go = go;
         if go.delivered > self.tap.durable() {
@@ -825,6 +1014,7 @@ impl PluginHost {
                 stalled: false,
                 isolated,
                 restart_base,
+                quarantine_after,
                 started: Instant::now(),
             },
         );
@@ -858,7 +1048,13 @@ impl PluginHost {
             Ok(e) => e,
             // The thread itself panicked (not the plugin: that is a status): fall back to the
             // saved cursor, with replay marking, rather than to the start of the log.
-            Err(_) => Ended::new(load_cursor(&self.settings.state_dir, name).map_or(0, |c| c.delivered), true, None),
+            Err(_) => {
+                let delivered = match load_cursor(&self.settings.state_dir, name) {
+                    CursorFile::Saved(c) => c.delivered,
+                    _ => 0,
+                };
+                Ended::new(delivered, true, None)
+            }
         };
         self.cursors.insert(name.to_string(), ended.delivered);
         if ended.failed || ended.crashed.is_some() {
@@ -908,6 +1104,8 @@ struct Services {
     name: String,
     handle: StrategyHandle,
     rules: LiveRules,
+    /// The plugin's declared ABI minor, once loaded: whether it knows `STATUS_BUSY`.
+    abi_minor: Arc<std::sync::atomic::AtomicU32>,
 }
 
 fn parse_side(v: u8) -> Result<Side, i32> {
@@ -949,7 +1147,10 @@ impl HostServices for Services {
         };
         self.handle.submit(intent).map_err(|e| {
             log::debug!("plugin {}: intent refused: {e}", self.name);
-            refused
+            match e {
+                crate::executor::SubmitError::Busy if self.abi_minor.load(Ordering::Relaxed) >= 3 => abi::STATUS_BUSY,
+                _ => refused,
+            }
         })
     }
 
@@ -972,8 +1173,13 @@ impl HostServices for Services {
 
 impl Runner {
     fn run(self, ready: Sender<Result<String, String>>, go: Receiver<Go>, stop: Receiver<()>) -> Ended {
-        let services =
-            Box::new(Services { name: self.name.clone(), handle: self.handle.clone(), rules: self.rules.clone() });
+        let abi_minor = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let services = Box::new(Services {
+            name: self.name.clone(),
+            handle: self.handle.clone(),
+            rules: self.rules.clone(),
+            abi_minor: abi_minor.clone(),
+        });
         let loaded = if self.isolated {
             remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall).map(Guest::Remote)
         } else {
@@ -986,6 +1192,7 @@ impl Runner {
                 return Ended::new(0, true, None);
             }
         };
+        abi_minor.store(plugin.abi_minor(), Ordering::Relaxed);
         let _ = ready.send(Ok(plugin.version().to_string()));
         let go = go.recv();
         self.handle.set_paused(false);
@@ -1094,6 +1301,9 @@ impl Runner {
                 }
                 recv(self.replies) -> reply => {
                     let Ok(reply) = reply else { continue };
+                    if !reply.resolved {
+                        self.handle.answered(); // taken off its budget (`max_pending`)
+                    }
                     let status = self.order_update(&mut plugin, &reply);
                     if status != abi::STATUS_OK {
                         break Err(status);
@@ -1427,6 +1637,33 @@ mod tests {
         assert_eq!(tag_taken("grid_maker", "gridmake", false, &HashMap::new(), ["grid_maker", "thief"]), None);
         // A claim of a tag no other file's name gives and nobody holds is fine.
         assert_eq!(tag_taken("thief", "mytag", true, &HashMap::new(), ["grid_maker", "thief"]), None);
+    }
+
+    #[test]
+    fn a_torn_or_empty_cursor_file_replays_from_the_start_marked_and_never_skips() {
+        let state = std::env::temp_dir().join(format!("syncd-plugin-cursor-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&state);
+        fs::create_dir_all(state.join("plugins")).unwrap();
+        let durable = 40;
+        for (what, body) in [("empty", &b""[..]), ("torn", &br#"{"delivered":3"#[..]), ("garbled", &b"\xff\x00"[..])] {
+            fs::write(cursor_path(&state, "p"), body).unwrap();
+            let file = load_cursor(&state, "p");
+            assert!(matches!(file, CursorFile::Unreadable(_)), "{what}: {file:?}");
+            for history_all in [false, true] {
+                let go = start_from(&file, history_all, durable);
+                assert_eq!((go.delivered, go.replay_until), (0, durable), "{what}: every line again, marked");
+            }
+        }
+        // A saved cursor round-trips through the durable write; a missing one is a new name.
+        save_cursor(&state, "p", SavedCursor { delivered: 7, clean: true });
+        assert_eq!(load_cursor(&state, "p"), CursorFile::Saved(SavedCursor { delivered: 7, clean: true }));
+        assert!(!state.join("plugins").join("p.cursor.tmp").exists());
+        let go = start_from(&load_cursor(&state, "p"), false, durable);
+        assert_eq!((go.delivered, go.replay_until), (7, 0));
+        fs::remove_file(cursor_path(&state, "p")).unwrap();
+        assert_eq!(load_cursor(&state, "p"), CursorFile::Missing);
+        assert_eq!(start_from(&CursorFile::Missing, false, durable).delivered, durable);
+        let _ = fs::remove_dir_all(&state);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! daemon, so only root and the daemon's own user may.
 //!
 //! - The plugin folder and every folder above it: a directory, owned by root or the daemon's
-//!   user, not writable by group or others unless sticky (`/tmp`: others may add entries there
-//!   but not replace ours, and what they add is not theirs to make us trust).
+//!   user, not writable by group or others; a folder *above* it may be if sticky (`/tmp`:
+//!   others may add entries there but not replace ours). The plugin folder itself never: in a
+//!   sticky folder anyone may add a `NAME.so` of their own, and their name would take a tag.
 //! - Each `NAME.so` and `NAME.conf`: a regular file (never a symlink, FIFO, device or socket),
 //!   owned by root or the daemon's user, not writable by group or others.
 //!
@@ -126,13 +127,20 @@ pub fn judge_file(f: Facts, euid: u32) -> Result<(), Distrust> {
     Ok(())
 }
 
-/// The plugin folder or a folder above it.
-pub fn judge_dir(f: Facts, euid: u32) -> Result<(), Distrust> {
+/// Whether the file at `path` (not followed) would pass [`judge_file`]: only such files count
+/// when deciding whose name gives a tag.
+pub fn file_trusted(path: &Path, euid: u32) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| judge_file(Facts::of(&m), euid).is_ok())
+}
+
+/// The plugin folder (`above` false) or a folder above it (`above` true: sticky may be
+/// world-writable).
+pub fn judge_dir(f: Facts, euid: u32, above: bool) -> Result<(), Distrust> {
     if f.kind != Kind::Directory {
         return Err(Distrust::NotDirectory(f.kind));
     }
     owner_ok(f, euid)?;
-    if f.mode & GROUP_OTHER_WRITE != 0 && f.mode & STICKY == 0 {
+    if f.mode & GROUP_OTHER_WRITE != 0 && !(above && f.mode & STICKY != 0) {
         return Err(Distrust::Writable { mode: f.mode });
     }
     Ok(())
@@ -144,7 +152,7 @@ pub fn folder(dir: &Path, euid: u32) -> Result<PathBuf, String> {
     let real = fs::canonicalize(dir).map_err(|e| format!("plugin folder {}: {e}", dir.display()))?;
     for d in real.ancestors() {
         let m = fs::symlink_metadata(d).map_err(|e| format!("folder {}: {e}", d.display()))?;
-        judge_dir(Facts::of(&m), euid).map_err(|why| {
+        judge_dir(Facts::of(&m), euid, d != real).map_err(|why| {
             if d == real {
                 format!("the plugin folder {} {why}", d.display())
             } else {
@@ -265,7 +273,7 @@ mod tests {
     }
 
     fn dir(mode: u32, uid: u32) -> Result<(), Distrust> {
-        judge_dir(Facts { kind: Kind::Directory, mode, uid }, ME)
+        judge_dir(Facts { kind: Kind::Directory, mode, uid }, ME, true)
     }
 
     #[test]
@@ -302,9 +310,17 @@ mod tests {
         assert_eq!(dir(0o775, ME), Err(Distrust::Writable { mode: 0o775 }));
         assert_eq!(dir(0o1777, 65534), Err(Distrust::Owner { uid: 65534, euid: ME }), "sticky, but not ours");
         assert_eq!(
-            judge_dir(Facts { kind: Kind::Regular, mode: 0o755, uid: 0 }, ME),
+            judge_dir(Facts { kind: Kind::Regular, mode: 0o755, uid: 0 }, ME, true),
             Err(Distrust::NotDirectory(Kind::Regular))
         );
+    }
+
+    #[test]
+    fn the_plugin_folder_itself_is_never_trusted_world_writable_even_sticky() {
+        let plugin_folder = |mode| judge_dir(Facts { kind: Kind::Directory, mode, uid: 0 }, ME, false);
+        assert_eq!(plugin_folder(0o1777), Err(Distrust::Writable { mode: 0o1777 }));
+        assert_eq!(plugin_folder(0o1755), Ok(()));
+        assert_eq!(plugin_folder(0o755), Ok(()));
     }
 
     #[test]

@@ -293,20 +293,26 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
 
 /// Compiles a C file into a shared object with the system compiler.
 fn cc(name: &str, source: &str) -> PathBuf {
-    let dir = temp_dir(&format!("cc-{name}"));
-    let c = dir.join(format!("{name}.c"));
+    compile("cc", "c", name, source)
+}
+
+/// Compiles `source` (in the language `ext` says) with `compiler` into a shared object,
+/// warnings as errors: the header must compile clean in C and C++.
+fn compile(compiler: &str, ext: &str, name: &str, source: &str) -> PathBuf {
+    let dir = temp_dir(&format!("{compiler}-{name}"));
+    let c = dir.join(format!("{name}.{ext}"));
     std::fs::write(&c, source).unwrap();
     let so = dir.join(format!("{name}.so"));
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/include");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
+    let status = Command::new(compiler)
+        .args(["-shared", "-fPIC", "-O1", "-Werror", "-o"])
         .arg(&so)
         .arg("-I")
         .arg(&include)
         .arg(&c)
         .status()
         .expect("cc");
-    assert!(status.success(), "cc {name}.c failed");
+    assert!(status.success(), "{compiler} {name}.{ext} failed");
     so
 }
 
@@ -367,6 +373,57 @@ fn the_c_example_loads_and_receives_fills() {
 }
 
 #[test]
+fn a_cpp_plugin_built_with_cxx_loads_and_receives_fills() {
+    // The header alone, from C++: its entry symbol must keep its C name (extern "C" guards)
+    // and its layout assertions must hold there too.
+    let so = compile(
+        "c++",
+        "cpp",
+        "cpp_plugin",
+        r#"#include "binance_syncd_plugin.h"
+#include <cstdio>
+#include <string>
+namespace {
+struct Strategy {
+    int fills = 0;
+    syncd_status fill(const syncd_fill *f) {
+        ++fills;
+        if (FILE *out = std::fopen("fills.txt", "a")) {
+            std::fprintf(out, "%llu\n", static_cast<unsigned long long>(f->seq));
+            std::fclose(out);
+        }
+        return SYNCD_STATUS_OK;
+    }
+};
+const std::string version = "cpp 1";
+void *create(const syncd_host_v1 *) { return new Strategy(); }
+void destroy(void *s) { delete static_cast<Strategy *>(s); }
+syncd_status on_fill(void *s, const syncd_fill *f) { return static_cast<Strategy *>(s)->fill(f); }
+syncd_plugin_v1 table = {SYNCD_ABI_MAJOR, SYNCD_ABI_MINOR, sizeof(syncd_plugin_v1), 0,
+    {reinterpret_cast<const uint8_t *>(version.data()), version.size()}, create, destroy,
+    nullptr, on_fill, nullptr, nullptr, nullptr, nullptr, nullptr};
+}
+const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *) { return &table; }
+"#,
+    );
+    let mut rig = Rig::start("plugin-cpp", &[("cpp", &so, "history = all\n")]);
+    rig.wait_status("cpp", "running", |s| s.state == "running" && s.version == "cpp 1");
+    for _ in 0..3 {
+        rig.fill();
+    }
+    let fills = wait_lines(&rig.cfg.fill_log, 3, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("cpp", "every fill", |s| s.delivered == last);
+    let record = rig.cfg.state_dir.join("plugins").join("run").join("cpp").join("fills.txt");
+    let seqs: Vec<u64> =
+        std::fs::read_to_string(record).unwrap().lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
 fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
     let so = build_plugin("grid-maker", "1");
     let mut rig =
@@ -418,6 +475,46 @@ fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
         d.stop(Duration::from_secs(8));
     }
     assert_matches_truth(&fills, &report);
+}
+
+#[test]
+fn a_torn_or_empty_cursor_file_never_skips_a_fill() {
+    let so = build_plugin("test-plugin", "1");
+    for (case, body) in [("empty", ""), ("torn", "{\"delivered\":2,\"cle")] {
+        let out = temp_dir(&format!("plugin-torn-cursor-{case}-out"));
+        let conf = format!("record = {}\n", out.join("p.rec").display());
+        let mut rig = Rig::start(&format!("plugin-torn-cursor-{case}"), &[("p", &so, &conf)]);
+        rig.wait_status("p", "running", |s| s.state == "running");
+        for _ in 0..2 {
+            rig.fill();
+        }
+        rig.wait_status("p", "fills 1 and 2", |s| s.delivered == 2);
+        // Its file removed (the cursor saved, clean), two fills it does not see, then a
+        // daemon restart that finds the cursor file damaged.
+        std::fs::remove_file(rig.plugins.join("p.so")).unwrap();
+        rig.wait_status("p", "stopped", |s| s.state == "stopped");
+        for _ in 0..2 {
+            rig.fill();
+        }
+        wait_lines(&rig.cfg.fill_log, 4, Duration::from_secs(20));
+        if let Some(d) = rig.daemon.take() {
+            d.stop(Duration::from_secs(8));
+        }
+        std::fs::write(rig.cfg.state_dir.join("plugins").join("p.cursor"), body).unwrap();
+        install(&so, &rig.plugins, "p");
+        rig.daemon = Some(Daemon::start(&rig.cfg, &fast()).unwrap());
+        rig.wait_status("p", "every fill", |s| s.delivered == 4);
+        let record = std::fs::read_to_string(out.join("p.rec")).unwrap_or_default();
+        let fills: Vec<&str> = record.lines().filter(|l| l.starts_with("fill ")).collect();
+        // #1 and #2 twice (the second time marked replayed), #3 and #4 after them: none skipped.
+        let seqs: Vec<u64> =
+            fills_of(&fills.iter().map(|l| l.to_string()).collect::<Vec<_>>()).iter().map(|f| f.1).collect();
+        assert_eq!(seqs, [1, 2, 1, 2, 3, 4], "{case}: {record}");
+        assert!(fills[2..].iter().all(|l| l.ends_with(" 1")), "{case}: all marked replayed: {record}");
+        if let Some(d) = rig.daemon.take() {
+            d.stop(Duration::from_secs(8));
+        }
+    }
 }
 
 #[test]
@@ -884,6 +981,36 @@ fn a_conf_cannot_claim_the_tag_a_disabled_plugin_or_another_file_name_holds() {
 }
 
 #[test]
+fn an_untrusted_file_gives_no_tag_and_a_removed_plugin_keeps_its_tag_while_its_orders_rest() {
+    let so = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-tag-rest-out");
+    let conf = |name: &str, extra: &str| format!("record = {}\n{extra}", dir.join(format!("{name}.rec")).display());
+    let mut rig = Rig::start("plugin-tag-rest", &[("keeper", &so, &conf("keeper", "place_one = true\n"))]);
+    rig.wait_status("keeper", "running", |s| s.state == "running" && s.tag == "keeper");
+    // A world-writable file nobody may load: its name gives no tag to refuse a claim with.
+    install_with_mode(&so, &rig.plugins, "untrust", 0o666);
+    std::fs::write(rig.plugins.join("claim.conf"), conf("claim", "tag = untrust\n")).unwrap();
+    install(&so, &rig.plugins, "claim");
+    rig.wait_status("untrust", "refused", |s| s.state == "refused");
+    rig.wait_status("claim", "running under the untrusted file's tag", |s| s.state == "running" && s.tag == "untrust");
+    // keeper's order rests; its file goes (no cancel_on_stop): the order stays, and so does
+    // its tag, which no settings may then claim.
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let own = || link.view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-keeper-")).count();
+    wait_until("keeper's order", Duration::from_secs(20), || own() == 1);
+    std::fs::remove_file(rig.plugins.join("keeper.so")).unwrap();
+    rig.wait_status("keeper", "stopped", |s| s.state == "stopped");
+    std::fs::write(rig.plugins.join("heir.conf"), conf("heir", "tag = keeper\n")).unwrap();
+    install(&so, &rig.plugins, "heir");
+    let s = rig.wait_status("heir", "refused", |s| s.state == "refused");
+    assert!(s.problem.contains("tag keeper is already held by plugin keeper"), "{s:?}");
+    assert_eq!(own(), 1);
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
 fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
     use binance_syncd::paper::DEMO_API_KEY;
     let ex = paper_with(|_| {});
@@ -984,7 +1111,8 @@ fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its
     let abrt = crashing_plugin("abrt", "abort();");
     let dir = temp_dir("plugin-crash-conf");
     let calm_conf = format!("record = {}\nhistory = all\n", dir.join("calm.rec").display());
-    let bad_conf = "history = all\nrestart_backoff_ms = 50\n";
+    // Never quarantined here: each of its processes dies soon after its start.
+    let bad_conf = "history = all\nrestart_backoff_ms = 50\nquarantine_after = 0\n";
     let mut rig = Rig::start(
         "plugin-crash",
         &[("calm", &calm, &calm_conf), ("segv", &segv, bad_conf), ("abrt", &abrt, bad_conf)],
@@ -1035,6 +1163,123 @@ fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its
         d.stop(Duration::from_secs(8));
     }
     assert_matches_truth(&fills, &report);
+}
+
+#[test]
+fn a_plugin_that_keeps_dying_is_quarantined_across_a_restart_until_its_file_is_replaced() {
+    use binance_syncd::paper::DEMO_API_KEY;
+    let calm = build_plugin("test-plugin", "1");
+    let segv = crashing_plugin("quarantined_segv", "volatile int *p = 0; *p = 1;");
+    let out = temp_dir("plugin-quarantine-out");
+    let calm_conf = format!("record = {}\nhistory = all\n", out.join("calm.rec").display());
+    let sink = crate::metrics::Sink::start();
+    let webhook = binance_syncd::secret::Secret::new(sink.url.clone());
+    let mut rig = Rig::start_with(
+        "plugin-quarantine",
+        &[("calm", &calm, &calm_conf), ("segv", &segv, "history = all\nrestart_backoff_ms = 50\n")],
+        |cfg| {
+            cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+            cfg.alert_webhook = Some(webhook);
+        },
+    );
+    for name in ["calm", "segv"] {
+        rig.wait_status(name, "running", |s| s.state == "running");
+    }
+    // Its processes die on their second fill: on #2, #3 and #4, each soon after its start.
+    for _ in 0..4 {
+        rig.fill();
+    }
+    let s = rig.wait_status("segv", "quarantined", |s| s.state == "quarantined");
+    assert_eq!((s.restarts, s.pid, s.delivered), (2, 0, 3), "{s:?}");
+    assert!(s.problem.contains("died 3 times in a row") && s.last_exit.contains("SIGSEGV"), "{s:?}");
+    let quarantine = rig.cfg.state_dir.join("plugins").join("segv.quarantine");
+    assert!(quarantine.exists());
+    // The calm one beside it got every fill, once, and the metrics say what happened.
+    let fills = wait_lines(&rig.cfg.fill_log, 4, Duration::from_secs(20));
+    let last = fills.iter().map(|f| f.seq).max().unwrap();
+    rig.wait_status("calm", "every fill", |s| s.delivered == last);
+    let calm_seen: Vec<u64> = fills_of(
+        &std::fs::read_to_string(out.join("calm.rec"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    )
+    .iter()
+    .map(|(_, s)| *s)
+    .collect();
+    assert_eq!(calm_seen, (1..=last).collect::<Vec<u64>>());
+    let addr = rig.daemon.as_ref().and_then(|d| d.metrics_addr()).unwrap();
+    let scrape = crate::metrics::get(addr, "/metrics").1;
+    for (series, want) in [
+        ("syncd_plugin_state{plugin=\"segv\",state=\"quarantined\"}", 1.0),
+        ("syncd_plugin_state{plugin=\"segv\",state=\"crashed\"}", 0.0),
+        ("syncd_plugin_restarts_total{plugin=\"segv\"}", 2.0),
+    ] {
+        assert_eq!(crate::metrics::value(&scrape, series), Some(want), "{series} in\n{scrape}");
+    }
+    wait_until("the quarantine alert", Duration::from_secs(5), || {
+        sink.texts().iter().any(|t| t.contains("plugin segv is quarantined"))
+    });
+    // A daemon restart keeps it: never loaded again, and `check` says so.
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+    rig.daemon = Some(Daemon::start(&rig.cfg, &fast()).unwrap());
+    rig.wait_status("calm", "running again", |s| s.state == "running");
+    let s = rig.wait_status("segv", "still quarantined", |s| s.state == "quarantined");
+    assert_eq!((s.loads, s.pid), (0, 0), "{s:?}");
+    rig.fill();
+    rig.wait_status("calm", "the fill after the restart", |s| s.delivered == last + 1);
+    assert_eq!(rig.status("segv").loads, 0);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("check");
+    crate::util::daemon_env(&mut cmd, &rig.ex, &rig.dir, DEMO_API_KEY).env("SYNCD_PLUGIN_DIR", &rig.plugins);
+    let text = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+    assert!(
+        text.lines().any(|l| l.starts_with("plugin segv.so") && l.contains("FAIL") && l.contains("quarantined")),
+        "{text}"
+    );
+    // A new file releases it: here a calm build, which then gets every fill after its cursor.
+    install(&calm, &rig.plugins, "segv");
+    let s = rig.wait_status("segv", "released", |s| s.state == "running" && s.delivered == last + 1);
+    assert_eq!(s.loads, 1, "{s:?}");
+    assert!(!quarantine.exists());
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn a_submit_flood_gets_busy_answers_past_its_budget_while_another_strategy_trades() {
+    let grid = build_plugin("grid-maker", "1");
+    let flooder = build_plugin("test-plugin", "1");
+    let out = temp_dir("plugin-flood-out");
+    let flood_conf = format!("record = {}\nflood = 5000\nmax_pending = 100\n", out.join("flood.rec").display());
+    let mut rig = Rig::start_with(
+        "plugin-flood",
+        &[("grid_maker", &grid, "levels = 2\nspacing = 5\nquote = 25\n"), ("flooder", &flooder, &flood_conf)],
+        |c| {
+            c.strategy_limits.max_orders_10s = 100;
+            // 5000 round trips in one callback: not a stall.
+            c.plugin_stall = Duration::from_secs(20);
+        },
+    );
+    let record = || std::fs::read_to_string(out.join("flood.rec")).unwrap_or_default();
+    wait_until("the flood", Duration::from_secs(30), || record().lines().any(|l| l.starts_with("busy ")));
+    // 100 queued, then every other submit answered busy: nothing more of its was held.
+    let busy: Vec<String> = record().lines().filter(|l| l.starts_with("busy ")).map(String::from).collect();
+    assert_eq!(busy, ["busy 4900"], "{}", record());
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let intents = link.stats().intents;
+    assert!(intents < 1000, "the executor took {intents} intents: the flood was not held to its budget");
+    // Grid-maker beside it keeps quoting.
+    let own = || link.view().open_orders.iter().filter(|o| o.client_order_id.starts_with("sd-gridmake-")).count();
+    wait_until("grid-maker's quotes", Duration::from_secs(20), || own() >= 4);
+    rig.wait_status("flooder", "running", |s| s.state == "running");
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
 }
 
 #[test]

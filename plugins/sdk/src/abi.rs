@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 2;
+pub const ABI_MINOR: u32 = 3;
 /// The one exported symbol: `const PluginV1 *syncd_plugin_entry_v1(const HostV1 *host)`.
 pub const ENTRY_SYMBOL: &[u8] = b"syncd_plugin_entry_v1\0";
 
@@ -27,6 +27,10 @@ pub const STATUS_PANICKED: Status = -1;
 pub const STATUS_ERROR: Status = -2;
 /// A host callback refused the request (bad argument, handle revoked, queue full).
 pub const STATUS_REFUSED: Status = -3;
+/// `submit`: this plugin's budget of intents not yet answered to it is spent; nothing was
+/// queued. Answers to earlier intents free it (they arrive as order updates after the current
+/// callback). Since 1.3: a plugin that declares an older minor gets [`STATUS_REFUSED`].
+pub const STATUS_BUSY: Status = -4;
 
 /// Borrowed UTF-8 text.
 #[repr(C)]
@@ -224,3 +228,86 @@ pub const PLUGIN_REQUIRED_SIZE: usize = std::mem::offset_of!(PluginV1, start);
 unsafe impl Sync for PluginV1 {}
 // SAFETY: as above; the host copies the table onto the plugin's thread.
 unsafe impl Send for PluginV1 {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// The Rust value of one `SYNCD_LAYOUT(...)` expression of the C header.
+    fn rust_layout(what: &str) -> Option<usize> {
+        macro_rules! table {
+            ($($c:literal => $t:ty { $($f:ident),* }),* $(,)?) => {
+                $(
+                    if what == concat!("sizeof(", $c, ")") {
+                        return Some(size_of::<$t>());
+                    }
+                    $(
+                        if what == concat!("offsetof(", $c, ", ", stringify!($f), ")") {
+                            return Some(offset_of!($t, $f));
+                        }
+                    )*
+                )*
+            };
+        }
+        table!(
+            "syncd_str" => Str { ptr, len },
+            "syncd_fill" => Fill { seq, trade_id, order_id, time_ms, symbol, client_order_id, price, qty,
+                quote_qty, commission, commission_asset, side, maker, replayed },
+            "syncd_order_update" => OrderUpdate { request, order_id, code, symbol, client_order_id, price, qty,
+                status, reason, kind, side, resolved },
+            "syncd_price" => Price { symbol, bid, ask },
+            "syncd_balance" => Balance { asset, free, locked },
+            "syncd_start" => Start { name, settings, snapshot },
+            "syncd_intent" => Intent { kind, side, order_id, symbol, price, qty, client_order_id },
+            "syncd_host_v1" => HostV1 { abi_major, abi_minor, size, ctx, submit, log, rules },
+            "syncd_plugin_v1" => PluginV1 { abi_major, abi_minor, size, version, create, destroy, start, on_fill,
+                on_order, on_price, on_balance, on_tick, stop },
+        );
+        None
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn the_c_headers_layout_assertions_match_the_rust_types() {
+        let header = include_str!("../../include/binance_syncd_plugin.h");
+        let mut sizes = Vec::new();
+        for line in header.lines().filter_map(|l| l.strip_prefix("SYNCD_LAYOUT(")?.strip_suffix(");")) {
+            let (what, n) = line.rsplit_once(", ").unwrap_or_else(|| panic!("unreadable: {line}"));
+            let n: usize = n.parse().unwrap_or_else(|_| panic!("unreadable: {line}"));
+            let rust = rust_layout(what).unwrap_or_else(|| panic!("no Rust counterpart for {what}"));
+            assert_eq!(rust, n, "{what}: the header says {n}, the Rust type {rust}");
+            if let Some(t) = what.strip_prefix("sizeof(") {
+                sizes.push(t.trim_end_matches(')').to_string());
+            }
+        }
+        // Every type that crosses has its size asserted.
+        for t in [
+            "syncd_str",
+            "syncd_fill",
+            "syncd_order_update",
+            "syncd_price",
+            "syncd_balance",
+            "syncd_start",
+            "syncd_intent",
+            "syncd_host_v1",
+            "syncd_plugin_v1",
+        ] {
+            assert!(sizes.iter().any(|s| s == t), "no sizeof({t}) assertion in the header");
+        }
+    }
+
+    #[test]
+    fn the_headers_numbers_are_the_rust_ones() {
+        let header = include_str!("../../include/binance_syncd_plugin.h");
+        let define = |name: &str| -> Option<i64> {
+            header.lines().find_map(|l| {
+                let rest = l.strip_prefix("#define ")?.strip_prefix(name)?.trim();
+                rest.trim_matches(|c| c == '(' || c == ')').parse().ok()
+            })
+        };
+        assert_eq!(define("SYNCD_ABI_MINOR"), Some(i64::from(ABI_MINOR)));
+        assert_eq!(define("SYNCD_STATUS_REFUSED"), Some(i64::from(STATUS_REFUSED)));
+        assert_eq!(define("SYNCD_STATUS_BUSY"), Some(i64::from(STATUS_BUSY)));
+    }
+}

@@ -200,6 +200,14 @@ pub enum Level {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused(pub i32);
 
+impl Refused {
+    /// The plugin's budget of unanswered intents is spent ([`abi::STATUS_BUSY`]): try again
+    /// once answers came, rather than in a loop.
+    pub fn busy(&self) -> bool {
+        self.0 == abi::STATUS_BUSY
+    }
+}
+
 /// The daemon, as the plugin sees it. Copyable; valid until the plugin is destroyed, and only on
 /// the plugin's own thread (so it is neither `Send` nor `Sync`).
 #[derive(Clone, Copy)]

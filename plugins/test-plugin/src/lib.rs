@@ -7,7 +7,8 @@
 //! - `place_one = true`: on the first price of BTCUSD, one maker BUY a dollar under the bid;
 //!   every stream report of its orders is recorded as `report STATUS ORDER_ID`;
 //! - `flood = N`: on the first price of BTCUSD, submit N maker BUYs under the bid at once and
-//!   record `flood N NS` once all N are placed, NS from the first submit to the last answer;
+//!   record `busy B` (submits answered `STATUS_BUSY`) after the loop and `flood N NS` once all
+//!   N are placed, NS from the first submit to the last answer;
 //! - `probe = true`: at start, record what a prying plugin could find: `getenv NAME VALUE` for
 //!   the secrets' variables and `PATH`, `child-env ...` (what `env` run as a child prints),
 //!   `self-environ ...` (the process's `/proc/self/environ`), `dumpable N` (`PR_GET_DUMPABLE`),
@@ -153,6 +154,7 @@ impl Strategy for Recorder {
         }
         let Some(bid) = Dec::parse(price.bid) else { return Ok(()) };
         self.flood_started = Some(std::time::Instant::now());
+        let mut busy = 0u64;
         for i in 0..self.flood {
             let Some(p) = Dec::parse("0.01")
                 .and_then(|t| t.checked_mul_int(i as i64 % 400 + 1))
@@ -160,8 +162,11 @@ impl Strategy for Recorder {
             else {
                 continue;
             };
-            let _ = self.host.place("BTCUSD", Side::Buy, &p.to_string(), "0.0002");
+            if self.host.place("BTCUSD", Side::Buy, &p.to_string(), "0.0002").is_err_and(|r| r.busy()) {
+                busy += 1;
+            }
         }
+        self.line(&format!("busy {busy}"));
         Ok(())
     }
 
