@@ -301,6 +301,20 @@ pub fn render(src: &Sources) -> String {
         for p in &all {
             o.sample("syncd_plugin_restarts_total", &[("plugin", &p.name)], p.restarts);
         }
+        // Isolated plugins only (an in-process one shares the daemon's figures).
+        let usage: Vec<_> = all.iter().filter_map(|p| crate::plugin::usage(p.pid).map(|u| (p, u))).collect();
+        o.head(
+            "syncd_plugin_cpu_seconds_total",
+            "counter",
+            "CPU time of a plugin's process since it started (a restart starts it again).",
+        );
+        for (p, u) in &usage {
+            o.sample("syncd_plugin_cpu_seconds_total", &[("plugin", &p.name)], secs(u.cpu));
+        }
+        o.head("syncd_plugin_rss_bytes", "gauge", "Resident memory of a plugin's process.");
+        for (p, u) in &usage {
+            o.sample("syncd_plugin_rss_bytes", &[("plugin", &p.name)], u.rss_bytes);
+        }
     }
 
     o.one("syncd_alerts_sent_total", "counter", "Alert messages the webhook accepted.", m.alerts_sent.get());

@@ -44,7 +44,7 @@ pub mod remote;
 mod spin;
 pub use crate::sys;
 pub mod trust;
-pub use remote::set_host_program;
+pub use remote::{set_host_program, usage, Usage};
 pub use spin::SpinCounts;
 pub use sys::euid;
 

@@ -312,9 +312,39 @@ impl Drop for Remote {
     }
 }
 
+/// What a plugin's process uses, read from `/proc` (world-readable even though the child is
+/// not dumpable): CPU time since its start and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu: std::time::Duration,
+    pub rss_bytes: u64,
+}
+
+/// [`Usage`] of process `pid`; `None` for pid 0 (not isolated, or no process now) or a process
+/// that is gone.
+pub fn usage(pid: u32) -> Option<Usage> {
+    if pid == 0 {
+        return None;
+    }
+    // schedstat's first field is the time spent on a CPU, in ns: no clock-tick size to know.
+    let sched = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let cpu_ns: u64 = sched.split_whitespace().next()?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(Usage { cpu: std::time::Duration::from_nanos(cpu_ns), rss_bytes: rss_kb * 1024 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_reads_a_live_process_and_nothing_for_pid_0() {
+        let me = usage(std::process::id()).expect("this process's usage");
+        assert!(me.rss_bytes > 0);
+        assert_eq!(usage(0), None);
+    }
     use crate::plugin::proto::FillMsg;
 
     struct Nothing;

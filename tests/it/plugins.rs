@@ -1218,6 +1218,14 @@ fn a_plugin_that_keeps_dying_is_quarantined_across_a_restart_until_its_file_is_r
     ] {
         assert_eq!(crate::metrics::value(&scrape, series), Some(want), "{series} in\n{scrape}");
     }
+    // The calm plugin's own process: its memory and CPU time, read from /proc.
+    let rss = crate::metrics::value(&scrape, "syncd_plugin_rss_bytes{plugin=\"calm\"}");
+    assert!(rss.is_some_and(|b| b > 100_000.0), "calm's RSS: {rss:?} in\n{scrape}");
+    assert!(crate::metrics::value(&scrape, "syncd_plugin_cpu_seconds_total{plugin=\"calm\"}").is_some());
+    assert!(
+        crate::metrics::value(&scrape, "syncd_plugin_rss_bytes{plugin=\"segv\"}").is_none(),
+        "a quarantined plugin has no process"
+    );
     wait_until("the quarantine alert", Duration::from_secs(5), || {
         sink.texts().iter().any(|t| t.contains("plugin segv is quarantined"))
     });
