@@ -1074,6 +1074,7 @@ fn crashing_plugin(name: &str, crash: &str) -> PathBuf {
             "#include \"binance_syncd_plugin.h\"\n\
              #include <stdio.h>\n\
              #include <stdlib.h>\n\
+             #include <unistd.h>\n\
              static int seen;\n\
              static void *create(const syncd_host_v1 *h) {{ (void)h; static int s; return &s; }}\n\
              static void destroy(void *s) {{ (void)s; }}\n\
@@ -1105,20 +1106,29 @@ fn crash_record(rig: &Rig, name: &str) -> Vec<(u64, bool)> {
 }
 
 #[test]
-fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its_cursor() {
+fn a_plugin_that_segfaults_aborts_exits_or_spins_costs_only_itself_and_is_restarted_from_its_cursor() {
     let calm = build_plugin("test-plugin", "1");
     let segv = crashing_plugin("segv", "volatile int *p = 0; *p = 1;");
     let abrt = crashing_plugin("abrt", "abort();");
+    let exit = crashing_plugin("quit", "_exit(3);");
+    // Spins in the callback for ever: killed at SYNCD_PLUGIN_STALL_S (800 ms in this rig).
+    let spin = crashing_plugin("spin", "volatile int forever = 1; while (forever) {}");
     let dir = temp_dir("plugin-crash-conf");
     let calm_conf = format!("record = {}\nhistory = all\n", dir.join("calm.rec").display());
     // Never quarantined here: each of its processes dies soon after its start.
     let bad_conf = "history = all\nrestart_backoff_ms = 50\nquarantine_after = 0\n";
     let mut rig = Rig::start(
         "plugin-crash",
-        &[("calm", &calm, &calm_conf), ("segv", &segv, bad_conf), ("abrt", &abrt, bad_conf)],
+        &[
+            ("calm", &calm, &calm_conf),
+            ("segv", &segv, bad_conf),
+            ("abrt", &abrt, bad_conf),
+            ("quit", &exit, bad_conf),
+            ("spin", &spin, bad_conf),
+        ],
     );
     rig.dir = dir;
-    for name in ["calm", "segv", "abrt"] {
+    for name in ["calm", "segv", "abrt", "quit", "spin"] {
         let s = rig.wait_status(name, "running", |s| s.state == "running");
         assert!(s.pid != 0 && s.pid != std::process::id(), "{name} runs in a process of its own: {s:?}");
     }
@@ -1132,7 +1142,9 @@ fn a_plugin_that_segfaults_or_aborts_costs_only_itself_and_is_restarted_from_its
     assert_eq!(calm_seen, (1..=last).collect::<Vec<u64>>(), "the calm plugin got every fill, once");
     // Each bad one dies on the second fill of each of its processes, so it gets through all
     // of them one restart at a time, each time from its cursor.
-    for (name, signal) in [("segv", "SIGSEGV"), ("abrt", "SIGABRT")] {
+    for (name, signal) in
+        [("segv", "SIGSEGV"), ("abrt", "SIGABRT"), ("quit", "exited with status 3"), ("spin", "SIGKILL")]
+    {
         let s = rig.wait_status(name, "every fill, restarted", |s| s.delivered == last && s.state == "running");
         assert!(s.restarts >= last - 1, "{name}: one restart per fill after the first: {s:?}");
         assert!(s.last_exit.contains(signal), "{name}: {s:?}");
