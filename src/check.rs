@@ -180,7 +180,7 @@ fn probe_dir(dir: &Path) -> Result<(), String> {
     crate::statedir::create_private_dir(dir).map_err(|e| format!("cannot create it: {e}"))?;
     let mut last = None;
     for _ in 0..8 {
-        let probe = dir.join(format!(".binance-syncd-check-{}-{:016x}", std::process::id(), random_u64()));
+        let probe = dir.join(format!(".binance-syncd-check-{}-{:016x}", std::process::id(), crate::sys::random_u64()));
         let opened =
             OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&probe);
         match opened {
@@ -194,14 +194,6 @@ fn probe_dir(dir: &Path) -> Result<(), String> {
         }
     }
     Err(format!("cannot create a probe file in it: {}", last.map_or_else(String::new, |e| e.to_string())))
-}
-
-/// Unpredictable enough for a probe file's name: std's per-process random hash keys.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish()
 }
 
 /// Whether a daemon holds the state directory's lock (see [`crate::statedir`]).

@@ -74,11 +74,7 @@ fn instance(state_dir: &Path) -> Result<String, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&path)(e)),
     }
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    let drawn = format!("{:0>4}", base36(h.finish() % 36u64.pow(INSTANCE_LEN as u32)));
+    let drawn = format!("{:0>4}", base36(crate::sys::random_u64() % 36u64.pow(INSTANCE_LEN as u32)));
     write_synced(state_dir, &path, &drawn)?;
     Ok(drawn)
 }

@@ -86,8 +86,7 @@ pub fn scrub_env(names: &[&str]) -> std::io::Result<()> {
 
 /// The number of threads of this process, from `/proc/self/status`.
 fn threads() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()
+    crate::sys::status_field("self", "Threads:")?.parse().ok()
 }
 
 #[cfg(test)]

@@ -68,9 +68,7 @@ fn confine(parent: i32) -> Result<(), String> {
 
 /// A capability set as `/proc/self/status` shows it (`CapPrm:`, `CapEff:`, `CapBnd:`...).
 fn cap_line(name: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix(name))?.trim();
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(&crate::sys::status_field("self", name)?, 16).ok()
 }
 
 /// A daemon run as root starts its plugin hosts with every capability (exec as uid 0 fills the

@@ -329,9 +329,8 @@ pub fn usage(pid: u32) -> Option<Usage> {
     // schedstat's first field is the time spent on a CPU, in ns: no clock-tick size to know.
     let sched = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
     let cpu_ns: u64 = sched.split_whitespace().next()?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kb: u64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        crate::sys::status_field(&pid.to_string(), "VmRSS:")?.trim_end_matches("kB").trim().parse().ok()?;
     Some(Usage { cpu: std::time::Duration::from_nanos(cpu_ns), rss_bytes: rss_kb * 1024 })
 }
 
