@@ -132,10 +132,15 @@ fn wait_all(ex: &PaperExchange, files: &[&Path]) -> usize {
 /// Starts the daemon again (log `daemon2.log`), makes one fill, waits for it in `live` and a
 /// reconciliation pass or two more (a fill of an older file must not come back), then stops it.
 fn restart_fill_and_stop(ex: &PaperExchange, dir: &Path, live: &Path, id: &str) -> Vec<FillRecord> {
-    let child = run_daemon(ex, dir, "daemon2.log", &[]);
+    let metrics = crate::metrics::free_addr();
+    let child = run_daemon(ex, dir, "daemon2.log", &[("SYNCD_METRICS_ADDR", &metrics.to_string())]);
     fill_n(ex, 1, id);
     let after = wait_lines(live, 1, Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(2500));
+    let passes = || crate::metrics::value(&crate::metrics::get(metrics, "/metrics").1, "syncd_reconcile_passes_total");
+    let seen = passes().unwrap_or(0.0);
+    crate::faults::wait_until("two reconciliation passes after the fill", Duration::from_secs(15), || {
+        passes().is_some_and(|p| p >= seen + 2.0)
+    });
     stop(child, dir, "daemon2.log");
     after
 }
@@ -506,9 +511,13 @@ fn a_log_truncated_or_deleted_from_outside_stays_whole_lines_and_is_reported() {
     // would cut the daemon's own log file short as well, so that goes through a pipe.
     let mut cmd = Command::new("bash");
     cmd.args(["-c", "trap '' XFSZ; ulimit -S -f 8; exec \"$0\" run", env!("CARGO_BIN_EXE_binance-syncd")]);
+    let metrics = crate::metrics::free_addr();
+    let write_errors =
+        || crate::metrics::value(&crate::metrics::get(metrics, "/metrics").1, "syncd_filllog_write_errors_total");
     let mut child = Killed(
         configure(&mut cmd, &ex, &dir, DEMO_API_KEY, Stdio::piped(), "info")
             .env("SYNCD_FILL_LOG_CHECK_S", "0.2")
+            .env("SYNCD_METRICS_ADDR", metrics.to_string())
             .spawn()
             .unwrap(),
     );
@@ -532,7 +541,11 @@ fn a_log_truncated_or_deleted_from_outside_stays_whole_lines_and_is_reported() {
     while crate::sync::read_whole_lines(&live).len() < room && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(1500)); // a retry fails and is rolled back
+    // A retry fails (and is rolled back) with the file full again.
+    let failed = write_errors().unwrap_or(0.0);
+    crate::faults::wait_until("a failed retry on the refilled file", Duration::from_secs(10), || {
+        write_errors().is_some_and(|e| e > failed)
+    });
     let lifted = Command::new("prlimit").args(["--pid", &child.id().to_string(), "--fsize=unlimited:"]).status();
     assert!(lifted.expect("prlimit (util-linux) is needed for this test").success());
     let total = ex.report()["trades"].as_array().unwrap().len();
