@@ -26,6 +26,7 @@
 //! | [`stream`] | THREAD `stream`: the user-data WebSocket, reconnects; parsed events → the executor, then `state` |
 //! | [`keepalive`] | THREAD `keepalive`: renews the listen key; tells `stream` when it is lost |
 //! | [`statedir`] | the state directory's lock (one daemon per directory) and private files (0700/0600) |
+//! | [`trust`] | whether a file or folder may be believed (kind, owner, mode): the one verdict of the plugin and fill-log trust checks; a leaf |
 //! | [`sys`] | `euid()` from `/proc/self/status` (no `unsafe`), for the plugin and fill-log trust checks |
 //! | [`lock`] | the one rule for a poisoned lock: take the guard anyway (`LockAnyway` and its siblings) |
 //! | [`state`] | THREAD `state`: the fill log's one writer; cursors; no network I/O |
@@ -75,6 +76,7 @@ pub mod statedir;
 pub mod stream;
 pub mod sys;
 pub mod tls;
+pub mod trust;
 pub mod utc;
 pub mod wire;
 

@@ -157,8 +157,13 @@ impl State {
         // rebuilt from the log below, from the oldest id it still knows exactly.
         let loaded = load_cursors(&settings.state_dir);
         let keep_from = loaded.as_ref().map(|c| c.keep_from_all(&settings.symbols)).unwrap_or_default();
-        let (mut log, report) = FillLog::open_bounded(&settings.fill_log, settings.fsync, carry.as_ref(), &keep_from)?;
-        log.set_mode(settings.fill_log_mode);
+        let (log, report) = FillLog::open_bounded(
+            &settings.fill_log,
+            settings.fsync,
+            carry.as_ref(),
+            &keep_from,
+            settings.fill_log_mode,
+        )?;
         if report.torn_bytes > 0 || report.bad_lines > 0 {
             log::warn!(
                 "{}: repaired on open (torn bytes {}, foreign lines {})",

@@ -1,6 +1,7 @@
 //! The files of the log: trusted opens, rotated files found by name, where their lines start.
 
 use super::*;
+use crate::trust::{Distrust, Facts, Kind};
 
 /// A file's identity: (device, inode).
 pub(super) fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
@@ -116,52 +117,23 @@ pub(super) fn open_trusted(path: &Path, options: &mut OpenOptions, fix_mode: Opt
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file =
         options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Untrusted::Because("a symbolic link (not followed)".into()),
+            Some(libc::ELOOP) => Untrusted::Because(Distrust::NotRegular(Kind::Symlink).to_string()),
             _ => Untrusted::Io(e),
         })?;
     let mut meta = file.metadata().map_err(Untrusted::Io)?;
-    if !meta.file_type().is_file() {
-        return Err(Untrusted::Because(format!("not a regular file ({})", kind_of(&meta.file_type()))));
-    }
-    if let Some(wanted) = fix_mode.filter(|_| meta.uid() == crate::sys::euid()) {
+    let me = crate::sys::euid();
+    if let Some(wanted) = fix_mode.filter(|_| meta.is_file() && meta.uid() == me) {
         set_mode_of(&file, path, wanted);
         meta = file.metadata().map_err(Untrusted::Io)?;
     }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(Untrusted::Because(format!("writable by group or others (mode {mode:04o})")));
-    }
-    let owner = meta.uid();
     let dir_owner = path
         .parent()
         .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
         .and_then(|d| std::fs::metadata(d).ok())
         .map(|m| m.uid());
-    let me = crate::sys::euid();
-    if owner != 0 && owner != me && Some(owner) != dir_owner {
-        return Err(Untrusted::Because(format!(
-            "owned by uid {owner}, not by root, the daemon's user ({me}) or the directory's owner"
-        )));
-    }
+    crate::trust::judge_file_owned(Facts::of(&meta), me, dir_owner)
+        .map_err(|why| Untrusted::Because(why.to_string()))?;
     Ok(file)
-}
-
-/// What a file that is not a regular one is, for a message.
-pub(super) fn kind_of(t: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a file"
-    }
 }
 
 /// Reports a file of the log that is ignored, once per file and reason (readers look again and
@@ -196,7 +168,7 @@ pub(super) fn rotated_files(path: &Path) -> Vec<Part> {
         .filter(|e| match e.file_type() {
             // Told by the directory entry, so a FIFO or a device is never even opened.
             Ok(t) if !t.is_file() => {
-                untrusted(&e.path(), &format!("not a regular file ({})", kind_of(&t)));
+                untrusted(&e.path(), &Distrust::NotRegular(Kind::of(t)).to_string());
                 false
             }
             Ok(_) => true,

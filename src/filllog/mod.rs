@@ -131,17 +131,19 @@ impl FillLog {
     /// rotation or a shutdown): its ids count as logged and numbering goes on after its last
     /// `seq`, even when the file at `path` is new and empty.
     pub fn open_after(path: &Path, fsync: FsyncPolicy, carry: Option<&Carry>) -> Result<(FillLog, OpenReport), Error> {
-        FillLog::open_bounded(path, fsync, carry, &HashMap::new())
+        FillLog::open_bounded(path, fsync, carry, &HashMap::new(), DEFAULT_MODE)
     }
 
     /// As [`FillLog::open_after`], with the saved reconciliation cursors (`keep_from`, per
     /// symbol: see [`Dedupe::keep_from`]) known before the files are read, so that no id at or
-    /// above a cursor goes into the dedupe's floor while they are.
+    /// above a cursor goes into the dedupe's floor while they are; the file gets exactly
+    /// `mode` (`SYNCD_FILL_LOG_MODE`), and so does every file opened after it.
     pub fn open_bounded(
         path: &Path,
         fsync: FsyncPolicy,
         carry: Option<&Carry>,
         keep_from: &HashMap<String, u64>,
+        mode: u32,
     ) -> Result<(FillLog, OpenReport), Error> {
         let mut seen = Dedupe::new(DEDUPE_CAPACITY);
         for (symbol, cursor) in keep_from {
@@ -172,7 +174,7 @@ impl FillLog {
         if files > 0 {
             log::info!("{}: read {files} rotated file(s) of it back ({lines} lines)", path.display());
         }
-        let (file, scan) = open_file(path, &mut seen, DEFAULT_MODE)?;
+        let (file, scan) = open_file(path, &mut seen, mode)?;
         let last_seq = scan.last_seq.max(last_seq);
         let log = FillLog {
             file,
@@ -186,7 +188,7 @@ impl FillLog {
             cut: None,
             staged: Vec::new(),
             staged_from: 0,
-            mode: DEFAULT_MODE,
+            mode,
         };
         Ok((log, scan.report))
     }
@@ -213,12 +215,6 @@ impl FillLog {
         self.cut = None;
         self.next_seq = self.next_seq.max(scan.last_seq + 1);
         Ok(true)
-    }
-
-    /// Gives the file being written, and every file opened after it, exactly `mode`.
-    pub fn set_mode(&mut self, mode: u32) {
-        self.mode = mode;
-        set_mode_of(&self.file, &self.path, mode);
     }
 
     /// What the next file needs to go on where this one stops (see [`FillLog::open_after`]).
@@ -872,7 +868,7 @@ mod tests {
         ids.insert("BTCUSD".to_string(), CarriedIds { floor: Some(1 << 60), recent: vec![] });
         let carry = Carry { last_seq: 0, ids };
         let cursors = HashMap::from([("BTCUSD".to_string(), 100u64)]);
-        let (log, _) = FillLog::open_bounded(&path, FsyncPolicy::Never, Some(&carry), &cursors).unwrap();
+        let (log, _) = FillLog::open_bounded(&path, FsyncPolicy::Never, Some(&carry), &cursors, DEFAULT_MODE).unwrap();
         assert!(!log.contains("BTCUSD", 150), "an id past the cursor counts as logged");
         assert!(log.contains("BTCUSD", 99), "ids under the cursor stay known");
         assert_eq!(log.carry().ids["BTCUSD"].floor, Some(99));
@@ -901,7 +897,7 @@ mod tests {
         let carry = ledger.journal().carry();
         drop(ledger);
         let keep = cursors.keep_from_all(&symbols);
-        let (log, _) = FillLog::open_bounded(&path, FsyncPolicy::Never, Some(&carry), &keep).unwrap();
+        let (log, _) = FillLog::open_bounded(&path, FsyncPolicy::Never, Some(&carry), &keep, DEFAULT_MODE).unwrap();
         assert!(!log.contains("BTCUSD", 100) && log.contains("BTCUSD", 101) && log.contains("BTCUSD", *later.end()));
         let mut ledger = Ledger::new(log, cursors);
         ledger.bind(&symbols);
@@ -1007,7 +1003,9 @@ mod tests {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
             let err = FillLog::open(&path, FsyncPolicy::Never).err().expect("a group-writable log was opened");
-            assert!(err.to_string().contains("writable by group or others (mode 0664)"), "{err}");
+            // The owner is said first (the one verdict of `crate::trust`), and the mode is left alone.
+            assert!(err.to_string().contains("is owned by uid 65534, not by root"), "{err}");
+            assert_eq!(mode(&path), 0o664, "another user's log was narrowed");
             std::os::unix::fs::chown(&path, Some(0), None).unwrap();
         } else {
             println!("not root: another user's group-writable live log was not tried");
