@@ -67,6 +67,11 @@ pub(super) fn cancel_outcome(symbol: &str, order_id: u64, client_id: &str, statu
     }
 }
 
+/// The order that goes out for a prepared intent: always LIMIT_MAKER (see `Desk::place`).
+fn maker_order<'a>(symbol: &'a str, side: Side, prepared: &PreparedOrder, client_id: &'a str) -> MakerOrder<'a> {
+    MakerOrder { symbol, side, price: prepared.price, quantity: prepared.quantity, client_order_id: client_id }
+}
+
 pub(super) fn placed_from(
     reply: &OrderReply,
     side: Side,
@@ -237,13 +242,7 @@ impl Executor {
             Err(refusal) => return Ok(Some(refusal.outcome())),
         };
         let client_id = self.ids.next(&req.tag);
-        let order = MakerOrder {
-            symbol,
-            side,
-            price: prepared.price,
-            quantity: prepared.quantity,
-            client_order_id: &client_id,
-        };
+        let order = maker_order(symbol, side, &prepared, &client_id);
         self.rate.record(&req.tag, Instant::now());
         match self.desk.place(&order) {
             Ok(reply) => {
@@ -415,13 +414,7 @@ impl Executor {
             return self.replace_in_two(req, symbol, old, side, price, qty);
         }
         let (client_id, cancel_id) = (self.ids.next(&req.tag), self.ids.next(&req.tag));
-        let order = MakerOrder {
-            symbol,
-            side,
-            price: prepared.price,
-            quantity: prepared.quantity,
-            client_order_id: &client_id,
-        };
+        let order = maker_order(symbol, side, &prepared, &client_id);
         self.rate.record(&req.tag, Instant::now());
         let canceled = Canceled {
             symbol: symbol.to_string(),
