@@ -1,0 +1,170 @@
+//! A plugin's `NAME.conf`: the `key = value` reader, the tag rules and the host's own
+//! settings (isolation, restart backoff, quarantine, intent budget), each with its default.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(super) fn conf_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.conf"))
+}
+
+/// `key = value` of a settings text.
+pub(super) fn setting<'a>(settings: &'a str, key: &str) -> Option<&'a str> {
+    settings.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
+}
+
+/// The tag a plugin's file name gives it: the name's first 8 letters and digits.
+pub(super) fn name_tag(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).take(8).collect()
+}
+
+/// The strategy tag: the settings' `tag`, else the name's; and whether the settings chose it.
+pub fn tag_of(name: &str, settings: &str) -> (String, bool) {
+    match setting(settings, "tag") {
+        Some(t) => (t.to_string(), true),
+        None => (name_tag(name), false),
+    }
+}
+
+/// Why `name` may not trade under `tag`, if another plugin holds it: one that took it first
+/// (`holders`: name → tag of the plugins loaded and still in the folder, whose orders stay in
+/// the book under it), or, for a tag claimed in settings, another file whose name gives it.
+/// A plugin keeps a tag it already holds. Settings text is the later claimer: a file's name
+/// is there before anyone's settings can point at it.
+pub fn tag_taken<'a>(
+    name: &str,
+    tag: &str,
+    claimed_in_settings: bool,
+    holders: &HashMap<String, String>,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    if holders.get(name).is_some_and(|t| t == tag) {
+        return None;
+    }
+    if let Some((other, _)) = holders.iter().filter(|(n, t)| *n != name && *t == tag).min() {
+        return Some(format!("tag {tag} is already held by plugin {other}"));
+    }
+    if claimed_in_settings {
+        if let Some(other) = names.into_iter().filter(|n| *n != name && name_tag(n) == tag).min() {
+            return Some(format!("tag {tag} (from {name}.conf) is plugin {other}'s, from its file name"));
+        }
+    }
+    None
+}
+
+/// Settings larger than this are refused: they are a few lines.
+pub const MAX_SETTINGS: u64 = 64 * 1024;
+
+/// Intents a plugin may have unanswered (queued in the executor, in flight, or answered and
+/// not yet handed to it), unless its settings say `max_pending`: past that `submit` answers
+/// `STATUS_BUSY`, so what the daemon holds for a plugin does not grow with what it submits.
+pub(super) const MAX_PENDING: usize = 1024;
+
+/// Crashes in a row (each soon after its start or on the same fill as the one before: see
+/// `supervise`) that quarantine a plugin, unless its settings say `quarantine_after`.
+pub(super) const QUARANTINE_AFTER: u32 = 3;
+
+/// Restart backoff: from the plugin's `restart_backoff_ms` (default 1 s), doubling after each
+/// crash that comes within [`BACKOFF_MAX`] of its start, up to that.
+pub(super) const BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// What the host itself reads from a plugin's settings (the rest is the plugin's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Options {
+    /// `isolation = process` (the default) rather than `none`.
+    pub isolated: bool,
+    /// `restart_backoff_ms`: the first restart delay after a crash.
+    pub restart_base: Duration,
+    /// `quarantine_after`: crashes in a row that quarantine it (0: never).
+    pub quarantine_after: u32,
+    /// `max_pending`: intents it may have unanswered.
+    pub max_pending: usize,
+    /// `cancel_on_stop = true`: its orders go when its file does.
+    pub cancel_on_stop: bool,
+    /// `history = all`: a name seen for the first time starts at the log's start.
+    pub history_all: bool,
+}
+
+impl Options {
+    /// `name`'s settings text read, or why it is refused.
+    pub(super) fn parse(name: &str, settings: &str) -> Result<Options, String> {
+        let isolated = match setting(settings, "isolation") {
+            None | Some("process") => true,
+            Some("none") => false,
+            Some(other) => {
+                return Err(format!("{name}.conf: isolation = {other:?}: `process` (the default) or `none`"))
+            }
+        };
+        let restart_base = match setting(settings, "restart_backoff_ms") {
+            None => BACKOFF_BASE,
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms).min(BACKOFF_MAX),
+                _ => return Err(format!("{name}.conf: restart_backoff_ms = {v:?}: a number of ms above 0")),
+            },
+        };
+        let quarantine_after = match setting(settings, "quarantine_after") {
+            None => QUARANTINE_AFTER,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => return Err(format!("{name}.conf: quarantine_after = {v:?}: a number of crashes (0: never)")),
+            },
+        };
+        let max_pending = match setting(settings, "max_pending") {
+            None => MAX_PENDING,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("{name}.conf: max_pending = {v:?}: a number of intents above 0")),
+            },
+        };
+        Ok(Options {
+            isolated,
+            restart_base,
+            quarantine_after,
+            max_pending,
+            cancel_on_stop: setting(settings, "cancel_on_stop") == Some("true"),
+            history_all: setting(settings, "history") == Some("all"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holders(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+    }
+
+    #[test]
+    fn a_tag_held_by_another_loaded_plugin_is_refused_to_the_later_claimer() {
+        let held = holders(&[("grid_maker", "gridmake")]);
+        let why = tag_taken("thief", "gridmake", true, &held, ["grid_maker", "thief"]).unwrap();
+        assert_eq!(why, "tag gridmake is already held by plugin grid_maker");
+        // The holder itself, restarting with the same tag, keeps it.
+        assert_eq!(tag_taken("grid_maker", "gridmake", false, &held, ["grid_maker", "thief"]), None);
+        // A name that derives a held tag is refused too: the first holder keeps its orders.
+        assert!(tag_taken("grid_maker2", "gridmake", false, &held, ["grid_maker", "grid_maker2"]).is_some());
+    }
+
+    #[test]
+    fn settings_cannot_claim_the_tag_another_file_name_gives() {
+        // Neither loaded yet: the file name wins over the settings' claim, whatever the order.
+        let why = tag_taken("thief", "gridmake", true, &HashMap::new(), ["grid_maker", "thief"]).unwrap();
+        assert_eq!(why, "tag gridmake (from thief.conf) is plugin grid_maker's, from its file name");
+        assert_eq!(tag_taken("grid_maker", "gridmake", false, &HashMap::new(), ["grid_maker", "thief"]), None);
+        // A claim of a tag no other file's name gives and nobody holds is fine.
+        assert_eq!(tag_taken("thief", "mytag", true, &HashMap::new(), ["grid_maker", "thief"]), None);
+    }
+
+    #[test]
+    fn tag_of_prefers_the_settings_and_says_so() {
+        assert_eq!(tag_of("grid_maker", "levels = 3\n"), ("gridmake".to_string(), false));
+        assert_eq!(tag_of("grid_maker", "tag = g2 # mine\n"), ("g2".to_string(), true));
+    }
+}
