@@ -1,21 +1,13 @@
-//! A plugin's `NAME.conf`: the `key = value` reader, the tag rules and the host's own
+//! A plugin's `NAME.conf` (read with the SDK's `setting`, the one `key = value` reader): the tag rules and the host's own
 //! settings (isolation, restart backoff, quarantine, intent budget), each with its default.
 
+use binance_syncd_plugin::setting;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(super) fn conf_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.conf"))
-}
-
-/// `key = value` of a settings text.
-pub(super) fn setting<'a>(settings: &'a str, key: &str) -> Option<&'a str> {
-    settings.lines().find_map(|line| {
-        let line = line.split('#').next().unwrap_or("");
-        let (k, v) = line.split_once('=')?;
-        (k.trim() == key).then(|| v.trim())
-    })
 }
 
 /// The tag a plugin's file name gives it: the name's first 8 letters and digits.

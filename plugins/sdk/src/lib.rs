@@ -179,12 +179,19 @@ pub struct StartInfo<'a> {
 impl<'a> StartInfo<'a> {
     /// The value of `key` in the settings (`key = value`), trimmed.
     pub fn setting(&self, key: &str) -> Option<&'a str> {
-        self.settings.lines().find_map(|line| {
-            let line = line.split('#').next().unwrap_or("");
-            let (k, v) = line.split_once('=')?;
-            (k.trim() == key).then(|| v.trim())
-        })
+        setting(self.settings, key)
     }
+}
+
+/// The value of `key` in a `NAME.conf` text: the first `key = value` line, trimmed; `#`
+/// starts a comment. The daemon reads the same file with this function, so a plugin and its
+/// host never disagree on what a line says.
+pub fn setting<'a>(settings: &'a str, key: &str) -> Option<&'a str> {
+    settings.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
 }
 
 /// Log levels of [`Host::log`].
@@ -554,4 +561,21 @@ macro_rules! export_strategy {
             &TABLE
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::setting;
+
+    #[test]
+    fn setting_reads_the_first_uncommented_line_of_the_key_trimmed() {
+        let conf = "# spread = 9\n  spread =  0.25 # ticks\nlevels=3\nspread = 7\nempty =\nnoequals\n";
+        assert_eq!(setting(conf, "spread"), Some("0.25"));
+        assert_eq!(setting(conf, "levels"), Some("3"));
+        assert_eq!(setting(conf, "empty"), Some(""));
+        assert_eq!(setting(conf, "noequals"), None);
+        assert_eq!(setting(conf, "missing"), None);
+        // A value may hold `=`; only the first one splits.
+        assert_eq!(setting("url = a=b", "url"), Some("a=b"));
+    }
 }
