@@ -47,8 +47,18 @@ pub struct Usage {
 /// A refusal: the limit's name and the numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverLimit {
+    pub kind: Limit,
     pub limit: &'static str,
     pub reason: String,
+}
+
+/// Which ceiling an order is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    OpenOrders,
+    OrderRate,
+    OrderNotional,
+    SymbolNotional,
 }
 
 const WINDOW: Duration = Duration::from_secs(10);
@@ -91,12 +101,14 @@ impl StrategyLimits {
         let open_after = usage.open_orders + u64::from(replacing.is_none());
         if open_after > self.max_open {
             return Err(OverLimit {
+                kind: Limit::OpenOrders,
                 limit: "max open orders",
                 reason: format!("strategy {tag} has {} open orders; its limit is {}", usage.open_orders, self.max_open),
             });
         }
         if recent_orders + 1 > self.max_orders_10s {
             return Err(OverLimit {
+                kind: Limit::OrderRate,
                 limit: "max orders per 10 s",
                 reason: format!(
                     "strategy {tag} sent {recent_orders} orders in the last 10 s; its limit is {}",
@@ -107,6 +119,7 @@ impl StrategyLimits {
         if let Some(max) = self.max_order_notional {
             if notional > max {
                 return Err(OverLimit {
+                    kind: Limit::OrderNotional,
                     limit: "max order notional",
                     reason: format!("order notional {notional} is over strategy {tag}'s limit of {max}"),
                 });
@@ -118,6 +131,7 @@ impl StrategyLimits {
                 usage.symbol_notional.checked_sub(freed).and_then(|n| n.checked_add(notional)).unwrap_or(notional);
             if after > max {
                 return Err(OverLimit {
+                    kind: Limit::SymbolNotional,
                     limit: "max symbol notional",
                     reason: format!("open notional on the symbol would be {after}; strategy {tag}'s limit is {max}"),
                 });

@@ -3,7 +3,9 @@
  * The same types as plugins/sdk/src/abi.rs. A plugin exports one symbol:
  *     const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *host);
  * Both tables start with abi_major, abi_minor, size: the host refuses another major version,
- * and within a major fields are only added at the end. Strings are UTF-8 pointer + length,
+ * and within a major fields are only added at the end (or in bytes that were reserved and
+ * zero). The host sends a plugin only what the minor in its table knows: an update kind,
+ * status or field added later is withheld or replaced as its #define says. Strings are UTF-8 pointer + length,
  * valid for the duration of the call that passes them. Prices and quantities are exact decimal
  * strings: no floating point crosses. Every callback returns a status (0 ok, negative error);
  * an error disables the plugin until its file changes. Memory is freed by whoever allocated it.
@@ -20,7 +22,7 @@ extern "C" {
 #endif
 
 #define SYNCD_ABI_MAJOR 1
-#define SYNCD_ABI_MINOR 3
+#define SYNCD_ABI_MINOR 4
 
 #define SYNCD_STATUS_OK 0
 #define SYNCD_STATUS_PANICKED (-1)
@@ -44,13 +46,53 @@ extern "C" {
 /* the exchange never got it: only sent when that is known */
 #define SYNCD_UPDATE_NOT_DONE 6
 #define SYNCD_UPDATE_CANCELED_ALL 7
-/* request 0: the stream's report of one of the plugin's orders (ABI 1.1) */
+/* request 0: the stream's report of one of the plugin's orders (ABI 1.1; a plugin whose table
+ * says minor 0 gets no reports: its fills still come to on_fill) */
 #define SYNCD_UPDATE_REPORT 8
 /* resolved = 1: the lookups of an UNKNOWN gave up; the order client_order_id may or may not
  * exist, is never sent again and counts as open against the plugin's limits until the daemon
  * knows. Watch for REPORTs of that client id rather than placing it again (ABI 1.2; a plugin
  * whose table says minor 0 or 1 gets a resolved UNKNOWN instead). */
 #define SYNCD_UPDATE_UNRESOLVED 9
+
+/* syncd_order_update.reason_code (ABI 1.4): why, as a number, for REFUSED, REJECTED,
+ * NOT_DONE and UNRESOLVED; status and reason say it in words (for people: do not match them).
+ * A plugin whose table says a minor below 4 gets SYNCD_REASON_NONE (the byte was reserved).
+ * Match the codes you act on and treat any other, including one added later, as OTHER. */
+#define SYNCD_REASON_NONE 0
+#define SYNCD_REASON_OTHER 1
+/* not one of SYNCD_SYMBOLS, or unknown to the exchange */
+#define SYNCD_REASON_SYMBOL 2
+/* an exchange filter or the symbol's precision (status names it: LOT_SIZE, ...), also an
+ * exchange rejection -1013 or -1111 */
+#define SYNCD_REASON_FILTER 3
+/* a maker order that would cross the book and take: refused here, or rejected -2010 by the
+ * exchange because the book moved on the way */
+#define SYNCD_REASON_CROSSES_BOOK 4
+#define SYNCD_REASON_BALANCE 5
+/* the strategy's limits: max open orders, max orders per 10 s (the same order later may
+ * pass), max order notional, max symbol notional */
+#define SYNCD_REASON_MAX_OPEN_ORDERS 6
+#define SYNCD_REASON_ORDER_RATE 7
+#define SYNCD_REASON_ORDER_NOTIONAL 8
+#define SYNCD_REASON_SYMBOL_NOTIONAL 9
+/* cancel/replace: no such open order; the order is another strategy's or client's */
+#define SYNCD_REASON_UNKNOWN_ORDER 10
+#define SYNCD_REASON_NOT_ITS_ORDER 11
+/* the strategy's queue in the executor is full (submit's SYNCD_STATUS_BUSY is the same
+ * budget seen earlier) */
+#define SYNCD_REASON_BUSY 12
+/* the plugin was stopped before its intent was served; the daemon is stopping; the exchange
+ * refused the daemon's API key (the daemon is stopping) */
+#define SYNCD_REASON_REVOKED 13
+#define SYNCD_REASON_SHUTDOWN 14
+#define SYNCD_REASON_KEY_REFUSED 15
+/* nothing reached the exchange (a local error; NOT_DONE) */
+#define SYNCD_REASON_NOT_SENT 16
+/* UPDATE_UNRESOLVED: the daemon could not learn what became of it */
+#define SYNCD_REASON_UNRESOLVED 17
+/* the exchange said no for another reason: code is its error code */
+#define SYNCD_REASON_REJECTED 18
 
 #define SYNCD_INTENT_PLACE 0
 #define SYNCD_INTENT_CANCEL 1
@@ -70,14 +112,18 @@ typedef struct {
     uint64_t seq, trade_id, order_id;
     int64_t time_ms;
     syncd_str symbol, client_order_id, price, qty, quote_qty, commission, commission_asset;
-    uint8_t side, maker, replayed, _reserved;
+    /* own (ABI 1.4): 1 when this daemon placed the order (its instance's client ids, any
+     * strategy's), 0 for another client's, the web UI's or another daemon's. A plugin whose
+     * table says a minor below 4 gets 0 (the byte was reserved). */
+    uint8_t side, maker, replayed, own;
 } syncd_fill;
 
 typedef struct {
     uint64_t request, order_id;
     int64_t code;
     syncd_str symbol, client_order_id, price, qty, status, reason;
-    uint8_t kind, side, resolved, _reserved[5];
+    /* reason_code (ABI 1.4): a SYNCD_REASON_; 0 for a plugin whose table says a minor below 4 */
+    uint8_t kind, side, resolved, reason_code, _reserved[4];
 } syncd_order_update;
 
 typedef struct { syncd_str symbol, bid, ask; } syncd_price;
@@ -135,6 +181,7 @@ SYNCD_LAYOUT(offsetof(syncd_fill, commission_asset), 128);
 SYNCD_LAYOUT(offsetof(syncd_fill, side), 144);
 SYNCD_LAYOUT(offsetof(syncd_fill, maker), 145);
 SYNCD_LAYOUT(offsetof(syncd_fill, replayed), 146);
+SYNCD_LAYOUT(offsetof(syncd_fill, own), 147);
 SYNCD_LAYOUT(sizeof(syncd_order_update), 128);
 SYNCD_LAYOUT(offsetof(syncd_order_update, code), 16);
 SYNCD_LAYOUT(offsetof(syncd_order_update, symbol), 24);
@@ -142,6 +189,7 @@ SYNCD_LAYOUT(offsetof(syncd_order_update, reason), 104);
 SYNCD_LAYOUT(offsetof(syncd_order_update, kind), 120);
 SYNCD_LAYOUT(offsetof(syncd_order_update, side), 121);
 SYNCD_LAYOUT(offsetof(syncd_order_update, resolved), 122);
+SYNCD_LAYOUT(offsetof(syncd_order_update, reason_code), 123);
 SYNCD_LAYOUT(sizeof(syncd_price), 48);
 SYNCD_LAYOUT(sizeof(syncd_balance), 48);
 SYNCD_LAYOUT(sizeof(syncd_start), 48);

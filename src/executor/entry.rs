@@ -4,24 +4,44 @@
 
 use super::*;
 
-pub(super) fn refused(rule: impl Into<String>, reason: impl Into<String>) -> Outcome {
-    Outcome::Refused { rule: rule.into(), reason: reason.into() }
+pub(super) fn refused(code: RefusalCode, rule: impl Into<String>, reason: impl Into<String>) -> Outcome {
+    Outcome::Refused { rule: rule.into(), reason: reason.into(), code }
 }
 
 /// A local refusal on its way to becoming an [`Outcome::Refused`].
 #[derive(Debug)]
 pub(super) struct Refusal {
+    pub(super) code: RefusalCode,
     pub(super) rule: String,
     pub(super) reason: String,
 }
 
 impl Refusal {
-    pub(super) fn new(rule: impl Into<String>, reason: impl Into<String>) -> Refusal {
-        Refusal { rule: rule.into(), reason: reason.into() }
+    pub(super) fn new(code: RefusalCode, rule: impl Into<String>, reason: impl Into<String>) -> Refusal {
+        Refusal { code, rule: rule.into(), reason: reason.into() }
     }
 
     pub(super) fn outcome(self) -> Outcome {
-        Outcome::Refused { rule: self.rule, reason: self.reason }
+        refused(self.code, self.rule, self.reason)
+    }
+}
+
+/// The kind of refusal a [`Rejection`] is.
+pub(super) fn code_of(r: &Rejection) -> RefusalCode {
+    match r {
+        Rejection::Symbol { .. } => RefusalCode::Symbol,
+        Rejection::Precision { .. } | Rejection::Filter { .. } => RefusalCode::Filter,
+    }
+}
+
+/// The kind of refusal a strategy limit is.
+pub(super) fn limit_code(l: crate::limits::Limit) -> RefusalCode {
+    use crate::limits::Limit;
+    match l {
+        Limit::OpenOrders => RefusalCode::MaxOpenOrders,
+        Limit::OrderRate => RefusalCode::OrderRate,
+        Limit::OrderNotional => RefusalCode::OrderNotional,
+        Limit::SymbolNotional => RefusalCode::SymbolNotional,
     }
 }
 
@@ -103,7 +123,7 @@ impl Executor {
     ) -> Result<(PreparedOrder, Vec<Adjustment>), Refusal> {
         let rules = self.rules.snapshot();
         let Some(sym) = rules.symbols.get(symbol).filter(|_| self.settings.symbols.iter().any(|s| s == symbol)) else {
-            return Err(Refusal::new("symbol", format!("{symbol} is not one of SYNCD_SYMBOLS")));
+            return Err(Refusal::new(RefusalCode::Symbol, "symbol", format!("{symbol} is not one of SYNCD_SYMBOLS")));
         };
         let exchange_filters = rules.exchange_filters.clone();
         let needs_avg = sym.filters.iter().any(|f| {
@@ -125,7 +145,7 @@ impl Executor {
                 prepared = sym.prepare_maker(side, price, qty, &ctx, &exchange_filters);
             }
         }
-        let prepared = prepared.map_err(|r| Refusal::new(rule_of(&r), r.to_string()))?;
+        let prepared = prepared.map_err(|r| Refusal::new(code_of(&r), rule_of(&r), r.to_string()))?;
         if let Some(q) = self.quotes.get(symbol) {
             let crosses = match side {
                 Side::Buy => prepared.price >= q.ask,
@@ -134,6 +154,7 @@ impl Executor {
             if crosses {
                 let (name, touch) = if side == Side::Buy { ("ask", q.ask) } else { ("bid", q.bid) };
                 return Err(Refusal::new(
+                    RefusalCode::CrossesBook,
                     "crosses book",
                     format!("{side} at {} would cross the best {name} {touch} and take", prepared.price),
                 ));
@@ -145,7 +166,7 @@ impl Executor {
         self.settings
             .limits
             .check(tag, notional, usage, recent, replacing.map(OpenOrder::notional))
-            .map_err(|o| Refusal::new(o.limit, o.reason))?;
+            .map_err(|o| Refusal::new(limit_code(o.kind), o.limit, o.reason))?;
         if self.balances.known() {
             let (asset, need) = match side {
                 Side::Buy => (&sym.quote_asset, notional),
@@ -158,7 +179,11 @@ impl Executor {
             });
             let free = self.balances.free(asset).checked_add(freed).unwrap_or(Decimal::ZERO);
             if need > free {
-                return Err(Refusal::new("balance", format!("needs {need} {asset}; {free} {asset} is free")));
+                return Err(Refusal::new(
+                    RefusalCode::Balance,
+                    "balance",
+                    format!("needs {need} {asset}; {free} {asset} is free"),
+                ));
             }
         }
         let mut adjustments = Vec::new();
@@ -273,7 +298,7 @@ impl Executor {
                 Ok(Some(Outcome::NotDone { client_order_id: client_id, reason: format!("not sent: {e}") }))
             }
             Err(e @ (Error::Stopped | Error::Config(_) | Error::Io { .. } | Error::Internal(_))) => {
-                Ok(Some(refused("not sent", e.to_string())))
+                Ok(Some(refused(RefusalCode::NotSent, "not sent", e.to_string())))
             }
         }
     }
@@ -297,10 +322,15 @@ impl Executor {
             OrderRef::ClientId(c) => self.book.by_client_id(symbol, c),
         };
         let Some(o) = found else {
-            return Err(Refusal::new("unknown order", format!("no open order {order:?} on {symbol}")));
+            return Err(Refusal::new(
+                RefusalCode::UnknownOrder,
+                "unknown order",
+                format!("no open order {order:?} on {symbol}"),
+            ));
         };
         if self.ids.tag_of(&o.client_order_id) != Some(tag) {
             return Err(Refusal::new(
+                RefusalCode::NotItsOrder,
                 "not its order",
                 format!("order {} on {symbol} is not strategy {tag}'s ({})", o.order_id, o.client_order_id),
             ));
@@ -365,7 +395,7 @@ impl Executor {
             }
             Err(e) if e.is_auth_failure() => CancelResult::Fatal(KeyRefused::by(&e)),
             Err(Error::Api { code, msg, .. }) => CancelResult::Failed(self.rejected(&o.symbol, code, msg, None)),
-            Err(e) => CancelResult::Failed(refused("not sent", e.to_string())),
+            Err(e) => CancelResult::Failed(refused(RefusalCode::NotSent, "not sent", e.to_string())),
         }
     }
 

@@ -77,6 +77,10 @@ pub struct Canceled {
     pub client_order_id: String,
 }
 
+/// Why an intent was refused, as a kind a program can match rather than words (issue 21): the
+/// plugin SDK's [`Reason`](binance_syncd_plugin::Reason), which a plugin gets as its number.
+pub use binance_syncd_plugin::Reason as RefusalCode;
+
 /// What became of one intent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -93,10 +97,12 @@ pub enum Outcome {
         placed: Placed,
     },
     /// Refused here; nothing was sent. `rule` names the rule in a word or two (a filter name,
-    /// `balance`, `crosses book`, `max open orders`, ...), `reason` says it in full.
+    /// `balance`, `crosses book`, `max open orders`, ...), `reason` says it in full, `code` is
+    /// the kind of rule for a program to match (a plugin gets it as `SYNCD_REASON_*`).
     Refused {
         rule: String,
         reason: String,
+        code: RefusalCode,
     },
     /// The exchange said no. `taker` marks `-2010 Order would immediately match and take`: the
     /// price crossed the book by the time it arrived (never retried as a taker). `canceled`:

@@ -48,7 +48,8 @@ mod resolve;
 pub use crate::limits::StrategyLimits;
 pub use book::{Balances, Book, OpenOrder};
 pub use intent::{
-    valid_tag, Adjustment, Canceled, Intent, OrderReport, Outcome, Placed, Reply, Request, StrategyHandle, SubmitError,
+    valid_tag, Adjustment, Canceled, Intent, OrderReport, Outcome, Placed, RefusalCode, Reply, Request, StrategyHandle,
+    SubmitError,
 };
 
 use crate::decimal::Decimal;
@@ -138,6 +139,8 @@ pub type MarketView = (Vec<(String, Decimal, Decimal)>, Vec<(String, Decimal, De
 #[derive(Debug, Clone)]
 pub struct ExecutorLink {
     requests: Sender<Request>,
+    /// This daemon's instance in its client ids ([`ids`]): what makes an order its own.
+    instance: Arc<str>,
     view: Arc<Mutex<ExecutorView>>,
     reports: ReportTaps,
 }
@@ -174,6 +177,18 @@ impl ExecutorLink {
         let (tx, rx) = crossbeam_channel::bounded(REPORTS_QUEUED);
         self.reports.lock_anyway().push((tag.to_string(), tx));
         rx
+    }
+
+    /// The strategy tag of one of this daemon's client order ids; `None` for anyone else's
+    /// (another client, the web UI, another daemon on the account): the one own-order rule,
+    /// [`ids::tag_in`] with this instance.
+    pub fn tag_of<'a>(&self, client_order_id: &'a str) -> Option<&'a str> {
+        ids::tag_in(client_order_id, Some(&self.instance))
+    }
+
+    /// Whether this daemon placed the order `client_order_id` (any strategy's).
+    pub fn owns(&self, client_order_id: &str) -> bool {
+        self.tag_of(client_order_id).is_some()
     }
 
     /// Quotes and balances only: what a plugin's tick needs, without copying the order book.
@@ -274,7 +289,8 @@ impl Executor {
             dirty: true,
             reports: reports.clone(),
         };
-        Ok((exec, ExecutorLink { requests: tx, view, reports }, rx))
+        let instance: Arc<str> = exec.ids.instance().into();
+        Ok((exec, ExecutorLink { requests: tx, instance, view, reports }, rx))
     }
 
     pub fn spawn(
@@ -285,10 +301,11 @@ impl Executor {
         exit: Sender<Exit>,
     ) -> io::Result<JoinHandle<()>> {
         thread::Builder::new().name("executor".into()).spawn(move || {
-            if let Err(why) = self.run(&requests, &events, &stop) {
+            let ran = self.run(&requests, &events, &stop);
+            self.finish(&requests, ran.is_err());
+            if let Err(why) = ran {
                 let _ = exit.send(Exit::Fatal(why.0));
             }
-            self.finish(&requests);
         })
     }
 
@@ -345,7 +362,8 @@ impl Executor {
     }
 
     /// Shutdown: optional cancels of our own orders, then every queued intent is answered.
-    fn finish(&mut self, requests: &Receiver<Request>) {
+    /// `key_refused`: it stops because the exchange refused the key (what queued intents hear).
+    fn finish(&mut self, requests: &Receiver<Request>, key_refused: bool) {
         if self.settings.cancel_on_exit {
             self.cancel_own_orders();
         }
@@ -354,7 +372,8 @@ impl Executor {
         }
         let queued: Vec<(Request, u32)> = self.queues.values_mut().flat_map(|q| q.drain(..)).collect();
         for (req, _) in queued {
-            self.answer(&req, refused("shutdown", "the daemon is stopping; nothing was sent"));
+            let code = if key_refused { RefusalCode::KeyRefused } else { RefusalCode::Shutdown };
+            self.answer(&req, refused(code, "shutdown", "the daemon is stopping; nothing was sent"));
         }
         self.publish();
     }
@@ -475,7 +494,7 @@ impl Executor {
         let cancel = matches!(req.intent, Intent::Cancel { .. } | Intent::CancelAll { .. });
         if q.len() >= cap && !cancel {
             let why = format!("strategy {} already has {cap} intents waiting", req.tag);
-            self.answer(&req, refused("queue full", why));
+            self.answer(&req, refused(RefusalCode::Busy, "queue full", why));
             return;
         }
         q.push_back((req, 0));
@@ -662,7 +681,10 @@ impl Executor {
 
     fn serve(&mut self, (req, requeues): (Request, u32)) -> Result<(), KeyRefused> {
         if req.is_revoked() {
-            self.answer(&req, refused("revoked", "the strategy that asked has stopped; nothing was sent"));
+            self.answer(
+                &req,
+                refused(RefusalCode::Revoked, "revoked", "the strategy that asked has stopped; nothing was sent"),
+            );
             return Ok(());
         }
         let outcome = match req.intent.clone() {

@@ -1,4 +1,6 @@
-//! The daemon's records as the plugin's messages: a fill, an executor reply, a stream report.
+//! The daemon's records as the plugin's messages: a fill, an executor reply, a stream report,
+//! each for the ABI minor the plugin declared: what a minor added reaches only plugins that
+//! declare it (an older one gets what its header documents instead).
 
 use super::proto::{FillMsg, UpdateMsg};
 use crate::executor::{OrderReport, Outcome, Reply};
@@ -23,8 +25,16 @@ pub(super) fn placed_fields(u: &mut UpdateMsg, p: &crate::executor::Placed) {
         .join("; ");
 }
 
-/// A fill-log line as `on_fill` gets it; `replayed`: it may have reached the plugin before.
-pub(super) fn fill(fill: &FillRecord, replayed: bool) -> FillMsg {
+/// The minor that added `UPDATE_REPORT`.
+const MINOR_REPORT: u32 = 1;
+/// The minor that added `UPDATE_UNRESOLVED`.
+const MINOR_UNRESOLVED: u32 = 2;
+/// The minor that added `reason_code` on updates and `own` on fills.
+const MINOR_REASON_AND_OWN: u32 = 4;
+
+/// A fill-log line as `on_fill` gets it; `replayed`: it may have reached the plugin before;
+/// `own`: this daemon placed the order (sent only to a plugin that knows the field).
+pub(super) fn fill(fill: &FillRecord, replayed: bool, own: bool, abi_minor: u32) -> FillMsg {
     FillMsg {
         seq: fill.seq,
         trade_id: fill.trade_id,
@@ -40,6 +50,7 @@ pub(super) fn fill(fill: &FillRecord, replayed: bool) -> FillMsg {
         side: if fill.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
         maker: fill.maker,
         replayed,
+        own: own && abi_minor >= MINOR_REASON_AND_OWN,
     }
 }
 
@@ -66,13 +77,19 @@ pub(super) fn update(reply: &Reply, abi_minor: u32) -> UpdateMsg {
             u.symbol = symbol.clone();
             u.reason = format!("{} canceled, {} failed", canceled.len(), failed.len());
         }
-        Outcome::Refused { rule, reason } => {
+        Outcome::Refused { rule, reason, code } => {
             u.kind = abi::UPDATE_REFUSED;
+            u.reason_code = code.code();
             u.status = rule.clone();
             u.reason = reason.clone();
         }
-        Outcome::Rejected { code, msg, .. } => {
+        Outcome::Rejected { code, msg, taker, .. } => {
             u.kind = abi::UPDATE_REJECTED;
+            u.reason_code = match code {
+                _ if *taker => abi::REASON_CROSSES_BOOK,
+                -1013 | -1111 => abi::REASON_FILTER,
+                _ => abi::REASON_REJECTED,
+            };
             u.code = *code;
             u.reason = msg.clone();
         }
@@ -82,6 +99,7 @@ pub(super) fn update(reply: &Reply, abi_minor: u32) -> UpdateMsg {
         }
         Outcome::NotDone { client_order_id, reason } => {
             u.kind = abi::UPDATE_NOT_DONE;
+            u.reason_code = abi::REASON_NOT_SENT;
             u.client_order_id = client_order_id.clone();
             u.reason = reason.clone();
         }
@@ -89,18 +107,27 @@ pub(super) fn update(reply: &Reply, abi_minor: u32) -> UpdateMsg {
             // A plugin built before ABI 1.2 does not know the kind (the SDK then read any
             // unknown kind as NotDone, the one reading that is false here): it gets a
             // resolved UNKNOWN, which says just as much.
-            u.kind = if abi_minor >= 2 { abi::UPDATE_UNRESOLVED } else { abi::UPDATE_UNKNOWN };
+            u.kind = if abi_minor >= MINOR_UNRESOLVED { abi::UPDATE_UNRESOLVED } else { abi::UPDATE_UNKNOWN };
+            u.reason_code = abi::REASON_UNRESOLVED;
             u.client_order_id = client_order_id.clone();
             u.reason = reason.clone();
         }
     }
+    if abi_minor < MINOR_REASON_AND_OWN {
+        u.reason_code = abi::REASON_NONE; // a reserved byte to it
+    }
     u
 }
 
-/// A stream report of one of its orders, as an order update with request 0.
-pub(super) fn report(r: &OrderReport) -> UpdateMsg {
+/// A stream report of one of its orders, as an order update with request 0; `None` for a
+/// plugin that declared minor 0, which does not know the kind (the 1.0 SDK reads an unknown
+/// kind as `NotDone`: "the exchange never got it", false of an order the stream reports).
+pub(super) fn report(r: &OrderReport, abi_minor: u32) -> Option<UpdateMsg> {
+    if abi_minor < MINOR_REPORT {
+        return None;
+    }
     let o = &r.order;
-    UpdateMsg {
+    Some(UpdateMsg {
         request: 0,
         order_id: o.order_id,
         code: 0,
@@ -113,5 +140,76 @@ pub(super) fn report(r: &OrderReport) -> UpdateMsg {
         kind: abi::UPDATE_REPORT,
         side: if o.side == Side::Sell { abi::SIDE_SELL } else { abi::SIDE_BUY },
         resolved: false,
+        reason_code: abi::REASON_NONE,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{OpenOrder, RefusalCode};
+    use std::time::Duration;
+
+    fn reply(outcome: Outcome) -> Reply {
+        Reply { request: 7, outcome, waited: Duration::ZERO, resolved: true }
+    }
+
+    fn a_report() -> OrderReport {
+        let order = OpenOrder {
+            symbol: "BTCUSD".into(),
+            order_id: 9,
+            client_order_id: "sd-t-abcd-1-1".into(),
+            side: Side::Buy,
+            price: "100".parse().unwrap(),
+            orig_qty: "1".parse().unwrap(),
+            executed_qty: "0".parse().unwrap(),
+            changed_at: 0,
+        };
+        OrderReport { order, status: "NEW".into(), execution: "NEW".into() }
+    }
+
+    #[test]
+    fn what_a_minor_added_reaches_only_plugins_that_declare_it() {
+        // UPDATE_REPORT (1.1): a 1.0 plugin gets none.
+        assert_eq!(report(&a_report(), 0), None);
+        assert_eq!(report(&a_report(), 1).map(|u| u.kind), Some(abi::UPDATE_REPORT));
+        // UPDATE_UNRESOLVED (1.2): older plugins get a resolved UNKNOWN.
+        let unresolved = reply(Outcome::Unresolved { client_order_id: "x".into(), reason: "gave up".into() });
+        assert_eq!(update(&unresolved, 1).kind, abi::UPDATE_UNKNOWN);
+        assert_eq!(update(&unresolved, 2).kind, abi::UPDATE_UNRESOLVED);
+        // reason_code (1.4): a reserved byte, zero, below it.
+        let refused = reply(Outcome::Refused {
+            rule: "max orders per 10 s".into(),
+            reason: "too many".into(),
+            code: RefusalCode::OrderRate,
+        });
+        for minor in 0..4 {
+            assert_eq!(update(&refused, minor).reason_code, abi::REASON_NONE, "minor {minor}");
+            assert_eq!(update(&unresolved, minor).reason_code, abi::REASON_NONE, "minor {minor}");
+        }
+        assert_eq!(update(&refused, 4).reason_code, abi::REASON_ORDER_RATE);
+        assert_eq!(update(&unresolved, 4).reason_code, abi::REASON_UNRESOLVED);
+        let taker = reply(Outcome::Rejected { code: -2010, msg: "would take".into(), taker: true, canceled: None });
+        assert_eq!(update(&taker, 4).reason_code, abi::REASON_CROSSES_BOOK);
+        // own (1.4): a reserved byte, zero, below it.
+        let zero = crate::decimal::Decimal::ZERO;
+        let line = FillRecord {
+            symbol: "BTCUSD".into(),
+            trade_id: 1,
+            order_id: 2,
+            client_order_id: "web-1".into(),
+            side: Side::Buy,
+            price: zero,
+            qty: zero,
+            quote_qty: zero,
+            commission: zero,
+            commission_asset: "USD".into(),
+            maker: true,
+            time: 0,
+            seq: 1,
+        };
+        assert!(!fill(&line, false, true, 3).own);
+        assert!(fill(&line, false, true, 4).own);
+        assert!(!fill(&line, false, false, 4).own);
     }
 }

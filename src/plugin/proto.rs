@@ -54,6 +54,9 @@ pub struct FillMsg {
     pub side: u8,
     pub maker: bool,
     pub replayed: bool,
+    /// Placed by this daemon (its instance's client ids); false for a plugin below ABI 1.4.
+    #[serde(default)]
+    pub own: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +73,9 @@ pub struct UpdateMsg {
     pub kind: u8,
     pub side: u8,
     pub resolved: bool,
+    /// An `abi::REASON_*`; `REASON_NONE` for a plugin below ABI 1.4.
+    #[serde(default)]
+    pub reason_code: u8,
 }
 
 /// One callback of the plugin's table, with its argument.
@@ -165,7 +171,7 @@ pub fn invoke(plugin: &mut Plugin, call: &Call) -> abi::Status {
             side: f.side,
             maker: u8::from(f.maker),
             replayed: u8::from(f.replayed),
-            _reserved: 0,
+            own: u8::from(f.own),
         }),
         Call::Order(u) => plugin.on_order(&abi::OrderUpdate {
             request: u.request,
@@ -180,7 +186,8 @@ pub fn invoke(plugin: &mut Plugin, call: &Call) -> abi::Status {
             kind: u.kind,
             side: u.side,
             resolved: u8::from(u.resolved),
-            _reserved: [0; 5],
+            reason_code: u.reason_code,
+            _reserved: [0; 4],
         }),
         Call::Price { symbol, bid, ask } => plugin.on_price(&abi::Price {
             symbol: abi::Str::of(symbol),
@@ -216,7 +223,8 @@ mod tests {
     #[test]
     fn frames_round_trip_and_a_bad_one_is_an_error_not_a_panic() {
         let mut buf = Vec::new();
-        let fill = Call::Fill(FillMsg { seq: 7, price: "1.50".into(), replayed: true, ..Default::default() });
+        let fill =
+            Call::Fill(FillMsg { seq: 7, price: "1.50".into(), replayed: true, own: true, ..Default::default() });
         write_frame(&mut buf, &Down::Call { call: fill.clone() }, MAX_DOWN).unwrap();
         write_frame(&mut buf, &Up::Done { status: 0, seq: 7 }, MAX_UP).unwrap();
         let mut r = &buf[..];

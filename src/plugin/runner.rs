@@ -355,7 +355,8 @@ impl Runner {
         if fill.seq != run.delivered + 1 {
             return Ok(()); // never out of order: the caller fills the gap first
         }
-        let call = Call::Fill(marshal::fill(fill, fill.seq <= run.replay_until));
+        let own = self.executor.owns(&fill.client_order_id);
+        let call = Call::Fill(marshal::fill(fill, fill.seq <= run.replay_until, own, plugin.abi_minor()));
         // Returns once the plugin's `on_fill` returned: in its own process, its acknowledgement.
         let status = self.call(|| plugin.call(&call));
         if status != abi::STATUS_OK {
@@ -376,7 +377,8 @@ impl Runner {
 
     /// A stream report of one of its orders, as an order update with request 0.
     pub(super) fn order_report(&self, plugin: &mut Guest, r: &OrderReport) -> abi::Status {
-        let call = Call::Order(marshal::report(r));
+        let Some(update) = marshal::report(r, plugin.abi_minor()) else { return abi::STATUS_OK };
+        let call = Call::Order(update);
         self.call(|| plugin.call(&call))
     }
 
@@ -421,11 +423,11 @@ impl Runner {
     pub(super) fn snapshot(&self) -> String {
         let rules = self.rules.snapshot();
         let view = self.executor.view();
-        let prefix = format!("sd-{}-", self.tag);
+
         let orders: Vec<serde_json::Value> = view
             .open_orders
             .iter()
-            .filter(|o| o.client_order_id.starts_with(&prefix))
+            .filter(|o| self.executor.tag_of(&o.client_order_id) == Some(self.tag.as_str()))
             .map(|o| {
                 serde_json::json!({"symbol": o.symbol, "order_id": o.order_id, "client_order_id": o.client_order_id,
                     "side": o.side.as_str(), "price": o.price.to_string(), "orig_qty": o.orig_qty.to_string(),

@@ -133,7 +133,7 @@ impl PluginHost {
             .view()
             .open_orders
             .iter()
-            .filter_map(|o| o.client_order_id.strip_prefix("sd-")?.split('-').next().map(String::from))
+            .filter_map(|o| self.executor.tag_of(&o.client_order_id).map(String::from))
             .collect()
     }
 

@@ -299,16 +299,20 @@ fn cc(name: &str, source: &str) -> PathBuf {
 /// Compiles `source` (in the language `ext` says) with `compiler` into a shared object,
 /// warnings as errors: the header must compile clean in C and C++.
 fn compile(compiler: &str, ext: &str, name: &str, source: &str) -> PathBuf {
+    compile_with(compiler, ext, name, source, &Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/include"))
+}
+
+/// [`compile`] against the header in `include`.
+fn compile_with(compiler: &str, ext: &str, name: &str, source: &str, include: &Path) -> PathBuf {
     let dir = temp_dir(&format!("{compiler}-{name}"));
     let c = dir.join(format!("{name}.{ext}"));
     std::fs::write(&c, source).unwrap();
     let so = dir.join(format!("{name}.so"));
-    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/include");
     let status = Command::new(compiler)
         .args(["-shared", "-fPIC", "-O1", "-Werror", "-o"])
         .arg(&so)
         .arg("-I")
-        .arg(&include)
+        .arg(include)
         .arg(&c)
         .status()
         .expect("cc");
@@ -1352,4 +1356,131 @@ fn the_plugin_host_role_is_hidden_and_runs_only_on_the_daemons_socket() {
         .unwrap();
     drop(ours);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
+/// A C plugin that compiles against any 1.x header and records what it gets: `order KIND
+/// REASON ORDER_ID` per update and `fill SEQ OWN CLIENT_ID` per fill (REASON and OWN `-` when its
+/// header has no such field). On its first BTCUSD price it places one maker BUY at the bid and
+/// one order on a symbol the daemon does not trade (refused).
+const RECORDING_PLUGIN: &str = r#"#include "binance_syncd_plugin.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef struct { const syncd_host_v1 *host; FILE *out; int placed; } st;
+static syncd_str s_of(const char *c) { syncd_str r = { (const uint8_t *)c, strlen(c) }; return r; }
+static void *create(const syncd_host_v1 *h) { st *s = calloc(1, sizeof *s); if (s) s->host = h; return s; }
+static void destroy(void *p) { st *s = p; if (s && s->out) fclose(s->out); free(s); }
+static syncd_status start(void *p, const syncd_start *a) {
+    st *s = p;
+    const char *k = "record = ";
+    char path[1024] = {0};
+    size_t n = a->settings.len, kl = strlen(k);
+    if (n > kl && memcmp(a->settings.ptr, k, kl) == 0) {
+        size_t i = kl;
+        while (i < n && a->settings.ptr[i] != '\n' && i - kl < sizeof path - 1) { path[i - kl] = (char)a->settings.ptr[i]; i++; }
+    }
+    s->out = fopen(path, "a");
+    return s->out ? SYNCD_STATUS_OK : SYNCD_STATUS_ERROR;
+}
+static syncd_status on_fill(void *p, const syncd_fill *f) {
+    st *s = p;
+#ifdef SYNCD_REASON_NONE
+    fprintf(s->out, "fill %llu %u %.*s\n", (unsigned long long)f->seq, (unsigned)f->own, (int)f->client_order_id.len, (const char *)f->client_order_id.ptr);
+#else
+    fprintf(s->out, "fill %llu - %.*s\n", (unsigned long long)f->seq, (int)f->client_order_id.len, (const char *)f->client_order_id.ptr);
+#endif
+    fflush(s->out);
+    return SYNCD_STATUS_OK;
+}
+static syncd_status on_order(void *p, const syncd_order_update *u) {
+    st *s = p;
+#ifdef SYNCD_REASON_NONE
+    fprintf(s->out, "order %u %u %llu\n", (unsigned)u->kind, (unsigned)u->reason_code, (unsigned long long)u->order_id);
+#else
+    fprintf(s->out, "order %u - %llu\n", (unsigned)u->kind, (unsigned long long)u->order_id);
+#endif
+    fflush(s->out);
+    return SYNCD_STATUS_OK;
+}
+static syncd_status on_price(void *p, const syncd_price *pr) {
+    st *s = p;
+    uint64_t req = 0;
+    if (s->placed || pr->symbol.len != 6 || memcmp(pr->symbol.ptr, "BTCUSD", 6) != 0) return SYNCD_STATUS_OK;
+    s->placed = 1;
+    syncd_intent buy = { SYNCD_INTENT_PLACE, SYNCD_SIDE_BUY, {0}, 0, pr->symbol, pr->bid, s_of("0.001"), s_of("") };
+    s->host->submit(s->host->ctx, &buy, &req);
+    syncd_intent nope = { SYNCD_INTENT_PLACE, SYNCD_SIDE_BUY, {0}, 0, s_of("NOPEUSD"), pr->bid, s_of("0.001"), s_of("") };
+    s->host->submit(s->host->ctx, &nope, &req);
+    return SYNCD_STATUS_OK;
+}
+static const char V[] = "recorder";
+static syncd_plugin_v1 table = { SYNCD_ABI_MAJOR, SYNCD_ABI_MINOR, sizeof(syncd_plugin_v1), 0,
+    { (const uint8_t *)V, sizeof V - 1 }, create, destroy, start, on_fill, on_order, on_price, NULL, NULL, NULL };
+const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *h) { (void)h; return &table; }
+"#;
+
+#[test]
+fn a_plugin_gets_only_what_its_declared_minor_knows_and_fills_say_whose_order_it_was() {
+    let old_header = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/abi-1.0");
+    let old = compile_with("cc", "c", "recorder_1_0", RECORDING_PLUGIN, &old_header);
+    let new = cc("recorder_new", RECORDING_PLUGIN);
+    let dir = temp_dir("plugin-minor-conf");
+    let conf = |name: &str, extra: &str| format!("record = {}\n{extra}", dir.join(format!("{name}.rec")).display());
+    // The 1.0 build in its own process and in the daemon (`isolation = none`), and today's.
+    let (c_old, c_oldin, c_new) = (conf("old", ""), conf("oldin", "isolation = none\n"), conf("new", ""));
+    let mut rig =
+        Rig::start("plugin-minor", &[("old", &old, &c_old), ("oldin", &old, &c_oldin), ("new", &new, &c_new)]);
+    let link = rig.daemon.as_ref().unwrap().executor().clone();
+    let order_of = |tag: &str| {
+        link.view()
+            .open_orders
+            .iter()
+            .find(|o| o.client_order_id.starts_with(&format!("sd-{tag}-")))
+            .map(|o| o.order_id)
+    };
+    wait_until("each plugin's order", Duration::from_secs(20), || {
+        ["old", "oldin", "new"].iter().all(|t| order_of(t).is_some())
+    });
+    let ids: Vec<u64> = ["old", "oldin", "new"].iter().map(|t| order_of(t).unwrap()).collect();
+    rig.fill(); // another client's order on the account (`web-1`), filled by the exchange's trader
+    for id in &ids {
+        fill_whole(&rig.ex, "BTCUSD", *id);
+    }
+    let record = |name: &str| std::fs::read_to_string(dir.join(format!("{name}.rec"))).unwrap_or_default();
+    let fills = |name: &str| record(name).lines().filter(|l| l.starts_with("fill ")).count();
+    // Today's plugin hears its order's FILLED report after the others' fills (stream order);
+    // every plugin gets all four fills.
+    let filled_report = format!("order {} 0 {}", 8, ids[2]);
+    wait_until("the new plugin's report and every fill", Duration::from_secs(30), || {
+        record("new").contains(&filled_report) && ["old", "oldin", "new"].iter().all(|n| fills(n) == 4)
+    });
+    for name in ["old", "oldin"] {
+        let text = record(name);
+        assert!(!text.lines().any(|l| l.starts_with("order 8 ")), "{name}: a 1.0 plugin got UPDATE_REPORT:\n{text}");
+        assert!(text.contains(" 0 - "), "{name}: its order placed:\n{text}");
+        assert!(text.contains("order 3 - 0"), "{name}: the refused order:\n{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("order")
+                    && l.split(' ').nth(1).and_then(|k| k.parse::<u8>().ok()).unwrap_or(0) > 7),
+            "{name}: a kind 1.0 does not know:\n{text}"
+        );
+    }
+    let text = record("new");
+    // The refusal says why as a number: SYNCD_REASON_SYMBOL.
+    assert!(text.contains("order 3 2 0"), "the refused order's reason code:\n{text}");
+    // Fills: the daemon's orders (any plugin's) are its own, the web order is not.
+    let own: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.strip_prefix("fill ")?.split(' ').skip(1);
+            Some((p.next()?.to_string(), p.next()?.to_string()))
+        })
+        .collect();
+    assert_eq!(own.iter().filter(|(o, c)| o == "0" && c.starts_with("web-")).count(), 1, "{text}");
+    assert_eq!(own.iter().filter(|(o, c)| o == "1" && c.starts_with("sd-")).count(), 3, "{text}");
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
 }

@@ -11,7 +11,7 @@
 //! `symbols` (comma-separated; default: every symbol the daemon trades).
 
 use binance_syncd_plugin::{
-    export_strategy, Dec, Fill, Host, Level, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
+    export_strategy, Dec, Fill, Host, Level, OrderUpdate, Price, Reason, Side, StartInfo, Strategy, UpdateKind,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -127,7 +127,8 @@ impl Strategy for Grid {
     }
 
     fn on_fill(&mut self, fill: &Fill<'_>) -> Result<(), String> {
-        let ours = !self.tag.is_empty() && fill.client_order_id.starts_with(&format!("sd-{}-", self.tag));
+        // This daemon's order (the daemon decides, knowing its instance), and of this tag.
+        let ours = fill.own && !self.tag.is_empty() && fill.client_order_id.starts_with(&format!("sd-{}-", self.tag));
         if !ours || fill.replayed || !self.symbols.contains(fill.symbol) {
             return Ok(());
         }
@@ -167,7 +168,7 @@ impl Strategy for Grid {
         if matches!(update.kind, UpdateKind::Refused | UpdateKind::Rejected) {
             self.host.log(Level::Debug, &format!("request {}: {} ({})", update.request, update.status, update.reason));
             // Over its pace: the same quote, a little later. Anything else is not retried.
-            if update.status == "max orders per 10 s" {
+            if update.reason_code == Reason::OrderRate {
                 self.retry.extend(asked);
             }
         }

@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 3;
+pub const ABI_MINOR: u32 = 4;
 /// The one exported symbol: `const PluginV1 *syncd_plugin_entry_v1(const HostV1 *host)`.
 pub const ENTRY_SYMBOL: &[u8] = b"syncd_plugin_entry_v1\0";
 
@@ -72,7 +72,10 @@ pub struct Fill {
     pub maker: u8,
     /// 1: this fill may have reached the plugin before (a daemon crash came in between).
     pub replayed: u8,
-    pub _reserved: u8,
+    /// 1: the order was placed by this daemon (its instance's client ids), whichever strategy
+    /// asked; 0: another client's, the web UI's, another daemon's. Since 1.4 (a reserved byte
+    /// before): a plugin that declares an older minor gets 0.
+    pub own: u8,
 }
 
 pub const UPDATE_PLACED: u8 = 0;
@@ -115,8 +118,53 @@ pub struct OrderUpdate {
     pub side: u8,
     /// 1: this update answers an earlier `UPDATE_UNKNOWN`.
     pub resolved: u8,
-    pub _reserved: [u8; 5],
+    /// Why, as a number ([`REASON_NONE`], `REASON_*`), for refusals, rejections, `NOT_DONE` and
+    /// `UNRESOLVED`; `status` and `reason` say it in words. Since 1.4 (a reserved byte before):
+    /// a plugin that declares an older minor gets [`REASON_NONE`].
+    pub reason_code: u8,
+    pub _reserved: [u8; 4],
 }
+
+/// Not a refusal, or a plugin that declared a minor below 4.
+pub const REASON_NONE: u8 = 0;
+/// A refusal without a more specific code (a newer daemon's may be more specific).
+pub const REASON_OTHER: u8 = 1;
+/// The symbol is not one the daemon trades (`SYNCD_SYMBOLS`) or the exchange knows.
+pub const REASON_SYMBOL: u8 = 2;
+/// An exchange filter or the symbol's precision; `status` names it (`LOT_SIZE`, ...). Also an
+/// exchange rejection `-1013`/`-1111`.
+pub const REASON_FILTER: u8 = 3;
+/// A maker order that would cross the book and take: refused here, or rejected by the exchange
+/// (`-2010`) because the book moved on the way.
+pub const REASON_CROSSES_BOOK: u8 = 4;
+/// Not enough free balance.
+pub const REASON_BALANCE: u8 = 5;
+/// The strategy's `max open orders`.
+pub const REASON_MAX_OPEN_ORDERS: u8 = 6;
+/// The strategy's `max orders per 10 s`: the same order later may pass.
+pub const REASON_ORDER_RATE: u8 = 7;
+/// The strategy's `max order notional`.
+pub const REASON_ORDER_NOTIONAL: u8 = 8;
+/// The strategy's `max symbol notional`.
+pub const REASON_SYMBOL_NOTIONAL: u8 = 9;
+/// No such open order (cancel, replace).
+pub const REASON_UNKNOWN_ORDER: u8 = 10;
+/// The order is another strategy's, or another client's.
+pub const REASON_NOT_ITS_ORDER: u8 = 11;
+/// The strategy's queue in the executor is full (the update-side twin of [`STATUS_BUSY`]).
+pub const REASON_BUSY: u8 = 12;
+/// The plugin was stopped (swap, removal) before its intent was served.
+pub const REASON_REVOKED: u8 = 13;
+/// The daemon is stopping.
+pub const REASON_SHUTDOWN: u8 = 14;
+/// The exchange refused the daemon's API key; the daemon is stopping.
+pub const REASON_KEY_REFUSED: u8 = 15;
+/// Not sent: a local error (`NOT_DONE` also says the exchange never got it).
+pub const REASON_NOT_SENT: u8 = 16;
+/// `UPDATE_UNRESOLVED`: the daemon could not learn what became of it.
+pub const REASON_UNRESOLVED: u8 = 17;
+/// The exchange said no for another reason: `code` is its error code.
+pub const REASON_REJECTED: u8 = 18;
 
 /// Best bid and ask of a symbol, from the executor's poll.
 #[repr(C)]
@@ -229,6 +277,29 @@ unsafe impl Sync for PluginV1 {}
 // SAFETY: as above; the host copies the table onto the plugin's thread.
 unsafe impl Send for PluginV1 {}
 
+/// Every `REASON_*` by name, for the header's test and the SDK's `Reason`.
+pub const REASONS: &[(&str, u8)] = &[
+    ("REASON_NONE", REASON_NONE),
+    ("REASON_OTHER", REASON_OTHER),
+    ("REASON_SYMBOL", REASON_SYMBOL),
+    ("REASON_FILTER", REASON_FILTER),
+    ("REASON_CROSSES_BOOK", REASON_CROSSES_BOOK),
+    ("REASON_BALANCE", REASON_BALANCE),
+    ("REASON_MAX_OPEN_ORDERS", REASON_MAX_OPEN_ORDERS),
+    ("REASON_ORDER_RATE", REASON_ORDER_RATE),
+    ("REASON_ORDER_NOTIONAL", REASON_ORDER_NOTIONAL),
+    ("REASON_SYMBOL_NOTIONAL", REASON_SYMBOL_NOTIONAL),
+    ("REASON_UNKNOWN_ORDER", REASON_UNKNOWN_ORDER),
+    ("REASON_NOT_ITS_ORDER", REASON_NOT_ITS_ORDER),
+    ("REASON_BUSY", REASON_BUSY),
+    ("REASON_REVOKED", REASON_REVOKED),
+    ("REASON_SHUTDOWN", REASON_SHUTDOWN),
+    ("REASON_KEY_REFUSED", REASON_KEY_REFUSED),
+    ("REASON_NOT_SENT", REASON_NOT_SENT),
+    ("REASON_UNRESOLVED", REASON_UNRESOLVED),
+    ("REASON_REJECTED", REASON_REJECTED),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,9 +324,9 @@ mod tests {
         table!(
             "syncd_str" => Str { ptr, len },
             "syncd_fill" => Fill { seq, trade_id, order_id, time_ms, symbol, client_order_id, price, qty,
-                quote_qty, commission, commission_asset, side, maker, replayed },
+                quote_qty, commission, commission_asset, side, maker, replayed, own },
             "syncd_order_update" => OrderUpdate { request, order_id, code, symbol, client_order_id, price, qty,
-                status, reason, kind, side, resolved },
+                status, reason, kind, side, resolved, reason_code },
             "syncd_price" => Price { symbol, bid, ask },
             "syncd_balance" => Balance { asset, free, locked },
             "syncd_start" => Start { name, settings, snapshot },
@@ -309,5 +380,11 @@ mod tests {
         assert_eq!(define("SYNCD_ABI_MINOR"), Some(i64::from(ABI_MINOR)));
         assert_eq!(define("SYNCD_STATUS_REFUSED"), Some(i64::from(STATUS_REFUSED)));
         assert_eq!(define("SYNCD_STATUS_BUSY"), Some(i64::from(STATUS_BUSY)));
+        for (name, value) in REASONS {
+            assert_eq!(define(&format!("SYNCD_{name}")), Some(i64::from(*value)), "SYNCD_{name}");
+        }
+        // Every SYNCD_REASON_ of the header is one of them.
+        let in_header = header.lines().filter(|l| l.starts_with("#define SYNCD_REASON_")).count();
+        assert_eq!(in_header, REASONS.len());
     }
 }

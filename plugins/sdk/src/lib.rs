@@ -111,6 +111,11 @@ pub struct Fill<'a> {
     pub maker: bool,
     /// This fill may have reached the plugin before a daemon crash.
     pub replayed: bool,
+    /// This daemon placed the order (any of its strategies; tell yours by the `sd-TAG-` prefix
+    /// of `client_order_id`); false for another client's, the web UI's or another daemon's
+    /// order on the account. Decided by the daemon, which knows its instance: do not guess it
+    /// from the client id.
+    pub own: bool,
 }
 
 /// What became of an intent.
@@ -136,6 +141,100 @@ pub enum UpdateKind {
     Unresolved,
 }
 
+/// Why an intent was refused or rejected, as a number to match (`status` and `reason` say it
+/// in words, for people). [`Reason::Other`] for any code this SDK does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Not a refusal.
+    None,
+    Other,
+    /// Not a symbol the daemon trades.
+    Symbol,
+    /// An exchange filter or the symbol's precision (`status` names it).
+    Filter,
+    /// A maker order that would cross the book and take.
+    CrossesBook,
+    Balance,
+    /// The strategy's `max open orders`.
+    MaxOpenOrders,
+    /// The strategy's `max orders per 10 s`: the same order a little later may pass.
+    OrderRate,
+    /// The strategy's `max order notional`.
+    OrderNotional,
+    /// The strategy's `max symbol notional`.
+    SymbolNotional,
+    /// Cancel or replace of an order that is not open.
+    UnknownOrder,
+    /// Cancel or replace of another strategy's or client's order.
+    NotItsOrder,
+    /// The strategy's queue in the executor is full.
+    Busy,
+    /// The plugin was stopped before its intent was served.
+    Revoked,
+    /// The daemon is stopping.
+    Shutdown,
+    /// The exchange refused the daemon's API key.
+    KeyRefused,
+    /// Nothing reached the exchange (a local error).
+    NotSent,
+    /// The daemon could not learn what became of it (`UpdateKind::Unresolved`).
+    Unresolved,
+    /// The exchange said no for another reason (`code`).
+    Rejected,
+}
+
+impl Reason {
+    /// Its `SYNCD_REASON_*` number.
+    pub fn code(self) -> u8 {
+        match self {
+            Reason::Other => abi::REASON_OTHER,
+            Reason::None => abi::REASON_NONE,
+            Reason::Symbol => abi::REASON_SYMBOL,
+            Reason::Filter => abi::REASON_FILTER,
+            Reason::CrossesBook => abi::REASON_CROSSES_BOOK,
+            Reason::Balance => abi::REASON_BALANCE,
+            Reason::MaxOpenOrders => abi::REASON_MAX_OPEN_ORDERS,
+            Reason::OrderRate => abi::REASON_ORDER_RATE,
+            Reason::OrderNotional => abi::REASON_ORDER_NOTIONAL,
+            Reason::SymbolNotional => abi::REASON_SYMBOL_NOTIONAL,
+            Reason::UnknownOrder => abi::REASON_UNKNOWN_ORDER,
+            Reason::NotItsOrder => abi::REASON_NOT_ITS_ORDER,
+            Reason::Busy => abi::REASON_BUSY,
+            Reason::Revoked => abi::REASON_REVOKED,
+            Reason::Shutdown => abi::REASON_SHUTDOWN,
+            Reason::KeyRefused => abi::REASON_KEY_REFUSED,
+            Reason::NotSent => abi::REASON_NOT_SENT,
+            Reason::Unresolved => abi::REASON_UNRESOLVED,
+            Reason::Rejected => abi::REASON_REJECTED,
+        }
+    }
+
+    /// The header's `SYNCD_REASON_*` number read.
+    pub fn from_code(code: u8) -> Reason {
+        match code {
+            abi::REASON_NONE => Reason::None,
+            abi::REASON_SYMBOL => Reason::Symbol,
+            abi::REASON_FILTER => Reason::Filter,
+            abi::REASON_CROSSES_BOOK => Reason::CrossesBook,
+            abi::REASON_BALANCE => Reason::Balance,
+            abi::REASON_MAX_OPEN_ORDERS => Reason::MaxOpenOrders,
+            abi::REASON_ORDER_RATE => Reason::OrderRate,
+            abi::REASON_ORDER_NOTIONAL => Reason::OrderNotional,
+            abi::REASON_SYMBOL_NOTIONAL => Reason::SymbolNotional,
+            abi::REASON_UNKNOWN_ORDER => Reason::UnknownOrder,
+            abi::REASON_NOT_ITS_ORDER => Reason::NotItsOrder,
+            abi::REASON_BUSY => Reason::Busy,
+            abi::REASON_REVOKED => Reason::Revoked,
+            abi::REASON_SHUTDOWN => Reason::Shutdown,
+            abi::REASON_KEY_REFUSED => Reason::KeyRefused,
+            abi::REASON_NOT_SENT => Reason::NotSent,
+            abi::REASON_UNRESOLVED => Reason::Unresolved,
+            abi::REASON_REJECTED => Reason::Rejected,
+            _ => Reason::Other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct OrderUpdate<'a> {
     pub request: u64,
@@ -149,6 +248,8 @@ pub struct OrderUpdate<'a> {
     pub qty: &'a str,
     pub status: &'a str,
     pub reason: &'a str,
+    /// `reason` as a number to match (never match the words).
+    pub reason_code: Reason,
     pub resolved: bool,
 }
 
@@ -471,6 +572,7 @@ pub mod __private {
         commission_asset: text(f.commission_asset),
         maker: f.maker != 0,
         replayed: f.replayed != 0,
+        own: f.own != 0,
     });
 
     callback!(on_order, abi::OrderUpdate, on_order, |u| OrderUpdate {
@@ -497,6 +599,7 @@ pub mod __private {
         qty: text(u.qty),
         status: text(u.status),
         reason: text(u.reason),
+        reason_code: Reason::from_code(u.reason_code),
         resolved: u.resolved != 0,
     });
 
@@ -565,7 +668,7 @@ macro_rules! export_strategy {
 
 #[cfg(test)]
 mod tests {
-    use super::setting;
+    use super::*;
 
     #[test]
     fn setting_reads_the_first_uncommented_line_of_the_key_trimmed() {
@@ -577,5 +680,20 @@ mod tests {
         assert_eq!(setting(conf, "missing"), None);
         // A value may hold `=`; only the first one splits.
         assert_eq!(setting("url = a=b", "url"), Some("a=b"));
+    }
+
+    #[test]
+    fn every_reason_code_of_the_header_has_its_own_variant() {
+        let mut seen = Vec::new();
+        for (name, code) in abi::REASONS {
+            let r = Reason::from_code(*code);
+            assert!(r != Reason::Other || *code == abi::REASON_OTHER, "{name} reads as Other");
+            assert!(!seen.contains(&r), "{name}: {r:?} twice");
+            seen.push(r);
+        }
+        assert_eq!(Reason::from_code(200), Reason::Other, "a newer daemon's code");
+        for r in seen {
+            assert_eq!(Reason::from_code(r.code()), r);
+        }
     }
 }
