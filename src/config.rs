@@ -49,6 +49,10 @@ pub struct Config {
     pub price_poll: Duration,
     pub avg_price_poll: Duration,
     pub book_refresh: Duration,
+    /// `SYNCD_MARKET_STREAM`: run the `market` thread.
+    pub market_stream: bool,
+    /// `SYNCD_MARKET_STALE_S`: a market-stream price older than this is polled by REST instead.
+    pub market_stale: Duration,
     pub cancel_on_exit: bool,
     pub strategy_limits: crate::limits::StrategyLimits,
     pub strategy_queue: usize,
@@ -210,6 +214,8 @@ impl Config {
         let price_poll = secs_var(&var, "SYNCD_PRICE_POLL_S", "2", &mut problems);
         let avg_price_poll = secs_var(&var, "SYNCD_AVG_PRICE_POLL_S", "10", &mut problems);
         let book_refresh = secs_var(&var, "SYNCD_BOOK_REFRESH_S", "300", &mut problems);
+        let market_stream = bool_var_or(&var, "SYNCD_MARKET_STREAM", true, &mut problems);
+        let market_stale = secs_var(&var, "SYNCD_MARKET_STALE_S", "5", &mut problems);
         let cancel_on_exit = bool_var(&var, "SYNCD_CANCEL_ON_EXIT", &mut problems);
         let strategy_limits = crate::executor::StrategyLimits {
             max_open: int_var(&var, "SYNCD_STRATEGY_MAX_OPEN", 20, 1, 100_000, &mut problems),
@@ -284,6 +290,8 @@ impl Config {
             price_poll,
             avg_price_poll,
             book_refresh,
+            market_stream,
+            market_stale,
             cancel_on_exit,
             strategy_limits,
             strategy_queue,
@@ -302,12 +310,18 @@ impl Config {
 
 /// `true`/`false` (and 1/0, yes/no, on/off); unset is false.
 fn bool_var(var: &impl Fn(&str) -> Option<String>, name: &str, problems: &mut Vec<String>) -> bool {
+    bool_var_or(var, name, false, problems)
+}
+
+/// [`bool_var`] with `default` when unset.
+fn bool_var_or(var: &impl Fn(&str) -> Option<String>, name: &str, default: bool, problems: &mut Vec<String>) -> bool {
     match var(name).map(|v| v.to_ascii_lowercase()).as_deref() {
-        None | Some("false" | "0" | "no" | "off") => false,
+        None => default,
+        Some("false" | "0" | "no" | "off") => false,
         Some("true" | "1" | "yes" | "on") => true,
         Some(other) => {
             problems.push(format!("{name}: {other:?} is not one of true, false"));
-            false
+            default
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::executor::{Executor, ExecutorLink, ExecutorSettings};
 use crate::exit::Exit;
 use crate::keepalive::Keepalive;
+use crate::market::{MarketSettings, MarketStream, MarketView};
 use crate::notify::Notifier;
 use crate::plugin::{PluginHost, PluginSettings, PluginView};
 use crate::ratelimit::RateGate;
@@ -163,12 +164,16 @@ impl Daemon {
         let desk = rest
             .order_desk()
             .ok_or_else(|| Error::Config("this REST client's order desk already belongs to another executor".into()))?;
+        // The market stream's view, read by the executor and /metrics (absent when switched off).
+        let market = config.market_stream.then(|| MarketView::new(&config.symbols, false));
         let (executor, executor_link, intents) = Executor::open(
             ExecutorSettings {
                 symbols: config.symbols.clone(),
                 state_dir: config.state_dir.clone(),
                 price_poll: tuning.price_poll,
                 avg_price_poll: tuning.avg_price_poll,
+                market: market.clone(),
+                market_stale: config.market_stale,
                 rules_refresh: tuning.rules_refresh,
                 book_refresh: tuning.book_refresh,
                 cancel_on_exit: config.cancel_on_exit,
@@ -195,18 +200,28 @@ impl Daemon {
         // Bounded: SIGHUPs in a burst are one reopen.
         let (reopen_tx, reopen_rx) = crossbeam_channel::bounded(1);
         threads.push(("state", state.spawn(events_rx, writer_link, reopen_rx, stop_rx.clone()).map_err(spawn_err)?));
+        let ws_settings = StreamSettings {
+            ws_url: config.ws_url.clone(),
+            connect_timeout: Duration::from_secs(5),
+            ping_every: tuning.ws_ping_every,
+            silence_timeout: tuning.ws_silence_timeout,
+            backoff_min: tuning.backoff_min,
+            backoff_max: tuning.backoff_max,
+            backoff_reset: Duration::from_secs(60),
+            poll: Duration::from_millis(100),
+            tls: config.tls.clone(),
+        };
+        if let Some(view) = &market {
+            let m = MarketStream {
+                settings: MarketSettings::new(ws_settings.clone(), &config.symbols),
+                view: view.clone(),
+                depth: rest.clone(),
+                stop: stop_rx.clone(),
+            };
+            threads.push(("market", m.spawn().map_err(spawn_err)?));
+        }
         let stream = Stream {
-            settings: StreamSettings {
-                ws_url: config.ws_url.clone(),
-                connect_timeout: Duration::from_secs(5),
-                ping_every: tuning.ws_ping_every,
-                silence_timeout: tuning.ws_silence_timeout,
-                backoff_min: tuning.backoff_min,
-                backoff_max: tuning.backoff_max,
-                backoff_reset: Duration::from_secs(60),
-                poll: Duration::from_millis(100),
-                tls: config.tls.clone(),
-            },
+            settings: ws_settings,
             rest: rest.clone(),
             key: key.clone(),
             events: Fanout::new(events_tx, vec![book_tx]).with_tap(tap.clone()),
@@ -256,6 +271,7 @@ impl Daemon {
             executor: Some(executor_link.clone()),
             plugins: plugins.clone(),
             tap: Some(tap.clone()),
+            market: market.clone(),
         };
         service.attach(sources);
         // A core thread that ends while we run is a bug or a fatal error: stop everything.

@@ -43,6 +43,8 @@ pub struct Sources {
     pub executor: Option<ExecutorLink>,
     pub plugins: Option<PluginView>,
     pub tap: Option<FillTap>,
+    /// The market thread's view, when it runs.
+    pub market: Option<crate::market::MarketView>,
 }
 
 #[cfg(test)]
@@ -57,6 +59,7 @@ impl Sources {
             executor: None,
             plugins: None,
             tap: None,
+            market: None,
         }
     }
 }
@@ -267,6 +270,10 @@ pub fn render(src: &Sources) -> String {
         o.one("syncd_reconcile_lag_seconds", "gauge", "Seconds since the last reconciliation pass ended.", secs(lag));
     }
 
+    if let Some(market) = &src.market {
+        render_market(&mut o, &market.state());
+    }
+
     if let Some(plugins) = &src.plugins {
         let all = plugins.all();
         let durable = src.tap.as_ref().map_or(0, FillTap::durable);
@@ -340,6 +347,66 @@ pub fn render(src: &Sources) -> String {
     o.0
 }
 
+/// The market stream's series: its state, sessions and losses, and per symbol whether the book
+/// is synchronised, its age (see [`crate::market::MarketState::age`]), resyncs, gaps and
+/// snapshots.
+fn render_market(o: &mut Out, m: &crate::market::MarketState) {
+    let now = Instant::now();
+    o.one("syncd_market_stream_up", "gauge", "1 while the market stream is connected.", u8::from(m.up));
+    o.one("syncd_market_sessions_total", "counter", "Market-stream connections opened.", m.sessions);
+    o.one(
+        "syncd_market_connect_failures_total",
+        "counter",
+        "Market-stream connection attempts that failed.",
+        m.connect_failures,
+    );
+    o.head("syncd_market_reconnects_total", "counter", "Market-stream connections lost, by cause.");
+    for (cause, n) in &m.reconnects {
+        o.sample("syncd_market_reconnects_total", &[("cause", cause)], n);
+    }
+    o.one(
+        "syncd_market_skipped_frames_total",
+        "counter",
+        "Market-stream frames skipped as unreadable.",
+        m.skipped_frames,
+    );
+    o.one(
+        "syncd_market_rest_quotes_total",
+        "counter",
+        "ticker/bookTicker reads the executor made because the market stream could not confirm a price.",
+        m.rest_quotes,
+    );
+    o.head("syncd_market_book_synced", "gauge", "1 while a symbol's local order book is synchronised.");
+    for (symbol, s) in &m.symbols {
+        o.sample("syncd_market_book_synced", &[("symbol", symbol)], u8::from(s.synced));
+    }
+    o.head(
+        "syncd_market_book_age_seconds",
+        "gauge",
+        "Seconds since the market stream last confirmed a symbol's best bid/ask (absent while it cannot).",
+    );
+    for symbol in m.symbols.keys() {
+        if let Some(age) = m.age(symbol, now) {
+            o.sample("syncd_market_book_age_seconds", &[("symbol", symbol)], secs(age));
+        }
+    }
+    type Count = fn(&crate::market::SymbolMarket) -> u64;
+    let per_symbol: [(&str, &str, Count); 4] = [
+        ("syncd_market_resyncs_total", "Local books discarded (a gap, a reconnect).", |s| s.resyncs),
+        ("syncd_market_gaps_total", "Gaps in a symbol's depth update ids.", |s| s.gaps),
+        ("syncd_market_snapshots_total", "GET /api/v3/depth snapshots asked for.", |s| s.snapshots),
+        ("syncd_market_snapshot_failures_total", "Snapshots that failed or could not be joined to the stream.", |s| {
+            s.snapshot_failures
+        }),
+    ];
+    for (name, help, get) in per_symbol {
+        o.head(name, "counter", help);
+        for (symbol, s) in &m.symbols {
+            o.sample(name, &[("symbol", symbol)], get(s));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +464,41 @@ mod tests {
         assert_eq!(m.taker_fills.get(), 1);
         assert_eq!((m.fills.get(&["BTCUSD", "stream"]), m.fills.get(&["BTCUSD", "rest"])), (1, 3));
         assert_eq!(m.fill_latency.count(), 1, "only stream fills are timed");
+    }
+
+    #[test]
+    fn the_market_streams_series_are_rendered_per_symbol() {
+        let mut src = Sources::bare();
+        let view = crate::market::MarketView::new(&["BTCUSD".to_string(), "ETHUSD".to_string()], true);
+        view.with(|s| {
+            s.up = true;
+            s.last_frame = Some(Instant::now());
+            s.reconnects.insert("silence", 2);
+            let btc = s.symbols.get_mut("BTCUSD").unwrap();
+            btc.synced = true;
+            btc.gaps = 3;
+            btc.top = Some(crate::market::Top {
+                bid: crate::Decimal::ONE,
+                ask: crate::Decimal::from_int(2),
+                update_id: 1,
+                event_time_ms: None,
+                received: Instant::now(),
+            });
+        });
+        src.market = Some(view);
+        let text = render(&src);
+        for line in [
+            "syncd_market_stream_up 1",
+            "syncd_market_reconnects_total{cause=\"silence\"} 2",
+            "syncd_market_book_synced{symbol=\"BTCUSD\"} 1",
+            "syncd_market_book_synced{symbol=\"ETHUSD\"} 0",
+            "syncd_market_gaps_total{symbol=\"BTCUSD\"} 3",
+            "syncd_market_resyncs_total{symbol=\"ETHUSD\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing");
+        }
+        assert!(text.contains("syncd_market_book_age_seconds{symbol=\"BTCUSD\"} 0.0"), "{text}");
+        assert!(!text.contains("syncd_market_book_age_seconds{symbol=\"ETHUSD\"}"), "no price for ETHUSD yet");
     }
 
     #[test]

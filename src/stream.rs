@@ -130,7 +130,7 @@ pub enum Conn {
 }
 
 impl Conn {
-    fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Conn::Plain(s) => s,
             Conn::Tls(s) => s.get_ref(),
@@ -166,6 +166,9 @@ impl Write for Conn {
 /// The TLS handshake's read slice: how far past its deadline a handshake can run.
 const HANDSHAKE_POLL: Duration = Duration::from_millis(100);
 
+/// The user stream's frame and message limit.
+const USER_FRAME_LIMIT: usize = 8 << 20;
+
 /// Connects `base` + `path` (`ws://` or `wss://`, the latter with `tls`), with `timeout` on
 /// connect and handshakes. `on_attempt` runs before each TCP connect: a host with several
 /// addresses costs one attempt each against the connection-rate cap.
@@ -174,6 +177,19 @@ pub fn connect(
     path: &str,
     timeout: Duration,
     tls: &Arc<rustls::ClientConfig>,
+    on_attempt: &mut dyn FnMut(),
+) -> Result<WebSocket<Conn>, Error> {
+    connect_limited(base, path, timeout, tls, USER_FRAME_LIMIT, on_attempt)
+}
+
+/// [`connect`], with frames and messages larger than `max_frame` bytes refused (the read
+/// that meets one fails, which ends the connection).
+pub fn connect_limited(
+    base: &str,
+    path: &str,
+    timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+    max_frame: usize,
     on_attempt: &mut dyn FnMut(),
 ) -> Result<WebSocket<Conn>, Error> {
     let (secure, rest) = if let Some(r) = base.strip_prefix("wss://") {
@@ -238,7 +254,7 @@ pub fn connect(
         Conn::Plain(tcp)
     };
     let url = format!("{}://{authority}{base_path}{path}", if secure { "wss" } else { "ws" });
-    let config = WebSocketConfig::default().max_message_size(Some(8 << 20)).max_frame_size(Some(8 << 20));
+    let config = WebSocketConfig::default().max_message_size(Some(max_frame)).max_frame_size(Some(max_frame));
     match tungstenite::client::client_with_config(url.as_str(), conn, Some(config)) {
         Ok((ws, _response)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(e)) => Err(e.into()),
@@ -246,13 +262,121 @@ pub fn connect(
     }
 }
 
+/// True once `stop` has closed (or been sent to).
+pub(crate) fn stopping(stop: &Receiver<()>) -> bool {
+    !matches!(stop.try_recv(), Err(TryRecvError::Empty))
+}
+
+/// Closes `ws` as far as it goes: best effort, the connection is being left anyway.
+pub(crate) fn close(ws: &mut WebSocket<Conn>) {
+    let _ = ws.close(None);
+    let _ = ws.flush();
+}
+
 /// Sleeps `d` unless `stop` closes first; true if stopping.
-fn sleep_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
+pub(crate) fn sleep_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
     !matches!(stop.recv_timeout(d), Err(crossbeam_channel::RecvTimeoutError::Timeout))
 }
 
-fn is_timeout(e: &tungstenite::Error) -> bool {
+pub(crate) fn is_timeout(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+/// Connection attempts of a stream: the backoff between them, and caps of 15 per 10 s and
+/// `per_5m` per 5 minutes, counting every TCP connect (Binance allows 300 per 5 minutes per
+/// IP, "WebSocket Limits" at <https://docs.binance.us/#websocket-limits>).
+pub(crate) struct Attempts {
+    pub(crate) backoff: Backoff,
+    pub(crate) cap: WindowCap,
+    cap_5m: WindowCap,
+}
+
+impl Attempts {
+    pub(crate) fn new(s: &StreamSettings, per_5m: usize) -> Attempts {
+        Attempts {
+            backoff: Backoff::new(s.backoff_min, s.backoff_max, s.backoff_reset),
+            cap: WindowCap::new(15, Duration::from_secs(10)),
+            cap_5m: WindowCap::new(per_5m, Duration::from_secs(300)),
+        }
+    }
+
+    /// Sleeps `delay`, then as long as the caps say; true if `stop` closed meanwhile.
+    pub(crate) fn wait(&mut self, stop: &Receiver<()>, delay: Duration) -> bool {
+        if sleep_or_stop(stop, delay) {
+            return true;
+        }
+        let now = Instant::now();
+        let hold = self.cap.wait(now).max(self.cap_5m.wait(now));
+        !hold.is_zero() && sleep_or_stop(stop, hold)
+    }
+
+    /// A TCP connect is about to start.
+    pub(crate) fn record(&mut self) {
+        let now = Instant::now();
+        self.cap.record(now);
+        self.cap_5m.record(now);
+    }
+}
+
+/// A connection's silence watch, shared by the user and market streams: a stream can go silent
+/// with TCP still open, so after `ping_every` without a frame we send our own ping (at most 5
+/// messages of ours a second: the documented incoming-message limit, "WebSocket Limits" at
+/// <https://docs.binance.us/#websocket-limits>), and after `silence_timeout` without one the
+/// connection is given up.
+pub(crate) struct Liveness {
+    ping_every: Duration,
+    silence_timeout: Duration,
+    last_rx: Instant,
+    last_ping: Instant,
+    out_cap: WindowCap,
+    pings: u64,
+}
+
+/// Why [`Liveness::tick`] gave a connection up.
+pub(crate) enum Quiet {
+    /// No frame for `silence_timeout` (the server was reachable moments ago).
+    Silent(String),
+    /// Our ping could not be sent.
+    PingFailed(String),
+}
+
+impl Liveness {
+    pub(crate) fn new(ping_every: Duration, silence_timeout: Duration, now: Instant) -> Liveness {
+        Liveness {
+            ping_every,
+            silence_timeout,
+            last_rx: now,
+            last_ping: now,
+            out_cap: WindowCap::new(5, Duration::from_secs(1)),
+            pings: 0,
+        }
+    }
+
+    /// A frame (of any kind) arrived at `at`; returns `at`.
+    pub(crate) fn heard(&mut self, at: Instant) -> Instant {
+        self.last_rx = at;
+        at
+    }
+
+    /// Before each read: gives up a silent connection, pings a quiet one.
+    pub(crate) fn tick<S: Read + Write>(&mut self, ws: &mut WebSocket<S>, now: Instant) -> Result<(), Quiet> {
+        let quiet = now.duration_since(self.last_rx);
+        if quiet >= self.silence_timeout {
+            return Err(Quiet::Silent(format!("no frame for {quiet:?}")));
+        }
+        if quiet >= self.ping_every
+            && now.duration_since(self.last_ping) >= self.ping_every
+            && self.out_cap.wait(now).is_zero()
+        {
+            self.pings += 1;
+            if let Err(e) = ws.send(Message::Ping(self.pings.to_be_bytes().to_vec().into())) {
+                return Err(Quiet::PingFailed(format!("ping failed: {}", crate::Error::from(e))));
+            }
+            self.out_cap.record(now);
+            self.last_ping = now;
+        }
+        Ok(())
+    }
 }
 
 pub struct Stream {
@@ -294,20 +418,13 @@ impl Stream {
 
     fn run(self) {
         let s = &self.settings;
-        let mut backoff = Backoff::new(s.backoff_min, s.backoff_max, s.backoff_reset);
-        let mut cap = WindowCap::new(15, Duration::from_secs(10));
         // Binance's own ceiling is 300 connection attempts per 5 minutes per IP ("WebSocket Limits"); stay
         // well under it even when quick reconnects repeat.
-        let mut cap_5m = WindowCap::new(250, Duration::from_secs(300));
+        let mut attempts = Attempts::new(s, 250);
         let mut session = 0u64;
         let mut delay = Duration::ZERO;
         loop {
-            if sleep_or_stop(&self.stop, delay) {
-                return;
-            }
-            let now = Instant::now();
-            let hold = cap.wait(now).max(cap_5m.wait(now));
-            if !hold.is_zero() && sleep_or_stop(&self.stop, hold) {
+            if attempts.wait(&self.stop, delay) {
                 return;
             }
             let key = match self.listen_key() {
@@ -319,27 +436,23 @@ impl Stream {
                 Err(Error::Stopped) => return,
                 Err(e) => {
                     self.rest.metrics().stream_connect_failures.inc();
-                    delay = backoff.next_delay(Instant::now());
+                    delay = attempts.backoff.next_delay(Instant::now());
                     log::warn!("stream: cannot get a listen key ({e}); retrying in {delay:?}");
                     continue;
                 }
             };
-            let mut record = || {
-                cap.record(Instant::now());
-                cap_5m.record(Instant::now());
-            };
-            let ws = match connect(&s.ws_url, &format!("/ws/{}", key.expose()), s.connect_timeout, &s.tls, &mut record)
-            {
+            let path = format!("/ws/{}", key.expose());
+            let ws = match connect(&s.ws_url, &path, s.connect_timeout, &s.tls, &mut || attempts.record()) {
                 Ok(ws) => ws,
                 Err(e) => {
                     self.rest.metrics().stream_connect_failures.inc();
-                    delay = backoff.next_delay(Instant::now());
+                    delay = attempts.backoff.next_delay(Instant::now());
                     log::warn!("stream: connect failed ({e}); retrying in {delay:?}");
                     continue;
                 }
             };
             session += 1;
-            backoff.connected(Instant::now());
+            attempts.backoff.connected(Instant::now());
             log::info!("stream: connected session={session} key={}", key.fingerprint());
             self.rest.metrics().stream_up();
             if self.events.send(StreamMsg::Up { session }).is_err() {
@@ -349,7 +462,7 @@ impl Stream {
             while self.ctl.try_recv().is_ok() {}
             let mut ws = ws;
             loop {
-                match self.read_loop(ws, &key, &mut cap) {
+                match self.read_loop(ws, &key, &mut attempts.cap) {
                     End::Stop => return,
                     End::Handover(next) => {
                         session += 1;
@@ -361,7 +474,7 @@ impl Stream {
                         ws = *next;
                     }
                     End::Lost { reason, quick } => {
-                        delay = backoff.next_delay(Instant::now());
+                        delay = attempts.backoff.next_delay(Instant::now());
                         if quick {
                             delay = s.backoff_min;
                         }
@@ -428,51 +541,32 @@ impl Stream {
         if let Err(e) = ws.get_ref().tcp().set_read_timeout(Some(s.poll)) {
             return lost(format!("socket: {}", e.kind()));
         }
-        let mut last_rx = Instant::now();
-        let mut last_ping = Instant::now();
-        let mut out_cap = WindowCap::new(5, Duration::from_secs(1));
-        let mut pings = 0u64;
+        let mut live = Liveness::new(s.ping_every, s.silence_timeout, Instant::now());
         loop {
-            match self.stop.try_recv() {
-                Err(TryRecvError::Empty) => {}
-                _ => {
-                    let _ = ws.close(None);
-                    let _ = ws.flush();
-                    return End::Stop;
-                }
+            if stopping(&self.stop) {
+                close(&mut ws);
+                return End::Stop;
             }
             if let Ok(StreamCtl::RenewKey) = self.ctl.try_recv() {
                 // Only a renewal for the key this connection uses ends it.
                 if self.key.get().as_ref() != Some(key) {
-                    let _ = ws.close(None);
-                    let _ = ws.flush();
+                    close(&mut ws);
                     return lost_quick("keep-alive found the listen key gone");
                 }
             }
-            let now = Instant::now();
-            if now.duration_since(last_rx) >= s.silence_timeout {
-                return lost_quick(format!("no frame for {:?}", now.duration_since(last_rx)));
-            }
-            if now.duration_since(last_rx) >= s.ping_every
-                && now.duration_since(last_ping) >= s.ping_every
-                && out_cap.wait(now).is_zero()
-            {
-                pings += 1;
-                if let Err(e) = ws.send(Message::Ping(pings.to_be_bytes().to_vec().into())) {
-                    return lost(format!("ping failed: {}", crate::Error::from(e)));
-                }
-                out_cap.record(now);
-                last_ping = now;
+            match live.tick(&mut ws, Instant::now()) {
+                Ok(()) => {}
+                Err(Quiet::Silent(why)) => return lost_quick(why),
+                Err(Quiet::PingFailed(why)) => return lost(why),
             }
             match ws.read() {
                 Ok(msg) => {
-                    last_rx = Instant::now();
+                    let last_rx = live.heard(Instant::now());
                     self.rest.metrics().frame();
                     match msg {
                         Message::Text(text) => match parse_event(text.as_str()) {
                             Ok(UserEvent::ListenKeyExpired) => {
-                                let _ = ws.close(None);
-                                let _ = ws.flush();
+                                close(&mut ws);
                                 self.key.set(None);
                                 return lost_quick("listenKeyExpired");
                             }
@@ -480,8 +574,7 @@ impl Stream {
                                 if let Some(next) = self.handover(&mut ws, key, cap) {
                                     return End::Handover(Box::new(next));
                                 }
-                                let _ = ws.close(None);
-                                let _ = ws.flush();
+                                close(&mut ws);
                                 return lost_quick("serverShutdown");
                             }
                             Ok(UserEvent::Unknown(kind)) => log::debug!("stream: ignoring event type {kind}"),

@@ -146,6 +146,8 @@ impl Executor {
             }
         }
         let prepared = prepared.map_err(|r| Refusal::new(code_of(&r), rule_of(&r), r.to_string()))?;
+        // The market stream's touch as of now, not as of the last timer.
+        self.stream_quote(symbol);
         if let Some(q) = self.quotes.get(symbol) {
             let crosses = match side {
                 Side::Buy => prepared.price >= q.ask,

@@ -1,6 +1,7 @@
-//! The executor's view of the market: best bid/ask (`ticker/bookTicker`) and `avgPrice` polls,
-//! and the [`MarketContext`] each order is checked against (the crossing check, passive
-//! rounding, PERCENT_PRICE bands). Issue 22 replaces the polls with the market stream's book.
+//! The executor's view of the market: best bid/ask (from the `market` thread's view, or
+//! `ticker/bookTicker` polls while that is stale or off) and `avgPrice` polls, and the
+//! [`MarketContext`] each order is checked against (the crossing check, passive rounding,
+//! PERCENT_PRICE bands).
 
 use super::*;
 
@@ -17,18 +18,38 @@ pub(super) struct AvgPrice {
 }
 
 impl Executor {
+    /// Every symbol's best bid/ask: from the market stream where it is confirmed, else by
+    /// `ticker/bookTicker`.
     pub(super) fn poll_quotes(&mut self) {
         for symbol in self.settings.symbols.clone() {
+            if self.stream_quote(&symbol) {
+                continue;
+            }
+            if let Some(m) = &self.settings.market {
+                m.count_rest_quote();
+            }
             match self.desk.rest().call_background::<BookTicker>(&BOOK_TICKER, &[("symbol", &symbol)], READ_SHARE) {
-                Ok(t) => {
-                    let q = Quote { bid: t.bid_price, ask: t.ask_price };
-                    let changed = self.quotes.get(&symbol).is_none_or(|old| old.bid != q.bid || old.ask != q.ask);
-                    self.quotes.insert(symbol, q);
-                    self.dirty |= changed;
-                }
+                Ok(t) => self.set_quote(symbol, Quote { bid: t.bid_price, ask: t.ask_price }),
                 Err(e) => log::debug!("executor: bookTicker {symbol}: {e}"),
             }
         }
+    }
+
+    /// Takes `symbol`'s best bid/ask from the market thread's view if the stream confirmed it
+    /// within `market_stale`; false if it did not (the last quote stays).
+    pub(super) fn stream_quote(&mut self, symbol: &str) -> bool {
+        let Some(top) = self.settings.market.as_ref().and_then(|m| m.fresh_top(symbol, self.settings.market_stale))
+        else {
+            return false;
+        };
+        self.set_quote(symbol.to_string(), Quote { bid: top.bid, ask: top.ask });
+        true
+    }
+
+    fn set_quote(&mut self, symbol: String, q: Quote) {
+        let changed = self.quotes.get(&symbol).is_none_or(|old| old.bid != q.bid || old.ask != q.ask);
+        self.quotes.insert(symbol, q);
+        self.dirty |= changed;
     }
 
     /// `wait`: an order is waiting on it, so it may wait in the gate like the order would.

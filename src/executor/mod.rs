@@ -4,7 +4,7 @@
 //! everything it knows before anything is sent, and answers with a typed [`Outcome`]:
 //!
 //! 1. **Maker only, by construction.** It holds the one [`OrderDesk`], which can send nothing
-//!    but `LIMIT_MAKER`. A price that crosses the last polled book is refused here; a
+//!    but `LIMIT_MAKER`. A price that crosses the last known best bid/ask is refused here; a
 //!    `-2010 Order would immediately match and take` from the exchange is reported as such and
 //!    never retried as anything else.
 //! 2. **Filters and precision** from the live rules ([`LiveRules`]): price rounded passive (BUY
@@ -30,10 +30,12 @@
 //!
 //! The open-order book is rebuilt from `GET /api/v3/openOrders` at start, after every stream
 //! reconnect and every `SYNCD_BOOK_REFRESH_S`; balances from `GET /api/v3/account` at the same
-//! times and from `outboundAccountPosition`/`balanceUpdate` in between. Best bid/ask is polled
-//! from `ticker/bookTicker` every `SYNCD_PRICE_POLL_S` and `avgPrice` every
-//! `SYNCD_AVG_PRICE_POLL_S`, as background reads that never wait in the gate and use at most
-//! half of it, so orders keep priority.
+//! times and from `outboundAccountPosition`/`balanceUpdate` in between. Best bid/ask comes from
+//! the `market` thread's view (read again before every order's crossing check) while the market
+//! stream confirms it within `SYNCD_MARKET_STALE_S`; otherwise it is polled from
+//! `ticker/bookTicker` every `SYNCD_PRICE_POLL_S`. `avgPrice` is polled every
+//! `SYNCD_AVG_PRICE_POLL_S`. Polls are background reads that never wait in the gate and use at
+//! most half of it, so orders keep priority.
 //!
 //! Binance.US REST API: "New order (TRADE)", "Cancel order (TRADE)", "Query order (USER_DATA)",
 //! "Filters" and "LIMITS": <https://docs.binance.us/#trade-order-endpoints>.
@@ -88,6 +90,10 @@ pub struct ExecutorSettings {
     pub state_dir: PathBuf,
     pub price_poll: Duration,
     pub avg_price_poll: Duration,
+    /// The market thread's view, when it runs: best bid/ask come from it while it is confirmed
+    /// within `market_stale`, from `ticker/bookTicker` otherwise.
+    pub market: Option<crate::market::MarketView>,
+    pub market_stale: Duration,
     pub rules_refresh: Duration,
     pub book_refresh: Duration,
     /// Cancel this daemon's own open orders on shutdown (`SYNCD_CANCEL_ON_EXIT`).
@@ -210,7 +216,7 @@ impl KeyRefused {
     }
 }
 
-/// Best bid and ask from the last poll.
+/// Best bid and ask from the market stream or the last poll.
 #[derive(Debug, Clone, Copy)]
 struct Quote {
     bid: Decimal,

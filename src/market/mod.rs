@@ -1,4 +1,10 @@
-//! Market data (issue 22). So far the pure local order book ([`book`]); the market-stream
-//! thread that feeds it comes with the rest of the issue.
+//! Market data (issue 22): the `market` thread ([`stream`]) keeping a local order book per
+//! symbol ([`book`]) from the public market stream, and the [`MarketView`] it shares with the
+//! executor and `/metrics`.
 
 pub mod book;
+pub mod stream;
+pub mod view;
+
+pub use stream::{DepthSource, MarketSettings, MarketStream, SnapshotPace};
+pub use view::{MarketState, MarketView, SymbolMarket, Top};

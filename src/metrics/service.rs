@@ -33,6 +33,7 @@ impl Service {
             executor: None,
             plugins: None,
             tap: None,
+            market: None,
         }));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let spawn_err = |e: std::io::Error| Error::Internal(format!("cannot start a thread: {e}"));

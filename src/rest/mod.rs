@@ -95,6 +95,13 @@ pub const TIME: Endpoint = ep(Method::Get, "/api/v3/time", Security::None, 1);
 pub const EXCHANGE_INFO: Endpoint = ep(Method::Get, "/api/v3/exchangeInfo", Security::None, 20);
 pub const AVG_PRICE: Endpoint = ep(Method::Get, "/api/v3/avgPrice", Security::None, 2);
 pub const BOOK_TICKER: Endpoint = ep(Method::Get, "/api/v3/ticker/bookTicker", Security::None, 2);
+/// The order-book snapshot at [`DEPTH_LIMIT`] levels a side: weight 10 for 501-1000 levels
+/// before Binance.US's 2026-08-31 upgrade, 50 after (counted at 50). "Order Book" at
+/// <https://docs.binance.us/#get-order-book-depth>.
+pub const DEPTH: Endpoint = ep(Method::Get, "/api/v3/depth", Security::None, 50);
+/// Levels a side asked of [`DEPTH`]: the documented local-book procedure's `limit=1000`
+/// ("How to manage a local order book correctly", <https://docs.binance.us/#websocket-market-streams>).
+pub const DEPTH_LIMIT: &str = "1000";
 pub const ACCOUNT: Endpoint = ep(Method::Get, "/api/v3/account", Security::Signed, 20);
 const ORDER_NEW: Endpoint = Endpoint {
     method: Method::Post,
