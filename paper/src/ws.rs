@@ -1049,8 +1049,8 @@ fn subscribe_reply(text: &str, streams: &mut Vec<String>, format: StreamFormat) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::SessionRecord;
     use crate::lock::LockAnyway;
-    use crate::paper::hub::SessionRecord;
     use std::sync::Mutex;
     use tungstenite::error::ProtocolError;
 
@@ -1678,7 +1678,7 @@ mod tests {
     fn drop_does_not_wait_for_a_client_dribbling_its_tls_hello() {
         let hub = StreamHub::new();
         let keys = Arc::new(Keys(Mutex::new(vec![KEY.to_string()])));
-        let tls = crate::paper::tls::PaperTls::generate(&["localhost"]).unwrap();
+        let tls = crate::tls::PaperTls::generate(&["localhost"]).unwrap();
         let server =
             WsServer::start("127.0.0.1:0".parse().unwrap(), quiet(), Some(tls.server_config().clone()), hub, keys)
                 .expect("bind loopback");
@@ -1745,7 +1745,7 @@ mod tests {
         Ok(rate)
     }
 
-    /// `cargo test --release --lib paper::ws -- --ignored --nocapture`
+    /// `cargo test --release -p binance-syncd-paper ws:: -- --ignored --nocapture`
     #[test]
     #[ignore = "a measurement: run with --release"]
     fn throughput_one_connection() {
