@@ -4,7 +4,7 @@
 //!   with `SYNCD_METRICS_ADDR` on and `/metrics` scraped every second, against a paper
 //!   exchange in this process: at the first scrape and after `SYNCD_BENCH_IDLE_S` (default 30);
 //! - how long one scrape takes (p50/p99 over those scrapes);
-//! - the fill-latency histogram's p50/p99 after `binance-syncd demo` (run in-process, 30 s):
+//! - the fill-latency histogram's p50/p99 after `binance-syncd demo` (the built binary, 30 s; its summary lines):
 //!   the daemon's own figure, frame read off the socket to line durable in the fill log.
 //!
 //! Binary size and `ldd` are `deploy/` material of another change; this prints only the above.
@@ -12,8 +12,7 @@
 mod common;
 use common::percentile;
 
-use binance_syncd::demo::{run, DemoOptions};
-use binance_syncd::paper::{PaperConfig, PaperExchange};
+use binance_syncd_paper::{PaperConfig, PaperExchange};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -97,14 +96,15 @@ fn main() {
     drop(ex);
 
     let demo_dir = dir.join("demo");
-    let summary = run(&DemoOptions { seconds: 30, dir: demo_dir, verbose: false, plugin: None }).expect("demo");
-    println!(
-        "demo: {} trades, missing {}, duplicates {} -> {}",
-        summary.exchange_trades,
-        summary.missing,
-        summary.duplicates,
-        if summary.ok() { "PASS" } else { "FAIL" }
-    );
-    println!("{}", summary.latency_line());
+    let out = Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
+        .args(["demo", "--seconds", "30", "--quiet", "--dir"])
+        .arg(&demo_dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("demo runs");
+    // The demo's own summary: trades, missing/duplicates -> PASS/FAIL, and its fill latency.
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("demo: ")) {
+        println!("{line}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

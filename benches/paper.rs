@@ -4,13 +4,15 @@
 //! `cargo bench --bench paper`. Targets on the 2-core machine: ≥ 2,000 signed REST requests/s,
 //! ≥ 20,000 events/s to one stream.
 
-use binance_syncd::paper::{PaperConfig, PaperExchange};
+mod common;
+
 use binance_syncd::rest::{RestClient, ACCOUNT, LISTEN_KEY_NEW};
+use binance_syncd_paper::{PaperConfig, PaperExchange};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn client(ex: &PaperExchange) -> RestClient {
-    binance_syncd::demo::paper_client(ex, true).expect("clock sync")
+    common::paper_client(ex, true).expect("clock sync")
 }
 
 fn rest_bench(ex: &PaperExchange) {

@@ -22,8 +22,8 @@ use common::percentile;
 
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
-use binance_syncd::paper::trader::Trader;
-use binance_syncd::paper::{PaperConfig, PaperExchange};
+use binance_syncd_paper::trader::Trader;
+use binance_syncd_paper::{PaperConfig, PaperExchange};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

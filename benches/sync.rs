@@ -17,9 +17,8 @@
 //! Targets: p99 < 1 ms without fsync, far p99 within 2 ms of near p99, idle RSS < 10 MB, idle
 //! CPU < 0.5 % of a core.
 
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use binance_syncd::rest::RestClient;
-use binance_syncd::secret::Secret;
+use binance_syncd_paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,7 +51,7 @@ fn daemon(ex: &PaperExchange, state: &Path, log: &Path, key: &str, secret: &str,
 }
 
 fn rest(ex: &PaperExchange) -> RestClient {
-    binance_syncd::demo::paper_client(ex, true).expect("clock sync")
+    common::paper_client(ex, true).expect("clock sync")
 }
 
 fn python(root: &Path) -> Option<PathBuf> {
@@ -104,7 +103,7 @@ fn place(ex: &PaperExchange, _rest: &RestClient, n: usize, tag: &str) -> Vec<u64
     let (bid, _) = ex.shared().engine.lock().expect("engine").touch("BTCUSD").expect("touch");
     let price = bid.checked_sub("1".parse().expect("dec")).expect("price").to_string();
     // Another client on the account places them: the daemon's own REST client cannot.
-    let trader = binance_syncd::paper::trader::Trader::new(ex);
+    let trader = binance_syncd_paper::trader::Trader::new(ex);
     (0..n)
         .map(|i| {
             let id = format!("{tag}-{i}");
@@ -183,7 +182,7 @@ fn main() {
     config.rest.orders_per_10s = u64::MAX / 2;
     config.engine.max_num_orders = 1000;
     config.engine.balances = vec![("USD".into(), binance_syncd::Decimal::from_int(1_000_000_000))];
-    config.rest.credentials.push((FAR_API_KEY.into(), Secret::new(FAR_API_SECRET)));
+    config.rest.credentials.push((FAR_API_KEY.into(), binance_syncd_paper::Secret::new(FAR_API_SECRET)));
     let ex = PaperExchange::start(config).expect("paper");
     ex.fault("rest_delay", &[("ms", &FAR_DELAY_MS.to_string()), ("api_key", FAR_API_KEY)]).expect("rest_delay");
     let client = rest(&ex);

@@ -9,9 +9,9 @@
 mod common;
 use common::percentile;
 
-use binance_syncd::paper::tls::PaperTls;
-use binance_syncd::paper::trader::Trader;
-use binance_syncd::paper::{PaperConfig, PaperExchange};
+use binance_syncd_paper::tls::PaperTls;
+use binance_syncd_paper::trader::Trader;
+use binance_syncd_paper::{PaperConfig, PaperExchange};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

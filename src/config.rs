@@ -604,8 +604,8 @@ mod tests {
             assert!(errs[0].contains(&path.display().to_string()), "{errs:?}");
         }
         let good = dir.join("good.pem");
-        let paper = crate::paper::tls::PaperTls::generate(&["localhost"]).unwrap();
-        std::fs::write(&good, format!("{}{}", paper.trust_pem(), paper.trust_pem())).unwrap();
+        let pem = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap().cert.pem();
+        std::fs::write(&good, format!("{pem}{pem}")).unwrap();
         let c = load(&[("SYNCD_CA_FILE", &good.display().to_string())], none).unwrap();
         assert_eq!(c.ca_file.as_deref(), Some(good.as_path()));
         assert_eq!(crate::tls::read_ca_file(&good).map(|certs| certs.len()), Ok(2));

@@ -6,23 +6,20 @@
 //! frames, prints every fill as it lands in the fill log, and at the end grades the log against
 //! the exchange's ground truth: missing and duplicate lines must both be zero.
 
-use crate::clock::ServerClock;
-use crate::config::{Config, Needs};
-use crate::daemon::{Daemon, Tuning};
-use crate::decimal::Decimal;
-use crate::error::Error;
-use crate::executor::{Intent, Outcome, Reply, StrategyHandle};
-use crate::filllog::FillRecord;
-use crate::lock::LockAnyway;
-use crate::model::Side;
-use crate::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use crate::ratelimit::{fallback_limits, LimitKind, RateGate, RateLimit};
-use crate::rest::{RestClient, RestConfig, BOOK_TICKER};
+use binance_syncd::config::{Config, Needs};
+use binance_syncd::daemon::{Daemon, Tuning};
+use binance_syncd::decimal::Decimal;
+use binance_syncd::error::Error;
+use binance_syncd::executor::{Intent, Outcome, Reply, StrategyHandle};
+use binance_syncd::filllog::FillRecord;
+use binance_syncd::lock::LockAnyway;
+use binance_syncd::model::Side;
+use binance_syncd::rest::{RestClient, BOOK_TICKER};
+use binance_syncd_paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use crossbeam_channel::Receiver;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -97,33 +94,6 @@ impl DemoSummary {
             ms(self.latency_p99)
         )
     }
-}
-
-/// A REST client for a paper exchange with its demo key pair, clock synced. `unlimited` lifts
-/// the client-side weight budget (benchmarks measure the exchange, not our gate).
-pub fn paper_client(ex: &PaperExchange, unlimited: bool) -> Result<RestClient, Error> {
-    let clock = Arc::new(ServerClock::new());
-    let limits = if unlimited {
-        vec![RateLimit { kind: LimitKind::Weight, interval_ms: 60_000, limit: u64::MAX / 2 }]
-    } else {
-        fallback_limits()
-    };
-    let gate = Arc::new(RateGate::new(limits, clock.clone()));
-    let rest = RestClient::new(
-        RestConfig {
-            base_url: ex.rest_url(),
-            api_key: Some(crate::secret::Secret::new(DEMO_API_KEY)),
-            api_secret: Some(crate::secret::Secret::new(DEMO_API_SECRET)),
-            recv_window_ms: 5000,
-            timeout: Duration::from_secs(10),
-            clock_resync: Duration::from_secs(600),
-            tls: crate::tls::client_config(&ex.trust()).map_err(Error::Config)?,
-        },
-        clock,
-        gate,
-    );
-    rest.sync_clock()?;
-    Ok(rest)
 }
 
 /// Asks the executor for one maker order a few ticks away from the touch; it rounds and
@@ -208,11 +178,7 @@ pub fn operator_env() -> Vec<(&'static str, String)> {
     OPERATOR_VARS.iter().filter_map(|&name| std::env::var(name).ok().map(|v| (name, v))).collect()
 }
 
-pub fn run(opts: &DemoOptions) -> Result<DemoSummary, Error> {
-    run_with(opts, operator_env())
-}
-
-/// [`run`] with the operator's settings given (see [`operator_env`]).
+/// The demo, with the operator's settings given (see [`operator_env`]).
 pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Result<DemoSummary, Error> {
     let fresh = !opts.dir.exists();
     std::fs::create_dir_all(&opts.dir).map_err(Error::io(&opts.dir))?;
@@ -224,7 +190,7 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
     // The demo clears `DIR/fills.jsonl` and `DIR/state/`: never in a daemon's own state
     // directory (its cursors and carry sit at the top, the demo's one level down), running
     // or not, and never while another demo or daemon holds either directory.
-    for marker in [crate::statedir::LOCK_FILE, "cursors.json", "filllog.json"] {
+    for marker in [binance_syncd::statedir::LOCK_FILE, "cursors.json", "filllog.json"] {
         if opts.dir.join(marker).exists() {
             return Err(Error::Config(format!(
                 "demo --dir {}: it holds a daemon's state ({marker}); the demo would delete its fill log. Pick another directory",
@@ -232,10 +198,10 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
             )));
         }
     }
-    let _lock = crate::statedir::StateLock::acquire(&state_dir)?;
+    let _lock = binance_syncd::statedir::StateLock::acquire(&state_dir)?;
     let _ = std::fs::remove_file(&fill_log);
     for entry in std::fs::read_dir(&state_dir).map_err(Error::io(&state_dir))?.flatten() {
-        if entry.file_name() != crate::statedir::LOCK_FILE {
+        if entry.file_name() != binance_syncd::statedir::LOCK_FILE {
             let _ = std::fs::remove_file(entry.path());
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -297,7 +263,7 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
         println!("demo: metrics at http://{addr}/metrics and http://{addr}/healthz");
     }
 
-    let rest = paper_client(&ex, false)?;
+    let rest = crate::paper_client::paper_client(&ex, false)?;
     let (strategy, replies) = daemon.executor().strategy("demo")?;
     let total = Duration::from_secs(opts.seconds.max(5));
     let start = Instant::now();
@@ -373,7 +339,7 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
             .view()
             .open_orders
             .iter()
-            .filter(|o| crate::executor::ids::tag_in(&o.client_order_id, None) == Some("demo"))
+            .filter(|o| binance_syncd::executor::ids::tag_in(&o.client_order_id, None) == Some("demo"))
             .count();
         if own == 0 {
             break;

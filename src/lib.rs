@@ -17,7 +17,7 @@
 //! | [`rest`] | blocking REST client: signing, server clock, usage headers, error mapping |
 //! | [`ratelimit`] | the process-wide gate: weight and order budgets, 429/418 holds |
 //! | [`backoff`] | reconnect pacing: exponential backoff with jitter, a cap per window; pure |
-//! | [`filters`] | `exchangeInfo` rules and pure check/round functions, shared with the paper exchange |
+//! | [`filters`] | `exchangeInfo` rules and pure check/round functions (the paper exchange has its own reading) |
 //! | [`rules`] | the one owner of the live exchange rules: read at start, refreshed, snapshots |
 //! | [`market`] | market data: the local order book kept as Binance documents it ([`market::book`]); pure so far |
 //! | [`filllog`] | the append-only fill log with torn-tail repair |
@@ -39,8 +39,6 @@
 //! | [`daemon`] | `run`: starts the roles, waits for a signal or a failure, stops them all |
 //! | [`notify`] | systemd's notify protocol: `READY=1`, `WATCHDOG=1`, `STATUS=`, `STOPPING=1`; std only |
 //! | [`utc`] | UTC timestamps printed and parsed, for the CLI and the log |
-//! | [`demo`] | `demo`: the whole product on the paper exchange, in one process |
-//! | [`paper`] | the Binance.US-compatible paper exchange (REST + WS + faults); imports none of the roles |
 #![deny(unsafe_code)]
 
 pub mod backoff;
@@ -49,7 +47,6 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decimal;
-pub mod demo;
 pub mod error;
 pub mod executor;
 pub mod exit;
@@ -63,7 +60,6 @@ pub mod market;
 pub mod metrics;
 pub mod model;
 pub mod notify;
-pub mod paper;
 pub mod plugin;
 pub mod ratelimit;
 pub mod reconcile;

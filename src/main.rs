@@ -7,6 +7,8 @@ use binance_syncd::exit;
 use binance_syncd::Error;
 use std::process::ExitCode;
 
+mod demo;
+mod paper_client;
 mod paper_cmd;
 
 const USAGE: &str = "\
@@ -137,7 +139,7 @@ fn init_logging_quiet() {
 }
 
 fn demo(args: &[String]) -> ExitCode {
-    use binance_syncd::demo::DemoOptions;
+    use demo::DemoOptions;
     let mut opts = DemoOptions { seconds: 30, dir: "syncd-demo".into(), verbose: true, plugin: None };
     let mut i = 0;
     while i < args.len() {
@@ -171,9 +173,9 @@ fn demo(args: &[String]) -> ExitCode {
         i += 2;
     }
     // The webhook, if the operator set one, is taken out of the environment like `run` does.
-    let operator = binance_syncd::demo::operator_env();
+    let operator = demo::operator_env();
     harden();
-    match binance_syncd::demo::run_with(&opts, operator) {
+    match demo::run_with(&opts, operator) {
         Ok(s) => {
             println!();
             println!(

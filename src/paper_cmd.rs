@@ -1,10 +1,10 @@
 //! `binance-syncd paper`: the paper exchange as a standalone server for any Binance.US client.
 
-use binance_syncd::paper::control::parse_timeline;
-use binance_syncd::paper::rest::WeightProfile;
-use binance_syncd::paper::tls::PaperTls;
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use binance_syncd::secret::Secret;
+use binance_syncd_paper::control::parse_timeline;
+use binance_syncd_paper::rest::WeightProfile;
+use binance_syncd_paper::tls::PaperTls;
+use binance_syncd_paper::Secret;
+use binance_syncd_paper::{PaperConfig, PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,7 +1,14 @@
 //! What the benches share (they cannot import `tests/it/util.rs`).
 
-use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd_paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use std::path::Path;
+
+// The binary's paper REST client (src/paper_client.rs), included as the tests do.
+#[path = "../../src/paper_client.rs"]
+#[allow(dead_code)] // only the benches that need a daemon client call it
+mod paper_client;
+#[allow(unused_imports)]
+pub use paper_client::paper_client;
 
 /// The environment every bench's daemon needs against `ex`, with its state and fill log in
 /// `dir`; each bench adds its own settings.

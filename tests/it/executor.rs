@@ -9,10 +9,10 @@ use binance_syncd::config::Config;
 use binance_syncd::daemon::Daemon;
 use binance_syncd::executor::{Intent, Outcome, Reply, StrategyHandle};
 use binance_syncd::model::Side;
-use binance_syncd::paper::trader::Trader;
-use binance_syncd::paper::{PaperConfig, PaperExchange};
 use binance_syncd::rest::desk::OrderRef;
 use binance_syncd::Decimal;
+use binance_syncd_paper::trader::Trader;
+use binance_syncd_paper::{PaperConfig, PaperExchange};
 use crossbeam_channel::Receiver;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -695,7 +695,7 @@ fn trader_exe() -> std::path::PathBuf {
 
 fn spawn_trader(ex: &PaperExchange, dir: &std::path::Path) -> crate::util::Killed {
     let mut cmd = std::process::Command::new(trader_exe());
-    crate::util::daemon_env(&mut cmd, ex, dir, binance_syncd::paper::DEMO_API_KEY)
+    crate::util::daemon_env(&mut cmd, ex, dir, binance_syncd_paper::DEMO_API_KEY)
         .env("SYNCD_STRATEGY_MAX_ORDERS_10S", "1000")
         .env("SYNCD_STRATEGY_MAX_OPEN", "1000")
         .env("SYNCD_STRATEGY_MAX_SYMBOL_NOTIONAL", "0")
@@ -728,7 +728,7 @@ fn sigkill_and_restart_never_reuse_a_client_id_and_rebuild_the_book_from_rest() 
         rebuilt.sort_unstable();
         let mut open: Vec<u64> = Vec::new();
         for symbol in ["BTCUSD", "ETHUSD"] {
-            let rows: Vec<Value> = binance_syncd::demo::paper_client(&ex, true)
+            let rows: Vec<Value> = crate::util::paper_client(&ex, true)
                 .unwrap()
                 .call_json(&binance_syncd::rest::OPEN_ORDERS, &[("symbol", symbol)])
                 .unwrap();
@@ -761,7 +761,7 @@ fn sigkill_and_restart_never_reuse_a_client_id_and_rebuild_the_book_from_rest() 
     }
     let mut all: Vec<String> = Vec::new();
     for symbol in ["BTCUSD", "ETHUSD"] {
-        let rows: Vec<Value> = binance_syncd::demo::paper_client(&ex, true)
+        let rows: Vec<Value> = crate::util::paper_client(&ex, true)
             .unwrap()
             .call_json(&binance_syncd::rest::ALL_ORDERS, &[("symbol", symbol), ("limit", "1000")])
             .unwrap();

@@ -5,8 +5,8 @@ use crate::sync::{assert_matches_truth, config, fast, fill_all, read_log, rest_b
 use crate::util::{client, init_log, paper_with};
 use binance_syncd::config::Config;
 use binance_syncd::daemon::{Daemon, Tuning};
-use binance_syncd::paper::{PaperConfig, PaperExchange};
 use binance_syncd::rest::RestClient;
+use binance_syncd_paper::{PaperConfig, PaperExchange};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@ use crate::process::{configure, sigterm, wait_exit};
 use crate::sync::{assert_matches_truth, fill_whole, read_log, rest_buy, temp_dir, wait_lines};
 use crate::util::{client, paper_with, Killed};
 use binance_syncd::lock::LockAnyway;
-use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd_paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -6,7 +6,7 @@ use crate::sync::{assert_matches_truth, read_log, temp_dir, wait_lines};
 use crate::util::Killed;
 use crate::util::{client, paper_with};
 use binance_syncd::filllog::FillRecord;
-use binance_syncd::paper::{PaperExchange, DEMO_API_KEY};
+use binance_syncd_paper::{PaperExchange, DEMO_API_KEY};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -2,9 +2,9 @@
 //! vectors, each error code with its documented message, weights and limits.
 
 use crate::util::{client, paper, paper_with, place_maker, raw, signed_query};
-use binance_syncd::paper::trader::Trader;
-use binance_syncd::paper::DEMO_API_KEY;
 use binance_syncd::rest::MY_TRADES;
+use binance_syncd_paper::trader::Trader;
+use binance_syncd_paper::DEMO_API_KEY;
 use serde_json::Value;
 
 const V_PARAMS: &str =
@@ -13,7 +13,7 @@ const V1: &str = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b
 const V3: &str = "0fd168b8ddb4876a0358a8d14d0c9f3da0e9b20c5d52b2a00fcf7d1c602f9a77";
 
 /// Moves the paper server's clock to the documented vectors' timestamp (plus 100 ms).
-fn at_vector_time(ex: &binance_syncd::paper::PaperExchange) {
+fn at_vector_time(ex: &binance_syncd_paper::PaperExchange) {
     let now = ex.shared().clock.now_ms();
     ex.fault("clock_jump", &[("ms", &(1_499_827_319_659 - now).to_string())]).unwrap();
 }
@@ -103,7 +103,7 @@ fn listen_key_endpoints_refuse_signing_and_follow_the_lifecycle() {
     assert_ne!(third.body["listenKey"], first.body["listenKey"], "a new key after DELETE");
 }
 
-fn order(ex: &binance_syncd::paper::PaperExchange, params: &str) -> crate::util::RawReply {
+fn order(ex: &binance_syncd_paper::PaperExchange, params: &str) -> crate::util::RawReply {
     let now = ex.shared().clock.now_ms();
     raw("POST", &format!("{}/api/v3/order", ex.rest_url()), &signed_query(params, now), "", Some(DEMO_API_KEY))
 }
@@ -335,8 +335,8 @@ fn bad_http_never_crashes_it() {
 
 #[test]
 fn order_errors_after_placing_are_outcome_unknown_and_the_order_exists() {
-    use binance_syncd::paper::trader::Trader;
     use binance_syncd::rest::ORDER_QUERY;
+    use binance_syncd_paper::trader::Trader;
     let ex = paper();
     let rest = client(&ex);
     let trader = Trader::new(&ex);
@@ -368,7 +368,7 @@ fn order_errors_after_placing_are_outcome_unknown_and_the_order_exists() {
 
 #[test]
 fn a_timeline_fires_its_faults_on_schedule() {
-    let timeline = binance_syncd::paper::control::parse_timeline(
+    let timeline = binance_syncd_paper::control::parse_timeline(
         "# two faults\n100ms deposit asset=BTC amount=1\n300ms clock_jump ms=5000\n",
     )
     .unwrap();

@@ -2,9 +2,9 @@
 //! carries exactly the documented field set; cancel-replace follows the documented outcomes.
 
 use crate::util::{client, paper, place_maker, raw, signed_query};
-use binance_syncd::paper::trader::Trader;
-use binance_syncd::paper::{PaperExchange, DEMO_API_KEY};
 use binance_syncd::rest::LISTEN_KEY_NEW;
+use binance_syncd_paper::trader::Trader;
+use binance_syncd_paper::{PaperExchange, DEMO_API_KEY};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::TcpStream;

@@ -8,8 +8,8 @@ use crate::util::{client, init_log, paper_with};
 use binance_syncd::config::Config;
 use binance_syncd::daemon::Daemon;
 use binance_syncd::lock::LockAnyway;
-use binance_syncd::paper::PaperExchange;
 use binance_syncd::plugin::PluginStatus;
+use binance_syncd_paper::PaperExchange;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -523,7 +523,7 @@ fn a_torn_or_empty_cursor_file_never_skips_a_fill() {
 
 #[test]
 fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_cursor() {
-    use binance_syncd::paper::DEMO_API_KEY;
+    use binance_syncd_paper::DEMO_API_KEY;
     init_log();
     let so = build_plugin("test-plugin", "1");
     let ex = paper_with(|c| {
@@ -1016,7 +1016,7 @@ fn an_untrusted_file_gives_no_tag_and_a_removed_plugin_keeps_its_tag_while_its_o
 
 #[test]
 fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
-    use binance_syncd::paper::DEMO_API_KEY;
+    use binance_syncd_paper::DEMO_API_KEY;
     let ex = paper_with(|_| {});
     let dir = temp_dir("check-trust");
     let plugins = dir.join("plugins");
@@ -1183,7 +1183,7 @@ fn a_plugin_that_segfaults_aborts_exits_or_spins_costs_only_itself_and_is_restar
 
 #[test]
 fn a_plugin_that_keeps_dying_is_quarantined_across_a_restart_until_its_file_is_replaced() {
-    use binance_syncd::paper::DEMO_API_KEY;
+    use binance_syncd_paper::DEMO_API_KEY;
     let calm = build_plugin("test-plugin", "1");
     let segv = crashing_plugin("quarantined_segv", "volatile int *p = 0; *p = 1;");
     let out = temp_dir("plugin-quarantine-out");

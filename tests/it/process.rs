@@ -4,7 +4,7 @@
 use crate::sync::{assert_matches_truth, read_log, temp_dir};
 use crate::util::Killed;
 use crate::util::{client, paper_with};
-use binance_syncd::paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
+use binance_syncd_paper::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -8,9 +8,9 @@ use crate::util::{client, init_log, paper_with};
 use binance_syncd::config::Config;
 use binance_syncd::daemon::{Daemon, Tuning};
 use binance_syncd::filllog::FillRecord;
-use binance_syncd::model::{OrderType, Side};
-use binance_syncd::paper::engine::{NewOrder, Origin};
-use binance_syncd::paper::PaperExchange;
+use binance_syncd_paper::engine::{NewOrder, Origin};
+use binance_syncd_paper::order::{OrderType, Side};
+use binance_syncd_paper::PaperExchange;
 use std::time::Duration;
 
 #[test]

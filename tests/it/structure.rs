@@ -1,4 +1,5 @@
-//! The shape of `src/` (issue 20): no import cycle of any length between its files.
+//! The shape of `src/` and `paper/src/` (issue 20): no import cycle of any length between the
+//! files of either, and no paper code in the daemon's library.
 //!
 //! A folder module and its own descendants may use each other (`executor/mod.rs` and
 //! `executor/intent.rs`); everything else must form layers. The check is hierarchical: at the
@@ -14,8 +15,7 @@
 //! followed: a file naming `crate::config::FsyncPolicy` depends on `config`, wherever the type is
 //! defined. The binary's own files (`main.rs` and the modules it declares) are a separate crate
 //! above the library and are left out, and so are `#[cfg(test)]` modules: they are not in the
-//! library that is built, and a unit test may reach up for a fixture (config's tests use the
-//! paper exchange's certificate).
+//! library that is built, and a unit test may reach up for a fixture.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -30,11 +30,20 @@ struct Edge {
     line: usize,
 }
 
+/// The daemon's library and the paper exchange's crate, each checked on its own.
+const ROOTS: [&str; 2] = ["src", "paper/src"];
+
 #[test]
 fn src_has_no_import_cycle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for root in ROOTS {
+        no_cycle_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join(root));
+    }
+}
+
+fn no_cycle_under(src: &Path) {
+    let src = src.to_path_buf();
     let files = library_files(&src);
-    assert!(files.len() > 20, "found only {} files under {}", files.len(), src.display());
+    assert!(files.len() > 10, "found only {} files under {}", files.len(), src.display());
     let modules: BTreeSet<ModPath> = files.keys().cloned().collect();
     let mut edges = Vec::new();
     for (module, path) in &files {
@@ -49,16 +58,50 @@ fn src_has_no_import_cycle() {
     let cycles = cycles(&modules, &edges);
     assert!(
         cycles.is_empty(),
-        "import cycles between the files of src/ (a folder module and its own children may use \
+        "import cycles between the files of {} (a folder module and its own children may use \
          each other; nothing else may go round):\n{}",
+        src.display(),
         cycles.join("\n")
     );
 }
 
-/// One rule for a poisoned lock (issue 20): `crate::lock`'s, not a copy of it per call site.
+/// The daemon's library links no paper code (issue 20): the paper exchange, its certificate
+/// crates and the demo are the binary's (src/main.rs) and the tests'. A library file outside
+/// its `#[cfg(test)]` part names none of them.
+#[test]
+fn the_library_has_no_paper_code() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for path in library_files(&src).values() {
+        let rel = path.strip_prefix(&src).unwrap_or(path).display().to_string();
+        let text = std::fs::read_to_string(path).expect("read a source file");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            let line = strip_comment_and_strings(line);
+            // A crate path starts a path: `pki_types::pem::` is rustls's module, not the crate.
+            let names = |w: &str| {
+                line.match_indices(w)
+                    .any(|(at, _)| !line[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':'))
+            };
+            if ["binance_syncd_paper", "rcgen::", "pem::", "mod paper", "mod demo"].iter().any(|w| names(w)) {
+                found.push(format!("  src/{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "paper code in the daemon's library:\n{}", found.join("\n"));
+}
+
+/// One rule for a poisoned lock (issue 20): `crate::lock`'s, not a copy of it per call site
+/// (the paper crate has its own `lock.rs`).
 #[test]
 fn poisoned_locks_are_recovered_in_one_place() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for root in ROOTS {
+        one_lock_rule_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join(root));
+    }
+}
+
+fn one_lock_rule_under(src: &Path) {
+    let src = src.to_path_buf();
     let mut copies = Vec::new();
     for path in library_files(&src).values() {
         let rel = path.strip_prefix(&src).unwrap_or(path).display().to_string();

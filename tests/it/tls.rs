@@ -6,8 +6,8 @@ use crate::sync::{assert_matches_truth, fast, fill_whole, read_log, rest_buy, te
 use crate::util::Killed;
 use crate::util::{paper_with, trust_file};
 use binance_syncd::daemon::Tuning;
-use binance_syncd::paper::tls::PaperTls;
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_KEY};
+use binance_syncd_paper::tls::PaperTls;
+use binance_syncd_paper::{PaperConfig, PaperExchange, DEMO_API_KEY};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -265,8 +265,7 @@ fn a_client_that_never_handshakes_holds_up_no_one_else() {
         .map(|a| std::net::TcpStream::connect(a).expect("connect"))
         .collect();
     let started = Instant::now();
-    let account =
-        binance_syncd::paper::trader::Trader::new(&ex).signed("GET", "/api/v3/account", &[]).expect("account");
+    let account = binance_syncd_paper::trader::Trader::new(&ex).signed("GET", "/api/v3/account", &[]).expect("account");
     assert_eq!(account.status, 200, "{:?}", account.body);
     let config = binance_syncd::tls::client_config(&ex.trust()).unwrap();
     // The TLS handshake completes; the unknown key is then refused by the WebSocket handshake.

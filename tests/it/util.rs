@@ -1,11 +1,17 @@
 //! Shared helpers: a paper exchange on ephemeral ports, the daemon's REST client pointed at it,
 //! and a raw HTTP helper for requests the client would never send.
 
-use binance_syncd::paper::{PaperConfig, PaperExchange, DEMO_API_SECRET};
 use binance_syncd::rest::sign::Signer;
 use binance_syncd::rest::RestClient;
 use binance_syncd::secret::Secret;
+use binance_syncd_paper::{PaperConfig, PaperExchange, DEMO_API_SECRET};
 use std::time::Duration;
+
+// The binary's paper REST client (src/paper_client.rs): neither the library's nor the paper
+// crate's, so the tests include the one file.
+#[path = "../../src/paper_client.rs"]
+mod paper_client;
+pub use paper_client::paper_client;
 
 pub fn paper() -> PaperExchange {
     paper_with(|_| {})
@@ -23,7 +29,7 @@ pub fn paper_with(adjust: impl FnOnce(&mut PaperConfig)) -> PaperExchange {
 }
 
 pub fn client(ex: &PaperExchange) -> RestClient {
-    binance_syncd::demo::paper_client(ex, false).expect("clock sync")
+    paper_client(ex, false).expect("clock sync")
 }
 
 pub struct RawReply {
@@ -102,7 +108,7 @@ pub fn place_maker(
     price: &str,
     client_id: &str,
 ) -> Result<serde_json::Value, String> {
-    binance_syncd::paper::trader::Trader::new(ex).maker(symbol, side, qty, price, client_id)
+    binance_syncd_paper::trader::Trader::new(ex).maker(symbol, side, qty, price, client_id)
 }
 
 /// A TLS exchange's certificate written to `dir` for `SYNCD_CA_FILE`; `None` for a plain one.

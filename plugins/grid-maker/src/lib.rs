@@ -5,13 +5,13 @@
 //! orders fills it quotes the other side `spacing` ticks away from the fill, so the grid keeps
 //! capturing the spread. Every order goes through the daemon's executor, which rounds it onto
 //! the exchange's grid, refuses anything that would cross the book, and holds the strategy to
-//! its limits; all arithmetic here is exact ([`Dec`]).
+//! its limits; all arithmetic here is exact ([`Decimal`]).
 //!
 //! Settings (`grid_maker.conf`): `levels` (3), `spacing` (ticks, 10), `quote` (20),
 //! `symbols` (comma-separated; default: every symbol the daemon trades).
 
 use binance_syncd_plugin::{
-    export_strategy, Dec, Fill, Host, Level, OrderUpdate, Price, Reason, Side, StartInfo, Strategy, UpdateKind,
+    export_strategy, Decimal, Fill, Host, Level, OrderUpdate, Price, Reason, Side, StartInfo, Strategy, UpdateKind,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -20,35 +20,29 @@ struct Grid {
     tag: String,
     levels: i64,
     spacing: i64,
-    quote: Dec,
+    quote: Decimal,
     symbols: HashSet<String>,
     /// tickSize and stepSize per symbol, from the exchange rules.
-    grids: HashMap<String, (Dec, Dec)>,
+    grids: HashMap<String, (Decimal, Decimal)>,
     quoted: HashSet<String>,
     /// Last best bid and ask per symbol.
-    touch: HashMap<String, (Dec, Dec)>,
+    touch: HashMap<String, (Decimal, Decimal)>,
     placed: u64,
     /// What each request asked, so a refusal for pace can be tried again later.
-    asked: HashMap<u64, (String, Side, Dec)>,
+    asked: HashMap<u64, (String, Side, Decimal)>,
     /// Orders refused for the strategy's order rate, retried on later ticks.
-    retry: Vec<(String, Side, Dec)>,
+    retry: Vec<(String, Side, Decimal)>,
 }
 
-fn filter_value(rules: &serde_json::Value, filter: &str, field: &str) -> Option<Dec> {
-    rules["filters"].as_array()?.iter().find(|f| f["filterType"] == filter)?[field].as_str().and_then(Dec::parse)
-}
-
-/// Decimals of a step such as `0.00001000` (trailing zeros do not count).
-fn decimals(step: Dec) -> u32 {
-    let text = step.to_string();
-    text.split_once('.').map_or(0, |(_, f)| f.trim_end_matches('0').len() as u32)
+fn filter_value(rules: &serde_json::Value, filter: &str, field: &str) -> Option<Decimal> {
+    rules["filters"].as_array()?.iter().find(|f| f["filterType"] == filter)?[field].as_str()?.parse().ok()
 }
 
 impl Grid {
-    fn place(&mut self, symbol: &str, side: Side, price: Dec) {
+    fn place(&mut self, symbol: &str, side: Side, price: Decimal) {
         let Some((_, step)) = self.grids.get(symbol).copied() else { return };
-        let Some(qty) = self.quote.div_floor(price, decimals(step)) else { return };
-        if !price.is_positive() || !qty.is_positive() {
+        let Some(qty) = self.quote.checked_div(price, step.significant_scale()) else { return };
+        if price <= Decimal::ZERO || qty <= Decimal::ZERO {
             return;
         }
         match self.host.place(symbol, side, &price.to_string(), &qty.to_string()) {
@@ -60,9 +54,9 @@ impl Grid {
         }
     }
 
-    fn offset(&self, symbol: &str, ticks: i64) -> Option<Dec> {
+    fn offset(&self, symbol: &str, ticks: i64) -> Option<Decimal> {
         let (tick, _) = self.grids.get(symbol)?;
-        tick.checked_mul_int(ticks)
+        tick.checked_mul(Decimal::from_int(ticks))
     }
 }
 
@@ -70,7 +64,7 @@ impl Strategy for Grid {
     fn start(host: Host, start: &StartInfo<'_>) -> Result<Self, String> {
         let snapshot: serde_json::Value = serde_json::from_str(start.snapshot).map_err(|e| format!("snapshot: {e}"))?;
         let int = |key: &str, default: i64| start.setting(key).and_then(|v| v.parse().ok()).unwrap_or(default);
-        let quote = start.setting("quote").and_then(Dec::parse).unwrap_or(Dec::from_int(20));
+        let quote = start.setting("quote").and_then(|q| q.parse().ok()).unwrap_or(Decimal::from_int(20));
         let wanted: Option<HashSet<String>> = start
             .setting("symbols")
             .map(|s| s.split(',').map(|x| x.trim().to_uppercase()).filter(|x| !x.is_empty()).collect());
@@ -108,7 +102,9 @@ impl Strategy for Grid {
     }
 
     fn on_price(&mut self, price: &Price<'_>) -> Result<(), String> {
-        let (Some(bid), Some(ask)) = (Dec::parse(price.bid), Dec::parse(price.ask)) else { return Ok(()) };
+        let (Some(bid), Some(ask)) = (price.bid.parse::<Decimal>().ok(), price.ask.parse::<Decimal>().ok()) else {
+            return Ok(());
+        };
         self.touch.insert(price.symbol.to_string(), (bid, ask));
         if !self.symbols.contains(price.symbol) || self.quoted.contains(price.symbol) {
             return Ok(());
@@ -132,7 +128,8 @@ impl Strategy for Grid {
         if !ours || fill.replayed || !self.symbols.contains(fill.symbol) {
             return Ok(());
         }
-        let (Some(price), Some(off)) = (Dec::parse(fill.price), self.offset(fill.symbol, self.spacing)) else {
+        let (Some(price), Some(off)) = (fill.price.parse::<Decimal>().ok(), self.offset(fill.symbol, self.spacing))
+        else {
             return Ok(());
         };
         // The other side, `spacing` ticks from the fill, but never through the touch: the

@@ -56,9 +56,9 @@
 //! - Log through [`Host::log`]: a plugin's own `log`/`println!` does not reach the daemon's log.
 
 pub mod abi;
-mod dec;
+pub mod decimal;
 
-pub use dec::Dec;
+pub use decimal::Decimal;
 
 use std::ffi::c_void;
 

@@ -16,7 +16,7 @@
 //! - `hang_in_start = true`: `start` sleeps for ten minutes (a plugin that never answers).
 
 use binance_syncd_plugin::{
-    export_strategy, Dec, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
+    export_strategy, Decimal, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
 };
 use std::io::Write;
 
@@ -145,19 +145,19 @@ impl Strategy for Recorder {
 
     fn on_price(&mut self, price: &Price<'_>) -> Result<(), String> {
         if self.place_one && !self.placed_one && price.symbol == "BTCUSD" {
-            if let Some(p) = Dec::parse(price.bid).and_then(|b| b.checked_sub(Dec::from_int(1))) {
+            if let Some(p) = price.bid.parse::<Decimal>().ok().and_then(|b| b.checked_sub(Decimal::ONE)) {
                 self.placed_one = self.host.place("BTCUSD", Side::Buy, &p.to_string(), "0.001").is_ok();
             }
         }
         if self.flood == 0 || self.flood_started.is_some() || price.symbol != "BTCUSD" {
             return Ok(());
         }
-        let Some(bid) = Dec::parse(price.bid) else { return Ok(()) };
+        let Ok(bid) = price.bid.parse::<Decimal>() else { return Ok(()) };
         self.flood_started = Some(std::time::Instant::now());
         let mut busy = 0u64;
         for i in 0..self.flood {
-            let Some(p) = Dec::parse("0.01")
-                .and_then(|t| t.checked_mul_int(i as i64 % 400 + 1))
+            let Some(p) = Decimal::new(1, 2)
+                .checked_mul(Decimal::from_int(i as i64 % 400 + 1))
                 .and_then(|off| bid.checked_sub(off))
             else {
                 continue;

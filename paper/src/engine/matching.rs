@@ -7,10 +7,10 @@
 //! the market moves through its price, oldest first.
 
 use super::events::{order_json, order_response, trade_json};
+use super::rules::{self, Failure, SymbolRules};
 use super::{floor8, fmt8, ApiError, Engine, NewOrder, Order, OrderStatus, Origin, TimeInForce, TradeRecord, SCALE};
-use crate::decimal::Decimal;
-use crate::filters::{MarketContext, OrderSpec, Rejection, SymbolRules};
-use crate::model::{OrderType, Side};
+use crate::order::{OrderType, Side};
+use binance_syncd_plugin::Decimal;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -64,32 +64,19 @@ impl Engine {
     }
 
     /// `-1111` for too many decimals, `-1013` for a failed filter (price, lot, notional,
-    /// percent price, order count), with the shared `filters` code the daemon pre-checks with.
+    /// percent price, order count), with the exchange's own reading of its filters (`rules`).
     fn check_filters(&self, req: &NewOrder, rules: &SymbolRules, now_ms: i64) -> Result<(), ApiError> {
-        let spec = OrderSpec {
-            side: req.side,
-            order_type: req.order_type,
-            price: req.price,
-            quantity: req.quantity,
-            quote_order_qty: req.quote_order_qty,
+        let refused = |failure| match failure {
+            Failure::Precision => ApiError::bad(-1111, "Precision is over the maximum defined for this asset."),
+            Failure::Filter(name) => ApiError::bad(-1013, format!("Filter failure: {name}")),
         };
-        let precision = || ApiError::bad(-1111, "Precision is over the maximum defined for this asset.");
-        if rules.check_precision(&spec).is_err() {
-            return Err(precision());
-        }
-        let (total, per) = self.open_count();
-        let ctx = MarketContext {
-            avg_price: Some(self.avg_price_value(&req.symbol, now_ms)?),
-            open_orders_symbol: per.get(&req.symbol).copied().unwrap_or(0),
-            open_orders_total: total,
-            base_position: None,
+        rules.check_precision(req).map_err(refused)?;
+        let (_, per) = self.open_count();
+        let market = rules::Market {
+            avg_price: self.avg_price_value(&req.symbol, now_ms)?,
+            open_orders: per.get(&req.symbol).copied().unwrap_or(0),
         };
-        match rules.check(&spec, &ctx, &self.exchange_filters) {
-            Ok(()) => Ok(()),
-            Err(Rejection::Filter { filter, .. }) => Err(ApiError::bad(-1013, format!("Filter failure: {filter}"))),
-            Err(Rejection::Precision { .. }) => Err(precision()),
-            Err(Rejection::Symbol { .. }) => Err(ApiError::rejected("Market is closed.")),
-        }
+        rules.check(req, &market).map_err(refused)
     }
 
     /// A client order id is unique among the account's open orders.
@@ -607,7 +594,7 @@ mod tests {
 
     use super::super::{EngineSettings, RespType};
     use super::*;
-    use crate::paper::hub::StreamHub;
+    use crate::hub::StreamHub;
 
     const NOW: i64 = 1_700_000_000_000;
 

@@ -4,8 +4,8 @@
 //! the bodies of order and trade queries.
 
 use super::{Engine, NewOrder, Order, OrderStatus, Origin, RespType, TimeInForce, TradeRecord};
-use crate::decimal::Decimal;
-use crate::model::{OrderType, Side};
+use crate::order::{OrderType, Side};
+use binance_syncd_plugin::Decimal;
 use serde_json::{json, Map, Value};
 
 /// Decimals in responses are written with 8 places, as Binance.US writes them.

@@ -198,7 +198,7 @@ impl PaperStream {
         let mut sock = PacedTcp { tcp, pacing, mid: false };
         let Some(config) = tls else { return Ok(PaperStream::Plain(sock)) };
         let mut conn = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-        crate::tls::handshake_until(&mut conn, &mut sock, deadline, give_up)?;
+        handshake_until(&mut conn, &mut sock, deadline, give_up)?;
         Ok(PaperStream::Tls(Box::new(StreamOwned::new(conn, sock))))
     }
 
@@ -255,11 +255,83 @@ impl Write for PaperStream {
     }
 }
 
+/// Runs the server handshake until `deadline` or until `give_up` says so. `sock`'s read
+/// timeout is a short poll, and the deadline is checked before each read: a client dribbling
+/// its hello a byte at a time never times a read out (rustls's `complete_io` keeps reading
+/// while the handshake is incomplete). A failed handshake sends the alert rustls queued.
+fn handshake_until(
+    conn: &mut ServerConnection,
+    sock: &mut PacedTcp,
+    deadline: Instant,
+    give_up: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    let over = || give_up() || Instant::now() >= deadline;
+    while conn.is_handshaking() {
+        match conn.complete_io(&mut Bounded { sock: &mut *sock, over: &over }) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                if over() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"));
+                }
+            }
+            Err(e) => {
+                let _ = conn.write_tls(sock);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The connection's socket, whose reads fail (as a timed-out read) once `over` says so.
+struct Bounded<'a> {
+    sock: &'a mut PacedTcp,
+    over: &'a dyn Fn() -> bool,
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.over)() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::tls::tests::dribble;
     use std::net::TcpListener;
+
+    /// Writes a TLS record header on `tcp`, then one byte every 30 ms for `lasting`: no read
+    /// of the peer ever times out, and the record is never complete.
+    pub(crate) fn dribble(mut tcp: TcpStream, lasting: Duration) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            // A handshake record (0x16), TLS 1.2, 16 KiB long.
+            if tcp.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]).is_err() {
+                return;
+            }
+            while started.elapsed() < lasting && tcp.write_all(&[0]).is_ok() {
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    }
 
     #[test]
     fn a_client_dribbling_its_hello_is_cut_off_at_the_deadline() {

@@ -10,10 +10,9 @@ use super::control::{rest_delay, ArmedFault, OrderFault, RestFaults};
 use super::engine::{ApiError, Engine, NewOrder, Origin, RespType, TimeInForce};
 use super::http::{Outcome, Request, Response};
 use super::Shared;
-use crate::decimal::Decimal;
 use crate::lock::LockAnyway;
-use crate::model::{OrderType, Side};
-use crate::rest::sign::Signer;
+use crate::order::{OrderType, Side};
+use binance_syncd_plugin::Decimal;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,7 +43,7 @@ impl WeightProfile {
 #[derive(Debug, Clone)]
 pub struct RestSettings {
     /// API key → secret.
-    pub credentials: Vec<(String, crate::secret::Secret)>,
+    pub credentials: Vec<(String, crate::sign::Secret)>,
     pub weight_limit: u64,
     pub orders_per_10s: u64,
     pub orders_per_day: u64,
@@ -653,7 +652,7 @@ fn authenticate(shared: &Shared, req: &Request, route: &Route, params: &Params) 
     let Some(signature) = signature else {
         return Err(fail(ApiError::mandatory("signature")));
     };
-    if !Signer::new(secret).verify(&query, &body, &signature) {
+    if !crate::sign::verify(secret, &query, &body, &signature) {
         return Err((
             ApiError::bad(-1022, "Signature for this request is not valid."),
             "HMAC mismatch over query+body".into(),

@@ -2,9 +2,9 @@
 //! listen key with its life cycle (create, extend, close, expire, forget) and history.
 
 use super::{fmt8, ApiError, Engine, Rng};
-use crate::decimal::Decimal;
-use crate::paper::hub::StreamItem;
-use crate::secret::Secret;
+use crate::hub::StreamItem;
+use crate::sign::Secret;
+use binance_syncd_plugin::Decimal;
 use serde::Serialize;
 use serde_json::{json, Value};
 

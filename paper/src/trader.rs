@@ -3,12 +3,11 @@
 //! It is deliberately *not* the daemon's REST client, which cannot send orders at all (only
 //! the executor can). This one sends whatever it is given, like any third-party client would,
 //! so tests and benchmarks can place LIMIT/MARKET/IOC orders, orders the executor would refuse,
-//! and orders "from someone else" on the same account. Signing is the shared
-//! [`Signer`]; the server clock is the exchange's own.
+//! and orders "from someone else" on the same account. Signing is the exchange's own
+//! ([`crate::sign`]); the server clock is the exchange's own.
 
 use super::{PaperExchange, DEMO_API_KEY, DEMO_API_SECRET};
-use crate::rest::sign::Signer;
-use crate::secret::Secret;
+use crate::sign::{self, Secret};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use std::sync::Arc;
 pub struct Trader {
     agent: ureq::Agent,
     base: String,
-    signer: Signer,
+    secret: Secret,
     shared: Arc<super::Shared>,
 }
 
@@ -40,27 +39,29 @@ impl TraderReply {
 impl Trader {
     pub fn new(ex: &PaperExchange) -> Trader {
         let config = ureq::Agent::config_builder().http_status_as_error(false).build();
-        // A TLS exchange's own certificate is trusted; if it were unusable, requests fail and say why.
-        let agent = match crate::tls::client_config(&ex.trust()) {
-            Ok(tls) => crate::tls::agent(config, tls),
-            Err(_) => config.into(),
+        let trust = ex.trust();
+        let config = if trust.is_empty() {
+            config
+        } else {
+            // A TLS exchange's own certificate is the one root: if it were unusable, requests
+            // fail and say why.
+            use ureq::tls::{Certificate, RootCerts, TlsConfig};
+            let roots: Vec<Certificate<'static>> = trust.iter().map(|c| Certificate::from_der(c).to_owned()).collect();
+            let tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&roots)).build();
+            ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build()
         };
-        Trader {
-            agent,
-            base: ex.rest_url(),
-            signer: Signer::new(&Secret::new(DEMO_API_SECRET)),
-            shared: ex.shared().clone(),
-        }
+        let agent: ureq::Agent = config.into();
+        Trader { agent, base: ex.rest_url(), secret: Secret::new(DEMO_API_SECRET), shared: ex.shared().clone() }
     }
 
     /// One signed request; `Err` only when no HTTP answer came back (a reset, say).
     pub fn signed(&self, method: &str, path: &str, params: &[(&str, &str)]) -> Result<TraderReply, String> {
-        let mut query = crate::rest::encode_params(params);
+        let mut query = sign::encode_params(params);
         if !query.is_empty() {
             query.push('&');
         }
         query.push_str(&format!("timestamp={}", self.shared.clock.now_ms()));
-        let signature = self.signer.sign(&query, "");
+        let signature = sign::sign(&self.secret, &query, "");
         let url = format!("{}{path}?{query}&signature={signature}", self.base);
         let result = match method {
             "GET" => self.agent.get(&url).header("X-MBX-APIKEY", DEMO_API_KEY).call(),

@@ -18,14 +18,16 @@ pub mod control;
 pub mod engine;
 pub mod http;
 pub mod hub;
+mod lock;
+pub mod order;
 pub mod rest;
+pub mod sign;
 pub mod tls;
 pub mod trader;
 pub mod ws;
 
-use crate::clock::local_ms;
 use crate::lock::LockAnyway;
-use crate::secret::Secret;
+pub use crate::sign::Secret;
 use control::RestFaults;
 use crossbeam_channel::{Receiver, Sender};
 use engine::{Engine, EngineSettings};
@@ -37,6 +39,24 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+/// Wall-clock milliseconds since the Unix epoch (the exchange's server time).
+fn local_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Property-test case counts, as the daemon's (`docs/testing.md`): `PROPTEST_CASES` sets them,
+/// `SYNCD_PROPTEST_SCALE` multiplies each property's default.
+#[cfg(test)]
+fn proptest_config(default_cases: u32) -> proptest::test_runner::Config {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u32>().ok());
+    let cases = match (env("PROPTEST_CASES"), env("SYNCD_PROPTEST_SCALE")) {
+        (Some(n), _) => n,
+        (None, Some(k)) => default_cases.saturating_mul(k),
+        (None, None) => default_cases,
+    };
+    proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() }
+}
 
 /// The documented Binance example key pair ("SIGNED Endpoint Examples" in the Binance.US API
 /// docs, <https://docs.binance.us/>): the paper

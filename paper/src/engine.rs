@@ -20,19 +20,19 @@ mod account;
 mod events;
 mod market;
 mod matching;
+mod rules;
 
 pub use account::ListenKeyEvent;
 pub use events::fmt8;
 pub use market::{Rng, SymbolSpec};
 
 use super::hub::StreamHub;
-use crate::decimal::Decimal;
-use crate::filters::{ExchangeRules, Filter};
-use crate::model::{OrderType, Side};
+use crate::order::{OrderType, Side};
 use account::ListenKey;
+use binance_syncd_plugin::Decimal;
 use market::Market;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -264,7 +264,6 @@ pub struct Engine {
     hub: StreamHub,
     external_seq: u64,
     generated_ids: u64,
-    exchange_filters: Vec<Filter>,
 }
 
 const SCALE: u8 = 8;
@@ -283,10 +282,7 @@ impl Engine {
             if let Some(filters) = info.get_mut("filters").and_then(Value::as_array_mut) {
                 filters.retain(|f| f.get("filterType").and_then(Value::as_str) != Some("PAPER_FUTURE_FILTER"));
             }
-            let rules = ExchangeRules::from_json(&json!({ "symbols": [info] }))
-                .ok()
-                .and_then(|r| r.symbols.get(&spec.symbol).cloned());
-            let Some(rules) = rules else { continue };
+            let rules = rules::SymbolRules::from_info(&info);
             let half = spec.tick;
             markets.insert(
                 spec.symbol.clone(),
@@ -316,7 +312,6 @@ impl Engine {
             hub,
             external_seq: 0,
             generated_ids: 0,
-            exchange_filters: Vec::new(),
         }
     }
 

@@ -2,10 +2,10 @@
 //! prints behind `avgPrice` and `ticker/24hr`, the market-data endpoints, and the external
 //! trader who stands for someone using the web UI on the same account.
 
+use super::rules::SymbolRules;
 use super::{floor8, fmt8, ApiError, Engine, NewOrder, Order, Origin, RespType, SCALE};
-use crate::decimal::Decimal;
-use crate::filters::SymbolRules;
-use crate::model::{OrderType, Side};
+use crate::order::{OrderType, Side};
+use binance_syncd_plugin::Decimal;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 
