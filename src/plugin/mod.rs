@@ -30,8 +30,8 @@
 //! A plugin that panics or returns an error is disabled until its file changes. A plugin
 //! whose process dies (a signal, an exit, a broken frame) or whose callback runs longer than
 //! `SYNCD_PLUGIN_STALL_S` (its process is then killed) is started again from its cursor after
-//! a backoff (`restart_backoff_ms`, default 1 s, doubling to 60 s while it keeps dying within
-//! a minute of its start), and the fill it was on comes again marked replayed. In-process, a
+//! a backoff (`restart_backoff_ms`, default 1 s, doubling to `restart_backoff_max_ms`, 60 s,
+//! while it keeps dying within a minute of its start), and the fill it was on comes again marked replayed. In-process, a
 //! stalled callback only gets its intents refused until it returns. Its open orders stay in
 //! the executor's book, under its tag, for the next version.
 
@@ -425,6 +425,8 @@ struct Running {
     /// In its own process: a stop may take up to the stall limit (the callback is then killed).
     isolated: bool,
     restart_base: Duration,
+    /// The most its restart backoff doubles to (`restart_backoff_max_ms`, default 60 s).
+    restart_max: Duration,
     /// Crashes in a row that quarantine it (0: never).
     quarantine_after: u32,
     started: Instant,
@@ -638,7 +640,7 @@ impl PluginHost {
         for name in finished {
             if let Some(r) = self.running.remove(&name) {
                 r.handle.revoke();
-                let Running { thread, seen, started, restart_base, quarantine_after, .. } = r;
+                let Running { thread, seen, started, restart_base, restart_max, quarantine_after, .. } = r;
                 let ended = thread.join().unwrap_or(Ended::new(0, true, None));
                 self.cursors.insert(name.clone(), ended.delivered);
                 if let Some(why) = &ended.crashed {
@@ -646,7 +648,7 @@ impl PluginHost {
                     if self.quarantines(&name, quick, ended.delivered, quarantine_after) {
                         self.quarantine(&name, seen, &ended, why);
                     } else {
-                        self.crashed(&name, seen, started, restart_base, &ended, why);
+                        self.crashed(&name, seen, started, (restart_base, restart_max), &ended, why);
                     }
                     continue;
                 }
@@ -701,10 +703,19 @@ impl PluginHost {
 
     /// A plugin's process died or was killed: logged with why, started again from its cursor
     /// after a backoff, and the line it may have been handling comes again marked replayed.
-    fn crashed(&mut self, name: &str, seen: Seen, started: Instant, base: Duration, ended: &Ended, why: &str) {
+    fn crashed(
+        &mut self,
+        name: &str,
+        seen: Seen,
+        started: Instant,
+        backoff: (Duration, Duration),
+        ended: &Ended,
+        why: &str,
+    ) {
         self.failed_at.insert(name.to_string(), ended.delivered + 1);
+        let (base, max) = backoff;
         let delay = match self.backoff.get(name) {
-            Some(last) if started.elapsed() < BACKOFF_MAX => (*last * 2).min(BACKOFF_MAX),
+            Some(last) if started.elapsed() < BACKOFF_MAX => (*last * 2).min(max),
             _ => base,
         };
         self.backoff.insert(name.to_string(), delay);
@@ -843,6 +854,19 @@ impl PluginHost {
                 _ => return refuse(self, format!("{name}.conf: restart_backoff_ms = {v:?}: a number of ms above 0")),
             },
         };
+        let restart_max = match setting(&settings_text, "restart_backoff_max_ms") {
+            None => BACKOFF_MAX,
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms).clamp(restart_base, BACKOFF_MAX),
+                _ => {
+                    return refuse(self, format!("{name}.conf: restart_backoff_max_ms = {v:?}: a number of ms above 0"))
+                }
+            },
+        };
+        let limits = match remote::Limits::from_settings(name, &settings_text) {
+            Ok(l) => l,
+            Err(why) => return refuse(self, why),
+        };
         let quarantine_after = match setting(&settings_text, "quarantine_after") {
             None => QUARANTINE_AFTER,
             Some(v) => match v.parse::<u32>() {
@@ -906,6 +930,7 @@ impl PluginHost {
         let hears_heads_up = !self.settings.spin.is_zero() && several_cpus();
         let runner = Runner {
             isolated,
+            limits,
             stall: self.settings.stall_after,
             workdir: self.settings.state_dir.join("plugins").join("run").join(name),
             name: name.to_string(),
@@ -1014,6 +1039,7 @@ impl PluginHost {
                 stalled: false,
                 isolated,
                 restart_base,
+                restart_max,
                 quarantine_after,
                 started: Instant::now(),
             },
@@ -1073,6 +1099,7 @@ impl PluginHost {
 struct Runner {
     /// In a plugin-host process of its own (`isolation`, default) rather than this thread.
     isolated: bool,
+    limits: remote::Limits,
     stall: Duration,
     /// The plugin-host's working directory.
     workdir: PathBuf,
@@ -1181,7 +1208,7 @@ impl Runner {
             abi_minor: abi_minor.clone(),
         });
         let loaded = if self.isolated {
-            remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall).map(Guest::Remote)
+            remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall, self.limits).map(Guest::Remote)
         } else {
             Plugin::load(&self.staged, services).map(Guest::Local).map_err(|e| e.to_string())
         };
@@ -1323,10 +1350,12 @@ impl Runner {
             return self.ended(plugin, &run, status, "a callback");
         }
         let status = self.call(|| plugin.call(&Call::Stop));
-        if status != abi::STATUS_OK {
-            if plugin.gone().is_some() {
-                return self.ended(plugin, &run, status, "stop");
-            }
+        if let Some((why, _)) = plugin.gone() {
+            // Killed at its stop (over the stall limit) or dead in it: it was going anyway, and
+            // every fill it was sent was acknowledged, so this is no crash and the next version
+            // gets nothing marked replayed.
+            log::warn!("plugin {}: {why} at its stop", self.name);
+        } else if status != abi::STATUS_OK {
             self.failed(status, "stop");
         }
         self.handle.revoke();
