@@ -42,6 +42,7 @@ pub mod hostrole;
 pub mod proto;
 pub mod remote;
 mod spin;
+mod wake;
 pub use crate::sys;
 pub mod trust;
 pub use remote::{set_host_program, usage, Usage};
@@ -468,6 +469,9 @@ pub struct PluginHost {
     backoff: HashMap<String, Duration>,
     /// Crashes in a row that count towards a quarantine, and the cursor at the last one.
     streaks: HashMap<String, (u32, u64)>,
+    /// Plugin threads say here that they end, so that a crash is restarted once its backoff is
+    /// over rather than at a scan ([`wake`]).
+    ending: (Sender<thread::ThreadId>, Receiver<thread::ThreadId>),
 }
 
 fn several_cpus() -> bool {
@@ -501,6 +505,7 @@ impl PluginHost {
             restarts: HashMap::new(),
             backoff: HashMap::new(),
             streaks: HashMap::new(),
+            ending: crossbeam_channel::unbounded(),
         }
     }
 
@@ -513,9 +518,7 @@ impl PluginHost {
             loop {
                 self.scan();
                 self.watch_stalls();
-                if stop.recv_timeout(self.settings.scan_every).is_ok()
-                    || !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
-                {
+                if !self.between_scans(&stop) {
                     break;
                 }
             }
@@ -634,7 +637,27 @@ impl PluginHost {
         }
         self.parked.retain(|n, s| now.get(n) == Some(s));
         self.restarts.retain(|n, _| now.contains_key(n));
-        // Finished threads: a plugin that failed is parked until its file changes.
+        self.reap();
+        // In name order: of two settings claiming one tag, the same one wins every time.
+        let mut names: Vec<&String> = now.keys().collect();
+        names.sort();
+        for name in names {
+            let seen = &now[name];
+            let stable = self.last_scan.get(name) == Some(seen);
+            if self.restarts.get(name).is_some_and(|r| r.seen == *seen && Instant::now() < r.at) {
+                continue; // crashed: its backoff is not over (a changed file starts at once)
+            }
+            let current = self.running.get(name).map(|r| &r.seen).or(self.parked.get(name));
+            if stable && current != Some(seen) {
+                self.swap(name, seen.clone(), &now);
+            }
+        }
+        self.last_scan = now;
+    }
+
+    /// Finished threads: a crashed plugin is scheduled for its restart (or quarantined), one
+    /// that failed is parked until its file changes.
+    fn reap(&mut self) {
         let finished: Vec<String> =
             self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(n, _)| n.clone()).collect();
         for name in finished {
@@ -663,21 +686,6 @@ impl PluginHost {
                 });
             }
         }
-        // In name order: of two settings claiming one tag, the same one wins every time.
-        let mut names: Vec<&String> = now.keys().collect();
-        names.sort();
-        for name in names {
-            let seen = &now[name];
-            let stable = self.last_scan.get(name) == Some(seen);
-            if self.restarts.get(name).is_some_and(|r| r.seen == *seen && Instant::now() < r.at) {
-                continue; // crashed: its backoff is not over (a changed file starts at once)
-            }
-            let current = self.running.get(name).map(|r| &r.seen).or(self.parked.get(name));
-            if stable && current != Some(seen) {
-                self.swap(name, seen.clone(), &now);
-            }
-        }
-        self.last_scan = now;
     }
 
     fn watch_stalls(&mut self) {
@@ -954,10 +962,12 @@ impl PluginHost {
             view: self.view.clone(),
             last_call: std::cell::Cell::new(None),
         };
-        let thread = match thread::Builder::new()
-            .name(format!("plugin:{name}"))
-            .spawn(move || runner.run(ready_tx, go_rx, stop_rx))
-        {
+        let ending = self.ending.0.clone();
+        let thread = match thread::Builder::new().name(format!("plugin:{name}")).spawn(move || {
+            let ended = runner.run(ready_tx, go_rx, stop_rx);
+            let _ = ending.send(thread::current().id());
+            ended
+        }) {
             Ok(t) => t,
             Err(e) => return refuse(self, format!("cannot start its thread: {e}")),
         };
