@@ -224,7 +224,52 @@ fn bare(n: usize, spin: bool) -> Vec<Duration> {
     lat
 }
 
+/// The floor of an isolated plugin's wake: a process asleep in `read` on its end of a socket
+/// pair (the plugin channel's kind), sent a wall-clock timestamp `n` times 3 ms apart by this
+/// one; it answers each with how long after the stamp it woke. This bench run again with
+/// `PLUGIN_BENCH_FLOOR_CHILD` set is that process. Sorted.
+fn bare_process(n: usize) -> Vec<Duration> {
+    use std::io::{Read, Write};
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let mut child = Command::new(std::env::current_exe().expect("this bench"))
+        .env("PLUGIN_BENCH_FLOOR_CHILD", "1")
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs.try_clone().expect("dup"))))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .expect("floor child");
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(3));
+        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+        ours.write_all(&at.to_le_bytes()).expect("send");
+        let mut back = [0u8; 8];
+        ours.read_exact(&mut back).expect("answer");
+        lat.push(Duration::from_nanos(u64::from_le_bytes(back)));
+    }
+    drop(ours);
+    let _ = child.wait();
+    lat.sort();
+    lat
+}
+
+/// The floor child's loop: stdin and stdout are its socket.
+fn floor_child() {
+    use std::io::{Read, Write};
+    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let mut at = [0u8; 8];
+    while input.read_exact(&mut at).is_ok() {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+        let woke = now.saturating_sub(u64::from_le_bytes(at));
+        if output.write_all(&woke.to_le_bytes()).and_then(|_| output.flush()).is_err() {
+            break;
+        }
+    }
+}
+
 fn main() {
+    if std::env::var_os("PLUGIN_BENCH_FLOOR_CHILD").is_some() {
+        return floor_child();
+    }
     // Isolated plugins (the default) run in `binance-syncd plugin-host`, not in this program.
     binance_syncd::plugin::set_host_program(env!("CARGO_BIN_EXE_binance-syncd"));
     let v1 = build("1");
@@ -237,6 +282,14 @@ fn main() {
         row_spec.split(',').map(|r| r.trim().split_once(':').expect("PLUGIN_BENCH_ROWS: FSYNC:SPIN_US,...")).collect();
 
     println!("bare machine, no daemon: one thread to another, {n} times 3 ms apart");
+    let floor = bare_process(n);
+    println!(
+        "  {:<34} p50 {:.1} µs  p99 {:.1}  max {:.1}",
+        "another PROCESS asleep on a socketpair",
+        us(&floor, 0.5),
+        us(&floor, 0.99),
+        floor.last().map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    );
     for spin in [false, true] {
         let lat = bare(n, spin);
         println!(
@@ -248,7 +301,11 @@ fn main() {
         );
     }
 
-    println!("fill durable -> plugin on_fill entered ({n} fills a row, 3 ms apart; target p99 < 50 µs)");
+    println!(
+        "fill durable -> plugin on_fill entered in its process ({n} fills a row, 3 ms apart; target p50 <= 100 µs, \
+         p99 <= 1.5x the process floor, {:.1} µs)",
+        1.5 * us(&floor, 0.99)
+    );
     println!("  SYNCD_FSYNC  SPIN_US   on_fill p50    p99      max           heads-ups: awake/line came/slept/late");
     let mut rows = Vec::new();
     for (fsync, spin) in &plugin_rows {
@@ -262,7 +319,7 @@ fn main() {
             us(&lat, 0.5),
             us(&lat, 0.99),
             lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
-            if percentile(&lat, 0.99) < Duration::from_micros(50) { "met" } else { "MISSED" },
+            if us(&lat, 0.5) <= 100.0 && us(&lat, 0.99) <= 1.5 * us(&floor, 0.99) { "met" } else { "MISSED" },
             s.heads_ups.spins,
             s.heads_ups.hits,
             s.heads_ups.skips,
@@ -306,12 +363,51 @@ fn main() {
     }
     pauses.sort();
 
+    // The idle stamp plugin's process: its resident memory.
+    let idle_rss = r.view.get("stamp").and_then(|s| binance_syncd::plugin::usage(s.pid)).map_or(0, |u| u.rss_bytes);
+
+    // Restart after a crash: SIGKILL of the stamp plugin's process to the new process's first
+    // callback (its `start`, recorded by the stamp plugin), less the 1 ms backoff, with the
+    // scan at its default (1 s) so that the restart does not ride on a scan.
+    let restarts = rig("restarts", None, "never", "0", false);
+    std::fs::write(
+        restarts.plugins.join("stamp.conf"),
+        format!(
+            "record = {}\nmode = stamp\nrestart_backoff_ms = 1\nrestart_backoff_max_ms = 1\nquarantine_after = 0\n",
+            restarts.dir.join("stamp.rec").display()
+        ),
+    )
+    .expect("conf");
+    install(&v1, &restarts.plugins, "stamp");
+    wait("the stamp plugin running", || restarts.view.get("stamp").is_some_and(|s| s.state == "running"));
+    let mut restart_lat = Vec::new();
+    for i in 0..20u64 {
+        let s = restarts.view.get("stamp").unwrap_or_default();
+        let starts_before =
+            std::fs::read_to_string(restarts.dir.join("stamp.rec")).unwrap_or_default().matches("start ").count();
+        let killed = Instant::now();
+        let _ = Command::new("kill").arg("-KILL").arg(s.pid.to_string()).status();
+        wait("a restart", || {
+            std::fs::read_to_string(restarts.dir.join("stamp.rec")).unwrap_or_default().matches("start ").count()
+                > starts_before
+        });
+        restart_lat.push(killed.elapsed().saturating_sub(Duration::from_millis(1)));
+        wait("running again", || restarts.view.get("stamp").is_some_and(|s| s.state == "running" && s.restarts > i));
+    }
+    restart_lat.sort();
+    restarts.daemon.stop(Duration::from_secs(8));
+    let _ = std::fs::remove_dir_all(&restarts.dir);
+
     // Intents/s: the flood plugin places 500 orders as soon as it sees a price.
     let floods = r.dir.join("flood.rec");
     std::fs::write(r.plugins.join("flood.conf"), format!("record = {}\nflood = 500\n", floods.display()))
         .expect("conf");
     install(&v1, &r.plugins, "flood");
-    wait("the flood", || std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 "));
+    let mut daemon_rss_kb = 0;
+    wait("the flood", || {
+        daemon_rss_kb = daemon_rss_kb.max(own_rss_kb());
+        std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 ")
+    });
     let flood_ns: u128 = std::fs::read_to_string(&floods)
         .unwrap_or_default()
         .lines()
@@ -328,7 +424,30 @@ fn main() {
         ms(*pauses.last().unwrap_or(&Duration::ZERO))
     );
     println!(
-        "intents from one plugin to loopback ACKs   {per_s:.0} orders/s (500 at once, {:.1} ms)",
+        "restart after a crash ({} kills)           first callback p50 {}  p99 {}  max {} after the 1 ms backoff \
+         (target < 100 ms)",
+        restart_lat.len(),
+        ms(percentile(&restart_lat, 0.5)),
+        ms(percentile(&restart_lat, 0.99)),
+        ms(*restart_lat.last().unwrap_or(&Duration::ZERO))
+    );
+    println!(
+        "intents from one plugin to loopback ACKs   {per_s:.0} orders/s (500 at once, {:.1} ms; target >= 1,500)",
         flood_ns as f64 / 1e6
     );
+    println!(
+        "RSS: an idle plugin process {:.1} MB (target <= 4); this process (daemon + paper exchange + bench) at most \
+         {:.1} MB during the flood (target for the daemon alone <= 48)",
+        idle_rss as f64 / 1e6,
+        daemon_rss_kb as f64 / 1e3
+    );
+}
+
+/// This process's resident memory, kB.
+fn own_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }

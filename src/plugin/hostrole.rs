@@ -8,11 +8,13 @@
 //! `printf` in a plugin must not corrupt the protocol), `PR_SET_NO_NEW_PRIVS`, death with the
 //! daemon (`PR_SET_PDEATHSIG` SIGKILL, then the parent checked: if it died before the call no
 //! signal would come), no core file (`RLIMIT_CORE` 0) and not dumpable (another plugin of the
-//! same user cannot read this one's memory). Its environment was cleared by the daemon.
+//! same user cannot read this one's memory), and the plugin's memory and descriptor limits
+//! ([`Limits`], hard ones). Its environment was cleared by the daemon.
 #![allow(unsafe_code)]
 
 use super::ffi::{HostServices, IntentIn, Plugin};
 use super::proto::{self, Down, Up};
+use super::remote::Limits;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
@@ -236,19 +238,64 @@ impl HostServices for Forward {
     }
 }
 
+/// `--parent PID [--memory-mb N --open-files N]` (without the limits: the defaults).
+fn parse_args(args: &[String]) -> Option<(i32, Limits)> {
+    let mut limits = Limits::default();
+    let (flag, pid, mut rest) = match args {
+        [flag, pid, rest @ ..] => (flag, pid, rest),
+        _ => return None,
+    };
+    if flag != "--parent" {
+        return None;
+    }
+    while let [key, value, tail @ ..] = rest {
+        let n = value.parse::<u64>().ok()?;
+        match key.as_str() {
+            "--memory-mb" => limits.memory_mb = n,
+            "--open-files" => limits.open_files = n,
+            _ => return None,
+        }
+        rest = tail;
+    }
+    rest.is_empty().then_some(())?;
+    Some((pid.parse().ok()?, limits))
+}
+
+/// Sets the plugin's [`Limits`] on this process, hard limits too: the plugin, which runs as
+/// this process, cannot raise them again.
+fn limit(limits: Limits) -> Result<(), String> {
+    for (resource, value, what) in [
+        (libc::RLIMIT_DATA, limits.memory_mb.saturating_mul(1 << 20), "RLIMIT_DATA"),
+        (libc::RLIMIT_NOFILE, limits.open_files, "RLIMIT_NOFILE"),
+    ] {
+        let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes one `struct rlimit` into the one we own on this frame.
+        if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        }
+        // Never above what the daemon was given: lowering needs no privilege, raising does.
+        let value = value.min(current.rlim_max);
+        let new = libc::rlimit { rlim_cur: value, rlim_max: value };
+        // SAFETY: setrlimit reads the structure we pass for the duration of the call.
+        if unsafe { libc::setrlimit(resource, &new) } != 0 {
+            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
 /// The role's `main`: `args` are those after `plugin-host`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    let parent = match args {
-        [flag, pid] if flag == "--parent" => pid.parse::<i32>().ok(),
-        _ => None,
-    };
-    let Some(parent) = parent else {
+    let Some((parent, limits)) = parse_args(args) else {
         return fail(USAGE, "an internal role of the daemon, started by it only");
     };
     if !stdin_is_socket() {
         return fail(USAGE, "an internal role of the daemon: its stdin must be the daemon's socket");
     }
     if let Err(why) = confine(parent) {
+        return fail(ORPHAN, &why);
+    }
+    if let Err(why) = limit(limits) {
         return fail(ORPHAN, &why);
     }
     let chan = match take_channel() {

@@ -31,8 +31,9 @@
 //! A plugin that panics or returns an error is disabled until its file changes. A plugin
 //! whose process dies (a signal, an exit, a broken frame) or whose callback runs longer than
 //! `SYNCD_PLUGIN_STALL_S` (its process is then killed) is started again from its cursor after
-//! a backoff (`restart_backoff_ms`, default 1 s, doubling to 60 s while it keeps dying within
-//! a minute of its start), and the fill it was on comes again marked replayed. In-process, a
+//! a backoff (`restart_backoff_ms`, default 1 s, doubling to `restart_backoff_max_ms`, 60 s,
+//! while it keeps dying within a minute of its start), and the fill it was on comes again
+//! marked replayed. In-process, a
 //! stalled callback only gets its intents refused until it returns. Its open orders stay in
 //! the executor's book, under its tag, for the next version.
 //!
@@ -61,6 +62,7 @@ mod services;
 mod settings;
 mod supervise;
 mod swap;
+mod wake;
 mod watcher;
 pub use settings::{tag_of, tag_taken, MAX_SETTINGS};
 pub use supervise::quarantined;
@@ -188,6 +190,8 @@ struct Running {
     /// In its own process: a stop may take up to the stall limit (the callback is then killed).
     isolated: bool,
     restart_base: Duration,
+    /// The most its restart backoff doubles to (`restart_backoff_max_ms`, default 60 s).
+    restart_max: Duration,
     /// Crashes in a row that quarantine it (0: never).
     quarantine_after: u32,
     started: Instant,
@@ -229,6 +233,9 @@ pub struct PluginHost {
     backoff: HashMap<String, Duration>,
     /// Crashes in a row that count towards a quarantine, and the cursor at the last one.
     streaks: HashMap<String, (u32, u64)>,
+    /// Plugin threads say here that they end, so that a crash is restarted once its backoff is
+    /// over rather than at a scan ([`wake`]).
+    ending: (Sender<std::thread::ThreadId>, crossbeam_channel::Receiver<std::thread::ThreadId>),
 }
 
 fn now_ms() -> u64 {

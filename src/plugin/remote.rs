@@ -30,6 +30,60 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 static HOST_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
+/// What one plugin's process may use, from `memory_mb` and `open_files` in its `NAME.conf`;
+/// the child sets them on itself (soft and hard, so the plugin cannot raise them) before it
+/// loads the plugin.
+///
+/// Memory is `RLIMIT_DATA`, not `RLIMIT_AS`: the address space counts every mapping, also
+/// those that hold nothing, such as the 64 MB glibc reserves (`PROT_NONE`) for each malloc arena
+/// a new thread gets, and the host binary's own image; a plugin with a few threads would hit
+/// it having written little. `RLIMIT_DATA` (Linux 4.7 and later) counts the heap and the
+/// private writable mappings, which is what `malloc` hands out (a thread's stack too, 8 MB
+/// each). Past it an allocation fails: C's `malloc` returns NULL, Rust's aborts; a plugin that
+/// dies of it is a crash like any other (restarted, then quarantined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_DATA`, in MiB.
+    pub memory_mb: u64,
+    /// `RLIMIT_NOFILE`: descriptors, the host's own four included (stdin/stdout on
+    /// `/dev/null` and stderr, its channel).
+    pub open_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { memory_mb: 256, open_files: 64 }
+    }
+}
+
+impl Limits {
+    /// Smallest values accepted: what the host itself needs to start and load an image.
+    const MIN_MEMORY_MB: u64 = 32;
+    const MIN_OPEN_FILES: u64 = 16;
+
+    /// The limits a plugin's settings text asks for; `Err` names the bad key.
+    pub fn from_settings(name: &str, settings: &str) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        for (key, min, slot, what) in [
+            ("memory_mb", Limits::MIN_MEMORY_MB, &mut limits.memory_mb, "MiB"),
+            ("open_files", Limits::MIN_OPEN_FILES, &mut limits.open_files, "descriptors"),
+        ] {
+            if let Some(v) = binance_syncd_plugin::setting(settings, key) {
+                match v.parse::<u64>() {
+                    Ok(n) if n >= min && n <= 1 << 30 => *slot = n,
+                    _ => return Err(format!("{name}.conf: {key} = {v:?}: a number of {what}, {min} or more")),
+                }
+            }
+        }
+        Ok(limits)
+    }
+
+    /// As the host role's arguments.
+    fn args(&self) -> [String; 4] {
+        ["--memory-mb".into(), self.memory_mb.to_string(), "--open-files".into(), self.open_files.to_string()]
+    }
+}
+
 /// Names the executable that has the `plugin-host` role. `binance-syncd`'s `main` sets
 /// `/proc/self/exe` (the daemon's own image, even if its file was replaced since); a program
 /// that embeds the daemon as a library (the tests) names the `binance-syncd` binary. Without
@@ -80,9 +134,10 @@ impl Remote {
         workdir: &Path,
         services: Box<dyn HostServices>,
         stall: Duration,
+        limits: Limits,
     ) -> Result<Remote, String> {
         let program = HOST_PROGRAM.get().ok_or("no plugin-host program is known to this process")?;
-        Remote::spawn_with(program, image, workdir, services, stall)
+        Remote::spawn_with(program, image, workdir, services, stall, limits)
     }
 
     fn spawn_with(
@@ -91,6 +146,7 @@ impl Remote {
         workdir: &Path,
         services: Box<dyn HostServices>,
         stall: Duration,
+        limits: Limits,
     ) -> Result<Remote, String> {
         let image = std::fs::canonicalize(image).map_err(|e| format!("{}: {e}", image.display()))?;
         crate::statedir::create_private_dir(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
@@ -107,6 +163,7 @@ impl Remote {
             .arg("plugin-host")
             .arg("--parent")
             .arg(std::process::id().to_string())
+            .args(limits.args())
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", &workdir)
@@ -339,6 +396,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn limits_come_from_the_settings_with_defaults_and_a_floor() {
+        assert_eq!(Limits::from_settings("p", "tag = x\n"), Ok(Limits::default()));
+        assert_eq!(
+            Limits::from_settings("p", "memory_mb = 64 # small\nopen_files = 32\n"),
+            Ok(Limits { memory_mb: 64, open_files: 32 })
+        );
+        for bad in ["memory_mb = 8", "memory_mb = lots", "open_files = 3", "open_files = -1"] {
+            let e = Limits::from_settings("p", bad).unwrap_err();
+            assert!(e.starts_with("p.conf: ") && e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
+        assert_eq!(Limits { memory_mb: 64, open_files: 32 }.args()[1], "64");
+    }
+
+    #[test]
     fn usage_reads_a_live_process_and_nothing_for_pid_0() {
         let me = usage(std::process::id()).expect("this process's usage");
         assert!(me.rss_bytes > 0);
@@ -390,7 +461,8 @@ mod tests {
 
     fn run(name: &str, then: &[u8], stall: Duration) -> Remote {
         let (script, dir) = fake_host(name, then);
-        let mut r = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), stall).unwrap();
+        let mut r = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), stall, Limits::default())
+            .unwrap();
         assert_eq!((r.version(), r.abi_minor()), ("fake", 2));
         assert_eq!(r.call(&fill(1)), GONE, "{name}");
         assert_eq!(r.call(&fill(1)), GONE, "{name}: gone stays gone");
@@ -415,7 +487,9 @@ mod tests {
         // One that ends by itself: its exit status, in words.
         let (script, dir) = fake_host("exits", b"");
         std::fs::write(&script, "#!/bin/sh\nexit 7\n").unwrap();
-        let e = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), long).err().unwrap();
+        let e = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), long, Limits::default())
+            .err()
+            .unwrap();
         assert!(e.contains("exited with status 7"), "{e}");
     }
 }

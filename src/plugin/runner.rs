@@ -81,6 +81,8 @@ impl Guest {
 pub(super) struct Runner {
     /// In a plugin-host process of its own (`isolation`, default) rather than this thread.
     pub(super) isolated: bool,
+    /// Its process's resource limits (`memory_mb`, `open_files`).
+    pub(super) limits: super::remote::Limits,
     pub(super) stall: Duration,
     /// The plugin-host's working directory.
     pub(super) workdir: PathBuf,
@@ -108,7 +110,13 @@ pub(super) struct Runner {
 }
 
 impl Runner {
-    pub(super) fn run(self, ready: Sender<Result<String, String>>, go: Receiver<Go>, stop: Receiver<()>) -> Ended {
+    /// `ready` gets the loaded version and its process id (0 in-process), or why it did not load.
+    pub(super) fn run(
+        self,
+        ready: Sender<Result<(String, u32), String>>,
+        go: Receiver<Go>,
+        stop: Receiver<()>,
+    ) -> Ended {
         let abi_minor = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let services = Box::new(Services {
             name: self.name.clone(),
@@ -117,7 +125,7 @@ impl Runner {
             abi_minor: abi_minor.clone(),
         });
         let loaded = if self.isolated {
-            remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall).map(Guest::Remote)
+            remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall, self.limits).map(Guest::Remote)
         } else {
             Plugin::load(&self.staged, services).map(Guest::Local).map_err(|e| e.to_string())
         };
@@ -129,18 +137,17 @@ impl Runner {
             }
         };
         abi_minor.store(plugin.abi_minor(), Ordering::Relaxed);
-        let _ = ready.send(Ok(plugin.version().to_string()));
+        let pid = match &plugin {
+            Guest::Remote(r) => r.pid(),
+            Guest::Local(_) => 0,
+        };
+        let _ = ready.send(Ok((plugin.version().to_string(), pid)));
         let go = go.recv();
         self.handle.set_paused(false);
         let Ok(go) = go else {
             // Refused after loading (the swap was abandoned): never started.
             return Ended::new(0, false, None);
         };
-        let pid = match &plugin {
-            Guest::Remote(r) => r.pid(),
-            Guest::Local(_) => 0,
-        };
-        self.view.update(&self.name, |s| s.pid = pid);
         let mut run = Delivery {
             delivered: go.delivered,
             replay_until: go.replay_until,
@@ -259,10 +266,12 @@ impl Runner {
             return self.ended(plugin, &run, status, "a callback");
         }
         let status = self.call(|| plugin.call(&Call::Stop));
-        if status != abi::STATUS_OK {
-            if plugin.gone().is_some() {
-                return self.ended(plugin, &run, status, "stop");
-            }
+        if let Some((why, _)) = plugin.gone() {
+            // Killed at its stop (over the stall limit) or dead in it: it was going anyway, and
+            // every fill it was sent was acknowledged, so this is no crash and the next version
+            // gets nothing marked replayed.
+            log::warn!("plugin {}: {why} at its stop", self.name);
+        } else if status != abi::STATUS_OK {
             self.failed(status, "stop");
         }
         self.handle.revoke();

@@ -73,6 +73,10 @@ pub(super) struct Options {
     pub isolated: bool,
     /// `restart_backoff_ms`: the first restart delay after a crash.
     pub restart_base: Duration,
+    /// `restart_backoff_max_ms`: the most the restart delay doubles to.
+    pub restart_max: Duration,
+    /// `memory_mb`, `open_files`: its process's resource limits.
+    pub limits: super::remote::Limits,
     /// `quarantine_after`: crashes in a row that quarantine it (0: never).
     pub quarantine_after: u32,
     /// `max_pending`: intents it may have unanswered.
@@ -100,6 +104,14 @@ impl Options {
                 _ => return Err(format!("{name}.conf: restart_backoff_ms = {v:?}: a number of ms above 0")),
             },
         };
+        let restart_max = match setting(settings, "restart_backoff_max_ms") {
+            None => BACKOFF_MAX,
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms).clamp(restart_base, BACKOFF_MAX),
+                _ => return Err(format!("{name}.conf: restart_backoff_max_ms = {v:?}: a number of ms above 0")),
+            },
+        };
+        let limits = super::remote::Limits::from_settings(name, settings)?;
         let quarantine_after = match setting(settings, "quarantine_after") {
             None => QUARANTINE_AFTER,
             Some(v) => match v.parse::<u32>() {
@@ -117,6 +129,8 @@ impl Options {
         Ok(Options {
             isolated,
             restart_base,
+            restart_max,
+            limits,
             quarantine_after,
             max_pending,
             cancel_on_stop: setting(settings, "cancel_on_stop") == Some("true"),

@@ -77,13 +77,14 @@ impl PluginHost {
         name: &str,
         seen: Seen,
         started: Instant,
-        base: Duration,
+        backoff: (Duration, Duration),
         ended: &Ended,
         why: &str,
     ) {
         self.failed_at.insert(name.to_string(), ended.delivered + 1);
+        let (base, max) = backoff;
         let delay = match self.backoff.get(name) {
-            Some(last) if started.elapsed() < BACKOFF_MAX => (*last * 2).min(BACKOFF_MAX),
+            Some(last) if started.elapsed() < BACKOFF_MAX => (*last * 2).min(max),
             _ => base,
         };
         self.backoff.insert(name.to_string(), delay);

@@ -76,11 +76,19 @@ impl PluginHost {
             },
             Err(why) => return refuse(self, why),
         };
-        let Options { isolated, restart_base, quarantine_after, max_pending, cancel_on_stop, history_all } =
-            match Options::parse(name, &settings_text) {
-                Ok(o) => o,
-                Err(why) => return refuse(self, why),
-            };
+        let Options {
+            isolated,
+            restart_base,
+            restart_max,
+            limits,
+            quarantine_after,
+            max_pending,
+            cancel_on_stop,
+            history_all,
+        } = match Options::parse(name, &settings_text) {
+            Ok(o) => o,
+            Err(why) => return refuse(self, why),
+        };
         let restarting = self.restarts.remove(name).is_some();
         if !restarting {
             // A version loaded for a change, not a crash, starts a streak of its own.
@@ -116,13 +124,14 @@ impl PluginHost {
             return refuse(self, format!("{name}.so {why}"));
         }
         drop(image);
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<String, String>>(1);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(String, u32), String>>(1);
         let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(1);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let busy_since = Arc::new(AtomicU64::new(0));
         let hears_heads_up = !self.settings.spin.is_zero() && several_cpus();
         let runner = Runner {
             isolated,
+            limits,
             stall: self.settings.stall_after,
             workdir: self.settings.state_dir.join("plugins").join("run").join(name),
             name: name.to_string(),
@@ -146,10 +155,12 @@ impl PluginHost {
             view: self.view.clone(),
             last_call: std::cell::Cell::new(None),
         };
-        let thread = match thread::Builder::new()
-            .name(format!("plugin:{name}"))
-            .spawn(move || runner.run(ready_tx, go_rx, stop_rx))
-        {
+        let ending = self.ending.0.clone();
+        let thread = match thread::Builder::new().name(format!("plugin:{name}")).spawn(move || {
+            let ended = runner.run(ready_tx, go_rx, stop_rx);
+            let _ = ending.send(thread::current().id());
+            ended
+        }) {
             Ok(t) => t,
             Err(e) => return refuse(self, format!("cannot start its thread: {e}")),
         };
@@ -158,7 +169,8 @@ impl PluginHost {
             .unwrap_or_else(|_| Err("it did not load within 10 s".into()));
         // The image is mapped now (or refused): the private copy's name is no longer needed.
         let _ = fs::remove_file(&staged);
-        let version = match loaded {
+        // The pid is shown with "running", in one update: a reader never sees one without the other.
+        let (version, pid) = match loaded {
             Ok(v) => v,
             Err(why) => {
                 drop(go_tx); // the new thread ends without starting
@@ -215,6 +227,7 @@ impl PluginHost {
             s.version = version.clone();
             s.tag = tag.clone();
             s.state = "running".into();
+            s.pid = pid;
             s.problem.clear();
             s.loads += 1;
             s.restarts += u64::from(restarting);
@@ -231,6 +244,7 @@ impl PluginHost {
                 stalled: false,
                 isolated,
                 restart_base,
+                restart_max,
                 quarantine_after,
                 started: Instant::now(),
             },

@@ -38,6 +38,7 @@ impl PluginHost {
             restarts: HashMap::new(),
             backoff: HashMap::new(),
             streaks: HashMap::new(),
+            ending: crossbeam_channel::unbounded(),
         }
     }
 
@@ -50,9 +51,7 @@ impl PluginHost {
             loop {
                 self.scan();
                 self.watch_stalls();
-                if stop.recv_timeout(self.settings.scan_every).is_ok()
-                    || !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
-                {
+                if !self.between_scans(&stop) {
                     break;
                 }
             }
@@ -171,35 +170,7 @@ impl PluginHost {
         }
         self.parked.retain(|n, s| now.get(n) == Some(s));
         self.restarts.retain(|n, _| now.contains_key(n));
-        // Finished threads: a plugin that failed is parked until its file changes.
-        let finished: Vec<String> =
-            self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(n, _)| n.clone()).collect();
-        for name in finished {
-            if let Some(r) = self.running.remove(&name) {
-                r.handle.revoke();
-                let Running { thread, seen, started, restart_base, quarantine_after, .. } = r;
-                let ended = thread.join().unwrap_or(Ended::new(0, true, None));
-                self.cursors.insert(name.clone(), ended.delivered);
-                if let Some(why) = &ended.crashed {
-                    let quick = started.elapsed() < QUICK_DEATH;
-                    if self.quarantines(&name, quick, ended.delivered, quarantine_after) {
-                        self.quarantine(&name, seen, &ended, why);
-                    } else {
-                        self.crashed(&name, seen, started, restart_base, &ended, why);
-                    }
-                    continue;
-                }
-                if ended.failed {
-                    // The line it failed on reached it: the next version gets it marked replayed.
-                    self.failed_at.insert(name.clone(), ended.delivered + 1);
-                }
-                self.parked.insert(name.clone(), seen);
-                self.view.update(&name, |s| {
-                    s.state = "disabled".into();
-                    s.delivered = ended.delivered;
-                });
-            }
-        }
+        self.reap();
         // In name order: of two settings claiming one tag, the same one wins every time.
         let mut names: Vec<&String> = now.keys().collect();
         names.sort();
@@ -215,5 +186,38 @@ impl PluginHost {
             }
         }
         self.last_scan = now;
+    }
+
+    /// Finished threads: a crashed plugin is scheduled for its restart (or quarantined), one
+    /// that failed is parked until its file changes.
+    pub(super) fn reap(&mut self) {
+        let finished: Vec<String> =
+            self.running.iter().filter(|(_, r)| r.thread.is_finished()).map(|(n, _)| n.clone()).collect();
+        for name in finished {
+            if let Some(r) = self.running.remove(&name) {
+                r.handle.revoke();
+                let Running { thread, seen, started, restart_base, restart_max, quarantine_after, .. } = r;
+                let ended = thread.join().unwrap_or(Ended::new(0, true, None));
+                self.cursors.insert(name.clone(), ended.delivered);
+                if let Some(why) = &ended.crashed {
+                    let quick = started.elapsed() < QUICK_DEATH;
+                    if self.quarantines(&name, quick, ended.delivered, quarantine_after) {
+                        self.quarantine(&name, seen, &ended, why);
+                    } else {
+                        self.crashed(&name, seen, started, (restart_base, restart_max), &ended, why);
+                    }
+                    continue;
+                }
+                if ended.failed {
+                    // The line it failed on reached it: the next version gets it marked replayed.
+                    self.failed_at.insert(name.clone(), ended.delivered + 1);
+                }
+                self.parked.insert(name.clone(), seen);
+                self.view.update(&name, |s| {
+                    s.state = "disabled".into();
+                    s.delivered = ended.delivered;
+                });
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@ mod docs;
 mod executor;
 mod faults;
 mod hardening;
+mod isolation;
 mod metrics;
 mod mock;
 mod ops;

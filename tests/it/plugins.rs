@@ -58,7 +58,7 @@ fn install_with_mode(so: &Path, dir: &Path, name: &str, mode: u32) {
     std::fs::rename(&tmp, dir.join(format!("{name}.so"))).unwrap();
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;
     while !f() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
@@ -66,21 +66,21 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-struct Rig {
-    ex: PaperExchange,
-    cfg: Config,
-    dir: PathBuf,
-    plugins: PathBuf,
-    daemon: Option<Daemon>,
+pub(crate) struct Rig {
+    pub(crate) ex: PaperExchange,
+    pub(crate) cfg: Config,
+    pub(crate) dir: PathBuf,
+    pub(crate) plugins: PathBuf,
+    pub(crate) daemon: Option<Daemon>,
     orders: u64,
 }
 
 impl Rig {
-    fn start(name: &str, plugins: &[(&str, &Path, &str)]) -> Rig {
+    pub(crate) fn start(name: &str, plugins: &[(&str, &Path, &str)]) -> Rig {
         Rig::start_with(name, plugins, |_| {})
     }
 
-    fn start_with(name: &str, plugins: &[(&str, &Path, &str)], adjust: impl FnOnce(&mut Config)) -> Rig {
+    pub(crate) fn start_with(name: &str, plugins: &[(&str, &Path, &str)], adjust: impl FnOnce(&mut Config)) -> Rig {
         init_log();
         let ex = paper_with(|_| {});
         let dir = temp_dir(name);
@@ -100,11 +100,11 @@ impl Rig {
         Rig { ex, cfg, dir, plugins: plugin_dir, daemon: Some(daemon), orders: 0 }
     }
 
-    fn status(&self, name: &str) -> PluginStatus {
+    pub(crate) fn status(&self, name: &str) -> PluginStatus {
         self.daemon.as_ref().and_then(|d| d.plugins()).and_then(|v| v.get(name)).unwrap_or_default()
     }
 
-    fn wait_status(&self, name: &str, what: &str, f: impl Fn(&PluginStatus) -> bool) -> PluginStatus {
+    pub(crate) fn wait_status(&self, name: &str, what: &str, f: impl Fn(&PluginStatus) -> bool) -> PluginStatus {
         wait_until(&format!("plugin {name}: {what} (now {:?})", self.status(name)), Duration::from_secs(30), || {
             f(&self.status(name))
         });
@@ -112,14 +112,14 @@ impl Rig {
     }
 
     /// One order of another user, filled in one trade: one fill-log line.
-    fn fill(&mut self) {
+    pub(crate) fn fill(&mut self) {
         self.orders += 1;
         let rest = client(&self.ex);
         let id = rest_buy(&self.ex, &rest, "BTCUSD", "0.01", &format!("web-{}", self.orders));
         fill_whole(&self.ex, "BTCUSD", id);
     }
 
-    fn record(&self, name: &str) -> Vec<String> {
+    pub(crate) fn record(&self, name: &str) -> Vec<String> {
         std::fs::read_to_string(self.dir.join(format!("{name}.rec")))
             .unwrap_or_default()
             .lines()
@@ -129,7 +129,7 @@ impl Rig {
 }
 
 /// The `fill V SEQ REPLAYED` lines of a record as (version, seq).
-fn fills_of(record: &[String]) -> Vec<(String, u64)> {
+pub(crate) fn fills_of(record: &[String]) -> Vec<(String, u64)> {
     record
         .iter()
         .filter_map(|l| {
@@ -292,7 +292,7 @@ fn a_panicking_a_failing_and_a_sleeping_plugin_leave_the_daemon_the_log_and_a_ca
 }
 
 /// Compiles a C file into a shared object with the system compiler.
-fn cc(name: &str, source: &str) -> PathBuf {
+pub(crate) fn cc(name: &str, source: &str) -> PathBuf {
     compile("cc", "c", name, source)
 }
 
@@ -618,7 +618,7 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
 }
 
 /// The `(state, ppid)` of process `pid` from `/proc/PID/stat`.
-fn proc_stat(pid: u32) -> Option<(String, u32)> {
+pub(crate) fn proc_stat(pid: u32) -> Option<(String, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: fields start after the last ')'.
     let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
@@ -627,11 +627,11 @@ fn proc_stat(pid: u32) -> Option<(String, u32)> {
 }
 
 /// Running (not a zombie waiting for a reaper).
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     proc_stat(pid).is_some_and(|(state, _)| state != "Z" && state != "X")
 }
 
-fn children_of(parent: u32) -> Vec<u32> {
+pub(crate) fn children_of(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
