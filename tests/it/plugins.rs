@@ -640,14 +640,6 @@ pub(crate) fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Distinct plugin images of `name` still mapped into this process.
 fn mapped_images(name: &str) -> usize {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
@@ -661,32 +653,31 @@ fn mapped_images(name: &str) -> usize {
     images.len()
 }
 
+/// In-process (`isolation = none`), where each version's image is mapped into this process:
+/// after 50 swaps at most the live one (and the one being let go) stays mapped. Isolated
+/// plugins are covered by `isolation::fifty_swaps_and_fifty_crash_restarts_...`, which looks
+/// at a real daemon's processes, descriptors and maps. (This test measured this process's RSS
+/// once; other tests share the process, so that figure moved with them, not with a leak.)
 #[test]
-fn fifty_swaps_in_a_row_keep_memory_bounded() {
+fn fifty_swaps_in_a_row_leave_one_image_mapped() {
     let v1 = build_plugin("test-plugin", "1");
     let v2 = build_plugin("test-plugin", "2");
-    let mut rig = Rig::start_with("plugin-50", &[("swap50", &v1, "")], |c| c.plugin_scan = Duration::from_millis(20));
+    let conf = "isolation = none\n";
+    let mut rig = Rig::start_with("plugin-50", &[("swap50", &v1, conf)], |c| c.plugin_scan = Duration::from_millis(20));
     rig.wait_status("swap50", "running", |s| s.state == "running");
-    let mut rss_after_10 = 0;
+    let mut most = 0;
     for i in 1..=50u64 {
         install(if i % 2 == 1 { &v2 } else { &v1 }, &rig.plugins, "swap50");
         rig.wait_status("swap50", &format!("swap {i}"), |s| s.loads == i + 1 && s.state == "running");
-        if i == 10 {
-            rss_after_10 = rss_kb();
-        }
+        most = most.max(mapped_images("swap50"));
     }
     rig.fill();
     let fills = wait_lines(&rig.cfg.fill_log, 1, Duration::from_secs(20));
     rig.wait_status("swap50", "the fill after 50 swaps", |s| s.delivered == fills[0].seq);
-    let rss_after_50 = rss_kb();
     let mapped = mapped_images("swap50");
-    println!(
-        "50 swaps: RSS {rss_after_10} kB after 10, {rss_after_50} kB after 50; {mapped} plugin images still mapped"
-    );
-    // Other tests share this process, so the bound is loose; a leak of one image per swap
-    // (about 4 MB each) would break it.
-    assert!(rss_after_50 < rss_after_10 + 60_000, "RSS grew from {rss_after_10} kB to {rss_after_50} kB");
-    assert!(mapped <= 2, "{mapped} images of the plugin stay mapped after 50 swaps");
+    println!("50 swaps in-process: {mapped} plugin images mapped at the end, {most} at most between swaps");
+    assert!(mapped >= 1, "the running version's image is not where this test looks: it proves nothing");
+    assert!(mapped <= 2 && most <= 2, "{mapped} images of the plugin stay mapped after 50 swaps ({most} at most)");
     if let Some(d) = rig.daemon.take() {
         d.stop(Duration::from_secs(8));
     }
