@@ -5,7 +5,8 @@
  * Both tables start with abi_major, abi_minor, size: the host refuses another major version,
  * and within a major fields are only added at the end (or in bytes that were reserved and
  * zero). The host sends a plugin only what the minor in its table knows: an update kind,
- * status or field added later is withheld or replaced as its #define says. Strings are UTF-8 pointer + length,
+ * status or field added later is withheld or replaced as its #define says (1.5: on_book and
+ * on_trade, the market as it moves, only to a plugin whose table has them). Strings are UTF-8 pointer + length,
  * valid for the duration of the call that passes them. Prices and quantities are exact decimal
  * strings: no floating point crosses. Every callback returns a status (0 ok, negative error);
  * an error disables the plugin until its file changes. Memory is freed by whoever allocated it.
