@@ -24,6 +24,9 @@ pub struct Config {
     pub api_secret: Option<Secret>,
     pub rest_url: String,
     pub ws_url: String,
+    /// `SYNCD_MARKET_WS_URL`: where the market stream connects (default `SYNCD_WS_URL`; the
+    /// public streams carry no key). Tests point it elsewhere to feed the market themselves.
+    pub market_ws_url: String,
     /// `SYNCD_CA_FILE`, if set: its certificates are trusted beside the web roots.
     pub ca_file: Option<PathBuf>,
     /// Built once from the roots above; REST and the stream both use it (`crate::tls`).
@@ -115,6 +118,7 @@ impl Config {
 
         let rest_url = url_var(&var, "SYNCD_REST_URL", DEFAULT_REST_URL, &["http://", "https://"], &mut problems);
         let ws_url = url_var(&var, "SYNCD_WS_URL", DEFAULT_WS_URL, &["ws://", "wss://"], &mut problems);
+        let market_ws_url = url_var(&var, "SYNCD_MARKET_WS_URL", &ws_url, &["ws://", "wss://"], &mut problems);
         // The API key header and signed orders (replayable within recvWindow) must not cross a
         // network in clear text by a typo: plain schemes are for loopback (the paper exchange).
         let allow_plaintext = bool_var(&var, "SYNCD_ALLOW_PLAINTEXT", &mut problems);
@@ -268,6 +272,7 @@ impl Config {
             api_secret,
             rest_url,
             ws_url,
+            market_ws_url,
             ca_file,
             tls,
             symbols,

@@ -69,6 +69,7 @@ pub struct Daemon {
     /// The executor cancels our orders on exit: it needs the gate open until it is done.
     cancel_on_exit: bool,
     plugins: Option<PluginView>,
+    market: Option<MarketView>,
     tap: crate::filllog::FillTap,
     metrics_addr: Option<std::net::SocketAddr>,
     /// One message per `SIGHUP`: the `state` thread reopens the fill log.
@@ -213,7 +214,10 @@ impl Daemon {
         };
         if let Some(view) = &market {
             let m = MarketStream {
-                settings: MarketSettings::new(ws_settings.clone(), &config.symbols),
+                settings: MarketSettings::new(
+                    StreamSettings { ws_url: config.market_ws_url.clone(), ..ws_settings.clone() },
+                    &config.symbols,
+                ),
                 view: view.clone(),
                 depth: rest.clone(),
                 stop: stop_rx.clone(),
@@ -260,7 +264,8 @@ impl Daemon {
                 executor_link.clone(),
                 live_rules.clone(),
                 tap.clone(),
-            );
+            )
+            .with_market(market.clone());
             plugins = Some(host.view());
             threads.push(("plugins", host.spawn(stop_rx.clone()).map_err(spawn_err)?));
         }
@@ -287,6 +292,7 @@ impl Daemon {
             executor: executor_link,
             cancel_on_exit: config.cancel_on_exit,
             plugins,
+            market,
             tap,
             metrics_addr,
             reopen: reopen_tx,
@@ -327,6 +333,12 @@ impl Daemon {
     /// The plugins' status, if `SYNCD_PLUGIN_DIR` is set.
     pub fn plugins(&self) -> Option<&PluginView> {
         self.plugins.as_ref()
+    }
+
+    /// The market stream's view (with `SYNCD_MARKET_STREAM`): its state, and the feed that
+    /// brings books and trades to plugins.
+    pub fn market(&self) -> Option<&MarketView> {
+        self.market.as_ref()
     }
 
     /// Where strategies get their handles, and the executor's view of the account.

@@ -308,6 +308,26 @@ pub fn render(src: &Sources) -> String {
         for p in &all {
             o.sample("syncd_plugin_restarts_total", &[("plugin", &p.name)], p.restarts);
         }
+        // The market as plugins get it (on_book, on_trade), counted from each version's start.
+        type Count = fn(&crate::plugin::PluginStatus) -> u64;
+        let market: [(&str, &str, Count); 4] = [
+            ("syncd_plugin_books_total", "Books handed to a plugin's on_book.", |p| p.books),
+            (
+                "syncd_plugin_books_skipped_total",
+                "Books a busy plugin did not get: a newer one of the symbol came first (conflation).",
+                |p| p.books_skipped,
+            ),
+            ("syncd_plugin_trades_total", "Public trades handed to a plugin's on_trade.", |p| p.trades),
+            ("syncd_plugin_trades_dropped_total", "Public trades dropped from a plugin's full queue.", |p| {
+                p.trades_dropped
+            }),
+        ];
+        for (name, help, value) in market {
+            o.head(name, "counter", help);
+            for p in &all {
+                o.sample(name, &[("plugin", &p.name)], value(p));
+            }
+        }
         // Isolated plugins only (an in-process one shares the daemon's figures).
         let usage: Vec<_> = all.iter().filter_map(|p| crate::plugin::usage(p.pid).map(|u| (p, u))).collect();
         o.head(

@@ -5,7 +5,8 @@
  * Both tables start with abi_major, abi_minor, size: the host refuses another major version,
  * and within a major fields are only added at the end (or in bytes that were reserved and
  * zero). The host sends a plugin only what the minor in its table knows: an update kind,
- * status or field added later is withheld or replaced as its #define says. Strings are UTF-8 pointer + length,
+ * status or field added later is withheld or replaced as its #define says (1.5: on_book and
+ * on_trade, the market as it moves, only to a plugin whose table has them). Strings are UTF-8 pointer + length,
  * valid for the duration of the call that passes them. Prices and quantities are exact decimal
  * strings: no floating point crosses. Every callback returns a status (0 ok, negative error);
  * an error disables the plugin until its file changes. Memory is freed by whoever allocated it.
@@ -22,7 +23,7 @@ extern "C" {
 #endif
 
 #define SYNCD_ABI_MAJOR 1
-#define SYNCD_ABI_MINOR 4
+#define SYNCD_ABI_MINOR 5
 
 #define SYNCD_STATUS_OK 0
 #define SYNCD_STATUS_PANICKED (-1)
@@ -127,6 +128,40 @@ typedef struct {
 } syncd_order_update;
 
 typedef struct { syncd_str symbol, bid, ask; } syncd_price;
+
+/* One price level of a book: exact decimal strings. */
+typedef struct { syncd_str price, qty; } syncd_level;
+
+/* on_book (ABI 1.5): a symbol's local order book (kept from the exchange's depth stream and
+ * snapshots) after a change, its best levels each side, best first: bid_count and ask_count
+ * are at most the plugin's book_depth setting (NAME.conf, default 5, 1 to 20), fewer when the
+ * book is thinner. Books of a symbol come in increasing update_id. Conflated: a plugin still
+ * busy with earlier callbacks gets only the newest book of each symbol; skipped says how many
+ * of this symbol's books it did not get since the previous one. event_time_ms is the
+ * exchange's event time of the last diff applied (0 unknown), received_ms the local time its
+ * frame was read (both ms since the epoch): their difference is the feed's delay. */
+typedef struct {
+    uint64_t update_id;
+    int64_t event_time_ms, received_ms;
+    uint64_t skipped;
+    syncd_str symbol;
+    const syncd_level *bids;
+    size_t bid_count;
+    const syncd_level *asks;
+    size_t ask_count;
+} syncd_book;
+
+/* on_trade (ABI 1.5): one public trade of a symbol (anyone's), in the exchange's order.
+ * buyer_maker: 1 when the buyer was the maker (the taker sold). Trades wait in a queue of
+ * 1024 per plugin; when it is full the oldest go, and dropped says how many went (of any
+ * symbol) just before this one. */
+typedef struct {
+    uint64_t trade_id;
+    int64_t time_ms, event_time_ms, received_ms;
+    uint64_t dropped;
+    syncd_str symbol, price, qty;
+    uint8_t buyer_maker, _reserved[7];
+} syncd_trade;
 typedef struct { syncd_str asset, free, locked; } syncd_balance;
 typedef struct { syncd_str name, settings, snapshot; } syncd_start;
 
@@ -158,6 +193,12 @@ typedef struct syncd_plugin_v1 {
     syncd_status (*on_balance)(void *state, const syncd_balance *balance);
     syncd_status (*on_tick)(void *state, int64_t now_ms);
     syncd_status (*stop)(void *state);
+    /* ABI 1.5: the market as it moves. Leave NULL to get none (it then costs nothing): a
+     * plugin with on_book gets books, one with on_trade public trades, of every symbol the
+     * daemon trades, while the daemon's market stream (SYNCD_MARKET_STREAM) is up. on_price
+     * keeps coming at each tick either way. */
+    syncd_status (*on_book)(void *state, const syncd_book *book);
+    syncd_status (*on_trade)(void *state, const syncd_trade *trade);
 } syncd_plugin_v1;
 
 const syncd_plugin_v1 *syncd_plugin_entry_v1(const syncd_host_v1 *host);
@@ -191,6 +232,23 @@ SYNCD_LAYOUT(offsetof(syncd_order_update, side), 121);
 SYNCD_LAYOUT(offsetof(syncd_order_update, resolved), 122);
 SYNCD_LAYOUT(offsetof(syncd_order_update, reason_code), 123);
 SYNCD_LAYOUT(sizeof(syncd_price), 48);
+SYNCD_LAYOUT(sizeof(syncd_level), 32);
+SYNCD_LAYOUT(offsetof(syncd_level, qty), 16);
+SYNCD_LAYOUT(sizeof(syncd_book), 80);
+SYNCD_LAYOUT(offsetof(syncd_book, event_time_ms), 8);
+SYNCD_LAYOUT(offsetof(syncd_book, received_ms), 16);
+SYNCD_LAYOUT(offsetof(syncd_book, skipped), 24);
+SYNCD_LAYOUT(offsetof(syncd_book, symbol), 32);
+SYNCD_LAYOUT(offsetof(syncd_book, bids), 48);
+SYNCD_LAYOUT(offsetof(syncd_book, bid_count), 56);
+SYNCD_LAYOUT(offsetof(syncd_book, asks), 64);
+SYNCD_LAYOUT(offsetof(syncd_book, ask_count), 72);
+SYNCD_LAYOUT(sizeof(syncd_trade), 96);
+SYNCD_LAYOUT(offsetof(syncd_trade, time_ms), 8);
+SYNCD_LAYOUT(offsetof(syncd_trade, dropped), 32);
+SYNCD_LAYOUT(offsetof(syncd_trade, symbol), 40);
+SYNCD_LAYOUT(offsetof(syncd_trade, qty), 72);
+SYNCD_LAYOUT(offsetof(syncd_trade, buyer_maker), 88);
 SYNCD_LAYOUT(sizeof(syncd_balance), 48);
 SYNCD_LAYOUT(sizeof(syncd_start), 48);
 SYNCD_LAYOUT(sizeof(syncd_intent), 80);
@@ -203,7 +261,7 @@ SYNCD_LAYOUT(offsetof(syncd_host_v1, ctx), 16);
 SYNCD_LAYOUT(offsetof(syncd_host_v1, submit), 24);
 SYNCD_LAYOUT(offsetof(syncd_host_v1, log), 32);
 SYNCD_LAYOUT(offsetof(syncd_host_v1, rules), 40);
-SYNCD_LAYOUT(sizeof(syncd_plugin_v1), 104);
+SYNCD_LAYOUT(sizeof(syncd_plugin_v1), 120);
 SYNCD_LAYOUT(offsetof(syncd_plugin_v1, version), 16);
 SYNCD_LAYOUT(offsetof(syncd_plugin_v1, create), 32);
 SYNCD_LAYOUT(offsetof(syncd_plugin_v1, destroy), 40);
@@ -214,6 +272,8 @@ SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_price), 72);
 SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_balance), 80);
 SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_tick), 88);
 SYNCD_LAYOUT(offsetof(syncd_plugin_v1, stop), 96);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_book), 104);
+SYNCD_LAYOUT(offsetof(syncd_plugin_v1, on_trade), 112);
 #endif
 
 #ifdef __cplusplus

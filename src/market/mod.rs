@@ -3,8 +3,10 @@
 //! executor and `/metrics`.
 
 pub mod book;
+pub mod feed;
 pub mod stream;
 pub mod view;
 
+pub use feed::{BookUpdate, Feed, MarketItem, Subscription, TradeUpdate};
 pub use stream::{DepthSource, MarketSettings, MarketStream, SnapshotPace};
 pub use view::{MarketState, MarketView, SymbolMarket, Top};

@@ -25,6 +25,7 @@
 //! last public trade, and counters for `/metrics`.
 
 use super::book::{BookSync, Broken, DepthUpdate, Level, Need, Snapshot};
+use super::feed::{BookUpdate, TradeUpdate};
 use super::view::{MarketView, Top};
 use crate::backoff::{Backoff, WindowCap};
 use crate::decimal::Decimal;
@@ -233,6 +234,22 @@ struct TradeEvent {
     q: Decimal,
     #[serde(rename = "T")]
     time: i64,
+    /// Trade id, event time, buyer is the maker: only plugins read them.
+    #[serde(default)]
+    t: u64,
+    #[serde(rename = "E", default)]
+    event_time: i64,
+    #[serde(default)]
+    m: bool,
+}
+
+/// `at` as ms since the epoch, for plugins (which have no `Instant` of ours).
+fn wall_ms(at: Instant) -> i64 {
+    let ago = at.elapsed();
+    std::time::SystemTime::now()
+        .checked_sub(ago)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why a connection ended.
@@ -372,6 +389,9 @@ impl Market {
                 v.last_frame = Some(now);
             });
             let end = self.read_loop(ws);
+            for b in &self.books {
+                self.view.feed().forget(&b.symbol);
+            }
             self.view.with(|v| {
                 v.up = false;
                 for m in v.symbols.values_mut() {
@@ -489,6 +509,18 @@ impl Market {
                         m.last_trade = Some((t.p, t.q, t.time));
                     }
                 });
+                if self.view.feed().wants_trades() {
+                    self.view.feed().trade(TradeUpdate {
+                        symbol: symbol.clone(),
+                        trade_id: t.t,
+                        price: t.p,
+                        qty: t.q,
+                        time_ms: t.time,
+                        event_time_ms: t.event_time,
+                        received_ms: wall_ms(at),
+                        buyer_maker: t.m,
+                    });
+                }
             }),
             _ => {
                 log::debug!("market: ignoring stream {:?}", frame.stream);
@@ -602,6 +634,18 @@ impl Market {
             (k, t) => k.or(t),
         };
         let levels = book.map(|k| k.top(self.s.levels)).unwrap_or_default();
+        // Plugins get the book itself (not a newer `@bookTicker` top), each change once.
+        match (book, b.depth_at) {
+            (Some(k), Some((event_time, received))) => self.view.feed().book(BookUpdate {
+                symbol: b.symbol.clone(),
+                update_id: k.last_update_id(),
+                event_time_ms: event_time.max(0),
+                received_ms: wall_ms(received),
+                bids: levels.0.clone(),
+                asks: levels.1.clone(),
+            }),
+            _ => self.view.feed().forget(&b.symbol),
+        }
         self.view.with(|v| {
             if let Some(m) = v.symbols.get_mut(&b.symbol) {
                 m.top = top;

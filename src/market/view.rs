@@ -11,6 +11,7 @@
 //! symbol on a live connection has simply not moved. Its age is the time since that last frame.
 
 use super::book::Level;
+use super::feed::Feed;
 use crate::decimal::Decimal;
 use crate::lock::LockAnyway;
 use std::collections::BTreeMap;
@@ -82,9 +83,9 @@ impl MarketState {
     }
 }
 
-/// The shared view; cheap to clone.
+/// The shared view; cheap to clone. It carries the [`Feed`] of books and trades to plugins.
 #[derive(Debug, Clone, Default)]
-pub struct MarketView(Arc<Mutex<MarketState>>);
+pub struct MarketView(Arc<Mutex<MarketState>>, Arc<Feed>);
 
 impl MarketView {
     pub fn new(symbols: &[String], enabled: bool) -> MarketView {
@@ -93,7 +94,12 @@ impl MarketView {
             symbols: symbols.iter().map(|s| (s.clone(), SymbolMarket::default())).collect(),
             ..MarketState::default()
         };
-        MarketView(Arc::new(Mutex::new(state)))
+        MarketView(Arc::new(Mutex::new(state)), Arc::default())
+    }
+
+    /// Books and trades for the plugins that asked for them.
+    pub fn feed(&self) -> &Feed {
+        &self.1
     }
 
     /// A copy, for `/metrics` and tests.

@@ -303,6 +303,27 @@ impl Plugin {
         }
     }
 
+    /// Whether it exports `on_book`, `on_trade` (ABI 1.5): what it is sent of the market.
+    pub fn market_wants(&self) -> (bool, bool) {
+        (self.table.on_book.is_some(), self.table.on_trade.is_some())
+    }
+
+    pub fn on_book(&mut self, book: &abi::Book) -> abi::Status {
+        match self.table.on_book {
+            // SAFETY: as in `start`; the levels behind `book` live for the call.
+            Some(f) => unsafe { f(self.state, book) },
+            None => abi::STATUS_OK,
+        }
+    }
+
+    pub fn on_trade(&mut self, trade: &abi::Trade) -> abi::Status {
+        match self.table.on_trade {
+            // SAFETY: as in `start`.
+            Some(f) => unsafe { f(self.state, trade) },
+            None => abi::STATUS_OK,
+        }
+    }
+
     pub fn stop(&mut self) -> abi::Status {
         match self.table.stop {
             // SAFETY: as in `start`.

@@ -319,7 +319,14 @@ pub fn main(args: &[String]) -> i32 {
             return 0;
         }
     };
-    let ready = Up::Ready { proto: proto::PROTO, version: plugin.version().to_string(), abi_minor: plugin.abi_minor() };
+    let (books, trades) = plugin.market_wants();
+    let ready = Up::Ready {
+        proto: proto::PROTO,
+        version: plugin.version().to_string(),
+        abi_minor: plugin.abi_minor(),
+        books,
+        trades,
+    };
     if proto::write_frame(&*chan, &ready, proto::MAX_UP).is_err() {
         return fail(PROTOCOL, "the daemon hung up");
     }

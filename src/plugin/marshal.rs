@@ -2,9 +2,10 @@
 //! each for the ABI minor the plugin declared: what a minor added reaches only plugins that
 //! declare it (an older one gets what its header documents instead).
 
-use super::proto::{FillMsg, UpdateMsg};
+use super::proto::{BookMsg, Call, FillMsg, TradeMsg, UpdateMsg};
 use crate::executor::{OrderReport, Outcome, Reply};
 use crate::filllog::FillRecord;
+use crate::market::MarketItem;
 use crate::model::Side;
 use binance_syncd_plugin::abi;
 
@@ -31,6 +32,45 @@ const MINOR_REPORT: u32 = 1;
 const MINOR_UNRESOLVED: u32 = 2;
 /// The minor that added `reason_code` on updates and `own` on fills.
 const MINOR_REASON_AND_OWN: u32 = 4;
+
+/// The minor that added `on_book` and `on_trade`.
+const MINOR_MARKET: u32 = 5;
+
+/// What of the market a plugin is sent: the callbacks it exports, if its declared minor has
+/// them (a table of an older minor that reaches into their place is not believed).
+pub(super) fn market_wants(exports: (bool, bool), abi_minor: u32) -> (bool, bool) {
+    let known = abi_minor >= MINOR_MARKET;
+    (exports.0 && known, exports.1 && known)
+}
+
+/// A book or trade from the plugin's inbox as its callback.
+pub(super) fn market(item: &MarketItem) -> Call {
+    let side = |levels: &[(crate::decimal::Decimal, crate::decimal::Decimal)]| -> Vec<(String, String)> {
+        levels.iter().map(|(p, q)| (p.to_string(), q.to_string())).collect()
+    };
+    match item {
+        MarketItem::Book { book, skipped } => Call::Book(BookMsg {
+            symbol: book.symbol.clone(),
+            update_id: book.update_id,
+            event_time_ms: book.event_time_ms,
+            received_ms: book.received_ms,
+            skipped: *skipped,
+            bids: side(&book.bids),
+            asks: side(&book.asks),
+        }),
+        MarketItem::Trade { trade, dropped } => Call::Trade(TradeMsg {
+            symbol: trade.symbol.clone(),
+            trade_id: trade.trade_id,
+            price: trade.price.to_string(),
+            qty: trade.qty.to_string(),
+            time_ms: trade.time_ms,
+            event_time_ms: trade.event_time_ms,
+            received_ms: trade.received_ms,
+            buyer_maker: trade.buyer_maker,
+            dropped: *dropped,
+        }),
+    }
+}
 
 /// A fill-log line as `on_fill` gets it; `replayed`: it may have reached the plugin before;
 /// `own`: this daemon placed the order (sent only to a plugin that knows the field).
@@ -211,5 +251,25 @@ mod tests {
         assert!(!fill(&line, false, true, 3).own);
         assert!(fill(&line, false, true, 4).own);
         assert!(!fill(&line, false, false, 4).own);
+        // on_book, on_trade (1.5): not believed of a table that declares less.
+        assert_eq!(market_wants((true, true), 4), (false, false));
+        assert_eq!(market_wants((true, false), 5), (true, false));
+    }
+
+    #[test]
+    fn a_book_keeps_its_exact_decimals_and_order() {
+        let d = |s: &str| s.parse::<crate::decimal::Decimal>().unwrap();
+        let book = crate::market::BookUpdate {
+            symbol: "BTCUSD".into(),
+            update_id: 9,
+            event_time_ms: 5,
+            received_ms: 6,
+            bids: vec![(d("100.10"), d("0.00000001")), (d("99.9"), d("3"))],
+            asks: vec![(d("100.2"), d("1.5"))],
+        };
+        let Call::Book(b) = market(&MarketItem::Book { book, skipped: 4 }) else { panic!("not a book") };
+        assert_eq!((b.update_id, b.event_time_ms, b.received_ms, b.skipped), (9, 5, 6, 4));
+        assert_eq!(b.bids, vec![("100.10".into(), "0.00000001".into()), ("99.9".into(), "3".into())]);
+        assert_eq!(b.asks, vec![("100.2".to_string(), "1.5".to_string())]);
     }
 }

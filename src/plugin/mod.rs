@@ -124,6 +124,13 @@ pub struct PluginStatus {
     pub last_exit: String,
     /// Its plugin-host process, 0 when none runs (or it runs in the daemon: `isolation = none`).
     pub pid: u32,
+    /// This version's `on_book` calls, and books it did not get because a newer one of the
+    /// same symbol came first (conflation: it was busy), as of its last book.
+    pub books: u64,
+    pub books_skipped: u64,
+    /// This version's `on_trade` calls, and trades dropped from its full queue.
+    pub trades: u64,
+    pub trades_dropped: u64,
 }
 
 /// The watcher's view, shared with the daemon.
@@ -233,6 +240,9 @@ pub struct PluginHost {
     backoff: HashMap<String, Duration>,
     /// Crashes in a row that count towards a quarantine, and the cursor at the last one.
     streaks: HashMap<String, (u32, u64)>,
+    /// The market stream's view, whose feed brings books and trades to the plugins that
+    /// export `on_book`, `on_trade` (none while the stream is off).
+    market: Option<crate::market::MarketView>,
     /// Plugin threads say here that they end, so that a crash is restarted once its backoff is
     /// over rather than at a scan ([`wake`]).
     ending: (Sender<std::thread::ThreadId>, crossbeam_channel::Receiver<std::thread::ThreadId>),

@@ -8,8 +8,9 @@
 //! ```text
 //! daemon                                  child (plugin-host)
 //!   Load {proto, image}          ──▶      dlopen + entry + ABI check + create
-//!                                ◀──      Ready {proto, version, abi_minor} | Refused {why}
-//!   Call {Start | Fill | Order | Price | Balance | Tick | Stop}
+//!                                ◀──      Ready {proto, version, abi_minor, books, trades}
+//!                                         | Refused {why}
+//!   Call {Start | Fill | Order | Price | Balance | Tick | Book | Trade | Stop}
 //!                                ◀──      any number of Intent / RulesOf / Log, then
 //!                                ◀──      Done {status, seq}     (seq: the fill's, 0 otherwise)
 //!   (each Intent is answered by Submitted {request, status}, each RulesOf by Rules {json},
@@ -78,6 +79,32 @@ pub struct UpdateMsg {
     pub reason_code: u8,
 }
 
+/// A book for `on_book` (ABI 1.5): levels as `(price, qty)` exact decimal strings, best first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookMsg {
+    pub symbol: String,
+    pub update_id: u64,
+    pub event_time_ms: i64,
+    pub received_ms: i64,
+    pub skipped: u64,
+    pub bids: Vec<(String, String)>,
+    pub asks: Vec<(String, String)>,
+}
+
+/// A public trade for `on_trade` (ABI 1.5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeMsg {
+    pub symbol: String,
+    pub trade_id: u64,
+    pub price: String,
+    pub qty: String,
+    pub time_ms: i64,
+    pub event_time_ms: i64,
+    pub received_ms: i64,
+    pub buyer_maker: bool,
+    pub dropped: u64,
+}
+
 /// One callback of the plugin's table, with its argument.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "c", rename_all = "snake_case")]
@@ -89,6 +116,8 @@ pub enum Call {
     Balance { asset: String, free: String, locked: String },
     Tick { now_ms: i64 },
     Stop,
+    Book(BookMsg),
+    Trade(TradeMsg),
 }
 
 /// Daemon → child.
@@ -105,12 +134,39 @@ pub enum Down {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Up {
-    Ready { proto: u32, version: String, abi_minor: u32 },
-    Refused { why: String },
-    Done { status: i32, seq: u64 },
-    Intent { kind: u8, side: u8, order_id: u64, symbol: String, price: String, qty: String, client_order_id: String },
-    RulesOf { symbol: String },
-    Log { level: i32, msg: String },
+    Ready {
+        proto: u32,
+        version: String,
+        abi_minor: u32,
+        /// It exports `on_book`, `on_trade` (ABI 1.5): only then is it sent books, trades.
+        #[serde(default)]
+        books: bool,
+        #[serde(default)]
+        trades: bool,
+    },
+    Refused {
+        why: String,
+    },
+    Done {
+        status: i32,
+        seq: u64,
+    },
+    Intent {
+        kind: u8,
+        side: u8,
+        order_id: u64,
+        symbol: String,
+        price: String,
+        qty: String,
+        client_order_id: String,
+    },
+    RulesOf {
+        symbol: String,
+    },
+    Log {
+        level: i32,
+        msg: String,
+    },
 }
 
 fn invalid(why: String) -> io::Error {
@@ -201,7 +257,39 @@ pub fn invoke(plugin: &mut Plugin, call: &Call) -> abi::Status {
         }),
         Call::Tick { now_ms } => plugin.on_tick(*now_ms),
         Call::Stop => plugin.stop(),
+        Call::Book(b) => invoke_book(plugin, b),
+        Call::Trade(t) => plugin.on_trade(&abi::Trade {
+            trade_id: t.trade_id,
+            time_ms: t.time_ms,
+            event_time_ms: t.event_time_ms,
+            received_ms: t.received_ms,
+            dropped: t.dropped,
+            symbol: abi::Str::of(&t.symbol),
+            price: abi::Str::of(&t.price),
+            qty: abi::Str::of(&t.qty),
+            buyer_maker: u8::from(t.buyer_maker),
+            _reserved: [0; 7],
+        }),
     }
+}
+
+/// `on_book` with the levels laid out as the ABI's arrays, borrowing the message's strings.
+fn invoke_book(plugin: &mut Plugin, b: &BookMsg) -> abi::Status {
+    let side = |levels: &[(String, String)]| -> Vec<abi::Level> {
+        levels.iter().map(|(p, q)| abi::Level { price: abi::Str::of(p), qty: abi::Str::of(q) }).collect()
+    };
+    let (bids, asks) = (side(&b.bids), side(&b.asks));
+    plugin.on_book(&abi::Book {
+        update_id: b.update_id,
+        event_time_ms: b.event_time_ms,
+        received_ms: b.received_ms,
+        skipped: b.skipped,
+        symbol: abi::Str::of(&b.symbol),
+        bids: bids.as_ptr(),
+        bid_count: bids.len(),
+        asks: asks.as_ptr(),
+        ask_count: asks.len(),
+    })
 }
 
 /// `msg` cut to at most `max` bytes on a character boundary.
@@ -244,6 +332,46 @@ mod tests {
         let log = Up::Log { level: 3, msg: "x".repeat(100) };
         assert!(write_frame(&mut out, &log, 50).is_err());
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn books_trades_and_what_a_plugin_wants_round_trip_and_an_older_ready_reads_as_wanting_none() {
+        let book = Call::Book(BookMsg {
+            symbol: "BTCUSD".into(),
+            update_id: 42,
+            event_time_ms: 1_700_000_000_000,
+            received_ms: 1_700_000_000_003,
+            skipped: 3,
+            bids: vec![("100.10".into(), "0.5".into()), ("100.00".into(), "2".into())],
+            asks: vec![("100.20".into(), "0.00000001".into())],
+        });
+        let trade = Call::Trade(TradeMsg {
+            symbol: "ETHUSD".into(),
+            trade_id: 7,
+            price: "2000.5".into(),
+            qty: "0.1".into(),
+            buyer_maker: true,
+            dropped: 2,
+            ..Default::default()
+        });
+        let ready = Up::Ready { proto: PROTO, version: "v".into(), abi_minor: 5, books: true, trades: false };
+        let mut buf = Vec::new();
+        for call in [&book, &trade] {
+            write_frame(&mut buf, &Down::Call { call: call.clone() }, MAX_DOWN).unwrap();
+        }
+        write_frame(&mut buf, &ready, MAX_UP).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<Down>(&mut r, MAX_DOWN).unwrap(), Some(Down::Call { call: book }));
+        assert_eq!(read_frame::<Down>(&mut r, MAX_DOWN).unwrap(), Some(Down::Call { call: trade }));
+        assert_eq!(read_frame::<Up>(&mut r, MAX_UP).unwrap(), Some(ready));
+        // A host of the previous protocol says nothing of books: it is sent none.
+        let old = br#"{"t":"ready","proto":1,"version":"v","abi_minor":4}"#;
+        let mut frame = (old.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(old);
+        assert_eq!(
+            read_frame::<Up>(&frame[..], MAX_UP).unwrap(),
+            Some(Up::Ready { proto: 1, version: "v".into(), abi_minor: 4, books: false, trades: false })
+        );
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct Remote {
     stall: Duration,
     version: String,
     abi_minor: u32,
+    /// Its plugin exports `on_book`, `on_trade` (from its `Ready`).
+    market_wants: (bool, bool),
     /// Why the child is gone, once it is.
     gone: Option<String>,
     /// Whether it was killed for running over the stall limit.
@@ -181,6 +183,7 @@ impl Remote {
             stall,
             version: String::new(),
             abi_minor: 0,
+            market_wants: (false, false),
             gone: None,
             stalled: false,
         };
@@ -191,9 +194,10 @@ impl Remote {
         }
         let _ = remote.chan.set_read_timeout(Some(LOAD_WAIT));
         match proto::read_frame::<Up>(&remote.chan, proto::MAX_UP) {
-            Ok(Some(Up::Ready { proto: p, version, abi_minor })) if p == proto::PROTO => {
+            Ok(Some(Up::Ready { proto: p, version, abi_minor, books, trades })) if p == proto::PROTO => {
                 remote.version = version;
                 remote.abi_minor = abi_minor;
+                remote.market_wants = (books, trades);
                 Ok(remote)
             }
             Ok(Some(Up::Refused { why })) => {
@@ -219,6 +223,11 @@ impl Remote {
 
     pub fn abi_minor(&self) -> u32 {
         self.abi_minor
+    }
+
+    /// Whether its plugin exports `on_book`, `on_trade`.
+    pub fn market_wants(&self) -> (bool, bool) {
+        self.market_wants
     }
 
     pub fn pid(&self) -> u32 {
@@ -447,7 +456,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("syncd-remote-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ready = frame(&Up::Ready { proto: proto::PROTO, version: "fake".into(), abi_minor: 2 });
+        let ready = frame(&Up::Ready {
+            proto: proto::PROTO,
+            version: "fake".into(),
+            abi_minor: 2,
+            books: false,
+            trades: false,
+        });
         let script = dir.join("host.sh");
         let body = format!("#!/bin/sh\nprintf '{}{}'\nexec sleep 30\n", printf(&ready), printf(then));
         std::fs::write(&script, body).unwrap();

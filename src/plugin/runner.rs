@@ -61,6 +61,14 @@ impl Guest {
         }
     }
 
+    /// `on_book`, `on_trade` exported (whatever its minor: see `marshal::market_wants`).
+    pub(super) fn market_wants(&self) -> (bool, bool) {
+        match self {
+            Guest::Local(p) => p.market_wants(),
+            Guest::Remote(r) => r.market_wants(),
+        }
+    }
+
     pub(super) fn call(&mut self, call: &Call) -> abi::Status {
         match self {
             Guest::Local(p) => proto::invoke(p, call),
@@ -107,6 +115,10 @@ pub(super) struct Runner {
     pub(super) busy_since: Arc<AtomicU64>,
     pub(super) view: PluginView,
     pub(super) last_call: std::cell::Cell<Option<Instant>>,
+    /// Where books and trades come from (none while the market stream is off).
+    pub(super) market: Option<crate::market::MarketView>,
+    /// `book_depth`: levels a side of each book.
+    pub(super) book_depth: usize,
 }
 
 impl Runner {
@@ -174,7 +186,15 @@ impl Runner {
         let mut last_save = Instant::now();
         let mut spin = spin::SpinPolicy::new(self.spin);
         // This version's counts, not the last one's, from its start.
-        self.view.update(&self.name, |s| s.heads_ups = SpinCounts::default());
+        self.view.update(&self.name, |s| {
+            s.heads_ups = SpinCounts::default();
+            (s.books, s.books_skipped, s.trades, s.trades_dropped) = (0, 0, 0, 0);
+        });
+        // Only a plugin that exports on_book or on_trade subscribes: the others cost the
+        // market thread nothing and never wake for it.
+        let (books, trades) = marshal::market_wants(plugin.market_wants(), plugin.abi_minor());
+        let feed = self.market.as_ref().and_then(|m| m.feed().subscribe(books, trades, self.book_depth));
+        let market_wake = feed.as_ref().map_or_else(crossbeam_channel::never, |f| f.wake.clone());
         let outcome = loop {
             // Ticks (and prices, balances) keep their pace even while fills keep arriving.
             if Instant::now() >= next_tick {
@@ -257,6 +277,13 @@ impl Runner {
                     let status = self.order_report(&mut plugin, &report);
                     if status != abi::STATUS_OK {
                         break Err(status);
+                    }
+                }
+                recv(market_wake) -> _ => {
+                    if let Some(feed) = &feed {
+                        if let Err(status) = self.market(&mut plugin, feed) {
+                            break Err(status);
+                        }
                     }
                 }
                 default(wait) => {}
@@ -389,6 +416,32 @@ impl Runner {
         let Some(update) = marshal::report(r, plugin.abi_minor()) else { return abi::STATUS_OK };
         let call = Call::Order(update);
         self.call(|| plugin.call(&call))
+    }
+
+    /// Everything in its market inbox: the newest book of each symbol that changed and the
+    /// trades since the last wake-up, in the order they were published.
+    pub(super) fn market(&self, plugin: &mut Guest, feed: &crate::market::Subscription) -> Result<(), i32> {
+        let (mut books, mut trades) = (0u64, 0u64);
+        let mut outcome = Ok(());
+        for item in feed.take() {
+            let call = marshal::market(&item);
+            let status = self.call(|| plugin.call(&call));
+            match call {
+                Call::Book(_) => books += 1,
+                _ => trades += 1,
+            }
+            if status != abi::STATUS_OK {
+                outcome = Err(status);
+                break;
+            }
+        }
+        let lost = feed.losses();
+        self.view.update(&self.name, |s| {
+            s.books += books;
+            s.trades += trades;
+            (s.books_skipped, s.trades_dropped) = (lost.books_skipped, lost.trades_dropped);
+        });
+        outcome
     }
 
     /// The periodic tick, plus price and balance updates when the executor's view changed.

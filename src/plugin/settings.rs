@@ -85,7 +85,12 @@ pub(super) struct Options {
     pub cancel_on_stop: bool,
     /// `history = all`: a name seen for the first time starts at the log's start.
     pub history_all: bool,
+    /// `book_depth`: levels a side of each book `on_book` gets (1 to 20).
+    pub book_depth: usize,
 }
+
+/// Levels a side `on_book` gets unless the settings say `book_depth`.
+pub(super) const BOOK_DEPTH: usize = 5;
 
 impl Options {
     /// `name`'s settings text read, or why it is refused.
@@ -126,7 +131,20 @@ impl Options {
                 _ => return Err(format!("{name}.conf: max_pending = {v:?}: a number of intents above 0")),
             },
         };
+        let book_depth = match setting(settings, "book_depth") {
+            None => BOOK_DEPTH,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=crate::market::feed::MAX_DEPTH).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "{name}.conf: book_depth = {v:?}: levels a side, 1 to {}",
+                        crate::market::feed::MAX_DEPTH
+                    ))
+                }
+            },
+        };
         Ok(Options {
+            book_depth,
             isolated,
             restart_base,
             restart_max,
@@ -166,6 +184,16 @@ mod tests {
         assert_eq!(tag_taken("grid_maker", "gridmake", false, &HashMap::new(), ["grid_maker", "thief"]), None);
         // A claim of a tag no other file's name gives and nobody holds is fine.
         assert_eq!(tag_taken("thief", "mytag", true, &HashMap::new(), ["grid_maker", "thief"]), None);
+    }
+
+    #[test]
+    fn book_depth_defaults_to_5_and_takes_1_to_20() {
+        assert_eq!(Options::parse("p", "").map(|o| o.book_depth), Ok(BOOK_DEPTH));
+        assert_eq!(Options::parse("p", "book_depth = 20").map(|o| o.book_depth), Ok(20));
+        for bad in ["book_depth = 0", "book_depth = 21", "book_depth = deep"] {
+            let e = Options::parse("p", bad).unwrap_err();
+            assert!(e.starts_with("p.conf: book_depth"), "{e}");
+        }
     }
 
     #[test]

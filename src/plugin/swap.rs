@@ -85,6 +85,7 @@ impl PluginHost {
             max_pending,
             cancel_on_stop,
             history_all,
+            book_depth,
         } = match Options::parse(name, &settings_text) {
             Ok(o) => o,
             Err(why) => return refuse(self, why),
@@ -154,6 +155,8 @@ impl PluginHost {
             busy_since: busy_since.clone(),
             view: self.view.clone(),
             last_call: std::cell::Cell::new(None),
+            market: self.market.clone(),
+            book_depth,
         };
         let ending = self.ending.0.clone();
         let thread = match thread::Builder::new().name(format!("plugin:{name}")).spawn(move || {

@@ -39,7 +39,14 @@ impl PluginHost {
             backoff: HashMap::new(),
             streaks: HashMap::new(),
             ending: crossbeam_channel::unbounded(),
+            market: None,
         }
+    }
+
+    /// Books and trades for its plugins come from `market`'s feed.
+    pub fn with_market(mut self, market: Option<crate::market::MarketView>) -> PluginHost {
+        self.market = market;
+        self
     }
 
     pub fn view(&self) -> PluginView {

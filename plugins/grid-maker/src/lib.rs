@@ -7,11 +7,19 @@
 //! the exchange's grid, refuses anything that would cross the book, and holds the strategy to
 //! its limits; all arithmetic here is exact ([`Decimal`]).
 //!
+//! It follows the touch as it moves (ABI 1.5 `on_book`: the best bid and ask of each book the
+//! market stream brings, as they change, not once per tick; `on_price` where there is no
+//! stream): once the touch has moved `spacing` ticks or more away from where the grid was laid,
+//! it cancels its orders on the symbol and lays the grid again around the new touch, so its
+//! quotes neither cross nor drift out of the market.
+//!
 //! Settings (`grid_maker.conf`): `levels` (3), `spacing` (ticks, 10), `quote` (20),
-//! `symbols` (comma-separated; default: every symbol the daemon trades).
+//! `symbols` (comma-separated; default: every symbol the daemon trades), `requote` (`true`;
+//! `false` lays each grid once), `book_depth` (read by the daemon; one level is enough here).
 
 use binance_syncd_plugin::{
-    export_strategy, Decimal, Fill, Host, Level, OrderUpdate, Price, Reason, Side, StartInfo, Strategy, UpdateKind,
+    export_strategy, Book, Decimal, Fill, Host, Level, OrderUpdate, Price, Reason, Side, StartInfo, Strategy,
+    UpdateKind,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +35,12 @@ struct Grid {
     quoted: HashSet<String>,
     /// Last best bid and ask per symbol.
     touch: HashMap<String, (Decimal, Decimal)>,
+    /// The touch each symbol's grid was laid around.
+    anchor: HashMap<String, (Decimal, Decimal)>,
+    /// Lay the grid again when the touch moves a `spacing` away.
+    requote: bool,
+    /// Grids laid again.
+    requotes: u64,
     placed: u64,
     /// What each request asked, so a refusal for pace can be tried again later.
     asked: HashMap<u64, (String, Side, Decimal)>,
@@ -51,6 +65,46 @@ impl Grid {
                 self.asked.insert(request, (symbol.to_string(), side, price));
             }
             Err(e) => self.host.log(Level::Debug, &format!("{symbol}: intent not queued ({e:?})")),
+        }
+    }
+
+    /// A new best bid and ask of `symbol`: the first lays its grid, a move of `spacing` ticks
+    /// or more lays it again around the new touch.
+    fn touched(&mut self, symbol: &str, bid: &str, ask: &str) {
+        let (Some(bid), Some(ask)) = (bid.parse::<Decimal>().ok(), ask.parse::<Decimal>().ok()) else { return };
+        if bid >= ask {
+            return; // a crossed or locked touch is no place to quote around
+        }
+        self.touch.insert(symbol.to_string(), (bid, ask));
+        if !self.symbols.contains(symbol) {
+            return;
+        }
+        if self.quoted.contains(symbol) {
+            let (Some(&(was_bid, was_ask)), Some(step)) = (self.anchor.get(symbol), self.offset(symbol, self.spacing))
+            else {
+                return;
+            };
+            let moved = |now: Decimal, was: Decimal| now.checked_sub(was).is_some_and(|d| d.abs() >= step);
+            if !self.requote || !(moved(bid, was_bid) || moved(ask, was_ask)) {
+                return;
+            }
+            if self.host.cancel_all(symbol).is_err() {
+                return; // busy: the next move tries again
+            }
+            self.requotes += 1;
+            // Answers to the old grid's orders no longer say anything about the new one.
+            self.retry.retain(|(s, _, _)| s != symbol);
+        }
+        self.quoted.insert(symbol.to_string());
+        self.anchor.insert(symbol.to_string(), (bid, ask));
+        for k in 1..=self.levels {
+            let Some(off) = self.offset(symbol, k * self.spacing) else { break };
+            if let Some(p) = bid.checked_sub(off) {
+                self.place(symbol, Side::Buy, p);
+            }
+            if let Some(p) = ask.checked_add(off) {
+                self.place(symbol, Side::Sell, p);
+            }
         }
     }
 
@@ -95,6 +149,9 @@ impl Strategy for Grid {
             grids,
             quoted: HashSet::new(),
             touch: HashMap::new(),
+            anchor: HashMap::new(),
+            requote: start.setting("requote") != Some("false"),
+            requotes: 0,
             placed: 0,
             asked: HashMap::new(),
             retry: Vec::new(),
@@ -102,22 +159,15 @@ impl Strategy for Grid {
     }
 
     fn on_price(&mut self, price: &Price<'_>) -> Result<(), String> {
-        let (Some(bid), Some(ask)) = (price.bid.parse::<Decimal>().ok(), price.ask.parse::<Decimal>().ok()) else {
-            return Ok(());
-        };
-        self.touch.insert(price.symbol.to_string(), (bid, ask));
-        if !self.symbols.contains(price.symbol) || self.quoted.contains(price.symbol) {
-            return Ok(());
-        }
-        self.quoted.insert(price.symbol.to_string());
-        for k in 1..=self.levels {
-            let Some(off) = self.offset(price.symbol, k * self.spacing) else { break };
-            if let Some(p) = bid.checked_sub(off) {
-                self.place(price.symbol, Side::Buy, p);
-            }
-            if let Some(p) = ask.checked_add(off) {
-                self.place(price.symbol, Side::Sell, p);
-            }
+        self.touched(price.symbol, price.bid, price.ask);
+        Ok(())
+    }
+
+    const WANTS_BOOKS: bool = true;
+
+    fn on_book(&mut self, book: &Book<'_>) -> Result<(), String> {
+        if let Some((bid, ask)) = book.touch() {
+            self.touched(book.symbol, bid, ask);
         }
         Ok(())
     }
@@ -180,7 +230,8 @@ impl Strategy for Grid {
     }
 
     fn stop(&mut self) {
-        self.host.info(&format!("grid-maker stopping after {} orders", self.placed));
+        self.host
+            .info(&format!("grid-maker stopping after {} orders, {} grids laid again", self.placed, self.requotes));
     }
 }
 

@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 4;
+pub const ABI_MINOR: u32 = 5;
 /// The one exported symbol: `const PluginV1 *syncd_plugin_entry_v1(const HostV1 *host)`.
 pub const ENTRY_SYMBOL: &[u8] = b"syncd_plugin_entry_v1\0";
 
@@ -175,6 +175,52 @@ pub struct Price {
     pub ask: Str,
 }
 
+/// One price level of a book.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    pub price: Str,
+    pub qty: Str,
+}
+
+/// `on_book` (since 1.5): a symbol's local order book after a change, its best levels each
+/// side, best first (at most the plugin's `book_depth`, default 5, 1 to 20). A symbol's books
+/// come in increasing `update_id`; conflated: a busy plugin gets only the newest, and
+/// `skipped` counts this symbol's books it did not get since the previous one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Book {
+    pub update_id: u64,
+    /// The exchange's event time of the last diff applied (ms since the epoch; 0 unknown).
+    pub event_time_ms: i64,
+    /// When the daemon read that frame (ms since the epoch).
+    pub received_ms: i64,
+    pub skipped: u64,
+    pub symbol: Str,
+    pub bids: *const Level,
+    pub bid_count: usize,
+    pub asks: *const Level,
+    pub ask_count: usize,
+}
+
+/// `on_trade` (since 1.5): one public trade of a symbol. Trades queue (1024 per plugin); when
+/// the queue is full the oldest go and `dropped` counts them, just before this one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Trade {
+    pub trade_id: u64,
+    pub time_ms: i64,
+    pub event_time_ms: i64,
+    pub received_ms: i64,
+    pub dropped: u64,
+    pub symbol: Str,
+    pub price: Str,
+    pub qty: Str,
+    /// 1: the buyer was the maker (the taker sold).
+    pub buyer_maker: u8,
+    pub _reserved: [u8; 7],
+}
+
 /// One asset's balance.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -266,6 +312,10 @@ pub struct PluginV1 {
     pub on_balance: Option<unsafe extern "C" fn(state: *mut c_void, balance: *const Balance) -> Status>,
     pub on_tick: Option<unsafe extern "C" fn(state: *mut c_void, now_ms: i64) -> Status>,
     pub stop: Option<unsafe extern "C" fn(state: *mut c_void) -> Status>,
+    /// Since 1.5; null: no books are sent (and none are kept for it).
+    pub on_book: Option<unsafe extern "C" fn(state: *mut c_void, book: *const Book) -> Status>,
+    /// Since 1.5; null: no public trades are sent.
+    pub on_trade: Option<unsafe extern "C" fn(state: *mut c_void, trade: *const Trade) -> Status>,
 }
 
 /// Bytes of a [`PluginV1`] every plugin must provide: the header, `version`, `create`, `destroy`.
@@ -328,12 +378,17 @@ mod tests {
             "syncd_order_update" => OrderUpdate { request, order_id, code, symbol, client_order_id, price, qty,
                 status, reason, kind, side, resolved, reason_code },
             "syncd_price" => Price { symbol, bid, ask },
+            "syncd_level" => Level { price, qty },
+            "syncd_book" => Book { update_id, event_time_ms, received_ms, skipped, symbol, bids, bid_count, asks,
+                ask_count },
+            "syncd_trade" => Trade { trade_id, time_ms, event_time_ms, received_ms, dropped, symbol, price, qty,
+                buyer_maker },
             "syncd_balance" => Balance { asset, free, locked },
             "syncd_start" => Start { name, settings, snapshot },
             "syncd_intent" => Intent { kind, side, order_id, symbol, price, qty, client_order_id },
             "syncd_host_v1" => HostV1 { abi_major, abi_minor, size, ctx, submit, log, rules },
             "syncd_plugin_v1" => PluginV1 { abi_major, abi_minor, size, version, create, destroy, start, on_fill,
-                on_order, on_price, on_balance, on_tick, stop },
+                on_order, on_price, on_balance, on_tick, stop, on_book, on_trade },
         );
         None
     }
@@ -358,6 +413,9 @@ mod tests {
             "syncd_fill",
             "syncd_order_update",
             "syncd_price",
+            "syncd_level",
+            "syncd_book",
+            "syncd_trade",
             "syncd_balance",
             "syncd_start",
             "syncd_intent",

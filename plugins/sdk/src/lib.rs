@@ -260,6 +260,76 @@ pub struct Price<'a> {
     pub ask: &'a str,
 }
 
+/// One side of a [`Book`]: its levels, best first, as `(price, qty)` exact decimal strings.
+#[derive(Clone, Copy)]
+pub struct Levels<'a>(&'a [abi::Level]);
+
+impl<'a> Levels<'a> {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Level `i` (0 is the best): `(price, qty)`.
+    pub fn get(&self, i: usize) -> Option<(&'a str, &'a str)> {
+        self.0.get(i).map(|l| (text(l.price), text(l.qty)))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.0.iter().map(|l| (text(l.price), text(l.qty)))
+    }
+}
+
+impl std::fmt::Debug for Levels<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// A symbol's order book after a change ([`Strategy::on_book`], ABI 1.5): its best
+/// `book_depth` levels each side (`NAME.conf`, default 5, at most 20). A symbol's books come in
+/// increasing `update_id`; a plugin busy with earlier callbacks gets only the newest, and
+/// `skipped` counts this symbol's books it did not get since the previous one.
+#[derive(Debug, Clone, Copy)]
+pub struct Book<'a> {
+    pub symbol: &'a str,
+    pub update_id: u64,
+    /// The exchange's event time of the last change (ms since the epoch; 0 unknown).
+    pub event_time_ms: i64,
+    /// When the daemon read it off the socket (ms since the epoch).
+    pub received_ms: i64,
+    pub skipped: u64,
+    pub bids: Levels<'a>,
+    pub asks: Levels<'a>,
+}
+
+impl Book<'_> {
+    /// The best bid and ask prices, when both sides have a level.
+    pub fn touch(&self) -> Option<(&str, &str)> {
+        Some((self.bids.get(0)?.0, self.asks.get(0)?.0))
+    }
+}
+
+/// One public trade of a symbol ([`Strategy::on_trade`], ABI 1.5). `dropped`: trades that went
+/// from a full queue (1024 per plugin) just before this one.
+#[derive(Debug, Clone, Copy)]
+pub struct Trade<'a> {
+    pub symbol: &'a str,
+    pub trade_id: u64,
+    pub price: &'a str,
+    pub qty: &'a str,
+    /// Trade time and event time (ms since the epoch; 0 unknown), when the daemon read it.
+    pub time_ms: i64,
+    pub event_time_ms: i64,
+    pub received_ms: i64,
+    /// The buyer was the maker: the taker sold.
+    pub buyer_maker: bool,
+    pub dropped: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Balance<'a> {
     pub asset: &'a str,
@@ -457,6 +527,19 @@ pub trait Strategy: Sized + 'static {
     fn on_balance(&mut self, _balance: &Balance<'_>) -> Result<(), String> {
         Ok(())
     }
+    /// `true` to get [`Strategy::on_book`]: only then is the callback exported, so a strategy
+    /// without it costs the daemon nothing.
+    const WANTS_BOOKS: bool = false;
+    /// `true` to get [`Strategy::on_trade`].
+    const WANTS_TRADES: bool = false;
+    /// The book of a symbol changed (with `WANTS_BOOKS`); see [`Book`].
+    fn on_book(&mut self, _book: &Book<'_>) -> Result<(), String> {
+        Ok(())
+    }
+    /// A public trade (with `WANTS_TRADES`); see [`Trade`].
+    fn on_trade(&mut self, _trade: &Trade<'_>) -> Result<(), String> {
+        Ok(())
+    }
     fn on_tick(&mut self, _now_ms: i64) -> Result<(), String> {
         Ok(())
     }
@@ -611,6 +694,37 @@ pub mod __private {
         locked: text(b.locked)
     });
 
+    /// `count` levels at `ptr` (null when there are none) for the duration of the call.
+    fn levels<'a>(ptr: *const abi::Level, count: usize) -> Levels<'a> {
+        if ptr.is_null() || count == 0 {
+            return Levels(&[]);
+        }
+        // SAFETY: the host passes `count` live levels at `ptr`, valid for this call.
+        Levels(unsafe { std::slice::from_raw_parts(ptr, count) })
+    }
+
+    callback!(on_book, abi::Book, on_book, |b| Book {
+        symbol: text(b.symbol),
+        update_id: b.update_id,
+        event_time_ms: b.event_time_ms,
+        received_ms: b.received_ms,
+        skipped: b.skipped,
+        bids: levels(b.bids, b.bid_count),
+        asks: levels(b.asks, b.ask_count),
+    });
+
+    callback!(on_trade, abi::Trade, on_trade, |t| Trade {
+        symbol: text(t.symbol),
+        trade_id: t.trade_id,
+        price: text(t.price),
+        qty: text(t.qty),
+        time_ms: t.time_ms,
+        event_time_ms: t.event_time_ms,
+        received_ms: t.received_ms,
+        buyer_maker: t.buyer_maker != 0,
+        dropped: t.dropped,
+    });
+
     pub unsafe extern "C" fn on_tick<S: Strategy>(state: *mut c_void, now_ms: i64) -> abi::Status {
         guard(|| {
             // SAFETY: the host passes the state `create` made.
@@ -649,6 +763,8 @@ pub mod __private {
             on_balance: Some(on_balance::<S>),
             on_tick: Some(on_tick::<S>),
             stop: Some(stop::<S>),
+            on_book: if S::WANTS_BOOKS { Some(on_book::<S>) } else { None },
+            on_trade: if S::WANTS_TRADES { Some(on_trade::<S>) } else { None },
         }
     }
 }

@@ -13,10 +13,15 @@
 //!   the secrets' variables and `PATH`, `child-env ...` (what `env` run as a child prints),
 //!   `self-environ ...` (the process's `/proc/self/environ`), `dumpable N` (`PR_GET_DUMPABLE`),
 //!   `pid N ppid M` and one `fd N TARGET` line per open descriptor;
-//! - `hang_in_start = true`: `start` sleeps for ten minutes (a plugin that never answers).
+//! - `hang_in_start = true`: `start` sleeps for ten minutes (a plugin that never answers);
+//! - `market = record`: record `book SYMBOL UPDATE_ID SKIPPED NBIDS NASKS BID0 ASK0` for each
+//!   `on_book` (`-` for a missing level) and `trade SYMBOL ID PRICE QTY BUYER_MAKER DROPPED` for
+//!   each `on_trade`; `book_hold = PATH`: `on_book` then waits (up to 20 s) until PATH exists: a strategy as
+//!   slow as a test needs it. It
+//!   exports both callbacks, so it is sent books and trades whatever these say.
 
 use binance_syncd_plugin::{
-    export_strategy, Decimal, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, UpdateKind,
+    export_strategy, Book, Decimal, Fill, Host, OrderUpdate, Price, Side, StartInfo, Strategy, Trade, UpdateKind,
 };
 use std::io::Write;
 
@@ -35,6 +40,8 @@ struct Recorder {
     flood_placed: u64,
     place_one: bool,
     placed_one: bool,
+    record_market: bool,
+    book_hold: Option<std::path::PathBuf>,
 }
 
 fn unix_ns() -> u128 {
@@ -112,6 +119,8 @@ impl Strategy for Recorder {
             flood_placed: 0,
             place_one,
             placed_one: false,
+            record_market: start.setting("market") == Some("record"),
+            book_hold: start.setting("book_hold").map(std::path::PathBuf::from),
         };
         r.line(&format!("start {VERSION}"));
         if start.setting("probe") == Some("true") {
@@ -188,6 +197,42 @@ impl Strategy for Recorder {
 
     fn stop(&mut self) {
         self.line(&format!("stop {VERSION}"));
+    }
+
+    const WANTS_BOOKS: bool = true;
+    const WANTS_TRADES: bool = true;
+
+    fn on_book(&mut self, book: &Book<'_>) -> Result<(), String> {
+        if self.record_market {
+            let bid = book.bids.get(0).map_or("-", |l| l.0);
+            let ask = book.asks.get(0).map_or("-", |l| l.0);
+            let (symbol, id, skipped) = (book.symbol, book.update_id, book.skipped);
+            let (nb, na) = (book.bids.len(), book.asks.len());
+            self.line(&format!("book {symbol} {id} {skipped} {nb} {na} {bid} {ask}"));
+        }
+        if let Some(gate) = &self.book_hold {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !gate.exists() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_trade(&mut self, t: &Trade<'_>) -> Result<(), String> {
+        if self.record_market {
+            let line = format!(
+                "trade {} {} {} {} {} {}",
+                t.symbol,
+                t.trade_id,
+                t.price,
+                t.qty,
+                u8::from(t.buyer_maker),
+                t.dropped
+            );
+            self.line(&line);
+        }
+        Ok(())
     }
 }
 
