@@ -69,6 +69,8 @@ pub struct Daemon {
     /// The executor cancels our orders on exit: it needs the gate open until it is done.
     cancel_on_exit: bool,
     plugins: Option<PluginView>,
+    /// The market thread's view (absent when `SYNCD_MARKET_STREAM` is off).
+    market: Option<MarketView>,
     tap: crate::filllog::FillTap,
     metrics_addr: Option<std::net::SocketAddr>,
     /// One message per `SIGHUP`: the `state` thread reopens the fill log.
@@ -287,6 +289,7 @@ impl Daemon {
             executor: executor_link,
             cancel_on_exit: config.cancel_on_exit,
             plugins,
+            market,
             tap,
             metrics_addr,
             reopen: reopen_tx,
@@ -330,6 +333,11 @@ impl Daemon {
     }
 
     /// Where strategies get their handles, and the executor's view of the account.
+    /// What the market thread knows (book, top, counters); `None` when the stream is off.
+    pub fn market(&self) -> Option<&MarketView> {
+        self.market.as_ref()
+    }
+
     pub fn executor(&self) -> &ExecutorLink {
         &self.executor
     }

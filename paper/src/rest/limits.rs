@@ -61,6 +61,8 @@ pub struct RateState {
     pub http_418: u64,
     pub peak_weight: u64,
     pub requests: u64,
+    /// Requests by path (`/api/v3/ticker/bookTicker`: how often a client polled prices).
+    pub by_path: std::collections::BTreeMap<String, u64>,
 }
 
 pub(super) fn weight(profile: WeightProfile, method: &str, path: &str, params: &Params) -> u64 {
@@ -127,6 +129,7 @@ impl Shared {
         let now = self.clock.now_ms();
         let mut rate = self.rate.lock_anyway();
         rate.requests += 1;
+        *rate.by_path.entry(req.path.clone()).or_default() += 1;
         let limit = self.rest.weight_limit;
         let burst = {
             let mut f = self.rest_faults.lock_anyway();

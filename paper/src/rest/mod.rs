@@ -22,7 +22,7 @@ use limits::weight;
 pub use limits::{RateState, RestSettings, WeightProfile};
 use orders::{cancel_order, cancel_replace, my_trades, place_order};
 use params::{limit_param, parse_params, symbol_list_unlocked, time_range, Params};
-use public::{ticker_24hr, tickers};
+use public::{depth, ticker_24hr, tickers};
 use serde_json::{json, Value};
 use std::thread;
 
@@ -161,11 +161,7 @@ fn dispatch(
             shared.engine().avg_price(symbol, now).map(Dispatched::Body).map_err(fail)
         }
         ("GET", "/api/v3/ticker/bookTicker") | ("GET", "/api/v3/ticker/price") => tickers(shared, req, params),
-        ("GET", "/api/v3/depth") => {
-            let symbol = params.required("symbol").map_err(fail)?;
-            let limit = params.uint("limit").map_err(fail)?.unwrap_or(100) as usize;
-            shared.engine().depth(symbol, limit).map(Dispatched::Body).map_err(fail)
-        }
+        ("GET", "/api/v3/depth") => depth(shared, params),
         ("GET", "/api/v3/account") => body(shared.engine().account(now)),
         ("POST", "/api/v3/order") | ("POST", "/api/v3/order/test") => place_order(shared, req, params, now, headers),
         ("GET", "/api/v3/order") => {
