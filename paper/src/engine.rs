@@ -24,7 +24,6 @@ mod matching;
 mod rules;
 
 pub use account::ListenKeyEvent;
-pub use book::Commit;
 pub use events::fmt8;
 pub use market::{Rng, SymbolSpec};
 

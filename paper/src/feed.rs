@@ -5,11 +5,25 @@
 //! events of a stream satisfy `U == previous u + 1` ("Diff. Depth Stream",
 //! <https://docs.binance.us/#websocket-market-streams>). The `market_gap` fault skips events.
 
-use crate::engine::{fmt8, Commit};
 use binance_syncd_plugin::Decimal;
 use serde_json::json;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+
+/// One committed change of a symbol's book: its update id and the levels it set (quantity
+/// zero: removed), bids and asks.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub update_id: u64,
+    pub bids: Vec<(Decimal, Decimal)>,
+    pub asks: Vec<(Decimal, Decimal)>,
+}
+
+/// Eight decimals, as every amount the exchange sends (the engine's `fmt8`; this module is
+/// below the engine and may not name it).
+fn fmt8(d: Decimal) -> String {
+    d.with_scale(8).unwrap_or(d).to_string()
+}
 
 /// Changes merged since a stream's last event.
 #[derive(Debug, Clone)]

@@ -7,8 +7,7 @@
 //! [`StreamItem`]s: events to send as text, and faults to act out (drop the TCP connection,
 //! go silent, send garbage). Sessions are recorded for the ground-truth report.
 
-use crate::engine::Commit;
-pub use crate::feed::DepthFeed;
+pub use crate::feed::{Commit, DepthFeed};
 use crate::lock::LockAnyway;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;

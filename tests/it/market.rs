@@ -73,6 +73,11 @@ impl Rig {
     /// update id and then has the same best 20 levels. Up to 70 s: under load a resync may
     /// have to wait for the daemon's snapshot pace (4 a minute) to allow it.
     fn books_equal(&self, after: &str) {
+        // Synced first, with the market moving: a book asks its snapshot once a diff arrived,
+        // and a still market sends none.
+        self.wait(&format!("{after}: both books synced"), Duration::from_secs(70), |r| {
+            ["BTCUSD", "ETHUSD"].iter().all(|s| r.symbol(s).synced)
+        });
         self.fault("quiesce", &[]);
         for s in ["BTCUSD", "ETHUSD"] {
             let (id, bids, asks) = self.paper_book(s);

@@ -3,7 +3,7 @@
 //!
 //! A level's quantity is the sum of two parts: the account's resting orders at that price (the
 //! remaining quantity of every open GTC limit order, kept as an aggregate that
-//! [`Market::put_order`] updates on every change of an order) and the synthetic liquidity of the
+//! `Market::put_order` updates on every change of an order) and the synthetic liquidity of the
 //! other traders the paper market stands for, a ladder of [`SYNTH_LEVELS`] levels each side from
 //! the market's bid and ask, whose quantities are a seeded function of the price (and of the
 //! market step for a third of the levels, so that a standing book still changes).
@@ -14,8 +14,8 @@
 //! the best level moved. Binance.US "WebSocket Market Streams" and "Order Book":
 //! <https://docs.binance.us/#websocket-market-streams>, <https://docs.binance.us/#order-book>.
 
-use super::market::Market;
 use super::{fmt8, Engine, Order, TimeInForce};
+use crate::feed::Commit;
 use crate::order::{OrderType, Side};
 use binance_syncd_plugin::Decimal;
 use serde_json::{json, Value};
@@ -33,15 +33,6 @@ const MAX_LIMIT: usize = 5000;
 
 type Level = (Decimal, Decimal);
 
-/// One committed change of the book: its update id and the levels it set (quantity zero:
-/// removed), bids and asks.
-#[derive(Debug, Clone)]
-pub struct Commit {
-    pub update_id: u64,
-    pub bids: Vec<Level>,
-    pub asks: Vec<Level>,
-}
-
 #[derive(Debug, Default)]
 pub(super) struct PublicBook {
     /// The published levels, price → quantity.
@@ -58,7 +49,7 @@ pub(super) struct PublicBook {
     /// Past published states, oldest first: (update id, bids, asks), best first.
     history: VecDeque<(u64, Vec<Level>, Vec<Level>)>,
     /// The best levels last sent on `@bookTicker`.
-    top: (Option<Level>, Option<Level>),
+    pub(super) top: (Option<Level>, Option<Level>),
 }
 
 /// FNV-1a over the parts, for quantities that are the same on every run with the same seed.
@@ -76,7 +67,7 @@ fn hash(parts: &[&[u8]]) -> u64 {
 
 /// The remaining quantity an order shows on the book: open GTC limit orders only (a MARKET,
 /// IOC or FOK order never rests).
-fn resting(o: &Order) -> Decimal {
+pub(super) fn resting(o: &Order) -> Decimal {
     let rests = o.status.is_open() && o.order_type != OrderType::Market && o.tif == TimeInForce::Gtc;
     if !rests {
         return Decimal::ZERO;
@@ -117,7 +108,7 @@ impl PublicBook {
     }
 
     /// Adds `delta` (negative: less) to the resting quantity at `price`.
-    fn rest_delta(&mut self, side: Side, price: Decimal, delta: Decimal) {
+    pub(super) fn rest_delta(&mut self, side: Side, price: Decimal, delta: Decimal) {
         if delta.is_zero() {
             return;
         }
@@ -132,7 +123,7 @@ impl PublicBook {
     }
 
     /// Publishes what changed since the last commit as one update: `None` if no level did.
-    fn commit(&mut self) -> Option<Commit> {
+    pub(super) fn commit(&mut self) -> Option<Commit> {
         let mut bids = Vec::new();
         let mut asks = Vec::new();
         for (is_bid, price) in std::mem::take(&mut self.dirty) {
@@ -176,7 +167,7 @@ impl PublicBook {
         )
     }
 
-    fn best(&self) -> (Option<Level>, Option<Level>) {
+    pub(super) fn best(&self) -> (Option<Level>, Option<Level>) {
         (self.bids.iter().next().map(|(p, q)| (p.0, *q)), self.asks.iter().next().map(|(p, q)| (*p, *q)))
     }
 
@@ -217,39 +208,6 @@ pub(super) struct MarketSnapshot<'a> {
     pub(super) ask: Decimal,
     pub(super) tick: Decimal,
     pub(super) step: Decimal,
-}
-
-impl Market {
-    /// Stores `order`, moving the book's resting quantities by what changed.
-    pub(super) fn put_order(&mut self, order: Order) {
-        let before = self.orders.get(&order.order_id).map(resting).unwrap_or(Decimal::ZERO);
-        let after = resting(&order);
-        if let Some(delta) = after.checked_sub(before) {
-            self.book.rest_delta(order.side, order.price, delta);
-        }
-        self.orders.insert(order.order_id, order);
-    }
-
-    /// The book at start, before anyone can subscribe: committed without an event.
-    pub(super) fn open_book(&mut self, seed: u64) {
-        // Binance's update ids are large; any start will do as long as it only grows.
-        self.book.update_id = 1_000_000;
-        self.move_ladder(seed, 0);
-        let _ = self.book.commit();
-        self.book.top = self.book.best();
-    }
-
-    /// Moves the synthetic ladder to the current bid and ask.
-    pub(super) fn move_ladder(&mut self, seed: u64, generation: u64) {
-        let snap = MarketSnapshot {
-            symbol: &self.spec.symbol,
-            bid: self.bid,
-            ask: self.ask,
-            tick: self.spec.tick,
-            step: self.spec.step,
-        };
-        self.book.set_synthetic(&snap, seed, generation);
-    }
 }
 
 impl Engine {

@@ -2,7 +2,7 @@
 //! prints behind `avgPrice` and `ticker/24hr`, the market-data endpoints, and the external
 //! trader who stands for someone using the web UI on the same account.
 
-use super::book::{PublicBook, PublicTrade};
+use super::book::{resting, MarketSnapshot, PublicBook, PublicTrade};
 use super::rules::SymbolRules;
 use super::{floor8, fmt8, ApiError, Engine, NewOrder, Order, Origin, RespType, SCALE};
 use crate::order::{OrderType, Side};
@@ -411,6 +411,39 @@ impl Engine {
 
     pub fn touch(&self, symbol: &str) -> Option<(Decimal, Decimal)> {
         self.markets.get(symbol).map(|m| (m.bid, m.ask))
+    }
+}
+
+impl Market {
+    /// Stores `order`, moving the book's resting quantities by what changed.
+    pub(super) fn put_order(&mut self, order: Order) {
+        let before = self.orders.get(&order.order_id).map(resting).unwrap_or(Decimal::ZERO);
+        let after = resting(&order);
+        if let Some(delta) = after.checked_sub(before) {
+            self.book.rest_delta(order.side, order.price, delta);
+        }
+        self.orders.insert(order.order_id, order);
+    }
+
+    /// The book at start, before anyone can subscribe: committed without an event.
+    pub(super) fn open_book(&mut self, seed: u64) {
+        // Binance's update ids are large; any start will do as long as it only grows.
+        self.book.update_id = 1_000_000;
+        self.move_ladder(seed, 0);
+        let _ = self.book.commit();
+        self.book.top = self.book.best();
+    }
+
+    /// Moves the synthetic ladder to the current bid and ask.
+    pub(super) fn move_ladder(&mut self, seed: u64, generation: u64) {
+        let snap = MarketSnapshot {
+            symbol: &self.spec.symbol,
+            bid: self.bid,
+            ask: self.ask,
+            tick: self.spec.tick,
+            step: self.spec.step,
+        };
+        self.book.set_synthetic(&snap, seed, generation);
     }
 }
 
