@@ -69,6 +69,7 @@ pub struct Daemon {
     /// The executor cancels our orders on exit: it needs the gate open until it is done.
     cancel_on_exit: bool,
     plugins: Option<PluginView>,
+    /// The market thread's view (absent when `SYNCD_MARKET_STREAM` is off).
     market: Option<MarketView>,
     tap: crate::filllog::FillTap,
     metrics_addr: Option<std::net::SocketAddr>,

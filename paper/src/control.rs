@@ -76,6 +76,18 @@ pub struct RestFaults {
     pub delay: Option<(Duration, Option<String>)>,
     /// The next `myTrades` answer for this symbol carries [`bad_trade_rows`] too.
     pub bad_trades: Option<String>,
+    /// The next `GET /api/v3/depth` answers are stale (`stale_depth`).
+    pub stale_depth: Option<StaleDepth>,
+}
+
+/// The next `count` depth snapshots (of `symbol`, or any) show the book as it was `back`
+/// updates ago, and arrive `lag` late.
+#[derive(Debug, Clone)]
+pub struct StaleDepth {
+    pub symbol: Option<String>,
+    pub count: u64,
+    pub back: usize,
+    pub lag: Duration,
 }
 
 /// Rows no exchange should send, for a client's checks: one of another symbol than `asked`
@@ -286,13 +298,13 @@ pub static FAULTS: &[FaultSpec] = &[
     FaultSpec {
         name: "drop",
         params: "[mode=rst|fin, refuse_ms=0]",
-        effect: "drop every stream connection without a close frame; refuse new connections for `refuse_ms`",
-        run: drop_connections,
+        effect: "drop every user-data stream connection without a close frame; refuse new connections (any stream) for `refuse_ms`",
+        run: |c, p| drop_connections(c, p, false),
     },
     FaultSpec {
         name: "silent",
         params: "",
-        effect: "stream connections stay open and send nothing, pings included",
+        effect: "user-data stream connections stay open and send nothing, pings included",
         run: |c, _| Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Silence)})),
     },
     FaultSpec {
@@ -520,6 +532,53 @@ pub static FAULTS: &[FaultSpec] = &[
             Ok(json!({}))
         },
     },
+    FaultSpec {
+        name: "market_drop",
+        params: "[mode=rst|fin, refuse_ms=0]",
+        effect: "drop every market stream connection (no listen key) without a close frame; refuse new connections (any stream) for `refuse_ms`",
+        run: |c, p| drop_connections(c, p, true),
+    },
+    FaultSpec {
+        name: "market_refuse",
+        params: "ms=N",
+        effect: "refuse new stream connections for N ms (TCP refused); open ones go on",
+        run: |c, p| {
+            refuse(c, num(p, "ms", 0)?);
+            Ok(json!({}))
+        },
+    },
+    FaultSpec {
+        name: "market_silent",
+        params: "",
+        effect: "market stream connections stay open and send nothing, pings and pongs included",
+        run: |c, _| Ok(json!({"connections": c.shared.hub.command_market(StreamItem::Silence)})),
+    },
+    FaultSpec {
+        name: "market_gap",
+        params: "[symbol=S, count=1]",
+        effect: "the next `count` diff events of each depth stream of S (default: every symbol) are not sent: a gap in the update ids",
+        run: |c, p| {
+            let symbols = c.engine().symbols();
+            let count = num(p, "count", 1)?.clamp(0, 1_000_000) as u64;
+            c.shared.hub.feed.lock_anyway().gap(get(p, "symbol"), count, &symbols);
+            Ok(json!({}))
+        },
+    },
+    FaultSpec {
+        name: "stale_depth",
+        params: "[symbol=S, count=1, back=64, lag_ms=0]",
+        effect: "the next `count` `GET /api/v3/depth` answers (for S, default any) show the book as it was `back` updates ago (as far as 64 are kept), and arrive `lag_ms` late",
+        run: |c, p| {
+            let stale = StaleDepth {
+                symbol: get(p, "symbol").map(str::to_string),
+                count: num(p, "count", 1)?.max(0) as u64,
+                back: num(p, "back", 64)?.clamp(0, 64) as usize,
+                lag: Duration::from_millis(num(p, "lag_ms", 0)?.clamp(0, 600_000) as u64),
+            };
+            c.shared.rest_faults.lock_anyway().stale_depth = Some(stale);
+            Ok(json!({}))
+        },
+    },
 ];
 
 /// The fault called `name`, if there is one.
@@ -531,20 +590,27 @@ fn fault_names() -> String {
     FAULTS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
 }
 
-fn drop_connections(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
+/// `drop` (user-data connections) and `market_drop` (market-only connections).
+fn drop_connections(c: &Ctx<'_>, p: &Params<'_>, market: bool) -> Result<Value, String> {
     let rst = match get(p, "mode").unwrap_or("rst") {
         "rst" => true,
         "fin" => false,
         other => return Err(format!("mode={other:?}: use rst or fin")),
     };
-    let refuse = num(p, "refuse_ms", 0)?;
     // Close the door first: a client quick to reconnect must find it closed.
-    if refuse > 0 {
+    refuse(c, num(p, "refuse_ms", 0)?);
+    let item = StreamItem::Drop { rst };
+    let reached = if market { c.shared.hub.command_market(item) } else { c.shared.hub.command(None, item) };
+    Ok(json!({"connections": reached}))
+}
+
+/// New stream connections are refused for `ms` (the port is closed: one port serves both).
+fn refuse(c: &Ctx<'_>, ms: i64) {
+    if ms > 0 {
         if let Some(ws) = c.shared.ws.lock_anyway().as_ref() {
-            ws.refuse_for(Duration::from_millis(refuse as u64));
+            ws.refuse_for(Duration::from_millis(ms as u64));
         }
     }
-    Ok(json!({"connections": c.shared.hub.command(None, StreamItem::Drop { rst })}))
 }
 
 fn garbage(c: &Ctx<'_>, p: &Params<'_>) -> Result<Value, String> {
@@ -630,7 +696,11 @@ pub fn report(shared: &Shared) -> Value {
         "requests": rate.requests,
         "rest_held": shared.rest_hold.held(),
         "listen_keys": engine.key_history,
+        "requests_by_path": rate.by_path,
         "sessions": shared.hub.sessions(),
+        "market_sessions": shared.hub.market_sessions(),
+        "book_update_ids": engine.book_update_ids(),
+        "depth_events_skipped": shared.hub.feed.lock_anyway().skipped,
         "faults": *faults,
     })
 }

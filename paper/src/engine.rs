@@ -17,6 +17,7 @@
 //! cancels, queries) and `events` (every JSON body and event).
 
 mod account;
+mod book;
 mod events;
 mod market;
 mod matching;
@@ -264,6 +265,8 @@ pub struct Engine {
     hub: StreamHub,
     external_seq: u64,
     generated_ids: u64,
+    /// Market steps taken (ticks and touches), which vary the synthetic book.
+    steps: u64,
 }
 
 const SCALE: u8 = 8;
@@ -295,8 +298,12 @@ impl Engine {
                     next_trade_id: 5000 + rng.range(0, 999) as u64,
                     prints: VecDeque::new(),
                     orders: BTreeMap::new(),
+                    book: book::PublicBook::default(),
                 },
             );
+        }
+        for m in markets.values_mut() {
+            m.open_book(settings.seed);
         }
         let balances = settings.balances.iter().map(|(a, v)| (a.clone(), (*v, Decimal::ZERO))).collect();
         Engine {
@@ -312,6 +319,7 @@ impl Engine {
             hub,
             external_seq: 0,
             generated_ids: 0,
+            steps: 0,
         }
     }
 

@@ -1,10 +1,13 @@
 //! Where the exchange's engine meets its WebSocket connections.
 //!
 //! The engine publishes to a listen key; the hub fans each item out to every connection bound
-//! to that key. A connection registers with [`StreamHub::attach`] and gets a bounded channel of
+//! to that key. Public market events go by stream name (`btcusd@trade`) to every connection
+//! subscribed to it, by URL or by `SUBSCRIBE`; book diffs wait in the [`DepthFeed`] for their
+//! stream's cadence. A connection registers with [`StreamHub::attach`] and gets a bounded channel of
 //! [`StreamItem`]s: events to send as text, and faults to act out (drop the TCP connection,
 //! go silent, send garbage). Sessions are recorded for the ground-truth report.
 
+pub use crate::feed::{Commit, DepthFeed};
 use crate::lock::LockAnyway;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
@@ -63,17 +66,37 @@ struct Subscriber {
     tx: Sender<StreamItem>,
 }
 
+/// A connection without a listen key: public market streams only.
+struct MarketSubscriber {
+    id: u64,
+    format: StreamFormat,
+    /// Market stream names it gets, from its URL and `SUBSCRIBE`.
+    streams: Vec<String>,
+    tx: Sender<StreamItem>,
+}
+
 #[derive(Default)]
 struct Inner {
     next_id: u64,
     by_key: HashMap<String, Vec<Subscriber>>,
+    /// Streams a user-stream connection subscribed to besides its key (combined URLs).
+    key_streams: HashMap<u64, Vec<String>>,
+    market: Vec<MarketSubscriber>,
     sessions: Vec<SessionRecord>,
+    market_sessions: Vec<SessionRecord>,
 }
 
 /// Shared by the engine (publishes) and the WebSocket server (attaches connections).
 #[derive(Clone, Default)]
 pub struct StreamHub {
     inner: Arc<Mutex<Inner>>,
+    /// Book diffs waiting for their stream's next event.
+    pub feed: Arc<Mutex<DepthFeed>>,
+}
+
+/// A market stream name: `<symbol>@<type>` (a listen key has no `@`).
+pub fn is_market_stream(name: &str) -> bool {
+    name.contains('@')
 }
 
 /// Items a connection may have queued before it counts as too slow and is cut.
@@ -88,14 +111,33 @@ impl StreamHub {
         self.inner.lock_anyway()
     }
 
-    /// Registers a connection for `key`. The caller has checked that the key is live.
-    pub fn attach(&self, key: &str, key_tag: String, format: StreamFormat, now_ms: i64) -> (u64, Receiver<StreamItem>) {
+    /// Registers a connection for `key`, or (`None`) for public market streams only, and for
+    /// the market streams among `streams`. The caller has checked that the key is live.
+    pub fn attach(
+        &self,
+        key: Option<&str>,
+        key_tag: String,
+        format: StreamFormat,
+        streams: &[String],
+        now_ms: i64,
+    ) -> (u64, Receiver<StreamItem>) {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
-        inner.by_key.entry(key.to_string()).or_default().push(Subscriber { id, format, tx });
-        inner.sessions.push(SessionRecord {
+        let market: Vec<String> = streams.iter().filter(|s| is_market_stream(s)).cloned().collect();
+        let sessions = match key {
+            Some(key) => {
+                inner.by_key.entry(key.to_string()).or_default().push(Subscriber { id, format, tx });
+                inner.key_streams.insert(id, market);
+                &mut inner.sessions
+            }
+            None => {
+                inner.market.push(MarketSubscriber { id, format, streams: market, tx });
+                &mut inner.market_sessions
+            }
+        };
+        sessions.push(SessionRecord {
             id,
             key: key_tag,
             format,
@@ -117,7 +159,10 @@ impl StreamHub {
             subs.retain(|s| s.id != id);
         }
         inner.by_key.retain(|_, subs| !subs.is_empty());
-        if let Some(s) = inner.sessions.iter_mut().find(|s| s.id == id) {
+        inner.key_streams.remove(&id);
+        inner.market.retain(|s| s.id != id);
+        let inner = &mut *inner;
+        if let Some(s) = inner.sessions.iter_mut().chain(inner.market_sessions.iter_mut()).find(|s| s.id == id) {
             if s.closed_ms.is_none() {
                 s.closed_ms = Some(now_ms);
                 s.close_reason = Some(reason.to_string());
@@ -127,8 +172,81 @@ impl StreamHub {
 
     /// Updates a session's counters.
     pub fn record(&self, id: u64, update: impl FnOnce(&mut SessionRecord)) {
-        if let Some(s) = self.lock().sessions.iter_mut().find(|s| s.id == id) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if let Some(s) = inner.sessions.iter_mut().chain(inner.market_sessions.iter_mut()).find(|s| s.id == id) {
             update(s);
+        }
+    }
+
+    /// The market streams connection `id` gets, after a `SUBSCRIBE` or `UNSUBSCRIBE`.
+    pub fn set_streams(&self, id: u64, streams: &[String]) {
+        let market: Vec<String> = streams.iter().filter(|s| is_market_stream(s)).cloned().collect();
+        let mut inner = self.lock();
+        if let Some(s) = inner.market.iter_mut().find(|s| s.id == id) {
+            s.streams = market;
+        } else if let Some(s) = inner.key_streams.get_mut(&id) {
+            *s = market;
+        }
+    }
+
+    /// Whether any connection gets `stream`.
+    pub fn wants(&self, stream: &str) -> bool {
+        let inner = self.lock();
+        let has = |list: &Vec<String>| list.iter().any(|s| s == stream);
+        inner.market.iter().any(|s| has(&s.streams)) || inner.key_streams.values().any(has)
+    }
+
+    /// Sends a public market event to every connection subscribed to `stream`, bare or as
+    /// `{"stream":..,"data":..}` by the connection's format. A full queue cuts the connection,
+    /// as for [`StreamHub::publish`]. Returns how many connections it reached.
+    pub fn publish_market(&self, stream: &str, event_json: &str) -> usize {
+        let inner = self.lock();
+        let mut raw: Option<Arc<str>> = None;
+        let mut combined: Option<Arc<str>> = None;
+        let mut reached = 0;
+        let has = |list: &[String]| list.iter().any(|s| s == stream);
+        let mut targets: Vec<(StreamFormat, &Sender<StreamItem>)> =
+            inner.market.iter().filter(|s| has(&s.streams)).map(|s| (s.format, &s.tx)).collect();
+        for s in inner.by_key.values().flatten() {
+            if inner.key_streams.get(&s.id).is_some_and(|list| has(list)) {
+                targets.push((s.format, &s.tx));
+            }
+        }
+        for (format, tx) in targets {
+            let item = wrapped(format, stream, event_json, &mut raw, &mut combined);
+            match tx.try_send(StreamItem::Event(item)) {
+                Ok(()) => reached += 1,
+                Err(TrySendError::Full(_)) => {
+                    let _ = tx.try_send(StreamItem::Drop { rst: true });
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+        reached
+    }
+
+    /// Sends a command (a market fault) to every connection without a listen key.
+    pub fn command_market(&self, item: StreamItem) -> usize {
+        let inner = self.lock();
+        inner.market.iter().filter(|s| s.tx.try_send(item.clone()).is_ok()).count()
+    }
+
+    /// The sessions of market-only connections, for the report.
+    pub fn market_sessions(&self) -> Vec<SessionRecord> {
+        self.lock().market_sessions.clone()
+    }
+
+    /// Takes a book change for the depth streams (see [`DepthFeed`]).
+    pub fn depth_changed(&self, symbol: &str, commit: &Commit) {
+        self.feed.lock_anyway().add(symbol, commit);
+    }
+
+    /// Sends the depth events due now: `@depth@100ms` always, `@depth` (1000 ms) when `slow`.
+    pub fn flush_depth(&self, now_ms: i64, slow: bool) {
+        let due = self.feed.lock_anyway().take(now_ms, slow, &|s| self.wants(s));
+        for (stream, json) in due {
+            self.publish_market(&stream, &json);
         }
     }
 
@@ -142,15 +260,7 @@ impl StreamHub {
         let mut combined: Option<Arc<str>> = None;
         let mut reached = 0;
         for s in subs {
-            let item = match s.format {
-                StreamFormat::Raw => raw.get_or_insert_with(|| Arc::from(event_json)).clone(),
-                StreamFormat::Combined => combined
-                    .get_or_insert_with(|| {
-                        let stream = serde_json::to_string(key).unwrap_or_else(|_| "\"\"".into());
-                        Arc::from(format!("{{\"stream\":{stream},\"data\":{event_json}}}"))
-                    })
-                    .clone(),
-            };
+            let item = wrapped(s.format, key, event_json, &mut raw, &mut combined);
             match s.tx.try_send(StreamItem::Event(item)) {
                 Ok(()) => reached += 1,
                 Err(TrySendError::Full(_)) => {
@@ -162,7 +272,8 @@ impl StreamHub {
         reached
     }
 
-    /// Sends a command (a fault to act out) to every connection on `key`, or on all keys if `None`.
+    /// Sends a command (a fault to act out) to every connection on `key`, or on all keys if
+    /// `None` (market-only connections are [`StreamHub::command_market`]'s).
     pub fn command(&self, key: Option<&str>, item: StreamItem) -> usize {
         let inner = self.lock();
         let mut reached = 0;
@@ -181,5 +292,24 @@ impl StreamHub {
 
     pub fn sessions(&self) -> Vec<SessionRecord> {
         self.lock().sessions.clone()
+    }
+}
+
+/// An event as a connection of `format` gets it, built once per publish for each format.
+fn wrapped(
+    format: StreamFormat,
+    stream: &str,
+    event_json: &str,
+    raw: &mut Option<Arc<str>>,
+    combined: &mut Option<Arc<str>>,
+) -> Arc<str> {
+    match format {
+        StreamFormat::Raw => raw.get_or_insert_with(|| Arc::from(event_json)).clone(),
+        StreamFormat::Combined => combined
+            .get_or_insert_with(|| {
+                let stream = serde_json::to_string(stream).unwrap_or_else(|_| "\"\"".into());
+                Arc::from(format!("{{\"stream\":{stream},\"data\":{event_json}}}"))
+            })
+            .clone(),
     }
 }

@@ -7,15 +7,17 @@
 //! so each rule has one implementation, while its JSON is its own.
 //!
 //! Threads: `paper-http` (accept) + one per REST connection, `paper-ws` (accept) + one per
-//! stream connection, `paper-market` (moves prices, fills crossed orders, expires keys) and
-//! `paper-timeline` (fires scheduled faults).
+//! stream connection, `paper-market` (moves prices, fills crossed orders, expires keys),
+//! `paper-depth` (sends the depth streams' diff events at their cadence) and `paper-timeline`
+//! (fires scheduled faults).
 //!
 //! Time: `time_scale` divides every interval (ping, pong timeout, listen-key life, the 24 h cut,
-//! ban length, market tick) so tests run fast; the server clock itself is not scaled, since
+//! ban length, market tick, the depth streams' 100 ms and 1000 ms) so tests run fast; the server clock itself is not scaled, since
 //! clients sign with it.
 
 pub mod control;
 pub mod engine;
+pub mod feed;
 pub mod http;
 pub mod hub;
 mod lock;
@@ -230,6 +232,7 @@ impl PaperExchange {
         let mut threads = Vec::new();
         let tick = config.market_tick / scale;
         threads.push(spawn_market(shared.clone(), stop_rx.clone(), tick.max(Duration::from_millis(1)))?);
+        threads.push(spawn_depth(shared.clone(), stop_rx.clone())?);
         if !config.timeline.is_empty() {
             threads.push(control::spawn_timeline(shared.clone(), stop_rx, config.timeline.clone())?);
         }
@@ -294,6 +297,24 @@ fn route(shared: &Shared, req: http::Request) -> http::Outcome {
         return http::Outcome::Respond(control::handle(shared, &req));
     }
     rest::handle(shared, req)
+}
+
+/// The depth streams' cadence, 100 ms and 1000 ms, compressed with the rest of time (but no
+/// finer than 5 ms: a diff event per millisecond would only burn the test machine's cores).
+fn spawn_depth(shared: Arc<Shared>, stop: Receiver<()>) -> io::Result<JoinHandle<()>> {
+    let every = shared.scaled(Duration::from_millis(100)).max(Duration::from_millis(5));
+    thread::Builder::new().name("paper-depth".into()).spawn(move || {
+        let mut n: u64 = 0;
+        loop {
+            match stop.recv_timeout(every) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    n += 1;
+                    shared.hub.flush_depth(shared.clock.now_ms(), n.is_multiple_of(10));
+                }
+                _ => return,
+            }
+        }
+    })
 }
 
 fn spawn_market(shared: Arc<Shared>, stop: Receiver<()>, tick: Duration) -> io::Result<JoinHandle<()>> {

@@ -134,6 +134,10 @@ enum State {
 pub struct BookSync {
     state: State,
     max_buffer: usize,
+    /// Live from a snapshot no buffered event reached past: the first event to apply only has
+    /// to bracket `lastUpdateId + 1` (`U <= lastUpdateId + 1 <= u`), as the documented
+    /// procedure says; an exchange's snapshot may be newer than the next diff's start.
+    unjoined: bool,
     /// Books discarded since start, by cause (for `/metrics`).
     pub resyncs: u64,
     pub gaps: u64,
@@ -142,7 +146,13 @@ pub struct BookSync {
 impl BookSync {
     /// A book that starts by buffering; at most `max_buffer` events wait for a snapshot.
     pub fn new(max_buffer: usize) -> BookSync {
-        BookSync { state: State::Buffering(VecDeque::new()), max_buffer: max_buffer.max(1), resyncs: 0, gaps: 0 }
+        BookSync {
+            state: State::Buffering(VecDeque::new()),
+            max_buffer: max_buffer.max(1),
+            unjoined: false,
+            resyncs: 0,
+            gaps: 0,
+        }
     }
 
     /// The live book, if there is one.
@@ -190,7 +200,8 @@ impl BookSync {
                     return Ok(Need::Events);
                 }
                 let expected = book.last_update_id + 1;
-                if ev.first_id != expected {
+                let joins = if self.unjoined { ev.first_id <= expected } else { ev.first_id == expected };
+                if !joins {
                     self.gaps += 1;
                     self.resyncs += 1;
                     let got = ev.first_id;
@@ -199,6 +210,7 @@ impl BookSync {
                 }
                 book.apply_levels(&ev.bids, &ev.asks);
                 book.last_update_id = ev.last_id;
+                self.unjoined = false;
                 Ok(Need::Events)
             }
         }
@@ -222,6 +234,7 @@ impl BookSync {
         }
         let mut book = OrderBook::from_snapshot(snap);
         let events: Vec<DepthUpdate> = buf.drain(..).collect();
+        self.unjoined = events.is_empty();
         for ev in events {
             let expected = book.last_update_id + 1;
             // The first event brackets lastUpdateId + 1 (checked above); every later one must
@@ -243,6 +256,19 @@ impl BookSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_ahead_of_the_stream_joins_the_next_event_that_brackets_it() {
+        // The snapshot (7) was taken after the exchange applied 6..=7, before it sent them.
+        let mut sync = BookSync::new(16);
+        assert_eq!(sync.on_event(ev(1, 5, &[], &[])), Ok(Need::Snapshot));
+        let snap = Snapshot { last_update_id: 7, bids: vec![(d("10"), d("1"))], asks: vec![] };
+        assert_eq!(sync.on_snapshot(&snap), Ok(Need::Events));
+        assert_eq!(sync.on_event(ev(6, 8, &[("10", "2")], &[])), Ok(Need::Events), "6..=8 brackets 8");
+        assert_eq!(sync.book().unwrap().last_update_id(), 8);
+        // From then on, strictly U == previous u + 1.
+        assert!(sync.on_event(ev(8, 9, &[], &[])).is_err());
+    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()

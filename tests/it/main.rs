@@ -5,6 +5,7 @@ mod executor;
 mod faults;
 mod hardening;
 mod isolation;
+mod market;
 mod market_feed;
 mod metrics;
 mod mock;

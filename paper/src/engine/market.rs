@@ -2,6 +2,7 @@
 //! prints behind `avgPrice` and `ticker/24hr`, the market-data endpoints, and the external
 //! trader who stands for someone using the web UI on the same account.
 
+use super::book::{resting, MarketSnapshot, PublicBook, PublicTrade};
 use super::rules::SymbolRules;
 use super::{floor8, fmt8, ApiError, Engine, NewOrder, Order, Origin, RespType, SCALE};
 use crate::order::{OrderType, Side};
@@ -146,6 +147,8 @@ pub(super) struct Market {
     /// Market prints `(time, price, qty)` for `avgPrice`, oldest first.
     pub(super) prints: VecDeque<(i64, Decimal, Decimal)>,
     pub(super) orders: BTreeMap<u64, Order>,
+    /// The public book: resting orders and synthetic liquidity, with its update id.
+    pub(super) book: PublicBook,
 }
 
 impl Engine {
@@ -188,11 +191,11 @@ impl Engine {
     }
 
     pub fn book_ticker(&self, symbol: &str) -> Result<Value, ApiError> {
-        let m = self.market(symbol)?;
+        let ((bid, bid_qty), (ask, ask_qty)) = self.market(symbol)?.book.touch();
         Ok(json!({
             "symbol": symbol,
-            "bidPrice": fmt8(m.bid), "bidQty": "1.00000000",
-            "askPrice": fmt8(m.ask), "askQty": "1.00000000",
+            "bidPrice": fmt8(bid), "bidQty": fmt8(bid_qty),
+            "askPrice": fmt8(ask), "askQty": fmt8(ask_qty),
         }))
     }
 
@@ -225,11 +228,12 @@ impl Engine {
         let pct =
             change.checked_mul(Decimal::from_int(100)).and_then(|c| c.checked_div(open, 3)).unwrap_or(Decimal::ZERO);
         let wavg = quote.checked_div(volume, 8).unwrap_or(last.0);
+        let ((bid, bid_qty), (ask, ask_qty)) = m.book.touch();
         Ok(json!({
             "symbol": symbol, "priceChange": fmt8(change), "priceChangePercent": pct.to_string(),
             "weightedAvgPrice": fmt8(wavg), "prevClosePrice": fmt8(open), "lastPrice": fmt8(last.0),
-            "lastQty": fmt8(last.1), "bidPrice": fmt8(m.bid), "bidQty": "1.00000000",
-            "askPrice": fmt8(m.ask), "askQty": "1.00000000", "openPrice": fmt8(open),
+            "lastQty": fmt8(last.1), "bidPrice": fmt8(bid), "bidQty": fmt8(bid_qty),
+            "askPrice": fmt8(ask), "askQty": fmt8(ask_qty), "openPrice": fmt8(open),
             "highPrice": fmt8(high), "lowPrice": fmt8(low), "volume": fmt8(volume),
             "quoteVolume": fmt8(floor8(quote)), "openTime": now_ms - 86_400_000, "closeTime": now_ms,
             "firstId": m.next_trade_id.saturating_sub(m.prints.len() as u64), "lastId": m.next_trade_id,
@@ -241,21 +245,20 @@ impl Engine {
         Value::Array(self.markets.keys().filter_map(|s| self.ticker_24hr(s, now_ms).ok()).collect())
     }
 
-    pub fn depth(&self, symbol: &str, limit: usize) -> Result<Value, ApiError> {
-        let m = self.market(symbol)?;
-        let levels = limit.clamp(1, 5000).min(20);
-        let mut bids = Vec::new();
-        let mut asks = Vec::new();
-        for i in 0..levels as i64 {
-            let off = m.spec.tick.checked_mul(Decimal::from_int(i)).unwrap_or(Decimal::ZERO);
-            if let Some(b) = m.bid.checked_sub(off).filter(|b| *b > Decimal::ZERO) {
-                bids.push(json!([fmt8(b), "1.00000000"]));
-            }
-            if let Some(a) = m.ask.checked_add(off) {
-                asks.push(json!([fmt8(a), "1.00000000"]));
-            }
-        }
-        Ok(json!({"lastUpdateId": m.next_trade_id, "bids": bids, "asks": asks}))
+    /// `GET /api/v3/depth`: the public book's best `limit` levels a side, or (`back` > 0, the
+    /// `stale_depth` fault) the book as it was `back` updates ago.
+    pub fn depth(&self, symbol: &str, limit: usize, back: usize) -> Result<Value, ApiError> {
+        Ok(self.market(symbol)?.book.depth_json(limit, back))
+    }
+
+    /// Each symbol's public book update id, for the report.
+    pub fn book_update_ids(&self) -> BTreeMap<String, u64> {
+        self.markets.iter().map(|(s, m)| (s.clone(), m.book.update_id)).collect()
+    }
+
+    /// The listed symbols.
+    pub fn symbols(&self) -> Vec<String> {
+        self.markets.keys().cloned().collect()
     }
 
     /// Volume-weighted price of the last 5 minutes of prints; the mid when there were none.
@@ -288,6 +291,8 @@ impl Engine {
         if self.faults.quiesced {
             return;
         }
+        self.steps += 1;
+        let (seed, steps) = (self.settings.seed, self.steps);
         let symbols: Vec<String> = self.markets.keys().cloned().collect();
         for symbol in &symbols {
             let Some(m) = self.markets.get_mut(symbol) else { continue };
@@ -299,6 +304,8 @@ impl Engine {
             let new_bid = m.bid.checked_add(delta).filter(|b| *b > floor).unwrap_or(m.bid);
             m.bid = new_bid;
             m.ask = new_bid.checked_add(spread).unwrap_or(new_bid);
+            m.move_ladder(seed, steps);
+            let first_trade = m.next_trade_id + 1;
             m.next_trade_id += self.rng.range(1, 3) as u64;
             let print_qty = m.spec.step.checked_mul(Decimal::from_int(self.rng.range(1, 1000))).unwrap_or(m.spec.step);
             let print_price = m.bid;
@@ -306,8 +313,22 @@ impl Engine {
             while m.prints.len() > 4096 {
                 m.prints.pop_front();
             }
+            // Other traders' trades, at the bid: a seller took the bid, so the buyer made it.
+            for id in first_trade..=m.next_trade_id {
+                let t = PublicTrade {
+                    id,
+                    price: print_price,
+                    qty: print_qty,
+                    time: now_ms,
+                    order_id: 0,
+                    buyer_side: true,
+                    buyer_maker: true,
+                };
+                self.publish_trade(symbol, t);
+            }
             self.fill_crossed(symbol, now_ms, None);
         }
+        self.commit_books();
         if self.settings.external_trader_pct > 0 && self.rng.chance(self.settings.external_trader_pct) {
             self.external_trader(now_ms);
         }
@@ -380,11 +401,49 @@ impl Engine {
         let m = self.markets.get_mut(symbol).ok_or_else(|| ApiError::bad(-1121, "Invalid symbol."))?;
         m.bid = bid;
         m.ask = bid.checked_add(m.spec.tick.checked_mul(Decimal::from_int(2)).unwrap_or(m.spec.tick)).unwrap_or(bid);
+        self.steps += 1;
+        let (seed, steps) = (self.settings.seed, self.steps);
+        if let Some(m) = self.markets.get_mut(symbol) {
+            m.move_ladder(seed, steps);
+        }
         Ok(())
     }
 
     pub fn touch(&self, symbol: &str) -> Option<(Decimal, Decimal)> {
         self.markets.get(symbol).map(|m| (m.bid, m.ask))
+    }
+}
+
+impl Market {
+    /// Stores `order`, moving the book's resting quantities by what changed.
+    pub(super) fn put_order(&mut self, order: Order) {
+        let before = self.orders.get(&order.order_id).map(resting).unwrap_or(Decimal::ZERO);
+        let after = resting(&order);
+        if let Some(delta) = after.checked_sub(before) {
+            self.book.rest_delta(order.side, order.price, delta);
+        }
+        self.orders.insert(order.order_id, order);
+    }
+
+    /// The book at start, before anyone can subscribe: committed without an event.
+    pub(super) fn open_book(&mut self, seed: u64) {
+        // Binance's update ids are large; any start will do as long as it only grows.
+        self.book.update_id = 1_000_000;
+        self.move_ladder(seed, 0);
+        let _ = self.book.commit();
+        self.book.top = self.book.best();
+    }
+
+    /// Moves the synthetic ladder to the current bid and ask.
+    pub(super) fn move_ladder(&mut self, seed: u64, generation: u64) {
+        let snap = MarketSnapshot {
+            symbol: &self.spec.symbol,
+            bid: self.bid,
+            ask: self.ask,
+            tick: self.spec.tick,
+            step: self.spec.step,
+        };
+        self.book.set_synthetic(&snap, seed, generation);
     }
 }
 

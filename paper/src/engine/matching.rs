@@ -6,6 +6,7 @@
 //! with each other: a crossing order takes the market's touch, and a resting order fills when
 //! the market moves through its price, oldest first.
 
+use super::book::PublicTrade;
 use super::events::{order_json, order_response, trade_json};
 use super::rules::{self, Failure, SymbolRules};
 use super::{floor8, fmt8, ApiError, Engine, NewOrder, Order, OrderStatus, Origin, TimeInForce, TradeRecord, SCALE};
@@ -58,8 +59,9 @@ impl Engine {
         };
         let response = order_response(&order, now_ms, req.resp_type, &fills, expired);
         if let Some(m) = self.markets.get_mut(&req.symbol) {
-            m.orders.insert(order.order_id, order);
+            m.put_order(order);
         }
+        self.commit_books();
         Ok(response)
     }
 
@@ -294,6 +296,16 @@ impl Engine {
             origin: order.origin,
             streamed: false,
         };
+        let public = PublicTrade {
+            id: trade_id,
+            price,
+            qty,
+            time: now_ms,
+            order_id: order.order_id,
+            buyer_side: order.side == Side::Buy,
+            buyer_maker: (order.side == Side::Buy) == maker,
+        };
+        self.publish_trade(&order.symbol, public);
         let report =
             Engine::execution_report(order, now_ms, "TRADE", &order.client_order_id, "", Some((&trade, qty)), None);
         trade.streamed = self.publish(&report);
@@ -385,8 +397,9 @@ impl Engine {
             "selfTradePreventionMode": order.stp_mode,
         });
         if let Some(m) = self.markets.get_mut(symbol) {
-            m.orders.insert(id, order);
+            m.put_order(order);
         }
+        self.commit_books();
         Ok(resp)
     }
 
@@ -519,10 +532,11 @@ impl Engine {
             let price = order.price;
             self.fill(&mut order, qty, price, true, now_ms);
             if let Some(m) = self.markets.get_mut(symbol) {
-                m.orders.insert(id, order);
+                m.put_order(order);
             }
             filled += 1;
         }
+        self.commit_books();
         filled
     }
 }

@@ -54,7 +54,7 @@ pub(super) fn serve(stream: TcpStream, shared: ServerCtx) {
     let callback = |request: &Request, response: Response| {
         let route = route(request, &*shared.keys).map_err(|r| reject(&r))?;
         let opened = shared.keys.now_ms();
-        let (id, rx) = shared.hub.attach(&route.key, route.tag.clone(), route.format, opened);
+        let (id, rx) = shared.hub.attach(route.key.as_deref(), route.tag.clone(), route.format, &route.streams, opened);
         log::info!("paper ws: session={id} key={} format={:?} opened", route.tag, route.format);
         let session = Session { hub: shared.hub.clone(), keys: shared.keys.clone(), id, reason: reason::IO_ERROR };
         attached.set(Some((session, rx, route)));
@@ -447,6 +447,7 @@ impl Connection {
         match msg {
             Message::Text(text) => {
                 let reply = subscribe_reply(text.as_str(), &mut self.streams, self.format);
+                self.hub.set_streams(self.id, &self.streams);
                 self.send(Message::text(reply))?;
             }
             Message::Pong(payload) => {

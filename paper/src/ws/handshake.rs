@@ -1,11 +1,13 @@
-//! The upgrade request: which listen key and stream format a path asks for, and the refusals
-//! (`-1125`, unknown path, not a WebSocket) a client reads before any frame.
+//! The upgrade request: which listen key (or none: public market streams) and stream format a
+//! path asks for, and the refusals (`-1125`, unknown path, not a WebSocket) a client reads
+//! before any frame.
 
 use super::*;
 
 /// Where a handshake request leads.
 pub(super) struct Subscription {
-    pub(super) key: String,
+    /// The listen key; `None` for a connection to public market streams only.
+    pub(super) key: Option<String>,
     pub(super) tag: String,
     pub(super) format: StreamFormat,
     /// The stream names of the request, for LIST_SUBSCRIPTIONS.
@@ -21,7 +23,7 @@ pub(super) struct Refusal {
 
 pub(super) const NO_SUCH_KEY: Refusal = Refusal { code: -1125, msg: "This listenKey does not exist." };
 pub(super) const UNKNOWN_PATH: Refusal =
-    Refusal { code: -1, msg: "Unknown path; expected /ws/<listenKey> or /stream?streams=<listenKey>." };
+    Refusal { code: -1, msg: "Unknown path; expected /ws/<stream> or /stream?streams=<stream>/<stream>." };
 
 pub(super) fn reject(rejection: &Refusal) -> ErrorResponse {
     let body = serde_json::to_string(rejection).unwrap_or_default();
@@ -36,13 +38,21 @@ pub(super) fn reject(rejection: &Refusal) -> ErrorResponse {
 
 pub(super) fn route(request: &Request, keys: &dyn KeyCheck) -> Result<Subscription, Refusal> {
     let uri = request.uri();
-    if let Some(key) = uri.path().strip_prefix("/ws/") {
-        let tag = keys.live_key(key).ok_or(NO_SUCH_KEY)?;
+    let market = |streams: Vec<String>, format| Subscription { key: None, tag: "market".into(), format, streams };
+    // A raw connection to no stream yet: the client subscribes by message.
+    if uri.path() == "/ws" {
+        return Ok(market(Vec::new(), StreamFormat::Raw));
+    }
+    if let Some(name) = uri.path().strip_prefix("/ws/") {
+        if is_market_stream(name) {
+            return Ok(market(vec![name.to_string()], StreamFormat::Raw));
+        }
+        let tag = keys.live_key(name).ok_or(NO_SUCH_KEY)?;
         return Ok(Subscription {
-            key: key.to_string(),
+            key: Some(name.to_string()),
             tag,
             format: StreamFormat::Raw,
-            streams: vec![key.to_string()],
+            streams: vec![name.to_string()],
         });
     }
     if uri.path() == "/stream" {
@@ -57,10 +67,14 @@ pub(super) fn route(request: &Request, keys: &dyn KeyCheck) -> Result<Subscripti
             .map(str::to_string)
             .collect();
         // A combined URL may mix market streams in; the first live key is the user stream.
-        for name in &streams {
+        for name in streams.iter().filter(|n| !is_market_stream(n)) {
             if let Some(tag) = keys.live_key(name) {
-                return Ok(Subscription { key: name.clone(), tag, format: StreamFormat::Combined, streams });
+                return Ok(Subscription { key: Some(name.clone()), tag, format: StreamFormat::Combined, streams });
             }
+        }
+        // Market streams alone need no key; a name that is no stream and no live key is refused.
+        if !streams.is_empty() && streams.iter().all(|n| is_market_stream(n)) {
+            return Ok(market(streams, StreamFormat::Combined));
         }
         return Err(NO_SUCH_KEY);
     }

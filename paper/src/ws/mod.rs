@@ -1,8 +1,9 @@
-//! The paper exchange's user-data WebSocket server.
+//! The paper exchange's WebSocket server: the user-data stream and the public market streams.
 //!
 //! Binance.US serves a listen key's events at `/ws/<listenKey>` (bare JSON) and
-//! `/stream?streams=<listenKey>` (wrapped as `{"stream":..,"data":..}`). This server does the same on
-//! loopback, plus the keep-alive and limit rules ("WebSocket Streams" in the Binance.US API docs) that a client has to
+//! `/stream?streams=<listenKey>` (wrapped as `{"stream":..,"data":..}`), and public market
+//! streams the same way by name (`/ws/btcusd@trade`, `/stream?streams=btcusd@trade/...`), with
+//! no key. This server does the same on loopback, plus the keep-alive and limit rules ("WebSocket Streams" in the Binance.US API docs) that a client has to
 //! survive: a ping with a payload every `ping_interval`, a cut when no pong echoes one within
 //! `pong_timeout`, a cut after `incoming_per_second` messages in one second, and the "24 h cut" at
 //! `max_connection_life`. The engine drives connections through [`StreamHub`]: events, garbage
@@ -27,7 +28,7 @@ mod subscribe;
 #[cfg(test)]
 mod tests;
 
-use super::hub::{StreamFormat, StreamHub, StreamItem, QUEUE_DEPTH};
+use super::hub::{is_market_stream, StreamFormat, StreamHub, StreamItem, QUEUE_DEPTH};
 use super::tls::{Pacing, PaperStream};
 use connection::*;
 use crossbeam_channel::{select_biased, Receiver, RecvTimeoutError, Sender, TryRecvError};

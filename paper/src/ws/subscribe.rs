@@ -42,8 +42,8 @@ pub(super) fn error_reply(code: i64, msg: String, id: Option<&Value>) -> String 
 
 /// Answers a text message from the client as Binance's stream host does ("Live Subscribing/
 /// Unsubscribing to streams" and its error messages in the docs' "WebSocket Streams").
-/// Subscriptions are only remembered: the paper exchange has no market streams, and the event
-/// format is fixed at connect time, so SET_PROPERTY changes nothing.
+/// Market streams subscribed here are sent from then on (the caller tells the hub); the
+/// event format is fixed at connect time, so SET_PROPERTY changes nothing.
 pub(super) fn subscribe_reply(text: &str, streams: &mut Vec<String>, format: StreamFormat) -> String {
     let request: SubscribeRequest = match serde_json::from_str(text) {
         Ok(request) => request,

@@ -170,9 +170,38 @@ fn combined_url_with_market_streams_picks_the_listen_key() {
 }
 
 #[test]
+fn market_streams_need_no_key_and_follow_subscribe_and_unsubscribe() {
+    let (server, hub) = start(quiet());
+    let mut raw = connect(&server, "/ws/btcusd@trade");
+    let mut combined = connect(&server, "/stream?streams=btcusd@trade/btcusd@depth@100ms");
+    let mut user = connect(&server, &raw_path());
+    assert_eq!(hub.publish_market("btcusd@trade", r#"{"e":"trade"}"#), 2);
+    assert_eq!(next_text(&mut raw), r#"{"e":"trade"}"#);
+    assert_eq!(next_text(&mut combined), r#"{"stream":"btcusd@trade","data":{"e":"trade"}}"#);
+    // The user stream gets no market event it did not ask for.
+    user.send(Message::text(r#"{"method":"SUBSCRIBE","params":["ethusd@bookTicker"],"id":7}"#)).unwrap();
+    assert_eq!(next_text(&mut user), r#"{"result":null,"id":7}"#);
+    raw.send(Message::text(r#"{"method":"SUBSCRIBE","params":["ethusd@bookTicker"],"id":1}"#)).unwrap();
+    assert_eq!(next_text(&mut raw), r#"{"result":null,"id":1}"#);
+    assert_eq!(hub.publish_market("ethusd@bookTicker", "{}"), 2);
+    assert_eq!(next_text(&mut raw), "{}");
+    assert_eq!(next_text(&mut user), "{}");
+    raw.send(Message::text(r#"{"method":"UNSUBSCRIBE","params":["btcusd@trade"],"id":2}"#)).unwrap();
+    assert_eq!(next_text(&mut raw), r#"{"result":null,"id":2}"#);
+    raw.send(Message::text(r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#)).unwrap();
+    assert_eq!(next_text(&mut raw), r#"{"result":["ethusd@bookTicker"],"id":3}"#);
+    assert_eq!(hub.publish_market("btcusd@trade", "{}"), 1, "only the combined connection still has it");
+    assert_eq!(hub.market_sessions().len(), 2);
+    assert_eq!(hub.sessions().len(), 1, "market sessions are reported apart");
+    // A market fault reaches the market connections only.
+    assert_eq!(hub.command_market(StreamItem::Drop { rst: false }), 2);
+    assert!(matches!(next(&mut raw, Duration::from_secs(2)), Err(_) | Ok(Message::Close(_))));
+}
+
+#[test]
 fn unknown_key_or_path_is_rejected_at_handshake() {
     let (server, hub) = start(quiet());
-    for path in ["/ws/notakey", "/stream?streams=btcusd@bookTicker", "/ws/", "/stream", "/api/v3/time"] {
+    for path in ["/ws/notakey", "/stream?streams=btcusd@bookTicker/notakey", "/ws/", "/stream", "/api/v3/time"] {
         match try_connect(&server, path) {
             Err(tungstenite::Error::Http(response)) => {
                 assert_eq!(response.status(), 400, "{path}");

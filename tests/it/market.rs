@@ -1,0 +1,216 @@
+//! The daemon's market thread on the paper exchange's public streams (issue 22): its book
+//! equals the exchange's after drops, gaps, a silent socket and a stale snapshot; no
+//! `ticker/bookTicker` poll while the stream is up and polls again while it is refused; a
+//! re-snapshot after every gap, paced; an order's crossing check on the stream's touch.
+
+use crate::sync::{config, fast, temp_dir};
+use crate::util::{init_log, paper_with};
+use binance_syncd::daemon::Daemon;
+use binance_syncd::executor::{Intent, Outcome};
+use binance_syncd::market::book::Level;
+use binance_syncd::market::SymbolMarket;
+use binance_syncd::model::Side;
+use binance_syncd::Decimal;
+use binance_syncd_paper::PaperExchange;
+use std::time::{Duration, Instant};
+
+const BOOK_TICKER: &str = "/api/v3/ticker/bookTicker";
+
+struct Rig {
+    ex: PaperExchange,
+    daemon: Daemon,
+}
+
+impl Rig {
+    /// A paper market moving every 50 ms and a daemon on it, its books synced.
+    fn start(name: &str) -> Rig {
+        init_log();
+        let ex = paper_with(|c| c.market_tick = Duration::from_millis(50));
+        let dir = temp_dir(name);
+        let cfg = config(&ex, &dir);
+        let daemon = Daemon::start(&cfg, &fast()).unwrap();
+        let rig = Rig { ex, daemon };
+        rig.wait("both books synced", Duration::from_secs(15), |r| {
+            ["BTCUSD", "ETHUSD"].iter().all(|s| r.symbol(s).synced)
+        });
+        rig
+    }
+
+    fn symbol(&self, s: &str) -> SymbolMarket {
+        self.daemon.market().expect("market stream on").state().symbols.get(s).cloned().unwrap_or_default()
+    }
+
+    fn fault(&self, name: &str, params: &[(&str, &str)]) {
+        self.ex.fault(name, params).unwrap();
+    }
+
+    fn requests(&self, path: &str) -> u64 {
+        self.ex.report()["requests_by_path"][path].as_u64().unwrap_or(0)
+    }
+
+    fn wait(&self, what: &str, within: Duration, ok: impl Fn(&Rig) -> bool) {
+        let end = Instant::now() + within;
+        while !ok(self) {
+            assert!(Instant::now() < end, "{what}: not within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exchange's best 20 levels a side and update id.
+    fn paper_book(&self, symbol: &str) -> (u64, Vec<Level>, Vec<Level>) {
+        let v = self.ex.shared().engine.lock().unwrap().depth(symbol, 20, 0).unwrap();
+        let side = |k: &str| {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|l| (l[0].as_str().unwrap().parse().unwrap(), l[1].as_str().unwrap().parse().unwrap()))
+                .collect()
+        };
+        (v["lastUpdateId"].as_u64().unwrap(), side("bids"), side("asks"))
+    }
+
+    /// With the market held still, the daemon's book of each symbol reaches the exchange's
+    /// update id and then has the same best 20 levels. Up to 70 s: under load a resync may
+    /// have to wait for the daemon's snapshot pace (4 a minute) to allow it.
+    fn books_equal(&self, after: &str) {
+        // Synced first, with the market moving: a book asks its snapshot once a diff arrived,
+        // and a still market sends none.
+        self.wait(&format!("{after}: both books synced"), Duration::from_secs(70), |r| {
+            ["BTCUSD", "ETHUSD"].iter().all(|s| r.symbol(s).synced)
+        });
+        self.fault("quiesce", &[]);
+        for s in ["BTCUSD", "ETHUSD"] {
+            let (id, bids, asks) = self.paper_book(s);
+            self.wait(&format!("{after}: {s} at update {id}"), Duration::from_secs(70), |r| {
+                let m = r.symbol(s);
+                m.synced && m.book_id == Some(id)
+            });
+            let m = self.symbol(s);
+            assert_eq!(m.levels.0, bids, "{after}: {s} bids");
+            assert_eq!(m.levels.1, asks, "{after}: {s} asks");
+            assert_eq!(m.top.map(|t| (t.bid, t.ask)), Some((bids[0].0, asks[0].0)), "{after}: {s} top");
+        }
+        self.fault("resume", &[]);
+    }
+}
+
+// The daemon takes at most 4 snapshots a symbol in any minute: each test below stays within
+// them (start, then one per fault), or it would wait out the window.
+#[test]
+fn the_daemons_book_equals_the_exchanges_after_a_drop_a_gap_and_silence() {
+    let rig = Rig::start("market-equal");
+    rig.books_equal("start");
+    let sessions = |r: &Rig| r.daemon.market().unwrap().state().sessions;
+
+    let before = sessions(&rig);
+    rig.fault("market_drop", &[("mode", "rst")]);
+    rig.wait("a new session after the drop", Duration::from_secs(15), |r| sessions(r) > before);
+    rig.books_equal("drop");
+
+    let gaps = rig.symbol("BTCUSD").gaps;
+    rig.fault("market_gap", &[("symbol", "BTCUSD")]);
+    rig.wait("the gap seen", Duration::from_secs(10), |r| r.symbol("BTCUSD").gaps > gaps);
+    rig.books_equal("gap");
+
+    let before = sessions(&rig);
+    rig.fault("market_silent", &[]);
+    rig.wait("a new session after the silence", Duration::from_secs(20), |r| sessions(r) > before);
+    rig.books_equal("silence");
+}
+
+#[test]
+fn a_stale_snapshot_is_refused_and_the_book_still_equals_the_exchanges() {
+    let rig = Rig::start("market-stale");
+    rig.books_equal("start");
+    // A gap whose re-snapshot is older than the stream: it cannot be joined, and another is asked.
+    let failures = rig.symbol("ETHUSD").snapshot_failures;
+    rig.fault("stale_depth", &[("symbol", "ETHUSD"), ("back", "64")]);
+    rig.fault("market_gap", &[("symbol", "ETHUSD")]);
+    rig.wait("the stale snapshot refused", Duration::from_secs(15), |r| {
+        r.symbol("ETHUSD").snapshot_failures > failures
+    });
+    rig.books_equal("stale snapshot");
+}
+
+#[test]
+fn no_book_ticker_poll_while_the_stream_is_up_and_polls_while_it_is_refused() {
+    let rig = Rig::start("market-polls");
+    let polls = rig.requests(BOOK_TICKER);
+    let rest_quotes = rig.daemon.market().unwrap().state().rest_quotes;
+    // Four price-poll periods (500 ms) with the stream up: not one poll.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rig.requests(BOOK_TICKER), polls, "bookTicker polled while the stream was up");
+    assert_eq!(rig.daemon.market().unwrap().state().rest_quotes, rest_quotes);
+
+    rig.fault("market_drop", &[("mode", "rst"), ("refuse_ms", "8000")]);
+    rig.wait("polling again while refused", Duration::from_secs(10), |r| r.requests(BOOK_TICKER) > polls);
+    rig.wait("the refusal seen", Duration::from_secs(10), |r| r.daemon.market().unwrap().state().connect_failures > 0);
+}
+
+#[test]
+fn a_resnapshot_follows_every_gap_and_at_most_four_a_minute() {
+    let rig = Rig::start("market-gaps");
+    let snapshots = |r: &Rig| r.symbol("BTCUSD").snapshots;
+    for i in 0..2 {
+        let (gaps, before) = (rig.symbol("BTCUSD").gaps, snapshots(&rig));
+        rig.fault("market_gap", &[("symbol", "BTCUSD")]);
+        rig.wait(&format!("gap {i} seen"), Duration::from_secs(10), |r| r.symbol("BTCUSD").gaps > gaps);
+        rig.wait(&format!("gap {i} re-snapshotted"), Duration::from_secs(15), |r| {
+            snapshots(r) > before && r.symbol("BTCUSD").synced
+        });
+    }
+    // A storm of gaps, one every 300 ms: the snapshots stay within the pace (4 in any minute,
+    // the first included). While a book waits for its paced snapshot it has no gap to see.
+    let gaps = rig.symbol("BTCUSD").gaps;
+    for _ in 0..10 {
+        rig.fault("market_gap", &[("symbol", "BTCUSD")]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(rig.symbol("BTCUSD").gaps > gaps, "the storm was seen");
+    let m = rig.symbol("BTCUSD");
+    assert!(m.snapshots <= 4, "{} snapshots of BTCUSD within a minute", m.snapshots);
+    let depth = rig.requests("/api/v3/depth");
+    assert!(depth <= 8, "{depth} depth requests for two symbols within a minute");
+}
+
+#[test]
+fn an_orders_crossing_check_uses_the_streams_touch() {
+    let rig = Rig::start("market-touch");
+    rig.fault("quiesce", &[]);
+    let (strategy, replies) = rig.daemon.executor().strategy("touch").unwrap();
+    let quotes = rig.daemon.market().unwrap().state().rest_quotes;
+    let polls = rig.requests(BOOK_TICKER);
+    for i in 0..5 {
+        // Move the market up; a buy at the old ask would now rest, one at the new ask crosses.
+        let (bid, _) = rig.ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
+        let up = bid.checked_add(Decimal::from_int(50 + i)).unwrap();
+        rig.fault("touch", &[("symbol", "BTCUSD"), ("bid", &up.to_string())]);
+        let (_, ask) = rig.ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
+        rig.wait("the stream's touch moved", Duration::from_secs(5), |r| {
+            r.symbol("BTCUSD").top.is_some_and(|t| t.ask == ask)
+        });
+        let id = strategy
+            .submit(Intent::Place {
+                symbol: "BTCUSD".into(),
+                side: Side::Buy,
+                price: ask,
+                qty: "0.001".parse().unwrap(),
+            })
+            .unwrap();
+        let reply = loop {
+            let r = replies.recv_timeout(Duration::from_secs(10)).expect("a reply");
+            if r.request == id && r.outcome.is_final() {
+                break r;
+            }
+        };
+        assert!(
+            matches!(&reply.outcome, Outcome::Refused { rule, .. } if rule.contains("cross")),
+            "a buy at the stream's ask is refused here, not sent: {:?}",
+            reply.outcome
+        );
+    }
+    let errors = rig.ex.report()["errors"].as_array().unwrap().iter().filter(|e| e["code"] == -2010).count();
+    assert_eq!(errors, 0, "no order reached the exchange as a taker");
+    assert_eq!(rig.daemon.market().unwrap().state().rest_quotes, quotes, "no REST quote while orders were checked");
+    assert_eq!(rig.requests(BOOK_TICKER), polls);
+}
