@@ -116,6 +116,9 @@ pub fn describe(status: ExitStatus) -> String {
 pub struct Remote {
     child: Child,
     chan: UnixStream,
+    /// Fires once the child's process has ended or its end of the channel closed
+    /// ([`watch_end`]), so that a death between callbacks is seen at once, not at the next call.
+    died: crossbeam_channel::Receiver<()>,
     services: Box<dyn HostServices>,
     stall: Duration,
     version: String,
@@ -174,9 +177,11 @@ impl Remote {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
+        let died = watch_end(&child, &ours, &name);
         let mut remote = Remote {
             child,
             chan: ours,
+            died,
             services,
             stall,
             version: String::new(),
@@ -232,6 +237,17 @@ impl Remote {
 
     pub fn stalled(&self) -> bool {
         self.stalled
+    }
+
+    /// Fires once the child died or closed its channel (see [`Remote::collect`]).
+    pub fn died(&self) -> &crossbeam_channel::Receiver<()> {
+        &self.died
+    }
+
+    /// After [`Remote::died`] fired: reaps the child (its process group killed first, for
+    /// anything it left behind), so that [`Remote::gone`] says how it ended.
+    pub fn collect(&mut self) {
+        self.end(String::new());
     }
 
     /// Kills the child's process group and reaps the child; `why` prefixes its exit status.
@@ -366,6 +382,49 @@ impl Drop for Remote {
         }
         self.end("did not exit in time after its stop".into());
         log::warn!("plugin host {}: {}", self.child.id(), self.gone.as_deref().unwrap_or(""));
+    }
+}
+
+/// A thread that waits, asleep, for `child` to end (its pidfd turns readable; Linux 5.3 and
+/// later) or for its end of `chan` to close (the peer hung up: the only sign on older kernels,
+/// and a child that closed its channel is of no use either), then fires the returned channel
+/// once and ends. It never reaps (the `Remote` does, in `end`), and it ends with the child,
+/// which `Remote` always ends: killed if it does not exit when told to.
+fn watch_end(child: &Child, chan: &UnixStream, name: &str) -> crossbeam_channel::Receiver<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    // SAFETY: pidfd_open takes a pid and flags (integers). The child is not reaped yet (only
+    // `Remote::end` reaps it, later, on this thread), so the pid is still ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0 as libc::c_uint) };
+    // SAFETY: a descriptor pidfd_open just returned (close-on-exec), owned by nothing else.
+    let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    // Without the thread, a death is seen at the next call, as before it existed.
+    let Ok(peer) = chan.try_clone() else { return crossbeam_channel::never() };
+    let waits = std::thread::Builder::new().name(format!("plugin-end:{name}")).stack_size(64 << 10).spawn(move || {
+        let mut fds = [
+            libc::pollfd { fd: pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+            // Hang-up only: a frame waiting to be read is the plugin thread's, and no sign.
+            libc::pollfd { fd: peer.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 },
+        ];
+        loop {
+            // SAFETY: poll reads and writes the two `pollfd`s of the array we own, for its
+            // length; both descriptors stay open until this thread returns (a negative one is
+            // ignored by poll).
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if rc > 0 || std::io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let _ = tx.send(());
+    });
+    match waits {
+        Ok(_) => rx,
+        Err(e) => {
+            log::warn!(
+                "plugin {name}: cannot start a thread to watch its process ({e}); a death shows at its next call"
+            );
+            crossbeam_channel::never()
+        }
     }
 }
 
