@@ -27,6 +27,9 @@ pub const GONE: i32 = -1000;
 const LOAD_WAIT: Duration = Duration::from_secs(10);
 /// How long a child told to go (its channel closed) has to destroy its state and exit.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// How far past a callback's stall limit a read may wait before the child is killed: a read
+/// timeout is set again only when the one set before would end later than that.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
 
 static HOST_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
@@ -119,6 +122,10 @@ pub struct Remote {
     /// Fires once the child's process has ended or its end of the channel closed
     /// ([`watch_end`]), so that a death between callbacks is seen at once, not at the next call.
     died: crossbeam_channel::Receiver<()>,
+    /// Everything read from `chan` goes through it (one `read` per frame, often fewer).
+    frames: proto::FrameReader,
+    /// The read timeout `chan` has now, so that a call does not set it again for each read.
+    read_timeout: Option<Duration>,
     services: Box<dyn HostServices>,
     stall: Duration,
     version: String,
@@ -182,6 +189,8 @@ impl Remote {
             child,
             chan: ours,
             died,
+            frames: proto::FrameReader::default(),
+            read_timeout: None,
             services,
             stall,
             version: String::new(),
@@ -195,7 +204,7 @@ impl Remote {
             return Err(remote.gone.take().unwrap_or_default());
         }
         let _ = remote.chan.set_read_timeout(Some(LOAD_WAIT));
-        match proto::read_frame::<Up>(&remote.chan, proto::MAX_UP) {
+        match remote.frames.read::<Up>(&remote.chan, proto::MAX_UP) {
             Ok(Some(Up::Ready { proto: p, version, abi_minor })) if p == proto::PROTO => {
                 remote.version = version;
                 remote.abi_minor = abi_minor;
@@ -276,16 +285,21 @@ impl Remote {
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.chan.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || !self.time_out_reads(left) {
                 return self.over_stall();
             }
-            let msg = match proto::read_frame::<Up>(&self.chan, proto::MAX_UP) {
+            let msg = match self.frames.read::<Up>(&self.chan, proto::MAX_UP) {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     self.end(String::new());
                     return GONE;
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if Instant::now() < deadline {
+                        // A timeout set for an earlier read, shorter than what is left.
+                        self.read_timeout = None;
+                        continue;
+                    }
                     return self.over_stall();
                 }
                 Err(e) => {
@@ -336,6 +350,17 @@ impl Remote {
                 return GONE;
             }
         }
+    }
+
+    /// Has reads of `chan` time out within `left` (and at most [`TIMEOUT_SLACK`] later): the
+    /// timeout a call's first read finds is most often the one its previous call set, as good
+    /// as new, and the `setsockopt` is skipped. False if it cannot be set.
+    fn time_out_reads(&mut self, left: Duration) -> bool {
+        if self.read_timeout.is_some_and(|t| t <= left + TIMEOUT_SLACK) {
+            return true;
+        }
+        self.read_timeout = Some(left);
+        self.chan.set_read_timeout(Some(left)).is_ok()
     }
 
     fn over_stall(&mut self) -> i32 {
