@@ -11,7 +11,9 @@
 //!   the default intervals (plugin scan, tick, price poll), so that only what a deployment
 //!   would run competes for the CPUs;
 //! - hot-swap pause: the old version's last callback to the new one's first, over 20 swaps;
-//! - intents/s from one plugin through the executor to loopback ACKs (500 orders at once).
+//! - restart after a crash: SIGKILL of the plugin's process to its new process's `start`;
+//! - intents/s from one plugin through the executor to loopback ACKs (500 orders at once), in
+//!   its own process and, for the executor's own pace, in the daemon (`isolation = none`).
 //!
 //! `cargo bench --bench plugins` (about 60 s). `PLUGIN_BENCH_FILLS` sets fills per row (400);
 //! `PLUGIN_BENCH_ROWS` the plugin rows, as `FSYNC:SPIN_US,...` (default
@@ -398,24 +400,14 @@ fn main() {
     restarts.daemon.stop(Duration::from_secs(8));
     let _ = std::fs::remove_dir_all(&restarts.dir);
 
-    // Intents/s: the flood plugin places 500 orders as soon as it sees a price.
-    let floods = r.dir.join("flood.rec");
-    std::fs::write(r.plugins.join("flood.conf"), format!("record = {}\nflood = 500\n", floods.display()))
-        .expect("conf");
-    install(&v1, &r.plugins, "flood");
-    let mut daemon_rss_kb = 0;
-    wait("the flood", || {
-        daemon_rss_kb = daemon_rss_kb.max(own_rss_kb());
-        std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 ")
-    });
-    let flood_ns: u128 = std::fs::read_to_string(&floods)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("flood 500 ")?.trim().parse().ok())
-        .expect("flood line");
-    let per_s = 500.0 / (flood_ns as f64 / 1e9);
     r.daemon.stop(Duration::from_secs(8));
     let _ = std::fs::remove_dir_all(&r.dir);
+
+    // Intents/s: the flood plugin places 500 orders as soon as it sees a price, in its own
+    // process, then in the daemon (`isolation = none`) for the executor's own pace, each in a
+    // daemon of its own.
+    let (per_s, flood_ns, daemon_rss_kb) = flood(&v1, "process");
+    let (per_s_local, flood_ns_local, _) = flood(&v1, "none");
 
     println!(
         "hot-swap pause ({} swaps)                  p50 {}  max {}",
@@ -432,8 +424,10 @@ fn main() {
         ms(*restart_lat.last().unwrap_or(&Duration::ZERO))
     );
     println!(
-        "intents from one plugin to loopback ACKs   {per_s:.0} orders/s (500 at once, {:.1} ms; target >= 1,500)",
-        flood_ns as f64 / 1e6
+        "intents from one plugin to loopback ACKs   {per_s:.0} orders/s (500 at once, {:.1} ms; target >= 1,500); \
+         the same plugin in the daemon (isolation = none): {per_s_local:.0} orders/s ({:.1} ms)",
+        flood_ns as f64 / 1e6,
+        flood_ns_local as f64 / 1e6
     );
     println!(
         "RSS: an idle plugin process {:.1} MB (target <= 4); this process (daemon + paper exchange + bench) at most \
@@ -441,6 +435,32 @@ fn main() {
         idle_rss as f64 / 1e6,
         daemon_rss_kb as f64 / 1e3
     );
+}
+
+/// 500 orders from the flood plugin at once, with `isolation` as given, through a daemon of
+/// its own: orders/s, the time taken in ns, and this process's largest RSS meanwhile (kB).
+fn flood(so: &Path, isolation: &str) -> (f64, u128, u64) {
+    let r = rig(&format!("flood-{isolation}"), None, "never", "1000", true);
+    let floods = r.dir.join("flood.rec");
+    std::fs::write(
+        r.plugins.join("flood.conf"),
+        format!("record = {}\nflood = 500\nisolation = {isolation}\n", floods.display()),
+    )
+    .expect("conf");
+    install(so, &r.plugins, "flood");
+    let mut daemon_rss_kb = 0;
+    wait("the flood", || {
+        daemon_rss_kb = daemon_rss_kb.max(own_rss_kb());
+        std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 ")
+    });
+    let flood_ns: u128 = std::fs::read_to_string(&floods)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("flood 500 ")?.trim().parse().ok())
+        .expect("flood line");
+    r.daemon.stop(Duration::from_secs(8));
+    let _ = std::fs::remove_dir_all(&r.dir);
+    (500.0 / (flood_ns as f64 / 1e9), flood_ns, daemon_rss_kb)
 }
 
 /// This process's resident memory, kB.

@@ -298,17 +298,81 @@ impl Transport for TlsTransport {
     }
 }
 
-/// The REST client's agent: ureq's own proxy and TCP connectors, then [`SharedTls`].
+/// The REST client's agent: ureq's own proxy and TCP connectors, then [`SharedTls`], with
+/// [`KeptResolver`].
 pub fn agent(config: ureq::config::Config, tls: Arc<ClientConfig>) -> ureq::Agent {
-    use ureq::unversioned::resolver::DefaultResolver;
     use ureq::unversioned::transport::{ConnectProxyConnector, TcpConnector};
     let connector = ().chain(ConnectProxyConnector::default()).chain(TcpConnector::default()).chain(SharedTls(tls));
-    ureq::Agent::with_parts(config, connector, DefaultResolver::default())
+    ureq::Agent::with_parts(config, connector, KeptResolver::default())
+}
+
+/// How long a host name's addresses are used for new connections before it is looked up again.
+const KEEP_NAME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// ureq's resolver, without a lookup per request. ureq 3 resolves a request's host before it
+/// looks in its pool of kept-alive connections, and its `DefaultResolver`, with a timeout set
+/// (ours is), starts a thread for each lookup: every order cost a thread's creation and a
+/// `getaddrinfo`, and on a loaded host the wait for that thread to be scheduled, even when a
+/// kept-alive connection then carried it. Here an IP address (the paper exchange, a proxy on
+/// loopback) is taken as it is, and a name's addresses are kept for 30 s: they only
+/// serve new connections, so an address that changes is picked up within that time.
+#[derive(Debug, Default)]
+pub struct KeptResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    kept: std::sync::Mutex<Option<(String, Instant, ureq::unversioned::resolver::ResolvedSocketAddrs)>>,
+}
+
+impl ureq::unversioned::resolver::Resolver for KeptResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        use crate::lock::LockAnyway;
+        use ureq::unversioned::resolver::DefaultResolver;
+        // `host:port`, the port the scheme's when the URL has none (an IPv6 host in brackets).
+        let Some(key) = uri.scheme().zip(uri.authority()).and_then(|(s, a)| DefaultResolver::host_and_port(s, a))
+        else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        if let Ok(addr) = key.parse::<std::net::SocketAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(addr);
+            return Ok(addrs);
+        }
+        if let Some((name, at, addrs)) = &*self.kept.lock_anyway() {
+            if *name == key && at.elapsed() < KEEP_NAME {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *self.kept.lock_anyway() = Some((key, Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn an_ip_address_is_taken_as_it_is_and_a_name_is_looked_up_once_for_a_while() {
+        use ureq::unversioned::resolver::Resolver;
+        use ureq::unversioned::transport::NextTimeout;
+        let r = KeptResolver::default();
+        let config = ureq::config::Config::default();
+        let timeout = NextTimeout::default();
+        let resolve = |url: &str| r.resolve(&url.parse().unwrap(), &config, timeout).unwrap().to_vec();
+        assert_eq!(resolve("http://127.0.0.1:8080/api/v3/order"), ["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(resolve("https://[::1]/x"), ["[::1]:443".parse().unwrap()]);
+        assert!(r.kept.lock().unwrap().is_none(), "an address is never kept: nothing was looked up");
+        let first = resolve("http://localhost:9/");
+        assert!(!first.is_empty() && first.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{first:?}");
+        let kept = r.kept.lock().unwrap().clone().map(|(name, _, addrs)| (name, addrs.to_vec()));
+        assert_eq!(kept, Some(("localhost:9".to_string(), first.clone())));
+        assert_eq!(resolve("http://localhost:9/again"), first, "the same addresses, kept");
+    }
 
     #[test]
     fn clear_text_is_allowed_to_loopback_only() {

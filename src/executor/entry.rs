@@ -215,15 +215,16 @@ impl Executor {
                 unresolved_notional = unresolved_notional.checked_add(notional).unwrap_or(unresolved_notional);
             }
         }
-        Usage {
-            open_orders: self.book.orders().filter(mine).count() as u64 + unresolved,
-            symbol_notional: self
-                .book
-                .orders()
-                .filter(mine)
-                .filter(|o| o.symbol == symbol)
-                .fold(unresolved_notional, |acc, o| acc.checked_add(o.notional()).unwrap_or(acc)),
+        // One pass, each order's tag read once: this runs for every intent, over every open order.
+        let mut usage = Usage { open_orders: unresolved, symbol_notional: unresolved_notional };
+        for o in self.book.orders().filter(mine) {
+            usage.open_orders += 1;
+            if o.symbol == symbol {
+                usage.symbol_notional =
+                    usage.symbol_notional.checked_add(o.notional()).unwrap_or(usage.symbol_notional);
+            }
         }
+        usage
     }
 
     pub(super) fn reserve(&mut self, client_id: &str, symbol: &str, side: Side, price: Decimal, qty: Decimal) {

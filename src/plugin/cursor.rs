@@ -1,9 +1,11 @@
 //! A plugin's delivered cursor in the state dir (`plugins/NAME.cursor`) and where a version
 //! without one in memory starts.
 
+use crate::lock::LockAnyway;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 /// A plugin's saved cursor.
@@ -65,6 +67,84 @@ pub(super) fn save_cursor(state_dir: &Path, name: &str, c: SavedCursor) {
     }
 }
 
+/// Saves a running plugin's cursor on a thread of its own (`cursor:NAME`), so that the plugin's
+/// thread never waits for a save's two `fsync`s between fills: a fill that came while it did
+/// waited for them (milliseconds on a busy disk, at every fill of a slow flow). The latest
+/// cursor asked for wins: one a save did not get to yet is replaced, never queued. A crash
+/// before a save only means lines come again, marked replayed.
+pub(super) struct CursorSaver {
+    shared: Arc<(Mutex<Slot>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    state_dir: PathBuf,
+    name: String,
+}
+
+#[derive(Default)]
+struct Slot {
+    next: Option<SavedCursor>,
+    writing: bool,
+    closed: bool,
+}
+
+impl CursorSaver {
+    pub(super) fn start(state_dir: &Path, name: &str) -> CursorSaver {
+        let shared = Arc::new((Mutex::new(Slot::default()), Condvar::new()));
+        let (theirs, dir, who) = (shared.clone(), state_dir.to_path_buf(), name.to_string());
+        let thread = std::thread::Builder::new()
+            .name(format!("cursor:{name}"))
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let (slot, changed) = &*theirs;
+                loop {
+                    let mut s = slot.lock_anyway();
+                    while s.next.is_none() && !s.closed {
+                        s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    let Some(c) = s.next.take() else { return };
+                    s.writing = true;
+                    drop(s);
+                    save_cursor(&dir, &who, c);
+                    slot.lock_anyway().writing = false;
+                    changed.notify_all();
+                }
+            })
+            .map_err(|e| log::warn!("plugin {name}: no thread to save its cursor ({e}); saved on its own thread"))
+            .ok();
+        CursorSaver { shared, thread, state_dir: state_dir.to_path_buf(), name: name.to_string() }
+    }
+
+    /// Saves `c` soon, on the saver's thread.
+    pub(super) fn save(&self, c: SavedCursor) {
+        if self.thread.is_none() {
+            return save_cursor(&self.state_dir, &self.name, c);
+        }
+        self.shared.0.lock_anyway().next = Some(c);
+        self.shared.1.notify_all();
+    }
+
+    /// Saves `c` now, once any save asked before is done: nothing older is written after it.
+    pub(super) fn save_now(&self, c: SavedCursor) {
+        let (slot, changed) = &*self.shared;
+        let mut s = slot.lock_anyway();
+        while s.next.is_some() || s.writing {
+            s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(s);
+        save_cursor(&self.state_dir, &self.name, c);
+    }
+}
+
+impl Drop for CursorSaver {
+    /// Writes what is still asked for, then ends the thread.
+    fn drop(&mut self) {
+        self.shared.0.lock_anyway().closed = true;
+        self.shared.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Where a new version starts.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Go {
@@ -103,6 +183,23 @@ mod tests {
         fs::remove_file(cursor_path(&state, "p")).unwrap();
         assert_eq!(load_cursor(&state, "p"), CursorFile::Missing);
         assert_eq!(start_from(&CursorFile::Missing, false, durable).delivered, durable);
+        let _ = fs::remove_dir_all(&state);
+    }
+
+    #[test]
+    fn the_saver_writes_the_latest_cursor_and_nothing_older_after_a_save_now() {
+        let state = std::env::temp_dir().join(format!("syncd-plugin-saver-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&state);
+        let saver = CursorSaver::start(&state, "p");
+        for delivered in 1..=200 {
+            saver.save(SavedCursor { delivered, clean: false });
+        }
+        saver.save_now(SavedCursor { delivered: 201, clean: true });
+        assert_eq!(load_cursor(&state, "p"), CursorFile::Saved(SavedCursor { delivered: 201, clean: true }));
+        // What is still asked for when it ends is written before its thread ends.
+        saver.save(SavedCursor { delivered: 202, clean: false });
+        drop(saver);
+        assert_eq!(load_cursor(&state, "p"), CursorFile::Saved(SavedCursor { delivered: 202, clean: false }));
         let _ = fs::remove_dir_all(&state);
     }
 }

@@ -15,6 +15,7 @@
 use super::ffi::{HostServices, IntentIn, Plugin};
 use super::proto::{self, Down, Up};
 use super::remote::Limits;
+use std::cell::RefCell;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
@@ -184,23 +185,35 @@ fn take_channel() -> Result<UnixStream, String> {
     Ok(stream)
 }
 
+/// The channel, with the one reader of its frames: shared by the role's loop and the host
+/// functions (callbacks run inside the loop, on the same thread).
+struct Chan {
+    stream: UnixStream,
+    frames: RefCell<proto::FrameReader>,
+}
+
+impl Chan {
+    fn read(&self) -> std::io::Result<Option<Down>> {
+        self.frames.borrow_mut().read(&self.stream, proto::MAX_DOWN)
+    }
+}
+
 /// The host functions of a plugin in this process: forwarded to the daemon, each waiting for
 /// its answer (the C functions are synchronous, and stay so).
 struct Forward {
-    /// The one channel descriptor, shared with the role's loop (callbacks run inside it).
-    chan: Rc<UnixStream>,
+    chan: Rc<Chan>,
 }
 
 impl Forward {
     fn send(&self, msg: &Up) {
-        if proto::write_frame(&*self.chan, msg, proto::MAX_UP).is_err() {
+        if proto::write_frame(&self.chan.stream, msg, proto::MAX_UP).is_err() {
             // The daemon is gone or refused us: nothing of ours can be trusted to go on.
             std::process::exit(PROTOCOL);
         }
     }
 
     fn answer(&self) -> Down {
-        match proto::read_frame::<Down>(&*self.chan, proto::MAX_DOWN) {
+        match self.chan.read() {
             Ok(Some(d)) => d,
             _ => std::process::exit(PROTOCOL),
         }
@@ -302,12 +315,12 @@ pub fn main(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(why) => return fail(PROTOCOL, &why),
     };
-    let chan = Rc::new(chan);
-    let image = match proto::read_frame::<Down>(&*chan, proto::MAX_DOWN) {
+    let chan = Rc::new(Chan { stream: chan, frames: RefCell::default() });
+    let image = match chan.read() {
         Ok(Some(Down::Load { proto: p, image })) if p == proto::PROTO => image,
         Ok(Some(Down::Load { proto: p, .. })) => {
             let why = format!("protocol {p} asked, this host speaks {}", proto::PROTO);
-            let _ = proto::write_frame(&*chan, &Up::Refused { why: why.clone() }, proto::MAX_UP);
+            let _ = proto::write_frame(&chan.stream, &Up::Refused { why: why.clone() }, proto::MAX_UP);
             return fail(PROTOCOL, &why);
         }
         _ => return fail(PROTOCOL, "no load request"),
@@ -315,7 +328,7 @@ pub fn main(args: &[String]) -> i32 {
     let mut plugin = match Plugin::load(std::path::Path::new(&image), Box::new(Forward { chan: chan.clone() })) {
         Ok(p) => p,
         Err(e) => {
-            let _ = proto::write_frame(&*chan, &Up::Refused { why: e.to_string() }, proto::MAX_UP);
+            let _ = proto::write_frame(&chan.stream, &Up::Refused { why: e.to_string() }, proto::MAX_UP);
             return 0;
         }
     };
@@ -327,18 +340,18 @@ pub fn main(args: &[String]) -> i32 {
         books,
         trades,
     };
-    if proto::write_frame(&*chan, &ready, proto::MAX_UP).is_err() {
+    if proto::write_frame(&chan.stream, &ready, proto::MAX_UP).is_err() {
         return fail(PROTOCOL, "the daemon hung up");
     }
     loop {
-        match proto::read_frame::<Down>(&*chan, proto::MAX_DOWN) {
+        match chan.read() {
             Ok(Some(Down::Call { call })) => {
                 let seq = match &call {
                     proto::Call::Fill(f) => f.seq,
                     _ => 0,
                 };
                 let status = proto::invoke(&mut plugin, &call);
-                if proto::write_frame(&*chan, &Up::Done { status, seq }, proto::MAX_UP).is_err() {
+                if proto::write_frame(&chan.stream, &Up::Done { status, seq }, proto::MAX_UP).is_err() {
                     break;
                 }
             }

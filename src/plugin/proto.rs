@@ -207,6 +207,73 @@ pub fn read_frame<T: DeserializeOwned>(mut r: impl Read, max: usize) -> io::Resu
     serde_json::from_slice(&body).map(Some).map_err(|e| invalid(format!("a malformed frame: {e}")))
 }
 
+/// Reads frames through a buffer of its own: a frame's length and body come in one `read`
+/// (and several frames in one, when the peer sent more than one: log lines before a `Done`),
+/// where [`read_frame`] takes two per frame. Each end reads its channel through one of these
+/// only. The buffer grows to the largest frame read (so never past `4 + max`) and goes back to
+/// its usual size (8 KiB) once such a frame is consumed. A read that fails or times out
+/// mid-frame keeps what it got: the next call goes on from there.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// The unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    /// The buffer's size between large frames: any fill, update or intent fits.
+    const KEEP: usize = 8 << 10;
+
+    /// Buffers at least `want` unread bytes, reading as needed; false if the stream ended first.
+    fn fill(&mut self, r: &mut impl Read, want: usize) -> io::Result<bool> {
+        while self.end - self.start < want {
+            if self.buf.len() - self.start < want {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if self.buf.len() < want {
+                    self.buf.resize(want.max(Self::KEEP), 0);
+                }
+            }
+            match r.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// As [`read_frame`].
+    pub fn read<T: DeserializeOwned>(&mut self, mut r: impl Read, max: usize) -> io::Result<Option<T>> {
+        if !self.fill(&mut r, 4)? {
+            return if self.end == self.start { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
+        }
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.buf[self.start..self.start + 4]);
+        let len = u32::from_be_bytes(len) as usize;
+        if len > max {
+            return Err(invalid(format!("a frame of {len} bytes announced, over the {max} allowed")));
+        }
+        if !self.fill(&mut r, 4 + len)? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let body = &self.buf[self.start + 4..self.start + 4 + len];
+        let msg = serde_json::from_slice(body).map_err(|e| invalid(format!("a malformed frame: {e}")));
+        self.start += 4 + len;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            if self.buf.len() > Self::KEEP {
+                self.buf.truncate(Self::KEEP);
+                self.buf.shrink_to_fit();
+            }
+        }
+        msg.map(Some)
+    }
+}
+
 /// Runs `call` on a loaded plugin: the ABI structures are built here, borrowing the message's
 /// strings for the duration of the call. The in-process path and the plugin host share it.
 pub fn invoke(plugin: &mut Plugin, call: &Call) -> abi::Status {
@@ -332,6 +399,58 @@ mod tests {
         let log = Up::Log { level: 3, msg: "x".repeat(100) };
         assert!(write_frame(&mut out, &log, 50).is_err());
         assert!(out.is_empty());
+    }
+
+    /// A reader that hands out at most `chunk` bytes per `read`, counting the calls.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        chunk: usize,
+        reads: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            let n = self.chunk.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_frame_reader_reads_what_read_frame_reads_in_fewer_reads_and_keeps_its_bounds() {
+        let mut buf = Vec::new();
+        let msgs = [
+            Up::Log { level: 1, msg: "a".into() },
+            Up::Log { level: 2, msg: "b".repeat(20_000) },
+            Up::Done { status: 0, seq: 9 },
+        ];
+        for m in &msgs {
+            write_frame(&mut buf, m, MAX_UP).unwrap();
+        }
+        for chunk in [1, 7, 1 << 20] {
+            let mut r = Trickle { data: &buf, chunk, reads: 0 };
+            let mut frames = FrameReader::default();
+            for m in &msgs {
+                assert_eq!(frames.read::<Up>(&mut r, MAX_UP).unwrap().as_ref(), Some(m), "chunk {chunk}");
+            }
+            assert_eq!(frames.read::<Up>(&mut r, MAX_UP).unwrap(), None, "a clean end");
+            assert!(frames.buf.len() <= FrameReader::KEEP, "back to its size after the large frame");
+            if chunk == 1 << 20 {
+                // read_frame: two per frame and one for the end, 7.
+                assert!(r.reads <= 4, "three frames and the end in {} reads", r.reads);
+            }
+        }
+        // The same refusals: announced too large (nothing allocated for it), cut short, junk.
+        let mut frames = FrameReader::default();
+        assert!(frames.read::<Up>(&[0xff, 0xff, 0xff, 0xff][..], MAX_UP).is_err());
+        assert!(frames.buf.len() <= FrameReader::KEEP);
+        let mut junk = 5u32.to_be_bytes().to_vec();
+        junk.extend_from_slice(b"{\"t\":");
+        assert!(FrameReader::default().read::<Up>(&junk[..], MAX_UP).is_err());
+        assert!(FrameReader::default().read::<Up>(&junk[..6], MAX_UP).is_err());
+        assert!(FrameReader::default().read::<Up>(&junk[..2], MAX_UP).is_err());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub const GONE: i32 = -1000;
 const LOAD_WAIT: Duration = Duration::from_secs(10);
 /// How long a child told to go (its channel closed) has to destroy its state and exit.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// How far past a callback's stall limit a read may wait before the child is killed: a read
+/// timeout is set again only when the one set before would end later than that.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
 
 static HOST_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
@@ -116,6 +119,13 @@ pub fn describe(status: ExitStatus) -> String {
 pub struct Remote {
     child: Child,
     chan: UnixStream,
+    /// Fires once the child's process has ended or its end of the channel closed
+    /// ([`watch_end`]), so that a death between callbacks is seen at once, not at the next call.
+    died: crossbeam_channel::Receiver<()>,
+    /// Everything read from `chan` goes through it (one `read` per frame, often fewer).
+    frames: proto::FrameReader,
+    /// The read timeout `chan` has now, so that a call does not set it again for each read.
+    read_timeout: Option<Duration>,
     services: Box<dyn HostServices>,
     stall: Duration,
     version: String,
@@ -176,9 +186,13 @@ impl Remote {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
+        let died = watch_end(&child, &ours, &name);
         let mut remote = Remote {
             child,
             chan: ours,
+            died,
+            frames: proto::FrameReader::default(),
+            read_timeout: None,
             services,
             stall,
             version: String::new(),
@@ -193,7 +207,7 @@ impl Remote {
             return Err(remote.gone.take().unwrap_or_default());
         }
         let _ = remote.chan.set_read_timeout(Some(LOAD_WAIT));
-        match proto::read_frame::<Up>(&remote.chan, proto::MAX_UP) {
+        match remote.frames.read::<Up>(&remote.chan, proto::MAX_UP) {
             Ok(Some(Up::Ready { proto: p, version, abi_minor, books, trades })) if p == proto::PROTO => {
                 remote.version = version;
                 remote.abi_minor = abi_minor;
@@ -243,6 +257,17 @@ impl Remote {
         self.stalled
     }
 
+    /// Fires once the child died or closed its channel (see [`Remote::collect`]).
+    pub fn died(&self) -> &crossbeam_channel::Receiver<()> {
+        &self.died
+    }
+
+    /// After [`Remote::died`] fired: reaps the child (its process group killed first, for
+    /// anything it left behind), so that [`Remote::gone`] says how it ended.
+    pub fn collect(&mut self) {
+        self.end(String::new());
+    }
+
     /// Kills the child's process group and reaps the child; `why` prefixes its exit status.
     fn end(&mut self, why: String) {
         if self.gone.is_some() {
@@ -269,16 +294,21 @@ impl Remote {
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.chan.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || !self.time_out_reads(left) {
                 return self.over_stall();
             }
-            let msg = match proto::read_frame::<Up>(&self.chan, proto::MAX_UP) {
+            let msg = match self.frames.read::<Up>(&self.chan, proto::MAX_UP) {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     self.end(String::new());
                     return GONE;
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if Instant::now() < deadline {
+                        // A timeout set for an earlier read, shorter than what is left.
+                        self.read_timeout = None;
+                        continue;
+                    }
                     return self.over_stall();
                 }
                 Err(e) => {
@@ -331,6 +361,17 @@ impl Remote {
         }
     }
 
+    /// Has reads of `chan` time out within `left` (and at most [`TIMEOUT_SLACK`] later): the
+    /// timeout a call's first read finds is most often the one its previous call set, as good
+    /// as new, and the `setsockopt` is skipped. False if it cannot be set.
+    fn time_out_reads(&mut self, left: Duration) -> bool {
+        if self.read_timeout.is_some_and(|t| t <= left + TIMEOUT_SLACK) {
+            return true;
+        }
+        self.read_timeout = Some(left);
+        self.chan.set_read_timeout(Some(left)).is_ok()
+    }
+
     fn over_stall(&mut self) -> i32 {
         self.stalled = true;
         self.end(format!("a callback ran over {:?}: killed", self.stall));
@@ -375,6 +416,49 @@ impl Drop for Remote {
         }
         self.end("did not exit in time after its stop".into());
         log::warn!("plugin host {}: {}", self.child.id(), self.gone.as_deref().unwrap_or(""));
+    }
+}
+
+/// A thread that waits, asleep, for `child` to end (its pidfd turns readable; Linux 5.3 and
+/// later) or for its end of `chan` to close (the peer hung up: the only sign on older kernels,
+/// and a child that closed its channel is of no use either), then fires the returned channel
+/// once and ends. It never reaps (the `Remote` does, in `end`), and it ends with the child,
+/// which `Remote` always ends: killed if it does not exit when told to.
+fn watch_end(child: &Child, chan: &UnixStream, name: &str) -> crossbeam_channel::Receiver<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    // SAFETY: pidfd_open takes a pid and flags (integers). The child is not reaped yet (only
+    // `Remote::end` reaps it, later, on this thread), so the pid is still ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0 as libc::c_uint) };
+    // SAFETY: a descriptor pidfd_open just returned (close-on-exec), owned by nothing else.
+    let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    // Without the thread, a death is seen at the next call, as before it existed.
+    let Ok(peer) = chan.try_clone() else { return crossbeam_channel::never() };
+    let waits = std::thread::Builder::new().name(format!("plugin-end:{name}")).stack_size(64 << 10).spawn(move || {
+        let mut fds = [
+            libc::pollfd { fd: pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+            // Hang-up only: a frame waiting to be read is the plugin thread's, and no sign.
+            libc::pollfd { fd: peer.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 },
+        ];
+        loop {
+            // SAFETY: poll reads and writes the two `pollfd`s of the array we own, for its
+            // length; both descriptors stay open until this thread returns (a negative one is
+            // ignored by poll).
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if rc > 0 || std::io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let _ = tx.send(());
+    });
+    match waits {
+        Ok(_) => rx,
+        Err(e) => {
+            log::warn!(
+                "plugin {name}: cannot start a thread to watch its process ({e}); a death shows at its next call"
+            );
+            crossbeam_channel::never()
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! delivered by seq (from the channel, or the file when the channel overflowed), ticks,
 //! prices, balances and order updates, each callback with the stall clock on.
 
-use super::cursor::{save_cursor, Go, SavedCursor};
+use super::cursor::{save_cursor, CursorSaver, Go, SavedCursor};
 use super::services::Services;
 use super::spin::{self, SpinCounts};
 use super::{ffi::Plugin, marshal, now_ms, proto, remote, PluginView};
@@ -73,6 +73,14 @@ impl Guest {
         match self {
             Guest::Local(p) => proto::invoke(p, call),
             Guest::Remote(r) => r.call(call),
+        }
+    }
+
+    /// Fires once its process died between calls; never for one in the daemon.
+    pub(super) fn died(&self) -> Receiver<()> {
+        match self {
+            Guest::Local(_) => crossbeam_channel::never(),
+            Guest::Remote(r) => r.died().clone(),
         }
     }
 
@@ -165,6 +173,7 @@ impl Runner {
             replay_until: go.replay_until,
             reader: Reader::new(&self.fill_log),
             reader_stuck_logged: None,
+            saver: CursorSaver::start(&self.state_dir, &self.name),
         };
         save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
         let snapshot = self.snapshot();
@@ -195,6 +204,7 @@ impl Runner {
         let (books, trades) = marshal::market_wants(plugin.market_wants(), plugin.abi_minor());
         let feed = self.market.as_ref().and_then(|m| m.feed().subscribe(books, trades, self.book_depth));
         let market_wake = feed.as_ref().map_or_else(crossbeam_channel::never, |f| f.wake.clone());
+        let died = plugin.died();
         let outcome = loop {
             // Ticks (and prices, balances) keep their pace even while fills keep arriving.
             if Instant::now() >= next_tick {
@@ -219,6 +229,14 @@ impl Runner {
             let wait = next_tick.saturating_duration_since(Instant::now());
             crossbeam_channel::select_biased! {
                 recv(stop) -> _ => break Ok(()),
+                recv(died) -> _ => {
+                    // Its process died between callbacks: ended now, so that the watcher
+                    // restarts it after its backoff, not a tick later at the next call.
+                    if let Guest::Remote(r) = &mut plugin {
+                        r.collect();
+                    }
+                    break Err(remote::GONE);
+                }
                 recv(self.fills) -> fill => {
                     let Ok(fill) = fill else { break Ok(()) };
                     if fill.seq <= run.delivered {
@@ -239,11 +257,11 @@ impl Runner {
                         }
                         self.view.update(&self.name, |s| s.heads_ups = spin.counts);
                     }
-                    // Once per burst (or every 100 ms of a steady flow), not per line: the next
-                    // line's callback must not wait for a file write. A crash in between only
-                    // means lines come again, marked.
+                    // Once per burst (or every 100 ms of a steady flow), not per line, and on
+                    // the saver's thread: the next line's callback must not wait for a file
+                    // write. A crash in between only means lines come again, marked.
                     if self.fills.is_empty() || last_save.elapsed() >= Duration::from_millis(100) {
-                        save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
+                        run.saver.save(SavedCursor { delivered: run.delivered, clean: false });
                         last_save = Instant::now();
                     }
                 }
@@ -326,7 +344,7 @@ impl Runner {
     }
 
     pub(super) fn finish(&self, run: &Delivery, clean: bool) {
-        save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean });
+        run.saver.save_now(SavedCursor { delivered: run.delivered, clean });
         self.view.update(&self.name, |s| s.delivered = run.delivered);
     }
 
@@ -382,7 +400,7 @@ impl Runner {
                 }
                 self.deliver(plugin, run, fill)?;
             }
-            save_cursor(&self.state_dir, &self.name, SavedCursor { delivered: run.delivered, clean: false });
+            run.saver.save(SavedCursor { delivered: run.delivered, clean: false });
         }
         Ok(())
     }
@@ -513,4 +531,6 @@ pub(super) struct Delivery {
     pub(super) reader: Reader,
     /// When a missing line was last complained about.
     pub(super) reader_stuck_logged: Option<Instant>,
+    /// Writes the cursor as it moves, off this thread.
+    pub(super) saver: CursorSaver,
 }

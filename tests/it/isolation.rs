@@ -347,3 +347,33 @@ fn an_old_version_stuck_at_its_stop_is_killed_and_never_alive_beside_the_new_one
         d.stop(Duration::from_secs(8));
     }
 }
+
+#[test]
+fn a_plugin_process_that_dies_between_callbacks_is_restarted_without_waiting_for_one() {
+    let v1 = build_plugin("test-plugin", "1");
+    let dir = temp_dir("plugin-death-seen");
+    let conf = format!(
+        "record = {}\nrestart_backoff_ms = 1\nrestart_backoff_max_ms = 1\nquarantine_after = 0\n",
+        dir.join("p.rec").display()
+    );
+    // One tick at its start, then none for an hour, and no fill: nothing calls into the plugin
+    // after its start, so only the death of its process itself can show that it died.
+    let mut rig = Rig::start_with("plugin-death-seen", &[("p", &v1, &conf)], |cfg| {
+        cfg.plugin_tick = Duration::from_secs(3600);
+    });
+    rig.dir = dir;
+    let first = rig.wait_status("p", "running", |s| s.state == "running" && s.pid != 0);
+    wait_until("its first start recorded", Duration::from_secs(30), || rig.record("p").contains(&"start 1".into()));
+    let _ = Command::new("kill").arg("-KILL").arg(first.pid.to_string()).status();
+    let s = rig.wait_status("p", "restarted in a new process", |s| {
+        s.restarts >= 1 && s.state == "running" && s.pid != 0 && s.pid != first.pid
+    });
+    assert!(s.last_exit.contains("SIGKILL"), "{s:?}");
+    assert!(!alive(first.pid), "the dead process was reaped");
+    wait_until("its second start recorded", Duration::from_secs(30), || {
+        rig.record("p").iter().filter(|l| *l == "start 1").count() == 2
+    });
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
