@@ -682,6 +682,19 @@ pub fn apply(shared: &Shared, name: &str, params: &[(&str, &str)]) -> Result<Val
 
 /// Everything that really happened, for grading a client.
 pub fn report(shared: &Shared) -> Value {
+    // Taken and let go before the other locks: the REST side takes it under `rate`.
+    let rest_armed = {
+        let f = shared.rest_faults.lock_anyway();
+        let left = |a: &Option<ArmedFault>| a.map_or(0, |a| a.count);
+        json!({
+            "burst_429": f.burst_429.map_or(0, |(n, _)| n),
+            "order_fault": left(&f.order_fault),
+            "cancel_fault": left(&f.cancel_fault),
+            "replace_fault": left(&f.replace_fault),
+            "lookup_lag": f.lookup_lag,
+            "stale_depth": f.stale_depth.as_ref().map_or(0, |s| s.count),
+        })
+    };
     let engine = shared.engine.lock_anyway();
     let rate = shared.rate.lock_anyway();
     let errors = shared.errors.lock_anyway();
@@ -702,6 +715,12 @@ pub fn report(shared: &Shared) -> Value {
         "book_update_ids": engine.book_update_ids(),
         "depth_events_skipped": shared.hub.feed.lock_anyway().skipped,
         "faults": *faults,
+        // What injected faults have not fired yet: a test that injects one can check it did.
+        "armed": {
+            "rest": rest_armed,
+            "duplicate_trades": engine.faults.duplicate_trades,
+            "drop_events": engine.faults.drop_events,
+        },
     })
 }
 

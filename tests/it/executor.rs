@@ -469,6 +469,7 @@ fn a_429_burst_while_orders_flow_never_escalates_to_a_ban() {
     }
     let outcomes = finals(&replies, &ids, Duration::from_secs(60));
     let report = rig.report();
+    crate::util::assert_fired(&report, "rest/burst_429");
     assert!(report["http_429"].as_u64().unwrap() >= 1, "the burst fired");
     assert_eq!(report["http_418"], 0, "nothing was sent inside a hold");
     let placed = outcomes.values().filter(|o| matches!(o, Outcome::Placed(_))).count();

@@ -246,6 +246,7 @@ fn a_429_burst_during_reconciliation_is_waited_out_without_a_ban() {
     fill_all(&rig.ex, "BTCUSD", btc);
     fill_all(&rig.ex, "ETHUSD", eth);
     let report = rig.finish();
+    crate::util::assert_fired(&report, "rest/burst_429");
     assert!(report["http_429"].as_u64().unwrap() >= 1, "the burst did not hit the daemon");
 }
 

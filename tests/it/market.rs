@@ -129,6 +129,7 @@ fn a_stale_snapshot_is_refused_and_the_book_still_equals_the_exchanges() {
     rig.wait("the stale snapshot refused", Duration::from_secs(15), |r| {
         r.symbol("ETHUSD").snapshot_failures > failures
     });
+    crate::util::assert_fired(&rig.ex.report(), "rest/stale_depth");
     rig.books_equal("stale snapshot");
 }
 

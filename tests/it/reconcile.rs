@@ -166,6 +166,7 @@ fn a_my_trades_row_of_another_symbol_a_zero_quantity_and_trade_id_u64_max_are_re
     fill_whole(&ex, "BTCUSD", second);
     let fills = wait_lines(&cfg.fill_log, 2, Duration::from_secs(20));
     daemon.stop(Duration::from_secs(8));
+    crate::util::assert_fired(&ex.report(), "drop_events");
     assert_eq!(fills.len(), 2, "the dropped fill did not come by REST: {fills:?}");
     assert_matches_truth(&crate::sync::read_log(&cfg.fill_log), &ex.report());
     for reason in ["wrong_symbol", "qty", "trade_id"] {

@@ -182,3 +182,10 @@ pub fn lines_of(pipe: impl std::io::Read + Send + 'static) -> crossbeam_channel:
     });
     rx
 }
+
+/// Panics unless the injected fault at `path` in the report's `armed` (`"rest/burst_429"`,
+/// `"drop_events"`, ...) has fired in full: a test whose fault never bit proves nothing.
+pub fn assert_fired(report: &serde_json::Value, path: &str) {
+    let left = report["armed"].pointer(&format!("/{path}")).and_then(serde_json::Value::as_u64);
+    assert_eq!(left, Some(0), "the injected fault {path} did not fire in full: {}", report["armed"]);
+}
