@@ -39,11 +39,17 @@ impl<T: ?Sized> RwLockAnyway<T> for RwLock<T> {
 /// out does not matter to any caller: each checks its own deadline).
 pub trait WaitAnyway {
     fn wait_timeout_anyway<'a, T>(&self, guard: MutexGuard<'a, T>, timeout: Duration) -> MutexGuard<'a, T>;
+    /// `Condvar::wait`, the same way.
+    fn wait_anyway<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T>;
 }
 
 impl WaitAnyway for Condvar {
     fn wait_timeout_anyway<'a, T>(&self, guard: MutexGuard<'a, T>, timeout: Duration) -> MutexGuard<'a, T> {
         self.wait_timeout(guard, timeout).unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    fn wait_anyway<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.wait(guard).unwrap_or_else(PoisonError::into_inner)
     }
 }
 

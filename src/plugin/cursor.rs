@@ -1,11 +1,11 @@
 //! A plugin's delivered cursor in the state dir (`plugins/NAME.cursor`) and where a version
 //! without one in memory starts.
 
-use crate::lock::LockAnyway;
+use crate::lock::{LockAnyway, WaitAnyway};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 /// A plugin's saved cursor.
@@ -98,7 +98,7 @@ impl CursorSaver {
                 loop {
                     let mut s = slot.lock_anyway();
                     while s.next.is_none() && !s.closed {
-                        s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+                        s = changed.wait_anyway(s);
                     }
                     let Some(c) = s.next.take() else { return };
                     s.writing = true;
@@ -127,7 +127,7 @@ impl CursorSaver {
         let (slot, changed) = &*self.shared;
         let mut s = slot.lock_anyway();
         while s.next.is_some() || s.writing {
-            s = changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+            s = changed.wait_anyway(s);
         }
         drop(s);
         save_cursor(&self.state_dir, &self.name, c);

@@ -68,6 +68,42 @@ fn no_cycle_under(src: &Path) {
 /// The daemon's library links no paper code (issue 20): the paper exchange, its certificate
 /// crates and the demo are the binary's (src/main.rs) and the tests'. A library file outside
 /// its `#[cfg(test)]` part names none of them.
+/// One role per file (issue 20): every source file of the daemon, the paper exchange and the
+/// SDK stays under this many lines before its `#[cfg(test)]` module (tests may be long).
+const MOST_LINES: usize = 800;
+
+#[test]
+fn no_source_file_is_over_the_line_limit_before_its_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut over = Vec::new();
+    let mut seen = 0;
+    for dir in ["src", "paper/src", "plugins/sdk/src"] {
+        for file in rust_files(&root.join(dir)) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.lines().take_while(|l| l.trim() != "#[cfg(test)]").count();
+            seen += 1;
+            if code > MOST_LINES {
+                over.push(format!("{} ({code} lines)", file.strip_prefix(root).unwrap_or(&file).display()));
+            }
+        }
+    }
+    assert!(seen > 50, "only {seen} files found: the walk is wrong");
+    assert!(over.is_empty(), "over {MOST_LINES} lines before the tests: {over:#?}");
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[test]
 fn the_library_has_no_paper_code() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
