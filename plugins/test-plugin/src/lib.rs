@@ -9,6 +9,8 @@
 //! - `flood = N`: on the first price of BTCUSD, submit N maker BUYs under the bid at once and
 //!   record `busy B` (submits answered `STATUS_BUSY`) after the loop and `flood N NS` once all
 //!   N are placed, NS from the first submit to the last answer;
+//! - `flood_ms = M`: on every tick, submit maker BUYs under the last BTCUSD bid in a loop for M
+//!   ms (the brief's "submit in a loop for 400 ms of each tick"), recording `flooded N BUSY`;
 //! - `probe = true`: at start, record what a prying plugin could find: `getenv NAME VALUE` for
 //!   the secrets' variables and `PATH`, `child-env ...` (what `env` run as a child prints),
 //!   `self-environ ...` (the process's `/proc/self/environ`), `dumpable N` (`PR_GET_DUMPABLE`),
@@ -38,6 +40,8 @@ struct Recorder {
     flood: u64,
     flood_started: Option<std::time::Instant>,
     flood_placed: u64,
+    flood_ms: u64,
+    last_bid: Option<Decimal>,
     place_one: bool,
     placed_one: bool,
     record_market: bool,
@@ -117,6 +121,8 @@ impl Strategy for Recorder {
             flood,
             flood_started: None,
             flood_placed: 0,
+            flood_ms: start.setting("flood_ms").and_then(|v| v.parse().ok()).unwrap_or(0),
+            last_bid: None,
             place_one,
             placed_one: false,
             record_market: start.setting("market") == Some("record"),
@@ -158,6 +164,9 @@ impl Strategy for Recorder {
                 self.placed_one = self.host.place("BTCUSD", Side::Buy, &p.to_string(), "0.001").is_ok();
             }
         }
+        if price.symbol == "BTCUSD" {
+            self.last_bid = price.bid.parse::<Decimal>().ok();
+        }
         if self.flood == 0 || self.flood_started.is_some() || price.symbol != "BTCUSD" {
             return Ok(());
         }
@@ -192,6 +201,22 @@ impl Strategy for Recorder {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn on_tick(&mut self, _now_ms: i64) -> Result<(), String> {
+        let Some(bid) = self.last_bid.filter(|_| self.flood_ms > 0) else { return Ok(()) };
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(self.flood_ms);
+        let (mut sent, mut busy) = (0u64, 0u64);
+        while std::time::Instant::now() < until {
+            let off = Decimal::new(1, 2).checked_mul(Decimal::from_int((sent % 400 + 1) as i64));
+            let Some(p) = off.and_then(|off| bid.checked_sub(off)) else { break };
+            if self.host.place("BTCUSD", Side::Buy, &p.to_string(), "0.0002").is_err_and(|r| r.busy()) {
+                busy += 1;
+            }
+            sent += 1;
+        }
+        self.line(&format!("flooded {sent} {busy}"));
         Ok(())
     }
 
