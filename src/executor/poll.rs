@@ -66,6 +66,10 @@ pub(super) struct Poller {
 /// How `run` ends: the daemon stops, or the executor is gone.
 struct Gone;
 
+/// How soon a poll that could not be made (its lane busy with a reconciliation page, the gate
+/// holding) is tried again, rather than a whole period later.
+const RETRY: Duration = Duration::from_secs(1);
+
 impl Poller {
     /// Runs until `stop` closes or the executor drops its receiver; not joined (a request in
     /// flight at shutdown is left behind, as the reconciler's is).
@@ -82,12 +86,12 @@ impl Poller {
         loop {
             let now = Instant::now();
             if now >= next_prices {
-                next_prices = now + self.price_poll;
-                self.poll_quotes()?;
+                let done = self.poll_quotes()?;
+                next_prices = now + if done { self.price_poll } else { RETRY.min(self.price_poll) };
             }
             if now >= next_avg {
-                next_avg = now + self.avg_price_poll;
-                self.poll_avgs()?;
+                let done = self.poll_avgs()?;
+                next_avg = now + if done { self.avg_price_poll } else { RETRY.min(self.avg_price_poll) };
             }
             if now >= next_rules {
                 next_rules = match self.refresh_rules()? {
@@ -116,7 +120,9 @@ impl Poller {
         }
     }
 
-    fn poll_quotes(&self) -> Result<(), Gone> {
+    /// True if every symbol that needed a poll got one.
+    fn poll_quotes(&self) -> Result<bool, Gone> {
+        let mut done = true;
         for symbol in &self.symbols {
             if self.stopped() {
                 return Err(Gone);
@@ -129,23 +135,31 @@ impl Poller {
             }
             match self.rest.call_background::<BookTicker>(&BOOK_TICKER, &[("symbol", symbol)], READ_SHARE) {
                 Ok(t) => self.send(Polled::Quote { symbol: symbol.clone(), bid: t.bid_price, ask: t.ask_price })?,
-                Err(e) => log::debug!("executor-poll: bookTicker {symbol}: {e}"),
+                Err(e) => {
+                    done = false;
+                    log::debug!("executor-poll: bookTicker {symbol}: {e}");
+                }
             }
         }
-        Ok(())
+        Ok(done)
     }
 
-    fn poll_avgs(&self) -> Result<(), Gone> {
+    /// True if every symbol's `avgPrice` was read.
+    fn poll_avgs(&self) -> Result<bool, Gone> {
+        let mut done = true;
         for symbol in &self.symbols {
             if self.stopped() {
                 return Err(Gone);
             }
             match self.rest.call_background::<AvgPrice>(&AVG_PRICE, &[("symbol", symbol)], READ_SHARE) {
                 Ok(a) => self.send(Polled::Avg { symbol: symbol.clone(), price: a.price, at: Instant::now() })?,
-                Err(e) => log::debug!("executor-poll: avgPrice {symbol}: {e}"),
+                Err(e) => {
+                    done = false;
+                    log::debug!("executor-poll: avgPrice {symbol}: {e}");
+                }
             }
         }
-        Ok(())
+        Ok(done)
     }
 
     /// True if the rules were read and installed.
