@@ -11,7 +11,9 @@
 //!
 //! After a 429 nothing at all is sent from any thread until `Retry-After` has passed (the affected
 //! class only is not enough: Binance escalates continued traffic to a 418 ban). A 418 is waited
-//! out the same way, and logged as an error because an operator should know.
+//! out the same way, and logged as an error because an operator should know. When a hold ends,
+//! one request goes first, alone (the *probe*): the others wait for its answer, so the REST
+//! client's two lanes never both land in a hold the probe's 429 starts again.
 
 use crate::clock::ServerClock;
 use crate::lock::{LockAnyway, WaitAnyway};
@@ -163,7 +165,17 @@ pub struct Budget {
     blocked_until: i64,
     banned_until: i64,
     orders_blocked_until: i64,
+    /// Kept here for [`RateGate`], under the same lock; the pure checks ignore it.
+    probe: Probe,
     pub stats: GateStats,
+}
+
+/// After a 429, 418 or 403: the next request admitted goes alone, and the others wait for its
+/// answer; an answer that is none of those ends it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Probe {
+    pending: bool,
+    out: bool,
 }
 
 /// What the gate has seen, for logs, `/metrics`-style reports and tests.
@@ -183,6 +195,7 @@ impl Budget {
             blocked_until: 0,
             banned_until: 0,
             orders_blocked_until: 0,
+            probe: Probe::default(),
             stats: GateStats::default(),
         };
         b.set_limits(limits);
@@ -303,6 +316,7 @@ impl Budget {
     /// `-1003`, the shortest order window for a `-1015`.
     pub fn on_429(&mut self, now: Now, retry_after_ms: Option<i64>, orders_only: bool) {
         self.stats.http_429 += 1;
+        self.probe.pending = true;
         let fallback = |kind: LimitKind| {
             self.windows
                 .iter()
@@ -323,6 +337,7 @@ impl Budget {
 
     /// HTTP 403: a firewall rule tripped. Binance gives no `Retry-After`; back off for minutes.
     pub fn on_403(&mut self, now: Now) {
+        self.probe.pending = true;
         self.blocked_until = self.blocked_until.max(now.mono_ms + 5 * 60_000);
     }
 
@@ -343,6 +358,7 @@ impl Budget {
     /// HTTP 418: banned. Binance bans start at 2 minutes; without `Retry-After` assume that.
     pub fn on_418(&mut self, now: Now, retry_after_ms: Option<i64>) {
         self.stats.http_418 += 1;
+        self.probe.pending = true;
         let until = now.mono_ms + retry_after_ms.unwrap_or(120_000).clamp(0, MAX_HOLD_MS);
         self.banned_until = self.banned_until.max(until);
     }
@@ -356,6 +372,44 @@ pub enum Denied {
     /// The budget (or a 429/418 hold) would let it go after this long.
     Wait(Duration),
 }
+
+/// A request the gate let through. Say what the exchange answered with [`Pass::answered`]
+/// (dropping it unanswered counts as "no answer"): if it was the probe after a hold, the
+/// others wait for that.
+#[derive(Debug)]
+#[must_use = "the gate waits for the probe's answer"]
+pub struct Pass<'a> {
+    gate: &'a RateGate,
+    probe: bool,
+    status: Option<u16>,
+}
+
+impl Pass<'_> {
+    /// The HTTP status the exchange answered; call it after the 429/418/403 was reported to
+    /// the gate, so no waiter goes before the new hold is known.
+    pub fn answered(mut self, status: u16) {
+        self.status = Some(status);
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if !self.probe {
+            return;
+        }
+        let mut budget = self.gate.lock();
+        budget.probe.out = false;
+        if self.status.is_some_and(|s| !matches!(s, 429 | 418 | 403)) {
+            budget.probe.pending = false;
+        }
+        drop(budget);
+        self.gate.changed.notify_all();
+    }
+}
+
+/// How long a request that may not wait in the gate is told to come back while the probe
+/// after a hold is out.
+const PROBE_RETRY: Duration = Duration::from_millis(50);
 
 /// The shared, thread-safe gate. Clone the `Arc`, not the gate.
 #[derive(Debug)]
@@ -382,21 +436,27 @@ impl RateGate {
         Now { server_ms: self.clock.now_ms(), mono_ms: self.started.elapsed().as_millis() as i64 }
     }
 
-    /// Counts the request and returns `Ok` if it may go now within `share_pct` % of each
-    /// limit; otherwise why not. Never blocks.
-    pub fn try_acquire(&self, weight: u64, orders: u64, share_pct: u64) -> Result<(), Denied> {
+    /// Counts the request and lets it through if it may go now within `share_pct` % of each
+    /// limit; otherwise says why not. Never blocks.
+    pub fn try_acquire(&self, weight: u64, orders: u64, share_pct: u64) -> Result<Pass<'_>, Denied> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Denied::Closed);
         }
         let now = self.now();
         let mut budget = self.lock();
         match budget.check_share(now, weight, orders, share_pct) {
-            Ok(()) => {
-                budget.commit(now, weight, orders);
-                Ok(())
-            }
+            Ok(()) if budget.probe.out => Err(Denied::Wait(PROBE_RETRY)),
+            Ok(()) => Ok(self.admit(&mut budget, now, weight, orders)),
             Err(hold) => Err(Denied::Wait(Duration::from_millis(hold.wait_ms().max(1) as u64))),
         }
+    }
+
+    /// Counts an admitted request; the first after a hold is the probe.
+    fn admit(&self, budget: &mut Budget, now: Now, weight: u64, orders: u64) -> Pass<'_> {
+        budget.commit(now, weight, orders);
+        let probe = budget.probe.pending;
+        budget.probe.out |= probe;
+        Pass { gate: self, probe, status: None }
     }
 
     fn lock(&self) -> MutexGuard<'_, Budget> {
@@ -406,26 +466,37 @@ impl RateGate {
     }
 
     /// Blocks until a request of `weight` placing `orders` orders may go, then counts it.
-    /// Returns `false` if the gate was closed (shutdown) while waiting.
-    pub fn acquire(&self, weight: u64, orders: u64) -> bool {
+    /// Returns `None` if the gate was closed (shutdown) while waiting.
+    pub fn acquire(&self, weight: u64, orders: u64) -> Option<Pass<'_>> {
         self.acquire_within(weight, orders, None)
     }
 
-    /// Like [`acquire`](Self::acquire), but gives up (false) once `limit` has passed.
-    pub fn acquire_within(&self, weight: u64, orders: u64, limit: Option<Duration>) -> bool {
+    /// Like [`acquire`](Self::acquire), but gives up (`None`) once `limit` has passed.
+    pub fn acquire_within(&self, weight: u64, orders: u64, limit: Option<Duration>) -> Option<Pass<'_>> {
         let deadline = limit.map(|l| std::time::Instant::now() + l);
         let mut budget = self.lock();
         let mut announced = false;
         loop {
             if self.closed.load(Ordering::Relaxed) {
-                return false;
+                return None;
             }
             let now = self.now();
             match budget.check(now, weight, orders) {
-                Ok(()) => {
-                    budget.commit(now, weight, orders);
-                    return true;
+                // The probe after a hold is out: its answer wakes us.
+                Ok(()) if budget.probe.out => {
+                    if !announced {
+                        budget.stats.waits += 1;
+                        announced = true;
+                    }
+                    let left = deadline.map_or(Duration::from_millis(250), |d| {
+                        d.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(250))
+                    });
+                    if left.is_zero() {
+                        return None;
+                    }
+                    budget = self.changed.wait_timeout_anyway(budget, left);
                 }
+                Ok(()) => return Some(self.admit(&mut budget, now, weight, orders)),
                 Err(hold) => {
                     if !announced {
                         budget.stats.waits += 1;
@@ -441,7 +512,7 @@ impl RateGate {
                         announced = true;
                     }
                     if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                        return false;
+                        return None;
                     }
                     // Wake at least every 250 ms so a close() or a limit change is seen promptly.
                     let wait = Duration::from_millis(hold.wait_ms().clamp(1, 250) as u64);
@@ -611,7 +682,7 @@ mod tests {
     fn second_thread_really_waits_after_a_429() {
         let clock = Arc::new(ServerClock::new());
         let gate = Arc::new(RateGate::new(limits(6000, 100), clock));
-        assert!(gate.acquire(1, 0));
+        assert!(gate.acquire(1, 0).is_some());
         let (tx, rx) = crossbeam_channel::bounded(1);
         let hit = Instant::now();
         let first = {
@@ -626,7 +697,7 @@ mod tests {
         let second = {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                let ok = gate.acquire(1, 0);
+                let ok = gate.acquire(1, 0).is_some();
                 (ok, hit.elapsed())
             })
         };
@@ -647,7 +718,7 @@ mod tests {
         {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                let _ = done_tx.send(gate.acquire(1, 0));
+                let _ = done_tx.send(gate.acquire(1, 0).is_some());
             });
         }
         // `waits` is counted under the lock just before the condvar wait, which gives the lock
@@ -665,12 +736,40 @@ mod tests {
     }
 
     #[test]
+    fn after_a_hold_one_request_goes_alone_until_it_is_answered() {
+        let gate = RateGate::new(limits(6000, 100), Arc::new(ServerClock::new()));
+        let (a, b) = (gate.try_acquire(1, 0, 100), gate.try_acquire(1, 0, 100));
+        assert!(a.is_ok() && b.is_ok(), "no hold yet: both lanes go");
+        drop((a, b));
+        // A 429 whose hold is already over: the next request is the probe, and goes alone.
+        gate.on_429(Some(Duration::ZERO), false);
+        let probe = gate.try_acquire(1, 0, 100).expect("the probe goes");
+        assert_eq!(gate.try_acquire(1, 0, 100).err(), Some(Denied::Wait(PROBE_RETRY)), "the other waits");
+        // Answered 429 again (reported to the gate first, as the client does): still one at a time.
+        gate.on_429(Some(Duration::ZERO), false);
+        probe.answered(429);
+        let probe = gate.try_acquire(1, 0, 100).expect("the next probe");
+        assert!(gate.try_acquire(1, 0, 100).is_err());
+        // A waiter in `acquire` is woken by the answer, not by a timer.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| gate.acquire(1, 0).map(|p| p.probe));
+            while gate.stats().waits == 0 && !waiter.is_finished() {
+                std::thread::yield_now();
+            }
+            probe.answered(200);
+            assert_eq!(waiter.join().unwrap(), Some(false), "after a good answer nobody is a probe");
+        });
+        let (a, b) = (gate.try_acquire(1, 0, 100), gate.try_acquire(1, 0, 100));
+        assert!(a.is_ok() && b.is_ok(), "both lanes go again");
+    }
+
+    #[test]
     fn try_acquire_says_closed_or_how_long() {
         let gate = RateGate::new(limits(10, 100), Arc::new(ServerClock::new()));
-        assert_eq!(gate.try_acquire(10, 0, 100), Ok(()));
+        assert!(gate.try_acquire(10, 0, 100).is_ok());
         assert!(matches!(gate.try_acquire(10, 0, 100), Err(Denied::Wait(d)) if d > Duration::ZERO));
         gate.close();
-        assert_eq!(gate.try_acquire(1, 0, 100), Err(Denied::Closed));
+        assert!(matches!(gate.try_acquire(1, 0, 100), Err(Denied::Closed)));
     }
 
     /// Shrunk cases the property below found (issue 12).

@@ -705,6 +705,7 @@ pub fn report(shared: &Shared) -> Value {
         "errors": *errors,
         "http_429": rate.http_429,
         "http_418": rate.http_418,
+        "in_hold": rate.in_hold,
         "peak_weight_1m": rate.peak_weight,
         "requests": rate.requests,
         "rest_held": shared.rest_hold.held(),

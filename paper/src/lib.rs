@@ -113,6 +113,7 @@ impl Default for PaperConfig {
                 orders_per_day: 200_000,
                 weights: WeightProfile::Us2026,
                 ban_base: Duration::from_secs(120),
+                hold_grace: 0,
             },
             ping_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(60),

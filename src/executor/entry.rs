@@ -131,7 +131,7 @@ impl Executor {
         });
         let fresh_enough = self.settings.avg_price_poll.saturating_mul(3);
         if needs_avg && self.avg.get(symbol).is_none_or(|(_, at)| at.elapsed() > fresh_enough) {
-            self.poll_avg(symbol, true);
+            self.read_avg(symbol);
         }
         let mut ctx = self.context(sym, symbol, replacing);
         let mut prepared = sym.prepare_maker(side, price, qty, &ctx, &exchange_filters);
@@ -140,7 +140,7 @@ impl Executor {
         if needs_avg && prepared.is_ok() && self.near_band_edge(sym, side, price, qty, &ctx, &exchange_filters) {
             let stale = self.avg.get(symbol).is_none_or(|(_, at)| at.elapsed() > Duration::from_millis(500));
             if stale {
-                self.poll_avg(symbol, true);
+                self.read_avg(symbol);
                 ctx = self.context(sym, symbol, replacing);
                 prepared = sym.prepare_maker(side, price, qty, &ctx, &exchange_filters);
             }

@@ -1,37 +1,16 @@
-//! The executor's view of the market: best bid/ask (from the `market` thread's view, or
-//! `ticker/bookTicker` polls while that is stale or off) and `avgPrice` polls, and the
+//! The executor's view of the market: best bid/ask (from the `market` thread's view, or the
+//! poller's `ticker/bookTicker` while that is stale or off) and `avgPrice`, and the
 //! [`MarketContext`] each order is checked against (the crossing check, passive rounding,
 //! PERCENT_PRICE bands).
 
 use super::*;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct BookTicker {
-    pub(super) bid_price: Decimal,
-    pub(super) ask_price: Decimal,
-}
-
-#[derive(Deserialize)]
-pub(super) struct AvgPrice {
-    pub(super) price: Decimal,
-}
-
 impl Executor {
-    /// Every symbol's best bid/ask: from the market stream where it is confirmed, else by
-    /// `ticker/bookTicker`.
-    pub(super) fn poll_quotes(&mut self) {
+    /// Every symbol's best bid/ask the market stream confirms (the others come from the
+    /// poller's `ticker/bookTicker`).
+    pub(super) fn stream_quotes(&mut self) {
         for symbol in self.settings.symbols.clone() {
-            if self.stream_quote(&symbol) {
-                continue;
-            }
-            if let Some(m) = &self.settings.market {
-                m.count_rest_quote();
-            }
-            match self.desk.rest().call_background::<BookTicker>(&BOOK_TICKER, &[("symbol", &symbol)], READ_SHARE) {
-                Ok(t) => self.set_quote(symbol, Quote { bid: t.bid_price, ask: t.ask_price }),
-                Err(e) => log::debug!("executor: bookTicker {symbol}: {e}"),
-            }
+            self.stream_quote(&symbol);
         }
     }
 
@@ -46,21 +25,16 @@ impl Executor {
         true
     }
 
-    fn set_quote(&mut self, symbol: String, q: Quote) {
+    pub(super) fn set_quote(&mut self, symbol: String, q: Quote) {
         let changed = self.quotes.get(&symbol).is_none_or(|old| old.bid != q.bid || old.ask != q.ask);
         self.quotes.insert(symbol, q);
         self.dirty |= changed;
     }
 
-    /// `wait`: an order is waiting on it, so it may wait in the gate like the order would.
-    pub(super) fn poll_avg(&mut self, symbol: &str, wait: bool) {
-        let params = [("symbol", symbol)];
-        let got = if wait {
-            self.desk.rest().call_json::<AvgPrice>(&AVG_PRICE, &params)
-        } else {
-            self.desk.rest().call_background::<AvgPrice>(&AVG_PRICE, &params, READ_SHARE)
-        };
-        match got {
+    /// `avgPrice` for an order waiting on it: on the order lane, waiting in the gate like the
+    /// order would (the periodic reads are the poller's).
+    pub(super) fn read_avg(&mut self, symbol: &str) {
+        match self.desk.read::<super::poll::AvgPrice>(&AVG_PRICE, &[("symbol", symbol)]) {
             Ok(a) => {
                 self.avg.insert(symbol.to_string(), (a.price, Instant::now()));
             }

@@ -34,8 +34,11 @@
 //! the `market` thread's view (read again before every order's crossing check) while the market
 //! stream confirms it within `SYNCD_MARKET_STALE_S`; otherwise it is polled from
 //! `ticker/bookTicker` every `SYNCD_PRICE_POLL_S`. `avgPrice` is polled every
-//! `SYNCD_AVG_PRICE_POLL_S`. Polls are background reads that never wait in the gate and use at
-//! most half of it, so orders keep priority.
+//! `SYNCD_AVG_PRICE_POLL_S`, `exchangeInfo` every `SYNCD_RULES_REFRESH_S`. Polls run on a
+//! helper thread, `executor-poll` (`executor/poll.rs`), as background reads on the REST
+//! client's background lane that never wait in the gate and use at most half of it; the
+//! executor thread sends only on the order lane, so an intent never waits for a poll or a
+//! reconciliation page on the wire.
 //!
 //! Binance.US REST API: "New order (TRADE)", "Cancel order (TRADE)", "Query order (USER_DATA)",
 //! "Filters" and "LIMITS": <https://docs.binance.us/#trade-order-endpoints>.
@@ -45,6 +48,7 @@ mod entry;
 pub mod ids;
 pub mod intent;
 mod market;
+mod poll;
 mod resolve;
 
 pub use crate::limits::StrategyLimits;
@@ -62,13 +66,14 @@ use crate::limits::{OrderRate, Usage};
 use crate::lock::LockAnyway;
 use crate::model::Side;
 use crate::rest::desk::{MakerOrder, OrderDesk, OrderRef};
-use crate::rest::{ACCOUNT, AVG_PRICE, BOOK_TICKER};
+use crate::rest::{ACCOUNT, AVG_PRICE};
 use crate::rules::LiveRules;
 use crate::stream::StreamMsg;
 use crate::wire::{OrderReply, UserEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use entry::*;
 use ids::ClientIds;
+use poll::{Polled, Poller};
 use resolve::{NewOrder, Pending, PendingKind};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -243,9 +248,9 @@ pub struct Executor {
     rebuild_failing_since: Option<Instant>,
     last_rebuild_alert: Option<Instant>,
     next_rebuild_try: Instant,
+    /// When the quotes are next taken from the market stream's view (REST polls are the
+    /// poller's).
     next_prices: Instant,
-    next_avg: Instant,
-    next_rules: Instant,
     next_book: Instant,
     stats: ExecutorStats,
     ready: bool,
@@ -268,7 +273,6 @@ impl Executor {
         let reports: ReportTaps = Arc::default();
         let now = Instant::now();
         let exec = Executor {
-            next_rules: now + settings.rules_refresh,
             next_book: now + settings.book_refresh,
             settings,
             desk,
@@ -288,7 +292,6 @@ impl Executor {
             last_rebuild_alert: None,
             next_rebuild_try: now,
             next_prices: now,
-            next_avg: now,
             stats: ExecutorStats::default(),
             ready: false,
             view: view.clone(),
@@ -306,8 +309,22 @@ impl Executor {
         stop: Receiver<()>,
         exit: Sender<Exit>,
     ) -> io::Result<JoinHandle<()>> {
+        let (polled_tx, polled) = crossbeam_channel::bounded(poll::POLLED_QUEUED);
+        Poller {
+            rest: self.desk.rest().clone(),
+            symbols: self.settings.symbols.clone(),
+            price_poll: self.settings.price_poll,
+            avg_price_poll: self.settings.avg_price_poll,
+            rules_refresh: self.settings.rules_refresh,
+            market: self.settings.market.clone(),
+            market_stale: self.settings.market_stale,
+            rules: self.rules.clone(),
+            out: polled_tx,
+            stop: stop.clone(),
+        }
+        .spawn()?;
         thread::Builder::new().name("executor".into()).spawn(move || {
-            let ran = self.run(&requests, &events, &stop);
+            let ran = self.run(&requests, &events, &polled, &stop);
             self.finish(&requests, ran.is_err());
             if let Err(why) = ran {
                 let _ = exit.send(Exit::Fatal(why.0));
@@ -323,6 +340,7 @@ impl Executor {
         &mut self,
         requests: &Receiver<Request>,
         events: &Receiver<StreamMsg>,
+        polled: &Receiver<Polled>,
         stop: &Receiver<()>,
     ) -> Result<(), KeyRefused> {
         loop {
@@ -331,6 +349,9 @@ impl Executor {
             }
             while let Ok(msg) = events.try_recv() {
                 self.on_stream(msg);
+            }
+            while let Ok(p) = polled.try_recv() {
+                self.on_polled(p);
             }
             while let Ok(req) = requests.try_recv() {
                 self.enqueue(req);
@@ -351,13 +372,14 @@ impl Executor {
                 recv(stop) -> _ => return Ok(()),
                 recv(events) -> msg => if let Ok(msg) = msg { self.on_stream(msg) },
                 recv(requests) -> req => if let Ok(req) = req { self.enqueue(req) },
+                recv(polled) -> p => if let Ok(p) = p { self.on_polled(p) },
                 default(wait) => {}
             }
         }
     }
 
     fn next_wake(&self) -> Instant {
-        let mut t = self.next_prices.min(self.next_avg).min(self.next_rules).min(self.next_book);
+        let mut t = self.next_prices.min(self.next_book);
         if self.need_rebuild {
             t = t.min(self.next_rebuild_try);
         }
@@ -537,13 +559,11 @@ impl Executor {
 
     fn timers(&mut self) -> Result<(), KeyRefused> {
         let now = Instant::now();
-        // A stale mark asks for a read now, once: a failed read then waits like any other, so
-        // a refresh that keeps failing cannot turn into a request per loop.
+        // A stale mark asks for a read now, once, before the next order: a failed read leaves
+        // it to the poller's next refresh, so a read that keeps failing cannot turn into a
+        // request per loop.
         if self.rules.is_stale() && !self.stale_seen {
             self.stale_seen = true;
-            self.next_rules = now;
-        }
-        if now >= self.next_rules {
             self.refresh_rules();
         }
         if self.need_rebuild && now >= self.next_rebuild_try {
@@ -555,31 +575,47 @@ impl Executor {
         }
         if now >= self.next_prices {
             self.next_prices = now + self.settings.price_poll;
-            self.poll_quotes();
-        }
-        if now >= self.next_avg {
-            self.next_avg = now + self.settings.avg_price_poll;
-            for symbol in self.settings.symbols.clone() {
-                self.poll_avg(&symbol, false);
-            }
+            self.stream_quotes();
         }
         Ok(())
     }
 
+    /// Re-reads the rules after a `-1013`/`-1111`, on the order lane (the next order needs them).
     fn refresh_rules(&mut self) {
-        let now = Instant::now();
-        match self.desk.rest().exchange_info_background(&self.settings.symbols, READ_SHARE) {
+        match self.desk.exchange_info(&self.settings.symbols, READ_SHARE) {
             Ok(rules) => {
                 self.rules.install(rules);
                 self.stale_seen = false;
                 self.stats.rules_refreshes += 1;
-                self.next_rules = now + self.settings.rules_refresh;
                 self.dirty = true;
             }
-            Err(e) => {
-                // The last good rules stay; try again soon.
-                log::warn!("executor: exchangeInfo refresh failed ({e}); keeping the last rules");
-                self.next_rules = now + Duration::from_secs(5).min(self.settings.rules_refresh);
+            // The last good rules stay; the poller's next refresh tries again.
+            Err(e) => log::warn!("executor: exchangeInfo re-read failed ({e}); keeping the last rules"),
+        }
+    }
+
+    /// What the poller found.
+    fn on_polled(&mut self, p: Polled) {
+        match p {
+            // The stream's quote, where it confirms one, is newer than any poll.
+            Polled::Quote { symbol, bid, ask } => {
+                if !self.stream_quote(&symbol) {
+                    self.set_quote(symbol, Quote { bid, ask });
+                }
+            }
+            Polled::Avg { symbol, price, at } => {
+                // An order may have read a newer one on the spot meanwhile.
+                if self.avg.get(&symbol).is_none_or(|(_, had)| *had < at) {
+                    self.avg.insert(symbol, (price, at));
+                }
+            }
+            Polled::Rules => {
+                self.stats.rules_refreshes += 1;
+                self.dirty = true;
+                // A mark that came after the poller's read still asks for one.
+                if !self.rules.is_stale() {
+                    self.stale_seen = false;
+                }
             }
         }
     }
@@ -603,7 +639,7 @@ impl Executor {
             free: Decimal,
             locked: Decimal,
         }
-        match self.desk.rest().call_json::<Account>(&ACCOUNT, &[]) {
+        match self.desk.read::<Account>(&ACCOUNT, &[]) {
             Ok(a) => {
                 self.balances.release_all();
                 for b in a.balances {

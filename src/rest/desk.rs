@@ -14,10 +14,12 @@
 //! <https://docs.binance.us/#new-order-trade>.
 
 use super::{
-    Admission, RestClient, ALL_ORDERS, OPEN_ORDERS, ORDER_CANCEL, ORDER_CANCEL_REPLACE, ORDER_NEW, ORDER_QUERY,
+    Admission, Endpoint, LaneId, RestClient, ALL_ORDERS, OPEN_ORDERS, ORDER_CANCEL, ORDER_CANCEL_REPLACE, ORDER_NEW,
+    ORDER_QUERY,
 };
 use crate::decimal::Decimal;
 use crate::error::Error;
+use crate::filters::ExchangeRules;
 use crate::model::Side;
 use crate::wire::{CancelReplaceReply, OrderReply};
 use std::sync::Arc;
@@ -92,7 +94,7 @@ impl OrderDesk {
         let (price, quantity) = (order.price.to_string(), order.quantity.to_string());
         let params = OrderDesk::maker_params(order, &price, &quantity);
         let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        super::decode(&ORDER_NEW, &self.rest.call_with(&ORDER_NEW, &borrowed, Admission::Wait)?)
+        super::decode(&ORDER_NEW, &self.rest.call_with(&ORDER_NEW, &borrowed, Admission::Wait, LaneId::Orders)?)
     }
 
     /// `DELETE /api/v3/order`. `cancel_id` names the cancel itself (its report's `c`).
@@ -116,8 +118,8 @@ impl OrderDesk {
         params.push(("newClientOrderId", cancel_id));
         let admission = within.map_or(Admission::Wait, Admission::Within);
         let body = match admission {
-            Admission::Wait => self.rest.call_with(&ORDER_CANCEL, &params, admission)?,
-            _ => self.rest.call_once(&ORDER_CANCEL, &params, admission)?,
+            Admission::Wait => self.rest.call_with(&ORDER_CANCEL, &params, admission, LaneId::Orders)?,
+            _ => self.rest.call_once(&ORDER_CANCEL, &params, admission, LaneId::Orders)?,
         };
         super::decode(&ORDER_CANCEL, &body)
     }
@@ -144,14 +146,15 @@ impl OrderDesk {
             OrderRef::ClientId(c) => params.push(("cancelOrigClientOrderId", c.as_str())),
         }
         params.push(("cancelNewClientOrderId", cancel_id));
-        super::decode(&ORDER_CANCEL_REPLACE, &self.rest.call_with(&ORDER_CANCEL_REPLACE, &params, Admission::Wait)?)
+        let body = self.rest.call_with(&ORDER_CANCEL_REPLACE, &params, Admission::Wait, LaneId::Orders)?;
+        super::decode(&ORDER_CANCEL_REPLACE, &body)
     }
 
     /// `GET /api/v3/order` by order id or client id: how an unknown outcome is resolved.
     pub fn query(&self, symbol: &str, order: &OrderRef) -> Result<OrderReply, Error> {
         match order {
-            OrderRef::Id(id) => self.rest.call_json(&ORDER_QUERY, &[("symbol", symbol), ("orderId", &id.to_string())]),
-            OrderRef::ClientId(c) => self.rest.call_json(&ORDER_QUERY, &[("symbol", symbol), ("origClientOrderId", c)]),
+            OrderRef::Id(id) => self.read(&ORDER_QUERY, &[("symbol", symbol), ("orderId", &id.to_string())]),
+            OrderRef::ClientId(c) => self.read(&ORDER_QUERY, &[("symbol", symbol), ("origClientOrderId", c)]),
         }
     }
 
@@ -182,6 +185,20 @@ impl OrderDesk {
         Ok(Listed::TooMany)
     }
 
+    /// A read the order thread needs before it can go on (the account at a book rebuild, an
+    /// `avgPrice` an order waits on, a lookup): on the order lane, so it never queues behind a
+    /// background request, and waiting in the gate like an order.
+    pub fn read<T: serde::de::DeserializeOwned>(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<T, Error> {
+        super::refuse_orders(ep)?;
+        super::decode(ep, &self.rest.call_with(ep, params, Admission::Wait, LaneId::Orders)?)
+    }
+
+    /// `exchangeInfo` re-read on the order lane within `share_pct` % of the limits (never
+    /// waiting in the gate): after a `-1013`/`-1111` the next order waits for it.
+    pub fn exchange_info(&self, symbols: &[String], share_pct: u64) -> Result<ExchangeRules, Error> {
+        self.rest.exchange_info_with(symbols, Admission::Share(share_pct), LaneId::Orders)
+    }
+
     /// `GET /api/v3/openOrders` for one symbol.
     pub fn open_orders(&self, symbol: &str) -> Result<Vec<OrderReply>, Error> {
         self.order_rows(&OPEN_ORDERS, &[("symbol", symbol)])
@@ -190,7 +207,7 @@ impl OrderDesk {
     /// A list of orders; a row that cannot be read is skipped with a warning.
     fn order_rows(&self, ep: &super::Endpoint, params: &[(&str, &str)]) -> Result<Vec<OrderReply>, Error> {
         let symbol = params.iter().find(|(k, _)| *k == "symbol").map_or("", |(_, v)| *v);
-        let rows: Vec<serde_json::Value> = self.rest.call_json(ep, params)?;
+        let rows: Vec<serde_json::Value> = self.read(ep, params)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             match serde_json::from_value::<OrderReply>(row) {

@@ -7,6 +7,13 @@
 //! an order endpoint is [`Error::OutcomeUnknown`], never a plain failure, because the order may
 //! exist.
 //!
+//! Requests take one of two lanes (issue 22), each with its own HTTP agent and one request on
+//! the wire at a time: the order desk's, and the background one (reconciliation, depth
+//! snapshots, polls, the listen key). An order never waits for a background round trip; the
+//! one gate still budgets both, and a 429/418 seen on either holds both. Orders keep a reserve:
+//! background reads go only within their share of each limit (`call_background`), orders
+//! within the gate's whole headroom.
+//!
 //! The endpoints that change orders (`POST/DELETE /api/v3/order`, `DELETE /api/v3/openOrders`,
 //! `POST /api/v3/order/cancelReplace`) are private to this module: [`RestClient::call`] and its
 //! siblings refuse them, and the only way to send one is the [`desk::OrderDesk`] that the
@@ -156,7 +163,11 @@ pub struct RestConfig {
 
 /// A blocking REST client. Cheap to share behind an `Arc`; ureq pools connections inside.
 pub struct RestClient {
+    /// The background lane's agent.
     agent: ureq::Agent,
+    /// The order lane's own agent: its idle connection is never taken (or left half-read) by a
+    /// background request, so an order finds it warm.
+    order_agent: ureq::Agent,
     base: String,
     api_key: Option<Secret>,
     signer: Option<Signer>,
@@ -166,20 +177,38 @@ pub struct RestClient {
     gate: Arc<RateGate>,
     /// Set once the order desk has been handed out: there is one per client.
     desk_taken: std::sync::atomic::AtomicBool,
-    lane: Lane,
+    order_lane: Lane,
+    background_lane: Lane,
     metrics: Arc<crate::registry::Metrics>,
 }
 
-/// How long a background request waits for the lane before it gives its turn up.
+/// How long a background request waits for its lane before it gives its turn up.
 const BACKGROUND_LANE_WAIT: Duration = Duration::from_millis(100);
 
-/// One request on the wire at a time, process-wide.
+/// Which of the client's two lanes a request takes (issue 22).
+///
+/// `Orders` is the executor's: every request of the [`desk::OrderDesk`] (placements, cancels,
+/// replaces, the lookups of unknown outcomes, the open-order and account reads of a book
+/// rebuild, an `avgPrice` an order waits on). `Background` is everyone else's: reconciliation
+/// pages, depth snapshots, price and rules polls, the listen key, start-up reads. Each lane has
+/// its own HTTP agent (so its own kept-alive connection) and one request on the wire at a time,
+/// so an order never queues behind a background request's round trip, and at most two requests
+/// are in flight process-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LaneId {
+    Orders,
+    Background,
+}
+
+/// One request on the wire at a time, per lane.
 ///
 /// A 429 is answered while another thread's request may already be on its way, and that
 /// request then lands inside the hold the 429 just started: the exchange counts it as not
-/// backing off, the way to a 418 ban. With one request in flight, the gate always knows of a
-/// 429 before the next request leaves. The daemon sends a few requests a second at most, so
-/// the queue this makes is short; orders wait their turn like everything else.
+/// backing off, the way to a 418 ban. Within a lane, the gate always knows of a 429 before
+/// the next request leaves. Across the two lanes, a 429 can meet at most the one request the
+/// other lane already has on the wire (sent before anyone could know of the hold); every
+/// request after it waits in the shared gate. That one request is the price of orders not
+/// waiting a background round trip.
 #[derive(Debug, Default)]
 struct Lane {
     busy: std::sync::Mutex<bool>,
@@ -323,7 +352,8 @@ impl RestClient {
             .user_agent(concat!("binance-syncd/", env!("CARGO_PKG_VERSION")))
             .build();
         RestClient {
-            agent: crate::tls::agent(agent_config, config.tls.clone()),
+            agent: crate::tls::agent(agent_config.clone(), config.tls.clone()),
+            order_agent: crate::tls::agent(agent_config, config.tls.clone()),
             base: config.base_url.trim_end_matches('/').to_string(),
             signer: config.api_secret.as_ref().map(Signer::new),
             api_key: config.api_key,
@@ -332,7 +362,8 @@ impl RestClient {
             clock,
             gate,
             desk_taken: std::sync::atomic::AtomicBool::new(false),
-            lane: Lane::default(),
+            order_lane: Lane::default(),
+            background_lane: Lane::default(),
             metrics: Arc::default(),
         }
     }
@@ -367,7 +398,7 @@ impl RestClient {
     /// (and re-signs with a resynced clock after `-1021`, once).
     pub fn call(&self, ep: &Endpoint, params: &[(&str, &str)]) -> Result<String, Error> {
         refuse_orders(ep)?;
-        self.call_with(ep, params, Admission::Wait)
+        self.call_with(ep, params, Admission::Wait, LaneId::Background)
     }
 
     /// [`call`](Self::call) and parse the JSON body into `T`.
@@ -383,7 +414,7 @@ impl RestClient {
     /// (shutdown's last request).
     pub fn call_within(&self, ep: &Endpoint, params: &[(&str, &str)], limit: Duration) -> Result<String, Error> {
         refuse_orders(ep)?;
-        self.call_once(ep, params, Admission::Within(limit))
+        self.call_once(ep, params, Admission::Within(limit), LaneId::Background)
     }
 
     /// For background work (reconciliation): never waits in the gate. If the request may not go
@@ -396,23 +427,30 @@ impl RestClient {
         share_pct: u64,
     ) -> Result<T, Error> {
         refuse_orders(ep)?;
-        decode(ep, &self.call_with(ep, params, Admission::Share(share_pct))?)
+        decode(ep, &self.call_with(ep, params, Admission::Share(share_pct), LaneId::Background)?)
     }
 
     /// The clock discipline around [`call_once`](Self::call_once): resync a stale offset before
     /// signing, and after a `-1021` resync and re-sign, once. The resync goes through the gate
-    /// the same way as the call itself, so a background call never waits there either.
-    fn call_with(&self, ep: &Endpoint, params: &[(&str, &str)], admission: Admission) -> Result<String, Error> {
+    /// the same way as the call itself, so a background call never waits there either, and on
+    /// the same lane.
+    fn call_with(
+        &self,
+        ep: &Endpoint,
+        params: &[(&str, &str)],
+        admission: Admission,
+        lane: LaneId,
+    ) -> Result<String, Error> {
         let signed = ep.security == Security::Signed;
         if signed && self.clock.is_stale(self.clock_resync) {
             // Clocks drift; re-measure before the offset is old enough to cost a -1021.
-            if let Err(e) = self.sync_clock_with(admission) {
+            if let Err(e) = self.sync_clock_with(admission, lane) {
                 log::warn!("clock resync failed ({e}); signing with the last offset");
             }
         }
         let mut attempt = 0;
         loop {
-            match self.call_once(ep, params, admission) {
+            match self.call_once(ep, params, admission, lane) {
                 Err(e) if signed && e.api_code() == Some(-1021) && attempt < TIMESTAMP_RETRIES => {
                     attempt += 1;
                     log::warn!(
@@ -420,14 +458,20 @@ impl RestClient {
                         ep.method.as_str(),
                         ep.path
                     );
-                    self.sync_clock_with(admission)?;
+                    self.sync_clock_with(admission, lane)?;
                 }
                 other => return other,
             }
         }
     }
 
-    fn call_once(&self, ep: &Endpoint, params: &[(&str, &str)], admission: Admission) -> Result<String, Error> {
+    fn call_once(
+        &self,
+        ep: &Endpoint,
+        params: &[(&str, &str)],
+        admission: Admission,
+        lane: LaneId,
+    ) -> Result<String, Error> {
         if (ep.security != Security::None) && self.api_key.is_none() {
             return Err(Error::Config("BINANCE_API_KEY is needed for this request".into()));
         }
@@ -440,31 +484,30 @@ impl RestClient {
             Admission::Within(limit) => Some(limit),
             Admission::Share(_) => Some(BACKGROUND_LANE_WAIT),
         };
-        let Some(_lane) = self.lane.enter(lane_limit, || self.gate.is_closed()) else {
+        let (lane, agent) = match lane {
+            LaneId::Orders => (&self.order_lane, &self.order_agent),
+            LaneId::Background => (&self.background_lane, &self.agent),
+        };
+        let Some(_lane) = lane.enter(lane_limit, || self.gate.is_closed()) else {
             return match admission {
                 Admission::Share(_) => Err(Error::RateLimited { retry_after: BACKGROUND_LANE_WAIT }),
                 _ => Err(Error::Stopped),
             };
         };
-        match admission {
-            Admission::Wait => {
-                if !self.gate.acquire(ep.weight, ep.orders) {
-                    return Err(Error::Stopped);
-                }
-            }
+        let pass = match admission {
+            Admission::Wait => self.gate.acquire(ep.weight, ep.orders).ok_or(Error::Stopped)?,
             Admission::Within(limit) => {
                 let left = limit.saturating_sub(start.elapsed());
-                if !self.gate.acquire_within(ep.weight, ep.orders, Some(left)) {
-                    return Err(Error::Stopped);
-                }
+                let pass = self.gate.acquire_within(ep.weight, ep.orders, Some(left)).ok_or(Error::Stopped)?;
                 request_timeout = Some(limit.saturating_sub(start.elapsed()).max(Duration::from_millis(100)));
+                pass
             }
             Admission::Share(pct) => match self.gate.try_acquire(ep.weight, ep.orders, pct) {
-                Ok(()) => {}
+                Ok(pass) => pass,
                 Err(Denied::Closed) => return Err(Error::Stopped),
                 Err(Denied::Wait(retry_after)) => return Err(Error::RateLimited { retry_after }),
             },
-        }
+        };
         let mut query = encode_params(params);
         if ep.security == Security::Signed {
             let Some(signer) = &self.signer else {
@@ -487,11 +530,21 @@ impl RestClient {
             url.push_str(&query);
         }
         log::debug!("{} {}", ep.method.as_str(), ep.path);
-        let reply = self.send(ep, &url, request_timeout).map_err(|e| self.transport_error(ep, e))?;
-        self.classify(ep, reply)
+        let reply = self.send(agent, ep, &url, request_timeout).map_err(|e| self.transport_error(ep, e))?;
+        let status = reply.status;
+        // Classified first: a 429 reaches the gate before a waiter can take the probe's turn.
+        let result = self.classify(ep, reply);
+        pass.answered(status);
+        result
     }
 
-    fn send(&self, ep: &Endpoint, url: &str, timeout: Option<Duration>) -> Result<Reply, ureq::Error> {
+    fn send(
+        &self,
+        agent: &ureq::Agent,
+        ep: &Endpoint,
+        url: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, ureq::Error> {
         // Public endpoints get no key: it has no business travelling where it is not needed.
         let key = match ep.security {
             Security::None => None,
@@ -510,10 +563,10 @@ impl RestClient {
             }};
         }
         let mut response = match ep.method {
-            Method::Get => prepare!(self.agent.get(url)).call()?,
-            Method::Delete => prepare!(self.agent.delete(url)).call()?,
-            Method::Post => prepare!(self.agent.post(url)).send_empty()?,
-            Method::Put => prepare!(self.agent.put(url)).send_empty()?,
+            Method::Get => prepare!(agent.get(url)).call()?,
+            Method::Delete => prepare!(agent.delete(url)).call()?,
+            Method::Post => prepare!(agent.post(url)).send_empty()?,
+            Method::Put => prepare!(agent.put(url)).send_empty()?,
         };
         let status = response.status().as_u16();
         let mut retry_after = None;
@@ -623,10 +676,10 @@ impl RestClient {
     /// Measures the server-time offset from three `GET /api/v3/time` round trips and installs
     /// the best. Returns the offset in ms.
     pub fn sync_clock(&self) -> Result<i64, Error> {
-        self.sync_clock_with(Admission::Wait)
+        self.sync_clock_with(Admission::Wait, LaneId::Background)
     }
 
-    fn sync_clock_with(&self, admission: Admission) -> Result<i64, Error> {
+    fn sync_clock_with(&self, admission: Admission, lane: LaneId) -> Result<i64, Error> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Time {
@@ -635,7 +688,7 @@ impl RestClient {
         let mut samples = Vec::with_capacity(3);
         for _ in 0..3 {
             let sent_local = local_ms();
-            let t: Time = decode(&TIME, &self.call_once(&TIME, &[], admission)?)?;
+            let t: Time = decode(&TIME, &self.call_once(&TIME, &[], admission, lane)?)?;
             samples.push(TimeSample { sent_local, server: t.server_time, received_local: local_ms() });
         }
         let offset = ServerClock::estimate(&samples).ok_or_else(|| Error::Decode("no usable time sample".into()))?;
@@ -650,15 +703,20 @@ impl RestClient {
     /// Reads `exchangeInfo` for `symbols` (all symbols if empty) and installs its rate limits
     /// in the gate.
     pub fn exchange_info(&self, symbols: &[String]) -> Result<ExchangeRules, Error> {
-        self.exchange_info_with(symbols, Admission::Wait)
+        self.exchange_info_with(symbols, Admission::Wait, LaneId::Background)
     }
 
     /// [`exchange_info`](Self::exchange_info) for periodic refreshes: never waits in the gate.
     pub fn exchange_info_background(&self, symbols: &[String], share_pct: u64) -> Result<ExchangeRules, Error> {
-        self.exchange_info_with(symbols, Admission::Share(share_pct))
+        self.exchange_info_with(symbols, Admission::Share(share_pct), LaneId::Background)
     }
 
-    fn exchange_info_with(&self, symbols: &[String], admission: Admission) -> Result<ExchangeRules, Error> {
+    fn exchange_info_with(
+        &self,
+        symbols: &[String],
+        admission: Admission,
+        lane: LaneId,
+    ) -> Result<ExchangeRules, Error> {
         let list;
         let params: Vec<(&str, &str)> = match symbols {
             [] => vec![],
@@ -668,7 +726,8 @@ impl RestClient {
                 vec![("symbols", list.as_str())]
             }
         };
-        let body: serde_json::Value = decode(&EXCHANGE_INFO, &self.call_with(&EXCHANGE_INFO, &params, admission)?)?;
+        let body: serde_json::Value =
+            decode(&EXCHANGE_INFO, &self.call_with(&EXCHANGE_INFO, &params, admission, lane)?)?;
         let rules = ExchangeRules::from_json(&body).map_err(Error::Decode)?;
         if rules.rate_limits.is_empty() {
             log::warn!("exchangeInfo lists no rate limits; budgeting with Binance.US's older, lower ones");
@@ -702,7 +761,7 @@ mod tests {
     }
 
     fn place(rest: &RestClient) -> Result<String, Error> {
-        rest.call_once(&ORDER_NEW, &[("symbol", "BTCUSD"), ("side", "BUY")], Admission::Wait)
+        rest.call_once(&ORDER_NEW, &[("symbol", "BTCUSD"), ("side", "BUY")], Admission::Wait, LaneId::Orders)
     }
 
     #[test]

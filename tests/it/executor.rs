@@ -3,6 +3,7 @@
 //! outcomes resolve to exactly one order; a 429 burst never escalates; one strategy over its
 //! limits is refused while another trades; cancel-on-exit touches only our own orders.
 
+use crate::faults::wait_until;
 use crate::sync::{config, fast, fill_whole, read_log, temp_dir, wait_lines};
 use crate::util::{init_log, paper_with};
 use binance_syncd::config::Config;
@@ -447,11 +448,14 @@ fn lookups_that_give_up_answer_unresolved_and_the_order_counts_as_open() {
     rig.daemon.stop(Duration::from_secs(5));
 }
 
+/// Orders and background reads have a lane each (issue 22), so when the first 429 comes the
+/// other lane may already have its one request on the wire: the exchange tolerates that one
+/// (`hold_grace`), and the test counts that nothing more arrived inside any hold.
 #[test]
 fn a_429_burst_while_orders_flow_never_escalates_to_a_ban() {
     let rig = Rig::start(
         "exec-429",
-        |_| {},
+        |p| p.rest.hold_grace = 1,
         |c| {
             c.strategy_limits.max_orders_10s = 1000;
             c.strategy_limits.max_open = 1000;
@@ -472,8 +476,63 @@ fn a_429_burst_while_orders_flow_never_escalates_to_a_ban() {
     crate::util::assert_fired(&report, "rest/burst_429");
     assert!(report["http_429"].as_u64().unwrap() >= 1, "the burst fired");
     assert_eq!(report["http_418"], 0, "nothing was sent inside a hold");
+    // The first hold may meet the other lane's request in flight; after it the gate lets one
+    // request go alone until it is answered, so no later hold meets another.
+    assert!(report["in_hold"].as_u64() <= Some(1), "requests inside holds: {}", report["in_hold"]);
     let placed = outcomes.values().filter(|o| matches!(o, Outcome::Placed(_))).count();
     assert!(placed >= 27, "orders waited out the hold and went: {outcomes:?}");
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+/// Issue 22: orders have a lane of their own. A reconciliation page held open by the exchange
+/// (as a far exchange's round trip would keep it) does not hold up an order.
+#[test]
+fn an_order_goes_out_while_a_held_reconciliation_request_waits() {
+    // The held request must outlive every wait below: only `release_rest` ends it.
+    let rig = Rig::start("lane-held", |_| {}, |c| c.http_timeout = Duration::from_secs(60));
+    rig.ex.fault("hold_rest", &[("path", "/api/v3/myTrades"), ("ms", "60000")]).unwrap();
+    wait_until("a held myTrades request", Duration::from_secs(15), || rig.report()["rest_held"].as_u64() >= Some(1));
+    let (strategy, replies) = rig.strategy("lane");
+    let (bid, _) = rig.touch("BTCUSD");
+    let id = strategy.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("1")).unwrap(), "0.001")).unwrap();
+    // Bounded well below the hold: an order queued behind the held page fails here.
+    let outcome = finals(&replies, &[id], Duration::from_secs(10)).remove(&id);
+    let held = rig.report()["rest_held"].as_u64().unwrap_or(0);
+    rig.ex.fault("release_rest", &[]).unwrap();
+    assert!(matches!(outcome, Some(Outcome::Placed(_))), "the order did not go: {outcome:?}");
+    assert!(held >= 1, "the reconciliation request was no longer held when the order was acknowledged");
+    rig.daemon.stop(Duration::from_secs(5));
+}
+
+/// Issue 22: the lanes share one gate. A 429 answered to a background request (a held
+/// reconciliation page, released into a 429) holds the order lane too: an order submitted
+/// after it waits the hold out (the paper exchange bans anything that arrives inside it).
+#[test]
+fn a_429_on_a_background_request_holds_orders_too() {
+    init_log();
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("lane-429");
+    let mut cfg = config(&ex, &dir);
+    cfg.http_timeout = Duration::from_secs(60);
+    let rest = binance_syncd::daemon::rest_client(&cfg);
+    let rig = Rig { daemon: Daemon::start_with(&cfg, &fast(), rest.clone()).unwrap(), ex, cfg };
+    rig.wait_ready();
+    rig.ex.fault("hold_rest", &[("path", "/api/v3/myTrades"), ("ms", "60000")]).unwrap();
+    wait_until("a held myTrades request", Duration::from_secs(15), || rig.report()["rest_held"].as_u64() >= Some(1));
+    // The background lane is the held page's; the order lane is idle: the 429 is the page's.
+    rig.ex.fault("burst_429", &[("count", "1"), ("retry_after", "2")]).unwrap();
+    rig.ex.fault("release_rest", &[]).unwrap();
+    wait_until("the daemon to see the 429", Duration::from_secs(10), || rest.gate().stats().http_429 >= 1);
+    let errors = rig.report()["errors"].as_array().cloned().unwrap_or_default();
+    let too_many: Vec<&Value> = errors.iter().filter(|e| e["status"] == 429).collect();
+    assert_eq!(too_many.len(), 1, "{errors:?}");
+    assert_eq!(too_many[0]["path"], "/api/v3/myTrades", "the 429 hit another request: {errors:?}");
+    let (strategy, replies) = rig.strategy("lane");
+    let (bid, _) = rig.touch("BTCUSD");
+    let id = strategy.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("1")).unwrap(), "0.001")).unwrap();
+    let outcome = finals(&replies, &[id], Duration::from_secs(20)).remove(&id);
+    assert!(matches!(outcome, Some(Outcome::Placed(_))), "the order did not go after the hold: {outcome:?}");
+    assert_eq!(rig.report()["http_418"], 0, "the order went inside the hold the page's 429 started");
     rig.daemon.stop(Duration::from_secs(5));
 }
 

@@ -42,6 +42,12 @@ pub struct RestSettings {
     pub weights: WeightProfile,
     /// First ban length; it doubles with each ban, up to 3 days.
     pub ban_base: Duration,
+    /// Requests one 429 hold tolerates before a ban: each is answered 429 with what is left of
+    /// the hold. 0 (the default): the first request inside a hold is banned. Binance bans for
+    /// "continuing after 429s" without saying after how many; a client that keeps two requests
+    /// in flight can have one on the wire when the other's 429 comes, and a test of such a
+    /// client sets 1 and counts `in_hold` in the report.
+    pub hold_grace: u64,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +55,8 @@ pub(super) struct IpRate {
     minute: i64,
     used: u64,
     hold_until: i64,
+    /// Requests that arrived inside the current hold.
+    in_hold: u64,
     banned_until: i64,
     bans: u32,
 }
@@ -59,6 +67,8 @@ pub struct RateState {
     pub(super) order_windows: [(i64, u64); 2],
     pub http_429: u64,
     pub http_418: u64,
+    /// Requests that arrived inside a 429 hold (tolerated or banned).
+    pub in_hold: u64,
     pub peak_weight: u64,
     pub requests: u64,
     /// Requests by path (`/api/v3/ticker/bookTicker`: how often a client polled prices).
@@ -157,6 +167,14 @@ impl Shared {
             return Err((ApiError::new(418, -1003, msg), Some(((until - now + 999) / 1000) as u64), used));
         }
         if ip.hold_until > now {
+            ip.in_hold += 1;
+            if ip.in_hold <= self.rest.hold_grace {
+                let (until, used) = (ip.hold_until, ip.used);
+                rate.in_hold += 1;
+                rate.http_429 += 1;
+                let msg = format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.");
+                return Err((ApiError::new(429, -1003, msg), Some(((until - now + 999) / 1000).max(1) as u64), used));
+            }
             // Kept sending inside a 429 hold: that is what Binance bans for.
             ip.bans += 1;
             let base = self.rest.ban_base.as_millis() as i64;
@@ -164,6 +182,7 @@ impl Shared {
             ip.banned_until = now + ban;
             let until = ip.banned_until;
             let used = ip.used;
+            rate.in_hold += 1;
             rate.http_418 += 1;
             let msg = format!(
                 "Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans."
@@ -176,6 +195,7 @@ impl Shared {
         let ip = rate.ips.entry(req.peer).or_default();
         if let Some(retry) = burst {
             ip.hold_until = now + retry as i64 * 1000;
+            ip.in_hold = 0;
             rate.http_429 += 1;
             let msg = format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.");
             return Err((ApiError::new(429, -1003, msg), Some(retry), used));
@@ -183,6 +203,7 @@ impl Shared {
         if used > limit {
             let window_end = (minute + 1) * 60_000;
             ip.hold_until = window_end;
+            ip.in_hold = 0;
             rate.http_429 += 1;
             let msg = format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.");
             return Err((ApiError::new(429, -1003, msg), Some(((window_end - now + 999) / 1000).max(1) as u64), used));
