@@ -43,6 +43,7 @@
 //! `services` the host functions, `cursor` the cursor file, `settings` `NAME.conf`.
 
 pub mod elf;
+pub mod exec;
 pub mod ffi;
 pub mod harden;
 pub mod hostrole;
@@ -175,6 +176,11 @@ fn sig(path: &Path) -> Option<Sig> {
 struct Seen {
     image: Sig,
     conf: Option<Sig>,
+    /// The plugin's file in the folder: `NAME.so`, or a program (`grid.py`, `mystrat`).
+    file: String,
+    kind: exec::Kind,
+    /// Why it is refused when several files give its name ([`exec::clash`]).
+    clash: Option<String>,
 }
 
 /// A crashed plugin waiting for its restart.
