@@ -15,17 +15,16 @@
 //! the checked file (a script through its `#!` line), keeping its process id, so its process
 //! group and everything the daemon knows of it stay the same. Descriptors 0 and 1 are one end of
 //! a socket pair, the protocol's channel; 2 is a pipe whose lines the daemon logs under the
-//! plugin's name (`relay_stderr`). The first frame is `hello` rather than `load`.
+//! plugin's name (`stderr`). The first frame is `hello` rather than `load`.
 
 use super::ffi::HostServices;
 use super::proto::{self, Down};
 use super::remote::{Limits, Remote};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
-use std::process::{ChildStderr, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a plugin file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,111 +113,6 @@ pub(super) fn spawn(
     Remote::start(super::remote::host_program()?, workdir, &extra, &hello, services, stall, limits)
 }
 
-/// The environment of a program plugin, beside what every plugin process gets (`PATH`,
-/// `HOME`): a locale that makes Python's and others' text I/O UTF-8, and its own name.
-pub(super) fn environment(cmd: &mut Command, name: &str) {
-    cmd.env("LANG", "C.UTF-8").env("SYNCD_PLUGIN_NAME", name);
-}
-
-/// Longest stderr line logged; the rest of a longer line is dropped.
-pub const MAX_LINE: usize = 1024;
-/// Stderr lines logged per second; past that they are counted, and the count logged.
-pub const LINES_PER_SECOND: u32 = 20;
-
-/// Logs `pipe`'s lines as `plugin NAME: LINE` on a thread of its own until the pipe closes
-/// (the process and all it started are gone): at most [`LINES_PER_SECOND`], each cut at
-/// [`MAX_LINE`] bytes, so a plugin that floods its stderr costs the log a line a second.
-pub(super) fn relay_stderr(name: &str, pipe: ChildStderr) {
-    let name = name.to_string();
-    let who = name.clone();
-    let spawned = std::thread::Builder::new().name(format!("stderr:{name}")).spawn(move || {
-        let mut limit = RateLimit::new(LINES_PER_SECOND);
-        let say = |line: &str| log::warn!("plugin {name}: {line}");
-        read_lines(pipe, MAX_LINE, |line| {
-            let now = Instant::now();
-            if let Some(n) = limit.window_over(now) {
-                log::warn!("plugin {name}: {n} more lines of its stderr were not logged (over {LINES_PER_SECOND}/s)");
-            }
-            if limit.take(now) {
-                say(line);
-            }
-        });
-        if let Some(n) = limit.window_over(Instant::now() + Duration::from_secs(1)) {
-            log::warn!("plugin {name}: {n} more lines of its stderr were not logged (over {LINES_PER_SECOND}/s)");
-        }
-    });
-    if let Err(e) = spawned {
-        log::warn!("plugin {who}: its stderr is not logged (no thread for it: {e})");
-    }
-}
-
-/// At most `per_second` lines in each one-second window; the lines refused are counted.
-struct RateLimit {
-    per_second: u32,
-    window: Option<Instant>,
-    taken: u32,
-    refused: u64,
-}
-
-impl RateLimit {
-    fn new(per_second: u32) -> RateLimit {
-        RateLimit { per_second, window: None, taken: 0, refused: 0 }
-    }
-
-    /// When the window is over at `now`: the lines it refused (if any), and a new window.
-    fn window_over(&mut self, now: Instant) -> Option<u64> {
-        let over = self.window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1));
-        if !over {
-            return None;
-        }
-        self.window = Some(now);
-        self.taken = 0;
-        let refused = std::mem::take(&mut self.refused);
-        (refused > 0).then_some(refused)
-    }
-
-    fn take(&mut self, _now: Instant) -> bool {
-        if self.taken < self.per_second {
-            self.taken += 1;
-            true
-        } else {
-            self.refused += 1;
-            false
-        }
-    }
-}
-
-/// Calls `each` with every line of `r` (without its newline, invalid UTF-8 replaced), each cut
-/// at `max` bytes: memory stays bounded whatever the writer sends. A last line without a
-/// newline counts too.
-fn read_lines(mut r: impl Read, max: usize, mut each: impl FnMut(&str)) {
-    let mut line: Vec<u8> = Vec::with_capacity(max);
-    let mut cut = false;
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                each(proto::cut(&String::from_utf8_lossy(&line), max));
-                line.clear();
-                cut = false;
-            } else if line.len() < max {
-                line.push(b);
-            } else if !cut {
-                cut = true;
-            }
-        }
-    }
-    if !line.is_empty() {
-        each(proto::cut(&String::from_utf8_lossy(&line), max));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,23 +150,5 @@ mod tests {
         let why = clash("grid", &files).unwrap();
         assert_eq!(why, "2 files give the plugin name grid (grid.py, grid.so): remove all but one");
         assert_eq!(clash("grid", &files[..1]), None);
-    }
-
-    #[test]
-    fn stderr_lines_are_cut_and_a_flood_is_counted() {
-        let mut got = Vec::new();
-        let long = "x".repeat(3000);
-        let text = format!("one\n{long}\nthree");
-        read_lines(text.as_bytes(), 1024, |l| got.push(l.to_string()));
-        assert_eq!(got.len(), 3);
-        assert_eq!((got[0].as_str(), got[1].len(), got[2].as_str()), ("one", 1024, "three"));
-        let mut limit = RateLimit::new(20);
-        let t0 = Instant::now();
-        assert_eq!(limit.window_over(t0), None);
-        let taken = (0..50).filter(|_| limit.take(t0)).count();
-        assert_eq!(taken, 20);
-        assert_eq!(limit.window_over(t0 + Duration::from_millis(500)), None, "the same window");
-        assert_eq!(limit.window_over(t0 + Duration::from_secs(1)), Some(30));
-        assert!(limit.take(t0 + Duration::from_secs(1)), "a new window");
     }
 }

@@ -50,6 +50,7 @@ pub mod hostrole;
 pub mod proto;
 pub mod remote;
 mod spin;
+mod stderr;
 pub use crate::sys;
 pub mod trust;
 pub use remote::{set_host_program, usage, Usage};

@@ -160,7 +160,7 @@ impl Remote {
     }
 
     /// Starts `program`'s plugin-host role with `extra` arguments after its own (`--exec COPY`
-    /// for a program plugin, [`super::exec`]) and has it answer `first` (`load`, or `hello` for
+    /// for a program plugin) and has it answer `first` (`load`, or `hello` for
     /// a program).
     pub(super) fn start(
         program: &Path,
@@ -198,11 +198,12 @@ impl Remote {
             .stdout(Stdio::from(OwnedFd::from(theirs_out)))
             .stderr(if program_plugin { Stdio::piped() } else { Stdio::inherit() });
         if program_plugin {
-            super::exec::environment(&mut cmd, &name);
+            // A locale that makes Python's and others' text I/O UTF-8, and its own name.
+            cmd.env("LANG", "C.UTF-8").env("SYNCD_PLUGIN_NAME", &name);
         }
         let mut child = cmd.spawn().map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
         if let Some(stderr) = child.stderr.take() {
-            super::exec::relay_stderr(&name, stderr);
+            super::stderr::relay(&name, stderr);
         }
         // A plugin that stops reading must not hold this thread in a write for ever: a write
         // that cannot go on for the stall limit counts as the stall it is.
