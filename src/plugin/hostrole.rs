@@ -151,9 +151,8 @@ fn drop_capabilities() -> Result<(), String> {
 }
 
 /// Closes every descriptor from 3 up (std opens its own with CLOEXEC; a descriptor the
-/// daemon's in-process plugins or libraries opened without it would otherwise reach here), then
-/// moves the channel off 0/1 and points stdout at stderr, stdin at nothing.
-fn take_channel() -> Result<UnixStream, String> {
+/// daemon's in-process plugins or libraries opened without it would otherwise reach here).
+fn close_inherited() {
     // SAFETY: close_range takes integers and closes descriptors of this process only; nothing
     // in this process uses a descriptor above 2 yet (no thread, no file opened).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
@@ -167,6 +166,12 @@ fn take_channel() -> Result<UnixStream, String> {
             unsafe { libc::close(fd) };
         }
     }
+}
+
+/// [`close_inherited`], then moves the channel off 0/1 and points stdout at stderr, stdin at
+/// nothing.
+fn take_channel() -> Result<UnixStream, String> {
+    close_inherited();
     // SAFETY: duplicates descriptor 0 (the channel, checked a socket) to the lowest free number
     // with close-on-exec set; the new descriptor is ours alone.
     let chan = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
@@ -251,9 +256,17 @@ impl HostServices for Forward {
     }
 }
 
-/// `--parent PID [--memory-mb N --open-files N]` (without the limits: the defaults).
-fn parse_args(args: &[String]) -> Option<(i32, Limits)> {
-    let mut limits = Limits::default();
+/// What the role was asked to do.
+struct Args {
+    parent: i32,
+    limits: Limits,
+    /// `--exec PATH`: a program plugin to run in this process, rather than a `.so` to load.
+    exec: Option<String>,
+}
+
+/// `--parent PID [--memory-mb N --open-files N] [--exec PATH]` (without the limits: the
+/// defaults).
+fn parse_args(args: &[String]) -> Option<Args> {
     let (flag, pid, mut rest) = match args {
         [flag, pid, rest @ ..] => (flag, pid, rest),
         _ => return None,
@@ -261,17 +274,28 @@ fn parse_args(args: &[String]) -> Option<(i32, Limits)> {
     if flag != "--parent" {
         return None;
     }
+    let mut out = Args { parent: pid.parse().ok()?, limits: Limits::default(), exec: None };
     while let [key, value, tail @ ..] = rest {
-        let n = value.parse::<u64>().ok()?;
         match key.as_str() {
-            "--memory-mb" => limits.memory_mb = n,
-            "--open-files" => limits.open_files = n,
+            "--memory-mb" => out.limits.memory_mb = value.parse().ok()?,
+            "--open-files" => out.limits.open_files = value.parse().ok()?,
+            "--exec" => out.exec = Some(value.clone()),
             _ => return None,
         }
         rest = tail;
     }
-    rest.is_empty().then_some(())?;
-    Some((pid.parse().ok()?, limits))
+    rest.is_empty().then_some(out)
+}
+
+/// Becomes program plugin `path`, confined as this process is (no new privileges, death with
+/// the daemon, no core, no capabilities, the limits; these survive `execve`), with the channel
+/// left on 0 and 1 and nothing open above 2. Returns only if the exec failed.
+fn become_program(path: &str) -> i32 {
+    use std::os::unix::process::CommandExt;
+    close_inherited();
+    // The environment is the one the daemon gave this process; 0, 1 and 2 stay as they are.
+    let e = std::process::Command::new(path).exec();
+    fail(PROTOCOL, &format!("cannot run {path}: {e}"))
 }
 
 /// Sets the plugin's [`Limits`] on this process, hard limits too: the plugin, which runs as
@@ -299,7 +323,7 @@ fn limit(limits: Limits) -> Result<(), String> {
 
 /// The role's `main`: `args` are those after `plugin-host`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    let Some((parent, limits)) = parse_args(args) else {
+    let Some(Args { parent, limits, exec }) = parse_args(args) else {
         return fail(USAGE, "an internal role of the daemon, started by it only");
     };
     if !stdin_is_socket() {
@@ -310,6 +334,9 @@ pub fn main(args: &[String]) -> i32 {
     }
     if let Err(why) = limit(limits) {
         return fail(ORPHAN, &why);
+    }
+    if let Some(path) = exec {
+        return become_program(&path);
     }
     let chan = match take_channel() {
         Ok(c) => c,

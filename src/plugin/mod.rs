@@ -43,12 +43,14 @@
 //! `services` the host functions, `cursor` the cursor file, `settings` `NAME.conf`.
 
 pub mod elf;
+pub mod exec;
 pub mod ffi;
 pub mod harden;
 pub mod hostrole;
 pub mod proto;
 pub mod remote;
 mod spin;
+mod stderr;
 pub use crate::sys;
 pub mod trust;
 pub use remote::{set_host_program, usage, Usage};
@@ -175,6 +177,11 @@ fn sig(path: &Path) -> Option<Sig> {
 struct Seen {
     image: Sig,
     conf: Option<Sig>,
+    /// The plugin's file in the folder: `NAME.so`, or a program (`grid.py`, `mystrat`).
+    file: String,
+    kind: exec::Kind,
+    /// Why it is refused when several files give its name ([`exec::clash`]).
+    clash: Option<String>,
 }
 
 /// A crashed plugin waiting for its restart.

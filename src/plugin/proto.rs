@@ -124,10 +124,26 @@ pub enum Call {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Down {
-    Load { proto: u32, image: String },
-    Call { call: Call },
-    Submitted { request: u64, status: i32 },
-    Rules { json: Option<String> },
+    Load {
+        proto: u32,
+        image: String,
+    },
+    /// The first frame to a program plugin (issue 23), in place of `Load`: it answers `Ready`
+    /// or `Refused` as a plugin host does. `name` is its plugin name.
+    Hello {
+        proto: u32,
+        name: String,
+    },
+    Call {
+        call: Call,
+    },
+    Submitted {
+        request: u64,
+        status: i32,
+    },
+    Rules {
+        json: Option<String>,
+    },
 }
 
 /// Child → daemon.

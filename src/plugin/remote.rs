@@ -95,6 +95,11 @@ pub fn set_host_program(path: impl Into<PathBuf>) {
     let _ = HOST_PROGRAM.set(path.into());
 }
 
+/// The program [`set_host_program`] named.
+pub(super) fn host_program() -> Result<&'static Path, String> {
+    HOST_PROGRAM.get().map(PathBuf::as_path).ok_or_else(|| "no plugin-host program is known to this process".into())
+}
+
 /// How a child ended, in words: `exited with status 3`, `was killed by signal 11 (SIGSEGV)`.
 pub fn describe(status: ExitStatus) -> String {
     if let Some(sig) = status.signal() {
@@ -148,8 +153,7 @@ impl Remote {
         stall: Duration,
         limits: Limits,
     ) -> Result<Remote, String> {
-        let program = HOST_PROGRAM.get().ok_or("no plugin-host program is known to this process")?;
-        Remote::spawn_with(program, image, workdir, services, stall, limits)
+        Remote::spawn_with(host_program()?, image, workdir, services, stall, limits)
     }
 
     fn spawn_with(
@@ -161,6 +165,22 @@ impl Remote {
         limits: Limits,
     ) -> Result<Remote, String> {
         let image = std::fs::canonicalize(image).map_err(|e| format!("{}: {e}", image.display()))?;
+        let load = Down::Load { proto: proto::PROTO, image: image.to_string_lossy().into_owned() };
+        Remote::start(program, workdir, &[], &load, services, stall, limits)
+    }
+
+    /// Starts `program`'s plugin-host role with `extra` arguments after its own (`--exec COPY`
+    /// for a program plugin) and has it answer `first` (`load`, or `hello` for
+    /// a program).
+    pub(super) fn start(
+        program: &Path,
+        workdir: &Path,
+        extra: &[String],
+        first: &Down,
+        services: Box<dyn HostServices>,
+        stall: Duration,
+        limits: Limits,
+    ) -> Result<Remote, String> {
         crate::statedir::create_private_dir(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
         let workdir = std::fs::canonicalize(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
@@ -170,12 +190,15 @@ impl Remote {
         // home of its own. Its own process group: a kill reaches what it started too.
         // `ps` shows which plugin a process hosts: binance-syncd:NAME plugin-host --parent PID.
         let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let child = Command::new(program)
-            .arg0(format!("binance-syncd:{name}"))
+        // A program plugin's stderr is its own (tracebacks, prints): logged under its name.
+        let program_plugin = matches!(first, Down::Hello { .. });
+        let mut cmd = Command::new(program);
+        cmd.arg0(format!("binance-syncd:{name}"))
             .arg("plugin-host")
             .arg("--parent")
             .arg(std::process::id().to_string())
             .args(limits.args())
+            .args(extra)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", &workdir)
@@ -183,10 +206,19 @@ impl Remote {
             .process_group(0)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::from(OwnedFd::from(theirs_out)))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
+            .stderr(if program_plugin { Stdio::piped() } else { Stdio::inherit() });
+        if program_plugin {
+            // A locale that makes Python's and others' text I/O UTF-8, and its own name.
+            cmd.env("LANG", "C.UTF-8").env("SYNCD_PLUGIN_NAME", &name);
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
+        if let Some(stderr) = child.stderr.take() {
+            super::stderr::relay(&name, stderr);
+        }
         let died = watch_end(&child, &ours, &name);
+        // A plugin that stops reading must not hold this thread in a write for ever: a write
+        // that cannot go on for the stall limit counts as the stall it is.
+        let _ = ours.set_write_timeout(Some(stall.max(Duration::from_millis(1))));
         let mut remote = Remote {
             child,
             chan: ours,
@@ -201,9 +233,8 @@ impl Remote {
             gone: None,
             stalled: false,
         };
-        let image = image.to_string_lossy().into_owned();
-        if let Err(e) = proto::write_frame(&remote.chan, &Down::Load { proto: proto::PROTO, image }, proto::MAX_DOWN) {
-            remote.end(format!("cannot send it the image: {e}"));
+        if let Err(e) = proto::write_frame(&remote.chan, first, proto::MAX_DOWN) {
+            remote.end(format!("cannot send it its first frame: {e}"));
             return Err(remote.gone.take().unwrap_or_default());
         }
         let _ = remote.chan.set_read_timeout(Some(LOAD_WAIT));
@@ -217,6 +248,10 @@ impl Remote {
             Ok(Some(Up::Refused { why })) => {
                 remote.end(String::new());
                 Err(why)
+            }
+            Ok(Some(Up::Ready { proto: p, .. })) => {
+                remote.end(String::new());
+                Err(format!("it speaks protocol {p}, the daemon {}", proto::PROTO))
             }
             Ok(other) => {
                 remote.end(String::new());
@@ -289,6 +324,9 @@ impl Remote {
         }
         let deadline = Instant::now() + self.stall;
         if let Err(e) = proto::write_frame(&self.chan, &Down::Call { call: call.clone() }, proto::MAX_DOWN) {
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                return self.over_stall(); // it stopped reading
+            }
             self.end(format!("its channel failed ({e})"));
             return GONE;
         }

@@ -99,6 +99,8 @@ pub(super) struct Runner {
     pub(super) isolated: bool,
     /// Its process's resource limits (`memory_mb`, `open_files`).
     pub(super) limits: super::remote::Limits,
+    /// A program plugin ([`super::exec`]): `staged` is run, not loaded.
+    pub(super) program: bool,
     pub(super) stall: Duration,
     /// The plugin-host's working directory.
     pub(super) workdir: PathBuf,
@@ -144,7 +146,10 @@ impl Runner {
             rules: self.rules.clone(),
             abi_minor: abi_minor.clone(),
         });
-        let loaded = if self.isolated {
+        let loaded = if self.program {
+            super::exec::spawn(&self.staged, &self.workdir, &self.name, services, self.stall, self.limits)
+                .map(Guest::Remote)
+        } else if self.isolated {
             remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall, self.limits).map(Guest::Remote)
         } else {
             Plugin::load(&self.staged, services).map(Guest::Local).map_err(|e| e.to_string())

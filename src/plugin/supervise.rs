@@ -27,14 +27,15 @@ pub(super) fn quarantine_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("plugins").join(format!("{name}.quarantine"))
 }
 
-/// The identity of `dir/NAME.so` (not followed): what "its file changed" means to a quarantine.
+/// The identity of plugin `name`'s one file in `dir` (`NAME.so` or a program; not followed):
+/// what "its file changed" means to a quarantine.
 pub(super) fn image_identity(dir: &Path, name: &str) -> Option<(u64, u64, (i64, i64))> {
     use std::os::unix::fs::MetadataExt;
-    let m = fs::symlink_metadata(dir.join(format!("{name}.so"))).ok()?;
+    let m = fs::symlink_metadata(dir.join(super::exec::file_of(dir, name)?)).ok()?;
     Some((m.ino(), m.len(), (m.mtime(), m.mtime_nsec())))
 }
 
-/// Why `NAME.so` in `dir` is quarantined, if its quarantine (in `state_dir`) holds this very
+/// Why plugin `name`'s file in `dir` is quarantined, if its quarantine (in `state_dir`) holds this very
 /// file. A quarantine file that does not read counts as holding it: only a new file frees it.
 pub fn quarantined(state_dir: &Path, dir: &Path, name: &str) -> Option<String> {
     let text = match fs::read(quarantine_path(state_dir, name)) {
@@ -121,8 +122,8 @@ impl PluginHost {
         self.failed_at.insert(name.to_string(), ended.delivered + 1);
         let reason = format!(
             "quarantined: its process died {streak} times in a row, each soon after its start or on the same \
-             fill (last: {why}, after fill #{}); replace {name}.so to release it",
-            ended.delivered
+             fill (last: {why}, after fill #{}); replace {} to release it",
+            ended.delivered, seen.file
         );
         log::error!("plugin {name}: {reason}");
         match image_identity(&self.real_dir, name) {

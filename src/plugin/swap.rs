@@ -62,8 +62,12 @@ impl PluginHost {
                 }
             });
         };
+        if let Some(why) = &seen.clash {
+            return refuse(self, why.clone());
+        }
+        let program = seen.kind == super::exec::Kind::Program;
         // Everything read from here on is read from a checked descriptor (`trust`).
-        let image = match trust::open(&self.real_dir.join(format!("{name}.so")), self.euid) {
+        let image = match trust::open(&self.real_dir.join(&seen.file), self.euid) {
             Ok(Some(f)) => f,
             Ok(None) => return, // gone since the scan: the next scan stops it, if it ran
             Err(why) => return refuse(self, why),
@@ -90,6 +94,10 @@ impl PluginHost {
             Ok(o) => o,
             Err(why) => return refuse(self, why),
         };
+        if program && !isolated {
+            let why = format!("{name}.conf: isolation = none is for .so plugins; {} is a program", seen.file);
+            return refuse(self, why);
+        }
         let restarting = self.restarts.remove(name).is_some();
         if !restarting {
             // A version loaded for a change, not a crash, starts a streak of its own.
@@ -101,7 +109,8 @@ impl PluginHost {
             holders.insert(n.clone(), r.handle.tag().to_string());
         }
         // Only a trusted file's name gives a tag: a file nobody may load claims nothing.
-        let trusted = folder.keys().filter(|n| trust::file_trusted(&self.real_dir.join(format!("{n}.so")), self.euid));
+        let trusted =
+            folder.iter().filter(|(_, s)| trust::file_trusted(&self.real_dir.join(&s.file), self.euid)).map(|(n, _)| n);
         if let Some(why) = tag_taken(name, &tag, explicit, &holders, trusted.map(String::as_str)) {
             self.tag_refused.insert(name.to_string());
             return refuse(self, why);
@@ -116,13 +125,24 @@ impl PluginHost {
         handle.set_budget(max_pending);
         self.generation += 1;
         let images = self.settings.state_dir.join("plugins").join("images");
-        let staged = images.join(format!("{name}-{}-{}.so", std::process::id(), self.generation));
+        // A program's copy keeps its extension: an interpreter may go by it (and a traceback
+        // names a file that looks like the plugin's).
+        let ext = match seen.kind {
+            super::exec::Kind::Library => ".so".to_string(),
+            super::exec::Kind::Program => seen
+                .file
+                .rsplit_once('.')
+                .filter(|(stem, _)| !stem.is_empty())
+                .map_or(String::new(), |(_, e)| format!(".{e}")),
+        };
+        let staged = images.join(format!("{name}-{}-{}{ext}", std::process::id(), self.generation));
         if let Err(e) = fs::create_dir_all(&images) {
             return refuse(self, format!("cannot create {}: {e}", images.display()));
         }
         let _ = fs::remove_file(&staged); // a leftover of a crashed run of this pid
-        if let Err(why) = image.copy_to(&staged) {
-            return refuse(self, format!("{name}.so {why}"));
+        let copied = if program { image.copy_executable_to(&staged) } else { image.copy_to(&staged) };
+        if let Err(why) = copied {
+            return refuse(self, format!("{} {why}", seen.file));
         }
         drop(image);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(String, u32), String>>(1);
@@ -133,6 +153,7 @@ impl PluginHost {
         let runner = Runner {
             isolated,
             limits,
+            program,
             stall: self.settings.stall_after,
             workdir: self.settings.state_dir.join("plugins").join("run").join(name),
             name: name.to_string(),

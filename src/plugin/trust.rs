@@ -104,8 +104,18 @@ const CHANGED: &str = "changed while it was being read";
 impl Opened {
     /// Copies the checked file to `to` (a new file, 0600), from the descriptor that was checked.
     pub fn copy_to(&self, to: &Path) -> Result<(), String> {
+        self.copy_with_mode(to, 0o600)
+    }
+
+    /// As [`Opened::copy_to`], the copy executable by its owner only (0700): a program
+    /// plugin's, which is run rather than mapped.
+    pub fn copy_executable_to(&self, to: &Path) -> Result<(), String> {
+        self.copy_with_mode(to, 0o700)
+    }
+
+    fn copy_with_mode(&self, to: &Path, mode: u32) -> Result<(), String> {
         let copy = || -> io::Result<bool> {
-            let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(to)?;
+            let mut out = OpenOptions::new().write(true).create_new(true).mode(mode).open(to)?;
             // One byte past the checked size is enough to see that it grew.
             let n = io::copy(&mut (&self.file).take(self.stamp.size + 1), &mut out)?;
             unchanged(self, n)

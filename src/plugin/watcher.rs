@@ -10,7 +10,6 @@ use crate::filllog::FillTap;
 use crate::rules::LiveRules;
 use crossbeam_channel::Receiver;
 use std::collections::HashMap;
-use std::fs;
 use std::io;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -69,20 +68,20 @@ impl PluginHost {
         })
     }
 
-    /// The `.so` files of the folder and what they look like; `quiet`: an unreadable folder
-    /// was already reported.
+    /// The plugin files of the folder ([`super::exec::plugin_files`]: `.so` files and
+    /// programs) and what they look like; `quiet`: an unreadable folder was already reported.
     pub(super) fn listing(&self, quiet: bool) -> HashMap<String, Seen> {
         let mut now: HashMap<String, Seen> = HashMap::new();
-        match fs::read_dir(&self.real_dir) {
-            Ok(entries) => {
-                for e in entries.flatten() {
-                    let path = e.path();
-                    if path.extension().and_then(|x| x.to_str()) != Some("so") {
-                        continue;
-                    }
-                    let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else { continue };
-                    if let Some(image) = sig(&path) {
-                        now.insert(name.clone(), Seen { image, conf: sig(&conf_path(&self.real_dir, &name)) });
+        match super::exec::plugin_files(&self.real_dir) {
+            Ok(files) => {
+                for (name, files) in files {
+                    // A clash is seen as its first file, refused with its reason, until all
+                    // but one are gone (a change: the remaining one is looked at afresh).
+                    let clash = super::exec::clash(&name, &files);
+                    let Some((file, kind)) = files.into_iter().next() else { continue };
+                    if let Some(image) = sig(&self.real_dir.join(&file)) {
+                        let conf = sig(&conf_path(&self.real_dir, &name));
+                        now.insert(name, Seen { image, conf, file, kind, clash });
                     }
                 }
             }

@@ -39,9 +39,9 @@ const TEST_ONLY: &[&str] = &[
     "SYNCD_TEST_SCRUB_ME",
 ];
 
-/// Set for a child, not read: plugin/remote.rs gives each plugin-host child these two and
-/// nothing else of the environment.
-const SET_FOR_CHILDREN: &[&str] = &["PATH", "HOME"];
+/// Set for a child, not read: plugin/remote.rs gives each plugin-host child the first two and
+/// nothing else of the environment, a program plugin (issue 23) all four.
+const SET_FOR_CHILDREN: &[&str] = &["PATH", "HOME", "LANG", "SYNCD_PLUGIN_NAME"];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

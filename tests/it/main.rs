@@ -1,6 +1,7 @@
 //! One integration-test binary, a module per area.
 
 mod docs;
+mod exec_plugins;
 mod executor;
 mod faults;
 mod hardening;
