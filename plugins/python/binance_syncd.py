@@ -267,9 +267,12 @@ class Disable(Exception):
     exception gets. The Rust SDK's ``Err(String)``."""
 
 
-class ProtocolError(Exception):
+class ProtocolError(BaseException):
     """The daemon sent something this module cannot read (a frame over :data:`MAX_DOWN`, not
-    JSON, cut short, or a message out of place). The process exits with status 4."""
+    JSON, cut short, or a message out of place). The process exits with status 4.
+
+    A ``BaseException``, like ``SystemExit``: the channel is out of step, so nothing the
+    strategy does can go on, and an ``except Exception`` in its code must not keep it going."""
 
 
 class FrameTooLarge(ValueError):

@@ -232,6 +232,11 @@ RECORDER = """
                     raise Disable("settings make no sense")
                 elif what == 6:
                     self.place("BTCUSD", Side.BUY, "1", "1")
+                elif what == 7:
+                    try:
+                        self.place("BTCUSD", Side.BUY, "1", "1")
+                    except Exception as e:
+                        self.log.info("swallowed %r" % e)
             except Refused as e:
                 self.log.info("refused %d %s busy=%s" % (e.status, e.reason.name, e.busy))
             except (TypeError, FrameTooLarge) as e:
@@ -380,6 +385,17 @@ class Endings(unittest.TestCase):
         code, err = d.wait()
         self.assertEqual(code, 4, err)
         self.assertIn("over the", err)
+
+    def test_an_answer_out_of_step_ends_it_even_under_except_exception(self):
+        d = Daemon(self, RECORDER)
+        d.started()
+        d.send({"t": "call", "call": {"c": "tick", "now_ms": 7}})
+        self.assertEqual(d.recv()["t"], "intent")
+        d.send({"t": "rules", "json": None})
+        self.assertIsNone(d.recv(), "no log of a swallowed error, no done")
+        code, err = d.wait()
+        self.assertEqual(code, 4, err)
+        self.assertIn("answered by 'rules'", err)
 
     def test_a_malformed_frame_is_a_protocol_error(self):
         d = Daemon(self, RECORDER)
