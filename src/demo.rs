@@ -28,8 +28,10 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     /// Print each fill as it lands.
     pub verbose: bool,
-    /// The grid-maker plugin; `None`: look beside this program (`cargo build --release
-    /// --workspace` puts `libgrid_maker.so` there), and trade directly if it is not there.
+    /// The grid-maker plugin (a `.so`, or an executable plugin such as
+    /// `plugins/python/examples/grid.py`); `None`: look beside this program (`cargo build
+    /// --release --workspace` puts `libgrid_maker.so` there), and trade directly if it is not
+    /// there.
     pub plugin: Option<PathBuf>,
 }
 
@@ -43,7 +45,6 @@ fn find_plugin(opts: &DemoOptions) -> Option<PathBuf> {
     beside.is_file().then_some(beside)
 }
 
-/// Installs `so` as `dir/grid_maker.so` the way an operator should: copy, then rename.
 /// Modes set whatever the umask: the daemon refuses plugin files and folders that group or
 /// others may write (`plugin::trust`).
 fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
@@ -51,12 +52,45 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(Error::io(path))
 }
 
-fn install_plugin(so: &Path, dir: &Path) -> Result<(), Error> {
-    let tmp = dir.join(".grid_maker.so.tmp");
-    std::fs::copy(so, &tmp).map_err(Error::io(&tmp))?;
+/// How the demo installs `plugin` in its plugin folder: its file name there and the plugin's
+/// name. A `.so` goes in as `grid_maker.so` (plugin `grid_maker`) whatever it was called; any
+/// other file is an executable plugin (`plugins/python/examples/grid.py`) and keeps its name,
+/// the plugin named after it without the extension (`grid`).
+fn plugin_names(plugin: &Path) -> (String, String) {
+    if plugin.extension().and_then(|x| x.to_str()) == Some("so") {
+        return ("grid_maker.so".into(), "grid_maker".into());
+    }
+    let text = |s: Option<&std::ffi::OsStr>| s.map_or_else(|| "grid".to_string(), |s| s.to_string_lossy().into_owned());
+    (text(plugin.file_name()), text(plugin.file_stem()))
+}
+
+/// Installs `plugin` as `dir/file` the way an operator should: copy, then rename; mode 0755,
+/// which an executable plugin needs to run at all.
+fn install_plugin(plugin: &Path, dir: &Path, file: &str) -> Result<(), Error> {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::copy(plugin, &tmp).map_err(Error::io(&tmp))?;
     set_mode(&tmp, 0o755)?;
-    let target = dir.join("grid_maker.so");
+    let target = dir.join(file);
     std::fs::rename(&tmp, &target).map_err(Error::io(&target))
+}
+
+/// A Python plugin imports the SDK, `binance_syncd.py`: the one beside the plugin or one
+/// folder up (the repository's `plugins/python/`) is copied into `above`, the folder above the
+/// plugin folder, where `examples/grid.py` looks for it (so the plugin folder holds plugins
+/// only). Nothing for another plugin, or where there is no SDK to copy.
+fn install_python_sdk(plugin: &Path, above: &Path) -> Result<(), Error> {
+    if plugin.extension().and_then(|x| x.to_str()) != Some("py") {
+        return Ok(());
+    }
+    let dir = plugin.parent().unwrap_or(Path::new("."));
+    let Some(sdk) =
+        [dir.join("binance_syncd.py"), dir.join("..").join("binance_syncd.py")].into_iter().find(|p| p.is_file())
+    else {
+        return Ok(());
+    };
+    let target = above.join("binance_syncd.py");
+    std::fs::copy(&sdk, &target).map_err(Error::io(&target))?;
+    set_mode(&target, 0o644)
 }
 
 /// The grade at the end.
@@ -236,20 +270,23 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
     vars.extend(operator);
     let plugin = find_plugin(opts);
     let plugin_dir = opts.dir.join("plugins");
+    let (plugin_file, plugin_name) = plugin.as_deref().map(plugin_names).unwrap_or_default();
     if let Some(so) = &plugin {
         let _ = std::fs::remove_dir_all(&plugin_dir);
         std::fs::create_dir_all(&plugin_dir).map_err(Error::io(&plugin_dir))?;
         set_mode(&plugin_dir, 0o755)?;
-        let conf = plugin_dir.join("grid_maker.conf");
+        let conf = plugin_dir.join(format!("{plugin_name}.conf"));
         std::fs::write(&conf, "# the demo's grid: 3 levels a side, 10 ticks apart, about 20 USD each\nlevels = 3\nspacing = 10\nquote = 20\n")
             .map_err(Error::io(&conf))?;
         set_mode(&conf, 0o644)?;
-        install_plugin(so, &plugin_dir)?;
+        install_python_sdk(so, &opts.dir)?;
+        install_plugin(so, &plugin_dir, &plugin_file)?;
         vars.insert("SYNCD_PLUGIN_DIR", plugin_dir.display().to_string());
         vars.insert("SYNCD_PLUGIN_SCAN_S", "0.5".into());
         vars.insert("SYNCD_PLUGIN_TICK_S", "0.5".into());
         vars.insert("SYNCD_CANCEL_ON_EXIT", "true".into());
-        println!("demo: strategy plugin {} (grid-maker) in {}", so.display(), plugin_dir.display());
+        let label = if plugin_name == "grid_maker" { "grid-maker" } else { plugin_name.as_str() };
+        println!("demo: strategy plugin {} ({label}) in {}", so.display(), plugin_dir.display());
     } else {
         println!(
             "demo: no grid-maker plugin beside this program (cargo build --release --workspace builds it); the demo places orders itself"
@@ -282,12 +319,12 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
             println!(
                 "demo: installing the plugin again (rename over the old file): the daemon swaps it while fills flow"
             );
-            install_plugin(so, &plugin_dir)?;
+            install_plugin(so, &plugin_dir, &plugin_file)?;
             swapped = true;
         }
         if let Some(view) = daemon.plugins() {
             if let Some(s) = view
-                .get("grid_maker")
+                .get(&plugin_name)
                 .filter(|s| swapped && !swap_reported && s.loads >= 2 && s.last_swap_pause_us.is_some())
             {
                 let pause = s.last_swap_pause_us.map_or("?".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0));
@@ -440,4 +477,32 @@ fn grade(report: &serde_json::Value, fill_log: &Path, placed: usize, refused: us
         latency_p50: None,
         latency_p99: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_executable_plugin_keeps_its_name_and_mode_0755_and_a_python_one_gets_the_sdk_above() {
+        assert_eq!(plugin_names(Path::new("x/libgrid_maker.so")), ("grid_maker.so".into(), "grid_maker".into()));
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let grid = repo.join("plugins/python/examples/grid.py");
+        let (file, name) = plugin_names(&grid);
+        assert_eq!((file.as_str(), name.as_str()), ("grid.py", "grid"));
+        let dir = std::env::temp_dir().join(format!("syncd-demo-install-{}", std::process::id()));
+        let plugins = dir.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        install_python_sdk(&grid, &dir).unwrap();
+        install_plugin(&grid, &plugins, &file).unwrap();
+        let installed = plugins.join("grid.py");
+        let mode = std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(&grid).unwrap());
+        assert!(dir.join("binance_syncd.py").is_file(), "the SDK where grid.py looks, one folder up");
+        let names: Vec<_> = std::fs::read_dir(&plugins).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("grid.py")], "no temporary file left, no SDK among plugins");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -159,7 +159,7 @@ fn demo(args: &[String]) -> ExitCode {
                 continue;
             }
             ("-h" | "--help", _) => {
-                println!("binance-syncd demo [--seconds N (default 30)] [--dir DIR (default ./syncd-demo)] [--plugin PATH (default: libgrid_maker.so beside this program)] [--quiet]");
+                println!("binance-syncd demo [--seconds N (default 30)] [--dir DIR (default ./syncd-demo)] [--plugin PATH (a .so or an executable plugin, e.g. plugins/python/examples/grid.py; default: libgrid_maker.so beside this program)] [--quiet]");
                 println!();
                 println!("EXAMPLE:");
                 println!("    cargo build --release --workspace && target/release/binance-syncd demo --seconds 60");

@@ -8,6 +8,10 @@
 //! failed install fails the test with the reason; it never passes silently.
 //!
 //! `SYNCD_PYCLIENTS_ARGS` adds arguments to the script, e.g. `--skip ws` or `--only ccxt`.
+//!
+//! Also the Python SDK for strategy plugins (`plugins/python`): `tests/py/test_sdk.py`, which
+//! plays the daemon's side of the plugin protocol, run with the venv's Python (else `python3`),
+//! and a check that the SDK's sources are Python 3.9.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -156,4 +160,71 @@ fn run_clients(args: &[&str]) {
         Some(s) => panic!("tests/py/clients.py failed ({s}):\n{output}"),
         None => panic!("tests/py/clients.py did not finish within {SCRIPT_DEADLINE:?}; killed:\n{output}"),
     }
+}
+
+/// The Python that runs the SDK's tests: the venv's when there is one (CI makes it, from its
+/// Python 3.11), else `python3`. The SDK needs nothing but the standard library.
+fn sdk_python() -> PathBuf {
+    let venv = venv_dir().join("bin").join("python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Runs `python` with `args` in the crate's folder; panics with its output unless it exits 0
+/// (a missing Python fails too: it never passes silently).
+fn run_python(python: &Path, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .args(args)
+        .current_dir(manifest_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (Python 3.9 or newer is needed): {e}", python.display()));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{} {args:?} failed ({}):\n{text}", python.display(), out.status);
+    text
+}
+
+/// The Python SDK (plugins/python/binance_syncd.py) and its grid example against a daemon
+/// played by tests/py/test_sdk.py over a socket pair: handshake, fills acknowledged after the
+/// callback, intents, typed refusals, floats refused, stray prints, EOF, exceptions, bounds.
+#[test]
+fn python_sdk_unit_tests_pass() {
+    // As a script (it calls unittest.main()), not `-m unittest tests/py/...`: that imports it
+    // as `tests.py.test_sdk`, which a package named `tests` in the venv would shadow.
+    let out = run_python(&sdk_python(), &["tests/py/test_sdk.py", "-v"]);
+    eprintln!("{out}");
+}
+
+/// The SDK promises Python 3.9: its sources parse with 3.9's grammar (no `match`, no
+/// parenthesised context managers...), whatever Python runs the tests, and no annotation is an
+/// `X | Y` union (valid grammar, but a TypeError when 3.9 evaluates it at import).
+#[test]
+fn python_sdk_sources_parse_as_python_3_9() {
+    const CHECK: &str = r#"
+import ast, sys
+bad = []
+for p in sys.argv[1:]:
+    tree = ast.parse(open(p).read(), p, feature_version=(3, 9))
+    for node in ast.walk(tree):
+        notes = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            notes = [x.annotation for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x]
+            notes.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            notes = [node.annotation]
+        for note in filter(None, notes):
+            if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr) for n in ast.walk(note)):
+                bad.append("%s:%d: an X | Y annotation (Python 3.10+)" % (p, note.lineno))
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+"#;
+    run_python(
+        &sdk_python(),
+        &["-c", CHECK, "plugins/python/binance_syncd.py", "plugins/python/examples/grid.py", "tests/py/test_sdk.py"],
+    );
 }
