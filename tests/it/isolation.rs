@@ -377,3 +377,74 @@ fn a_plugin_process_that_dies_between_callbacks_is_restarted_without_waiting_for
         d.stop(Duration::from_secs(8));
     }
 }
+
+/// VmRSS of process `pid` in kB, if it is there.
+fn rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+}
+
+/// The brief's flooding strategy (`submit` in a loop for 400 ms of every tick) beside
+/// grid-maker, in a real daemon process: the flooder is held to its budget (busy answers), the
+/// daemon's RSS stays under the 48 MB the issue sets (it grew to 364-407 MB before plugins
+/// had budgets), and grid-maker's orders reach the exchange all the while.
+#[test]
+fn a_submit_flood_keeps_the_daemons_rss_under_48_mb_while_grid_maker_trades() {
+    use binance_syncd_paper::DEMO_API_KEY;
+    let grid = build_plugin("grid-maker", "1");
+    let flooder = build_plugin("test-plugin", "1");
+    let ex = paper_with(|_| {});
+    let dir = temp_dir("plugin-flood-rss");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let record = dir.join("flood.rec");
+    std::fs::write(plugins.join("flooder.conf"), format!("record = {}\nflood_ms = 400\n", record.display())).unwrap();
+    std::fs::write(plugins.join("grid_maker.conf"), "levels = 2\nspacing = 5\nquote = 25\n").unwrap();
+    install(&flooder, &plugins, "flooder");
+    install(&grid, &plugins, "grid_maker");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("run");
+    crate::util::daemon_env(&mut cmd, &ex, &dir, DEMO_API_KEY)
+        .env("SYNCD_PLUGIN_DIR", &plugins)
+        .env("SYNCD_PLUGIN_TICK_S", "0.5")
+        .env("SYNCD_PRICE_POLL_S", "0.5")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let daemon = crate::util::Killed(cmd.spawn().expect("spawn binance-syncd"));
+    let pid = daemon.0.id();
+    let floods = || {
+        lines(&record)
+            .iter()
+            .filter_map(|l| {
+                let mut p = l.strip_prefix("flooded ")?.split(' ');
+                Some((p.next()?.parse::<u64>().ok()?, p.next()?.parse::<u64>().ok()?))
+            })
+            .collect::<Vec<_>>()
+    };
+    let rest = client(&ex);
+    let grid_orders = || {
+        let rows: Vec<serde_json::Value> =
+            rest.call_json(&binance_syncd::rest::OPEN_ORDERS, &[("symbol", "BTCUSD")]).unwrap_or_default();
+        rows.iter().filter(|o| o["clientOrderId"].as_str().is_some_and(|c| c.starts_with("sd-gridmake-"))).count()
+    };
+    wait_until("the flood under way", Duration::from_secs(30), || floods().len() >= 2);
+    let (mut most, mut samples) = (0u64, 0);
+    // Ten more ticks of flooding, the daemon's RSS sampled all along.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        most = most.max(rss_kb(pid).expect("the daemon is alive"));
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let flooded = floods();
+    let (sent, busy) = flooded.iter().fold((0, 0), |(s, b), (n, k)| (s + n, b + k));
+    println!("flood: {sent} submits over {} ticks, {busy} answered busy; daemon RSS at most {most} kB", flooded.len());
+    assert!(flooded.len() >= 5 && busy > sent / 2, "the flood was not held to its budget: {flooded:?}");
+    assert!(samples > 20, "RSS sampled {samples} times");
+    assert!(most < 48 * 1024, "the daemon's RSS reached {most} kB under the flood");
+    wait_until("grid-maker's quotes at the exchange", Duration::from_secs(20), || grid_orders() >= 2);
+    drop(daemon);
+}
