@@ -97,11 +97,13 @@ pub fn file_of(dir: &Path, name: &str) -> Option<String> {
 
 /// Starts program plugin `name` from its private copy `image` (executable, made from the
 /// checked descriptor) with `workdir` as its working and home directory, and has it answer
-/// `hello`: `Err` with the reason when it refuses, answers anything but `ready` of this
+/// `hello` (told its folder, `plugin_dir`, in `SYNCD_PLUGIN_DIR`: where its own modules are,
+/// since it runs from a copy): `Err` with the reason when it refuses, answers anything but `ready` of this
 /// protocol, or nothing within the load wait.
 pub(super) fn spawn(
     image: &Path,
     workdir: &Path,
+    plugin_dir: &Path,
     name: &str,
     services: Box<dyn HostServices>,
     stall: Duration,
@@ -109,7 +111,12 @@ pub(super) fn spawn(
 ) -> Result<Remote, String> {
     let image = fs::canonicalize(image).map_err(|e| format!("{}: {e}", image.display()))?;
     let hello = Down::Hello { proto: proto::PROTO, name: name.to_string() };
-    let extra = ["--exec".to_string(), image.to_string_lossy().into_owned()];
+    let extra = [
+        "--exec".to_string(),
+        image.to_string_lossy().into_owned(),
+        "--dir".to_string(),
+        plugin_dir.to_string_lossy().into_owned(),
+    ];
     Remote::start(super::remote::host_program()?, workdir, &extra, &hello, services, stall, limits)
 }
 

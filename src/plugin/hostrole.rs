@@ -262,9 +262,11 @@ struct Args {
     limits: Limits,
     /// `--exec PATH`: a program plugin to run in this process, rather than a `.so` to load.
     exec: Option<String>,
+    /// `--dir PATH`: the plugin folder, for a program plugin's `SYNCD_PLUGIN_DIR`.
+    dir: Option<String>,
 }
 
-/// `--parent PID [--memory-mb N --open-files N] [--exec PATH]` (without the limits: the
+/// `--parent PID [--memory-mb N --open-files N] [--exec PATH [--dir PLUGIN_DIR]]` (without the limits: the
 /// defaults).
 fn parse_args(args: &[String]) -> Option<Args> {
     let (flag, pid, mut rest) = match args {
@@ -274,12 +276,13 @@ fn parse_args(args: &[String]) -> Option<Args> {
     if flag != "--parent" {
         return None;
     }
-    let mut out = Args { parent: pid.parse().ok()?, limits: Limits::default(), exec: None };
+    let mut out = Args { parent: pid.parse().ok()?, limits: Limits::default(), exec: None, dir: None };
     while let [key, value, tail @ ..] = rest {
         match key.as_str() {
             "--memory-mb" => out.limits.memory_mb = value.parse().ok()?,
             "--open-files" => out.limits.open_files = value.parse().ok()?,
             "--exec" => out.exec = Some(value.clone()),
+            "--dir" => out.dir = Some(value.clone()),
             _ => return None,
         }
         rest = tail;
@@ -290,11 +293,16 @@ fn parse_args(args: &[String]) -> Option<Args> {
 /// Becomes program plugin `path`, confined as this process is (no new privileges, death with
 /// the daemon, no core, no capabilities, the limits; these survive `execve`), with the channel
 /// left on 0 and 1 and nothing open above 2. Returns only if the exec failed.
-fn become_program(path: &str) -> i32 {
+fn become_program(path: &str, dir: Option<&str>) -> i32 {
     use std::os::unix::process::CommandExt;
     close_inherited();
-    // The environment is the one the daemon gave this process; 0, 1 and 2 stay as they are.
-    let e = std::process::Command::new(path).exec();
+    // The environment is the one the daemon gave this process, and the plugin folder (where a
+    // script's own modules are: it runs from a copy); 0, 1 and 2 stay as they are.
+    let mut cmd = std::process::Command::new(path);
+    if let Some(dir) = dir {
+        cmd.env("SYNCD_PLUGIN_DIR", dir);
+    }
+    let e = cmd.exec();
     fail(PROTOCOL, &format!("cannot run {path}: {e}"))
 }
 
@@ -323,7 +331,7 @@ fn limit(limits: Limits) -> Result<(), String> {
 
 /// The role's `main`: `args` are those after `plugin-host`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    let Some(Args { parent, limits, exec }) = parse_args(args) else {
+    let Some(Args { parent, limits, exec, dir }) = parse_args(args) else {
         return fail(USAGE, "an internal role of the daemon, started by it only");
     };
     if !stdin_is_socket() {
@@ -336,7 +344,7 @@ pub fn main(args: &[String]) -> i32 {
         return fail(ORPHAN, &why);
     }
     if let Some(path) = exec {
-        return become_program(&path);
+        return become_program(&path, dir.as_deref());
     }
     let chan = match take_channel() {
         Ok(c) => c,

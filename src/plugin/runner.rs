@@ -101,6 +101,9 @@ pub(super) struct Runner {
     pub(super) limits: super::remote::Limits,
     /// A program plugin ([`super::exec`]): `staged` is run, not loaded.
     pub(super) program: bool,
+    /// The plugin folder (resolved and trusted): a program plugin is told it
+    /// (`SYNCD_PLUGIN_DIR`), as it runs from a private copy elsewhere.
+    pub(super) plugin_dir: PathBuf,
     pub(super) stall: Duration,
     /// The plugin-host's working directory.
     pub(super) workdir: PathBuf,
@@ -147,8 +150,16 @@ impl Runner {
             abi_minor: abi_minor.clone(),
         });
         let loaded = if self.program {
-            super::exec::spawn(&self.staged, &self.workdir, &self.name, services, self.stall, self.limits)
-                .map(Guest::Remote)
+            super::exec::spawn(
+                &self.staged,
+                &self.workdir,
+                &self.plugin_dir,
+                &self.name,
+                services,
+                self.stall,
+                self.limits,
+            )
+            .map(Guest::Remote)
         } else if self.isolated {
             remote::Remote::spawn(&self.staged, &self.workdir, services, self.stall, self.limits).map(Guest::Remote)
         } else {

@@ -154,6 +154,7 @@ impl PluginHost {
             isolated,
             limits,
             program,
+            plugin_dir: self.real_dir.clone(),
             stall: self.settings.stall_after,
             workdir: self.settings.state_dir.join("plugins").join("run").join(name),
             name: name.to_string(),

@@ -211,14 +211,22 @@ fn a_program_gets_no_secret_only_its_channel_and_its_stderr_reaches_the_log_unde
     let environ = dump["environ"].as_object().unwrap();
     let workdir = std::fs::canonicalize(dir.join("state").join("plugins").join("run").join("envy")).unwrap();
     let home = workdir.to_string_lossy().into_owned();
-    for (key, want) in
-        [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("LANG", "C.UTF-8"), ("SYNCD_PLUGIN_NAME", "envy"), ("HOME", &home)]
-    {
+    let folder = std::fs::canonicalize(&plugins).unwrap().to_string_lossy().into_owned();
+    for (key, want) in [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("LANG", "C.UTF-8"),
+        ("SYNCD_PLUGIN_NAME", "envy"),
+        ("HOME", &home),
+        ("SYNCD_PLUGIN_DIR", &folder),
+    ] {
         assert_eq!(environ.get(key).and_then(|v| v.as_str()), Some(want), "{key} in {environ:?}");
     }
     // Nothing else (Python may add LC_CTYPE when it coerces a C locale): no key, no webhook.
     for (key, value) in environ {
-        assert!(["PATH", "LANG", "SYNCD_PLUGIN_NAME", "HOME", "LC_CTYPE"].contains(&key.as_str()), "{key} passed");
+        assert!(
+            ["PATH", "LANG", "SYNCD_PLUGIN_NAME", "SYNCD_PLUGIN_DIR", "HOME", "LC_CTYPE"].contains(&key.as_str()),
+            "{key} passed"
+        );
         let value = value.as_str().unwrap_or("");
         assert!(!value.contains(DEMO_API_SECRET) && !value.contains("hook-secret"), "{key}={value}");
     }

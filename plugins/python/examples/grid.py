@@ -33,11 +33,15 @@ from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
 # No .pyc files written beside the plugin (its folder is the daemon's, and watched).
 sys.dont_write_bytecode = True
 # Where pip did not install the SDK: binance_syncd.py beside this file (Python looks there by
-# itself) or one folder up (the repository's plugins/python/, or the folder above the plugin
-# folder, where `binance-syncd demo` puts it).
-_UP = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-if os.path.isfile(os.path.join(_UP, "binance_syncd.py")):
-    sys.path.append(_UP)
+# itself), one folder up (the repository's plugins/python/), or in the plugin folder the daemon
+# names in SYNCD_PLUGIN_DIR or the folder above it (where `binance-syncd demo` puts it): the
+# daemon runs a private copy of this file from its state directory, not the file itself.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_PLUGINS = os.environ.get("SYNCD_PLUGIN_DIR", "")
+for _dir in [os.path.join(_HERE, os.pardir)] + ([_PLUGINS, os.path.join(_PLUGINS, os.pardir)] if _PLUGINS else []):
+    if os.path.isfile(os.path.join(_dir, "binance_syncd.py")):
+        sys.path.append(_dir)
+        break
 
 from binance_syncd import Reason, Refused, Side, Strategy, UpdateKind, run  # noqa: E402
 
