@@ -521,6 +521,28 @@ class GridExample(unittest.TestCase):
         self.assertEqual(self.places(frames), [(0, "99.90", "0.20020")], "the pace refusal, once")
         self.assertEqual(self.places(d.call({"c": "tick", "now_ms": 2})), [], "not the crossing one")
 
+    def test_over_its_pace_it_sends_one_probe_a_tick_and_lays_no_grid_until_one_is_taken(self):
+        d = self.grid()
+        self.assertEqual(len(self.places(d.call(book("100.00", "100.10")))), 4)
+        d.call(update(request=3, kind=3, reason_code=7, status="ORDER_RATE"))
+        d.call(update(request=4, kind=3, reason_code=7, status="ORDER_RATE"))
+        # The touch moves a grid step: no cancel_all and no orders while over its pace.
+        self.assertEqual([f for f in d.call(book("100.10", "100.20", 2)) if f["t"] == "intent"], [])
+        # A tick: the grid laid again around the new touch, but only its first order is sent
+        # (the probe); the others wait. Nothing while the probe is in flight.
+        frames = d.call({"c": "tick", "now_ms": 1})
+        self.assertEqual([f["kind"] for f in frames if f["t"] == "intent"], [2, 0])
+        self.assertEqual(self.places(frames), [(0, "100.00", "0.20000")])
+        self.assertEqual([f for f in d.call({"c": "tick", "now_ms": 2}) if f["t"] == "intent"], [])
+        # Refused for pace again: the next tick probes again, with one quote that waited.
+        d.call(update(request=6, kind=3, reason_code=7, status="ORDER_RATE"))
+        self.assertEqual(len(self.places(d.call({"c": "tick", "now_ms": 3}))), 1)
+        # Taken: the pace is back, the next tick sends the rest of the grid.
+        d.call(update(request=7, kind=0, status="NEW"))
+        frames = d.call({"c": "tick", "now_ms": 4})
+        self.assertEqual(sorted(self.places(frames)),
+                         [(0, "99.90", "0.20020"), (1, "100.30", "0.19940"), (1, "100.40", "0.19920")])
+
     def test_a_busy_daemon_is_tried_again_on_a_tick(self):
         d = self.grid()
         frames = d.call(book("100.00", "100.10"), answer=lambda i: {"request": 0, "status": -4})
