@@ -18,7 +18,7 @@ fn script(version: &str) -> String {
 }
 
 /// Installs `text` as `dir/FILE` the documented way: a hidden temporary file, then `rename`.
-fn install_program(dir: &Path, file: &str, text: &str, mode: u32) {
+pub(crate) fn install_program(dir: &Path, file: &str, text: &str, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, text).unwrap();
@@ -26,7 +26,7 @@ fn install_program(dir: &Path, file: &str, text: &str, mode: u32) {
     std::fs::rename(&tmp, dir.join(file)).unwrap();
 }
 
-fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect()
 }
 

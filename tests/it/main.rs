@@ -15,6 +15,7 @@ mod paper_rest;
 mod paper_stream;
 mod plugins;
 mod process;
+mod py_plugins;
 mod python;
 mod reconcile;
 mod rest;
