@@ -36,24 +36,16 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-#[test]
-fn a_python_plugin_gets_every_fill_once_across_a_swap_and_runs_as_its_own_program() {
-    let out = temp_dir("exec-swap-out");
-    let record = out.join("rec.rec");
-    let mut rig = Rig::start("exec-swap", &[]);
-    std::fs::write(rig.plugins.join("rec.conf"), format!("record = {}\nhistory = all\n", record.display())).unwrap();
-    install_program(&rig.plugins, "rec.py", &script("1"), 0o755);
-    let s = rig.wait_status("rec", "version 1 running", |s| s.version == "1" && s.state == "running");
-    // The plugin's own program in its process, not the daemon's plugin host.
-    let cmd = cmdline(s.pid);
-    assert!(cmd.contains("python") && cmd.contains("rec-") && !cmd.contains("plugin-host"), "{cmd}");
+/// Ten fills, then `text` (version 2) installed over plugin `rec` (`rec.py`) while fills keep
+/// coming until it runs, then ten more; how many fills were made.
+pub(crate) fn swap_while_filling(rig: &mut Rig, text: &str) -> usize {
     let mut total = 0;
     for _ in 0..10 {
         rig.fill();
         total += 1;
     }
     // Fills keep coming while the new file is picked up, started and swapped in.
-    install_program(&rig.plugins, "rec.py", &script("2"), 0o755);
+    install_program(&rig.plugins, "rec.py", text, 0o755);
     let end = Instant::now() + Duration::from_secs(30);
     while rig.status("rec").version != "2" {
         assert!(Instant::now() < end, "version 2 never started: {:?}", rig.status("rec"));
@@ -65,6 +57,21 @@ fn a_python_plugin_gets_every_fill_once_across_a_swap_and_runs_as_its_own_progra
         rig.fill();
         total += 1;
     }
+    total
+}
+
+#[test]
+fn a_python_plugin_gets_every_fill_once_across_a_swap_and_runs_as_its_own_program() {
+    let out = temp_dir("exec-swap-out");
+    let record = out.join("rec.rec");
+    let mut rig = Rig::start("exec-swap", &[]);
+    std::fs::write(rig.plugins.join("rec.conf"), format!("record = {}\nhistory = all\n", record.display())).unwrap();
+    install_program(&rig.plugins, "rec.py", &script("1"), 0o755);
+    let s = rig.wait_status("rec", "version 1 running", |s| s.version == "1" && s.state == "running");
+    // The plugin's own program in its process, not the daemon's plugin host.
+    let cmd = cmdline(s.pid);
+    assert!(cmd.contains("python") && cmd.contains("rec-") && !cmd.contains("plugin-host"), "{cmd}");
+    let total = swap_while_filling(&mut rig, &script("2"));
     let fills = wait_lines(&rig.cfg.fill_log, total, Duration::from_secs(20));
     let last = fills.iter().map(|f| f.seq).max().unwrap();
     rig.wait_status("rec", "every fill delivered", |s| s.delivered == last);

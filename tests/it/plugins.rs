@@ -457,7 +457,19 @@ fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
     let last = fills.iter().map(|f| f.seq).max().unwrap();
     rig.wait_status("grid_maker", "every fill", |s| s.delivered == last);
     wait_until("re-quotes after its fills", Duration::from_secs(20), || view().stats.placed >= 16);
-    let report = rig.ex.report();
+    let report = assert_maker_only_no_rejection(&rig.ex, "sd-gridmake-", 4);
+    let stats = view().stats;
+    assert_eq!((stats.filter_rejections, stats.taker_rejections), (0, 0));
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+    assert_matches_truth(&fills, &report);
+}
+
+/// No order of a grid rejected by the exchange, and its `fills` trades (client ids starting
+/// with `prefix`) all maker; the report, for the truth check.
+pub(crate) fn assert_maker_only_no_rejection(ex: &PaperExchange, prefix: &str, fills: usize) -> serde_json::Value {
+    let report = ex.report();
     let mistakes: Vec<&serde_json::Value> = report["errors"]
         .as_array()
         .unwrap()
@@ -469,16 +481,11 @@ fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["client_order_id"].as_str().is_some_and(|c| c.starts_with("sd-gridmake-")))
+        .filter(|t| t["client_order_id"].as_str().is_some_and(|c| c.starts_with(prefix)))
         .collect();
-    assert_eq!(ours.len(), 4);
+    assert_eq!(ours.len(), fills, "{ours:?}");
     assert!(ours.iter().all(|t| t["maker"] == true), "{ours:?}");
-    let stats = view().stats;
-    assert_eq!((stats.filter_rejections, stats.taker_rejections), (0, 0));
-    if let Some(d) = rig.daemon.take() {
-        d.stop(Duration::from_secs(8));
-    }
-    assert_matches_truth(&fills, &report);
+    report
 }
 
 #[test]

@@ -7,13 +7,13 @@
 //! while the daemon and a calm strategy go on, and what the SDK makes harmless (printing,
 //! writing to descriptor 1 or `sys.__stdout__`) is.
 
-use crate::exec_plugins::{install_program, lines};
-use crate::plugins::{alive, children_of, fills_of, wait_until, Rig};
+use crate::exec_plugins::{install_program, lines, swap_while_filling};
+use crate::plugins::{alive, assert_maker_only_no_rejection, children_of, fills_of, wait_until, Rig};
 use crate::sync::{assert_matches_truth, fill_whole, read_log, temp_dir, wait_lines};
 use crate::util::{daemon_env, paper_with, Killed};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -107,22 +107,7 @@ fn the_python_grid_trades_maker_only_with_no_rejection() {
     let last = fills.iter().map(|f| f.seq).max().unwrap();
     rig.wait_status("grid", "every fill", |s| s.delivered == last);
     wait_until("quotes after its fills", Duration::from_secs(20), || view().stats.placed >= 16);
-    let report = rig.ex.report();
-    let mistakes: Vec<&serde_json::Value> = report["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/api/v3/order")))
-        .collect();
-    assert!(mistakes.is_empty(), "the exchange rejected grid orders: {mistakes:?}");
-    let ours: Vec<&serde_json::Value> = report["trades"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["client_order_id"].as_str().is_some_and(|c| c.starts_with("sd-grid-")))
-        .collect();
-    assert_eq!(ours.len(), 4, "{ours:?}");
-    assert!(ours.iter().all(|t| t["maker"] == true), "{ours:?}");
+    let report = assert_maker_only_no_rejection(&rig.ex, "sd-grid-", 4);
     let stats = view().stats;
     assert_eq!((stats.rejected, stats.filter_rejections, stats.taker_rejections), (0, 0, 0), "{stats:?}");
     let s = rig.status("grid");
@@ -142,24 +127,7 @@ fn a_python_strategy_gets_every_fill_once_across_a_swap() {
     std::fs::write(rig.plugins.join("rec.conf"), format!("record = {}\nhistory = all\n", record.display())).unwrap();
     install_program(&rig.plugins, "rec.py", &strategy("1"), 0o755);
     rig.wait_status("rec", "version 1 running", |s| s.version == "1" && s.state == "running");
-    let mut total = 0;
-    for _ in 0..10 {
-        rig.fill();
-        total += 1;
-    }
-    // Fills keep coming while the new file is picked up, started and swapped in.
-    install_program(&rig.plugins, "rec.py", &strategy("2"), 0o755);
-    let end = Instant::now() + Duration::from_secs(30);
-    while rig.status("rec").version != "2" {
-        assert!(Instant::now() < end, "version 2 never started: {:?}", rig.status("rec"));
-        rig.fill();
-        total += 1;
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    for _ in 0..10 {
-        rig.fill();
-        total += 1;
-    }
+    let total = swap_while_filling(&mut rig, &strategy("2"));
     let fills = wait_lines(&rig.cfg.fill_log, total, Duration::from_secs(20));
     let last = fills.iter().map(|f| f.seq).max().unwrap();
     rig.wait_status("rec", "every fill delivered", |s| s.delivered == last);
