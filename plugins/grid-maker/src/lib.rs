@@ -46,6 +46,13 @@ struct Grid {
     asked: HashMap<u64, (String, Side, Decimal)>,
     /// Orders refused for the strategy's order rate, retried on later ticks.
     retry: Vec<(String, Side, Decimal)>,
+    /// Over its pace (an order-rate refusal or a busy answer): nothing goes out but one retry
+    /// per tick, and no grid is laid again, until one is placed. Without this a touch that
+    /// moves several times a second makes the grid cancel and re-place far beyond its order
+    /// rate (80 placed, 919 refused in a 20 s demo).
+    paced: bool,
+    /// Symbols whose touch moved a grid step while paced: laid again once the pace is back.
+    stale: HashSet<String>,
 }
 
 fn filter_value(rules: &serde_json::Value, filter: &str, field: &str) -> Option<Decimal> {
@@ -64,7 +71,49 @@ impl Grid {
                 self.placed += 1;
                 self.asked.insert(request, (symbol.to_string(), side, price));
             }
+            Err(e) if e.busy() => self.slow_down(symbol, side, price),
             Err(e) => self.host.log(Level::Debug, &format!("{symbol}: intent not queued ({e:?})")),
+        }
+    }
+
+    /// Over its pace: this quote waits (the newest two grids' worth per symbol are kept).
+    fn slow_down(&mut self, symbol: &str, side: Side, price: Decimal) {
+        self.paced = true;
+        self.retry.push((symbol.to_string(), side, price));
+        let keep = (2 * self.levels.max(1)) as usize;
+        let mine = self.retry.iter().filter(|(s, _, _)| s == symbol).count();
+        let mut drop = mine.saturating_sub(keep);
+        self.retry.retain(|(s, _, _)| {
+            let gone = drop > 0 && s == symbol;
+            drop -= usize::from(gone);
+            !gone
+        });
+    }
+
+    /// An order went through after a pace refusal: grids whose touch moved meanwhile are laid
+    /// again around the touch as it is now.
+    fn pace_back(&mut self) {
+        self.paced = false;
+        let stale: Vec<String> = self.stale.drain().collect();
+        for symbol in stale {
+            let Some(&(bid, ask)) = self.touch.get(&symbol) else { continue };
+            if self.host.cancel_all(&symbol).is_err() {
+                continue;
+            }
+            self.requotes += 1;
+            self.retry.retain(|(s, _, _)| *s != symbol);
+            self.quoted.remove(&symbol);
+            self.touched(&symbol, &bid.to_string(), &ask.to_string());
+        }
+    }
+
+    /// Whether `price` still rests on `side` of the last touch (a waiting quote the book moved
+    /// through would be refused as crossing).
+    fn passive(&self, symbol: &str, side: Side, price: Decimal) -> bool {
+        match (self.touch.get(symbol), side) {
+            (Some(&(_, ask)), Side::Buy) => price < ask,
+            (Some(&(bid, _)), Side::Sell) => price > bid,
+            (None, _) => true,
         }
     }
 
@@ -86,6 +135,10 @@ impl Grid {
             };
             let moved = |now: Decimal, was: Decimal| now.checked_sub(was).is_some_and(|d| d.abs() >= step);
             if !self.requote || !(moved(bid, was_bid) || moved(ask, was_ask)) {
+                return;
+            }
+            if self.paced {
+                self.stale.insert(symbol.to_string());
                 return;
             }
             if self.host.cancel_all(symbol).is_err() {
@@ -155,6 +208,8 @@ impl Strategy for Grid {
             placed: 0,
             asked: HashMap::new(),
             retry: Vec::new(),
+            paced: false,
+            stale: HashSet::new(),
         })
     }
 
@@ -190,7 +245,11 @@ impl Strategy for Grid {
             Side::Sell => price.checked_sub(off).map(|p| touch.map_or(p, |(bid, _)| p.min(bid))),
         };
         if let Some(p) = next {
-            self.place(fill.symbol, fill.side.opposite(), p);
+            if self.paced {
+                self.slow_down(fill.symbol, fill.side.opposite(), p);
+            } else {
+                self.place(fill.symbol, fill.side.opposite(), p);
+            }
         }
         Ok(())
     }
@@ -216,15 +275,26 @@ impl Strategy for Grid {
             self.host.log(Level::Debug, &format!("request {}: {} ({})", update.request, update.status, update.reason));
             // Over its pace: the same quote, a little later. Anything else is not retried.
             if update.reason_code == Reason::OrderRate {
-                self.retry.extend(asked);
+                if let Some((symbol, side, price)) = asked {
+                    self.slow_down(&symbol, side, price);
+                }
             }
+        } else if update.kind == UpdateKind::Placed && self.paced {
+            self.pace_back();
         }
         Ok(())
     }
 
     fn on_tick(&mut self, _now_ms: i64) -> Result<(), String> {
-        if let Some((symbol, side, price)) = self.retry.pop() {
-            self.place(&symbol, side, price);
+        if self.paced && self.retry.is_empty() {
+            self.pace_back(); // nothing left to probe the pace with
+        }
+        // One retry a tick, newest first; those the book moved through are dropped.
+        while let Some((symbol, side, price)) = self.retry.pop() {
+            if self.passive(&symbol, side, price) {
+                self.place(&symbol, side, price);
+                break;
+            }
         }
         Ok(())
     }
