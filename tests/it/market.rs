@@ -214,3 +214,32 @@ fn an_orders_crossing_check_uses_the_streams_touch() {
     assert_eq!(rig.daemon.market().unwrap().state().rest_quotes, quotes, "no REST quote while orders were checked");
     assert_eq!(rig.requests(BOOK_TICKER), polls);
 }
+
+/// `check`'s market row: the combined stream the daemon would open, connected and read to its
+/// first frame; a refused stream is a warning with the reason (the daemon runs without it).
+#[test]
+fn check_reports_the_market_streams_reachability() {
+    use crate::ops::{check, row};
+    init_log();
+    let ex = paper_with(|c| c.market_tick = Duration::from_millis(50));
+    let dir = temp_dir("market-check");
+    let (status, text) = check(&ex, &dir, &[]);
+    println!("{text}");
+    assert!(status.success(), "{text}");
+    let ok = row(&text, "market stream");
+    assert!(
+        ok.contains(" ok ") && (ok.contains("first frame (btcusd@") || ok.contains("first frame (ethusd@")),
+        "{text}"
+    );
+    assert!(ok.contains("6 streams"), "{text}");
+
+    ex.fault("market_refuse", &[("ms", "60000")]).unwrap();
+    let (status, text) = check(&ex, &dir, &[]);
+    assert!(status.success(), "a market outage is not fatal to run: {text}");
+    let refused = row(&text, "market stream");
+    assert!(refused.contains("warn") && refused.contains("failed") && refused.contains("cannot connect"), "{text}");
+    ex.fault("market_refuse", &[("ms", "0")]).unwrap();
+
+    let (_, text) = check(&ex, &dir, &[("SYNCD_MARKET_STREAM", "false")]);
+    assert!(row(&text, "market stream").contains("off"), "{text}");
+}
