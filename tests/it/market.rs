@@ -243,3 +243,22 @@ fn check_reports_the_market_streams_reachability() {
     let (_, text) = check(&ex, &dir, &[("SYNCD_MARKET_STREAM", "false")]);
     assert!(row(&text, "market stream").contains("off"), "{text}");
 }
+
+/// The demo's status line shows the books' age once the market stream has them: `book N ms`.
+#[test]
+fn the_demos_status_line_shows_the_books_age() {
+    let dir = temp_dir("market-demo-status");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
+        .args(["demo", "--seconds", "8", "--dir"])
+        .arg(dir.join("demo"))
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let ages: Vec<u64> = stdout
+        .lines()
+        .filter(|l| l.starts_with("status: "))
+        .filter_map(|l| l.split(" | ").find_map(|f| f.strip_prefix("book ")?.strip_suffix(" ms")?.parse().ok()))
+        .collect();
+    assert!(!ages.is_empty(), "no status line with the books' age:\n{stdout}");
+}
