@@ -20,7 +20,7 @@
 //! `always:1000,always:0,never:1000,never:0`).
 
 mod common;
-use common::percentile;
+use common::{bare_process, build, install, percentile};
 
 use binance_syncd::config::{Config, Needs};
 use binance_syncd::daemon::{Daemon, Tuning};
@@ -30,32 +30,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()).expect("target dir").to_path_buf()
-}
-
-/// Builds the test plugin (release) with a version string and returns a private copy.
-fn build(version: &str) -> PathBuf {
-    let target = target_dir();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "-p", "test-plugin", "--target-dir"])
-        .arg(&target)
-        .env("SYNCD_TEST_PLUGIN_VERSION", version)
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "cargo build -p test-plugin");
-    let copy = std::env::temp_dir().join(format!("syncd-bench-plugin-{}-{version}.so", std::process::id()));
-    std::fs::copy(target.join("release").join("libtest_plugin.so"), &copy).expect("copy");
-    copy
-}
-
-fn install(so: &Path, dir: &Path, name: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::copy(so, &tmp).expect("copy");
-    std::fs::rename(&tmp, dir.join(format!("{name}.so"))).expect("rename");
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
@@ -82,15 +56,7 @@ struct Rig {
 /// `fast`: the scan, tick and price poll at test pace (the swap and flood rows), else their
 /// defaults.
 fn rig(name: &str, so: Option<&Path>, fsync: &str, spin_us: &str, fast: bool) -> Rig {
-    let dir = std::env::temp_dir().join(format!("syncd-bench-plugins-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).expect("dir");
-    std::fs::write(plugins.join("stamp.conf"), format!("record = {}\nmode = stamp\n", dir.join("stamp.rec").display()))
-        .expect("conf");
-    if let Some(so) = so {
-        install(so, &plugins, "stamp");
-    }
+    let (dir, plugins) = common::stamp_dir("plugins", name, so);
     let ex = PaperExchange::start(PaperConfig::unthrottled()).expect("paper");
     let vars: HashMap<&str, String> = common::daemon_env(&ex, &dir, "BTCUSD")
         .into_iter()
@@ -226,51 +192,9 @@ fn bare(n: usize, spin: bool) -> Vec<Duration> {
     lat
 }
 
-/// The floor of an isolated plugin's wake: a process asleep in `read` on its end of a socket
-/// pair (the plugin channel's kind), sent a wall-clock timestamp `n` times 3 ms apart by this
-/// one; it answers each with how long after the stamp it woke. This bench run again with
-/// `PLUGIN_BENCH_FLOOR_CHILD` set is that process. Sorted.
-fn bare_process(n: usize) -> Vec<Duration> {
-    use std::io::{Read, Write};
-    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-    let mut child = Command::new(std::env::current_exe().expect("this bench"))
-        .env("PLUGIN_BENCH_FLOOR_CHILD", "1")
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs.try_clone().expect("dup"))))
-        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-        .spawn()
-        .expect("floor child");
-    let mut lat = Vec::with_capacity(n);
-    for _ in 0..n {
-        std::thread::sleep(Duration::from_millis(3));
-        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_nanos() as u64;
-        ours.write_all(&at.to_le_bytes()).expect("send");
-        let mut back = [0u8; 8];
-        ours.read_exact(&mut back).expect("answer");
-        lat.push(Duration::from_nanos(u64::from_le_bytes(back)));
-    }
-    drop(ours);
-    let _ = child.wait();
-    lat.sort();
-    lat
-}
-
-/// The floor child's loop: stdin and stdout are its socket.
-fn floor_child() {
-    use std::io::{Read, Write};
-    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
-    let mut at = [0u8; 8];
-    while input.read_exact(&mut at).is_ok() {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_nanos() as u64;
-        let woke = now.saturating_sub(u64::from_le_bytes(at));
-        if output.write_all(&woke.to_le_bytes()).and_then(|_| output.flush()).is_err() {
-            break;
-        }
-    }
-}
-
 fn main() {
-    if std::env::var_os("PLUGIN_BENCH_FLOOR_CHILD").is_some() {
-        return floor_child();
+    if common::floor_child_if_asked() {
+        return;
     }
     // Isolated plugins (the default) run in `binance-syncd plugin-host`, not in this program.
     binance_syncd::plugin::set_host_program(env!("CARGO_BIN_EXE_binance-syncd"));
@@ -450,7 +374,7 @@ fn flood(so: &Path, isolation: &str) -> (f64, u128, u64) {
     install(so, &r.plugins, "flood");
     let mut daemon_rss_kb = 0;
     wait("the flood", || {
-        daemon_rss_kb = daemon_rss_kb.max(own_rss_kb());
+        daemon_rss_kb = daemon_rss_kb.max(common::own_rss_kb());
         std::fs::read_to_string(&floods).unwrap_or_default().contains("flood 500 ")
     });
     let flood_ns: u128 = std::fs::read_to_string(&floods)
@@ -461,13 +385,4 @@ fn flood(so: &Path, isolation: &str) -> (f64, u128, u64) {
     r.daemon.stop(Duration::from_secs(8));
     let _ = std::fs::remove_dir_all(&r.dir);
     (500.0 / (flood_ns as f64 / 1e9), flood_ns, daemon_rss_kb)
-}
-
-/// This process's resident memory, kB.
-fn own_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

@@ -4,15 +4,20 @@
 //! Rows: the clock offset, signed access with the key (`GET /api/v3/account`) and its
 //! `canTrade`, each of `SYNCD_SYMBOLS` with its main filters, the state directory and the fill
 //! log writable, the plugin directory readable and trusted and each `.so` trusted and with the
-//! entry symbol (read as data: no plugin is ever loaded here, see `plugin_rows`).
+//! entry symbol (read as data: no plugin is ever loaded here, see `plugin_rows`), and the
+//! public market stream reached as the `market` thread would reach it (`market_row`).
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::filters::{Filter, SymbolRules};
+use crate::market::stream::MAX_FRAME;
 use crate::rest::{RestClient, ACCOUNT};
+use crate::stream::{close, connect_limited, is_timeout};
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::path::Path;
+use std::time::{Duration, Instant};
+use tungstenite::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -79,8 +84,68 @@ pub fn run(config: &Config, rest: &RestClient) -> Vec<Row> {
             rows.push(row(what, Verdict::Skipped, "the exchange is out of reach"));
         }
     }
+    rows.push(market_row(config));
     rows.extend(local_rows(config));
     rows
+}
+
+/// How long the market row waits to connect, and then for a first frame.
+const MARKET_WAIT: Duration = Duration::from_secs(5);
+
+/// The public market stream: the combined stream the `market` thread would open (no key),
+/// connected and read until its first data frame. A failure is a warning: `run` works without
+/// the stream (the executor polls prices by REST until it connects).
+fn market_row(config: &Config) -> Row {
+    const WHAT: &str = "market stream";
+    if !config.market_stream {
+        return row(WHAT, Verdict::Ok, "SYNCD_MARKET_STREAM=false: off (prices are polled by REST)");
+    }
+    let path = crate::market::stream::combined_path(&config.symbols);
+    let started = Instant::now();
+    let fallback = "run still works: prices are polled by REST until it connects";
+    let mut ws = match connect_limited(&config.market_ws_url, &path, MARKET_WAIT, &config.tls, MAX_FRAME, &mut || {}) {
+        Ok(ws) => ws,
+        Err(e) => {
+            return row(
+                WHAT,
+                Verdict::Warn,
+                format!("failed: cannot connect to {}: {e} ({fallback})", config.market_ws_url),
+            )
+        }
+    };
+    let streams = config.symbols.len() * 3;
+    let detail = loop {
+        let left = MARKET_WAIT.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break Err(format!("connected, but no frame within {} s", MARKET_WAIT.as_secs()));
+        }
+        // Reads are cut at `left` so that a server trickling pings cannot hold the row.
+        let _ = ws.get_ref().tcp().set_read_timeout(Some(left));
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                let name = serde_json::from_str::<serde_json::Value>(t.as_str())
+                    .ok()
+                    .and_then(|v| v["stream"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "an unnamed frame".to_string());
+                break Ok(format!("first frame ({name}) after {} ms", started.elapsed().as_millis()));
+            }
+            Ok(Message::Binary(_)) => break Ok(format!("first frame after {} ms", started.elapsed().as_millis())),
+            Ok(Message::Close(f)) => {
+                break Err(format!(
+                    "closed by the server before a frame ({})",
+                    f.map_or("no reason".into(), |f| f.to_string())
+                ))
+            }
+            Ok(_) => {} // pings are answered by the next read
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => break Err(format!("lost before a frame: {e}")),
+        }
+    };
+    close(&mut ws);
+    match detail {
+        Ok(d) => row(WHAT, Verdict::Ok, format!("{} ({streams} streams): {d}", config.market_ws_url)),
+        Err(why) => row(WHAT, Verdict::Warn, format!("failed: {}: {why} ({fallback})", config.market_ws_url)),
+    }
 }
 
 fn key_rows(rest: &RestClient) -> Vec<Row> {

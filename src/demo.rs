@@ -407,7 +407,21 @@ pub fn run_with(opts: &DemoOptions, operator: Vec<(&'static str, String)>) -> Re
     Ok(summary)
 }
 
-/// One line: the stream, fills, orders, weight and plugins.
+/// The market stream's book, oldest of the symbols: how long since the stream confirmed it
+/// (`MarketState::age`), `syncing` while a symbol's book is not live, `down` while the stream is.
+fn book_age(daemon: &Daemon) -> String {
+    let Some(market) = daemon.market() else { return "off".to_string() };
+    let state = market.state();
+    let now = Instant::now();
+    let ages: Option<Vec<Duration>> = state.symbols.keys().map(|s| state.age(s, now)).collect();
+    match ages.and_then(|a| a.into_iter().max()) {
+        None => "down".to_string(),
+        Some(_) if !state.symbols.values().all(|s| s.synced) => "syncing".to_string(),
+        Some(age) => format!("{} ms", age.as_millis()),
+    }
+}
+
+/// One line: the stream, the book's age, fills, orders, weight and plugins.
 fn status_line(daemon: &Daemon, ex: &PaperExchange, fills: usize) -> String {
     let report = ex.report();
     let stream = match report["sessions"].as_array().and_then(|s| s.last()) {
@@ -420,7 +434,8 @@ fn status_line(daemon: &Daemon, ex: &PaperExchange, fills: usize) -> String {
         .map(|p| p.all().iter().map(|s| format!("{} {} v{} #{}", s.name, s.state, s.version, s.delivered)).collect())
         .unwrap_or_default();
     format!(
-        "status: stream {stream} | fills {fills} | orders placed {} refused {} open {} | peak weight {}/min | plugins [{}]",
+        "status: stream {stream} | book {} | fills {fills} | orders placed {} refused {} open {} | peak weight {}/min | plugins [{}]",
+        book_age(daemon),
         view.stats.placed,
         view.stats.refused + view.stats.rejected,
         view.open_orders.len(),

@@ -89,6 +89,9 @@ impl Default for SnapshotPace {
     }
 }
 
+/// The largest market frame or message read (a `depthUpdate` of a busy symbol is a few kB).
+pub const MAX_FRAME: usize = 1 << 20;
+
 /// The market thread's settings; see `config` for the variables behind them.
 #[derive(Debug, Clone)]
 pub struct MarketSettings {
@@ -120,22 +123,26 @@ impl MarketSettings {
             },
             symbols: symbols.to_vec(),
             max_life: Duration::from_secs(23 * 3600 + 50 * 60),
-            max_frame: 1 << 20,
+            max_frame: MAX_FRAME,
             snapshots: SnapshotPace::default(),
             levels: 20,
         }
     }
 
-    /// The combined stream's path: three streams per symbol, names in lower case.
+    /// The combined stream's path: see [`combined_path`].
     pub fn path(&self) -> String {
-        let names: Vec<String> = self
-            .symbols
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .map(|s| format!("{s}@bookTicker/{s}@depth@100ms/{s}@trade"))
-            .collect();
-        format!("/stream?streams={}", names.join("/"))
+        combined_path(&self.symbols)
     }
+}
+
+/// The combined stream's path for `symbols`: three streams per symbol, names in lower case.
+pub fn combined_path(symbols: &[String]) -> String {
+    let names: Vec<String> = symbols
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .map(|s| format!("{s}@bookTicker/{s}@depth@100ms/{s}@trade"))
+        .collect();
+    format!("/stream?streams={}", names.join("/"))
 }
 
 /// The pacing of one symbol's snapshot requests. Pure: callers pass `now`.

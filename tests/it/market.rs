@@ -1,7 +1,9 @@
 //! The daemon's market thread on the paper exchange's public streams (issue 22): its book
 //! equals the exchange's after drops, gaps, a silent socket and a stale snapshot; no
 //! `ticker/bookTicker` poll while the stream is up and polls again while it is refused; a
-//! re-snapshot after every gap, paced; an order's crossing check on the stream's touch.
+//! re-snapshot after every gap, paced; an order's crossing check on the stream's touch;
+//! grid-maker quoting around the stream's touch and re-quoting on its moves without a tick;
+//! `check`'s market row; the demo's status line with the books' age.
 
 use crate::sync::{config, fast, temp_dir};
 use crate::util::{init_log, paper_with};
@@ -214,4 +216,129 @@ fn an_orders_crossing_check_uses_the_streams_touch() {
     assert_eq!(errors, 0, "no order reached the exchange as a taker");
     assert_eq!(rig.daemon.market().unwrap().state().rest_quotes, quotes, "no REST quote while orders were checked");
     assert_eq!(rig.requests(BOOK_TICKER), polls);
+}
+
+/// BTCUSD's tick on the paper exchange (`SymbolSpec::btcusd`).
+const BTC_TICK: &str = "0.01";
+
+/// grid-maker on the paper exchange's stream: its orders sit `spacing` ticks behind the
+/// stream's touch, and when the market moves it lays them again around the new touch. The
+/// plugin's tick is an hour (its one tick is at start), so only `on_book` can explain a
+/// re-quote. Each move is exactly `spacing` ticks, the least that re-quotes: the old grid's
+/// nearest order then sits at the new touch, neither crossed nor inside the spread.
+#[test]
+fn grid_maker_quotes_around_the_streams_touch_and_requotes_on_a_move_without_a_tick() {
+    use crate::plugins::{build_plugin, wait_until, Rig as PluginRig};
+    let so = build_plugin("grid-maker", "1");
+    let conf = "levels = 2\nspacing = 5\nquote = 25\nsymbols = BTCUSD\n";
+    let mut rig = PluginRig::start_with("market-grid", &[("grid_maker", &so, conf)], |c| {
+        c.plugin_tick = Duration::from_secs(3600);
+        c.strategy_limits.max_orders_10s = 100;
+    });
+    rig.ex.fault("quiesce", &[]).unwrap();
+    let daemon = rig.daemon.as_ref().unwrap();
+    let (link, market) = (daemon.executor().clone(), daemon.market().expect("market stream on").clone());
+    let tick: Decimal = BTC_TICK.parse().unwrap();
+    let ticks = |n: i64| tick.checked_mul(Decimal::from_int(n)).unwrap();
+    // The grid grid-maker should have around a touch: (side, price), sorted.
+    let grid_around = |bid: Decimal, ask: Decimal| {
+        let mut g = Vec::new();
+        for k in 1..=2 {
+            g.push((Side::Buy.as_str(), bid.checked_sub(ticks(5 * k)).unwrap()));
+            g.push((Side::Sell.as_str(), ask.checked_add(ticks(5 * k)).unwrap()));
+        }
+        g.sort();
+        g
+    };
+    let grid_now = || {
+        let mut g: Vec<(&str, Decimal)> = link
+            .view()
+            .open_orders
+            .iter()
+            .filter(|o| o.symbol == "BTCUSD" && o.client_order_id.starts_with("sd-gridmake-"))
+            .map(|o| (o.side.as_str(), o.price))
+            .collect();
+        g.sort();
+        g
+    };
+    let stream_touch = || market.state().symbols.get("BTCUSD").and_then(|m| m.top).map(|t| (t.bid, t.ask));
+    let paper_touch = || rig.ex.shared().engine.lock().unwrap().touch("BTCUSD").unwrap();
+
+    let (bid, ask) = paper_touch();
+    wait_until("the stream's touch", Duration::from_secs(15), || stream_touch() == Some((bid, ask)));
+    wait_until("the grid around the stream's touch", Duration::from_secs(20), || grid_now() == grid_around(bid, ask));
+    let books = rig.status("grid_maker").books;
+    for (i, moved) in [5, -5, 5].into_iter().enumerate() {
+        let placed = link.view().stats.placed;
+        let to = paper_touch().0.checked_add(ticks(moved)).unwrap();
+        rig.ex.fault("touch", &[("symbol", "BTCUSD"), ("bid", &to.to_string())]).unwrap();
+        let (bid, ask) = paper_touch();
+        wait_until(&format!("move {i}: the stream's new touch"), Duration::from_secs(10), || {
+            stream_touch() == Some((bid, ask))
+        });
+        wait_until(&format!("move {i}: the grid laid again around {bid}/{ask}"), Duration::from_secs(10), || {
+            grid_now() == grid_around(bid, ask)
+        });
+        assert!(link.view().stats.placed >= placed + 4, "move {i}: four new orders");
+    }
+    let status = rig.status("grid_maker");
+    assert!(status.books > books, "the re-quotes followed books: {status:?}");
+    let report = rig.ex.report();
+    let rejected = crate::plugins::order_errors(&report);
+    assert!(rejected.is_empty(), "the exchange rejected grid orders: {rejected:?}");
+    let stats = link.view().stats;
+    assert_eq!((stats.filter_rejections, stats.taker_rejections, stats.rejected), (0, 0, 0), "{stats:?}");
+    let taken = report["trades"].as_array().unwrap().iter().filter(|t| t["maker"] == false).count();
+    assert_eq!(taken, 0, "no grid order took liquidity");
+    if let Some(d) = rig.daemon.take() {
+        d.stop(Duration::from_secs(8));
+    }
+}
+
+/// `check`'s market row: the combined stream the daemon would open, connected and read to its
+/// first frame; a refused stream is a warning with the reason (the daemon runs without it).
+#[test]
+fn check_reports_the_market_streams_reachability() {
+    use crate::ops::{check, row};
+    init_log();
+    let ex = paper_with(|c| c.market_tick = Duration::from_millis(50));
+    let dir = temp_dir("market-check");
+    let (status, text) = check(&ex, &dir, &[]);
+    println!("{text}");
+    assert!(status.success(), "{text}");
+    let ok = row(&text, "market stream");
+    assert!(
+        ok.contains(" ok ") && (ok.contains("first frame (btcusd@") || ok.contains("first frame (ethusd@")),
+        "{text}"
+    );
+    assert!(ok.contains("6 streams"), "{text}");
+
+    ex.fault("market_refuse", &[("ms", "60000")]).unwrap();
+    let (status, text) = check(&ex, &dir, &[]);
+    assert!(status.success(), "a market outage is not fatal to run: {text}");
+    let refused = row(&text, "market stream");
+    assert!(refused.contains("warn") && refused.contains("failed") && refused.contains("cannot connect"), "{text}");
+    ex.fault("market_refuse", &[("ms", "0")]).unwrap();
+
+    let (_, text) = check(&ex, &dir, &[("SYNCD_MARKET_STREAM", "false")]);
+    assert!(row(&text, "market stream").contains("off"), "{text}");
+}
+
+/// The demo's status line shows the books' age once the market stream has them: `book N ms`.
+#[test]
+fn the_demos_status_line_shows_the_books_age() {
+    let dir = temp_dir("market-demo-status");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binance-syncd"))
+        .args(["demo", "--seconds", "8", "--dir"])
+        .arg(dir.join("demo"))
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let ages: Vec<u64> = stdout
+        .lines()
+        .filter(|l| l.starts_with("status: "))
+        .filter_map(|l| l.split(" | ").find_map(|f| f.strip_prefix("book ")?.strip_suffix(" ms")?.parse().ok()))
+        .collect();
+    assert!(!ages.is_empty(), "no status line with the books' age:\n{stdout}");
 }

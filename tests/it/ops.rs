@@ -236,7 +236,7 @@ fn what_a_start_read_from_a_rotated_file_outlives_the_file() {
 
 /// `binance-syncd check` against `ex` with the daemon's environment plus `extra`: exit status
 /// and stdout + stderr.
-fn check(ex: &PaperExchange, dir: &Path, extra: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+pub(crate) fn check(ex: &PaperExchange, dir: &Path, extra: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
     cmd.arg("check");
     crate::util::daemon_env(&mut cmd, ex, dir, DEMO_API_KEY);
@@ -248,7 +248,7 @@ fn check(ex: &PaperExchange, dir: &Path, extra: &[(&str, &str)]) -> (std::proces
     (out.status, text)
 }
 
-fn row<'a>(text: &'a str, what: &str) -> &'a str {
+pub(crate) fn row<'a>(text: &'a str, what: &str) -> &'a str {
     text.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no row {what:?} in\n{text}"))
 }
 

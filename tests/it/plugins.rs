@@ -128,6 +128,12 @@ impl Rig {
     }
 }
 
+/// The paper report's errors answered to order requests (`/api/v3/order...`).
+pub(crate) fn order_errors(report: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let errors = report["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
+    errors.iter().filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/api/v3/order"))).collect()
+}
+
 /// The `fill V SEQ REPLAYED` lines of a record as (version, seq).
 pub(crate) fn fills_of(record: &[String]) -> Vec<(String, u64)> {
     record
@@ -470,12 +476,7 @@ fn grid_maker_quotes_maker_only_with_no_rejection_and_sees_every_fill_once() {
 /// with `prefix`) all maker; the report, for the truth check.
 pub(crate) fn assert_maker_only_no_rejection(ex: &PaperExchange, prefix: &str, fills: usize) -> serde_json::Value {
     let report = ex.report();
-    let mistakes: Vec<&serde_json::Value> = report["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/api/v3/order")))
-        .collect();
+    let mistakes = order_errors(&report);
     assert!(mistakes.is_empty(), "the exchange rejected grid orders: {mistakes:?}");
     let ours: Vec<&serde_json::Value> = report["trades"]
         .as_array()

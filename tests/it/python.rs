@@ -1,6 +1,7 @@
 //! The paper exchange judged by others: independent Binance clients from PyPI (python-binance,
 //! binance-connector, ccxt, websocket-client), unchanged, run by `tests/py/clients.py` against
-//! `binance-syncd paper`.
+//! `binance-syncd paper`; and its diff depth stream kept as a local order book by
+//! binance-connector and python-binance (`tests/py/depth.py`).
 //!
 //! The clients live in a venv: `$SYNCD_PYENV`, else `target/pyenv` under the crate. When its
 //! Python lacks the pinned packages of `tests/py/requirements.txt`, the venv is created with
@@ -123,12 +124,25 @@ fn python_clients_trust_the_tls_paper_exchange_by_its_ca_file() {
     run_clients(&["--tls", "--only", "connector", "--only", "ws"]);
 }
 
+/// binance-connector's websocket stream client and REST depth, joined by the documented
+/// procedure in `tests/py/depth.py`, keep a book equal to `GET /api/v3/depth` through a
+/// `market_gap` they must detect and resync from; python-binance's `DepthCacheManager` too.
+#[test]
+fn independent_python_clients_keep_the_paper_exchanges_book_through_a_gap() {
+    run_script("depth.py", &[], "");
+}
+
 fn run_clients(args: &[&str]) {
+    run_script("clients.py", args, &std::env::var("SYNCD_PYCLIENTS_ARGS").unwrap_or_default());
+}
+
+/// Runs `tests/py/<name>` with the binary, `args` and the whitespace-separated `extra`; fails
+/// with its output unless it exits 0 within the deadline.
+fn run_script(name: &str, args: &[&str], extra: &str) {
     let python = ensure_venv();
-    let script = manifest_dir().join("tests/py/clients.py");
+    let script = manifest_dir().join("tests/py").join(name);
     let binary = env!("CARGO_BIN_EXE_binance-syncd");
     let started = Instant::now();
-    let extra = std::env::var("SYNCD_PYCLIENTS_ARGS").unwrap_or_default();
     let mut child = Command::new(&python)
         .arg(&script)
         .arg(binary)
@@ -143,22 +157,22 @@ fn run_clients(args: &[&str]) {
     let out = drain(child.stdout.take().expect("piped stdout"));
     let err = drain(child.stderr.take().expect("piped stderr"));
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for clients.py") {
+        if let Some(status) = child.try_wait().expect("wait for the script") {
             break Some(status);
         }
         if started.elapsed() > SCRIPT_DEADLINE {
-            let _ = child.kill(); // our own child; clients.py makes its paper subprocess die with it (PDEATHSIG)
+            let _ = child.kill(); // our own child; the script makes its paper subprocess die with it (PDEATHSIG)
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
-    let output = format!("--- clients.py stdout ---\n{out}--- clients.py stderr ---\n{err}");
+    let output = format!("--- {name} stdout ---\n{out}--- {name} stderr ---\n{err}");
     match status {
-        Some(s) if s.success() => eprintln!("{output}python clients: passed in {:.1?}", started.elapsed()),
-        Some(s) => panic!("tests/py/clients.py failed ({s}):\n{output}"),
-        None => panic!("tests/py/clients.py did not finish within {SCRIPT_DEADLINE:?}; killed:\n{output}"),
+        Some(s) if s.success() => eprintln!("{output}python clients ({name}): passed in {:.1?}", started.elapsed()),
+        Some(s) => panic!("tests/py/{name} failed ({s}):\n{output}"),
+        None => panic!("tests/py/{name} did not finish within {SCRIPT_DEADLINE:?}; killed:\n{output}"),
     }
 }
 

@@ -709,11 +709,17 @@ def main():
         os.environ["REQUESTS_CA_BUNDLE"] = px.ca
         check("tls: https:// and wss:// with a CA file", px.rest.startswith("https://") and px.ws.startswith("wss://"), f"{px.rest} {px.ws}")
     print(f"paper exchange: rest={px.rest} ws={px.ws}; groups: {', '.join(groups)}", flush=True)
+    # A still market: prices move only when a check moves them, so "below the bid" and
+    # "at the ask" stay true between reading the ticker and placing the order.
+    runners = {"pybinance": run_pybinance, "connector": run_connector, "ccxt": run_ccxt, "ws": run_ws, "report": check_report}
+    return run_groups(px, runners, groups, started)
+
+
+def run_groups(px, runners, groups, started):
+    """Quiesces the paper market, runs `runners[g](px)` for each group, stops the exchange and
+    prints the summary; the process's exit status (1 if any check failed)."""
     try:
-        # A still market: prices move only when a check moves them, so "below the bid" and
-        # "at the ask" stay true between reading the ticker and placing the order.
         px.fault("quiesce")
-        runners = {"pybinance": run_pybinance, "connector": run_connector, "ccxt": run_ccxt, "ws": run_ws, "report": check_report}
         for g in groups:
             try:
                 runners[g](px)

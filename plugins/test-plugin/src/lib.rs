@@ -3,7 +3,8 @@
 //!   version this build was made with: `SYNCD_TEST_PLUGIN_VERSION` at build time, else `1`);
 //! - `mode = normal | panic | sleep | fail`: what `on_fill` does besides recording;
 //! - `sleep_ms = N`: how long `sleep` sleeps;
-//! - `mode = stamp`: record `stamp SEQ UNIX_NS` at the entry of each `on_fill` (benchmark);
+//! - `mode = stamp`: record `stamp SEQ UNIX_NS` at the entry of each `on_fill`, and
+//!   `bookstamp SYMBOL UPDATE_ID UNIX_NS` at the entry of each `on_book` (benchmarks);
 //! - `place_one = true`: on the first price of BTCUSD, one maker BUY a dollar under the bid;
 //!   every stream report of its orders is recorded as `report STATUS ORDER_ID`;
 //! - `flood = N`: on the first price of BTCUSD, submit N maker BUYs under the bid at once and
@@ -228,6 +229,11 @@ impl Strategy for Recorder {
     const WANTS_TRADES: bool = true;
 
     fn on_book(&mut self, book: &Book<'_>) -> Result<(), String> {
+        if self.mode == "stamp" {
+            let now = unix_ns();
+            self.line(&format!("bookstamp {} {} {now}", book.symbol, book.update_id));
+            return Ok(());
+        }
         if self.record_market {
             let bid = book.bids.get(0).map_or("-", |l| l.0);
             let ask = book.asks.get(0).map_or("-", |l| l.0);
