@@ -60,26 +60,10 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Smallest values accepted: what the host itself needs to start and load an image.
-    const MIN_MEMORY_MB: u64 = 32;
-    const MIN_OPEN_FILES: u64 = 16;
-
-    /// The limits a plugin's settings text asks for; `Err` names the bad key.
-    pub fn from_settings(name: &str, settings: &str) -> Result<Limits, String> {
-        let mut limits = Limits::default();
-        for (key, min, slot, what) in [
-            ("memory_mb", Limits::MIN_MEMORY_MB, &mut limits.memory_mb, "MiB"),
-            ("open_files", Limits::MIN_OPEN_FILES, &mut limits.open_files, "descriptors"),
-        ] {
-            if let Some(v) = binance_syncd_plugin::setting(settings, key) {
-                match v.parse::<u64>() {
-                    Ok(n) if n >= min && n <= 1 << 30 => *slot = n,
-                    _ => return Err(format!("{name}.conf: {key} = {v:?}: a number of {what}, {min} or more")),
-                }
-            }
-        }
-        Ok(limits)
-    }
+    /// Smallest values accepted (`settings::limits`): what the host itself needs to start and
+    /// load an image.
+    pub(super) const MIN_MEMORY_MB: u64 = 32;
+    pub(super) const MIN_OPEN_FILES: u64 = 16;
 
     /// As the host role's arguments.
     fn args(&self) -> [String; 4] {
@@ -527,16 +511,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_come_from_the_settings_with_defaults_and_a_floor() {
-        assert_eq!(Limits::from_settings("p", "tag = x\n"), Ok(Limits::default()));
-        assert_eq!(
-            Limits::from_settings("p", "memory_mb = 64 # small\nopen_files = 32\n"),
-            Ok(Limits { memory_mb: 64, open_files: 32 })
-        );
-        for bad in ["memory_mb = 8", "memory_mb = lots", "open_files = 3", "open_files = -1"] {
-            let e = Limits::from_settings("p", bad).unwrap_err();
-            assert!(e.starts_with("p.conf: ") && e.contains(bad.split(' ').next().unwrap()), "{e}");
-        }
+    fn limits_go_to_the_host_role_as_arguments() {
         assert_eq!(Limits { memory_mb: 64, open_files: 32 }.args()[1], "64");
     }
 

@@ -1,6 +1,7 @@
 //! A plugin's `NAME.conf` (read with the SDK's `setting`, the one `key = value` reader): the tag rules and the host's own
 //! settings (isolation, restart backoff, quarantine, intent budget), each with its default.
 
+use super::remote::Limits;
 use binance_syncd_plugin::setting;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ pub(super) struct Options {
     /// `restart_backoff_max_ms`: the most the restart delay doubles to.
     pub restart_max: Duration,
     /// `memory_mb`, `open_files`: its process's resource limits.
-    pub limits: super::remote::Limits,
+    pub limits: Limits,
     /// `quarantine_after`: crashes in a row that quarantine it (0: never).
     pub quarantine_after: u32,
     /// `max_pending`: intents it may have unanswered.
@@ -102,47 +103,19 @@ impl Options {
                 return Err(format!("{name}.conf: isolation = {other:?}: `process` (the default) or `none`"))
             }
         };
-        let restart_base = match setting(settings, "restart_backoff_ms") {
-            None => BACKOFF_BASE,
-            Some(v) => match v.parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms).min(BACKOFF_MAX),
-                _ => return Err(format!("{name}.conf: restart_backoff_ms = {v:?}: a number of ms above 0")),
-            },
-        };
-        let restart_max = match setting(settings, "restart_backoff_max_ms") {
-            None => BACKOFF_MAX,
-            Some(v) => match v.parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms).clamp(restart_base, BACKOFF_MAX),
-                _ => return Err(format!("{name}.conf: restart_backoff_max_ms = {v:?}: a number of ms above 0")),
-            },
-        };
-        let limits = super::remote::Limits::from_settings(name, settings)?;
-        let quarantine_after = match setting(settings, "quarantine_after") {
-            None => QUARANTINE_AFTER,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => return Err(format!("{name}.conf: quarantine_after = {v:?}: a number of crashes (0: never)")),
-            },
-        };
-        let max_pending = match setting(settings, "max_pending") {
-            None => MAX_PENDING,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(format!("{name}.conf: max_pending = {v:?}: a number of intents above 0")),
-            },
-        };
-        let book_depth = match setting(settings, "book_depth") {
-            None => BOOK_DEPTH,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=crate::market::feed::MAX_DEPTH).contains(&n) => n,
-                _ => {
-                    return Err(format!(
-                        "{name}.conf: book_depth = {v:?}: levels a side, 1 to {}",
-                        crate::market::feed::MAX_DEPTH
-                    ))
-                }
-            },
-        };
+        let conf = Conf { name, text: settings };
+        let (above_0, ms) = (|n: u64| n > 0, "a number of ms above 0");
+        let base_ms = conf.number("restart_backoff_ms", BACKOFF_BASE.as_millis() as u64, above_0, ms)?;
+        let restart_base = Duration::from_millis(base_ms).min(BACKOFF_MAX);
+        let max_ms = conf.number("restart_backoff_max_ms", BACKOFF_MAX.as_millis() as u64, above_0, ms)?;
+        let restart_max = Duration::from_millis(max_ms).clamp(restart_base, BACKOFF_MAX);
+        let limits = limits(name, settings)?;
+        let quarantine_after =
+            conf.number("quarantine_after", QUARANTINE_AFTER, |_| true, "a number of crashes (0: never)")?;
+        let max_pending = conf.number("max_pending", MAX_PENDING, |n| n > 0, "a number of intents above 0")?;
+        let (depths, most) = (1..=crate::market::feed::MAX_DEPTH, crate::market::feed::MAX_DEPTH);
+        let book_depth =
+            conf.number("book_depth", BOOK_DEPTH, |n| depths.contains(&n), &format!("levels a side, 1 to {most}"))?;
         Ok(Options {
             book_depth,
             isolated,
@@ -155,6 +128,49 @@ impl Options {
             history_all: setting(settings, "history") == Some("all"),
         })
     }
+}
+
+/// A plugin's settings text and the plugin's name, for messages that name its file.
+struct Conf<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Conf<'_> {
+    /// `key`'s number, `default` when the key is absent; refused, naming the file, the key, the
+    /// value and what was `wanted`, when it does not parse or `ok` says no.
+    fn number<T: std::str::FromStr + Copy>(
+        &self,
+        key: &str,
+        default: T,
+        ok: impl Fn(T) -> bool,
+        wanted: &str,
+    ) -> Result<T, String> {
+        match setting(self.text, key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<T>() {
+                Ok(n) if ok(n) => Ok(n),
+                _ => Err(format!("{}.conf: {key} = {v:?}: {wanted}", self.name)),
+            },
+        }
+    }
+}
+
+/// The resource limits (`memory_mb`, `open_files`) a plugin's settings ask for, each at least
+/// what the host itself needs to start and load an image.
+pub(super) fn limits(name: &str, settings: &str) -> Result<Limits, String> {
+    let (conf, d) = (Conf { name, text: settings }, Limits::default());
+    let within = |min: u64| move |n: u64| n >= min && n <= 1 << 30;
+    let (mb, files) = (Limits::MIN_MEMORY_MB, Limits::MIN_OPEN_FILES);
+    Ok(Limits {
+        memory_mb: conf.number("memory_mb", d.memory_mb, within(mb), &format!("a number of MiB, {mb} or more"))?,
+        open_files: conf.number(
+            "open_files",
+            d.open_files,
+            within(files),
+            &format!("a number of descriptors, {files} or more"),
+        )?,
+    })
 }
 
 #[cfg(test)]
@@ -200,5 +216,18 @@ mod tests {
     fn tag_of_prefers_the_settings_and_says_so() {
         assert_eq!(tag_of("grid_maker", "levels = 3\n"), ("gridmake".to_string(), false));
         assert_eq!(tag_of("grid_maker", "tag = g2 # mine\n"), ("g2".to_string(), true));
+    }
+
+    #[test]
+    fn limits_come_from_the_settings_with_defaults_and_a_floor() {
+        assert_eq!(limits("p", "tag = x\n"), Ok(Limits::default()));
+        assert_eq!(
+            limits("p", "memory_mb = 64 # small\nopen_files = 32\n"),
+            Ok(Limits { memory_mb: 64, open_files: 32 })
+        );
+        for bad in ["memory_mb = 8", "memory_mb = lots", "open_files = 3", "open_files = -1"] {
+            let e = limits("p", bad).unwrap_err();
+            assert!(e.starts_with("p.conf: ") && e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
     }
 }
