@@ -26,6 +26,32 @@ pub(crate) fn install_program(dir: &Path, file: &str, text: &str, mode: u32) {
     std::fs::rename(&tmp, dir.join(file)).unwrap();
 }
 
+/// The programs `garbage`, `exit`, `raise` and `stall` (`NAME.py`, recording to
+/// `out/NAME.rec`) each died on fill `first` three times in a row soon after a start: each is
+/// quarantined (file, status, reason and the advice to replace it), having seen that fill three
+/// times, the second and third marked replayed.
+pub(crate) fn assert_faulty_programs_quarantined(rig: &Rig, out: &Path, first: u64) {
+    for (name, why) in [
+        ("garbage", "broke the protocol"),
+        ("exit", "exited with status 3"),
+        ("raise", "exited with status 1"),
+        ("stall", "SIGKILL"),
+    ] {
+        let s = rig.wait_status(name, "quarantined", |s| s.state == "quarantined");
+        assert_eq!((s.restarts, s.pid, s.delivered), (2, 0, first - 1), "{name}: {s:?}");
+        assert!(s.last_exit.contains(why) && s.problem.contains("died 3 times"), "{name}: {s:?}");
+        assert!(s.problem.contains(&format!("replace {name}.py")), "{name}: {s:?}");
+        let rec: Vec<String> =
+            lines(&out.join(format!("{name}.rec"))).into_iter().filter(|l| l.starts_with("fill")).collect();
+        assert_eq!(
+            rec,
+            [format!("fill 1 {first} 0"), format!("fill 1 {first} 1"), format!("fill 1 {first} 1")],
+            "{name}"
+        );
+        assert!(rig.cfg.state_dir.join("plugins").join(format!("{name}.quarantine")).exists(), "{name}");
+    }
+}
+
 pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect()
 }
@@ -125,27 +151,7 @@ fn a_python_plugin_that_prints_garbage_exits_raises_or_stops_reading_is_restarte
     rig.fill();
     let fills = wait_lines(&rig.cfg.fill_log, 1, Duration::from_secs(20));
     let first = fills[0].seq;
-    // Each dies on the fill, three times in a row soon after its start: quarantined.
-    for (name, why) in [
-        ("garbage", "broke the protocol"),
-        ("exit", "exited with status 3"),
-        ("raise", "exited with status 1"),
-        ("stall", "SIGKILL"),
-    ] {
-        let s = rig.wait_status(name, "quarantined", |s| s.state == "quarantined");
-        assert_eq!((s.restarts, s.pid, s.delivered), (2, 0, first - 1), "{name}: {s:?}");
-        assert!(s.last_exit.contains(why) && s.problem.contains("died 3 times"), "{name}: {s:?}");
-        assert!(s.problem.contains(&format!("replace {name}.py")), "{name}: {s:?}");
-        // It saw the fill three times, the second and third marked replayed.
-        let rec: Vec<String> =
-            lines(&out.join(format!("{name}.rec"))).into_iter().filter(|l| l.starts_with("fill")).collect();
-        assert_eq!(
-            rec,
-            [format!("fill 1 {first} 0"), format!("fill 1 {first} 1"), format!("fill 1 {first} 1")],
-            "{name}"
-        );
-        assert!(rig.cfg.state_dir.join("plugins").join(format!("{name}.quarantine")).exists(), "{name}");
-    }
+    assert_faulty_programs_quarantined(&rig, &out, first);
     assert!(rig.status("stall").last_exit.contains("ran over"), "{:?}", rig.status("stall"));
     // The calm one and the daemon go on.
     rig.fill();

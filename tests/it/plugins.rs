@@ -134,6 +134,28 @@ pub(crate) fn order_errors(report: &serde_json::Value) -> Vec<&serde_json::Value
     errors.iter().filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/api/v3/order"))).collect()
 }
 
+/// The `fill V SEQ REPLAYED` lines of a record across daemon kills (run `seed`): in order with no
+/// gap, and anything seen again marked replayed. Returns the last seq and how many came again.
+pub(crate) fn assert_in_order_repeats_marked<'a>(record: impl Iterator<Item = &'a str>, seed: u64) -> (u64, usize) {
+    let (mut max_seen, mut replays) = (0u64, 0);
+    for line in record {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (Some(&"fill"), Some(seq), Some(replayed)) =
+            (parts.first(), parts.get(2).and_then(|s| s.parse::<u64>().ok()), parts.get(3))
+        else {
+            continue; // start/stop lines, or a line a kill cut short
+        };
+        if seq <= max_seen {
+            assert_eq!(*replayed, "1", "seed {seed}: fill #{seq} came again unmarked");
+            replays += 1;
+        } else {
+            assert_eq!(seq, max_seen + 1, "seed {seed}: a gap before fill #{seq}");
+            max_seen = seq;
+        }
+    }
+    (max_seen, replays)
+}
+
 /// The `fill V SEQ REPLAYED` lines of a record as (version, seq).
 pub(crate) fn fills_of(record: &[String]) -> Vec<(String, u64)> {
     record
@@ -604,23 +626,7 @@ fn sigkill_with_a_plugin_loaded_then_restart_delivers_every_fill_after_its_curso
     });
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
-    // In order, no gap; anything seen again is marked replayed.
-    let (mut max_seen, mut replays) = (0u64, 0);
-    for line in std::fs::read_to_string(&record).unwrap().lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let (Some(&"fill"), Some(seq), Some(replayed)) =
-            (parts.first(), parts.get(2).and_then(|s| s.parse::<u64>().ok()), parts.get(3))
-        else {
-            continue; // start/stop lines, or a line a kill cut short
-        };
-        if seq <= max_seen {
-            assert_eq!(*replayed, "1", "seed {seed}: fill #{seq} came again unmarked");
-            replays += 1;
-        } else {
-            assert_eq!(seq, max_seen + 1, "seed {seed}: a gap before fill #{seq}");
-            max_seen = seq;
-        }
-    }
+    let (max_seen, replays) = assert_in_order_repeats_marked(std::fs::read_to_string(&record).unwrap().lines(), seed);
     assert_eq!(max_seen, last(), "seed {seed}");
     println!("plugin sigkill test: {max_seen} fills delivered, {replays} replayed after kills (seed {seed})");
 }

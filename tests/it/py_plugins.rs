@@ -7,8 +7,10 @@
 //! while the daemon and a calm strategy go on, and what the SDK makes harmless (printing,
 //! writing to descriptor 1 or `sys.__stdout__`) is.
 
-use crate::exec_plugins::{install_program, lines, swap_while_filling};
-use crate::plugins::{alive, assert_maker_only_no_rejection, children_of, fills_of, wait_until, Rig};
+use crate::exec_plugins::{assert_faulty_programs_quarantined, install_program, lines, swap_while_filling};
+use crate::plugins::{
+    alive, assert_in_order_repeats_marked, assert_maker_only_no_rejection, children_of, fills_of, wait_until, Rig,
+};
 use crate::sync::{assert_matches_truth, fill_whole, read_log, temp_dir, wait_lines};
 use crate::util::{daemon_env, paper_with, Killed};
 use std::path::{Path, PathBuf};
@@ -213,23 +215,8 @@ fn sigkill_of_the_daemon_with_a_python_strategy_loses_no_fill_and_marks_every_re
     });
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
-    // In order, no gap; anything seen again is marked replayed.
-    let (mut max_seen, mut replays) = (0u64, 0);
-    for line in lines(&record) {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let (Some(&"fill"), Some(seq), Some(replayed)) =
-            (parts.first(), parts.get(2).and_then(|s| s.parse::<u64>().ok()), parts.get(3))
-        else {
-            continue; // start/stop lines, or a line a kill cut short
-        };
-        if seq <= max_seen {
-            assert_eq!(*replayed, "1", "seed {seed}: fill #{seq} came again unmarked");
-            replays += 1;
-        } else {
-            assert_eq!(seq, max_seen + 1, "seed {seed}: a gap before fill #{seq}");
-            max_seen = seq;
-        }
-    }
+    let record = lines(&record);
+    let (max_seen, replays) = assert_in_order_repeats_marked(record.iter().map(String::as_str), seed);
     assert_eq!(max_seen, last(), "seed {seed}");
     assert!(expected > 10, "seed {seed}: only {expected} trades; the test proves nothing");
     println!("python sigkill test: {max_seen} fills delivered, {replays} replayed after kills (seed {seed})");
@@ -256,24 +243,7 @@ fn python_strategies_that_raise_exit_break_the_channel_or_hang_are_quarantined_a
     let fills = wait_lines(&rig.cfg.fill_log, 1, Duration::from_secs(20));
     let first = fills[0].seq;
     // Each dies on the fill, three times in a row soon after its start: quarantined.
-    for (name, why) in [
-        ("garbage", "broke the protocol"),
-        ("exit", "exited with status 3"),
-        ("raise", "exited with status 1"),
-        ("stall", "SIGKILL"),
-    ] {
-        let s = rig.wait_status(name, "quarantined", |s| s.state == "quarantined");
-        assert_eq!((s.restarts, s.pid, s.delivered), (2, 0, first - 1), "{name}: {s:?}");
-        assert!(s.last_exit.contains(why) && s.problem.contains("died 3 times"), "{name}: {s:?}");
-        // It saw the fill three times, the second and third marked replayed.
-        let rec: Vec<String> =
-            lines(&out.join(format!("{name}.rec"))).into_iter().filter(|l| l.starts_with("fill")).collect();
-        assert_eq!(
-            rec,
-            [format!("fill 1 {first} 0"), format!("fill 1 {first} 1"), format!("fill 1 {first} 1")],
-            "{name}"
-        );
-    }
+    assert_faulty_programs_quarantined(&rig, &out, first);
     // The daemon, the calm one and the printing one go on: every fill, never restarted.
     rig.fill();
     rig.fill();
