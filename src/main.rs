@@ -23,6 +23,8 @@ COMMANDS:
     fills      Show the fill log as a table with totals per symbol (maker share, fees)
     demo       Run the daemon against an in-process paper exchange and grade the fill log
     paper      Run the paper exchange (Binance.US-compatible, loopback)
+    conformance FILE
+               Check a strategy plugin (a program or a .so) against the plugin protocol
 
 Every command takes --help, e.g. `binance-syncd fills --help`.
 
@@ -247,6 +249,10 @@ fn main() -> ExitCode {
             check()
         }
         Some("fills") => fills(&args[1..]),
+        Some("conformance") => {
+            let code = binance_syncd::plugin::conform::main(&args[1..]);
+            ExitCode::from(u8::try_from(code).unwrap_or(exit::FAILURE))
+        }
         Some("demo") => {
             init_logging_quiet();
             demo(&args[1..])

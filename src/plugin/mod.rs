@@ -42,6 +42,7 @@
 //! restarts and quarantine, `runner` the plugin thread, `marshal` the records as messages,
 //! `services` the host functions, `cursor` the cursor file, `settings` `NAME.conf`.
 
+pub mod conform;
 pub mod elf;
 pub mod exec;
 pub mod ffi;

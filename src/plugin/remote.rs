@@ -104,6 +104,59 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// Starts `program`'s plugin-host role in `workdir` (made private; its last component is the
+/// plugin's name) with `extra` arguments after its own, exactly as every plugin is started:
+/// the child and the daemon's end of its channel. A program plugin's (`program_plugin`)
+/// stderr is piped, for its lines to be logged under its name; a host's is inherited.
+pub(super) fn host_child(
+    program: &Path,
+    workdir: &Path,
+    extra: &[String],
+    limits: Limits,
+    program_plugin: bool,
+) -> Result<(Child, UnixStream), String> {
+    crate::statedir::create_private_dir(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
+    let workdir = std::fs::canonicalize(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let theirs_out = theirs.try_clone().map_err(|e| format!("socketpair: {e}"))?;
+    // A strategy needs no configuration of the daemon's: nothing of its environment passes
+    // (no BINANCE_*, no CREDENTIALS_DIRECTORY, no SYNCD_ALERT_WEBHOOK), only a PATH and a
+    // home of its own. Its own process group: a kill reaches what it started too.
+    // `ps` shows which plugin a process hosts: binance-syncd:NAME plugin-host --parent PID.
+    let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut cmd = Command::new(program);
+    cmd.arg0(format!("binance-syncd:{name}"))
+        .arg("plugin-host")
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .args(limits.args())
+        .args(extra)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", &workdir)
+        .current_dir(&workdir)
+        .process_group(0)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+        // A program plugin's stderr is its own (tracebacks, prints): logged under its name.
+        .stderr(if program_plugin { Stdio::piped() } else { Stdio::inherit() });
+    if program_plugin {
+        // A locale that makes Python's and others' text I/O UTF-8, and its own name.
+        cmd.env("LANG", "C.UTF-8").env("SYNCD_PLUGIN_NAME", &name);
+    }
+    let child = cmd.spawn().map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
+    Ok((child, ours))
+}
+
+/// SIGKILL to `child`'s process group (it leads one: [`host_child`]), what it started too.
+/// Call it before the child is reaped.
+pub(super) fn kill_group(child: &Child) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill with integers only. The caller has not reaped the child yet (only a `wait`
+    // on it does), so its pid, which is its process group's id, cannot have been reused.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+}
+
 /// A running plugin-host child with its plugin loaded.
 pub struct Remote {
     child: Child,
@@ -165,37 +218,8 @@ impl Remote {
         stall: Duration,
         limits: Limits,
     ) -> Result<Remote, String> {
-        crate::statedir::create_private_dir(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
-        let workdir = std::fs::canonicalize(workdir).map_err(|e| format!("{}: {e}", workdir.display()))?;
-        let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let theirs_out = theirs.try_clone().map_err(|e| format!("socketpair: {e}"))?;
-        // A strategy needs no configuration of the daemon's: nothing of its environment passes
-        // (no BINANCE_*, no CREDENTIALS_DIRECTORY, no SYNCD_ALERT_WEBHOOK), only a PATH and a
-        // home of its own. Its own process group: a kill reaches what it started too.
-        // `ps` shows which plugin a process hosts: binance-syncd:NAME plugin-host --parent PID.
+        let (mut child, ours) = host_child(program, workdir, extra, limits, matches!(first, Down::Hello { .. }))?;
         let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // A program plugin's stderr is its own (tracebacks, prints): logged under its name.
-        let program_plugin = matches!(first, Down::Hello { .. });
-        let mut cmd = Command::new(program);
-        cmd.arg0(format!("binance-syncd:{name}"))
-            .arg("plugin-host")
-            .arg("--parent")
-            .arg(std::process::id().to_string())
-            .args(limits.args())
-            .args(extra)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &workdir)
-            .current_dir(&workdir)
-            .process_group(0)
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::from(OwnedFd::from(theirs_out)))
-            .stderr(if program_plugin { Stdio::piped() } else { Stdio::inherit() });
-        if program_plugin {
-            // A locale that makes Python's and others' text I/O UTF-8, and its own name.
-            cmd.env("LANG", "C.UTF-8").env("SYNCD_PLUGIN_NAME", &name);
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
         if let Some(stderr) = child.stderr.take() {
             super::stderr::relay(&name, stderr);
         }
@@ -292,10 +316,7 @@ impl Remote {
         if self.gone.is_some() {
             return;
         }
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill with integers only. The child is not reaped yet (only `wait` below
-        // reaps it), so its pid, which is its process group's id, cannot have been reused.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        kill_group(&self.child);
         let status = self.child.wait().map(describe).unwrap_or_else(|e| format!("could not be waited for: {e}"));
         self.gone =
             Some(if why.is_empty() { format!("its process {status}") } else { format!("{why}; its process {status}") });

@@ -1,5 +1,6 @@
 //! One integration-test binary, a module per area.
 
+mod conformance;
 mod docs;
 mod exec_plugins;
 mod executor;

@@ -267,7 +267,12 @@ fn named_paths(module: &[String], text: &str) -> Vec<(usize, ModPath)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let rest = &code[at..];
+        // Not a char boundary: inside a multi-byte character of a string that spans lines
+        // (only single-line literals are blanked), which starts no path.
+        let Some(rest) = code.get(at..) else {
+            at += 1;
+            continue;
+        };
         let boundary =
             at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || matches!(bytes[at - 1], b'_' | b'$' | b':'));
         let base = if !boundary {
