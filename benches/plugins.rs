@@ -22,7 +22,7 @@
 //! - the idle `.so` host and Python processes side by side in one daemon at the default tick
 //!   and price poll: RSS, and CPU over `PLUGIN_BENCH_IDLE_S` (10 s).
 //!
-//! `cargo bench --bench plugins` (about 60 s, and some 30 s more for the Python rows).
+//! `cargo bench --bench plugins` (about 60 s with the Python rows on the 2-vCPU development VM).
 //! `PLUGIN_BENCH_FILLS` sets fills per row (400); `PLUGIN_BENCH_ROWS` the plugin rows, as
 //! `FSYNC:SPIN_US,...` (default `always:1000,always:0,never:1000,never:0`).
 
