@@ -87,9 +87,11 @@ struct Script<'a> {
     minor: u32,
     books: bool,
     trades: bool,
+    /// `books`, `trades` as its `ready` said.
+    asked: (bool, bool),
     /// Its accepted intents, waiting for their `order` outcome.
     accepted: Vec<Sent>,
-    /// The last fill's `seq` sent on the first process.
+    /// The last fill's `seq` the first process acknowledged.
     seq: u64,
     /// Price moves made to provoke intents.
     moves: u64,
@@ -105,6 +107,7 @@ pub(super) fn run(t: &Target) -> Vec<Check> {
         minor: 0,
         books: false,
         trades: false,
+        asked: (false, false),
         accepted: Vec::new(),
         seq: 3,
         moves: 0,
@@ -152,7 +155,8 @@ impl Script<'_> {
     fn unknown_protocol(&mut self) {
         const NAME: &str = "refuses protocol 2";
         let Some(mut peer) = self.start_peer(NAME) else { return };
-        let first = Peer::first_frame(self.t, proto::PROTO + 1);
+        let mut first = Peer::first_frame(self.t, proto::PROTO + 1);
+        unknown_field(&mut first);
         if let Err(why) = peer.send(&first, READY_WAIT) {
             return self.fail(NAME, why);
         }
@@ -195,6 +199,7 @@ impl Script<'_> {
         match answer {
             Ok(Up::Ready { proto: p, version, abi_minor, books, trades }) if p == proto::PROTO => {
                 self.minor = abi_minor.min(abi::ABI_MINOR);
+                self.asked = (books, trades);
                 (self.books, self.trades) = (books && self.minor >= 5, trades && self.minor >= 5);
                 let mut detail = format!(
                     "in {} ms: version {version:?}, abi_minor {abi_minor}, books {books}, trades {trades}",
@@ -278,26 +283,28 @@ impl Script<'_> {
         })
     }
 
-    /// An `order` call of every kind this plugin's minor knows: first the outcomes of the
-    /// intents it sent so far (under their request ids), then the kinds not yet shown.
+    /// An `order` call of every kind this plugin's minor knows, each with the fields the
+    /// daemon fills for that kind: first the outcomes of the intents it sent so far (under
+    /// their request ids), then the kinds not yet shown, then two outcomes that were unknown
+    /// resolved (`resolved` true: once placed, once given up as unresolved).
     fn outcomes(&mut self, peer: &mut Peer) -> Result<(), String> {
         let mut kinds = BTreeSet::new();
         let accepted = std::mem::take(&mut self.accepted);
         for sent in accepted.iter().take(8) {
             let kind = match sent.kind {
-                0 => abi::UPDATE_PLACED,
-                1 => abi::UPDATE_CANCELED,
-                2 => abi::UPDATE_CANCELED_ALL,
+                abi::INTENT_PLACE => abi::UPDATE_PLACED,
+                abi::INTENT_CANCEL => abi::UPDATE_CANCELED,
+                abi::INTENT_CANCEL_ALL => abi::UPDATE_CANCELED_ALL,
                 _ => abi::UPDATE_REPLACED,
             };
-            let call = self.update(kind, sent.request, sent);
+            let call = self.update(kind, sent.request, sent, false);
             kinds.insert(kind);
             let name = format!("call order, {} of its request {}", kind_name(kind), sent.request);
             self.checked(peer, name, call, Answer::Accept, 0)?;
         }
         let blank = Sent {
-            kind: 0,
-            side: 0,
+            kind: abi::INTENT_PLACE,
+            side: abi::SIDE_BUY,
             order_id: 0,
             symbol: "BTCUSD".into(),
             price: "59000.00".into(),
@@ -314,33 +321,78 @@ impl Script<'_> {
                 continue;
             }
             let request = if kind == abi::UPDATE_REPORT { 0 } else { 900 + u64::from(kind) };
-            let call = self.update(kind, request, &blank);
+            let resolved = kind == abi::UPDATE_UNRESOLVED; // always the resolution of an unknown
+            let call = self.update(kind, request, &blank, resolved);
             self.checked(peer, format!("call order, {}", kind_name(kind)), call, Answer::Accept, 0)?;
         }
-        Ok(())
+        // An unknown outcome, then its resolution: the order was placed after all.
+        let call = self.update(abi::UPDATE_PLACED, 900 + u64::from(abi::UPDATE_UNKNOWN), &blank, true);
+        self.checked(peer, "call order, placed (resolving an unknown, resolved true)".into(), call, Answer::Accept, 0)
     }
 
-    /// One `order` call of `kind` for `request`, with the fields that kind has.
-    fn update(&self, kind: u8, request: u64, sent: &Sent) -> Value {
-        let (code, status, reason, reason_code) = match kind {
-            abi::UPDATE_REFUSED => (0, "PRICE_FILTER", "price 59000.001 is not on the tick 0.01", abi::REASON_FILTER),
-            abi::UPDATE_REJECTED => (-2010, "", "Order would immediately match and take.", abi::REASON_REJECTED),
-            abi::UPDATE_UNKNOWN | abi::UPDATE_UNRESOLVED => {
-                (0, "", "the exchange did not answer", abi::REASON_UNRESOLVED)
-            }
-            abi::UPDATE_NOT_DONE => (0, "", "not sent: the daemon is stopping", abi::REASON_SHUTDOWN),
-            abi::UPDATE_CANCELED_ALL => (0, "", "2 canceled", abi::REASON_NONE),
-            abi::UPDATE_REPORT => (0, "PARTIALLY_FILLED", "", abi::REASON_NONE),
-            abi::UPDATE_CANCELED => (0, "CANCELED", "", abi::REASON_NONE),
-            _ => (0, "NEW", "", abi::REASON_NONE),
-        };
+    /// One `order` call of `kind` for `request`, with the fields the daemon fills for that kind
+    /// (`src/plugin/marshal.rs`); the others empty or 0. Below minor 2 an unresolved outcome
+    /// is an unknown one, below minor 4 `reason_code` is 0.
+    fn update(&self, kind: u8, request: u64, sent: &Sent, resolved: bool) -> Value {
+        let client_order_id = format!("sd-{}-7f3a-1-{}", self.t.name, 100 + request);
         let order_id = if sent.order_id != 0 { sent.order_id } else { 7000 + request };
-        json!({
-            "c": "order", "request": request, "order_id": order_id, "code": code, "symbol": sent.symbol,
-            "client_order_id": format!("sd-{}-7f3a-1-{request}", self.t.name), "price": sent.price,
-            "qty": sent.qty, "status": status, "reason": reason, "kind": kind, "side": sent.side,
-            "resolved": false, "reason_code": if self.minor >= 4 { reason_code } else { abi::REASON_NONE },
-        })
+        let side = sent.side.min(abi::SIDE_SELL);
+        let mut u = json!({
+            "c": "order", "request": request, "order_id": 0, "code": 0, "symbol": sent.symbol,
+            "client_order_id": "", "price": "", "qty": "", "status": "", "reason": "", "kind": kind,
+            "side": 0, "resolved": resolved, "reason_code": abi::REASON_NONE,
+        });
+        let fields: Vec<(&str, Value)> = match kind {
+            abi::UPDATE_PLACED | abi::UPDATE_REPLACED | abi::UPDATE_REPORT => {
+                let new_id = if kind == abi::UPDATE_REPLACED { 8000 + request } else { order_id };
+                let mut f = vec![
+                    ("order_id", json!(new_id)),
+                    ("client_order_id", json!(client_order_id)),
+                    ("side", json!(side)),
+                    ("price", json!(sent.price)),
+                    ("qty", json!(sent.qty)),
+                    ("status", json!("NEW")),
+                ];
+                if kind == abi::UPDATE_REPORT {
+                    let executed = format!("TRADE; executed 0.0005 of {}", sent.qty);
+                    f.extend([("status", json!("PARTIALLY_FILLED")), ("reason", json!(executed))]);
+                }
+                f
+            }
+            abi::UPDATE_CANCELED => {
+                vec![("order_id", json!(order_id)), ("client_order_id", json!(client_order_id))]
+            }
+            abi::UPDATE_CANCELED_ALL => vec![("reason", json!("2 canceled, 0 failed"))],
+            abi::UPDATE_REFUSED => vec![
+                ("status", json!("PRICE_FILTER")),
+                ("reason", json!("price 59000.001 is not on the tick 0.01")),
+                ("reason_code", json!(abi::REASON_FILTER)),
+            ],
+            abi::UPDATE_REJECTED => vec![
+                ("code", json!(-2010)),
+                ("reason", json!("Order would immediately match and take.")),
+                ("reason_code", json!(abi::REASON_CROSSES_BOOK)),
+            ],
+            abi::UPDATE_UNKNOWN => vec![("client_order_id", json!(client_order_id))],
+            abi::UPDATE_NOT_DONE => vec![
+                ("client_order_id", json!(client_order_id)),
+                ("reason", json!("not sent: the daemon is stopping")),
+                ("reason_code", json!(abi::REASON_NOT_SENT)),
+            ],
+            _ => vec![
+                ("kind", json!(if self.minor >= 2 { abi::UPDATE_UNRESOLVED } else { abi::UPDATE_UNKNOWN })),
+                ("client_order_id", json!(client_order_id)),
+                ("reason", json!("the exchange could not be asked for 2 minutes")),
+                ("reason_code", json!(abi::REASON_UNRESOLVED)),
+            ],
+        };
+        if let Some(map) = u.as_object_mut() {
+            map.extend(fields.into_iter().map(|(k, v)| (k.to_string(), v)));
+            if self.minor < 4 {
+                map.insert("reason_code".into(), json!(abi::REASON_NONE));
+            }
+        }
+        u
     }
 
     /// `book` and `trade`, if it asked for them.
@@ -354,7 +406,13 @@ impl Script<'_> {
             });
             self.checked(peer, "call book".into(), book, Answer::Accept, 0)?;
         } else {
-            self.skip("call book", "not sent: its ready did not ask for books (books true, abi_minor 5)");
+            self.skip(
+                "call book",
+                format!(
+                    "not sent: it asked for none (books {}, abi_minor {}; books need true and 5)",
+                    self.asked.0, self.minor
+                ),
+            );
         }
         if self.trades {
             let trade = json!({
@@ -363,7 +421,13 @@ impl Script<'_> {
             });
             self.checked(peer, "call trade".into(), trade, Answer::Accept, 0)?;
         } else {
-            self.skip("call trade", "not sent: its ready did not ask for trades (trades true, abi_minor 5)");
+            self.skip(
+                "call trade",
+                format!(
+                    "not sent: it asked for none (trades {}, abi_minor {}; trades need true and 5)",
+                    self.asked.1, self.minor
+                ),
+            );
         }
         Ok(())
     }
@@ -412,8 +476,8 @@ impl Script<'_> {
             ("tick", json!({"c": "tick", "now_ms": now_ms()})),
             ("price", json!({"c": "price", "symbol": "BTCUSD", "bid": bid, "ask": ask})),
         ];
-        self.seq += 1;
-        calls.push(("fill", self.fill(self.seq, false, true)));
+        let next = self.seq + 1;
+        calls.push(("fill", self.fill(next, false, true)));
         if self.books {
             let now = now_ms();
             let book = json!({
@@ -423,7 +487,7 @@ impl Script<'_> {
             calls.push(("book", book));
         }
         for (what, call) in calls {
-            let seq = if what == "fill" { self.seq } else { 0 };
+            let seq = if what == "fill" { next } else { 0 };
             let out = match self.call(peer, call, answer, seq) {
                 Ok(out) => out,
                 Err(why) => {
@@ -431,6 +495,9 @@ impl Script<'_> {
                     return Err(why);
                 }
             };
+            if what == "fill" {
+                self.seq = next;
+            }
             if !out.intents.is_empty() {
                 return Ok(Some((what, out)));
             }
@@ -438,8 +505,9 @@ impl Script<'_> {
         Ok(None)
     }
 
-    /// A new process, as after a crash: `start`, the fill the last one died on (replayed),
-    /// the next one; then its channel closed without a `stop`.
+    /// A new process, as after a daemon crash whose cursor save lagged: `start`, the last
+    /// fill the first process acknowledged, again (replayed: it has seen it), then the next;
+    /// then its channel closed without a `stop`.
     fn restart(&mut self) {
         const NAME: &str = "a new process goes on from the cursor";
         let Some(mut peer) = self.start_peer(NAME) else { return };
@@ -459,9 +527,13 @@ impl Script<'_> {
         };
         let last = self.seq;
         match steps(self, &mut peer) {
-            Ok(()) => {
-                self.ok(NAME, format!("started again, acknowledged fill {last} (replayed) and fill {}", last + 1))
-            }
+            Ok(()) => self.ok(
+                NAME,
+                format!(
+                    "started again; acknowledged fill {last} again (replayed: the first process had it) and fill {}",
+                    last + 1
+                ),
+            ),
             Err(why) => return self.fail(NAME, why),
         }
         self.closes("exits at the end of its channel, without stop", &mut peer);
@@ -601,7 +673,9 @@ impl Script<'_> {
                         Some(_) => self.seen.rules_known = true,
                         None => self.seen.rules_unknown = true,
                     }
-                    peer.send(&json!({"t": "rules", "json": json, "x_conformance": true}), self.t.stall)?;
+                    let mut reply = json!({"t": "rules", "json": json});
+                    unknown_field(&mut reply);
+                    peer.send(&reply, self.t.stall)?;
                 }
                 Up::Intent { kind, side, order_id, symbol, price, qty, client_order_id } => {
                     let mut sent =
@@ -624,7 +698,8 @@ impl Script<'_> {
                     if wrong.is_none() {
                         self.seen.intents[usize::from(sent.kind)] += 1;
                     }
-                    let reply = json!({"t": "submitted", "request": sent.request, "status": sent.status, "x_conformance": true});
+                    let mut reply = json!({"t": "submitted", "request": sent.request, "status": sent.status});
+                    unknown_field(&mut reply);
                     peer.send(&reply, self.t.stall)?;
                     out.intents.push(sent);
                 }
