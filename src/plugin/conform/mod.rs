@@ -10,6 +10,7 @@
 //! trades, needs configuration or touches a state directory: the plugin runs in a temporary
 //! folder, and it is sent made-up fills, outcomes and books.
 
+mod message;
 mod peer;
 mod sample;
 mod script;

@@ -5,6 +5,7 @@
 //! channel without a `stop`. Every message to the plugin carries a field it cannot know
 //! (`x_conformance`): later minors add fields, and a plugin must ignore them.
 
+use super::message::{kind_name, malformed, name_of, now_ms, same, typed, unknown_field, Sent};
 use super::peer::{Got, Peer, Target};
 use super::sample::{rules_of, snapshot};
 use super::{Check, Verdict};
@@ -41,20 +42,6 @@ impl Answer {
             Answer::Refuse => "REFUSED",
         }
     }
-}
-
-/// One intent as the plugin sent it, with the status it was answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Sent {
-    kind: u8,
-    side: u8,
-    order_id: u64,
-    symbol: String,
-    price: String,
-    qty: String,
-    client_order_id: String,
-    request: u64,
-    status: i32,
 }
 
 /// What one call brought.
@@ -721,90 +708,6 @@ impl Script<'_> {
     }
 }
 
-/// `v` as the daemon reads it; `Err` says why the daemon could not.
-fn typed(v: &Value) -> Result<Up, String> {
-    serde_json::from_value::<Up>(v.clone()).map_err(|e| {
-        let text = v.to_string();
-        let text = proto::cut(&text, 200);
-        format!("the daemon cannot read its frame {text}: {e}")
-    })
-}
-
-fn name_of(up: &Up) -> &'static str {
-    match up {
-        Up::Ready { .. } => "ready",
-        Up::Refused { .. } => "refused",
-        Up::Done { .. } => "done",
-        Up::Intent { .. } => "intent",
-        Up::RulesOf { .. } => "rules_of",
-        Up::Log { .. } => "log",
-    }
-}
-
 fn exit_of(peer: &mut Peer) -> String {
     peer.exits_within(Duration::from_millis(500)).unwrap_or_else(|| "is still running".into())
-}
-
-/// Why the daemon would refuse `s` (`submitted` -3), if it would.
-fn malformed(s: &Sent) -> Option<String> {
-    let decimal = |what: &str, text: &str| -> Option<String> {
-        match text.parse::<Decimal>() {
-            Ok(d) if !d.is_zero() && !d.is_negative() => None,
-            Ok(_) => Some(format!("with {what} {text:?}: it must be above zero")),
-            Err(_) => Some(format!("with {what} {text:?}: not a decimal")),
-        }
-    };
-    if s.kind > abi::INTENT_REPLACE {
-        return Some(format!("of kind {}: kinds are 0 (place) to 3 (replace)", s.kind));
-    }
-    if s.symbol.is_empty() {
-        return Some("with no symbol".into());
-    }
-    if matches!(s.kind, abi::INTENT_PLACE | abi::INTENT_REPLACE) {
-        if s.side > abi::SIDE_SELL {
-            return Some(format!("with side {}: sides are 0 (buy) and 1 (sell)", s.side));
-        }
-        if let Some(why) = decimal("price", &s.price).or_else(|| decimal("qty", &s.qty)) {
-            return Some(why);
-        }
-    }
-    if matches!(s.kind, abi::INTENT_CANCEL | abi::INTENT_REPLACE) && s.order_id == 0 && s.client_order_id.is_empty() {
-        return Some("naming no order: a cancel or replace needs order_id or client_order_id".into());
-    }
-    None
-}
-
-/// The same request again (its answer aside).
-fn same(a: &Sent, b: &Sent) -> bool {
-    (a.kind, a.side, a.order_id, &a.symbol, &a.price, &a.qty, &a.client_order_id)
-        == (b.kind, b.side, b.order_id, &b.symbol, &b.price, &b.qty, &b.client_order_id)
-}
-
-fn kind_name(kind: u8) -> &'static str {
-    match kind {
-        abi::UPDATE_PLACED => "placed",
-        abi::UPDATE_CANCELED => "canceled",
-        abi::UPDATE_REPLACED => "replaced",
-        abi::UPDATE_REFUSED => "refused",
-        abi::UPDATE_REJECTED => "rejected",
-        abi::UPDATE_UNKNOWN => "unknown",
-        abi::UPDATE_NOT_DONE => "not done",
-        abi::UPDATE_CANCELED_ALL => "canceled all",
-        abi::UPDATE_REPORT => "report",
-        _ => "unresolved",
-    }
-}
-
-/// Adds a field no version of the protocol has.
-fn unknown_field(msg: &mut Value) {
-    if let Some(map) = msg.as_object_mut() {
-        map.insert("x_conformance".into(), json!({"ignore": "me"}));
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
