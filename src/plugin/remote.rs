@@ -31,6 +31,10 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// timeout is set again only when the one set before would end later than that.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
 
+/// The `PATH` a plugin's process gets (nothing else of the daemon's environment passes): where
+/// a script's `#!/usr/bin/env NAME` finds NAME.
+pub const PLUGIN_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 static HOST_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
 /// What one plugin's process may use, from `memory_mb` and `open_files` in its `NAME.conf`;
@@ -184,7 +188,7 @@ impl Remote {
             .args(limits.args())
             .args(extra)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", PLUGIN_PATH)
             .env("HOME", &workdir)
             .current_dir(&workdir)
             .process_group(0)

@@ -22,7 +22,7 @@ fn repo(path: &str) -> PathBuf {
 }
 
 /// The SDK as a module of the plugin folder: not executable, so no plugin of its own.
-fn install_sdk(dir: &Path) {
+pub(crate) fn install_sdk(dir: &Path) {
     let text = std::fs::read_to_string(repo("plugins/python/binance_syncd.py")).unwrap();
     install_program(dir, "binance_syncd.py", &text, 0o644);
 }
