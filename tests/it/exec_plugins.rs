@@ -244,6 +244,9 @@ fn a_program_gets_no_secret_only_its_channel_and_its_stderr_reaches_the_log_unde
         assert!(!value.contains(DEMO_API_SECRET) && !value.contains("hook-secret"), "{key}={value}");
     }
     assert_eq!(dump["cwd"].as_str(), Some(home.as_str()));
+    // The host role was not dumpable; execve of a readable image made it so again (no secret in
+    // it to read: docs/plugin-protocol.md, "The process").
+    assert_eq!(dump["dumpable"].as_i64(), Some(1), "{dump}");
     // 0 and 1 the one socket, 2 a pipe, and nothing else but the listing's own descriptor.
     let fds = dump["fds"].as_object().unwrap();
     let own: Vec<(&String, &str)> =
