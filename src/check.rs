@@ -3,9 +3,13 @@
 //!
 //! Rows: the clock offset, signed access with the key (`GET /api/v3/account`) and its
 //! `canTrade`, each of `SYNCD_SYMBOLS` with its main filters, the state directory and the fill
-//! log writable, the plugin directory readable and trusted and each `.so` trusted and with the
-//! entry symbol (read as data: no plugin is ever loaded here, see `plugin_rows`), and the
-//! public market stream reached as the `market` thread would reach it (`market_row`).
+//! log writable, the plugin directory readable and trusted and each plugin file as `run` would
+//! judge it (`.so` files and programs, name clashes, trust, quarantine, `NAME.conf`, tag), read
+//! as data: no plugin is ever loaded or run here, see `plugin_rows`. A `.so` must define the
+//! entry symbol; a program must be one `execve` would start (a script's `#!` interpreter, an ELF
+//! binary's loader), and a Python one that imports the SDK is told where `binance_syncd` is
+//! found (`sdk_note`). Last, the public market stream reached as the `market` thread would
+//! reach it (`market_row`).
 
 use crate::config::Config;
 use crate::error::Error;
@@ -307,50 +311,58 @@ fn local_rows(config: &Config) -> Vec<Row> {
     rows
 }
 
-/// The plugin folder and each `.so` as `run` would judge them (`plugin::trust`, tags, a
-/// quarantine in `state_dir`), and each image read as data (`plugin::elf`): `check` runs as
-/// root, and loading a library runs its code, so no plugin is loaded here. Its ABI version is
-/// checked when `run` loads it.
+/// The plugin folder and each plugin file as `run` would judge them: which files are plugins
+/// and under which name (`exec::plugin_files`, two files of one name both refused), trust
+/// (`plugin::trust`), a quarantine in `state_dir`, `NAME.conf` read and valid, tags. Each image
+/// is read as data, never loaded or run: `check` runs as root, and loading a library or
+/// starting a program runs its code. A `.so` must define the entry symbol (`plugin::elf`; its
+/// ABI version is checked when `run` loads it); a program must be one `execve` can start
+/// ([`program_row`]).
 fn plugin_rows(dir: &Path, state_dir: &Path) -> Vec<Row> {
-    use crate::plugin::{elf, tag_taken, trust};
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
+    use crate::plugin::exec::{clash, plugin_files, Kind};
+    use crate::plugin::{tag_taken, trust, Options};
+    let listed = match plugin_files(dir) {
+        Ok(files) => files,
         Err(e) => return vec![row("plugin dir", Verdict::Fail, format!("{}: {e}", dir.display()))],
     };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("so"))
-        .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(String::from))
-        .collect();
-    names.sort();
+    let what = |file: &str| format!("plugin {file}");
     let euid = crate::plugin::euid();
     let mut rows = Vec::new();
     let real = match trust::folder(dir, euid) {
         Ok(real) => real,
         Err(why) => {
             rows.push(row("plugin dir", Verdict::Fail, format!("refused: {why}")));
-            for name in &names {
-                rows.push(row(format!("plugin {name}.so"), Verdict::Fail, "refused: its folder is not trusted"));
+            for (file, _) in listed.values().flatten() {
+                rows.push(row(what(file), Verdict::Fail, "refused: its folder is not trusted"));
             }
             return rows;
         }
     };
     // As `run` does: files are opened under the checked path, and only trusted ones' names
-    // give tags.
+    // give tags (a clash by its first file, as `run` sees it).
     let dir = real.as_path();
-    let trusted: Vec<&str> =
-        names.iter().filter(|n| trust::file_trusted(&dir.join(format!("{n}.so")), euid)).map(String::as_str).collect();
+    let trusted: Vec<&str> = listed
+        .iter()
+        .filter(|(_, files)| files.first().is_some_and(|(f, _)| trust::file_trusted(&dir.join(f), euid)))
+        .map(|(n, _)| n.as_str())
+        .collect();
     rows.push(row(
         "plugin dir",
         Verdict::Ok,
-        format!("{} readable and trusted, {} plugins", dir.display(), names.len()),
+        format!("{} readable and trusted, {} plugins", dir.display(), listed.len()),
     ));
     // As the daemon's first scan takes them: in name order, each loaded one holding its tag.
     let mut holders = std::collections::HashMap::new();
-    for name in &names {
-        let judged = (|| -> Result<String, String> {
-            let image = trust::open(&dir.join(format!("{name}.so")), euid)?.ok_or("gone while checked")?;
+    for (name, files) in &listed {
+        if let Some(why) = clash(name, files) {
+            for (file, _) in files {
+                rows.push(row(what(file), Verdict::Fail, format!("refused: {why}")));
+            }
+            continue;
+        }
+        let Some((file, kind)) = files.first() else { continue };
+        let judged = (|| -> Result<(Verdict, String), String> {
+            let image = trust::open(&dir.join(file), euid)?.ok_or("gone while checked")?;
             if let Some(why) = crate::plugin::quarantined(state_dir, dir, name) {
                 return Err(why);
             }
@@ -358,30 +370,239 @@ fn plugin_rows(dir: &Path, state_dir: &Path) -> Vec<Row> {
                 Some(f) => f.text(crate::plugin::MAX_SETTINGS).map_err(|why| format!("{name}.conf {why}"))?,
                 None => String::new(),
             };
+            Options::of_plugin(name, file, *kind, &settings)?;
             let (tag, claimed) = crate::plugin::tag_of(name, &settings);
             if let Some(why) = tag_taken(name, &tag, claimed, &holders, trusted.iter().copied()) {
                 return Err(why);
             }
-            let entry = binance_syncd_plugin::abi::ENTRY_SYMBOL;
-            elf::defines(image.file(), entry.strip_suffix(b"\0").unwrap_or(entry))?;
+            let (verdict, detail) = match kind {
+                Kind::Library => {
+                    let entry = binance_syncd_plugin::abi::ENTRY_SYMBOL;
+                    crate::plugin::elf::defines(image.file(), entry.strip_suffix(b"\0").unwrap_or(entry))?;
+                    let (major, minor) = ABI;
+                    let detail =
+                        format!("not loaded: entry symbol found (ABI {major}.{minor} is checked when run loads it)");
+                    (Verdict::Ok, detail)
+                }
+                Kind::Program => program_row(&image, file, dir)?,
+            };
             holders.insert(name.clone(), tag.clone());
-            Ok(tag)
+            Ok((verdict, format!("trusted, tag {tag}; {detail}")))
         })();
         rows.push(match judged {
-            Ok(tag) => row(
-                format!("plugin {name}.so"),
-                Verdict::Ok,
-                format!(
-                    "trusted, tag {tag}; not loaded: entry symbol found (ABI {}.{} is checked when run loads it)",
-                    ABI.0, ABI.1
-                ),
-            ),
-            Err(why) => {
-                row(format!("plugin {name}.so"), Verdict::Fail, format!("refused: {why}{}", as_root(euid, &why)))
-            }
+            Ok((verdict, detail)) => row(what(file), verdict, detail),
+            Err(why) => row(what(file), Verdict::Fail, format!("refused: {why}{}", as_root(euid, &why))),
         });
     }
     rows
+}
+
+/// What `execve` makes of program plugin `file` (open as `image`), read as data: a binary for
+/// this machine whose dynamic loader exists, or a script whose `#!` interpreter (and, through
+/// `env`, the program it names, looked up in the plugin's `PATH`) exists and is executable.
+/// `Err` when it would fail to start. A Python script that imports the SDK also gets a word on
+/// where `binance_syncd` comes from ([`sdk_note`]); that one is a warning at most.
+fn program_row(image: &crate::plugin::trust::Opened, file: &str, dir: &Path) -> Result<(Verdict, String), String> {
+    use std::os::unix::fs::FileExt;
+    let f = image.file();
+    if crate::plugin::elf::is_elf(f) {
+        let loader = crate::plugin::elf::interpreter(f)?;
+        return match loader {
+            None => Ok((Verdict::Ok, "not run: a static ELF executable".into())),
+            Some(l) => {
+                runnable(Path::new(&l))
+                    .map_err(|why| format!("its dynamic loader {l} {why}: it would fail to start"))?;
+                Ok((Verdict::Ok, format!("not run: an ELF executable (loader {l})")))
+            }
+        };
+    }
+    let mut head = vec![0u8; SHEBANG_BUF];
+    let n = f.read_at(&mut head, 0).map_err(|e| format!("{file}: cannot read it: {e}"))?;
+    head.truncate(n);
+    let (interp, arg) = shebang(&head)?;
+    let line = arg.as_ref().map_or_else(|| interp.clone(), |a| format!("{interp} {a}"));
+    if !interp.starts_with('/') {
+        return Err(format!(
+            "its #! interpreter {interp:?} is not an absolute path (it would be looked for in the plugin's working directory): it would fail to start"
+        ));
+    }
+    runnable(Path::new(&interp)).map_err(|why| format!("its #! interpreter {interp} {why}: it would fail to start"))?;
+    let mut runs = interp.clone();
+    let mut detail = format!("not run: a script for {line}");
+    if Path::new(&interp).file_name().is_some_and(|n| n == "env") {
+        if let Some(program) = env_program(arg.as_deref())? {
+            let found = in_plugin_path(&program).ok_or_else(|| {
+                format!(
+                    "its #! line runs {line}, and there is no {program:?} in the plugin's PATH ({}): it would fail to start",
+                    crate::plugin::remote::PLUGIN_PATH
+                )
+            })?;
+            let _ = write!(detail, " ({program} is {})", found.display());
+            runs = found.to_string_lossy().into_owned();
+        }
+    }
+    let python = file.ends_with(".py")
+        || Path::new(&runs).file_name().is_some_and(|n| n.to_string_lossy().starts_with("python"));
+    if !python {
+        return Ok((Verdict::Ok, detail));
+    }
+    let mut text = vec![0u8; MAX_SCANNED];
+    let n = f.read_at(&mut text, 0).map_err(|e| format!("{file}: cannot read it: {e}"))?;
+    text.truncate(n);
+    let text = String::from_utf8_lossy(&text);
+    let (verdict, note) = sdk_note(&text, dir, &runs);
+    if !note.is_empty() {
+        let _ = write!(detail, "; {note}");
+    }
+    Ok((verdict, detail))
+}
+
+/// What Linux reads of a file to find its `#!` line (`BINPRM_BUF_SIZE`).
+const SHEBANG_BUF: usize = 256;
+/// How much of a script is looked at for its imports.
+const MAX_SCANNED: usize = 1 << 20;
+
+/// A script's interpreter and optional argument, as Linux's `binfmt_script` takes them from
+/// its first [`SHEBANG_BUF`] bytes (`head`): the line after `#!` up to a newline, blanks
+/// around it dropped; the interpreter up to the first space or tab; the rest, if any, is ONE
+/// argument (`#!/usr/bin/env python3 -u` gives env the single argument `python3 -u`). A line
+/// longer than the buffer is cut there, unless the cut falls in the interpreter's path: then
+/// `execve` fails, as it does for a file that is neither a script nor a binary.
+fn shebang(head: &[u8]) -> Result<(String, Option<String>), String> {
+    const NOT_RUNNABLE: &str = "neither an ELF binary nor a script starting with #!: it would fail to start";
+    if !head.starts_with(b"#!") {
+        return Err(NOT_RUNNABLE.into());
+    }
+    let blank = |c: &u8| *c == b' ' || *c == b'\t';
+    // The kernel's buffer is zero-filled past the file's end and its last byte is never used.
+    let usable = &head[..head.len().min(SHEBANG_BUF - 1)];
+    let end = match usable.iter().position(|c| *c == b'\n') {
+        Some(i) => i,
+        None if head.len() < SHEBANG_BUF => usable.len(),
+        None => {
+            let Some(start) = usable[2..].iter().position(|c| !blank(c)).map(|i| i + 2) else {
+                return Err("its #! line is blank: it would fail to start".into());
+            };
+            if !usable[start..].iter().any(|c| blank(c) || *c == 0) {
+                return Err(format!(
+                    "its #! line is longer than the {SHEBANG_BUF} bytes Linux reads of it, and cut in its interpreter's path: it would fail to start"
+                ));
+            }
+            usable.len()
+        }
+    };
+    // A NUL ends the strings the kernel passes on.
+    let line = &usable[2..end];
+    let line = line.split(|c| *c == 0).next().unwrap_or_default();
+    let start = line.iter().position(|c| !blank(c)).unwrap_or(line.len());
+    let stop = line.iter().rposition(|c| !blank(c)).map_or(start, |i| i + 1);
+    let line = &line[start..stop.max(start)];
+    if line.is_empty() {
+        return Err("its #! line names no interpreter: it would fail to start".into());
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match line.iter().position(blank) {
+        None => Ok((text(line), None)),
+        Some(i) => {
+            let arg = &line[i..];
+            let arg = &arg[arg.iter().position(|c| !blank(c)).unwrap_or(arg.len())..];
+            Ok((text(&line[..i]), (!arg.is_empty()).then(|| text(arg))))
+        }
+    }
+}
+
+/// The program `env` would run for a `#!/usr/bin/env ARG` line: `None` when that cannot be
+/// told without running it (options other than `-S`), `Err` when env would look for a program
+/// whose name holds a blank (Linux gives it the rest of the line as one argument).
+fn env_program(arg: Option<&str>) -> Result<Option<String>, String> {
+    let Some(arg) = arg else {
+        return Err("its #! line runs env with no program: it would not start the plugin".into());
+    };
+    if let Some(split) = arg.strip_prefix("-S") {
+        return Ok(split.split_whitespace().find(|w| !w.starts_with('-') && !w.contains('=')).map(String::from));
+    }
+    if arg.starts_with('-') {
+        return Ok(None);
+    }
+    if arg.contains([' ', '\t', '\r']) {
+        return Err(format!(
+            "its #! line gives env the one argument {arg:?} (Linux passes the rest of the line as one), so env would look for a program of that name: it would fail to start (use env -S, or name the interpreter's path)"
+        ));
+    }
+    Ok(Some(arg.to_string()))
+}
+
+/// Where `program` is for the plugin's process: a path as it is, a bare name looked up in the
+/// `PATH` the daemon gives plugins.
+fn in_plugin_path(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        return runnable(Path::new(program)).is_ok().then(|| Path::new(program).to_path_buf());
+    }
+    crate::plugin::remote::PLUGIN_PATH.split(':').map(|d| Path::new(d).join(program)).find(|p| runnable(p).is_ok())
+}
+
+/// `Ok` when `path` (followed) is a regular file with an execute bit; otherwise why not, as
+/// the rest of a sentence naming it.
+fn runnable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err("is not a regular file".into()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("is not executable".into()),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("does not exist".into()),
+        Err(e) => Err(format!("cannot be looked at ({e})")),
+    }
+}
+
+/// The SDK's module, as a Python plugin imports it.
+const SDK_FILE: &str = "binance_syncd.py";
+
+/// Whether the SDK a Python plugin's `text` imports (`import binance_syncd`, `from
+/// binance_syncd import ...`) is where its Python (`python`) will find it. `run` starts a
+/// private copy in the state directory, so Python looks beside that copy, not in the plugin
+/// folder: `binance_syncd.py` in the folder (or the one above, where `demo` puts it) is found
+/// only by a script that puts `SYNCD_PLUGIN_DIR` on `sys.path`, as `examples/grid.py` does.
+/// Installed with pip for that Python it is found anyway, which `check` cannot see without
+/// running Python: so a warning, not a failure. Empty for a script that does not import it.
+fn sdk_note(text: &str, dir: &Path, python: &str) -> (Verdict, String) {
+    let imports = text.lines().map(str::trim_start).any(|l| {
+        ["import binance_syncd", "from binance_syncd"]
+            .iter()
+            .any(|p| l.strip_prefix(p).is_some_and(|rest| !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_')))
+    });
+    if !imports {
+        return (Verdict::Ok, String::new());
+    }
+    const HOW: &str = "see plugins/python/README.md, \"Installing\"";
+    let candidates = [dir.to_path_buf(), dir.join("..")];
+    let Some(found) = candidates.iter().map(|d| d.join(SDK_FILE)).find(|p| p.is_file()) else {
+        return (
+            Verdict::Warn,
+            format!(
+                "imports binance_syncd, and there is no {SDK_FILE} in the plugin folder: unless the SDK is installed for {python} (pip install ./plugins/python), it fails to start; or copy plugins/python/{SDK_FILE} to {} (mode 0644) and put SYNCD_PLUGIN_DIR on sys.path before the import ({HOW})",
+                dir.display()
+            ),
+        );
+    };
+    if !text.contains("SYNCD_PLUGIN_DIR") {
+        return (
+            Verdict::Warn,
+            format!(
+                "imports binance_syncd, but never puts SYNCD_PLUGIN_DIR on sys.path: the daemon runs a copy of it from the state directory, so the {} beside it is not found unless the SDK is installed for {python} (pip install ./plugins/python); add sys.path.insert(0, os.environ[\"SYNCD_PLUGIN_DIR\"]) before the import ({HOW})",
+                found.display()
+            ),
+        );
+    }
+    if !crate::plugin::trust::file_trusted(&found, crate::plugin::euid()) {
+        return (
+            Verdict::Warn,
+            format!(
+                "imports binance_syncd from {}, which is not trusted as a plugin file is (whoever may write it runs code in the plugin): make it owned by root or the daemon's user, mode 0644",
+                found.display()
+            ),
+        );
+    }
+    (Verdict::Ok, format!("imports binance_syncd: {} found", found.display()))
 }
 
 /// `check` run as root judges ownership as root would; the daemon judges as its own user, and
@@ -435,6 +656,61 @@ mod tests {
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
         let left: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left.len(), 2, "only the victim and the link: {left:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_shebang_line_is_read_as_linux_reads_it() {
+        let sh = |interp: &str, arg: Option<&str>| Ok((interp.to_string(), arg.map(String::from)));
+        assert_eq!(shebang(b"#!/bin/sh\nexit 0\n"), sh("/bin/sh", None));
+        assert_eq!(shebang(b"#! \t/usr/bin/env  python3 -u \t\nx"), sh("/usr/bin/env", Some("python3 -u")));
+        assert_eq!(shebang(b"#!/usr/bin/env python3\r\n"), sh("/usr/bin/env", Some("python3\r")));
+        assert_eq!(shebang(b"#!/bin/sh"), sh("/bin/sh", None), "no newline in a short file");
+        assert!(shebang(b"#!  \n").unwrap_err().contains("names no interpreter"));
+        assert!(shebang(b"print('hi')\n").unwrap_err().contains("neither an ELF binary nor a script"));
+        assert!(shebang(b"").unwrap_err().contains("neither"));
+        // Longer than the kernel's buffer: cut in the argument it still runs, cut in the path not.
+        let mut long = b"#!/bin/sh ".to_vec();
+        long.resize(400, b'a');
+        assert_eq!(shebang(&long[..SHEBANG_BUF]).unwrap().0, "/bin/sh");
+        let mut long = b"#!/".to_vec();
+        long.resize(400, b'a');
+        assert!(shebang(&long[..SHEBANG_BUF]).unwrap_err().contains("cut in its interpreter's path"));
+    }
+
+    #[test]
+    fn env_gets_one_argument_and_the_program_it_names_is_looked_up_in_the_plugin_path() {
+        assert_eq!(env_program(Some("python3")), Ok(Some("python3".into())));
+        assert_eq!(env_program(Some("-S python3 -u")), Ok(Some("python3".into())));
+        assert_eq!(env_program(Some("-i")), Ok(None));
+        assert!(env_program(Some("python3 -u")).unwrap_err().contains("one argument \"python3 -u\""));
+        assert!(env_program(Some("python3\r")).is_err());
+        assert!(env_program(None).is_err());
+        assert!(in_plugin_path("sh").is_some_and(|p| p.ends_with("bin/sh")), "{:?}", in_plugin_path("sh"));
+        assert_eq!(in_plugin_path("/bin/sh"), Some(Path::new("/bin/sh").to_path_buf()));
+        assert_eq!(in_plugin_path("no-such-program-here"), None);
+        assert_eq!(runnable(Path::new("/no/such/file")), Err("does not exist".into()));
+        assert_eq!(runnable(Path::new("/")), Err("is not a regular file".into()));
+    }
+
+    #[test]
+    fn a_python_plugin_that_imports_the_sdk_is_told_where_it_is_found() {
+        let dir = std::env::temp_dir().join(format!("syncd-check-sdk-{}", std::process::id()));
+        let plugins = dir.join("plugins");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&plugins).unwrap();
+        let on_path = "import os, sys\nsys.path.insert(0, os.environ[\"SYNCD_PLUGIN_DIR\"])\n";
+        let py = "/usr/bin/python3";
+        assert_eq!(sdk_note("import json\nimport binance_syncd_extra\n", &plugins, py), (Verdict::Ok, String::new()));
+        let (v, note) = sdk_note(&format!("{on_path}from binance_syncd import Strategy\n"), &plugins, py);
+        assert!(v == Verdict::Warn && note.contains("no binance_syncd.py in the plugin folder"), "{note}");
+        assert!(note.contains("pip install ./plugins/python") && note.contains("plugins/python/README.md"), "{note}");
+        fs::write(plugins.join(SDK_FILE), "X = 1\n").unwrap();
+        let (v, note) = sdk_note(&format!("{on_path}    import binance_syncd as sdk\n"), &plugins, py);
+        assert_eq!(v, Verdict::Ok, "{note}");
+        assert!(note.contains("binance_syncd.py found"), "{note}");
+        let (v, note) = sdk_note("import binance_syncd\n", &plugins, py);
+        assert!(v == Verdict::Warn && note.contains("never puts SYNCD_PLUGIN_DIR on sys.path"), "{note}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -1,5 +1,7 @@
 //! Reads a plugin image as data, for `binance-syncd check`: is it a shared object for this
-//! machine, and does its dynamic symbol table define the entry symbol? `check` runs as root
+//! machine, and does its dynamic symbol table define the entry symbol? For a program plugin
+//! that is a binary: is it an executable for this machine, and which dynamic loader does it
+//! name? `check` runs as root
 //! (docs/operations.md, "Install"), and `dlopen` runs a library's initialisers, so `check` never loads a
 //! plugin: the ABI version and the plugin's own version are read by `run` when it loads one.
 
@@ -8,7 +10,11 @@ use std::os::unix::fs::FileExt;
 
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
+const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
+const PT_INTERP: u32 = 3;
+/// Linux's `PATH_MAX`: a longer `PT_INTERP` is no path `execve` opens.
+const PATH_MAX: u64 = 4096;
 const SHT_DYNSYM: u32 = 11;
 const SHN_UNDEF: u16 = 0;
 const STT_FUNC: u8 = 2;
@@ -46,23 +52,69 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes)
 }
 
-/// `Ok` when `file` is a 64-bit little-endian ELF shared object for this machine whose dynamic
-/// symbol table defines the function `symbol`; otherwise why not.
-pub fn defines(file: &File, symbol: &[u8]) -> Result<(), String> {
-    let head = bytes(file, 0, 64).map_err(|_| "not an ELF shared object (too short)".to_string())?;
+/// The 64-byte ELF header of `file`, if it is a 64-bit little-endian ELF file (`what` it should
+/// be, for the messages).
+fn header(file: &File, what: &str) -> Result<Vec<u8>, String> {
+    let head = bytes(file, 0, 64).map_err(|_| format!("not an ELF {what} (too short)"))?;
     if head[..4] != *b"\x7fELF" {
-        return Err("not an ELF shared object".into());
+        return Err(format!("not an ELF {what}"));
     }
     if head[4] != ELFCLASS64 || head[5] != ELFDATA2LSB || cfg!(target_endian = "big") {
         return Err("not a 64-bit little-endian ELF object".into());
     }
+    Ok(head)
+}
+
+/// `Ok` when the ELF header `head` is for the machine this daemon was built for.
+fn for_this_machine(head: &[u8], what: &str) -> Result<(), String> {
+    let machine = u16_at(head, 18);
+    match MACHINE {
+        Some(m) if m != machine => Err(format!("{what} for another machine (e_machine {machine})")),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `file` starts as an ELF file does (a program plugin that is a binary rather than a
+/// script).
+pub fn is_elf(file: &File) -> bool {
+    let mut magic = [0u8; 4];
+    file.read_exact_at(&mut magic, 0).is_ok() && magic == *b"\x7fELF"
+}
+
+/// For a program plugin that is an ELF binary: `Ok` with the dynamic loader it names
+/// (`PT_INTERP`, which must exist for `execve` to start it), `None` for a static one; `Err` when
+/// `execve` would not run it here (not an executable, another machine).
+pub fn interpreter(file: &File) -> Result<Option<String>, String> {
+    let head = header(file, "executable")?;
+    if !matches!(u16_at(&head, 16), ET_EXEC | ET_DYN) {
+        return Err("an ELF file, but neither an executable nor position-independent".into());
+    }
+    for_this_machine(&head, "an ELF executable")?;
+    let (phoff, phentsize, phnum) =
+        (u64_at(&head, 0x20), u64::from(u16_at(&head, 0x36)), u64::from(u16_at(&head, 0x38)));
+    if phnum == 0 || phentsize < 56 {
+        return Err("an ELF file without program headers: nothing to run".into());
+    }
+    let table = bytes(file, phoff, phentsize * phnum)?;
+    let interp = table.chunks_exact(phentsize as usize).find(|p| u32_at(p, 0) == PT_INTERP);
+    let Some(p) = interp else { return Ok(None) };
+    let (off, size) = (u64_at(p, 8), u64_at(p, 32));
+    if size > PATH_MAX {
+        return Err(format!("a program interpreter path of {size} bytes: malformed"));
+    }
+    let path = bytes(file, off, size)?;
+    let path = path.split(|b| *b == 0).next().unwrap_or_default();
+    Ok(Some(String::from_utf8_lossy(path).into_owned()))
+}
+
+/// `Ok` when `file` is a 64-bit little-endian ELF shared object for this machine whose dynamic
+/// symbol table defines the function `symbol`; otherwise why not.
+pub fn defines(file: &File, symbol: &[u8]) -> Result<(), String> {
+    let head = header(file, "shared object")?;
     if u16_at(&head, 16) != ET_DYN {
         return Err("an ELF file, but not a shared object".into());
     }
-    let machine = u16_at(&head, 18);
-    if MACHINE.is_some_and(|m| m != machine) {
-        return Err(format!("a shared object for another machine (e_machine {machine})"));
-    }
+    for_this_machine(&head, "a shared object")?;
     let (shoff, shentsize, shnum) =
         (u64_at(&head, 0x28), u64::from(u16_at(&head, 0x3a)), u64::from(u16_at(&head, 0x3c)));
     if shoff == 0 || shnum == 0 || shentsize < 64 {
@@ -142,6 +194,21 @@ mod tests {
         assert_eq!(defines(&f, b"malloc"), Ok(()), "{libc}");
         let missing = defines(&f, b"syncd_plugin_entry_v1").unwrap_err();
         assert!(missing.contains("no entry symbol syncd_plugin_entry_v1"), "{missing}");
+    }
+
+    #[test]
+    fn an_executable_names_its_loader_and_text_or_a_library_is_no_program() {
+        let me = File::open(std::env::current_exe().unwrap()).unwrap();
+        let loader = interpreter(&me).unwrap();
+        // A static build names none; a dynamic one a loader that exists.
+        assert!(loader.as_ref().is_none_or(|l| std::path::Path::new(l).exists()), "{loader:?}");
+        assert!(is_elf(&me));
+        assert!(interpreter(&temp(b"#!/bin/sh\nexit 0\n")).unwrap_err().contains("not an ELF executable"));
+        assert!(!is_elf(&temp(b"#!/bin/sh\nexit 0\n")));
+        let mut head = b"\x7fELF\x02\x01\x01".to_vec();
+        head.resize(72, 0); // not 64: `temp` names its file by length, and tests run at once
+        head[16] = 1; // ET_REL
+        assert!(interpreter(&temp(&head)).unwrap_err().contains("neither an executable"));
     }
 
     #[test]

@@ -292,7 +292,9 @@ fn parse_args(args: &[String]) -> Option<Args> {
 
 /// Becomes program plugin `path`, confined as this process is (no new privileges, death with
 /// the daemon, no core, no capabilities, the limits; these survive `execve`), with the channel
-/// left on 0 and 1 and nothing open above 2. Returns only if the exec failed.
+/// left on 0 and 1 and nothing open above 2. Not dumpable does not survive it: Linux sets the
+/// flag back to 1 for a readable image (docs/plugin-protocol.md, "The process", says what that
+/// exposes). Returns only if the exec failed.
 fn become_program(path: &str, dir: Option<&str>) -> i32 {
     use std::os::unix::process::CommandExt;
     close_inherited();

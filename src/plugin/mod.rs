@@ -67,7 +67,7 @@ mod supervise;
 mod swap;
 mod wake;
 mod watcher;
-pub use settings::{tag_of, tag_taken, MAX_SETTINGS};
+pub use settings::{tag_of, tag_taken, Options, MAX_SETTINGS};
 pub use supervise::quarantined;
 
 use crate::executor::{ExecutorLink, StrategyHandle};

@@ -31,6 +31,10 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// timeout is set again only when the one set before would end later than that.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
 
+/// The `PATH` a plugin's process gets (nothing else of the daemon's environment passes): where
+/// a script's `#!/usr/bin/env NAME` finds NAME.
+pub const PLUGIN_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 static HOST_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
 /// What one plugin's process may use, from `memory_mb` and `open_files` in its `NAME.conf`;
@@ -132,7 +136,7 @@ pub(super) fn host_child(
         .args(limits.args())
         .args(extra)
         .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PATH", PLUGIN_PATH)
         .env("HOME", &workdir)
         .current_dir(&workdir)
         .process_group(0)
@@ -328,12 +332,8 @@ impl Remote {
             return GONE;
         }
         let deadline = Instant::now() + self.stall;
-        if let Err(e) = proto::write_frame(&self.chan, &Down::Call { call: call.clone() }, proto::MAX_DOWN) {
-            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                return self.over_stall(); // it stopped reading
-            }
-            self.end(format!("its channel failed ({e})"));
-            return GONE;
+        if let Err(gone) = self.send(&Down::Call { call: call.clone() }) {
+            return gone;
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -397,9 +397,23 @@ impl Remote {
                     return GONE;
                 }
             };
-            if let Err(e) = proto::write_frame(&self.chan, &answer, proto::MAX_DOWN) {
+            if let Err(gone) = self.send(&answer) {
+                return gone;
+            }
+        }
+    }
+
+    /// Writes `msg` to the child: `Err(GONE)` once it is ended. A write that cannot go on for
+    /// the stall limit (the channel's write timeout) means it stopped reading, inside a call as
+    /// much as a callback that never returns: the same stall, killed as one. A child that asks
+    /// and asks (rules, intents) without reading the answers fills its channel that way.
+    fn send(&mut self, msg: &Down) -> Result<(), i32> {
+        match proto::write_frame(&self.chan, msg, proto::MAX_DOWN) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Err(self.over_stall()),
+            Err(e) => {
                 self.end(format!("its channel failed ({e})"));
-                return GONE;
+                Err(GONE)
             }
         }
     }
@@ -570,6 +584,11 @@ mod tests {
     /// A stand-in plugin host: a shell script that answers `Ready`, then writes `then` and
     /// sleeps (only a kill ends it).
     fn fake_host(name: &str, then: &[u8]) -> (PathBuf, PathBuf) {
+        fake_host_running(name, &format!("printf '{}'\nexec sleep 30", printf(then)))
+    }
+
+    /// A stand-in plugin host that answers `Ready`, then runs the shell commands `then`.
+    fn fake_host_running(name: &str, then: &str) -> (PathBuf, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("syncd-remote-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -582,7 +601,7 @@ mod tests {
             trades: false,
         });
         let script = dir.join("host.sh");
-        let body = format!("#!/bin/sh\nprintf '{}{}'\nexec sleep 30\n", printf(&ready), printf(then));
+        let body = format!("#!/bin/sh\nprintf '{}'\n{then}\n", printf(&ready));
         std::fs::write(&script, body).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
         (script, dir)
@@ -600,6 +619,26 @@ mod tests {
         assert_eq!(r.call(&fill(1)), GONE, "{name}");
         assert_eq!(r.call(&fill(1)), GONE, "{name}: gone stays gone");
         r
+    }
+
+    #[test]
+    fn a_child_that_never_reads_is_killed_as_a_stall_when_a_write_to_it_cannot_finish() {
+        let stall = Duration::from_millis(300);
+        // A call frame larger than the channel holds, to a child that reads nothing.
+        let (script, dir) = fake_host("deaf", b"");
+        let mut r = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), stall, Limits::default())
+            .unwrap();
+        let big = Call::Fill(FillMsg { seq: 1, symbol: "X".repeat(4 << 20), ..Default::default() });
+        assert_eq!(r.call(&big), GONE);
+        assert!(r.stalled() && r.gone().unwrap().contains("ran over"), "{:?}", r.gone());
+        // A child that asks for rules over and over and never reads the answers: the daemon's
+        // answers fill the channel.
+        let ask = printf(&frame(&Up::RulesOf { symbol: "BTCUSD".into() }));
+        let (script, dir) = fake_host_running("asks", &format!("while :; do printf '{ask}'; done"));
+        let mut r = Remote::spawn_with(&script, &script, &dir.join("run"), Box::new(Nothing), stall, Limits::default())
+            .unwrap();
+        assert_eq!(r.call(&fill(1)), GONE);
+        assert!(r.stalled() && r.gone().unwrap().contains("ran over"), "{:?}", r.gone());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A plugin's `NAME.conf` (read with the SDK's `setting`, the one `key = value` reader): the tag rules and the host's own
 //! settings (isolation, restart backoff, quarantine, intent budget), each with its default.
 
+use super::exec::Kind;
 use super::remote::Limits;
 use binance_syncd_plugin::setting;
 use std::collections::HashMap;
@@ -69,7 +70,7 @@ pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// What the host itself reads from a plugin's settings (the rest is the plugin's).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Options {
+pub struct Options {
     /// `isolation = process` (the default) rather than `none`.
     pub isolated: bool,
     /// `restart_backoff_ms`: the first restart delay after a crash.
@@ -127,6 +128,17 @@ impl Options {
             cancel_on_stop: setting(settings, "cancel_on_stop") == Some("true"),
             history_all: setting(settings, "history") == Some("all"),
         })
+    }
+
+    /// Plugin `name`'s settings as `run` takes them for its `file` of `kind`: read as
+    /// `Options::parse` does, and refused when they do not fit the file (`isolation = none`
+    /// is for `.so` files). `check` judges with it too.
+    pub fn of_plugin(name: &str, file: &str, kind: Kind, settings: &str) -> Result<Options, String> {
+        let options = Options::parse(name, settings)?;
+        if kind == Kind::Program && !options.isolated {
+            return Err(format!("{name}.conf: isolation = none is for .so plugins; {file} is a program"));
+        }
+        Ok(options)
     }
 }
 

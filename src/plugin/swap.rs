@@ -90,14 +90,10 @@ impl PluginHost {
             cancel_on_stop,
             history_all,
             book_depth,
-        } = match Options::parse(name, &settings_text) {
+        } = match Options::of_plugin(name, &seen.file, seen.kind, &settings_text) {
             Ok(o) => o,
             Err(why) => return refuse(self, why),
         };
-        if program && !isolated {
-            let why = format!("{name}.conf: isolation = none is for .so plugins; {} is a program", seen.file);
-            return refuse(self, why);
-        }
         let restarting = self.restarts.remove(name).is_some();
         if !restarting {
             // A version loaded for a change, not a crash, starts a streak of its own.

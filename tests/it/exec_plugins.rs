@@ -5,7 +5,7 @@
 //! then quarantined while a calm one goes on; its environment holds no secret and its
 //! descriptors are the channel and a stderr pipe, whose lines reach the daemon's log.
 
-use crate::plugins::{fills_of, wait_until, Rig};
+use crate::plugins::{check_row, check_table, fills_of, wait_until, Rig};
 use crate::sync::{assert_matches_truth, temp_dir, wait_lines};
 use crate::util::{daemon_env, lines_of, Killed};
 use std::path::Path;
@@ -244,6 +244,9 @@ fn a_program_gets_no_secret_only_its_channel_and_its_stderr_reaches_the_log_unde
         assert!(!value.contains(DEMO_API_SECRET) && !value.contains("hook-secret"), "{key}={value}");
     }
     assert_eq!(dump["cwd"].as_str(), Some(home.as_str()));
+    // The host role was not dumpable; execve of a readable image made it so again (no secret in
+    // it to read: docs/plugin-protocol.md, "The process").
+    assert_eq!(dump["dumpable"].as_i64(), Some(1), "{dump}");
     // 0 and 1 the one socket, 2 a pipe, and nothing else but the listing's own descriptor.
     let fds = dump["fds"].as_object().unwrap();
     let own: Vec<(&String, &str)> =
@@ -260,4 +263,62 @@ fn a_program_gets_no_secret_only_its_channel_and_its_stderr_reaches_the_log_unde
     wait_log(&log, &mut seen, "the quarantine", |l| l.contains("plugin raiser: quarantined"));
     assert!(!seen.iter().any(|l| l.contains("helper")), "a file without an execute bit is no plugin: {seen:#?}");
     drop(daemon);
+}
+
+#[test]
+fn check_lists_program_plugins_as_run_would_and_never_runs_one() {
+    let ex = crate::util::paper_with(|_| {});
+    let dir = temp_dir("check-programs");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let marker = dir.join("ran.marker");
+    // Each program, if anything ran it, would leave the marker.
+    let mark = format!("open({:?}, \"w\").close()\n", marker.display().to_string());
+    crate::py_plugins::install_sdk(&plugins);
+    let sdk_strategy = format!(
+        "#!/usr/bin/env python3\nimport os\nimport sys\n{mark}sys.path.insert(0, os.environ[\"SYNCD_PLUGIN_DIR\"])\n\
+         from binance_syncd import Strategy, run  # noqa: E402\n\n\nclass S(Strategy):\n    pass\n\n\nrun(S)\n"
+    );
+    install_program(&plugins, "strat.py", &sdk_strategy, 0o755);
+    let touch = format!("touch '{}'\n", marker.display());
+    install_program(&plugins, "lost.sh", &format!("#!/opt/no-such-interpreter/bin/sh\n{touch}"), 0o755);
+    install_program(&plugins, "unbuf.py", &format!("#!/usr/bin/env python3 -u\n{mark}"), 0o755);
+    install_program(&plugins, "junk", &touch, 0o755);
+    // A Python program and a library of one name: both refused, as run refuses them.
+    install_program(&plugins, "grid.py", &format!("#!/usr/bin/env python3\n{mark}"), 0o755);
+    install_program(&plugins, "grid.so", "not even a library", 0o644);
+    std::fs::write(plugins.join("inproc.conf"), "isolation = none\n").unwrap();
+    install_program(&plugins, "inproc.py", &format!("#!/usr/bin/env python3\n{mark}"), 0o755);
+    std::fs::write(plugins.join("greedy.conf"), "max_pending = 0\n").unwrap();
+    install_program(&plugins, "greedy.sh", &format!("#!/bin/sh\n{touch}"), 0o755);
+    // A binary: read as ELF, its loader found. A module without an execute bit: no plugin.
+    let bin = std::fs::read("/bin/true").unwrap();
+    std::fs::write(plugins.join(".elfy.tmp"), bin).unwrap();
+    std::fs::set_permissions(plugins.join(".elfy.tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(plugins.join(".elfy.tmp"), plugins.join("elfy")).unwrap();
+    install_program(&plugins, "helper.py", "X = 1\n", 0o644);
+    let text = check_table(&ex, &dir, &plugins);
+    let row = |what: &str| check_row(&text, what);
+    assert!(row("plugin dir").contains(" ok ") && row("plugin dir").contains("8 plugins"), "{text}");
+    let strat = row("plugin strat.py");
+    assert!(strat.contains(" ok "), "{text}");
+    assert!(strat.contains("tag strat") && strat.contains("a script for /usr/bin/env python3 (python3 is /"), "{text}");
+    assert!(strat.contains("imports binance_syncd:") && strat.contains("binance_syncd.py found"), "{text}");
+    let elfy = row("plugin elfy");
+    assert!(elfy.contains(" ok ") && elfy.contains("an ELF executable"), "{text}");
+    for (what, why) in [
+        ("plugin lost.sh", "its #! interpreter /opt/no-such-interpreter/bin/sh does not exist: it would fail to start"),
+        ("plugin unbuf.py", "gives env the one argument \"python3 -u\""),
+        ("plugin junk", "neither an ELF binary nor a script starting with #!: it would fail to start"),
+        ("plugin grid.py", "2 files give the plugin name grid (grid.py, grid.so): remove all but one"),
+        ("plugin grid.so", "2 files give the plugin name grid (grid.py, grid.so): remove all but one"),
+        ("plugin inproc.py", "isolation = none is for .so plugins; inproc.py is a program"),
+        ("plugin greedy.sh", "greedy.conf: max_pending = \"0\""),
+    ] {
+        assert!(row(what).contains("FAIL") && row(what).contains(why), "{what}: {text}");
+    }
+    for module in ["helper", "binance_syncd"] {
+        assert!(!text.contains(&format!("plugin {module}")), "{module} is no plugin: {text}");
+    }
+    assert!(!marker.exists(), "check ran a plugin");
 }

@@ -1019,9 +1019,31 @@ fn an_untrusted_file_gives_no_tag_and_a_removed_plugin_keeps_its_tag_while_its_o
     }
 }
 
+/// The table of `binance-syncd check` run on the paper exchange `ex`, state in `dir`, plugins in
+/// `plugins`; bounded in time (a check that hung on a file would fail the test, not hold it).
+pub(crate) fn check_table(ex: &PaperExchange, dir: &Path, plugins: &Path) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
+    cmd.arg("check");
+    crate::util::daemon_env(&mut cmd, ex, dir, binance_syncd_paper::DEMO_API_KEY).env("SYNCD_PLUGIN_DIR", plugins);
+    let mut child = crate::util::Killed(
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("check"),
+    );
+    wait_until("check to finish", Duration::from_secs(60), || child.0.try_wait().ok().flatten().is_some());
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut text).unwrap();
+    println!("{text}");
+    text
+}
+
+/// The row of `check`'s `text` whose first column is `what`.
+pub(crate) fn check_row<'a>(text: &'a str, what: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.strip_prefix(what).is_some_and(|r| r.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no {what}: {text}"))
+}
+
 #[test]
 fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
-    use binance_syncd_paper::DEMO_API_KEY;
     let ex = paper_with(|_| {});
     let dir = temp_dir("check-trust");
     let plugins = dir.join("plugins");
@@ -1034,18 +1056,9 @@ fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
     mkfifo(&plugins.join("x.so"));
     std::fs::write(plugins.join("thief.conf"), "tag = fine\n").unwrap();
     install(&so, &plugins, "thief");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
-    cmd.arg("check");
-    crate::util::daemon_env(&mut cmd, &ex, &dir, DEMO_API_KEY).env("SYNCD_PLUGIN_DIR", &plugins);
-    let mut child = crate::util::Killed(
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("check"),
-    );
     // Bounded: a check that opened the FIFO would wait for a writer for ever.
-    wait_until("check to finish", Duration::from_secs(60), || child.0.try_wait().ok().flatten().is_some());
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut text).unwrap();
-    println!("{text}");
-    let row = |what: &str| text.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what}: {text}"));
+    let text = check_table(&ex, &dir, &plugins);
+    let row = |what: &str| check_row(&text, what);
     assert!(row("plugin dir").contains(" ok "), "{text}");
     let fine = row("plugin fine.so");
     assert!(fine.contains(" ok ") && fine.contains("not loaded: entry symbol found"), "{text}");
@@ -1059,8 +1072,7 @@ fn check_shows_refused_plugin_files_and_never_loads_a_plugin() {
     }
     assert!(!marker.exists(), "check loaded a plugin (its constructor ran)");
     set_mode(&plugins, 0o777);
-    let out = cmd.stdout(std::process::Stdio::piped()).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = check_table(&ex, &dir, &plugins);
     let folder = plugins.canonicalize().unwrap();
     assert!(
         text.lines().any(|l| l.starts_with("plugin dir")
@@ -1188,7 +1200,6 @@ fn a_plugin_that_segfaults_aborts_exits_or_spins_costs_only_itself_and_is_restar
 
 #[test]
 fn a_plugin_that_keeps_dying_is_quarantined_across_a_restart_until_its_file_is_replaced() {
-    use binance_syncd_paper::DEMO_API_KEY;
     let calm = build_plugin("test-plugin", "1");
     let segv = crashing_plugin("quarantined_segv", "volatile int *p = 0; *p = 1;");
     let out = temp_dir("plugin-quarantine-out");
@@ -1261,14 +1272,9 @@ fn a_plugin_that_keeps_dying_is_quarantined_across_a_restart_until_its_file_is_r
     rig.fill();
     rig.wait_status("calm", "the fill after the restart", |s| s.delivered == last + 1);
     assert_eq!(rig.status("segv").loads, 0);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binance-syncd"));
-    cmd.arg("check");
-    crate::util::daemon_env(&mut cmd, &rig.ex, &rig.dir, DEMO_API_KEY).env("SYNCD_PLUGIN_DIR", &rig.plugins);
-    let text = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
-    assert!(
-        text.lines().any(|l| l.starts_with("plugin segv.so") && l.contains("FAIL") && l.contains("quarantined")),
-        "{text}"
-    );
+    let text = check_table(&rig.ex, &rig.dir, &rig.plugins);
+    let segv = check_row(&text, "plugin segv.so");
+    assert!(segv.contains("FAIL") && segv.contains("quarantined"), "{text}");
     // A new file releases it: here a calm build, which then gets every fill after its cursor.
     install(&calm, &rig.plugins, "segv");
     let s = rig.wait_status("segv", "released", |s| s.state == "running" && s.delivered == last + 1);

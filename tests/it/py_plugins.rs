@@ -3,8 +3,9 @@
 //! or a small strategy written here. The grid trades maker-only with no rejection; every fill
 //! reaches a strategy exactly once across a swap and across SIGKILLs of the daemon (repeats
 //! only marked `replayed`); what a careless author can do wrong (raise in `on_fill`, call
-//! `sys.exit`, write to the SDK's channel, never return) is restarted and then quarantined
-//! while the daemon and a calm strategy go on, and what the SDK makes harmless (printing,
+//! `sys.exit`, write to the SDK's channel, never return) and a program that never reads its
+//! channel once started are restarted and then quarantined while the daemon and a calm
+//! strategy go on, and what the SDK makes harmless (printing,
 //! writing to descriptor 1 or `sys.__stdout__`) is.
 
 use crate::exec_plugins::{assert_faulty_programs_quarantined, install_program, lines, swap_while_filling};
@@ -22,7 +23,7 @@ fn repo(path: &str) -> PathBuf {
 }
 
 /// The SDK as a module of the plugin folder: not executable, so no plugin of its own.
-fn install_sdk(dir: &Path) {
+pub(crate) fn install_sdk(dir: &Path) {
     let text = std::fs::read_to_string(repo("plugins/python/binance_syncd.py")).unwrap();
     install_program(dir, "binance_syncd.py", &text, 0o644);
 }
@@ -77,6 +78,45 @@ class Rec(sdk.Strategy):
 
 if __name__ == "__main__":
     sdk.run(Rec)
+"#;
+
+/// A Python plugin that answers `hello` and `start` and then never reads its channel again
+/// (written without the SDK, which always reads again once a callback returns): `deaf` sleeps;
+/// `asks` asks for rules over and over and never reads the answers, so the daemon's answers
+/// fill the channel and a write of its blocks.
+const NEVER_READS: &str = r#"#!/usr/bin/env python3
+import json
+import os
+import struct
+import sys
+import time
+
+IN = sys.stdin.buffer
+OUT = sys.stdout.buffer
+
+
+def read():
+    head = IN.read(4)
+    if len(head) < 4:
+        sys.exit(0)
+    return json.loads(IN.read(struct.unpack(">I", head)[0]))
+
+
+def write(msg):
+    body = json.dumps(msg).encode()
+    OUT.write(struct.pack(">I", len(body)) + body)
+    OUT.flush()
+
+
+read()  # hello
+write({"t": "ready", "proto": 1, "version": "1", "abi_minor": 5})
+read()  # call start
+write({"t": "done", "status": 0, "seq": 0})
+if os.environ.get("SYNCD_PLUGIN_NAME") == "asks":
+    while True:
+        write({"t": "rules_of", "symbol": "BTCUSD"})
+while True:
+    time.sleep(3600)
 "#;
 
 fn strategy(version: &str) -> String {
@@ -239,11 +279,23 @@ fn python_strategies_that_raise_exit_break_the_channel_or_hang_are_quarantined_a
     for name in ["calm", "print"].into_iter().chain(bad) {
         rig.wait_status(name, "running", |s| s.state == "running");
     }
+    // Two that stop reading once started: each next call (a tick, every 100 ms here) is never
+    // answered, or the daemon's answers to its questions can no longer be written. Each is a
+    // stall: killed, restarted, and after three quick deaths quarantined.
+    for name in ["deaf", "asks"] {
+        std::fs::write(rig.plugins.join(format!("{name}.conf")), "restart_backoff_ms = 50\n").unwrap();
+        install_program(&rig.plugins, &format!("{name}.py"), NEVER_READS, 0o755);
+    }
     rig.fill();
     let fills = wait_lines(&rig.cfg.fill_log, 1, Duration::from_secs(20));
     let first = fills[0].seq;
     // Each dies on the fill, three times in a row soon after its start: quarantined.
     assert_faulty_programs_quarantined(&rig, &out, first);
+    for name in ["deaf", "asks"] {
+        let s = rig.wait_status(name, "quarantined", |s| s.state == "quarantined");
+        assert_eq!((s.restarts, s.pid), (2, 0), "{name}: {s:?}");
+        assert!(s.last_exit.contains("ran over") && s.problem.contains("died 3 times"), "{name}: {s:?}");
+    }
     // The daemon, the calm one and the printing one go on: every fill, never restarted.
     rig.fill();
     rig.fill();

@@ -9,9 +9,11 @@ Its NAME.conf (sent in `call start`) says what it does:
   mode = exit     sys.exit(3) on a fill
   mode = raise    raise in its fill handler (a traceback on stderr, exit status 1)
   mode = stall    stop reading on a fill
-  env = PATH      write its environment and open descriptors there (JSON) at start
+  env = PATH      write its environment, open descriptors, working directory and whether it
+                  is dumpable there (JSON) at start
 A fill is recorded before the mode acts on it.
 """
+import ctypes
 import json
 import os
 import struct
@@ -95,8 +97,11 @@ def main():
                         fds[fd] = os.readlink("/proc/self/fd/" + fd)
                     except OSError:
                         pass  # the listing's own descriptor, closed since
+                # PR_GET_DUMPABLE (3): execve set it back to 1 (docs/plugin-protocol.md).
+                dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)
+                state = {"environ": dict(os.environ), "fds": fds, "cwd": os.getcwd(), "dumpable": dumpable}
                 with open(conf["env"], "w") as f:
-                    json.dump({"environ": dict(os.environ), "fds": fds, "cwd": os.getcwd()}, f)
+                    json.dump(state, f)
             record(conf, "start " + VERSION)
         elif c == "fill":
             seq = call["seq"]
