@@ -559,9 +559,10 @@ const SDK_FILE: &str = "binance_syncd.py";
 
 /// Whether the SDK a Python plugin's `text` imports (`import binance_syncd`, `from
 /// binance_syncd import ...`) is where its Python (`python`) will find it. `run` starts a
-/// private copy in the state directory, so Python looks beside that copy, not in the plugin
-/// folder: `binance_syncd.py` in the folder (or the one above, where `demo` puts it) is found
-/// only by a script that puts `SYNCD_PLUGIN_DIR` on `sys.path`, as `examples/grid.py` does.
+/// private copy in the state directory with `PYTHONPATH` naming the plugin folder, so
+/// `binance_syncd.py` in the folder is found; one in the folder above (where `demo` puts it)
+/// only by a script that looks there itself through `SYNCD_PLUGIN_DIR`, as `examples/grid.py`
+/// does.
 /// Installed with pip for that Python it is found anyway, which `check` cannot see without
 /// running Python: so a warning, not a failure. Empty for a script that does not import it.
 fn sdk_note(text: &str, dir: &Path, python: &str) -> (Verdict, String) {
@@ -579,16 +580,16 @@ fn sdk_note(text: &str, dir: &Path, python: &str) -> (Verdict, String) {
         return (
             Verdict::Warn,
             format!(
-                "imports binance_syncd, and there is no {SDK_FILE} in the plugin folder: unless the SDK is installed for {python} (pip install ./plugins/python), it fails to start; or copy plugins/python/{SDK_FILE} to {} (mode 0644) and put SYNCD_PLUGIN_DIR on sys.path before the import ({HOW})",
+                "imports binance_syncd, and there is no {SDK_FILE} in the plugin folder: unless the SDK is installed for {python} (pip install ./plugins/python), it fails to start; or copy plugins/python/{SDK_FILE} to {} (mode 0644) ({HOW})",
                 dir.display()
             ),
         );
     };
-    if !text.contains("SYNCD_PLUGIN_DIR") {
+    if found != dir.join(SDK_FILE) && !text.contains("SYNCD_PLUGIN_DIR") {
         return (
             Verdict::Warn,
             format!(
-                "imports binance_syncd, but never puts SYNCD_PLUGIN_DIR on sys.path: the daemon runs a copy of it from the state directory, so the {} beside it is not found unless the SDK is installed for {python} (pip install ./plugins/python); add sys.path.insert(0, os.environ[\"SYNCD_PLUGIN_DIR\"]) before the import ({HOW})",
+                "imports binance_syncd, which is only in the folder above ({}): Python finds it there only if the script puts that folder on sys.path itself (through SYNCD_PLUGIN_DIR), unless the SDK is installed for {python} (pip install ./plugins/python); or copy it into the plugin folder ({HOW})",
                 found.display()
             ),
         );
@@ -709,8 +710,16 @@ mod tests {
         let (v, note) = sdk_note(&format!("{on_path}    import binance_syncd as sdk\n"), &plugins, py);
         assert_eq!(v, Verdict::Ok, "{note}");
         assert!(note.contains("binance_syncd.py found"), "{note}");
+        // In the plugin folder: found through PYTHONPATH, whatever the script does.
         let (v, note) = sdk_note("import binance_syncd\n", &plugins, py);
-        assert!(v == Verdict::Warn && note.contains("never puts SYNCD_PLUGIN_DIR on sys.path"), "{note}");
+        assert_eq!(v, Verdict::Ok, "{note}");
+        // Only in the folder above: found only by a script that looks there itself.
+        fs::remove_file(plugins.join(SDK_FILE)).unwrap();
+        fs::write(dir.join(SDK_FILE), "X = 1\n").unwrap();
+        let (v, note) = sdk_note("import binance_syncd\n", &plugins, py);
+        assert!(v == Verdict::Warn && note.contains("only in the folder above"), "{note}");
+        let (v, note) = sdk_note(&format!("{on_path}import binance_syncd\n"), &plugins, py);
+        assert_eq!(v, Verdict::Ok, "{note}");
         let _ = fs::remove_dir_all(&dir);
     }
 

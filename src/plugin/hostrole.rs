@@ -299,10 +299,13 @@ fn become_program(path: &str, dir: Option<&str>) -> i32 {
     use std::os::unix::process::CommandExt;
     close_inherited();
     // The environment is the one the daemon gave this process, and the plugin folder (where a
-    // script's own modules are: it runs from a copy); 0, 1 and 2 stay as they are.
+    // script's own modules are: it runs from a copy); 0, 1 and 2 stay as they are. Python
+    // looks for modules beside the script it runs, which is the copy in the state directory:
+    // `PYTHONPATH` names the folder, so that `import binance_syncd` finds the SDK copied
+    // beside the installed file, as a user expects.
     let mut cmd = std::process::Command::new(path);
     if let Some(dir) = dir {
-        cmd.env("SYNCD_PLUGIN_DIR", dir);
+        cmd.env("SYNCD_PLUGIN_DIR", dir).env("PYTHONPATH", dir);
     }
     let e = cmd.exec();
     fail(PROTOCOL, &format!("cannot run {path}: {e}"))

@@ -145,8 +145,10 @@ pub(super) fn host_child(
         // A program plugin's stderr is its own (tracebacks, prints): logged under its name.
         .stderr(if program_plugin { Stdio::piped() } else { Stdio::inherit() });
     if program_plugin {
-        // A locale that makes Python's and others' text I/O UTF-8, and its own name.
-        cmd.env("LANG", "C.UTF-8").env("SYNCD_PLUGIN_NAME", &name);
+        // A locale that makes Python's and others' text I/O UTF-8, and its own name. No
+        // bytecode files: Python would write `__pycache__` into the plugin folder, which is
+        // watched and trusted, not a cache.
+        cmd.env("LANG", "C.UTF-8").env("SYNCD_PLUGIN_NAME", &name).env("PYTHONDONTWRITEBYTECODE", "1");
     }
     let child = cmd.spawn().map_err(|e| format!("cannot start {} plugin-host: {e}", program.display()))?;
     Ok((child, ours))

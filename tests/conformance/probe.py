@@ -4,14 +4,9 @@
 every message a plugin can send (each intent kind, rules of a traded symbol and of one not
 traded, log at every level), so the SDK's side of the protocol is judged whole. It trades
 nothing sensible."""
-import os
-import sys
 from decimal import Decimal
 
-# The SDK sits in the plugin folder; the daemon runs a private copy of this file elsewhere.
-sys.dont_write_bytecode = True
-sys.path.insert(0, os.environ.get("SYNCD_PLUGIN_DIR", os.path.dirname(os.path.abspath(__file__))))
-import binance_syncd as sd  # noqa: E402
+import binance_syncd as sd  # beside it in the plugin folder (PYTHONPATH names it)
 
 
 class Probe(sd.Strategy):

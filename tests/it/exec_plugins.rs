@@ -231,13 +231,25 @@ fn a_program_gets_no_secret_only_its_channel_and_its_stderr_reaches_the_log_unde
         ("SYNCD_PLUGIN_NAME", "envy"),
         ("HOME", &home),
         ("SYNCD_PLUGIN_DIR", &folder),
+        ("PYTHONPATH", &folder),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
     ] {
         assert_eq!(environ.get(key).and_then(|v| v.as_str()), Some(want), "{key} in {environ:?}");
     }
     // Nothing else (Python may add LC_CTYPE when it coerces a C locale): no key, no webhook.
     for (key, value) in environ {
         assert!(
-            ["PATH", "LANG", "SYNCD_PLUGIN_NAME", "SYNCD_PLUGIN_DIR", "HOME", "LC_CTYPE"].contains(&key.as_str()),
+            [
+                "PATH",
+                "LANG",
+                "SYNCD_PLUGIN_NAME",
+                "SYNCD_PLUGIN_DIR",
+                "PYTHONPATH",
+                "PYTHONDONTWRITEBYTECODE",
+                "HOME",
+                "LC_CTYPE"
+            ]
+            .contains(&key.as_str()),
             "{key} passed"
         );
         let value = value.as_str().unwrap_or("");

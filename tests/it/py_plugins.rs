@@ -35,9 +35,9 @@ import os
 import sys
 import time
 
-sys.dont_write_bytecode = True
-sys.path.insert(0, os.environ["SYNCD_PLUGIN_DIR"])
-import binance_syncd as sdk  # noqa: E402
+# Found in the plugin folder through the PYTHONPATH the daemon sets (it runs a private copy of
+# this file elsewhere); no .pyc written there (PYTHONDONTWRITEBYTECODE).
+import binance_syncd as sdk
 
 
 class Rec(sdk.Strategy):
