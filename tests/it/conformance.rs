@@ -41,7 +41,7 @@ fn assert_whole_pass(code: i32, report: &str) {
     assert!(checks.iter().all(|l| l.starts_with("  ok  ")), "{report}");
     for needed in [
         "refuses protocol 2",
-        "call start (a snapshot of 1502 symbols",
+        "call start (a snapshot of 402 symbols",
         "call fill (replayed), seq 3",
         "call order, unresolved",
         "call book",

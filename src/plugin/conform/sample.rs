@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-/// Filler symbols in the `start` snapshot: a frame far larger than a socket buffer, which a
+/// Filler symbols in the `start` snapshot: a frame larger than a socket buffer, which a
 /// plugin must read whole over several reads.
-const FILLER_SYMBOLS: usize = 1500;
+const FILLER_SYMBOLS: usize = 400;
 
 /// A symbol's `exchangeInfo` entry, as the daemon has it.
 fn symbol_entry(symbol: &str, base: &str, tick: &str, step: &str) -> Value {
