@@ -370,18 +370,23 @@ fn url_var(
     value
 }
 
-/// A positive number of seconds, decimals allowed, at most a day.
-fn secs_var(var: &impl Fn(&str) -> Option<String>, name: &str, default: &str, problems: &mut Vec<String>) -> Duration {
-    let text = var(name).unwrap_or_else(|| default.to_string());
-    let ms = text
-        .parse::<crate::decimal::Decimal>()
+/// `text` as a number of seconds from 0.001 to 86400 (a day), decimals allowed: how every
+/// `SYNCD_*_S` setting is read.
+pub fn seconds(text: &str) -> Option<Duration> {
+    text.parse::<crate::decimal::Decimal>()
         .ok()
         .and_then(|d| d.checked_mul(crate::decimal::Decimal::from_int(1000)))
         .and_then(|d| d.floor_to(crate::decimal::Decimal::ONE))
         .and_then(|d| d.to_fixed_i64(0))
-        .filter(|ms| (1..=86_400_000).contains(ms));
-    match ms {
-        Some(ms) => Duration::from_millis(ms as u64),
+        .filter(|ms| (1..=86_400_000).contains(ms))
+        .map(|ms| Duration::from_millis(ms as u64))
+}
+
+/// A positive number of seconds, decimals allowed, at most a day.
+fn secs_var(var: &impl Fn(&str) -> Option<String>, name: &str, default: &str, problems: &mut Vec<String>) -> Duration {
+    let text = var(name).unwrap_or_else(|| default.to_string());
+    match seconds(&text) {
+        Some(d) => d,
         None => {
             problems.push(format!("{name}: {text:?} is not a number of seconds from 0.001 to 86400"));
             Duration::from_secs(1)

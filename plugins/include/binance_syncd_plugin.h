@@ -29,9 +29,11 @@ extern "C" {
 #define SYNCD_STATUS_PANICKED (-1)
 #define SYNCD_STATUS_ERROR (-2)
 #define SYNCD_STATUS_REFUSED (-3)
-/* submit (1.3): the plugin's budget of intents not yet answered to it is spent, nothing was
- * queued; the answers to earlier ones (order updates, after this callback) free it. A plugin
- * declaring an older minor gets SYNCD_STATUS_REFUSED instead. */
+/* submit (1.3): nothing was queued, try again from a later callback: the plugin's budget of
+ * intents not yet answered to it is spent (the answers to earlier ones, order updates after
+ * this callback, free it), or the daemon's order queue is full (busy, or held by a 429), or
+ * the plugin is paused. SYNCD_STATUS_REFUSED from submit means never: a malformed intent or
+ * a plugin being stopped. A plugin declaring an older minor gets SYNCD_STATUS_REFUSED. */
 #define SYNCD_STATUS_BUSY (-4)
 
 #define SYNCD_SIDE_BUY 0

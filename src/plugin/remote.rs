@@ -163,6 +163,33 @@ pub(super) fn kill_group(child: &Child) {
     unsafe { libc::kill(-pid, libc::SIGKILL) };
 }
 
+/// Waits up to `within` for `child` to exit (seen as a zombie in `/proc`: not reaped, so its
+/// pid, its process group's id, stays ours), then SIGKILLs its process group, so that what it
+/// started (a subprocess, a pool of workers) ends with it, and reaps it. Its exit status, or
+/// `None` if it was still running (it is killed all the same).
+pub(super) fn end_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let pid = child.id().to_string();
+    let end = Instant::now() + within;
+    let exited = loop {
+        match crate::sys::status_field(&pid, "State:") {
+            Some(state) if !state.starts_with(['Z', 'X']) => {}
+            // A zombie, or gone from /proc (only a wait of ours could reap it).
+            _ => break true,
+        }
+        if Instant::now() >= end {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    kill_group(child);
+    let status = child.wait().ok();
+    if exited {
+        status
+    } else {
+        None
+    }
+}
+
 /// A running plugin-host child with its plugin loaded.
 pub struct Remote {
     child: Child,
@@ -459,22 +486,13 @@ impl Drop for Remote {
                 Err(_) => break,
             }
         }
-        if let Ok(Some(status)) = self.child.try_wait() {
-            if !status.success() {
-                log::warn!("plugin host {}: it {} at its stop", self.child.id(), describe(status));
-            }
-            return;
+        // Closed its end: give it the moment exit takes. Its group goes either way.
+        let pid = self.child.id();
+        match end_within(&mut self.child, Duration::from_millis(200)) {
+            Some(status) if !status.success() => log::warn!("plugin host {pid}: it {} at its stop", describe(status)),
+            Some(_) => {}
+            None => log::warn!("plugin host {pid}: did not exit in time after its stop; killed"),
         }
-        // Closed its end but not yet reaped: give it the moment exit takes.
-        let reaped = Instant::now() + Duration::from_millis(200);
-        while Instant::now() < reaped {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.end("did not exit in time after its stop".into());
-        log::warn!("plugin host {}: {}", self.child.id(), self.gone.as_deref().unwrap_or(""));
     }
 }
 

@@ -19,6 +19,20 @@ pub(super) struct Services {
     pub(super) abi_minor: Arc<AtomicU32>,
 }
 
+/// The status `submit` answers for `e`. "Try again from a later call" is BUSY, whatever holds
+/// the intent back: the plugin's own budget, the executor's queue (full while the daemon is
+/// busy or held by a 429), a pause while the plugin is over its stall limit. Only a handle
+/// that is closed (the plugin stopping, the daemon shutting down) is REFUSED, as a malformed
+/// intent is: a plugin must be able to tell "later" from "never" (docs/plugin-protocol.md,
+/// back-pressure). Below minor 3 a plugin does not know BUSY: REFUSED for all.
+pub(super) fn refusal_status(e: &crate::executor::SubmitError, abi_minor: u32) -> i32 {
+    use crate::executor::SubmitError;
+    match e {
+        SubmitError::Busy | SubmitError::Full | SubmitError::Paused if abi_minor >= 3 => abi::STATUS_BUSY,
+        _ => abi::STATUS_REFUSED,
+    }
+}
+
 pub(super) fn parse_side(v: u8) -> Result<Side, i32> {
     match v {
         abi::SIDE_BUY => Ok(Side::Buy),
@@ -58,10 +72,7 @@ impl HostServices for Services {
         };
         self.handle.submit(intent).map_err(|e| {
             log::debug!("plugin {}: intent refused: {e}", self.name);
-            match e {
-                crate::executor::SubmitError::Busy if self.abi_minor.load(Ordering::Relaxed) >= 3 => abi::STATUS_BUSY,
-                _ => refused,
-            }
+            refusal_status(&e, self.abi_minor.load(Ordering::Relaxed))
         })
     }
 
@@ -79,5 +90,21 @@ impl HostServices for Services {
 
     fn rules(&self, symbol: &str) -> Option<String> {
         self.rules.snapshot().raw_symbols.get(symbol).map(|v| v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::SubmitError;
+
+    #[test]
+    fn later_is_busy_and_never_is_refused_from_minor_3() {
+        for e in [SubmitError::Busy, SubmitError::Full, SubmitError::Paused] {
+            assert_eq!(refusal_status(&e, 3), abi::STATUS_BUSY, "{e}");
+            assert_eq!(refusal_status(&e, 5), abi::STATUS_BUSY, "{e}");
+            assert_eq!(refusal_status(&e, 2), abi::STATUS_REFUSED, "{e}: minor 2 knows no BUSY");
+        }
+        assert_eq!(refusal_status(&SubmitError::Closed, 5), abi::STATUS_REFUSED);
     }
 }

@@ -13,9 +13,15 @@ that the conformance run names it:
   busy_loop     submits again and again after BUSY within one call
   retry         sends a refused intent again, unchanged
   bad_level     logs at level 9
+  deaf          never reads again after its start
+  dup_key       answers a tick with a done that names seq twice
+  zero_price    places at price 0
+  minor2        declares abi_minor 2 and places four levels a tick (it never gets BUSY)
+  forks         starts a `sleep` at its start (in its process group) and leaves it running
 """
 import json
 import struct
+import subprocess
 import sys
 import time
 
@@ -41,8 +47,8 @@ def write(msg):
     OUT.flush()
 
 
-def place():
-    price = 59000.0 if FAULT == "float_price" else "59000.00"
+def place(price="59000.00"):
+    price = {"float_price": 59000.0, "zero_price": "0"}.get(FAULT, price)
     write({"t": "intent", "kind": 0, "side": 0, "order_id": 0, "symbol": "BTCUSD",
            "price": price, "qty": "0.001", "client_order_id": ""})
     return read()
@@ -55,15 +61,23 @@ def main():
     if hello.get("proto") != 1 and FAULT != "no_refusal":
         write({"t": "refused", "why": "speaks protocol 1 only"})
         return
-    write({"t": "ready", "proto": 1, "version": "raw " + FAULT, "abi_minor": 5})
+    minor = 2 if FAULT == "minor2" else 5
+    write({"t": "ready", "proto": 1, "version": "raw " + FAULT, "abi_minor": minor})
     while True:
         msg = read()
         if msg is None:
             break
         call = msg["call"]
         seq = call.get("seq", 0) if call["c"] == "fill" else 0
+        if call["c"] == "start" and FAULT == "forks":
+            child = subprocess.Popen(["sleep", "60"])
+            sys.stderr.write("started pid %d\n" % child.pid)
+            sys.stderr.flush()
         if call["c"] == "tick":
             answer = place()
+            if FAULT == "minor2":
+                for level in ("58990.00", "58980.00", "58970.00"):
+                    place(level)
             if answer["status"] == -4 and FAULT == "busy_loop":
                 for _ in range(50):
                     place()
@@ -77,7 +91,14 @@ def main():
                 sys.stdout.flush()
             if FAULT == "wrong_seq":
                 seq += 1
+        if call["c"] == "tick" and FAULT == "dup_key":
+            body = b'{"t": "done", "status": 0, "seq": 0, "seq": 0}'
+            OUT.write(struct.pack(">I", len(body)) + body)
+            OUT.flush()
+            continue
         write({"t": "done", "status": 0, "seq": seq})
+        if call["c"] == "start" and FAULT == "deaf":
+            time.sleep(60)
         if call["c"] == "tick" and FAULT == "chatty":
             write({"t": "log", "level": 3, "msg": "tick handled"})
     if FAULT == "linger":

@@ -42,7 +42,8 @@ const TEST_ONLY: &[&str] = &[
 /// Set for a child, not read: plugin/remote.rs gives each plugin-host child the first two and
 /// nothing else of the environment, a program plugin (issue 23) all four (and
 /// `SYNCD_PLUGIN_DIR`, which the daemon reads too).
-const SET_FOR_CHILDREN: &[&str] = &["PATH", "HOME", "LANG", "SYNCD_PLUGIN_NAME"];
+const SET_FOR_CHILDREN: &[&str] =
+    &["PATH", "HOME", "LANG", "SYNCD_PLUGIN_NAME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -25,11 +25,14 @@ pub const STATUS_OK: Status = 0;
 pub const STATUS_PANICKED: Status = -1;
 /// The plugin failed (an error it reports); the host disables it.
 pub const STATUS_ERROR: Status = -2;
-/// A host callback refused the request (bad argument, handle revoked, queue full).
+/// A host callback refused the request for good (a malformed argument, the plugin being
+/// stopped).
 pub const STATUS_REFUSED: Status = -3;
-/// `submit`: this plugin's budget of intents not yet answered to it is spent; nothing was
-/// queued. Answers to earlier intents free it (they arrive as order updates after the current
-/// callback). Since 1.3: a plugin that declares an older minor gets [`STATUS_REFUSED`].
+/// `submit`: nothing was queued, try again from a later callback: this plugin's budget of
+/// intents not yet answered to it is spent (answers to earlier intents, order updates after
+/// the current callback, free it), or the daemon's order queue is full (busy, or held by a
+/// 429), or the plugin is paused. Since 1.3: a plugin that declares an older minor gets
+/// [`STATUS_REFUSED`].
 pub const STATUS_BUSY: Status = -4;
 
 /// Borrowed UTF-8 text.

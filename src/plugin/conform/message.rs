@@ -20,12 +20,13 @@ pub(super) struct Sent {
     pub status: i32,
 }
 
-/// `v` as the daemon reads it; `Err` says why the daemon could not.
-pub(super) fn typed(v: &Value) -> Result<Up, String> {
-    serde_json::from_value::<Up>(v.clone()).map_err(|e| {
-        let text = v.to_string();
-        let text = proto::cut(&text, 200);
-        format!("the daemon cannot read its frame {text}: {e}")
+/// `body` (a frame's JSON) as the daemon reads it, straight from the bytes (a duplicate field,
+/// which a parsed-then-converted value would hide, is refused as the daemon refuses it); `Err`
+/// says why the daemon could not.
+pub(super) fn typed(body: &[u8]) -> Result<Up, String> {
+    serde_json::from_slice::<Up>(body).map_err(|e| {
+        let text = String::from_utf8_lossy(body);
+        format!("the daemon cannot read its frame {}: {e}", proto::cut(&text, 200))
     })
 }
 
@@ -40,31 +41,41 @@ pub(super) fn name_of(up: &Up) -> &'static str {
     }
 }
 
-/// Why the daemon would refuse `s` (`submitted` -3), if it would.
+/// Why the daemon would refuse `s` at once (`submitted` -3, as `Services::submit` does), if
+/// it would: an unknown kind, a side or decimal it cannot read, no order named.
 pub(super) fn malformed(s: &Sent) -> Option<String> {
-    let decimal = |what: &str, text: &str| -> Option<String> {
-        match text.parse::<Decimal>() {
-            Ok(d) if !d.is_zero() && !d.is_negative() => None,
-            Ok(_) => Some(format!("with {what} {text:?}: it must be above zero")),
-            Err(_) => Some(format!("with {what} {text:?}: not a decimal")),
-        }
-    };
+    let place_like = matches!(s.kind, abi::INTENT_PLACE | abi::INTENT_REPLACE);
     if s.kind > abi::INTENT_REPLACE {
         return Some(format!("of kind {}: kinds are 0 (place) to 3 (replace)", s.kind));
     }
-    if s.symbol.is_empty() {
-        return Some("with no symbol".into());
+    if place_like && s.side > abi::SIDE_SELL {
+        return Some(format!("with side {}: sides are 0 (buy) and 1 (sell)", s.side));
     }
-    if matches!(s.kind, abi::INTENT_PLACE | abi::INTENT_REPLACE) {
-        if s.side > abi::SIDE_SELL {
-            return Some(format!("with side {}: sides are 0 (buy) and 1 (sell)", s.side));
-        }
-        if let Some(why) = decimal("price", &s.price).or_else(|| decimal("qty", &s.qty)) {
-            return Some(why);
+    for (what, text) in [("price", &s.price), ("qty", &s.qty)] {
+        if place_like && text.parse::<Decimal>().is_err() {
+            return Some(format!("with {what} {text:?}: not a decimal"));
         }
     }
     if matches!(s.kind, abi::INTENT_CANCEL | abi::INTENT_REPLACE) && s.order_id == 0 && s.client_order_id.is_empty() {
         return Some("naming no order: a cancel or replace needs order_id or client_order_id".into());
+    }
+    None
+}
+
+/// Why an intent the daemon takes (`submitted` 0) is still wrong: the executor refuses it
+/// afterwards, as an `order` of kind 3.
+pub(super) fn doubtful(s: &Sent) -> Option<String> {
+    if s.symbol.is_empty() {
+        return Some("with no symbol: the executor refuses it (an order of kind 3)".into());
+    }
+    if matches!(s.kind, abi::INTENT_PLACE | abi::INTENT_REPLACE) {
+        for (what, text) in [("price", &s.price), ("qty", &s.qty)] {
+            if text.parse::<Decimal>().is_ok_and(|d| d.is_zero() || d.is_negative()) {
+                return Some(format!(
+                    "with {what} {text:?}: not above zero, the executor refuses it (an order of kind 3)"
+                ));
+            }
+        }
     }
     None
 }

@@ -59,6 +59,26 @@ struct Check {
     detail: String,
 }
 
+/// The run's own temporary folder (`TMPDIR/syncd-conformance-RANDOM`, 0700, made new: never
+/// one that was there before), removed with everything in it when the run ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::env::temp_dir().join(format!("syncd-conformance-{:016x}", crate::sys::random_u64()));
+        // Not recursive: it fails if anything, a link included, is already there.
+        std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Scratch(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The command's `main`: `args` are those after `conformance`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     match args {
@@ -68,7 +88,14 @@ pub fn main(args: &[String]) -> i32 {
         }
         _ => {}
     }
-    let target = match target(args) {
+    let scratch = match Scratch::new() {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("binance-syncd conformance: cannot make its temporary folder: {why}");
+            return 1;
+        }
+    };
+    let target = match target(args, &scratch.0) {
         Ok(t) => t,
         Err(why) => {
             eprintln!("binance-syncd conformance: {why}\n\n{USAGE}");
@@ -78,9 +105,7 @@ pub fn main(args: &[String]) -> i32 {
     let kind = if target.program { "a program" } else { "a shared library, through the plugin host" };
     println!("conformance of plugin {} ({}, {kind}):", target.name, target.file.display());
     let checks = script::run(&target);
-    if let Some(run) = target.workdir.parent() {
-        let _ = std::fs::remove_dir_all(run);
-    }
+    drop(scratch);
     for c in &checks {
         let mark = match c.verdict {
             Verdict::Ok => "ok  ",
@@ -95,8 +120,10 @@ pub fn main(args: &[String]) -> i32 {
     i32::from(failed > 0)
 }
 
-/// The plugin named by the arguments, with its settings and a fresh working folder.
-fn target(args: &[String]) -> Result<Target, String> {
+/// The plugin named by the arguments, with its settings, its private copy and working folder
+/// in `scratch`.
+fn target(args: &[String], scratch: &Path) -> Result<Target, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut file = None;
     let mut conf = None;
     let mut stall = std::env::var("SYNCD_PLUGIN_STALL_S").ok();
@@ -111,17 +138,15 @@ fn target(args: &[String]) -> Result<Target, String> {
         }
     }
     let file = file.ok_or("no plugin file given")?;
+    // Read as the daemon reads SYNCD_PLUGIN_STALL_S.
     let stall = match stall {
         None => Duration::from_secs(5),
-        Some(text) => match text.parse::<u64>() {
-            Ok(s) if s > 0 => Duration::from_secs(s),
-            _ => return Err(format!("the stall limit must be a whole number of seconds above 0, not {text:?}")),
-        },
+        Some(text) => crate::config::seconds(&text)
+            .ok_or_else(|| format!("the stall limit must be a number of seconds from 0.001 to 86400, not {text:?}"))?,
     };
     let file = std::fs::canonicalize(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let meta = std::fs::metadata(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    use std::os::unix::fs::MetadataExt;
     let Some((name, kind)) = super::exec::plugin_name(&file_name, meta.mode()) else {
         return Err(format!(
             "{} is not a plugin: a program needs an execute bit (chmod 0755) and a library ends in .so",
@@ -135,6 +160,29 @@ fn target(args: &[String]) -> Result<Target, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("{}: {e}", conf.display())),
     };
-    let workdir = std::env::temp_dir().join(format!("syncd-conformance-{}", std::process::id())).join(&name);
-    Ok(Target { file, dir, name, program: kind == super::exec::Kind::Program, settings, stall, workdir })
+    // Its settings as `run` takes them: refused as `run` would refuse them, else its limits
+    // and tag.
+    let options = super::settings::Options::of_plugin(&name, &file_name, kind, &settings)?;
+    let (tag, _) = super::settings::tag_of(&name, &settings);
+    // `run` runs a private copy (0700) from its state directory, not the installed file: so
+    // does this, so that a plugin finding its files through its own path is caught here.
+    let images = scratch.join("images");
+    std::fs::create_dir(&images).map_err(|e| format!("{}: {e}", images.display()))?;
+    let ext = file.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let image = images.join(format!("{name}-{}-1{ext}", std::process::id()));
+    std::fs::copy(&file, &image).map_err(|e| format!("cannot copy {} to {}: {e}", file.display(), image.display()))?;
+    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", image.display()))?;
+    Ok(Target {
+        file,
+        image,
+        dir,
+        workdir: scratch.join("run").join(&name),
+        name,
+        program: kind == super::exec::Kind::Program,
+        settings,
+        stall,
+        limits: options.limits,
+        tag,
+    })
 }

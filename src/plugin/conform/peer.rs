@@ -5,8 +5,7 @@
 //! refused.
 
 use super::super::proto;
-use super::super::remote::{describe, host_child, host_program, kill_group, Limits};
-use serde_json::Value;
+use super::super::remote::{describe, end_within, host_child, host_program, Limits};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
@@ -18,6 +17,8 @@ use std::time::{Duration, Instant};
 pub(super) struct Target {
     /// Its file, resolved.
     pub file: PathBuf,
+    /// The private copy that is run (`run` runs one from its state directory).
+    pub image: PathBuf,
     /// The folder it is in: `SYNCD_PLUGIN_DIR` for a program (where its own modules are).
     pub dir: PathBuf,
     pub name: String,
@@ -27,6 +28,9 @@ pub(super) struct Target {
     pub settings: String,
     /// How long a call may take (`SYNCD_PLUGIN_STALL_S`'s default unless told).
     pub stall: Duration,
+    /// Its process's limits and its tag, from `NAME.conf` as `run` reads them.
+    pub limits: Limits,
+    pub tag: String,
     /// Its working directory (`plugins/run/NAME` in the daemon's state directory).
     pub workdir: PathBuf,
 }
@@ -34,7 +38,8 @@ pub(super) struct Target {
 /// What the next read found.
 #[derive(Debug)]
 pub(super) enum Got {
-    Frame(Value),
+    /// A frame's JSON text, not yet parsed.
+    Frame(Vec<u8>),
     /// The plugin closed the channel (or exited) between frames.
     End,
     /// Nothing whole came before the deadline.
@@ -57,14 +62,14 @@ impl Peer {
         let extra: Vec<String> = if t.program {
             vec![
                 "--exec".into(),
-                t.file.to_string_lossy().into_owned(),
+                t.image.to_string_lossy().into_owned(),
                 "--dir".into(),
                 t.dir.to_string_lossy().into_owned(),
             ]
         } else {
             Vec::new()
         };
-        let (mut child, chan) = host_child(host_program()?, &t.workdir, &extra, Limits::default(), t.program)?;
+        let (mut child, chan) = host_child(host_program()?, &t.workdir, &extra, t.limits, t.program)?;
         if let Some(stderr) = child.stderr.take() {
             let name = t.name.clone();
             let relay = move || {
@@ -81,31 +86,43 @@ impl Peer {
 
     /// Its first frame, as the daemon sends it: `hello` to a program, `load` to the host of a
     /// `.so`, for protocol version `proto`.
-    pub fn first_frame(t: &Target, proto: u32) -> Value {
+    pub fn first_frame(t: &Target, proto: u32) -> serde_json::Value {
         if t.program {
             serde_json::json!({"t": "hello", "proto": proto, "name": t.name})
         } else {
-            serde_json::json!({"t": "load", "proto": proto, "image": t.file.to_string_lossy()})
+            serde_json::json!({"t": "load", "proto": proto, "image": t.image.to_string_lossy()})
         }
     }
 
-    /// Writes one frame; a plugin that does not take it within `wait` is not reading.
-    pub fn send(&mut self, msg: &Value, wait: Duration) -> Result<(), String> {
+    /// Writes one frame, all of it within `wait` (one deadline, however slowly the plugin
+    /// reads): a plugin that does not take it in that time is not reading.
+    pub fn send(&mut self, msg: &serde_json::Value, wait: Duration) -> Result<(), String> {
         let body = serde_json::to_vec(msg).map_err(|e| e.to_string())?;
         let mut frame = Vec::with_capacity(4 + body.len());
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&body);
-        let _ = self.chan.set_write_timeout(Some(wait.max(Duration::from_millis(1))));
-        self.chan.write_all(&frame).map_err(|e| match e.kind() {
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                format!(
-                    "it did not read a frame of {} bytes within {} ms: it stopped reading",
-                    frame.len(),
-                    wait.as_millis()
-                )
+        let late = format!(
+            "it did not read a frame of {} bytes within {} ms: it stopped reading",
+            frame.len(),
+            wait.as_millis()
+        );
+        let deadline = Instant::now().checked_add(wait);
+        let mut rest = &frame[..];
+        while !rest.is_empty() {
+            let left = deadline.map_or(wait, |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return Err(late);
             }
-            _ => format!("its channel failed when written to ({e}){}", self.ended()),
-        })
+            let _ = self.chan.set_write_timeout(Some(left));
+            match self.chan.write(rest) {
+                Ok(0) => return Err(format!("its channel took no more bytes{}", self.ended())),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Err(late),
+                Err(e) => return Err(format!("its channel failed when written to ({e}){}", self.ended())),
+            }
+        }
+        Ok(())
     }
 
     /// Reads until `want` bytes are buffered: false if the channel ended or the deadline came
@@ -156,10 +173,13 @@ impl Peer {
             Some(true) => {}
         }
         let body: Vec<u8> = self.buf.drain(..4 + len).skip(4).collect();
-        serde_json::from_slice::<Value>(&body).map(Got::Frame).map_err(|e| {
-            let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
-            format!("it sent a frame of {len} bytes that is not UTF-8 JSON ({e}): {start:?}")
-        })
+        match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            Ok(_) => Ok(Got::Frame(body)),
+            Err(e) => {
+                let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+                Err(format!("it sent a frame of {len} bytes that is not UTF-8 JSON ({e}): {start:?}"))
+            }
+        }
     }
 
     /// How many bytes not yet taken as frames there are, waiting up to `wait` for one (they
@@ -176,24 +196,15 @@ impl Peer {
         let _ = self.chan.shutdown(Shutdown::Both);
     }
 
-    /// How it ended, if it did within `wait`.
+    /// How it ended, if it did within `wait`; either way its process group is killed then
+    /// (what it started ends with it) and it is reaped, as the daemon ends a plugin.
     pub fn exits_within(&mut self, wait: Duration) -> Option<String> {
         if let Some(exit) = &self.exit {
-            return Some(exit.clone());
+            return (!exit.is_empty()).then(|| exit.clone());
         }
-        let end = Instant::now() + wait;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    let exit = describe(status);
-                    self.exit = Some(exit.clone());
-                    return Some(exit);
-                }
-                Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(2)),
-                Ok(None) => return None,
-                Err(e) => return Some(format!("could not be waited for: {e}")),
-            }
-        }
+        let how = end_within(&mut self.child, wait).map(describe);
+        self.exit = Some(how.clone().unwrap_or_default());
+        how
     }
 
     /// `; its process exited with status 1` when it has ended (within a moment), for a message
@@ -213,10 +224,7 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if self.exit.is_none() {
-            kill_group(&self.child);
-            let _ = self.child.wait();
-        }
+        let _ = self.exits_within(Duration::ZERO);
     }
 }
 
