@@ -8,8 +8,9 @@
 //! as data: no plugin is ever loaded or run here, see `plugin_rows`. A `.so` must define the
 //! entry symbol; a program must be one `execve` would start (a script's `#!` interpreter, an ELF
 //! binary's loader), and a Python one that imports the SDK is told where `binance_syncd` is
-//! found (`sdk_note`). Last, the public market stream reached as the `market` thread would
-//! reach it (`market_row`).
+//! found (`sdk_note`); a Python module beside program plugins that is not trusted as a plugin
+//! file is, or that Python runs at start-up, is a warning (`module_rows`). Last, the public
+//! market stream reached as the `market` thread would reach it (`market_row`).
 
 use crate::config::Config;
 use crate::error::Error;
@@ -394,6 +395,59 @@ fn plugin_rows(dir: &Path, state_dir: &Path) -> Vec<Row> {
             Err(why) => row(what(file), Verdict::Fail, format!("refused: {why}{}", as_root(euid, &why))),
         });
     }
+    if listed.values().flatten().any(|(_, kind)| *kind == Kind::Program) {
+        rows.extend(module_rows(dir, euid));
+    }
+    rows
+}
+
+/// What Python imports from a folder on its path: sources, and compiled modules standing
+/// alone (extension modules are `.so` files, judged as plugins).
+const PY_MODULES: &[&str] = &[".py", ".pyc"];
+/// What Python's `site` imports at start-up from the first folder on its path that has it,
+/// whatever the script imports.
+const STARTUP_MODULES: &[&str] = &["sitecustomize", "usercustomize"];
+
+/// The Python modules beside the program plugins in the (trusted) folder `dir`: `run` starts
+/// programs with `PYTHONPATH` naming it, so every Python plugin may import them, yet only
+/// plugin files are judged when a plugin starts. A `warn` for each one not trusted as a plugin
+/// file would be (whoever may write it runs code in the plugins), and for `sitecustomize` and
+/// `usercustomize`, which run in every Python plugin at start-up. Hidden files, plugins and
+/// everything else (settings, data, directories) are left alone.
+fn module_rows(dir: &Path, euid: u32) -> Vec<Row> {
+    use crate::plugin::exec::plugin_name;
+    use crate::trust::{judge_file, Facts};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).collect();
+    names.sort();
+    let mut rows = Vec::new();
+    for name in names {
+        let Some(stem) = PY_MODULES.iter().find_map(|ext| name.strip_suffix(ext)) else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(m) = fs::symlink_metadata(dir.join(&name)) else { continue };
+        if !m.is_file() || plugin_name(&name, m.mode()).is_some() {
+            continue;
+        }
+        let mut why = Vec::new();
+        if let Err(distrust) = judge_file(Facts::of(&m), euid) {
+            let distrust = distrust.to_string();
+            why.push(format!(
+                "{name} {distrust}, and Python plugins import modules from this folder (PYTHONPATH): whoever may write it runs code in them (chown it to root or the daemon's user, chmod 0644){}",
+                as_root(euid, &distrust)
+            ));
+        }
+        if STARTUP_MODULES.contains(&stem) {
+            why.push(format!(
+                "Python imports {stem} at start-up in every Python plugin (PYTHONPATH names this folder), whether the plugin imports it or not: remove it unless that is meant"
+            ));
+        }
+        if !why.is_empty() {
+            rows.push(row(format!("module {name}"), Verdict::Warn, why.join("; ")));
+        }
+    }
     rows
 }
 
@@ -720,6 +774,50 @@ mod tests {
         assert!(v == Verdict::Warn && note.contains("only in the folder above"), "{note}");
         let (v, note) = sdk_note(&format!("{on_path}import binance_syncd\n"), &plugins, py);
         assert_eq!(v, Verdict::Ok, "{note}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn modules_beside_program_plugins_warn_when_loose_or_run_at_start_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("syncd-check-modules-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("pkg.py")).unwrap();
+        let put = |file: &str, mode: u32| {
+            fs::write(dir.join(file), "X = 1\n").unwrap();
+            fs::set_permissions(dir.join(file), fs::Permissions::from_mode(mode)).unwrap();
+        };
+        put("helper.py", 0o666);
+        put("grouped.pyc", 0o664);
+        put("fine.py", 0o644);
+        put("sitecustomize.py", 0o644);
+        put("usercustomize.py", 0o646);
+        // None of these is a module Python imports, or they are judged elsewhere.
+        put(".hidden.py", 0o666);
+        put("strat.py", 0o777);
+        put("strat.conf", 0o666);
+        put("notes.txt", 0o666);
+        put("helper.py.bak", 0o666);
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("linked.py")).unwrap();
+        let euid = crate::plugin::euid();
+        let rows = module_rows(&dir, euid);
+        let what: Vec<&str> = rows.iter().map(|r| r.what.as_str()).collect();
+        assert_eq!(
+            what,
+            ["module grouped.pyc", "module helper.py", "module sitecustomize.py", "module usercustomize.py"],
+            "{rows:?}"
+        );
+        assert!(rows.iter().all(|r| r.verdict == Verdict::Warn), "{rows:?}");
+        let helper = &rows[1].detail;
+        assert!(helper.starts_with("helper.py is writable by group or others (mode 0666)"), "{helper}");
+        assert!(helper.contains("PYTHONPATH") && helper.contains("runs code in them"), "{helper}");
+        assert!(helper.contains("chown") && helper.contains("chmod 0644"), "{helper}");
+        assert!(!helper.contains("start-up"), "{helper}");
+        let site = &rows[2].detail;
+        assert!(site.starts_with("Python imports sitecustomize at start-up in every Python plugin"), "{site}");
+        assert!(!site.contains("writable"), "trusted, so only the start-up: {site}");
+        let user = &rows[3].detail;
+        assert!(user.contains("(mode 0646)") && user.contains("imports usercustomize at start-up"), "{user}");
         let _ = fs::remove_dir_all(&dir);
     }
 

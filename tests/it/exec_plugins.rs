@@ -308,7 +308,10 @@ fn check_lists_program_plugins_as_run_would_and_never_runs_one() {
     std::fs::write(plugins.join(".elfy.tmp"), bin).unwrap();
     std::fs::set_permissions(plugins.join(".elfy.tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::rename(plugins.join(".elfy.tmp"), plugins.join("elfy")).unwrap();
-    install_program(&plugins, "helper.py", "X = 1\n", 0o644);
+    // Modules beside them, imported through PYTHONPATH: a loose one and one Python runs at
+    // start-up warn; a trusted one (the SDK, 0644) does not.
+    install_program(&plugins, "helper.py", "X = 1\n", 0o666);
+    install_program(&plugins, "sitecustomize.py", &mark, 0o644);
     let text = check_table(&ex, &dir, &plugins);
     let row = |what: &str| check_row(&text, what);
     assert!(row("plugin dir").contains(" ok ") && row("plugin dir").contains("8 plugins"), "{text}");
@@ -329,8 +332,14 @@ fn check_lists_program_plugins_as_run_would_and_never_runs_one() {
     ] {
         assert!(row(what).contains("FAIL") && row(what).contains(why), "{what}: {text}");
     }
-    for module in ["helper", "binance_syncd"] {
+    for module in ["helper", "binance_syncd", "sitecustomize"] {
         assert!(!text.contains(&format!("plugin {module}")), "{module} is no plugin: {text}");
     }
+    let helper = row("module helper.py");
+    assert!(helper.contains(" warn ") && helper.contains("is writable by group or others (mode 0666)"), "{text}");
+    assert!(helper.contains("(PYTHONPATH)") && helper.contains("chmod 0644"), "{text}");
+    let site = row("module sitecustomize.py");
+    assert!(site.contains(" warn ") && site.contains("at start-up in every Python plugin"), "{text}");
+    assert!(!text.contains("module binance_syncd.py"), "the SDK, 0644, is trusted: {text}");
     assert!(!marker.exists(), "check ran a plugin");
 }
