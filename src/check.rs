@@ -412,43 +412,80 @@ const STARTUP_MODULES: &[&str] = &["sitecustomize", "usercustomize"];
 /// programs with `PYTHONPATH` naming it, so every Python plugin may import them, yet only
 /// plugin files are judged when a plugin starts. A `warn` for each one not trusted as a plugin
 /// file would be (whoever may write it runs code in the plugins), and for `sitecustomize` and
-/// `usercustomize`, which run in every Python plugin at start-up. Hidden files, plugins and
-/// everything else (settings, data, directories) are left alone.
+/// `usercustomize`, which run in every Python plugin at start-up; the same for the modules in
+/// its subfolders (packages, `__pycache__`), and a `warn` for a subfolder others may write.
+/// Hidden entries, plugins, symlinks and everything else (settings, data) are left alone.
 fn module_rows(dir: &Path, euid: u32) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut seen = 0;
+    module_rows_under(dir, "", euid, 0, &mut seen, &mut rows);
+    rows
+}
+
+/// How deep into subfolders (packages, `__pycache__`) and how many entries [`module_rows`]
+/// looks: a plugin folder is small; a huge tree is somebody else's, not a reason to hang.
+const MODULE_DEPTH: usize = 4;
+const MODULE_ENTRIES: usize = 2000;
+
+/// [`module_rows`] for folder `dir`, `prefix` its path under the plugin folder (`""` for the
+/// folder itself, `"pkg/"` below it). A subfolder is a package Python imports from as well:
+/// one that others may write is a `warn` like a loose module, and its modules are judged too.
+fn module_rows_under(dir: &Path, prefix: &str, euid: u32, depth: usize, seen: &mut usize, rows: &mut Vec<Row>) {
     use crate::plugin::exec::plugin_name;
-    use crate::trust::{judge_file, Facts};
+    use crate::trust::{judge_dir, judge_file, Facts};
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else { return };
     let mut names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).collect();
     names.sort();
-    let mut rows = Vec::new();
     for name in names {
-        let Some(stem) = PY_MODULES.iter().find_map(|ext| name.strip_suffix(ext)) else { continue };
-        if name.starts_with('.') {
+        *seen += 1;
+        if *seen > MODULE_ENTRIES || name.starts_with('.') {
             continue;
         }
-        let Ok(m) = fs::symlink_metadata(dir.join(&name)) else { continue };
-        if !m.is_file() || plugin_name(&name, m.mode()).is_some() {
+        let path = dir.join(&name);
+        let Ok(m) = fs::symlink_metadata(&path) else { continue };
+        let shown = format!("{prefix}{name}");
+        if m.is_dir() {
+            // The plugin folder's own working files live in the state directory, never here.
+            if depth >= MODULE_DEPTH {
+                continue;
+            }
+            if let Err(distrust) = judge_dir(Facts::of(&m), euid, false) {
+                let distrust = distrust.to_string();
+                rows.push(row(
+                    format!("folder {shown}/"),
+                    Verdict::Warn,
+                    format!(
+                        "{shown}/ {distrust}, and Python plugins import packages from the plugin folder (PYTHONPATH): whoever may write it adds code to them (chown it to root or the daemon's user, chmod 0755){}",
+                        as_root(euid, &distrust)
+                    ),
+                ));
+            }
+            module_rows_under(&path, &format!("{shown}/"), euid, depth + 1, seen, rows);
+            continue;
+        }
+        let Some(stem) = PY_MODULES.iter().find_map(|ext| name.strip_suffix(ext)) else { continue };
+        // At the top, an executable file is a plugin of its own, judged as one.
+        if !m.is_file() || (depth == 0 && plugin_name(&name, m.mode()).is_some()) {
             continue;
         }
         let mut why = Vec::new();
         if let Err(distrust) = judge_file(Facts::of(&m), euid) {
             let distrust = distrust.to_string();
             why.push(format!(
-                "{name} {distrust}, and Python plugins import modules from this folder (PYTHONPATH): whoever may write it runs code in them (chown it to root or the daemon's user, chmod 0644){}",
+                "{shown} {distrust}, and Python plugins import modules from this folder (PYTHONPATH): whoever may write it runs code in them (chown it to root or the daemon's user, chmod 0644){}",
                 as_root(euid, &distrust)
             ));
         }
-        if STARTUP_MODULES.contains(&stem) {
+        if depth == 0 && STARTUP_MODULES.contains(&stem) {
             why.push(format!(
                 "Python imports {stem} at start-up in every Python plugin (PYTHONPATH names this folder), whether the plugin imports it or not: remove it unless that is meant"
             ));
         }
         if !why.is_empty() {
-            rows.push(row(format!("module {name}"), Verdict::Warn, why.join("; ")));
+            rows.push(row(format!("module {shown}"), Verdict::Warn, why.join("; ")));
         }
     }
-    rows
 }
 
 /// What `execve` makes of program plugin `file` (open as `image`), read as data: a binary for
@@ -818,6 +855,37 @@ mod tests {
         assert!(!site.contains("writable"), "trusted, so only the start-up: {site}");
         let user = &rows[3].detail;
         assert!(user.contains("(mode 0646)") && user.contains("imports usercustomize at start-up"), "{user}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn modules_and_packages_in_subfolders_are_judged_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("syncd-check-packages-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("lib/__pycache__")).unwrap();
+        fs::create_dir_all(dir.join("ok")).unwrap();
+        fs::create_dir_all(dir.join(".git")).unwrap();
+        let put = |file: &str, mode: u32| {
+            fs::write(dir.join(file), "X = 1\n").unwrap();
+            fs::set_permissions(dir.join(file), fs::Permissions::from_mode(mode)).unwrap();
+        };
+        fs::set_permissions(dir.join("lib"), fs::Permissions::from_mode(0o777)).unwrap();
+        put("lib/inner.py", 0o666);
+        put("lib/__pycache__/inner.cpython-311.pyc", 0o666);
+        put("lib/sitecustomize.py", 0o644); // not on the path itself: no start-up row
+        put("ok/good.py", 0o644);
+        put(".git/hook.py", 0o666); // hidden: not walked
+        let rows = module_rows(&dir, crate::plugin::euid());
+        let what: Vec<&str> = rows.iter().map(|r| r.what.as_str()).collect();
+        assert_eq!(
+            what,
+            ["folder lib/", "module lib/__pycache__/inner.cpython-311.pyc", "module lib/inner.py"],
+            "{rows:?}"
+        );
+        assert!(rows[0].detail.starts_with("lib/ is writable by group or others"), "{}", rows[0].detail);
+        assert!(rows[0].detail.contains("adds code to them"), "{}", rows[0].detail);
+        assert!(rows[2].detail.starts_with("lib/inner.py is writable"), "{}", rows[2].detail);
         let _ = fs::remove_dir_all(&dir);
     }
 
