@@ -22,9 +22,9 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How long after each `done` the run listens for frames sent unasked.
 const QUIET: Duration = Duration::from_millis(10);
-/// Intents a plugin may still send in the call in which it was told BUSY, before that counts
-/// as retrying in a loop.
-const AFTER_BUSY: usize = 2;
+/// Intents a plugin may still send in the call in which it was told BUSY (the page says none:
+/// it returns and tries again from a later call).
+const AFTER_BUSY: usize = 0;
 
 /// How the conformance run answers the plugin's intents in one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,8 +369,8 @@ impl Script<'_> {
             ],
             abi::UPDATE_CANCELED_ALL => vec![("symbol", json!(sent.symbol)), ("reason", json!("2 canceled, 0 failed"))],
             abi::UPDATE_REFUSED => vec![
-                ("status", json!("PRICE_FILTER")),
-                ("reason", json!("price 59000.001 is not on the tick 0.01")),
+                ("status", json!("NOTIONAL")),
+                ("reason", json!("notional 5.90 is below the symbol's minimum 10.00")),
                 ("reason_code", json!(abi::REASON_FILTER)),
             ],
             abi::UPDATE_REJECTED => vec![
