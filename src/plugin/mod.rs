@@ -34,7 +34,7 @@
 //! a backoff (`restart_backoff_ms`, default 1 s, doubling to `restart_backoff_max_ms`, 60 s,
 //! while it keeps dying within a minute of its start), and the fill it was on comes again
 //! marked replayed. In-process, a
-//! stalled callback only gets its intents refused until it returns. Its open orders stay in
+//! stalled callback only gets its intents answered BUSY until it returns. Its open orders stay in
 //! the executor's book, under its tag, for the next version.
 //!
 //! The files: this one holds the shared types ([`PluginHost`]'s fields, [`PluginView`]);

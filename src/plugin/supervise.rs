@@ -60,7 +60,7 @@ impl PluginHost {
                 r.handle.set_paused(stalled);
                 if stalled {
                     log::error!(
-                        "plugin {name}: a callback has run for over {:?}; its intents are refused until it returns",
+                        "plugin {name}: a callback has run for over {:?}; its intents are answered BUSY until it returns",
                         self.settings.stall_after
                     );
                 } else {
