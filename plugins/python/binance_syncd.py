@@ -51,6 +51,7 @@ Only the main thread, inside a callback, may call the host methods (:meth:`Strat
 anywhere (outside a callback it goes to stderr, which the daemon logs too).
 """
 
+import collections
 import dataclasses
 import decimal
 import enum
@@ -70,6 +71,7 @@ __all__ = [
     "Fill",
     "FrameTooLarge",
     "IntentKind",
+    "Journal",
     "LogLevel",
     "Logger",
     "MAX_DOWN",
@@ -286,6 +288,124 @@ _RUST_WHITESPACE = (
     "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
     "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+
+
+class Journal:
+    """The fills a strategy has acted on, kept on disk, so that a fill the daemon hands it again
+    after a crash (``replayed`` true) is told from a new one::
+
+        def on_start(self, info):
+            self.journal = Journal()          # journal.fills in the working directory
+
+        def on_fill(self, fill):
+            if fill.replayed and fill in self.journal:
+                return                        # acted on before the crash: only acknowledge
+            self.journal.add(fill)            # durable before acting: never act twice
+            self.place(...)
+
+    Keys are ``(symbol, trade_id)``: a trade id is unique within its symbol only. :meth:`add`
+    returns once the key is on disk (written and fsynced). Adding before acting never acts
+    twice (a crash between the two loses that action); adding after acting never misses one
+    (a crash between repeats it). The file is in the strategy's working directory, which the
+    daemon keeps across versions and restarts. Only the newest ``keep`` keys are kept: the
+    daemon replays only fills after the last cursor it saved (at most about 100 ms of fills
+    before a crash, or the one fill a crashed strategy was given), so a few thousand reach far
+    enough back. A torn last line (a crash inside a write) is ignored when the file is read.
+    """
+
+    def __init__(self, path: str = "journal.fills", keep: int = 4096) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self._path = path
+        self._keep = keep
+        self._order = collections.deque()  # type: collections.deque
+        self._keys = set()  # type: set
+        self._lines = 0
+        whole = 0  # bytes up to the end of the last whole line
+        try:
+            with open(path, "rb") as f:
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break  # torn by a crash inside its write
+                    whole += len(raw)
+                    self._lines += 1
+                    key = self._parse(raw)
+                    if key is not None:
+                        self._remember(key)
+        except FileNotFoundError:
+            pass
+        self._file = open(path, "ab")
+        # The next line must not be glued to a torn one.
+        if self._file.tell() > whole:
+            self._file.truncate(whole)
+
+    @staticmethod
+    def _parse(raw: bytes) -> Optional[Tuple[str, int]]:
+        parts = raw.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            return None
+        return parts[0].decode("ascii", "replace"), int(parts[1])
+
+    @staticmethod
+    def _key(item: Any) -> Tuple[str, int]:
+        if isinstance(item, Fill):
+            return item.symbol, item.trade_id
+        symbol, trade_id = item
+        if not isinstance(symbol, str) or not symbol or any(c.isspace() for c in symbol):
+            raise ValueError("a journal key's symbol is a non-empty str without spaces")
+        if isinstance(trade_id, bool) or not isinstance(trade_id, int) or trade_id < 0:
+            raise ValueError("a journal key's trade_id is a non-negative int")
+        return symbol, trade_id
+
+    def _remember(self, key: Tuple[str, int]) -> None:
+        if key in self._keys:
+            return
+        self._keys.add(key)
+        self._order.append(key)
+        while len(self._order) > self._keep:
+            self._keys.discard(self._order.popleft())
+
+    def __contains__(self, item: Any) -> bool:
+        """Whether a fill (or a ``(symbol, trade_id)``) was added, in this process or before."""
+        return self._key(item) in self._keys
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, item: Any) -> None:
+        """Records a fill (or a ``(symbol, trade_id)``) durably; nothing if it is there."""
+        key = self._key(item)
+        if key in self._keys:
+            return
+        self._file.write(("%s %d\n" % key).encode("ascii"))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._lines += 1
+        self._remember(key)
+        if self._lines > 2 * self._keep:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrites the file with the kept keys only (a new file renamed over it, then the
+        folder synced), so that it does not grow for ever."""
+        tmp = self._path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(b"".join(("%s %d\n" % k).encode("ascii") for k in self._order))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
+        folder = os.open(os.path.dirname(os.path.abspath(self._path)), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        self._file.close()
+        self._file = open(self._path, "ab")
+        self._lines = len(self._order)
+
+    def close(self) -> None:
+        """Closes the file (it is closed at exit anyway)."""
+        self._file.close()
 
 
 def setting(text: str, key: str) -> Optional[str]:

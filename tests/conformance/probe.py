@@ -13,6 +13,7 @@ class Probe(sd.Strategy):
     VERSION = "probe 1"
 
     def on_start(self, info):
+        self.journal = sd.Journal()
         self.log.info("probe started with %d symbols" % len(info.snapshot.get("symbols", {})))
         rules = self.rules("BTCUSD")
         if rules is None or rules.get("symbol") != "BTCUSD":
@@ -38,6 +39,11 @@ class Probe(sd.Strategy):
         self._try("cancel all", lambda: self.cancel_all("BTCUSD"))
 
     def on_fill(self, fill):
+        # The restart hands it a fill it acted on: acknowledged, not acted on again.
+        if fill.replayed and fill in self.journal:
+            self.log.info("fill %d (trade %d) replayed: acted on before" % (fill.seq, fill.trade_id))
+            return
+        self.journal.add(fill)
         self._try(
             "replace",
             lambda: self.replace(fill.symbol, fill.side, fill.price - Decimal("1.00"), fill.qty, order_id=fill.order_id),

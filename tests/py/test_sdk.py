@@ -421,6 +421,69 @@ class Endings(unittest.TestCase):
         self.assertIn(b"the daemon runs it", p.stderr)
 
 
+class JournalOfFills(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "journal.fills")
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def fill(self, symbol, trade_id):
+        return sdk._fill(dict(FILL, symbol=symbol, trade_id=trade_id))
+
+    def test_a_fill_added_is_known_after_a_restart_by_symbol_and_trade_id(self):
+        j = sdk.Journal(self.path)
+        self.assertNotIn(self.fill("BTCUSD", 7), j)
+        j.add(self.fill("BTCUSD", 7))
+        j.add(("ETHUSD", 8))
+        j.add(("ETHUSD", 8))  # once only
+        j.close()
+        again = sdk.Journal(self.path)
+        self.assertIn(self.fill("BTCUSD", 7), again)
+        self.assertIn(("ETHUSD", 8), again)
+        # A trade id is unique within its symbol only.
+        self.assertNotIn(self.fill("ETHUSD", 7), again)
+        self.assertEqual(len(again), 2)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"BTCUSD 7\nETHUSD 8\n")
+
+    def test_a_line_torn_by_a_crash_is_ignored_and_the_rest_kept(self):
+        with open(self.path, "wb") as f:
+            f.write(b"BTCUSD 1\ngarbage\nBTCUSD 2\nBTCUSD 3")
+        j = sdk.Journal(self.path)
+        self.assertIn(("BTCUSD", 1), j)
+        self.assertIn(("BTCUSD", 2), j)
+        self.assertNotIn(("BTCUSD", 3), j)
+        j.add(("BTCUSD", 4))
+        j.close()
+        self.assertIn(("BTCUSD", 4), sdk.Journal(self.path))
+
+    def test_only_the_newest_keys_are_kept_and_the_file_stays_bounded(self):
+        j = sdk.Journal(self.path, keep=3)
+        for t in range(1, 21):
+            j.add(("BTCUSD", t))
+        self.assertEqual(len(j), 3)
+        self.assertNotIn(("BTCUSD", 17), j)
+        self.assertIn(("BTCUSD", 18), j)
+        j.close()
+        with open(self.path, "rb") as f:
+            lines = f.read().splitlines()
+        self.assertLessEqual(len(lines), 6, lines)
+        self.assertEqual(lines[-1], b"BTCUSD 20")
+        again = sdk.Journal(self.path, keep=3)
+        self.assertEqual([("BTCUSD", t) in again for t in (17, 18, 19, 20)], [False, True, True, True])
+        self.assertFalse(os.path.exists(self.path + ".tmp"))
+
+    def test_bad_keys_are_refused(self):
+        j = sdk.Journal(self.path)
+        for bad in [("", 1), ("BTC USD", 1), ("BTCUSD", -1), ("BTCUSD", True), ("BTCUSD", "1")]:
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                j.add(bad)
+        with self.assertRaises(ValueError):
+            sdk.Journal(self.path, keep=0)
+
+
 class Settings(unittest.TestCase):
     def test_setting_reads_the_first_uncommented_line_of_the_key_trimmed_as_the_rust_sdk(self):
         # The Rust SDK's own cases (plugins/sdk/src/lib.rs).
