@@ -4,7 +4,7 @@
 //! protocol page, first as written (it passes) and then broken in one way at a time: each
 //! fault must be named by the check it breaks.
 
-use crate::plugins::cc;
+use crate::plugins::{build_plugin, cc};
 use crate::sync::temp_dir;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,24 @@ fn the_so_host_keeps_every_rule_of_the_protocol_with_a_c_plugin() {
     assert_whole_pass(code, &report);
     assert!(report.contains("a shared library, through the plugin host"), "{report}");
     assert!(report.contains("version \"c probe 1\", abi_minor 5"), "{report}");
+}
+
+#[test]
+fn the_rust_grid_maker_keeps_every_rule_it_exercises() {
+    // Built on the Rust SDK, through the .so host: a strategy, not a probe, so some messages
+    // (replace, rules_of) are not exercised; nothing fails.
+    let so = build_plugin("grid-maker", "1");
+    let (code, report) = conformance(&so);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains(" 0 failed,"), "{report}");
+    for ran in [
+        "  ok    answers hello with ready",
+        "  ok    intent place:",
+        "  ok    BUSY is not retried in the call:",
+        "  ok    a new process goes on from the cursor",
+    ] {
+        assert!(report.contains(ran), "{ran:?} missing from: {report}");
+    }
 }
 
 #[test]
