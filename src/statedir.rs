@@ -71,11 +71,17 @@ impl StateLock {
             return Err(Error::Config(format!("SYNCD_STATE_DIR: {} is not a regular file", path.display())));
         }
         // `check` takes a shared lock for an instant to see whether a daemon holds it: a start
-        // that meets it tries again for a moment instead of exiting 2 beside no daemon.
+        // that meets it tries again for a moment instead of exiting 2 beside no daemon. So does
+        // one that finds the lock still held in this very process's name after its own daemon
+        // let it go: a child another thread was forking at that moment holds a copy of the
+        // lock's descriptor until its `exec` closes it (close-on-exec), and no other process can
+        // have written this pid.
         let mut tries = 0;
         let locked = loop {
             match file.try_lock() {
-                Err(fs::TryLockError::WouldBlock) if tries < 10 && !held_exclusively(&path) => {
+                Err(fs::TryLockError::WouldBlock)
+                    if tries < 50 && (!held_exclusively(&path) || read_pid(&mut file) == Some(std::process::id())) =>
+                {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -215,6 +221,22 @@ mod tests {
         assert!(refused.contains(&dir.display().to_string()), "{refused}");
         drop(other);
         StateLock::acquire(&dir).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_copy_of_our_own_released_lock_held_for_a_moment_is_waited_for() {
+        // As a child forked by another thread holds a copy of the descriptor until its exec.
+        let dir = temp("lock-fork");
+        drop(StateLock::acquire(&dir).unwrap()); // the file now names this process
+        let copy = OpenOptions::new().read(true).open(dir.join(LOCK_FILE)).unwrap();
+        copy.try_lock().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(copy);
+        });
+        StateLock::acquire(&dir).unwrap();
+        release.join().unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
 
