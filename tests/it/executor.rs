@@ -42,6 +42,20 @@ impl Rig {
         rig
     }
 
+    /// [`Rig::start`] with `faults` set on the exchange before the daemon starts.
+    fn start_faulted(name: &str, faults: &[(&str, &[(&str, &str)])]) -> Rig {
+        init_log();
+        let ex = paper_with(|_| {});
+        for (fault, params) in faults {
+            ex.fault(fault, params).unwrap();
+        }
+        let cfg = config(&ex, &temp_dir(name));
+        let daemon = Daemon::start(&cfg, &fast()).unwrap();
+        let rig = Rig { ex, cfg, daemon };
+        rig.wait_ready();
+        rig
+    }
+
     fn wait_ready(&self) {
         let end = Instant::now() + Duration::from_secs(10);
         while !self.daemon.executor().view().ready {
@@ -392,12 +406,13 @@ fn an_unknown_cancel_replace_that_never_reached_the_exchange_leaves_one_live_ord
 
 #[test]
 fn a_placement_that_exists_is_never_sent_again_even_filled_while_the_stream_was_down() {
-    let rig = Rig::start("exec-no-resend", |_| {}, |_| {});
+    // No report can settle it: the stream is down from the start (a stream that came up after
+    // the order landed would have the executor rebuild its book and find it open, before the
+    // fill below). The order lands, its answer is lost, and the by-id lookups lag (-2013) for
+    // longer than they are asked.
+    let rig = Rig::start_faulted("exec-no-resend", &[("drop", &[("refuse_ms", "20000")])]);
     let (s, replies) = rig.strategy("nrs");
     let (bid, _) = rig.touch("BTCUSD");
-    // No report can settle it: the stream is down. The order lands, its answer is lost, and the
-    // by-id lookups lag (-2013) for longer than they are asked.
-    rig.ex.fault("drop", &[("refuse_ms", "20000")]).unwrap();
     rig.ex.fault("order_error", &[("mode", "503")]).unwrap();
     rig.ex.fault("lookup_lag", &[("count", "1000")]).unwrap();
     let id = s.submit(place("BTCUSD", Side::Buy, bid.checked_sub(d("1")).unwrap(), "0.001")).unwrap();
