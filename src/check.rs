@@ -446,7 +446,7 @@ fn module_rows_under(dir: &Path, prefix: &str, euid: u32, depth: usize, seen: &m
         let Ok(m) = fs::symlink_metadata(&path) else { continue };
         let shown = format!("{prefix}{name}");
         if m.is_dir() {
-            // The plugin folder's own working files live in the state directory, never here.
+            // Deeper than any package layout a plugin folder has: not walked (nor warned of).
             if depth >= MODULE_DEPTH {
                 continue;
             }

@@ -41,35 +41,47 @@ pub(super) fn parse_side(v: u8) -> Result<Side, i32> {
     }
 }
 
+/// The intent `i` says, or why the daemon refuses it at once (`submit` answers
+/// `STATUS_REFUSED`): an unknown kind, a side or decimal it cannot read, no order named. The
+/// conformance run judges a plugin's intents with it too.
+pub(super) fn intent_of(i: &IntentIn<'_>) -> Result<Intent, String> {
+    let dec = |what: &str, s: &str| {
+        s.parse::<Decimal>().map_err(|_| format!("with {what} {:?}: not a decimal", super::proto::cut(s, 40)))
+    };
+    let side = || parse_side(i.side).map_err(|_| format!("with side {}: sides are 0 (buy) and 1 (sell)", i.side));
+    let order = || {
+        if i.order_id != 0 {
+            Ok(OrderRef::Id(i.order_id))
+        } else if !i.client_order_id.is_empty() {
+            Ok(OrderRef::ClientId(i.client_order_id.to_string()))
+        } else {
+            Err("naming no order: a cancel or replace needs order_id or client_order_id".to_string())
+        }
+    };
+    let symbol = i.symbol.to_string();
+    Ok(match i.kind {
+        abi::INTENT_PLACE => {
+            Intent::Place { symbol, side: side()?, price: dec("price", i.price)?, qty: dec("qty", i.qty)? }
+        }
+        abi::INTENT_CANCEL => Intent::Cancel { symbol, order: order()? },
+        abi::INTENT_CANCEL_ALL => Intent::CancelAll { symbol },
+        abi::INTENT_REPLACE => Intent::Replace {
+            symbol,
+            order: order()?,
+            side: side()?,
+            price: dec("price", i.price)?,
+            qty: dec("qty", i.qty)?,
+        },
+        kind => return Err(format!("of kind {kind}: kinds are 0 (place) to 3 (replace)")),
+    })
+}
+
 impl HostServices for Services {
     fn submit(&self, i: IntentIn<'_>) -> Result<u64, i32> {
-        let refused = abi::STATUS_REFUSED;
-        let dec = |s: &str| s.parse::<Decimal>().map_err(|_| refused);
-        let order = || {
-            if i.order_id != 0 {
-                Ok(OrderRef::Id(i.order_id))
-            } else if !i.client_order_id.is_empty() {
-                Ok(OrderRef::ClientId(i.client_order_id.to_string()))
-            } else {
-                Err(refused)
-            }
-        };
-        let symbol = i.symbol.to_string();
-        let intent = match i.kind {
-            abi::INTENT_PLACE => {
-                Intent::Place { symbol, side: parse_side(i.side)?, price: dec(i.price)?, qty: dec(i.qty)? }
-            }
-            abi::INTENT_CANCEL => Intent::Cancel { symbol, order: order()? },
-            abi::INTENT_CANCEL_ALL => Intent::CancelAll { symbol },
-            abi::INTENT_REPLACE => Intent::Replace {
-                symbol,
-                order: order()?,
-                side: parse_side(i.side)?,
-                price: dec(i.price)?,
-                qty: dec(i.qty)?,
-            },
-            _ => return Err(refused),
-        };
+        let intent = intent_of(&i).map_err(|why| {
+            log::debug!("plugin {}: intent refused: {why}", self.name);
+            abi::STATUS_REFUSED
+        })?;
         self.handle.submit(intent).map_err(|e| {
             log::debug!("plugin {}: intent refused: {e}", self.name);
             refusal_status(&e, self.abi_minor.load(Ordering::Relaxed))

@@ -1,6 +1,7 @@
 //! The messages a plugin sends, judged as the daemon reads them, and small pieces of the
 //! messages sent to it.
 
+use crate::plugin::ffi::IntentIn;
 use crate::plugin::proto::{self, Up};
 use binance_syncd_plugin::abi;
 use binance_syncd_plugin::Decimal;
@@ -41,25 +42,19 @@ pub(super) fn name_of(up: &Up) -> &'static str {
     }
 }
 
-/// Why the daemon would refuse `s` at once (`submitted` -3, as `Services::submit` does), if
-/// it would: an unknown kind, a side or decimal it cannot read, no order named.
+/// Why the daemon would refuse `s` at once (`submitted` -3), if it would: its own rule,
+/// `services::intent_of`.
 pub(super) fn malformed(s: &Sent) -> Option<String> {
-    let place_like = matches!(s.kind, abi::INTENT_PLACE | abi::INTENT_REPLACE);
-    if s.kind > abi::INTENT_REPLACE {
-        return Some(format!("of kind {}: kinds are 0 (place) to 3 (replace)", s.kind));
-    }
-    if place_like && s.side > abi::SIDE_SELL {
-        return Some(format!("with side {}: sides are 0 (buy) and 1 (sell)", s.side));
-    }
-    for (what, text) in [("price", &s.price), ("qty", &s.qty)] {
-        if place_like && text.parse::<Decimal>().is_err() {
-            return Some(format!("with {what} {text:?}: not a decimal"));
-        }
-    }
-    if matches!(s.kind, abi::INTENT_CANCEL | abi::INTENT_REPLACE) && s.order_id == 0 && s.client_order_id.is_empty() {
-        return Some("naming no order: a cancel or replace needs order_id or client_order_id".into());
-    }
-    None
+    let intent = IntentIn {
+        kind: s.kind,
+        side: s.side,
+        order_id: s.order_id,
+        symbol: &s.symbol,
+        price: &s.price,
+        qty: &s.qty,
+        client_order_id: &s.client_order_id,
+    };
+    crate::plugin::services::intent_of(&intent).err()
 }
 
 /// Why an intent the daemon takes (`submitted` 0) is still wrong: the executor refuses it

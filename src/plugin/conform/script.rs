@@ -87,8 +87,6 @@ struct Script<'a> {
     seen: Seen,
     next_request: u64,
     minor: u32,
-    books: bool,
-    trades: bool,
     /// `books`, `trades` as its `ready` said.
     asked: (bool, bool),
     /// Its accepted intents, waiting for their `order` outcome.
@@ -107,8 +105,6 @@ pub(super) fn run(t: &Target) -> Vec<Check> {
         seen: Seen::default(),
         next_request: 1,
         minor: 0,
-        books: false,
-        trades: false,
         asked: (false, false),
         accepted: Vec::new(),
         seq: 2,
@@ -131,6 +127,11 @@ pub(super) fn run(t: &Target) -> Vec<Check> {
 }
 
 impl Script<'_> {
+    /// Whether it is sent books and trades: asked for in its `ready`, with a minor that has them.
+    fn market_sent(&self) -> (bool, bool) {
+        (self.asked.0 && self.minor >= 5, self.asked.1 && self.minor >= 5)
+    }
+
     fn ok(&mut self, name: impl Into<String>, detail: impl Into<String>) {
         self.checks.push(Check { verdict: Verdict::Ok, name: name.into(), detail: detail.into() });
     }
@@ -202,7 +203,6 @@ impl Script<'_> {
             Ok(Up::Ready { proto: p, version, abi_minor, books, trades }) if p == proto::PROTO => {
                 self.minor = abi_minor.min(abi::ABI_MINOR);
                 self.asked = (books, trades);
-                (self.books, self.trades) = (books && self.minor >= 5, trades && self.minor >= 5);
                 let mut detail = format!(
                     "in {} ms: version {version:?}, abi_minor {abi_minor}, books {books}, trades {trades}",
                     began.elapsed().as_millis()
@@ -403,7 +403,7 @@ impl Script<'_> {
     /// `book` and `trade`, if it asked for them.
     fn market(&mut self, peer: &mut Peer) -> Result<(), String> {
         let now = now_ms();
-        if self.books {
+        if self.market_sent().0 {
             let book = json!({
                 "c": "book", "symbol": "BTCUSD", "update_id": 991, "event_time_ms": now - 3,
                 "received_ms": now, "skipped": 2,
@@ -419,7 +419,7 @@ impl Script<'_> {
                 ),
             );
         }
-        if self.trades {
+        if self.market_sent().1 {
             let trade = json!({
                 "c": "trade", "symbol": "BTCUSD", "trade_id": 88, "price": "60000.00", "qty": "0.01",
                 "time_ms": now - 2, "event_time_ms": now - 1, "received_ms": now, "buyer_maker": true, "dropped": 0,
@@ -487,7 +487,7 @@ impl Script<'_> {
         ];
         let next = self.seq + 1;
         calls.push(("fill", self.fill(next, false, true)));
-        if self.books {
+        if self.market_sent().0 {
             let now = now_ms();
             let book = json!({
                 "c": "book", "symbol": "BTCUSD", "update_id": 1000 + self.moves, "event_time_ms": now,
